@@ -1,0 +1,1 @@
+"""Configuration, command-line interface and Verilog emission."""

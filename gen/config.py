@@ -1,0 +1,267 @@
+"""One validated configuration drives the RTL, the golden model, the performance model and the
+host driver.
+
+:class:`AcceleratorConfig` is a frozen dataclass. Every field is checked in ``__post_init__``;
+a bad value raises :class:`TypeError` (wrong type) or :class:`ValueError` (out of range) with a
+message that names the field and the allowed range -- never ``assert``.
+
+Presets by name: ``tiny`` (tests), ``ecp5`` (open ECP5 flow), ``vcu1525`` (Xilinx xcvu9p card).
+A configuration also loads from a TOML or YAML file (a flat table of fields, optionally with
+``preset = "name"`` as the base) and from ``--set field=value`` command-line overrides.
+
+Overflow policy (*ours*, numeric contract section 3): accumulation is exact in ``acc_width``
+bits; the configuration rejects shapes whose worst-case sum could overflow the accumulator
+(see :meth:`AcceleratorConfig.check_reduction`), so the hardware never needs to saturate an
+accumulator. Only the write-back to ``data_width`` saturates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AcceleratorConfig", "PRESETS", "preset", "load_config", "SUPPORTED_M", "SUPPORTED_STRIDES"]
+
+#: N:M group sizes the N:M selector supports (powers of two so indices pack densely).
+SUPPORTED_M = (2, 4, 8, 16)
+#: Convolution strides the PE supports.
+SUPPORTED_STRIDES = (1, 2)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Parameters of one accelerator instance.
+
+    Fields (allowed range in brackets):
+
+    * ``name`` -- label stamped into emitted files.
+    * ``pe_rows``, ``pe_cols`` [1, 64] -- PE array shape.
+    * ``macs_per_pe`` [1, 16] -- multipliers per PE.
+    * ``k_max`` [1, 11] -- longest kernel row a PE accepts.
+    * ``max_row_len`` [2, 4096] -- longest activation/gradient row (row-buffer depth).
+    * ``nm_m`` {2, 4, 8, 16} -- N:M group size M.
+    * ``nm_n_max`` [1, nm_m] -- largest runtime N.
+    * ``data_width`` [2, 32] -- operand width, signed two's complement.
+    * ``frac_bits`` [0, data_width - 1] -- fractional bits of the fixed-point operands.
+    * ``acc_width`` [2 * data_width, 64] -- exact accumulator width.
+    * ``weight_buf_depth``, ``act_buf_depth``, ``psum_buf_depth`` [16, 1 << 20] -- scratchpad
+      depths in words.
+    * ``prng_width`` {32} -- width of the xorshift PRNG state of the stochastic pruner.
+    * ``strides`` -- subset of (1, 2): strides the PE supports.
+    """
+
+    name: str = "custom"
+    pe_rows: int = 2
+    pe_cols: int = 2
+    macs_per_pe: int = 2
+    k_max: int = 7
+    max_row_len: int = 64
+    nm_m: int = 8
+    nm_n_max: int = 4
+    data_width: int = 16
+    frac_bits: int = 8
+    acc_width: int = 48
+    weight_buf_depth: int = 1024
+    act_buf_depth: int = 1024
+    psum_buf_depth: int = 1024
+    prng_width: int = 32
+    strides: tuple = (1, 2)
+
+    # -- validation -------------------------------------------------------------------------
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty string, not {self.name!r}")
+        if isinstance(self.strides, list):
+            object.__setattr__(self, "strides", tuple(self.strides))
+        for f in fields(self):
+            if f.type in ("int", int):
+                v = getattr(self, f.name)
+                if not _is_int(v):
+                    raise TypeError(f"{f.name} must be an integer, not {v!r}")
+
+        def rng(field_name, lo, hi):
+            v = getattr(self, field_name)
+            if not lo <= v <= hi:
+                raise ValueError(f"{field_name} must be in [{lo}, {hi}], not {v}")
+
+        rng("pe_rows", 1, 64)
+        rng("pe_cols", 1, 64)
+        rng("macs_per_pe", 1, 16)
+        rng("k_max", 1, 11)
+        rng("max_row_len", 2, 4096)
+        if self.nm_m not in SUPPORTED_M:
+            raise ValueError(f"nm_m must be one of {SUPPORTED_M}, not {self.nm_m}")
+        rng("nm_n_max", 1, self.nm_m)
+        rng("data_width", 2, 32)
+        rng("frac_bits", 0, self.data_width - 1)
+        rng("acc_width", 2 * self.data_width, 64)
+        for depth in ("weight_buf_depth", "act_buf_depth", "psum_buf_depth"):
+            rng(depth, 16, 1 << 20)
+        if self.prng_width != 32:
+            raise ValueError(f"prng_width must be 32 (xorshift32), not {self.prng_width}")
+        if not isinstance(self.strides, tuple) or not self.strides or \
+                any(not _is_int(s) for s in self.strides):
+            raise TypeError(f"strides must be a non-empty tuple of integers, not {self.strides!r}")
+        bad = [s for s in self.strides if s not in SUPPORTED_STRIDES]
+        if bad:
+            raise ValueError(f"strides must be a subset of {SUPPORTED_STRIDES}, not {self.strides}")
+        if self.max_row_len < self.k_max:
+            raise ValueError(f"max_row_len must be >= k_max ({self.k_max}), not {self.max_row_len}")
+
+    # -- derived quantities -----------------------------------------------------------------
+    @property
+    def col_width(self) -> int:
+        """Bits of a column index within a row (0 .. max_row_len - 1)."""
+        return max(1, (self.max_row_len - 1).bit_length())
+
+    @property
+    def nm_index_width(self) -> int:
+        """Bits of an index within an N:M group (clog2(M))."""
+        return max(1, (self.nm_m - 1).bit_length())
+
+    @property
+    def num_pes(self) -> int:
+        return self.pe_rows * self.pe_cols
+
+    def max_reduction(self) -> int:
+        """Largest number of products one accumulator may sum without any chance of overflow.
+
+        Worst case product magnitude is 2**(2*data_width - 2) (most negative squared), so
+        ``terms * 2**(2*dw-2) <= 2**(acc_width-1) - 1`` must hold.
+        """
+        return (2 ** (self.acc_width - 1) - 1) // (2 ** (2 * self.data_width - 2))
+
+    def check_reduction(self, terms: int, what: str = "reduction") -> None:
+        """Raise ``ValueError`` when ``terms`` worst-case products could overflow ``acc_width``."""
+        if not _is_int(terms) or terms < 0:
+            raise TypeError(f"{what}: number of terms must be a non-negative integer, not {terms!r}")
+        if terms > self.max_reduction():
+            raise ValueError(
+                f"{what}: {terms} products could overflow the {self.acc_width}-bit accumulator "
+                f"(at most {self.max_reduction()} for data_width={self.data_width})")
+
+    # -- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["strides"] = list(self.strides)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def key(self) -> str:
+        """A short, filesystem-safe identifier unique to this configuration."""
+        import hashlib
+        return f"{self.name}-{hashlib.sha1(self.to_json().encode()).hexdigest()[:8]}"
+
+    def replace(self, **changes) -> "AcceleratorConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AcceleratorConfig":
+        """Build from a mapping; ``preset`` picks the base, other keys override fields."""
+        data = dict(data)
+        base = data.pop("preset", None)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration field(s) {unknown}; known fields: {sorted(known)}")
+        start = preset(base) if base is not None else cls()
+        return dataclasses.replace(start, **data)
+
+
+def _parse_scalar(field_name: str, text: str):
+    ftype = {f.name: f.type for f in fields(AcceleratorConfig)}.get(field_name)
+    if ftype is None:
+        raise ValueError(f"unknown configuration field {field_name!r}; known fields: "
+                         f"{sorted(f.name for f in fields(AcceleratorConfig))}")
+    if ftype in ("int", int):
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise TypeError(f"{field_name} must be an integer, not {text!r}") from None
+    if ftype in ("tuple", tuple):
+        try:
+            return tuple(int(t, 0) for t in text.split(",") if t.strip())
+        except ValueError:
+            raise TypeError(f"{field_name} must be a comma-separated list of integers, not {text!r}") from None
+    return text
+
+
+PRESETS: dict[str, AcceleratorConfig] = {
+    # Small enough for Icarus: 2x2 PEs, short rows, narrow buffers.
+    "tiny": AcceleratorConfig(name="tiny", pe_rows=2, pe_cols=2, macs_per_pe=2, k_max=7,
+                              max_row_len=64, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
+                              acc_width=48, weight_buf_depth=256, act_buf_depth=256,
+                              psum_buf_depth=256),
+    # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, ~208 kB of EBR.
+    "ecp5": AcceleratorConfig(name="ecp5", pe_rows=4, pe_cols=4, macs_per_pe=4, k_max=7,
+                              max_row_len=256, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
+                              acc_width=48, weight_buf_depth=2048, act_buf_depth=2048,
+                              psum_buf_depth=1024),
+    # VCU1525 (xcvu9p): 6840 DSP48E2, 2160 BRAM36, 960 URAM.
+    "vcu1525": AcceleratorConfig(name="vcu1525", pe_rows=16, pe_cols=16, macs_per_pe=8, k_max=11,
+                                 max_row_len=512, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
+                                 acc_width=48, weight_buf_depth=16384, act_buf_depth=16384,
+                                 psum_buf_depth=4096),
+}
+
+#: The preset `make verilog` uses.
+DEFAULT_PRESET = "tiny"
+
+
+def preset(name: str) -> AcceleratorConfig:
+    """Return the named preset; ``ValueError`` lists the known names."""
+    if not isinstance(name, str):
+        raise TypeError(f"preset name must be a string, not {name!r}")
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+
+
+def load_config(path: str | Path | None = None, *, base: str | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> AcceleratorConfig:
+    """Load a configuration.
+
+    ``path``: a ``.toml`` or ``.yaml``/``.yml`` file holding a flat table of fields (and
+    optionally ``preset``); ``base``: a preset name used when the file names none;
+    ``overrides``: ``["field=value", ...]`` strings (CLI ``--set``) or a dict, applied last.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"configuration file {str(path)!r} does not exist")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ValueError(f"configuration file must end in .toml, .yaml or .yml, not {path.suffix!r}")
+        if not isinstance(data, dict):
+            raise ValueError(f"configuration file {str(path)!r} must hold a table of fields")
+        if "accelerator" in data and isinstance(data["accelerator"], dict):
+            data = data["accelerator"]
+    if base is not None and "preset" not in data:
+        data["preset"] = base
+    if overrides:
+        if isinstance(overrides, dict):
+            data.update(overrides)
+        else:
+            for item in overrides:
+                if "=" not in item:
+                    raise ValueError(f"override must look like field=value, not {item!r}")
+                k, v = item.split("=", 1)
+                data[k.strip()] = _parse_scalar(k.strip(), v.strip())
+    return AcceleratorConfig.from_dict(data)

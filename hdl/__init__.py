@@ -1,0 +1,1 @@
+"""Amaranth components of the sparseforge accelerator (no numpy, no I/O at elaboration)."""

@@ -1,0 +1,1 @@
+"""Bit-exact golden model, performance model and test kit."""

