@@ -19,8 +19,32 @@ def _compressor(cfg: AcceleratorConfig, **params):
     return Compressor(**p), p
 
 
+def _nm_selector(cfg: AcceleratorConfig, **params):
+    from sparseforge.hdl.nm_selector import NMSelector
+    p = {"m": cfg.nm_m, "n_max": cfg.nm_n_max, "width": cfg.data_width}
+    p.update(params)
+    return NMSelector(**p), p
+
+
+def _pruner(cfg: AcceleratorConfig, **params):
+    from sparseforge.hdl.pruner import StochasticPruner
+    p = {"data_width": cfg.data_width}
+    p.update(params)
+    return StochasticPruner(**p), p
+
+
+def _weight_pregen(cfg: AcceleratorConfig, **params):
+    from sparseforge.hdl.weight_pregen import WeightPregen
+    p = {"m": cfg.nm_m, "n_max": cfg.nm_n_max, "width": cfg.data_width}
+    p.update(params)
+    return WeightPregen(**p), p
+
+
 BLOCKS = {
     "compressor": _compressor,
+    "nm_selector": _nm_selector,
+    "pruner": _pruner,
+    "weight_pregen": _weight_pregen,
 }
 
 

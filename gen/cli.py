@@ -74,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"blocks to emit (default: all of {', '.join(sorted(_blocks.BLOCKS))})")
     _add_config_args(p)
     p.add_argument("-o", "--output", default="build/verilog", metavar="DIR", help="output folder")
-    p.set_defaults(func=cmd_verilog, _block_flags={})
+    g = p.add_argument_group("nm_selector / weight_pregen overrides (default: from the config)")
+    g.add_argument("--m", type=int, default=None, help="N:M group size M")
+    g.add_argument("--n-max", type=int, default=None, help="largest runtime N")
+    g.add_argument("--width", type=int, default=None, help="value width in bits")
+    nm_flags = [("m", "m"), ("n_max", "n_max"), ("width", "width")]
+    p.set_defaults(func=cmd_verilog, _block_flags={"nm_selector": nm_flags, "weight_pregen": nm_flags})
 
     p = sub.add_parser("config", help="print the resolved configuration")
     _add_config_args(p)
