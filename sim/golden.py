@@ -24,14 +24,14 @@ Conventions (every function below follows them):
 """
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .prng import MASK32, xorshift32_stream
+from .prng import MASK32, _check_int, xorshift32_stream
 
 __all__ = [
     "NotNumericError",
@@ -55,28 +55,16 @@ _COMPRESS_MODES = ("none", "relu", "mask")
 
 
 class NotNumericError(TypeError, ValueError):
-    """An array argument is not numeric (integer or real float); both a TypeError and a ValueError."""
+    """An array argument is not numeric (integer or real float).
+
+    Both a ``TypeError`` and a ``ValueError`` (like numpy's ``AxisError``), so callers catching
+    either see it.
+    """
 
 
 # --------------------------------------------------------------------------------------------
 # Validation helpers (shared by every public function)
 # --------------------------------------------------------------------------------------------
-
-def _check_int(name, value, lo=None, hi=None):
-    """Return ``value`` as a Python int if it is an integer in ``[lo, hi]`` (None: unbounded)."""
-    if not isinstance(value, Integral) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__} {value!r}")
-    value = int(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        if hi is None:
-            allowed = f">= {lo}"
-        elif lo is None:
-            allowed = f"<= {hi}"
-        else:
-            allowed = f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {allowed}, got {value}")
-    return value
-
 
 def _check_real(name, value, lo, hi, *, hi_open=False):
     """Return ``value`` as a finite float in ``[lo, hi]`` (``[lo, hi)`` with ``hi_open``)."""
@@ -84,8 +72,8 @@ def _check_real(name, value, lo, hi, *, hi_open=False):
         raise TypeError(f"{name} must be a real number, not {type(value).__name__} {value!r}")
     value = float(value)
     if not (math.isfinite(value) and lo <= value and (value < hi if hi_open else value <= hi)):
-        allowed = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
-        raise ValueError(f"{name} must be a finite number in {allowed}, got {value}")
+        allowed = f" in [{lo}, {hi}{')' if hi_open else ']'}" if math.isfinite(lo + hi) else ""
+        raise ValueError(f"{name} must be a finite number{allowed}, got {value}")
     return value
 
 
@@ -95,6 +83,8 @@ def _as_array(name, x, kinds="iuf"):
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise NotNumericError(f"{name} must be a numeric array-like: {exc}") from None
+    if kinds == "iu" and arr.size == 0 and arr.dtype == np.float64:
+        arr = arr.astype(np.int64)      # an empty list: numpy's default float64 carries no values
     if arr.dtype.kind not in kinds:
         wanted = "an integer" if kinds == "iu" else "a numeric (integer or real float)"
         raise NotNumericError(f"{name} must have {wanted} dtype, got dtype {arr.dtype}")
@@ -134,8 +124,8 @@ def _check_axis(axis, ndim):
     return axis % ndim
 
 
-def _as_bool_mask(name, mask, shape):
-    """A bool array of ``shape``; integer arrays of 0/1 are accepted too."""
+def _as_bool_mask(name, mask, shape=None):
+    """A bool array (of ``shape`` unless None); integer arrays of 0/1 are accepted too."""
     try:
         arr = np.asarray(mask)
     except (TypeError, ValueError) as exc:
@@ -144,13 +134,14 @@ def _as_bool_mask(name, mask, shape):
         arr = arr.astype(bool)
     if arr.dtype != bool:
         raise TypeError(f"{name} must be a bool array (or 0/1 integers), got dtype {arr.dtype}")
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{name} shape {arr.shape} does not match the expected shape {tuple(shape)}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name} shape {arr.shape} does not match the expected shape "
+                         f"{tuple(shape)}")
     return arr
 
 
 def _magnitude(arr):
-    """``|arr|`` exactly: ``uint64`` for integer arrays (most negative value included), else float64."""
+    """``|arr|`` exactly: uint64 for integer arrays (most negative value included), else float64."""
     if arr.dtype.kind == "u":
         return arr.astype(np.uint64)
     if arr.dtype.kind == "i":
@@ -171,11 +162,10 @@ def _compute_pair(name_a, a, name_b, b, terms):
     """
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":
         a, b = _as_int64(name_a, a), _as_int64(name_b, b)
-        bound = _max_magnitude(a) * _max_magnitude(b) * terms
-        if bound > _INT64_MAX:
-            raise ValueError(
-                f"int64 accumulation could overflow: max|{name_a}| = {_max_magnitude(a)}, "
-                f"max|{name_b}| = {_max_magnitude(b)}, {terms} terms per sum")
+        max_a, max_b = _max_magnitude(a), _max_magnitude(b)
+        if max_a * max_b * terms > _INT64_MAX:
+            raise ValueError(f"int64 accumulation could overflow: max|{name_a}| = {max_a}, "
+                             f"max|{name_b}| = {max_b}, {terms} terms per sum")
         return a, b
     return a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
 
@@ -194,7 +184,8 @@ def _check_signed_range(name, arr, width):
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     if arr.size and (arr.min() < lo or arr.max() > hi):
         bad = arr.min() if arr.min() < lo else arr.max()
-        raise ValueError(f"{name} has a value {int(bad)} outside the {width}-bit signed range [{lo}, {hi}]")
+        raise ValueError(f"{name} has a value {int(bad)} outside the {width}-bit signed range "
+                         f"[{lo}, {hi}]")
     return arr
 
 
@@ -229,13 +220,13 @@ def _nm_setup(w, n, m, axis):
     w = _as_array("w", w)
     if w.ndim == 0:
         raise ValueError("w must have at least one dimension, got a 0-D array")
-    axis = _check_axis(axis, w.ndim)
-    if w.shape[axis] % m:
+    ax = _check_axis(axis, w.ndim)
+    if w.shape[ax] % m:
         raise ValueError(f"the length of w along axis={axis} (w.shape={w.shape}) is "
-                         f"{w.shape[axis]}, not a multiple of m={m}")
+                         f"{w.shape[ax]}, not a multiple of m={m}")
     if w.dtype.kind == "f" and np.isnan(w).any():
         raise ValueError("w contains NaN; N:M selection needs ordered magnitudes")
-    return w, n, m, axis
+    return w, n, m, ax
 
 
 def _nm_order(groups):
@@ -313,13 +304,12 @@ def nm_decompress(values, indices, mask, m, axis=-1):
     m = _check_int("m", m, 1)
     values = _as_array("values", values)
     indices = _as_array("indices", indices, "iu")
-    mask = np.asarray(mask)
+    mask = _as_bool_mask("mask", mask)
     if mask.ndim == 0:
         raise ValueError("mask must have at least one dimension, got a 0-D array")
-    mask = _as_bool_mask("mask", mask, mask.shape)
-    axis = _check_axis(axis, mask.ndim)
+    axis_arg, axis = axis, _check_axis(axis, mask.ndim)
     if mask.shape[axis] % m:
-        raise ValueError(f"the length of mask along axis={axis} (mask.shape={mask.shape}) is "
+        raise ValueError(f"the length of mask along axis={axis_arg} (mask.shape={mask.shape}) is "
                          f"{mask.shape[axis]}, not a multiple of m={m}")
     if values.ndim != mask.ndim + 1:
         raise ValueError(f"values must have mask.ndim + 1 = {mask.ndim + 1} dimensions, "
@@ -330,7 +320,8 @@ def nm_decompress(values, indices, mask, m, axis=-1):
         raise ValueError(f"values shape {values.shape} does not match {expected} for "
                          f"mask.shape={mask.shape}, m={m}, axis={axis}")
     if indices.shape != values.shape:
-        raise ValueError(f"indices shape {indices.shape} does not match values shape {values.shape}")
+        raise ValueError(f"indices shape {indices.shape} does not match values shape "
+                         f"{values.shape}")
     if not 1 <= n <= m:
         raise ValueError(f"the slot count n = values.shape[axis + 1] = {n} must be in [1, m={m}]")
     vg = np.moveaxis(values, (axis, axis + 1), (-2, -1))
@@ -443,11 +434,7 @@ def stochastic_prune(g, tau, rng):
     drawing ``u = rng.random(g.shape)`` and keeping iff ``u < |g| / tau``.  ``tau <= 0`` returns a
     copy of ``g`` and draws nothing.  Output dtype float64.
     """
-    tau = _check_real("tau", tau, -math.inf, math.inf) if isinstance(tau, Real) else tau
-    if not isinstance(tau, float):
-        raise TypeError(f"tau must be a real number, not {type(tau).__name__} {tau!r}")
-    if not math.isfinite(tau):
-        raise ValueError(f"tau must be finite, got {tau}")
+    tau = _check_real("tau", tau, -math.inf, math.inf)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, not {type(rng).__name__}")
     g = _as_array("g", g).astype(np.float64)
@@ -567,7 +554,7 @@ def _prepare_backward_weight(x, dy, w_shape, stride, padding):
 
 
 def conv2d_forward(x, w, stride=1, padding=0):
-    """Forward conv (cross-correlation): ``(B, Cin, H, W) x (Cout, Cin, Kh, Kw) -> (B, Cout, Ho, Wo)``.
+    """Forward conv (a correlation): x (B, Cin, H, W), w (Cout, Cin, Kh, Kw) -> (B, Cout, Ho, Wo).
 
     ``out[b, n, y, x] = sum_{c, i, j} xpad[b, c, y*S + i, x*S + j] * w[n, c, i, j]`` with ``xpad``
     zero-padded by ``padding`` on each side; ``Ho = (H + 2*padding - Kh) // stride + 1``.
@@ -579,7 +566,7 @@ def conv2d_forward(x, w, stride=1, padding=0):
 
 
 def conv2d_backward_input(dy, w, x_shape, stride=1, padding=0):
-    """Gradient of :func:`conv2d_forward` wrt ``x``: ``(B, Cout, Ho, Wo) -> x_shape (B, Cin, H, W)``.
+    """Gradient of :func:`conv2d_forward` wrt ``x``: dy ``(B, Cout, Ho, Wo)`` -> ``x_shape``.
 
     The transposed conv: every ``dy[b, n, y, x] * w[n, c, i, j]`` is scattered to padded position
     ``(y*S + i, x*S + j)``; the padding border is then cropped.  Input positions covered by no
@@ -647,7 +634,7 @@ def writeback(acc, frac_bits, data_width):
     if frac_bits:
         rem = acc & np.int64((1 << frac_bits) - 1)                # in [0, 2**frac_bits)
         half = np.int64(1 << (frac_bits - 1))
-        q = q + ((rem > half) | ((rem == half) & (q & 1 == 1)))
+        q = q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
     return np.clip(q, -(1 << (data_width - 1)), (1 << (data_width - 1)) - 1).astype(np.int64)
 
 

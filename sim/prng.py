@@ -34,13 +34,23 @@ MASK32 = 0xFFFFFFFF
 _SHORT_STREAM = 4096
 
 
-def _check_int(name, value, lo, hi=None):
+def _check_int(name, value, lo=None, hi=None):
+    """Return ``value`` as a Python int if it is an integer in ``[lo, hi]`` (None: unbounded).
+
+    Raises ``TypeError`` for a non-integer (``bool`` included) and ``ValueError`` out of range,
+    naming the argument.  Shared with :mod:`sparseforge.sim.golden`.
+    """
     if not isinstance(value, Integral) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, not {type(value).__name__} {value!r}")
     value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        allowed = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {allowed}, got {value}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if hi is None:
+            allowed = f">= {lo}"
+        elif lo is None:
+            allowed = f"<= {hi}"
+        else:
+            allowed = f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
     return value
 
 
