@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 
@@ -31,46 +34,52 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("sim", params)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Keep each (test module, simulator) on one xdist worker (``--dist loadgroup``) so each
-    Verilator model is compiled once per session, and the two simulators run in parallel."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "sim" in callspec.params:
-            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}-{callspec.params['sim']}"))
-
-
 def soak_scale() -> float:
     """``SF_SOAK=short`` (what `make test` sets) scales soaks down; ``long`` runs them fully."""
     return {"short": 1.0, "long": 10.0}.get(os.environ.get("SF_SOAK", "short"), 1.0)
 
 
 @pytest.fixture(scope="session")
-def cocotb_run(tmp_path_factory):
+def cocotb_run(tmp_path_factory, worker_id):
     from sparseforge.gen.blocks import build_block
     from sparseforge.gen.config import preset
     from sparseforge.gen.verilog import write_verilog
 
-    base = tmp_path_factory.mktemp("cocotb")
-    emitted: dict = {}
-    built: set = set()
+    # Shared by all xdist workers of this session (each worker's basetemp is a child of it), so
+    # each (block, config) is emitted once and each simulator model is compiled once per
+    # session; a file lock serialises the first build.
+    root = tmp_path_factory.getbasetemp()
+    base = (root.parent if worker_id != "master" else root) / "cocotb"
+    base.mkdir(exist_ok=True)
     counter = {"n": 0}
 
     def run(block: str, sim: str, test_module: str, *, params: dict | None = None,
             config=None, testcase=None, **block_params) -> int:
         cfg = config if config is not None else preset("tiny")
-        key = f"{block}-{cfg.key()}-{abs(hash(json.dumps(block_params, sort_keys=True))) % 10**8}"
-        if key not in emitted:
-            component, used = build_block(block, cfg, **block_params)
-            emitted[key] = write_verilog(component, block, base / key / "rtl", config=cfg,
-                                         params=used)
+        digest = hashlib.sha1(json.dumps(block_params, sort_keys=True).encode()).hexdigest()[:8]
+        key = f"{block}-{cfg.key()}-{digest}"
+        rtl = base / key / "rtl" / f"{block}.v"
         build_dir = base / key / sim
-        if (key, sim) not in built:
-            _runner.build(sim, [emitted[key]], block, build_dir)
-            built.add((key, sim))
+        with _locked(base / f"{key}.lock"):
+            if not rtl.exists():
+                component, used = build_block(block, cfg, **block_params)
+                write_verilog(component, block, rtl, config=cfg, params=used)
+            if not (build_dir / ".built").exists():
+                _runner.build(sim, [rtl], block, build_dir)
+                (build_dir / ".built").touch()
         counter["n"] += 1
-        test_dir = build_dir / f"run{counter['n']}"
+        test_dir = build_dir / f"run-{worker_id}-{counter['n']}"
         return _runner.run_test(sim, block, test_module, build_dir, params=params,
                                 testcase=testcase, test_dir=test_dir)
 
     return run
+
+
+@contextlib.contextmanager
+def _locked(path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
