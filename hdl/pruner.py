@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._validate import check_int
+from .arith import pipelined_umul, umul_latency
 
 __all__ = ["StochasticPruner", "grad_elem_layout", "xorshift32_step", "RESET_SEED"]
 
@@ -101,8 +102,10 @@ class StochasticPruner(wiring.Component):
         The current job's ``abs_sum`` saturated (same lifetime as ``abs_sum``).
     tau_next : Out(data_width - 1), tau_next_valid : Out(1)
         ``min((abs_sum * k_p) >> shift, 2**(data_width-1) - 1)`` of the most recent completed
-        job. Both update on the ``TAU_LATENCY`` = 2nd clock edge after the edge that accepts a
-        job's last element (a capture register after the multiplier, then shift and clamp), and
+        job. Both update on the ``TAU_LATENCY``-th clock edge after the edge that accepts a
+        job's last element (1 edge to flag the job's end, then the pipelined multiplier of
+        :func:`~sparseforge.hdl.arith.pipelined_umul`; 5 edges for the default 40 x 32 bits;
+        shift and clamp happen as ``tau_next`` is written), and
         then hold until the next job's end. ``tau_next_valid`` is sticky: 1 once any job has
         completed since reset or ``clear``. Back-to-back jobs are fine: the threshold pipeline
         captures ``abs_sum`` before the next job's first element can change it.
@@ -129,7 +132,11 @@ class StochasticPruner(wiring.Component):
     """
 
     LATENCY = 1
-    TAU_LATENCY = 2
+
+    @property
+    def TAU_LATENCY(self) -> int:
+        """Clock edges from accepting a job's last element to ``tau_next`` updating."""
+        return 1 + umul_latency(self._sum_width, self._kp_width)
 
     def __init__(self, *, data_width: int = 16, sum_width: int | None = None,
                  kp_width: int = 32, shift_max: int = 63):
@@ -256,22 +263,23 @@ class StochasticPruner(wiring.Component):
             self.nnz_out.eq(Mux(self.clear, 0, self.nnz_out) + nz_out),
         ]
 
-        # ---- next threshold: capture abs_sum * k_p, then shift and clamp ----
+        # ---- next threshold: abs_sum * k_p (pipelined), then shift and clamp ----
+        # The multiplier runs freely on abs_sum; a valid bit follows the finished job's total
+        # through it, and `clear` cancels it at any stage.
         job_end = Signal()                     # abs_sum holds a finished job's total
-        prod_valid = Signal()
-        prod = Signal(sw + self._kp_width)
-        shifted = Signal(sw + self._kp_width)
-        m.d.sync += [
-            job_end.eq(accept & last),
-            prod_valid.eq(job_end & ~self.clear),
-        ]
-        with m.If(job_end):
-            m.d.sync += prod.eq(self.abs_sum * self.k_p)
+        m.d.sync += job_end.eq(accept & last)
+        prod, mul_latency = pipelined_umul(m, self.abs_sum, self.k_p, name="taumul")
+        valid = job_end
+        for k in range(mul_latency):
+            nxt = Signal(name=f"tau_pipe{k}")
+            m.d.sync += nxt.eq(valid & ~self.clear)
+            valid = nxt
+        shifted = Signal(len(prod))
         m.d.comb += shifted.eq(prod >> self.shift)
         too_big = shifted[dw - 1:].any()
         with m.If(self.clear):
             m.d.sync += [self.tau_next.eq(0), self.tau_next_valid.eq(0)]
-        with m.Elif(prod_valid):
+        with m.Elif(valid):
             m.d.sync += [
                 self.tau_next.eq(Mux(too_big, Const(self.tau_max, dw - 1), shifted[:dw - 1])),
                 self.tau_next_valid.eq(1),

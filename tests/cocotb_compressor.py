@@ -1,7 +1,5 @@
 """cocotb test of the emitted ``compressor`` against the golden compressor (scoreboard)."""
 
-import random
-
 import cocotb
 import numpy as np
 from cocotb.clock import Clock

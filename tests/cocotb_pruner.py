@@ -62,7 +62,7 @@ async def run_job(dut, g, dw, src, sink, seed, *, throughput=False):
     beats = [pack(v, k == len(g) - 1, dw) for k, v in enumerate(g)]
     source = StreamSource(dut, "i", beats, make_pattern(src, seed))
     snk = StreamSink(dut, "o", make_pattern(sink, seed + 1), expected=len(beats))
-    await run_streams(dut.clk, [source], [snk], max_cycles=20 * len(beats) + 100, extra_cycles=4)
+    await run_streams(dut.clk, [source], [snk], max_cycles=20 * len(beats) + 100, extra_cycles=8)
     assert len(snk.beats) == len(beats), f"{len(snk.beats)} beats out, {len(beats)} expected"
     lasts = [b >> dw & 1 for b in snk.beats]
     assert lasts == [0] * (len(g) - 1) + [1], "last flags"

@@ -83,7 +83,7 @@ def run_jobs(dut, jobs, *, src="always", sink="always", seed=0, max_cycles=None)
         for k, job in enumerate(jobs):
             new_consts = prev is not None and (job.k_p, job.shift) != (prev.k_p, prev.shift)
             if k and (job.tau == "hw" or new_consts):   # k_p/shift stay until tau_next is out
-                for _ in range(StochasticPruner.TAU_LATENCY):
+                for _ in range(dut.TAU_LATENCY):
                     await ctx.tick()
             for _ in range(job.gap):
                 await ctx.tick()
@@ -121,7 +121,7 @@ def run_jobs(dut, jobs, *, src="always", sink="always", seed=0, max_cycles=None)
             state["cycles"] += 1
             trace.append((bool(valid and ready and last), bool(clear),
                           ctx.get(dut.tau_next_valid), ctx.get(dut.tau_next)))
-            if len(out) >= total and state["done_src"] and state.get("tail", 0) >= 4:
+            if len(out) >= total and state["done_src"] and state.get("tail", 0) >= dut.TAU_LATENCY + 2:
                 state["final"] = {"count": ctx.get(dut.count), "nnz_out": ctx.get(dut.nnz_out)}
                 return
             if len(out) >= total:
@@ -146,7 +146,7 @@ def run_jobs(dut, jobs, *, src="always", sink="always", seed=0, max_cycles=None)
         r = results[k]
         res.append(JobResult(out=[b["value"] for b in beats], lasts=[b["last"] for b in beats],
                              state=r["state"], abs_sum=r["abs_sum"], overflow=r["overflow"],
-                             tau_next=[trace[e + d][2:] for d in range(3) if e + d < len(trace)],
+                             tau_next=[trace[e + d][2:] for d in range(dut.TAU_LATENCY + 1) if e + d < len(trace)],
                              count=r["count"]))
     state["final"]["trace"] = trace
     results.append(state["final"])
@@ -186,12 +186,12 @@ def check_jobs(dut, jobs, res, results, *, check_tau_at_end=None):
         assert r.abs_sum == min(abs_sum, (1 << dut.sum_width) - 1), \
             f"job {k}: abs_sum {r.abs_sum} != {abs_sum}"
         assert r.overflow == int(abs_sum >= 1 << dut.sum_width)
-        if len(r.tau_next) == 3 and check_tau_at_end[k]:
-            assert r.tau_next[2] == (1, tau_next), \
-                f"job {k}: (tau_next_valid, tau_next) {r.tau_next[2]} != golden (1, {tau_next})"
+        if len(r.tau_next) == dut.TAU_LATENCY + 1 and check_tau_at_end[k]:
+            assert r.tau_next[-1] == (1, tau_next), \
+                f"job {k}: (tau_next_valid, tau_next) {r.tau_next[-1]} != golden (1, {tau_next})"
     # The whole (tau_next_valid, tau_next) trace, edge by edge.
     trace = results[-1]["trace"]
-    want = expected_tau_trace(trace, [e[3] for e in exp])
+    want = expected_tau_trace(trace, [e[3] for e in exp], dut.TAU_LATENCY)
     got = [t[2:] for t in trace]
     bad = [e for e in range(len(trace)) if got[e] != want[e]]
     assert not bad, \
@@ -199,11 +199,10 @@ def check_jobs(dut, jobs, res, results, *, check_tau_at_end=None):
     return exp
 
 
-def expected_tau_trace(trace, taus):
+def expected_tau_trace(trace, taus, lat):
     """(tau_next_valid, tau_next) after every edge: a job whose last element is accepted at
-    edge e updates both at edge e + TAU_LATENCY unless `clear` is sampled at edge e+1 or e+2;
-    `clear` zeroes both."""
-    lat = StochasticPruner.TAU_LATENCY
+    edge e updates both at edge e + lat (TAU_LATENCY) unless `clear` is sampled at any edge
+    e+1 .. e+lat; `clear` zeroes both."""
     ends = [e for e, t in enumerate(trace) if t[0]]
     update = {e + lat: tau for e, tau in zip(ends, taus)
               if not any(trace[x][1] for x in range(e + 1, min(e + lat + 1, len(trace))))}
@@ -310,7 +309,8 @@ def test_pruner_seed_reload_between_jobs_and_clear():
     jobs = [Job(g0, 500, k_p, s, seed=777),
             Job(g1, 500, k_p, s, seed=0xFFFFFFFF, gap=3),     # reload between two jobs
             Job(g2, 400, k_p, 20, clear=True, gap=1),         # clear: tau_next_valid drops
-            Job(g2, 400, k_p, 20, seed=777, clear=True, gap=2)]      # clear + reload job 0's seed
+            Job(g2, 400, k_p, 20, seed=777, clear=True, gap=6)]      # clear + reload job 0's seed
+    # (gap 6 > TAU_LATENCY: the clear comes after job 2's tau_next is out)
     dut = StochasticPruner()
     res, _, results = run_jobs(dut, jobs, src="cycle", sink="random", seed=5)
     check_jobs(dut, jobs, res, results)
@@ -318,14 +318,15 @@ def test_pruner_seed_reload_between_jobs_and_clear():
 
 
 def test_pruner_clear_cancels_threshold_in_flight():
-    """clear one or two edges after a job's last element discards that job's tau_next."""
+    """clear within TAU_LATENCY edges after a job's last element discards that job's tau_next."""
     g = [gaussian_grad(60 + k, 50) for k in range(3)]
     jobs = [Job(g[0], 100, 5000, 10, seed=1), Job(g[1], 100, 5000, 10, clear=True),
             Job(g[2], 100, 5000, 10, clear=True, gap=1), Job(g[0], 100, 5000, 10, gap=1)]
     dut = StochasticPruner()
     res, _, info = run_jobs(dut, jobs)
     check_jobs(dut, jobs, res, info, check_tau_at_end=[False, False, True, True])
-    assert res[0].tau_next == [(0, 0)] * 3 and res[1].tau_next == [(0, 0)] * 3
+    assert res[0].tau_next == [(0, 0)] * (dut.TAU_LATENCY + 1) and \
+        res[1].tau_next == [(0, 0)] * (dut.TAU_LATENCY + 1)
 
 
 def test_pruner_reset_state_without_seed_load():
@@ -419,7 +420,7 @@ def test_pruner_abs_sum_saturates_and_flags_overflow():
     assert (res[0].abs_sum, res[0].overflow) == (1023, 1)
     assert (res[1].abs_sum, res[1].overflow) == (30, 0)
     # the saturated sum gives (1023 * 200) >> 7 = 1598 -> clamped to 127, as golden does for 1536
-    assert res[0].tau_next[2] == (1, 127)
+    assert res[0].tau_next[-1] == (1, 127)
     assert res[1].tau_next[2] == (1, golden.prune_threshold_int(g_small, 200, 7, data_width=dw))
     out0, st = golden.stochastic_prune_int(g_big, 10, 3, data_width=dw)
     out1, st = golden.stochastic_prune_int(g_small, 3, st, data_width=dw)
@@ -429,7 +430,7 @@ def test_pruner_abs_sum_saturates_and_flags_overflow():
 def test_pruner_counters_and_clear():
     g = np.array([0, 5, -5, 0, 1000, -1000, 0, 3] * 20, dtype=np.int64)
     dut = StochasticPruner()
-    jobs = [Job(g, 4, 1, 0, seed=5), Job(g[:8].copy(), 4, 1, 0, clear=True, gap=2)]
+    jobs = [Job(g, 4, 1, 0, seed=5), Job(g[:8].copy(), 4, 1, 0, clear=True, gap=6)]  # gap > TAU_LATENCY
     res, _, info = run_jobs(dut, jobs, src="random", sink="always", seed=3)
     exp = check_jobs(dut, jobs, res, info)
     assert res[0].count == len(g)

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from .patterns import make_pattern
 
 __all__ = ["StreamSource", "StreamSink", "run_streams", "env_params"]
 
@@ -130,7 +128,3 @@ def env_params() -> dict:
     import json
     import os
     return json.loads(os.environ.get("SF_PARAMS", "{}"))
-
-
-def log_seed(dut, seed: int):
-    cocotb.log.info(f"seed = {seed}")

@@ -1,0 +1,54 @@
+"""Arithmetic building blocks shared by the components."""
+
+from amaranth.hdl import Signal
+
+__all__ = ["pipelined_umul", "umul_latency"]
+
+
+def umul_latency(a_width: int, b_width: int, *, chunk_a: int = 17, chunk_b: int = 16) -> int:
+    """Latency (clock edges) of :func:`pipelined_umul` for these operand widths."""
+    pieces = -(-a_width // chunk_a) * -(-b_width // chunk_b)
+    return 1 + (pieces - 1).bit_length()
+
+
+def pipelined_umul(m, a, b, *, chunk_a: int = 17, chunk_b: int = 16, name: str = "pmul"):
+    """Add a free-running pipelined unsigned multiplier ``a * b`` to module ``m``.
+
+    The operands are cut into ``chunk_a`` x ``chunk_b`` pieces (17 x 16 fits one ECP5
+    MULT18X18D or one DSP48E2 unsigned), each partial product is registered, then a balanced
+    tree of registered two-input adders sums them (*why*: one wide multiply in a single cycle
+    limited the pruner to ~101 MHz on ECP5; this keeps every stage to one small multiply or
+    one add). The pipeline advances every cycle; the product of the operands sampled at edge
+    ``t`` is on the returned signal after edge ``t + latency - 1``, i.e. readable in the cycle
+    after ``latency`` edges counting the sampling edge.
+
+    Returns ``(product, latency)`` with ``latency = 1 + ceil(log2(#pieces))``.
+    """
+    aw, bw = len(a), len(b)
+    terms = []
+    for i in range(0, aw, chunk_a):
+        for j in range(0, bw, chunk_b):
+            pa, pb = a[i:min(i + chunk_a, aw)], b[j:min(j + chunk_b, bw)]
+            pp = Signal(len(pa) + len(pb), name=f"{name}_pp{i}_{j}")
+            m.d.sync += pp.eq(pa * pb)
+            terms.append((pp, i + j))
+    latency, level = 1, 0
+    while len(terms) > 1:
+        nxt = []
+        for k in range(0, len(terms) - 1, 2):
+            (x, sx), (y, sy) = terms[k], terms[k + 1]
+            base = min(sx, sy)
+            width = max(len(x) + sx, len(y) + sy) - base + 1
+            s = Signal(width, name=f"{name}_s{level}_{k // 2}")
+            m.d.sync += s.eq((x << (sx - base)) + (y << (sy - base)))
+            nxt.append((s, base))
+        if len(terms) % 2:
+            x, sx = terms[-1]
+            r = Signal(len(x), name=f"{name}_r{level}")
+            m.d.sync += r.eq(x)
+            nxt.append((r, sx))
+        terms, latency, level = nxt, latency + 1, level + 1
+    (p, shift), = terms
+    product = Signal(aw + bw, name=f"{name}_out")
+    m.d.comb += product.eq(p << shift)
+    return product, latency

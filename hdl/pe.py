@@ -1,0 +1,610 @@
+"""Dual-sparse 1-D convolution PE: skips operand zeros *and* N:M-pruned weight taps.
+
+The PE computes sums of 1-D row primitives (architecture brief, section 5) in the three
+training phases. One *operand row* (an activation row in FP, an output-gradient row in BP and
+WG) arrives compressed as ``(value, col, last)`` beats and is buffered; ``lanes`` multipliers
+then walk that buffered row in lockstep, each lane applying a different kernel tap ("tap
+bundle" of up to ``lanes`` taps, sent by the offline mapper :mod:`sparseforge.sim.pe_model`),
+and each lane accumulates into its **own** partial-sum bank, so lanes never conflict; the banks
+are summed when the results are drained. Only non-zero operand entries are visited and only
+kept (N:M) taps are sent, so the busy cycles follow ``nnz(row) x kept taps / lanes``.
+
+Design choice (*ours*, see ``docs/pe.md``): this is an input-stationary *scatter* engine in the
+spirit of SCNN (every non-zero operand x every kept tap, products scattered to per-lane
+accumulator banks), restricted to 1-D rows so the scatter address is a simple affine function
+of the column and no crossbar or bank arbitration is needed: a lane owns its bank. SparTen's
+output-stationary bitmap matching would need a prefix-sum/priority encoder per output and does
+not serve the WG phase's dense reduction; SparseTrain's PE skips only operand zeros.
+
+Parameters
+----------
+data_width : int, [2, 32]
+    Operand width (signed two's complement fixed point).
+acc_width : int, [2 * data_width, 64]
+    Exact accumulator width of the partial-sum banks.
+lanes : int, [1, 16]
+    Multiplier lanes (taps per bundle).
+k_max : int, [1, 16]
+    Longest kernel row; tap indices ``kw < k_max``; padding ``pad <= k_max``.
+max_row_len : int, [2, 4096]
+    Longest operand (and output) row; column indices are ``clog2(max_row_len)`` bits.
+psum_depth : int, [2, 1 << 20]
+    Words per partial-sum bank (there are ``lanes`` banks of ``acc_width`` bits).
+dense_depth : int, [2, 1 << 20]
+    Words of the dense activation scratchpad (WG operand ``X``).
+frac_bits : int, [0, data_width - 1]
+    Fractional bits of the write-back rule.
+
+Ports
+-----
+x : In(stream.Signature(sparse_elem_layout(data_width, col_width)))
+    Operand rows, compressed ``(value, col, last)``; ``last`` ends a row. Columns strictly
+    increase within a row. With ``skip_zero = 1`` zero values are not stored (the compressor's
+    always-emitted zero last beat costs one load cycle and nothing else).
+taps : In(stream.Signature(taps_layout))
+    One beat = one tap bundle for the operand row being processed: ``slots[lanes]`` of
+    ``{value (weight; unused in WG), kw, base (psum address of the destination row; the
+    accumulator address in WG), rowbase (WG: dense-scratchpad address of the X row), en}``
+    and ``parity`` (stride-2 FP: which column-parity sub-list the bundle walks), ``last``
+    (last bundle of this operand row: the row's buffer is released) and ``eot`` (end of tile:
+    last bundle of the tile, implies ``last``; the engine then waits for drain commands). A
+    bundle with no enabled slot is a 1-cycle *skip* beat (used to release a row with no taps).
+dense : In(stream.Signature(dense_layout))
+    ``{value, last}``: X values written to the dense scratchpad at consecutive addresses from
+    0; ``last`` ends the load (the next load starts at address 0 again). Load it before the WG
+    job: the engine does not start a WG bundle while a load is in progress.
+drain : In(stream.Signature(drain_layout))
+    ``{base, count, raw, last}``: after an ``eot``, read ``count`` (``0`` counts as 1)
+    addresses from ``base`` in all banks, sum them, emit them on ``o`` and clear them to 0;
+    ``raw`` selects the raw ``acc_width`` sum (for cross-PE reduction) or the write-back value
+    (shift right by ``frac_bits``, round half to even, saturate to ``data_width``, sign-extended);
+    ``last`` marks the tile's final drain command, after which the engine resumes.
+o : Out(stream.Signature(out_layout))
+    ``{value (signed acc_width), last (last beat of a drain command), end (last beat of the
+    job)}``. Honours back-pressure.
+mode : In(2)
+    ``MODE_FP`` (0), ``MODE_BP`` (1), ``MODE_WG`` (2). ``stride2`` (In(1): stride 2, else 1),
+    ``pad`` (In(clog2(k_max + 1))), ``out_len`` (FP: output row length; BP: input-gradient row
+    length), ``in_len`` (WG: X row length), ``skip_zero`` (In(1)): control inputs held stable
+    during a job.
+cycles, busy_mac, stall_in, stall_out, nnz : Out(48)
+    Performance counters, cleared by reset only. ``cycles``: cycles of a job (from the first
+    cycle any of ``x``/``taps``/``drain`` is valid to the transfer of the job's ``end`` beat,
+    inclusive). ``busy_mac``: valid products (summed over lanes). ``stall_in``: job cycles
+    waiting for an input (no operand row buffered, no tap bundle, a WG dense load in progress,
+    no drain command). ``stall_out``: job cycles with ``o`` back-pressured. ``nnz``: operand
+    entries stored. Always ``cycles = proc + stall_in + stall_out + 3 + drained + 3`` per tile,
+    with ``proc`` the engine's processing cycles (see the cycle formula below).
+active : Out(1)
+    A job is in progress.
+error : Out(1)
+    Sticky: an operand row overflowed its buffer (more than ``max_row_len`` stored entries, or
+    more than ``ceil(max_row_len / 2)`` of one column parity in stride-2 FP), or a dense load
+    ran past ``dense_depth`` without ``last``. Cleared by reset.
+
+Arithmetic per product (lane ``l``, operand entry ``(a, col)``, slot ``(w, kw, base, rowbase)``,
+``S`` the stride)::
+
+    FP: t = col + pad - kw; valid iff t >= 0, S | t, t/S < out_len; bank[base + t/S] += a*w
+    BP: t = col*S + kw - pad; valid iff 0 <= t < out_len;           bank[base + t]   += a*w
+    WG: t = col*S + kw - pad; valid iff 0 <= t < in_len;            bank[base] += a*X[rowbase + t]
+
+Invalid products are squashed (no write, not counted). Accumulation is exact in
+``acc_width`` bits; the mapper rejects layers whose worst case could overflow.
+
+Cycle formula (exact; implemented by :func:`sparseforge.sim.pe_model.cycles`)
+--------------------------------------------------------------------------------
+Per operand row ``r``: ``L_r`` = its beats (load cycles, one beat per cycle);
+``n_r[p]`` = stored entries of sub-list ``p`` (``p`` = column parity in stride-2 FP, else 0);
+``P_r = sum over its bundles b of (max(n_r[p_b], 1) if b has an enabled slot else 1)``.
+The buffer is double-buffered: with ``E_{-1} = E_{-2} = 0`` and ``F_{-1} = 0``::
+
+    A_r = max(F_{r-1}, E_{r-2})   # load start: previous load done and this half released
+    F_r = A_r + L_r               # row r fully buffered
+    S_r = max(F_r, E_{r-1})       # processing start
+    E_r = S_r + P_r               # processing end
+
+and the job takes ``cycles = E_last + 3 + C + 3`` (``C`` = drained addresses): 3 cycles of
+engine pipeline flush, one cycle per drained address (back-to-back commands overlap), 3
+cycles of drain pipeline. ``stall_in = cycles - sum P_r - C - 6`` with ideal (never idle,
+never back-pressured) streams.
+
+Timing
+------
+Engine pipeline: S0 operand-buffer read, S1 address/validity, S2 dense-scratchpad read, S3
+multiply + bank read, S4 bank write (the bank read port is transparent for the write port,
+so back-to-back accumulations into one address need no stall). Drain: 1 read per cycle,
+first output 3 cycles after its command is accepted. Throughput: ``lanes`` products per
+cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` depends on the
+tap payload and PE state only; ``drain.ready`` depends combinationally on ``o.ready``
+(allowed); ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
+while ``o.valid & ~o.ready``.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ._validate import check_int
+from .layouts import sparse_elem_layout
+
+__all__ = ["PE", "MODE_FP", "MODE_BP", "MODE_WG", "pe_slot_layout", "pe_taps_layout",
+           "pe_dense_layout", "pe_drain_layout", "pe_out_layout", "COUNTER_WIDTH"]
+
+MODE_FP, MODE_BP, MODE_WG = 0, 1, 2
+COUNTER_WIDTH = 48
+
+
+def _index_bits(n: int) -> int:
+    """Bits of an index 0 .. n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def pe_slot_layout(data_width, k_max, psum_depth, dense_depth) -> data.StructLayout:
+    """One lane's slot of a tap bundle."""
+    return data.StructLayout({
+        "value": signed(data_width),
+        "kw": unsigned(_index_bits(k_max)),
+        "base": unsigned(_index_bits(psum_depth)),
+        "rowbase": unsigned(_index_bits(dense_depth)),
+        "en": unsigned(1),
+    })
+
+
+def pe_taps_layout(lanes, data_width, k_max, psum_depth, dense_depth) -> data.StructLayout:
+    """A tap bundle: ``slots[lanes]`` (slot 0 in the least significant bits), then flags."""
+    return data.StructLayout({
+        "slots": data.ArrayLayout(pe_slot_layout(data_width, k_max, psum_depth, dense_depth),
+                                  lanes),
+        "parity": unsigned(1),
+        "last": unsigned(1),
+        "eot": unsigned(1),
+    })
+
+
+def pe_dense_layout(data_width) -> data.StructLayout:
+    return data.StructLayout({"value": signed(data_width), "last": unsigned(1)})
+
+
+def pe_drain_layout(psum_depth) -> data.StructLayout:
+    return data.StructLayout({
+        "base": unsigned(_index_bits(psum_depth)),
+        "count": unsigned(psum_depth.bit_length()),
+        "raw": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+def pe_out_layout(acc_width) -> data.StructLayout:
+    return data.StructLayout({"value": signed(acc_width), "last": unsigned(1), "end": unsigned(1)})
+
+
+def _tree(values, op):
+    """Balanced binary reduction (keeps Icarus fast and the adder depth logarithmic)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [op(values[k], values[k + 1]) if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
+
+
+def pe_params(cfg) -> dict:
+    """The :class:`PE` constructor arguments of an ``AcceleratorConfig``."""
+    return dict(data_width=cfg.data_width, acc_width=cfg.acc_width, lanes=cfg.macs_per_pe,
+                k_max=cfg.k_max, max_row_len=cfg.max_row_len, psum_depth=cfg.psum_buf_depth,
+                dense_depth=cfg.act_buf_depth, frac_bits=cfg.frac_bits)
+
+
+class PE(wiring.Component):
+    __doc__ = __doc__
+
+    def __init__(self, *, data_width: int = 16, acc_width: int = 48, lanes: int = 2,
+                 k_max: int = 7, max_row_len: int = 64, psum_depth: int = 256,
+                 dense_depth: int = 256, frac_bits: int = 8):
+        self._dw = check_int("data_width", data_width, 2, 32)
+        self._aw = check_int("acc_width", acc_width, 2 * data_width, 64)
+        self._lanes = check_int("lanes", lanes, 1, 16)
+        self._k_max = check_int("k_max", k_max, 1, 16)
+        self._max_row_len = check_int("max_row_len", max_row_len, 2, 4096)
+        self._psum_depth = check_int("psum_depth", psum_depth, 2, 1 << 20)
+        self._dense_depth = check_int("dense_depth", dense_depth, 2, 1 << 20)
+        self._frac_bits = check_int("frac_bits", frac_bits, 0, data_width - 1)
+        self._col_width = _index_bits(max_row_len)
+        super().__init__({
+            "x": In(stream.Signature(sparse_elem_layout(data_width, self._col_width))),
+            "taps": In(stream.Signature(self.taps_layout)),
+            "dense": In(stream.Signature(self.dense_layout)),
+            "drain": In(stream.Signature(self.drain_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "mode": In(2),
+            "stride2": In(1),
+            "pad": In(range(k_max + 1)),
+            "out_len": In(range(max_row_len + 1)),
+            "in_len": In(range(max_row_len + 1)),
+            "skip_zero": In(1),
+            "cycles": Out(COUNTER_WIDTH),
+            "busy_mac": Out(COUNTER_WIDTH),
+            "stall_in": Out(COUNTER_WIDTH),
+            "stall_out": Out(COUNTER_WIDTH),
+            "nnz": Out(COUNTER_WIDTH),
+            "active": Out(1),
+            "error": Out(1),
+        })
+
+    # -- read-only parameters ----------------------------------------------------------------
+    data_width = property(lambda self: self._dw)
+    acc_width = property(lambda self: self._aw)
+    lanes = property(lambda self: self._lanes)
+    k_max = property(lambda self: self._k_max)
+    max_row_len = property(lambda self: self._max_row_len)
+    psum_depth = property(lambda self: self._psum_depth)
+    dense_depth = property(lambda self: self._dense_depth)
+    frac_bits = property(lambda self: self._frac_bits)
+    col_width = property(lambda self: self._col_width)
+
+    @property
+    def x_layout(self):
+        return sparse_elem_layout(self._dw, self._col_width)
+
+    @property
+    def taps_layout(self):
+        return pe_taps_layout(self._lanes, self._dw, self._k_max, self._psum_depth,
+                              self._dense_depth)
+
+    @property
+    def dense_layout(self):
+        return pe_dense_layout(self._dw)
+
+    @property
+    def drain_layout(self):
+        return pe_drain_layout(self._psum_depth)
+
+    @property
+    def out_layout(self):
+        return pe_out_layout(self._aw)
+
+    @classmethod
+    def from_config(cls, cfg, **overrides):
+        """The PE of an :class:`~sparseforge.gen.config.AcceleratorConfig`."""
+        p = pe_params(cfg)
+        p.update(overrides)
+        return cls(**p)
+
+    # -- hardware ------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        L, dw, aw = self._lanes, self._dw, self._aw
+        R = self._max_row_len
+        rh = (R + 1) // 2                 # capacity of one parity sub-list
+        half = 2 * rh                     # words per buffer half (>= R)
+        pa_w = _index_bits(self._psum_depth)
+        da_w = _index_bits(self._dense_depth)
+        # signed width of t = col*2 + kw - pad (and col + pad - kw)
+        t_w = (2 * R + 2 * self._k_max + 2).bit_length() + 1
+
+        is_fp = self.mode == MODE_FP
+        is_wg = self.mode == MODE_WG
+        split = is_fp & self.stride2      # stride-2 FP: buffer split by column parity
+
+        # ---------------------------------------------------------------- operand buffer
+        entry = data.StructLayout({"value": signed(dw), "col": unsigned(self._col_width)})
+        opbuf = Memory(shape=entry, depth=2 * half, init=[])
+        m.submodules.opbuf = opbuf
+        op_wr = opbuf.write_port()
+        op_rd = opbuf.read_port()
+
+        full = Signal(2)
+        ld = Signal()                     # half being loaded
+        pr = Signal()                     # half being processed
+        cnt_w = range(half + 1)
+        cnt = [[Signal(cnt_w, name=f"cnt_h{h}_p{p}") for p in range(2)] for h in range(2)]
+
+        # -- load side
+        x = self.x
+        ld_full = Mux(ld, full[1], full[0])
+        m.d.comb += x.ready.eq(~ld_full)
+        x_par = Signal()
+        m.d.comb += x_par.eq(split & x.payload.col[0])
+        ld_cnt = Signal(cnt_w)
+        with m.Switch(Cat(x_par, ld)):
+            for h in range(2):
+                for p in range(2):
+                    with m.Case(p | (h << 1)):
+                        m.d.comb += ld_cnt.eq(cnt[h][p])
+        cap = Mux(split, rh, half)
+        x_take = x.valid & x.ready
+        x_store = x_take & (~self.skip_zero | (x.payload.value != 0))
+        m.d.comb += [
+            op_wr.addr.eq(Mux(ld, half, 0) + Mux(x_par, rh, 0) + ld_cnt),
+            op_wr.data.value.eq(x.payload.value),
+            op_wr.data.col.eq(x.payload.col),
+        ]
+        with m.If(x_store):
+            with m.If(ld_cnt < cap):
+                m.d.comb += op_wr.en.eq(1)
+                m.d.sync += self.nnz.eq(self.nnz + 1)
+                with m.Switch(Cat(x_par, ld)):
+                    for h in range(2):
+                        for p in range(2):
+                            with m.Case(p | (h << 1)):
+                                m.d.sync += cnt[h][p].eq(cnt[h][p] + 1)
+            with m.Else():
+                m.d.sync += self.error.eq(1)
+        with m.If(x_take & x.payload.last):
+            m.d.sync += ld.eq(~ld)
+            with m.If(ld):
+                m.d.sync += full[1].eq(1)
+            with m.Else():
+                m.d.sync += full[0].eq(1)
+
+        # ---------------------------------------------------------------- dense scratchpad
+        dmem = Memory(shape=signed(dw), depth=self._dense_depth, init=[])
+        m.submodules.dense_mem = dmem
+        d_wr = dmem.write_port()
+        d_rds = [dmem.read_port() for _ in range(L)]
+        dptr = Signal(da_w)
+        m.d.comb += [
+            self.dense.ready.eq(1),
+            d_wr.addr.eq(dptr),
+            d_wr.data.eq(self.dense.payload.value),
+            d_wr.en.eq(self.dense.valid),
+        ]
+        with m.If(self.dense.valid):
+            with m.If(self.dense.payload.last):
+                m.d.sync += dptr.eq(0)
+            with m.Elif(dptr == self._dense_depth - 1):
+                m.d.sync += [dptr.eq(0), self.error.eq(1)]
+            with m.Else():
+                m.d.sync += dptr.eq(dptr + 1)
+        dense_loading = dptr != 0
+
+        # ---------------------------------------------------------------- partial-sum banks
+        banks = []
+        for l in range(L):
+            mem = Memory(shape=signed(aw), depth=self._psum_depth, init=[])
+            m.submodules[f"bank{l}"] = mem
+            wr = mem.write_port()
+            rd = mem.read_port(transparent_for=(wr,))
+            banks.append((rd, wr))
+
+        # ---------------------------------------------------------------- engine: S0
+        taps = self.taps
+        RUN, WAIT = 0, 1
+        eng = Signal(1)                   # RUN: processing rows; WAIT: tile done, draining
+        slots = taps.payload.slots
+        i = Signal(cnt_w)
+        par = Signal()
+        m.d.comb += par.eq(split & taps.payload.parity)
+        n = Signal(cnt_w)
+        with m.Switch(Cat(par, pr)):
+            for h in range(2):
+                for p in range(2):
+                    with m.Case(p | (h << 1)):
+                        m.d.comb += n.eq(cnt[h][p])
+        any_en = _tree([slots[l].en for l in range(L)], lambda a, b: a | b)
+        work = Signal()
+        m.d.comb += work.eq(any_en & (n != 0))
+        done = Signal()
+        m.d.comb += done.eq(~work | (i + 1 == n))
+        pr_full = Mux(pr, full[1], full[0])
+        can = Signal()
+        m.d.comb += can.eq((eng == RUN) & pr_full & ~(is_wg & dense_loading))
+        proc = Signal()
+        m.d.comb += [
+            taps.ready.eq(can & done),
+            proc.eq(can & taps.valid),
+            op_rd.addr.eq(Mux(pr, half, 0) + Mux(par, rh, 0) + i),
+        ]
+        row_end = taps.payload.last | taps.payload.eot
+        with m.If(proc):
+            with m.If(done):
+                m.d.sync += i.eq(0)
+                with m.If(row_end):
+                    m.d.sync += pr.eq(~pr)
+                    for h in range(2):
+                        with m.If(pr == h):
+                            m.d.sync += [full[h].eq(0), cnt[h][0].eq(0), cnt[h][1].eq(0)]
+                with m.If(taps.payload.eot):
+                    m.d.sync += eng.eq(WAIT)
+            with m.Else():
+                m.d.sync += i.eq(i + 1)
+
+        # S1 registers: the bundle's slots (the operand entry arrives from the buffer read)
+        s1v = Signal()
+        s1_w = [Signal(signed(dw), name=f"s1_w{l}") for l in range(L)]
+        s1_kw = [Signal(_index_bits(self._k_max), name=f"s1_kw{l}") for l in range(L)]
+        s1_base = [Signal(pa_w, name=f"s1_base{l}") for l in range(L)]
+        s1_rb = [Signal(da_w, name=f"s1_rb{l}") for l in range(L)]
+        s1_en = [Signal(name=f"s1_en{l}") for l in range(L)]
+        m.d.sync += s1v.eq(proc & work)
+        for l in range(L):
+            m.d.sync += [s1_w[l].eq(slots[l].value), s1_kw[l].eq(slots[l].kw),
+                         s1_base[l].eq(slots[l].base), s1_rb[l].eq(slots[l].rowbase),
+                         s1_en[l].eq(slots[l].en)]
+
+        # ---------------------------------------------------------------- S1: addresses
+        a1 = op_rd.data.value
+        col = op_rd.data.col
+        # signed copies, so that the subtractions below are signed
+        col_sg = Signal(signed(t_w))
+        col_s = Signal(signed(t_w))
+        pad_sg = Signal(signed(t_w))
+        m.d.comb += [
+            col_sg.eq(col),
+            col_s.eq(Mux(self.stride2, col << 1, col)),
+            pad_sg.eq(self.pad),
+        ]
+        s2v = Signal()
+        s2_a = Signal(signed(dw))
+        s2_w = [Signal(signed(dw), name=f"s2_w{l}") for l in range(L)]
+        s2_ok = [Signal(name=f"s2_ok{l}") for l in range(L)]
+        s2_pa = [Signal(pa_w, name=f"s2_pa{l}") for l in range(L)]
+        s2_da = [Signal(da_w, name=f"s2_da{l}") for l in range(L)]
+        m.d.sync += [s2v.eq(s1v), s2_a.eq(a1)]
+        for l in range(L):
+            t_fp = Signal(signed(t_w), name=f"t_fp{l}")
+            t_bw = Signal(signed(t_w), name=f"t_bw{l}")
+            j_fp = Signal(signed(t_w), name=f"j_fp{l}")
+            ok = Signal(name=f"ok{l}")
+            pa = Signal(pa_w, name=f"pa{l}")
+            m.d.comb += [
+                t_fp.eq(col_sg + pad_sg - s1_kw[l]),
+                t_bw.eq(col_s + s1_kw[l] - pad_sg),
+                j_fp.eq(Mux(self.stride2, t_fp >> 1, t_fp)),
+            ]
+            with m.Switch(self.mode):
+                with m.Case(MODE_BP):
+                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < self.out_len)),
+                                 pa.eq(s1_base[l] + t_bw)]
+                with m.Case(MODE_WG):
+                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < self.in_len)),
+                                 pa.eq(s1_base[l])]
+                with m.Default():
+                    m.d.comb += [ok.eq((t_fp >= 0) & ~(self.stride2 & t_fp[0]) &
+                                       (j_fp < self.out_len)),
+                                 pa.eq(s1_base[l] + j_fp)]
+            m.d.sync += [s2_w[l].eq(s1_w[l]), s2_ok[l].eq(s1v & s1_en[l] & ok),
+                         s2_pa[l].eq(pa), s2_da[l].eq(s1_rb[l] + t_bw)]
+
+        # ---------------------------------------------------------------- S2: dense read
+        s3v = Signal()
+        s3_a = Signal(signed(dw))
+        s3_w = [Signal(signed(dw), name=f"s3_w{l}") for l in range(L)]
+        s3_ok = [Signal(name=f"s3_ok{l}") for l in range(L)]
+        s3_pa = [Signal(pa_w, name=f"s3_pa{l}") for l in range(L)]
+        m.d.sync += [s3v.eq(s2v), s3_a.eq(s2_a)]
+        for l in range(L):
+            m.d.comb += d_rds[l].addr.eq(s2_da[l])
+            m.d.sync += [s3_w[l].eq(s2_w[l]), s3_ok[l].eq(s2_ok[l]), s3_pa[l].eq(s2_pa[l])]
+
+        # ---------------------------------------------------------------- S3: multiply, bank read
+        s4v = Signal()
+        s4_prod = [Signal(signed(2 * dw), name=f"s4_prod{l}") for l in range(L)]
+        s4_ok = [Signal(name=f"s4_ok{l}") for l in range(L)]
+        s4_pa = [Signal(pa_w, name=f"s4_pa{l}") for l in range(L)]
+        m.d.sync += s4v.eq(s3v)
+        for l in range(L):
+            b = Mux(is_wg, d_rds[l].data, s3_w[l])
+            m.d.sync += [s4_prod[l].eq(s3_a * b), s4_ok[l].eq(s3_ok[l]), s4_pa[l].eq(s3_pa[l])]
+
+        # ---------------------------------------------------------------- drain control
+        o = self.o
+        stall = Signal()
+        m.d.comb += stall.eq(o.valid & ~o.ready)
+        # The drain waits until the engine pipeline is empty. Tokens follow every processing
+        # cycle (a 1-cycle bundle with no work too), so the flush is always PIPE_FLUSH = 3
+        # cycles after the tile's last bundle, whatever that bundle did.
+        tok = Signal(3)
+        m.d.sync += tok.eq(Cat(proc, tok[:2]))
+        pipe_empty = tok == 0
+        d_addr = Signal(pa_w)
+        d_left = Signal(range(self._psum_depth + 1))
+        d_raw = Signal()
+        d_last = Signal()
+        last_acc = Signal()               # the tile's last drain command has been accepted
+        dr = self.drain
+        m.d.comb += dr.ready.eq((eng == WAIT) & pipe_empty & (d_left == 0) & ~stall & ~last_acc)
+        acc = Signal()
+        cont = Signal()
+        issue = Signal()
+        m.d.comb += [
+            acc.eq(dr.valid & dr.ready),
+            cont.eq((d_left != 0) & ~stall),
+            issue.eq(acc | cont),
+        ]
+        count1 = Mux(dr.payload.count == 0, 1, dr.payload.count)
+        raddr = Signal(pa_w)
+        b_last = Signal()
+        b_raw = Signal()
+        b_end = Signal()
+        with m.If(acc):
+            m.d.comb += [raddr.eq(dr.payload.base), b_last.eq(count1 == 1),
+                         b_raw.eq(dr.payload.raw), b_end.eq((count1 == 1) & dr.payload.last)]
+            m.d.sync += [d_addr.eq(dr.payload.base + 1), d_left.eq(count1 - 1),
+                         d_raw.eq(dr.payload.raw), d_last.eq(dr.payload.last)]
+            with m.If(dr.payload.last):
+                m.d.sync += last_acc.eq(1)
+        with m.Else():
+            m.d.comb += [raddr.eq(d_addr), b_last.eq(d_left == 1), b_raw.eq(d_raw),
+                         b_end.eq((d_left == 1) & d_last)]
+            with m.If(cont):
+                m.d.sync += [d_addr.eq(d_addr + 1), d_left.eq(d_left - 1)]
+
+        d1v, d1_last, d1_end, d1_raw = Signal(), Signal(), Signal(), Signal()
+        d1_addr = Signal(pa_w)
+        with m.If(~stall):
+            m.d.sync += [d1v.eq(issue), d1_addr.eq(raddr), d1_last.eq(b_last),
+                         d1_end.eq(b_end), d1_raw.eq(b_raw)]
+
+        # ---------------------------------------------------------------- bank ports
+        for l, (rd, wr) in enumerate(banks):
+            m.d.comb += [
+                rd.en.eq(~stall),
+                rd.addr.eq(Mux(s3v, s3_pa[l], raddr)),
+            ]
+            with m.If(s4v):
+                m.d.comb += [wr.en.eq(s4_ok[l]), wr.addr.eq(s4_pa[l]),
+                             wr.data.eq(rd.data + s4_prod[l])]
+            with m.Else():
+                m.d.comb += [wr.en.eq(d1v & ~stall), wr.addr.eq(d1_addr), wr.data.eq(0)]
+
+        # busy_mac: valid products written this cycle (balanced popcount)
+        pop = _tree([s4_ok[l].as_unsigned() for l in range(L)], lambda a, b: a + b)
+        m.d.sync += self.busy_mac.eq(self.busy_mac + Mux(s4v, pop, 0))
+
+        # ---------------------------------------------------------------- D1: bank sum
+        d2v, d2_last, d2_end, d2_raw = Signal(), Signal(), Signal(), Signal()
+        d2_sum = Signal(signed(aw))
+        total = _tree([rd.data for rd, _ in banks], lambda a, b: (a + b)[:aw].as_signed())
+        with m.If(~stall):
+            m.d.sync += [d2v.eq(d1v), d2_sum.eq(total), d2_last.eq(d1_last),
+                         d2_end.eq(d1_end), d2_raw.eq(d1_raw)]
+
+        # ---------------------------------------------------------------- D2: write-back
+        fb = self._frac_bits
+        wb = Signal(signed(aw + 1))
+        if fb:
+            q = Signal(signed(aw))
+            rem = Signal(fb)
+            up = Signal()
+            m.d.comb += [
+                q.eq(d2_sum >> fb),
+                rem.eq(d2_sum[:fb]),
+                up.eq((rem > (1 << (fb - 1))) | ((rem == (1 << (fb - 1))) & q[0])),
+                wb.eq(q + up),
+            ]
+        else:
+            m.d.comb += wb.eq(d2_sum)
+        hi, lo = (1 << (dw - 1)) - 1, -(1 << (dw - 1))
+        sat = Mux(wb > hi, hi, Mux(wb < lo, lo, wb))
+        with m.If(~stall):
+            m.d.sync += [
+                o.valid.eq(d2v),
+                o.payload.value.eq(Mux(d2_raw, d2_sum, sat)),
+                o.payload.last.eq(d2_last),
+                o.payload.end.eq(d2_end),
+            ]
+        job_end = o.valid & o.ready & o.payload.end
+        with m.If(job_end):
+            m.d.sync += [eng.eq(RUN), last_acc.eq(0)]
+
+        # ---------------------------------------------------------------- job and counters
+        start = ~self.active & (x.valid | taps.valid | dr.valid)
+        in_job = Signal()
+        m.d.comb += in_job.eq(self.active | start)
+        with m.If(start):
+            m.d.sync += self.active.eq(1)
+        with m.If(job_end):
+            m.d.sync += self.active.eq(0)
+        waiting = eng == WAIT
+        flush = waiting & ~pipe_empty
+        tail = waiting & last_acc & ~issue
+        with m.If(in_job):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(stall):
+                m.d.sync += self.stall_out.eq(self.stall_out + 1)
+            with m.Elif(~proc & ~flush & ~issue & ~tail):
+                m.d.sync += self.stall_in.eq(self.stall_in + 1)
+
+        return m

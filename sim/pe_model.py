@@ -1,0 +1,581 @@
+"""Mapping of a convolution layer onto one dual-sparse PE, and the PE's exact cycle model.
+
+:func:`map_conv_fp`, :func:`map_conv_bp`, :func:`map_conv_wg` turn a whole (small) layer into a
+:class:`PEJob` for ONE :class:`~sparseforge.hdl.pe.PE` whose partial-sum banks hold the whole
+output: the operand rows (the ``x`` stream), their tap bundles (the ``taps`` stream), the dense
+X rows (WG, the ``dense`` stream), the drain commands, and the control inputs. ``dense=True``
+gives the *dense mode* baseline: the same hardware fed uncompressed rows (every column a beat,
+zeros stored: ``skip_zero = 0``) and every kernel tap.
+
+:func:`execute` runs a job functionally (per lane, per bank, exactly the RTL's arithmetic) and
+:func:`cycles` predicts the RTL's performance counters (``cycles``, ``stall_in``, ``busy_mac``,
+``nnz``) exactly, for never-idle input streams and a never back-pressured output; with idle
+gaps or back-pressure ``cycles - stall_in - stall_out`` is still predicted exactly
+(:attr:`PEStats.work`).
+
+Schedule rules (*ours*):
+
+* Tap bundles depend on the weights and the geometry only, never on the operand values (an
+  offline schedule cannot know the activations): a row's bundles are sent whether or not its
+  operand row has non-zeros. Rows with no tap at all (e.g. FP rows a stride-2 kernel never
+  reads, or whose kernel rows are all pruned) are omitted from both streams
+  (``empty_rows="omit"``), or sent with a single 1-cycle skip bundle (``empty_rows="skip"``,
+  for a PE that must consume a row broadcast to several PEs).
+* Taps are ordered (n, kr, kw) in FP, (c, kr, kw) in BP/WG, and in stride-2 FP grouped by the
+  column parity they need (``(pad + kw) % 2``), parity 0 first; each group is cut into bundles
+  of ``lanes`` slots, the last one padded with disabled slots.
+* Psum layout: FP ``((b*Cout + n)*Ho + y)*Wo + x``; BP ``((b*Cin + c)*H + h)*W + x``; WG
+  ``((n*Cin + c)*Kh + kr)*Kw + kw``. Dense scratchpad (WG): ``((b*Cin + c)*H + h)*W + x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from ..gen.config import AcceleratorConfig
+from . import golden
+
+__all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
+           "execute", "cycles", "row_cost", "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH",
+           "DRAIN_LATENCY"]
+
+MODES = {"fp": 0, "bp": 1, "wg": 2}
+#: Engine pipeline cycles after a tile's last bundle before the first drain read.
+PIPE_FLUSH = 3
+#: Drain pipeline cycles after the last drain read until its beat leaves on ``o``.
+DRAIN_LATENCY = 3
+
+
+def pe_kwargs(cfg: AcceleratorConfig) -> dict:
+    """The :class:`~sparseforge.hdl.pe.PE` constructor arguments of a configuration."""
+    from sparseforge.hdl.pe import pe_params
+    return pe_params(cfg)
+
+
+@dataclass
+class OperandRow:
+    """One operand row: its ``x`` beats and its taps (one entry per kept tap).
+
+    ``values``/``cols``: the beats in stream order (the final one carries ``last``);
+    ``t_value``, ``t_kw``, ``t_base``, ``t_rowbase``, ``t_parity``: the taps, in bundle order.
+    """
+    values: np.ndarray
+    cols: np.ndarray
+    t_value: np.ndarray
+    t_kw: np.ndarray
+    t_base: np.ndarray
+    t_rowbase: np.ndarray
+    t_parity: np.ndarray
+    label: tuple = ()
+
+    @property
+    def n_taps(self) -> int:
+        return int(self.t_kw.size)
+
+
+@dataclass
+class PEJob:
+    """Everything one PE needs for one tile (here: a whole small layer)."""
+    mode: str
+    stride: int
+    pad: int
+    out_len: int
+    in_len: int
+    skip_zero: bool
+    lanes: int
+    cfg: AcceleratorConfig
+    rows: list
+    dense: np.ndarray
+    drains: list                      # (base, count, raw, last)
+    out_shape: tuple
+    dense_mode: bool
+    raw: bool
+    empty_rows: str = "omit"
+    _bundles: list = field(default=None, repr=False)
+
+    # -- control inputs --------------------------------------------------------------------
+    def control(self) -> dict:
+        return {"mode": MODES[self.mode], "stride2": int(self.stride == 2), "pad": self.pad,
+                "out_len": self.out_len, "in_len": self.in_len, "skip_zero": int(self.skip_zero)}
+
+    @property
+    def split(self) -> bool:
+        """Stride-2 FP: the operand buffer is split by column parity."""
+        return self.mode == "fp" and self.stride == 2
+
+    @property
+    def out_size(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    # -- streams ---------------------------------------------------------------------------
+    def x_beats(self) -> list:
+        """``x`` beats as field dicts ``{value, col, last}``."""
+        out = []
+        for row in self.rows:
+            k = row.values.size
+            out += [{"value": int(v), "col": int(c), "last": int(j == k - 1)}
+                    for j, (v, c) in enumerate(zip(row.values, row.cols))]
+        return out
+
+    def bundles(self) -> list:
+        """Per row, its bundles: ``(slots, parity, last, eot)``, ``slots`` a list of ``lanes``
+        tuples ``(value, kw, base, rowbase, en)``."""
+        if self._bundles is None:
+            L = self.lanes
+            per_row = []
+            for r, row in enumerate(self.rows):
+                bl = []
+                for p in (0, 1):
+                    idx = np.flatnonzero(row.t_parity == p)
+                    for s in range(0, idx.size, L):
+                        chunk = idx[s:s + L]
+                        slots = [(int(row.t_value[k]), int(row.t_kw[k]), int(row.t_base[k]),
+                                  int(row.t_rowbase[k]), 1) for k in chunk]
+                        slots += [(0, 0, 0, 0, 0)] * (L - len(slots))
+                        bl.append([slots, p, 0, 0])
+                if not bl:                                   # a skip beat releases the row
+                    bl.append([[(0, 0, 0, 0, 0)] * L, 0, 0, 0])
+                bl[-1][2] = 1
+                per_row.append(bl)
+            per_row[-1][-1][3] = 1                           # end of tile
+            self._bundles = per_row
+        return self._bundles
+
+    def tap_beats(self) -> list:
+        """``taps`` beats as field dicts (for ``layout.const``)."""
+        out = []
+        for bl in self.bundles():
+            for slots, p, last, eot in bl:
+                out.append({"slots": [{"value": v, "kw": kw, "base": b, "rowbase": rb, "en": en}
+                                      for v, kw, b, rb, en in slots],
+                            "parity": p, "last": last, "eot": eot})
+        return out
+
+    def dense_beats(self) -> list:
+        k = self.dense.size
+        return [{"value": int(v), "last": int(j == k - 1)} for j, v in enumerate(self.dense)]
+
+    def drain_beats(self) -> list:
+        return [{"base": b, "count": c, "raw": int(r), "last": int(last)}
+                for b, c, r, last in self.drains]
+
+    def n_outputs(self) -> int:
+        return sum(c for _, c, _, _ in self.drains)
+
+    def assemble(self, values) -> np.ndarray:
+        """The drained values (in drain order) as the output tensor."""
+        values = np.asarray(values, dtype=np.int64)
+        if values.size != self.out_size:
+            raise ValueError(f"expected {self.out_size} drained values, got {values.size}")
+        return values.reshape(self.out_shape)
+
+    def stored(self, row: OperandRow):
+        """The entries the PE stores for ``row``: (values, cols) per sub-list ``p`` in (0, 1)."""
+        keep = (row.values != 0) if self.skip_zero else np.ones(row.values.size, dtype=bool)
+        v, c = row.values[keep], row.cols[keep]
+        if self.split:
+            return [(v[c % 2 == 0], c[c % 2 == 0]), (v[c % 2 == 1], c[c % 2 == 1])]
+        return [(v, c), (v[:0], c[:0])]
+
+
+class PEStats(NamedTuple):
+    """Predicted counters. ``work = cycles - stall_in`` (= RTL ``cycles - stall_in -
+    stall_out`` under any idle / back-pressure pattern)."""
+    cycles: int
+    stall_in: int
+    proc: int
+    busy_mac: int
+    nnz: int
+    drained: int
+
+    @property
+    def work(self) -> int:
+        return self.cycles - self.stall_in
+
+    def utilisation(self, lanes: int) -> float:
+        return self.busy_mac / (lanes * self.cycles) if self.cycles else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+def _check_cfg(cfg):
+    if not isinstance(cfg, AcceleratorConfig):
+        raise TypeError(f"cfg must be an AcceleratorConfig, not {type(cfg).__name__}")
+    return cfg
+
+
+def _check_common(cfg, stride, padding, kh, kw, row_lens):
+    if not isinstance(stride, int) or isinstance(stride, bool):
+        raise TypeError(f"stride must be an integer, not {stride!r}")
+    if stride not in cfg.strides:
+        raise ValueError(f"unsupported stride {stride}: the PE supports strides {cfg.strides}")
+    if not isinstance(padding, int) or isinstance(padding, bool):
+        raise TypeError(f"padding must be an integer, not {padding!r}")
+    if not 0 <= padding <= cfg.k_max:
+        raise ValueError(f"padding must be in [0, k_max={cfg.k_max}], not {padding}")
+    if kw > cfg.k_max:
+        raise ValueError(f"kernel row length {kw} exceeds k_max={cfg.k_max}")
+    for what, n in row_lens:
+        if n > cfg.max_row_len:
+            raise ValueError(f"{what} row length {n} exceeds max_row_len={cfg.max_row_len}")
+
+
+def _check_range(name, arr, width):
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        raise ValueError(f"{name} has values outside the {width}-bit signed range [{lo}, {hi}]")
+
+
+def _as_int(name, a, ndim):
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, not dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    return a.astype(np.int64)
+
+
+def _taps_of(name, w, mask, dense):
+    """(tap set, tap values): the kept taps (``mask``, or the non-zero weights) with their
+    values, or in dense mode every tap with the masked values (pruned taps sent as zeros)."""
+    if mask is None:
+        mask = w != 0
+    else:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise TypeError(f"{name} must be a bool array, not dtype {mask.dtype}")
+        if mask.shape != w.shape:
+            raise ValueError(f"{name} shape {mask.shape} does not match the weight shape "
+                             f"{w.shape}")
+    values = np.where(mask, w, 0)
+    return (np.ones(w.shape, dtype=bool) if dense else mask), values
+
+
+def _psum_check(cfg, words):
+    if words > cfg.psum_buf_depth:
+        raise ValueError(f"psum out of range: the output needs {words} words but "
+                         f"psum_buf_depth={cfg.psum_buf_depth}")
+
+
+def _operand_row(vals, dense):
+    vals = np.asarray(vals, dtype=np.int64)
+    if dense:
+        return vals, np.arange(vals.size, dtype=np.int64)
+    v, c, _ = golden.compress_row(vals)
+    return v, c
+
+
+def _drains(cfg, out_size, raw, drain_chunk):
+    chunk = cfg.psum_buf_depth if drain_chunk is None else int(drain_chunk)
+    if chunk < 1:
+        raise ValueError(f"drain_chunk must be >= 1, not {drain_chunk}")
+    out = [(b, min(chunk, out_size - b), bool(raw), False) for b in range(0, out_size, chunk)]
+    b, c, r, _ = out[-1]
+    out[-1] = (b, c, r, True)
+    return out
+
+
+def _finish(job_kwargs, rows, empty_rows):
+    if empty_rows not in ("omit", "skip"):
+        raise ValueError(f"empty_rows must be 'omit' or 'skip', not {empty_rows!r}")
+    kept = [r for r in rows if r.n_taps] if empty_rows == "omit" else rows
+    if not kept:                                 # nothing to compute: one skip row ends the tile
+        kept = rows[:1]
+    return PEJob(rows=kept, empty_rows=empty_rows, **job_kwargs)
+
+
+def _order_taps(values, kws, bases, rowbases, parity, label):
+    order = np.argsort(parity, kind="stable")
+    return lambda v, c: OperandRow(v, c, values[order], kws[order], bases[order],
+                                   rowbases[order], parity[order], label)
+
+
+# --------------------------------------------------------------------------------------------
+# Mappings
+# --------------------------------------------------------------------------------------------
+
+def map_conv_fp(x, w, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=True,
+                empty_rows="omit", drain_chunk=None) -> PEJob:
+    """FP: operand rows ``x[b, c, h]``, taps ``w[n, c, kr, kw]`` kept by ``mask`` (the N:M forward
+    mask; ``None`` keeps the non-zero weights), output ``conv2d_forward(x, w * mask)``.
+
+    ``dense=True``: uncompressed rows, ``skip_zero = 0`` and every tap (pruned ones as zero
+    weights): the same result, the dense baseline's cycles."""
+    cfg = _check_cfg(cfg)
+    x, w = _as_int("x", x, 4), _as_int("w", w, 4)
+    B, Cin, H, W = x.shape
+    Cout, wc, Kh, Kw = w.shape
+    if wc != Cin:
+        raise ValueError(f"channel mismatch: x has Cin={Cin}, w has Cin={wc}")
+    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    _check_common(cfg, stride, padding, Kh, Kw, [("input", W), ("output", max(Wo, 0))])
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"kernel {Kh}x{Kw} is larger than the padded input")
+    _check_range("x", x, cfg.data_width)
+    _check_range("w", w, cfg.data_width)
+    keep, w = _taps_of("mask", w, mask, dense)
+    _psum_check(cfg, B * Cout * Ho * Wo)
+    cfg.check_reduction(Cin * Kh * Kw, "FP output")
+    rows = []
+    for c in range(Cin):
+        n_i, kr_i, kw_i = np.nonzero(keep[:, c])
+        wv = w[n_i, c, kr_i, kw_i]
+        for b in range(B):
+            for h in range(H):
+                t = h + padding - kr_i
+                ok = (t >= 0) & (t % stride == 0) & (t // stride < Ho)
+                y = t // stride
+                base = ((b * Cout + n_i) * Ho + y) * Wo
+                par = ((padding + kw_i) % 2) if stride == 2 else np.zeros_like(kw_i)
+                mk = _order_taps(wv[ok], kw_i[ok], base[ok], np.zeros(int(ok.sum()), np.int64),
+                                 par[ok], ("x", b, c, h))
+                rows.append(mk(*_operand_row(x[b, c, h], dense)))
+    rows.sort(key=lambda r: r.label)
+    job = dict(mode="fp", stride=stride, pad=padding, out_len=Wo, in_len=W,
+               skip_zero=not dense, lanes=cfg.macs_per_pe, cfg=cfg,
+               dense=np.zeros(0, np.int64),
+               drains=_drains(cfg, B * Cout * Ho * Wo, raw, drain_chunk),
+               out_shape=(B, Cout, Ho, Wo), dense_mode=dense, raw=raw)
+    return _finish(job, rows, empty_rows)
+
+
+def map_conv_bp(dy, w, x_shape, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=True,
+                empty_rows="omit", drain_chunk=None) -> PEJob:
+    """BP: operand rows ``dy[b, n, y]``, taps ``w[n, c, kr, kw]`` kept by ``mask`` (the N:M
+    backward mask), output ``conv2d_backward_input(dy, w * mask, x_shape)``."""
+    cfg = _check_cfg(cfg)
+    dy, w = _as_int("dy", dy, 4), _as_int("w", w, 4)
+    B, Cin, H, W = (int(s) for s in x_shape)
+    Cout, wc, Kh, Kw = w.shape
+    if wc != Cin:
+        raise ValueError(f"channel mismatch: x_shape has Cin={Cin}, w has Cin={wc}")
+    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    _check_common(cfg, stride, padding, Kh, Kw, [("output-gradient", Wo), ("input-gradient", W)])
+    if dy.shape != (B, Cout, Ho, Wo):
+        raise ValueError(f"dy shape {dy.shape} does not match the forward output shape "
+                         f"{(B, Cout, Ho, Wo)}")
+    _check_range("dy", dy, cfg.data_width)
+    _check_range("w", w, cfg.data_width)
+    keep, w = _taps_of("mask", w, mask, dense)
+    _psum_check(cfg, B * Cin * H * W)
+    cfg.check_reduction(Cout * Kh * Kw, "BP input gradient")
+    rows = []
+    for n in range(Cout):
+        c_i, kr_i, kw_i = np.nonzero(keep[n])
+        wv = w[n, c_i, kr_i, kw_i]
+        for b in range(B):
+            for y in range(Ho):
+                h = y * stride + kr_i - padding
+                ok = (h >= 0) & (h < H)
+                base = ((b * Cin + c_i) * H + h) * W
+                mk = _order_taps(wv[ok], kw_i[ok], base[ok], np.zeros(int(ok.sum()), np.int64),
+                                 np.zeros(int(ok.sum()), np.int64), ("dy", b, n, y))
+                rows.append(mk(*_operand_row(dy[b, n, y], dense)))
+    rows.sort(key=lambda r: r.label)
+    job = dict(mode="bp", stride=stride, pad=padding, out_len=W, in_len=W,
+               skip_zero=not dense, lanes=cfg.macs_per_pe, cfg=cfg,
+               dense=np.zeros(0, np.int64), drains=_drains(cfg, B * Cin * H * W, raw, drain_chunk),
+               out_shape=(B, Cin, H, W), dense_mode=dense, raw=raw)
+    return _finish(job, rows, empty_rows)
+
+
+def map_conv_wg(x, dy, w_shape, *, stride=1, padding=0, cfg, dense=False, raw=True,
+                empty_rows="omit", drain_chunk=None) -> PEJob:
+    """WG: operand rows ``dy[b, n, y]``, the dense X in the scratchpad, every tap ``(c, kr,
+    kw)`` (the weight gradient is dense), output ``conv2d_backward_weight(x, dy, w_shape)``."""
+    cfg = _check_cfg(cfg)
+    x, dy = _as_int("x", x, 4), _as_int("dy", dy, 4)
+    B, Cin, H, W = x.shape
+    Cout, wc, Kh, Kw = (int(s) for s in w_shape)
+    if wc != Cin:
+        raise ValueError(f"channel mismatch: x has Cin={Cin}, w_shape has Cin={wc}")
+    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    _check_common(cfg, stride, padding, Kh, Kw, [("output-gradient", Wo), ("input", W)])
+    if dy.shape != (B, Cout, Ho, Wo):
+        raise ValueError(f"dy shape {dy.shape} does not match the forward output shape "
+                         f"{(B, Cout, Ho, Wo)}")
+    _check_range("x", x, cfg.data_width)
+    _check_range("dy", dy, cfg.data_width)
+    if x.size > cfg.act_buf_depth:
+        raise ValueError(f"dense scratchpad out of range: X needs {x.size} words but "
+                         f"act_buf_depth={cfg.act_buf_depth}")
+    _psum_check(cfg, Cout * Cin * Kh * Kw)
+    cfg.check_reduction(B * Ho * Wo, "WG weight gradient")
+    c_i, kr_i, kw_i = (a.ravel() for a in np.meshgrid(np.arange(Cin), np.arange(Kh),
+                                                      np.arange(Kw), indexing="ij"))
+    rows = []
+    for b in range(B):
+        for n in range(Cout):
+            for y in range(Ho):
+                h = y * stride + kr_i - padding
+                ok = (h >= 0) & (h < H)
+                base = ((n * Cin + c_i) * Kh + kr_i) * Kw + kw_i
+                rowbase = ((b * Cin + c_i) * H + h) * W
+                k = int(ok.sum())
+                mk = _order_taps(np.zeros(k, np.int64), kw_i[ok], base[ok], rowbase[ok],
+                                 np.zeros(k, np.int64), ("dy", b, n, y))
+                rows.append(mk(*_operand_row(dy[b, n, y], dense)))
+    job = dict(mode="wg", stride=stride, pad=padding, out_len=Wo, in_len=W,
+               skip_zero=not dense, lanes=cfg.macs_per_pe, cfg=cfg,
+               dense=x.ravel().copy(), drains=_drains(cfg, Cout * Cin * Kh * Kw, raw, drain_chunk),
+               out_shape=(Cout, Cin, Kh, Kw), dense_mode=dense, raw=raw)
+    return _finish(job, rows, empty_rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Functional execution and the cycle model
+# --------------------------------------------------------------------------------------------
+
+def _products(job, row, entries):
+    """For one row: ``[(lanes, addresses)]`` and ``[products]`` of the valid products, as the
+    RTL forms them (vectorized over taps x stored entries)."""
+    S, p = job.stride, job.pad
+    addrs, prods = [], []
+    L = job.lanes
+    for par in (0, 1):
+        sel = np.flatnonzero(row.t_parity == par)
+        if not sel.size:
+            continue
+        av, ac = entries[par] if job.split else entries[0]
+        if not av.size:
+            continue
+        kw = row.t_kw[sel][:, None]
+        base = row.t_base[sel][:, None]
+        lane = (np.arange(sel.size) % L)[:, None]
+        a = av[None, :]
+        col = ac[None, :]
+        if job.mode == "fp":
+            t = col + p - kw
+            ok = (t >= 0) & (t % S == 0) & (t // S < job.out_len)
+            addr = base + t // S
+            prod = a * row.t_value[sel][:, None]
+        else:
+            t = col * S + kw - p
+            if job.mode == "bp":
+                ok = (t >= 0) & (t < job.out_len)
+                addr = base + t
+                prod = a * row.t_value[sel][:, None]
+            else:
+                ok = (t >= 0) & (t < job.in_len)
+                addr = np.broadcast_to(base, t.shape)
+                xi = np.clip(row.t_rowbase[sel][:, None] + t, 0, max(job.dense.size - 1, 0))
+                prod = a * np.where(ok, job.dense[xi] if job.dense.size else 0, 0)
+        ok = ok & np.ones(t.shape, dtype=bool)
+        addrs.append((np.broadcast_to(lane, t.shape)[ok], addr[ok]))
+        prods.append(prod[ok])
+    return addrs, prods
+
+
+def execute(job: PEJob):
+    """Run ``job`` functionally, as the RTL does: returns ``(drained values, busy_mac)``.
+
+    Per-lane banks, sums checked against ``acc_width`` (``OverflowError``; cannot happen for a
+    mapped job), the drain sums the banks and applies ``writeback`` unless ``raw``.
+    """
+    cfg = job.cfg
+    banks = np.zeros((job.lanes, cfg.psum_buf_depth), dtype=np.int64)   # the mapper's
+    busy = 0                                          # check_reduction keeps int64 exact
+    for row in job.rows:
+        addrs, prods = _products(job, row, job.stored(row))
+        for (lane, addr), prod in zip(addrs, prods):
+            np.add.at(banks, (lane, addr), prod)
+            busy += prod.size
+    lim = 1 << (cfg.acc_width - 1)
+    if banks.size and (banks.min() < -lim or banks.max() >= lim):
+        raise OverflowError("a partial sum left the acc_width range")
+    out = []
+    for base, count, raw, _ in job.drains:
+        s = banks[:, base:base + count].sum(axis=0)
+        out.append(s if raw else golden.writeback(s, cfg.frac_bits, cfg.data_width))
+        banks[:, base:base + count] = 0
+    return np.concatenate(out), busy
+
+
+def row_cost(job: PEJob, row: OperandRow):
+    """``(load cycles, processing cycles, stored entries)`` of one operand row."""
+    entries = job.stored(row)
+    n = [e[0].size for e in entries] if job.split else [entries[0][0].size, entries[0][0].size]
+    L = job.lanes
+    proc = 0
+    for par in (0, 1):
+        k = int(np.count_nonzero(row.t_parity == par))
+        proc += -(-k // L) * max(n[par], 1)
+    if not row.n_taps:
+        proc = 1                                          # the skip beat
+    stored = sum(e[0].size for e in entries)
+    return int(row.values.size), proc, stored
+
+
+def cycles(job: PEJob) -> PEStats:
+    """Predicted performance counters of ``job`` (see the module docstring; exact)."""
+    e2 = e1 = f1 = 0
+    proc_total = nnz = busy = 0
+    for row in job.rows:
+        load, proc, stored = row_cost(job, row)
+        start_load = max(f1, e2)
+        f = start_load + load
+        s = max(f, e1)
+        e = s + proc
+        e2, e1, f1 = e1, e, f
+        proc_total += proc
+        nnz += stored
+        addrs, _ = _products(job, row, job.stored(row))
+        busy += sum(a.size for _, a in addrs)
+    drained = sum(max(c, 1) for _, c, _, _ in job.drains)
+    total = e1 + PIPE_FLUSH + drained + DRAIN_LATENCY
+    stall_in = total - proc_total - drained - PIPE_FLUSH - DRAIN_LATENCY
+    return PEStats(cycles=total, stall_in=stall_in, proc=proc_total, busy_mac=busy, nnz=nnz,
+                   drained=drained)
+
+
+# --------------------------------------------------------------------------------------------
+# Random workloads (tests, tables)
+# --------------------------------------------------------------------------------------------
+
+def random_layer(mode, *, cfg, kernel=3, stride=1, padding=1, zero_frac=0.5, nm=None, seed=0,
+                 batch=1, cin=4, cout=4, height=6, width=6, dense=False, raw=True,
+                 value_range=None, empty_rows="omit", drain_chunk=None):
+    """A random layer mapped for ``mode`` ('fp', 'bp', 'wg'): returns ``(job, expected)``.
+
+    Operands are uniform in ``value_range`` (default: the full ``data_width`` range, so
+    write-back saturates) with a fraction ``zero_frac`` of the sparse operand (x in FP, dy in
+    BP/WG) set to zero; ``nm = (n, m)`` prunes the weights with :func:`golden.bdwp_masks`
+    (FP uses the forward mask, BP the backward one; the axis must be a multiple of ``m``).
+    ``expected`` is the golden result (``writeback`` applied unless ``raw``).
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = value_range or (-(1 << (cfg.data_width - 1)), (1 << (cfg.data_width - 1)) - 1)
+    K, S, p = kernel, stride, padding
+    x = rng.integers(lo, hi + 1, (batch, cin, height, width))
+    w = rng.integers(lo, hi + 1, (cout, cin, K, K))
+    ho, wo = (height + 2 * p - K) // S + 1, (width + 2 * p - K) // S + 1
+    dy = rng.integers(lo, hi + 1, (batch, cout, ho, wo))
+    if nm is None:
+        fwd = bwd = np.ones(w.shape, dtype=bool)
+    else:
+        fwd = golden.nm_mask(w, nm[0], nm[1], axis=1) if mode == "fp" else None
+        bwd = golden.nm_mask(w, nm[0], nm[1], axis=0) if mode == "bp" else None
+    common = dict(stride=S, padding=p, cfg=cfg, dense=dense, raw=raw, empty_rows=empty_rows,
+                  drain_chunk=drain_chunk)
+    if mode == "fp":
+        x[rng.random(x.shape) < zero_frac] = 0
+        job = map_conv_fp(x, w, mask=fwd, **common)
+        ref = golden.conv2d_forward(x, w * fwd, S, p)
+    elif mode == "bp":
+        dy[rng.random(dy.shape) < zero_frac] = 0
+        job = map_conv_bp(dy, w, x.shape, mask=bwd, **common)
+        ref = golden.conv2d_backward_input(dy, w * bwd, x.shape, S, p)
+    elif mode == "wg":
+        dy[rng.random(dy.shape) < zero_frac] = 0
+        job = map_conv_wg(x, dy, w.shape, **common)
+        ref = golden.conv2d_backward_weight(x, dy, w.shape, S, p)
+    else:
+        raise ValueError(f"mode must be one of {tuple(MODES)}, not {mode!r}")
+    if not raw:
+        ref = golden.writeback(ref, cfg.frac_bits, cfg.data_width)
+    return job, ref
