@@ -207,26 +207,20 @@ def pregen_schedule(w_shape, m) -> Iterator[PregenGroup]:
     def flat(o, c, y, x):
         return ((o * cin + c) * kh + y) * kw + x
 
-    n_fwd = cout * (cin // m) * kh * kw
-    k = 0
-    for o in range(cout):
-        for g in range(cin // m):
-            for y in range(kh):
-                for x in range(kw):
-                    k += 1
-                    yield PregenGroup(DIR_FWD, (o, g, y, x),
-                                      tuple(flat(o, g * m + j, y, x) for j in range(m)),
-                                      k == n_fwd)
-    n_bwd = cin * (cout // m) * kh * kw
-    k = 0
-    for c in range(cin):
-        for g in range(cout // m):
-            for y in range(kh):
-                for x in range(kw):
-                    k += 1
-                    yield PregenGroup(DIR_BWD, (c, g, y, x),
-                                      tuple(flat(g * m + j, c, y, x) for j in range(m)),
-                                      k == n_bwd)
+    # Forward groups run along Cin for each (cout, group, kh, kw); backward groups along Cout
+    # for each (cin, group, kh, kw): the same loop with the two channel axes swapped.
+    for d, outer, across, elem in ((DIR_FWD, cout, cin, lambda o, j, y, x: flat(o, j, y, x)),
+                                   (DIR_BWD, cin, cout, lambda c, j, y, x: flat(j, c, y, x))):
+        total = outer * (across // m) * kh * kw
+        k = 0
+        for o in range(outer):
+            for g in range(across // m):
+                for y in range(kh):
+                    for x in range(kw):
+                        k += 1
+                        yield PregenGroup(d, (o, g, y, x),
+                                          tuple(elem(o, g * m + j, y, x) for j in range(m)),
+                                          k == total)
 
 
 def pregen_beats(w, m, width) -> list:

@@ -299,6 +299,22 @@ def _order_taps(values, kws, bases, rowbases, parity, label):
 # Mappings
 # --------------------------------------------------------------------------------------------
 
+def _geometry(x_shape, w_shape, stride, padding, x_name, w_name):
+    """``(B, Cin, H, W, Cout, Kh, Kw, Ho, Wo)`` of a conv layer; the channel counts must agree."""
+    B, Cin, H, W = (int(v) for v in x_shape)
+    Cout, wc, Kh, Kw = (int(v) for v in w_shape)
+    if wc != Cin:
+        raise ValueError(f"channel mismatch: {x_name} has Cin={Cin}, {w_name} has Cin={wc}")
+    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    return B, Cin, H, W, Cout, Kh, Kw, Ho, Wo
+
+
+def _check_dy_shape(dy, B, Cout, Ho, Wo):
+    if dy.shape != (B, Cout, Ho, Wo):
+        raise ValueError(f"dy shape {dy.shape} does not match the forward output shape "
+                         f"{(B, Cout, Ho, Wo)}")
+
+
 def map_conv_fp(x, w, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=True,
                 empty_rows="omit", drain_chunk=None) -> PEJob:
     """FP: operand rows ``x[b, c, h]``, taps ``w[n, c, kr, kw]`` kept by ``mask`` (the N:M forward
@@ -308,11 +324,7 @@ def map_conv_fp(x, w, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=T
     weights): the same result, the dense baseline's cycles."""
     cfg = _check_cfg(cfg)
     x, w = _as_int("x", x, 4), _as_int("w", w, 4)
-    B, Cin, H, W = x.shape
-    Cout, wc, Kh, Kw = w.shape
-    if wc != Cin:
-        raise ValueError(f"channel mismatch: x has Cin={Cin}, w has Cin={wc}")
-    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = _geometry(x.shape, w.shape, stride, padding, "x", "w")
     _check_common(cfg, stride, padding, Kh, Kw, [("input", W), ("output", max(Wo, 0))])
     if Ho < 1 or Wo < 1:
         raise ValueError(f"kernel {Kh}x{Kw} is larger than the padded input")
@@ -350,15 +362,10 @@ def map_conv_bp(dy, w, x_shape, *, stride=1, padding=0, cfg, mask=None, dense=Fa
     backward mask), output ``conv2d_backward_input(dy, w * mask, x_shape)``."""
     cfg = _check_cfg(cfg)
     dy, w = _as_int("dy", dy, 4), _as_int("w", w, 4)
-    B, Cin, H, W = (int(s) for s in x_shape)
-    Cout, wc, Kh, Kw = w.shape
-    if wc != Cin:
-        raise ValueError(f"channel mismatch: x_shape has Cin={Cin}, w has Cin={wc}")
-    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = _geometry(x_shape, w.shape, stride, padding,
+                                                   "x_shape", "w")
     _check_common(cfg, stride, padding, Kh, Kw, [("output-gradient", Wo), ("input-gradient", W)])
-    if dy.shape != (B, Cout, Ho, Wo):
-        raise ValueError(f"dy shape {dy.shape} does not match the forward output shape "
-                         f"{(B, Cout, Ho, Wo)}")
+    _check_dy_shape(dy, B, Cout, Ho, Wo)
     _check_range("dy", dy, cfg.data_width)
     _check_range("w", w, cfg.data_width)
     keep, w = _taps_of("mask", w, mask, dense)
@@ -390,15 +397,10 @@ def map_conv_wg(x, dy, w_shape, *, stride=1, padding=0, cfg, dense=False, raw=Tr
     kw)`` (the weight gradient is dense), output ``conv2d_backward_weight(x, dy, w_shape)``."""
     cfg = _check_cfg(cfg)
     x, dy = _as_int("x", x, 4), _as_int("dy", dy, 4)
-    B, Cin, H, W = x.shape
-    Cout, wc, Kh, Kw = (int(s) for s in w_shape)
-    if wc != Cin:
-        raise ValueError(f"channel mismatch: x has Cin={Cin}, w_shape has Cin={wc}")
-    Ho, Wo = (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1
+    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = _geometry(x.shape, w_shape, stride, padding,
+                                                   "x", "w_shape")
     _check_common(cfg, stride, padding, Kh, Kw, [("output-gradient", Wo), ("input", W)])
-    if dy.shape != (B, Cout, Ho, Wo):
-        raise ValueError(f"dy shape {dy.shape} does not match the forward output shape "
-                         f"{(B, Cout, Ho, Wo)}")
+    _check_dy_shape(dy, B, Cout, Ho, Wo)
     _check_range("x", x, cfg.data_width)
     _check_range("dy", dy, cfg.data_width)
     if x.size > cfg.act_buf_depth:
