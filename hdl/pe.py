@@ -360,18 +360,28 @@ class PE(wiring.Component):
         dense_loading = dptr != 0
 
         # ---------------------------------------------------------------- partial-sum banks
+        # Ping-pong (*ours*): every lane has two banks (halves 0 and 1), each a simple 1R1W
+        # memory. Tile t accumulates into half t % 2 while the drain reads and clears the other
+        # half, so a tile's drain runs under the next tile's processing. Each half's ports are
+        # muxed between the engine and the drain; they never want the same half at once (the
+        # engine does not start a tile in a half that still holds an undrained tile).
         banks = []
         for l in range(L):
-            mem = Memory(shape=signed(aw), depth=self._psum_depth, init=[])
-            m.submodules[f"bank{l}"] = mem
-            wr = mem.write_port()
-            rd = mem.read_port(transparent_for=(wr,))
-            banks.append((rd, wr))
+            pair = []
+            for h in range(2):
+                mem = Memory(shape=signed(aw), depth=self._psum_depth, init=[])
+                m.submodules[f"bank{l}_{h}"] = mem
+                wr = mem.write_port()
+                rd = mem.read_port(transparent_for=(wr,))
+                pair.append((rd, wr))
+            banks.append(pair)
 
         # ---------------------------------------------------------------- engine: S0
         taps = self.taps
-        RUN, WAIT = 0, 1
-        eng = Signal(1)                   # RUN: processing rows; WAIT: tile done, draining
+        eb = Signal()                     # psum half the engine accumulates the open tile into
+        pend = [Signal(name=f"pend{h}") for h in range(2)]  # half h holds a tile to drain
+        tile_open = Signal()              # a bundle of a tile without its eot was processed
+        eb_free = ~Mux(eb, pend[1], pend[0])
         slots = taps.payload.slots
         i = Signal(cnt_w)
         par = Signal()
@@ -389,7 +399,7 @@ class PE(wiring.Component):
         m.d.comb += done.eq(~work | (i + 1 == n))
         pr_full = Mux(pr, full[1], full[0])
         can = Signal()
-        m.d.comb += can.eq((eng == RUN) & pr_full & ~(is_wg & dense_loading))
+        m.d.comb += can.eq(eb_free & pr_full & ~(is_wg & dense_loading))
         proc = Signal()
         m.d.comb += [
             taps.ready.eq(can & done),
@@ -406,9 +416,14 @@ class PE(wiring.Component):
                         with m.If(pr == h):
                             m.d.sync += [full[h].eq(0), cnt[h][0].eq(0), cnt[h][1].eq(0)]
                 with m.If(taps.payload.eot):
-                    m.d.sync += eng.eq(WAIT)
+                    m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
+                    for h in range(2):
+                        with m.If(eb == h):
+                            m.d.sync += pend[h].eq(1)
+                with m.Else():
+                    m.d.sync += tile_open.eq(1)
             with m.Else():
-                m.d.sync += i.eq(i + 1)
+                m.d.sync += [i.eq(i + 1), tile_open.eq(1)]
 
         # S1 registers: the bundle's slots (the operand entry arrives from the buffer read)
         s1v = Signal()
@@ -417,7 +432,9 @@ class PE(wiring.Component):
         s1_base = [Signal(pa_w, name=f"s1_base{l}") for l in range(L)]
         s1_rb = [Signal(da_w, name=f"s1_rb{l}") for l in range(L)]
         s1_en = [Signal(name=f"s1_en{l}") for l in range(L)]
-        m.d.sync += s1v.eq(proc & work)
+        s1_b, s2_b, s3_b, s4_b = (Signal(name=f"s{k}_b") for k in range(1, 5))  # psum half
+        m.d.sync += [s1v.eq(proc & work), s1_b.eq(eb), s2_b.eq(s1_b), s3_b.eq(s2_b),
+                     s4_b.eq(s3_b)]
         for l in range(L):
             m.d.sync += [s1_w[l].eq(slots[l].value), s1_kw[l].eq(slots[l].kw),
                          s1_base[l].eq(slots[l].base), s1_rb[l].eq(slots[l].rowbase),
@@ -492,19 +509,22 @@ class PE(wiring.Component):
         o = self.o
         stall = Signal()
         m.d.comb += stall.eq(o.valid & ~o.ready)
-        # The drain waits until the engine pipeline is empty. Tokens follow every processing
-        # cycle (a 1-cycle bundle with no work too), so the flush is always PIPE_FLUSH = 3
-        # cycles after the tile's last bundle, whatever that bundle did.
+        # A half is drained once no product of its tile is left in the engine pipeline. Tokens
+        # (tagged with the half) follow every processing cycle (a 1-cycle bundle with no work
+        # too), so the flush is always PIPE_FLUSH = 3 cycles after the tile's last bundle.
         tok = Signal(3)
-        m.d.sync += tok.eq(Cat(proc, tok[:2]))
-        pipe_empty = tok == 0
+        tok_b = Signal(3)
+        m.d.sync += [tok.eq(Cat(proc, tok[:2])), tok_b.eq(Cat(eb, tok_b[:2]))]
+        db = Signal()                     # half the drain reads (the oldest undrained tile)
+        flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(3)], lambda a, b: a | b)
         d_addr = Signal(pa_w)
         d_left = Signal(range(self._psum_depth + 1))
         d_raw = Signal()
         d_last = Signal()
         last_acc = Signal()               # the tile's last drain command has been accepted
         dr = self.drain
-        m.d.comb += dr.ready.eq((eng == WAIT) & pipe_empty & (d_left == 0) & ~stall & ~last_acc)
+        m.d.comb += dr.ready.eq(Mux(db, pend[1], pend[0]) & flushed & (d_left == 0) & ~stall &
+                                ~last_acc)
         acc = Signal()
         cont = Signal()
         issue = Signal()
@@ -531,23 +551,34 @@ class PE(wiring.Component):
             with m.If(cont):
                 m.d.sync += [d_addr.eq(d_addr + 1), d_left.eq(d_left - 1)]
 
-        d1v, d1_last, d1_end, d1_raw = Signal(), Signal(), Signal(), Signal()
+        d1v, d1_last, d1_end, d1_raw, d1_b = Signal(), Signal(), Signal(), Signal(), Signal()
         d1_addr = Signal(pa_w)
         with m.If(~stall):
             m.d.sync += [d1v.eq(issue), d1_addr.eq(raddr), d1_last.eq(b_last),
-                         d1_end.eq(b_end), d1_raw.eq(b_raw)]
+                         d1_end.eq(b_end), d1_raw.eq(b_raw), d1_b.eq(db)]
+        # The tile's last address is cleared in D1: its half is free for the engine from the
+        # next cycle, and the drain moves on to the other half.
+        release = d1v & d1_end & ~stall
+        with m.If(release):
+            m.d.sync += [db.eq(~db), last_acc.eq(0)]
+            for h in range(2):
+                with m.If(d1_b == h):
+                    m.d.sync += pend[h].eq(0)
 
         # ---------------------------------------------------------------- bank ports
-        for l, (rd, wr) in enumerate(banks):
-            m.d.comb += [
-                rd.en.eq(~stall),
-                rd.addr.eq(Mux(s3v, s3_pa[l], raddr)),
-            ]
-            with m.If(s4v):
-                m.d.comb += [wr.en.eq(s4_ok[l]), wr.addr.eq(s4_pa[l]),
-                             wr.data.eq(rd.data + s4_prod[l])]
-            with m.Else():
-                m.d.comb += [wr.en.eq(d1v & ~stall), wr.addr.eq(d1_addr), wr.data.eq(0)]
+        for l, pair in enumerate(banks):
+            for h, (rd, wr) in enumerate(pair):
+                eng_rd = s3v & (s3_b == h)
+                m.d.comb += [
+                    rd.en.eq(eng_rd | ~stall),
+                    rd.addr.eq(Mux(eng_rd, s3_pa[l], raddr)),
+                ]
+                with m.If(s4v & (s4_b == h)):
+                    m.d.comb += [wr.en.eq(s4_ok[l]), wr.addr.eq(s4_pa[l]),
+                                 wr.data.eq(rd.data + s4_prod[l])]
+                with m.Else():
+                    m.d.comb += [wr.en.eq(d1v & ~stall & (d1_b == h)), wr.addr.eq(d1_addr),
+                                 wr.data.eq(0)]
 
         # busy_mac: valid products written this cycle (balanced popcount)
         pop = _tree([s4_ok[l].as_unsigned() for l in range(L)], lambda a, b: a + b)
@@ -556,7 +587,8 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- D1: bank sum
         d2v, d2_last, d2_end, d2_raw = Signal(), Signal(), Signal(), Signal()
         d2_sum = Signal(signed(aw))
-        total = _tree([rd.data for rd, _ in banks], lambda a, b: (a + b)[:aw].as_signed())
+        total = _tree([Mux(d1_b, pair[1][0].data, pair[0][0].data) for pair in banks],
+                      lambda a, b: (a + b)[:aw].as_signed())
         with m.If(~stall):
             m.d.sync += [d2v.eq(d1v), d2_sum.eq(total), d2_last.eq(d1_last),
                          d2_end.eq(d1_end), d2_raw.eq(d1_raw)]
@@ -585,24 +617,23 @@ class PE(wiring.Component):
                 o.payload.last.eq(d2_last),
                 o.payload.end.eq(d2_end),
             ]
-        job_end = o.valid & o.ready & o.payload.end
-        with m.If(job_end):
-            m.d.sync += [eng.eq(RUN), last_acc.eq(0)]
+        tile_end = o.valid & o.ready & o.payload.end
 
         # ---------------------------------------------------------------- job and counters
+        # A job runs from the first valid input until the end beat of a tile after which no
+        # other tile is open or waiting to be drained.
         start = ~self.active & (x.valid | taps.valid | dr.valid)
         in_job = Signal()
         m.d.comb += in_job.eq(self.active | start)
         with m.If(start):
             m.d.sync += self.active.eq(1)
-        with m.If(job_end):
+        with m.If(tile_end & ~pend[0] & ~pend[1] & ~tile_open):
             m.d.sync += self.active.eq(0)
-        waiting = eng == WAIT
-        flush = waiting & ~pipe_empty
-        tail = waiting & last_acc & ~issue
+        flush = (tok != 0) & ~tile_open
+        tail = (last_acc & ~issue) | (d2v & d2_end) | (o.valid & o.payload.end)
         with m.If(in_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(stall):
+            with m.If(stall & ~proc):
                 m.d.sync += self.stall_out.eq(self.stall_out + 1)
             with m.Elif(~proc & ~flush & ~issue & ~tail):
                 m.d.sync += self.stall_in.eq(self.stall_in + 1)

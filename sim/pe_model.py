@@ -39,14 +39,17 @@ from ..gen.config import AcceleratorConfig
 from . import golden
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
-           "execute", "cycles", "row_cost", "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH",
-           "DRAIN_LATENCY"]
+           "execute", "cycles", "cycles_tiles", "split_tiles", "assemble_tiles",
+           "tile_expected", "row_cost",
+           "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE"]
 
 MODES = {"fp": 0, "bp": 1, "wg": 2}
 #: Engine pipeline cycles after a tile's last bundle before the first drain read.
 PIPE_FLUSH = 3
 #: Drain pipeline cycles after the last drain read until its beat leaves on ``o``.
 DRAIN_LATENCY = 3
+#: Cycles from a tile's last drain read until its psum half is free again (cleared in D1).
+RELEASE = 2
 
 
 def pe_kwargs(cfg: AcceleratorConfig) -> dict:
@@ -94,6 +97,8 @@ class PEJob:
     dense_mode: bool
     raw: bool
     empty_rows: str = "omit"
+    #: for a tile of :func:`split_tiles`: the whole layer's output rows it holds, in order
+    out_rows: object = field(default=None, repr=False)
     _bundles: list = field(default=None, repr=False)
 
     # -- control inputs --------------------------------------------------------------------
@@ -515,24 +520,156 @@ def row_cost(job: PEJob, row: OperandRow):
 
 def cycles(job: PEJob) -> PEStats:
     """Predicted performance counters of ``job`` (see the module docstring; exact)."""
+    return cycles_tiles([job])
+
+
+def _merged_length(intervals) -> int:
+    """Cycles covered by the union of half-open intervals ``[a, b)``."""
+    total, cur_a, cur_b = 0, None, None
+    for a, b in sorted(i for i in intervals if i[1] > i[0]):
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_b is not None:
+        total += cur_b - cur_a
+    return total
+
+
+def cycles_tiles(tiles: list) -> PEStats:
+    """Predicted counters of a sequence of tiles run back to back on one PE (exact for
+    never-idle inputs and a never back-pressured output).
+
+    Operand rows are double-buffered across tile boundaries; tile ``t`` accumulates into psum
+    half ``t % 2`` and may start only when the drain of tile ``t - 2`` has released that half;
+    the drain of tile ``t`` starts ``PIPE_FLUSH`` cycles after its last bundle and after the
+    previous drain released its half (``RELEASE`` cycles after its last read)::
+
+        S_first(t) = max(F_r, E_{r-1}, Rel_{t-2})
+        D_t = max(E_t + PIPE_FLUSH, Rel_{t-1});  I_t = D_t + C_t - 1;  Rel_t = I_t + RELEASE
+        cycles = I_last + 1 + DRAIN_LATENCY
+
+    ``stall_in`` counts the cycles in which the PE neither processes, flushes, drains nor
+    finishes a drain (the RTL's definition)."""
+    if not tiles:
+        raise ValueError("cycles_tiles needs at least one tile")
     e2 = e1 = f1 = 0
-    proc_total = nnz = busy = 0
-    for row in job.rows:
-        load, proc, stored = row_cost(job, row)
-        start_load = max(f1, e2)
-        f = start_load + load
-        s = max(f, e1)
-        e = s + proc
-        e2, e1, f1 = e1, e, f
-        proc_total += proc
-        nnz += stored
-        addrs, _ = _products(job, row, job.stored(row))
-        busy += sum(a.size for _, a in addrs)
-    drained = sum(max(c, 1) for _, c, _, _ in job.drains)
-    total = e1 + PIPE_FLUSH + drained + DRAIN_LATENCY
-    stall_in = total - proc_total - drained - PIPE_FLUSH - DRAIN_LATENCY
+    rel = [0, 0]
+    drain_free = 0
+    proc_total = nnz = busy = drained = 0
+    busy_iv = []
+    last_i = 0
+    flush_from = None             # the previous tile's last processing end
+    for t, job in enumerate(tiles):
+        first = True
+        for row in job.rows:
+            load, proc, stored = row_cost(job, row)
+            f = max(f1, e2) + load
+            s = max(f, e1)
+            if first:
+                s = max(s, rel[t % 2])
+                first = False
+                if flush_from is not None:
+                    # the RTL counts the previous tile's flush until this tile opens
+                    busy_iv.append((flush_from, min(flush_from + PIPE_FLUSH, s + 1)))
+            e = s + proc
+            e2, e1, f1 = e1, e, f
+            busy_iv.append((s, e))
+            proc_total += proc
+            nnz += stored
+            addrs, _ = _products(job, row, job.stored(row))
+            busy += sum(a.size for _, a in addrs)
+        c = sum(max(k, 1) for _, k, _, _ in job.drains)
+        d = max(e1 + PIPE_FLUSH, drain_free)
+        last_i = d + c - 1
+        flush_from = e1
+        busy_iv += [(d, d + c), (last_i + 1, last_i + 1 + DRAIN_LATENCY)]
+        rel[t % 2] = drain_free = last_i + RELEASE
+        drained += c
+    busy_iv.append((flush_from, flush_from + PIPE_FLUSH))
+    total = last_i + 1 + DRAIN_LATENCY
+    stall_in = total - _merged_length(busy_iv)
     return PEStats(cycles=total, stall_in=stall_in, proc=proc_total, busy_mac=busy, nnz=nnz,
                    drained=drained)
+
+
+def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
+    """Cut a whole-layer job into tiles of at most ``tile_words`` output words each (default:
+    the largest multiple of the output row length that fits ``cfg.psum_buf_depth``).
+
+    FP/BP: the layer's output rows are taken row index first (every channel's row ``y = 0``,
+    then ``y = 1``, ...), so a tile holds a band of output rows of *every* channel: each operand
+    row then feeds as many taps per tile as possible (few bundles padded, few rows loaded
+    twice: only the kernel's halo rows are sent to two tiles). WG: consecutive weight-gradient
+    addresses (output-channel major), so each ``dy`` row goes to one tile. In a tile, output
+    row ``j`` of ``out_rows`` sits at psum address ``j * row length``; every operand row keeps
+    the taps that land in the tile (rows left with none are omitted, or sent as skip beats
+    with ``empty_rows="skip"``). The tiles run back to back on one PE
+    (:func:`cycles_tiles`); :func:`assemble_tiles` puts the drained values together."""
+    cfg = _check_cfg(cfg or job.cfg)
+    unit = 1 if job.mode == "wg" else job.out_len
+    if tile_words is None:
+        tile_words = (cfg.psum_buf_depth // unit) * unit
+    tile_words = int(tile_words)
+    if tile_words < unit or tile_words % unit:
+        raise ValueError(f"tile_words must be a positive multiple of the output row length "
+                         f"{unit}, not {tile_words}")
+    _psum_check(cfg, tile_words)
+    n_rows = job.out_size // unit
+    if job.mode == "wg":
+        order = np.arange(n_rows)
+    else:
+        per_plane = job.out_shape[2]
+        idx = np.arange(n_rows)
+        order = np.lexsort((idx // per_plane, idx % per_plane))    # y major, then (b, c)
+    per = tile_words // unit
+    tile_of = np.empty(n_rows, np.int64)
+    pos_of = np.empty(n_rows, np.int64)
+    tile_of[order] = np.arange(n_rows) // per
+    pos_of[order] = np.arange(n_rows) % per
+    chunk = max((c for _, c, _, _ in job.drains), default=tile_words)
+    tiles = []
+    for k in range(-(-n_rows // per)):
+        mine = order[k * per:(k + 1) * per]
+        n = mine.size * unit
+        rows = []
+        for row in job.rows:
+            dest = row.t_base // unit
+            sel = tile_of[dest] == k
+            base = pos_of[dest[sel]] * unit + row.t_base[sel] % unit
+            rows.append(OperandRow(row.values, row.cols, row.t_value[sel], row.t_kw[sel],
+                                   base, row.t_rowbase[sel], row.t_parity[sel], row.label))
+        drains = _drains(cfg, n, job.raw, min(chunk, n))
+        kw = dict(mode=job.mode, stride=job.stride, pad=job.pad, out_len=job.out_len,
+                  in_len=job.in_len, skip_zero=job.skip_zero, lanes=job.lanes, cfg=cfg,
+                  dense=job.dense, drains=drains, out_shape=(n,), dense_mode=job.dense_mode,
+                  raw=job.raw)
+        tile = _finish(kw, rows, job.empty_rows)
+        tile.out_rows = mine
+        tiles.append(tile)
+    return tiles
+
+
+def tile_expected(job: PEJob, tile: PEJob, full: np.ndarray) -> np.ndarray:
+    """The slice of the whole layer's output ``full`` that ``tile`` drains, in drain order."""
+    unit = 1 if job.mode == "wg" else job.out_len
+    return np.asarray(full).reshape(-1, unit)[tile.out_rows].reshape(-1)
+
+
+def assemble_tiles(job: PEJob, tiles: list, values) -> np.ndarray:
+    """The drained values of ``tiles = split_tiles(job)`` (in drain order) as ``job``'s output."""
+    unit = 1 if job.mode == "wg" else job.out_len
+    values = np.asarray(values, dtype=np.int64)
+    out = np.zeros((job.out_size // unit, unit), np.int64)
+    k = 0
+    for t in tiles:
+        out[t.out_rows] = values[k:k + t.out_size].reshape(-1, unit)
+        k += t.out_size
+    if k != values.size:
+        raise ValueError(f"expected {k} drained values, got {values.size}")
+    return out.reshape(job.out_shape)
 
 
 # --------------------------------------------------------------------------------------------
