@@ -39,7 +39,7 @@ from ..gen.config import AcceleratorConfig
 from . import golden
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
-           "execute", "cycles", "cycles_tiles", "split_tiles", "assemble_tiles",
+           "execute", "cycles", "cycles_tiles", "cycles_grid", "split_tiles", "assemble_tiles",
            "tile_expected", "row_cost",
            "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE"]
 
@@ -555,44 +555,82 @@ def cycles_tiles(tiles: list) -> PEStats:
     finishes a drain (the RTL's definition)."""
     if not tiles:
         raise ValueError("cycles_tiles needs at least one tile")
-    e2 = e1 = f1 = 0
-    rel = [0, 0]
-    drain_free = 0
-    proc_total = nnz = busy = drained = 0
-    busy_iv = []
-    last_i = 0
-    flush_from = None             # the previous tile's last processing end
-    for t, job in enumerate(tiles):
-        first = True
-        for row in job.rows:
-            load, proc, stored = row_cost(job, row)
-            f = max(f1, e2) + load
-            s = max(f, e1)
-            if first:
-                s = max(s, rel[t % 2])
-                first = False
-                if flush_from is not None:
-                    # the RTL counts the previous tile's flush until this tile opens
-                    busy_iv.append((flush_from, min(flush_from + PIPE_FLUSH, s + 1)))
-            e = s + proc
-            e2, e1, f1 = e1, e, f
-            busy_iv.append((s, e))
-            proc_total += proc
-            nnz += stored
-            addrs, _ = _products(job, row, job.stored(row))
-            busy += sum(a.size for _, a in addrs)
-        c = sum(max(k, 1) for _, k, _, _ in job.drains)
-        d = max(e1 + PIPE_FLUSH, drain_free)
-        last_i = d + c - 1
-        flush_from = e1
-        busy_iv += [(d, d + c), (last_i + 1, last_i + 1 + DRAIN_LATENCY)]
-        rel[t % 2] = drain_free = last_i + RELEASE
-        drained += c
-    busy_iv.append((flush_from, flush_from + PIPE_FLUSH))
-    total = last_i + 1 + DRAIN_LATENCY
-    stall_in = total - _merged_length(busy_iv)
-    return PEStats(cycles=total, stall_in=stall_in, proc=proc_total, busy_mac=busy, nnz=nnz,
-                   drained=drained)
+    stats, _ = cycles_grid([[list(tiles)]])
+    return stats[0][0]
+
+
+def cycles_grid(grid: list):
+    """Exact counters of a ``rows x cols`` grid of PEs (``grid[i][j]``: the tile list of PE
+    ``(i, j)``; every PE has the same number of tiles, the PEs of a row the same operand rows,
+    the PEs of a column the same drain commands) wired as in
+    :class:`~sparseforge.hdl.pe_array.PEArray`: a PE row's operand rows are broadcast (a row
+    loads when every PE of the row has a free buffer half), a column's drain commands are
+    broadcast (a command starts when every PE of the column is ready for it). Returns
+    ``(stats[i][j], last_reads[j])`` with ``last_reads[j]`` the cycle of column ``j``'s last
+    drain read. With one PE this is :func:`cycles_tiles`."""
+    R, C = len(grid), len(grid[0])
+    n_tiles = len(grid[0][0])
+    if any(len(grid[i][j]) != n_tiles for i in range(R) for j in range(C)):
+        raise ValueError("every PE of the grid needs the same number of tiles")
+    f1 = [0] * R
+    e1 = [[0] * C for _ in range(R)]
+    e2 = [[0] * C for _ in range(R)]
+    rel = [[0, 0] for _ in range(C)]
+    drain_free = [0] * C
+    last_i = [0] * C
+    acc = [[dict(proc=0, nnz=0, busy=0, drained=0, iv=[], flush_from=None) for _ in range(C)]
+           for _ in range(R)]
+    for t in range(n_tiles):
+        for i in range(R):
+            rows = [grid[i][j][t].rows for j in range(C)]
+            n_rows = len(rows[0])
+            if any(len(r) != n_rows for r in rows):
+                raise ValueError(f"tile {t}: the PEs of row {i} need the same operand rows")
+            for r in range(n_rows):
+                costs = [row_cost(grid[i][j][t], rows[j][r]) for j in range(C)]
+                load = costs[0][0]
+                f = max(f1[i], max(e2[i])) + load
+                f1[i] = f
+                for j in range(C):
+                    _, proc, stored = costs[j]
+                    a = acc[i][j]
+                    s = max(f, e1[i][j])
+                    if r == 0:
+                        s = max(s, rel[j][t % 2])
+                        if a["flush_from"] is not None:
+                            # the RTL counts the previous tile's flush until this tile opens
+                            a["iv"].append((a["flush_from"],
+                                            min(a["flush_from"] + PIPE_FLUSH, s + 1)))
+                    e = s + proc
+                    e2[i][j], e1[i][j] = e1[i][j], e
+                    a["iv"].append((s, e))
+                    a["proc"] += proc
+                    a["nnz"] += stored
+                    job = grid[i][j][t]
+                    addrs, _ = _products(job, rows[j][r], job.stored(rows[j][r]))
+                    a["busy"] += sum(x.size for _, x in addrs)
+        for j in range(C):
+            c = sum(max(k, 1) for _, k, _, _ in grid[0][j][t].drains)
+            d = max(max(e1[i][j] for i in range(R)) + PIPE_FLUSH, drain_free[j])
+            last_i[j] = d + c - 1
+            rel[j][t % 2] = drain_free[j] = last_i[j] + RELEASE
+            for i in range(R):
+                a = acc[i][j]
+                a["flush_from"] = e1[i][j]
+                a["iv"] += [(d, d + c), (last_i[j] + 1, last_i[j] + 1 + DRAIN_LATENCY)]
+                a["drained"] += c
+    stats = []
+    for i in range(R):
+        srow = []
+        for j in range(C):
+            a = acc[i][j]
+            a["iv"].append((a["flush_from"], a["flush_from"] + PIPE_FLUSH))
+            total = last_i[j] + 1 + DRAIN_LATENCY
+            srow.append(PEStats(cycles=total, stall_in=total - _merged_length(a["iv"]),
+                                proc=a["proc"], busy_mac=a["busy"], nnz=a["nnz"],
+                                drained=a["drained"]))
+        stats.append(srow)
+    return stats, last_i
 
 
 def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
