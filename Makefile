@@ -63,7 +63,7 @@ verilog:
 	$(PY) -m sparseforge.gen.cli verilog --preset $(PRESET) -o build/verilog
 
 bench:
-	@echo "make bench: the benchmark suite is not built yet (issue #7); nothing to run." >&2; exit 2
+	$(PY) -m sparseforge.gen.bench -o build/bench $(BENCH_ARGS)
 
 # Each board uses its own preset (ecpix5 -> ecp5, vcu1525 -> vcu1525) unless PRESET is given.
 bitstream:
