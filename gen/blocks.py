@@ -47,12 +47,37 @@ def _pe(cfg: AcceleratorConfig, **params):
     return PE(**p), p
 
 
+def _pe_array(cfg: AcceleratorConfig, **params):
+    from sparseforge.hdl.pe_array import PEArray
+    array = PEArray.from_config(cfg, **params)          # params override the PE parameters
+    return array, {"rows": array.rows, "cols": array.cols, **array.pe_params}
+
+
+def _axil(cfg: AcceleratorConfig, **params):
+    from sparseforge import __version__
+    from sparseforge.hdl.axil import AxiLiteRegs, config_words
+    p = {"addr_width": 12, "version": __version__, "config": config_words(cfg),
+         "counter_width": 48}
+    p.update(params)
+    return AxiLiteRegs(**p), p
+
+
+def _accelerator(cfg: AcceleratorConfig, **params):
+    from sparseforge import __version__
+    from sparseforge.hdl.accelerator import Accelerator
+    acc = Accelerator(cfg, version=params.get("version", __version__))
+    return acc, {"version": __version__}
+
+
 BLOCKS = {
     "compressor": _compressor,
     "nm_selector": _nm_selector,
     "pruner": _pruner,
     "weight_pregen": _weight_pregen,
     "pe": _pe,
+    "pe_array": _pe_array,
+    "axil": _axil,
+    "accelerator": _accelerator,
 }
 
 

@@ -1,0 +1,300 @@
+"""Top level: AXI4-Lite control/status, an AXI4-Stream packet router into the PE array, the
+stochastic pruner and the N:M weight pre-generation, and an AXI4-Stream merger of their
+outputs.
+
+The host (``sparseforge.sim.driver.Driver``) runs a layer phase by streaming *packets*: a
+header word ``dest[31:24] | beats[23:0]`` followed by ``beats`` target beats, each sent as
+``ceil(width / 32)`` little-endian 32-bit words (bit 0 of the beat in bit 0 of the first
+word). Destinations (:func:`destinations` gives the table the driver uses):
+
+* ``DEST_CTRL`` (0): one beat of :func:`ctrl_layout` -- the job's control inputs (array mode,
+  stride, padding, row lengths, skip_zero, raw; pruner tau/k_p/shift, seed + seed_load, clear;
+  N of the pre-generation; ``pe_sel`` of the counter registers);
+* ``DEST_END`` (1): 0 beats; marks the end of a job: STATUS.done rises (and the IRQ, when
+  enabled) once the array is idle and every output word has left;
+* then ``x_r{i}``, ``taps_r{i}_c{j}``, ``dense_r{i}_c{j}``, ``drain_c{j}`` of the
+  :class:`~sparseforge.hdl.pe_array.PEArray`, ``prune`` (the pruner's gradient stream) and
+  ``pregen`` (the weight pre-generation's group stream).
+
+Outputs leave on ``m_axis`` as packets too: a header ``src[31:24] | words[23:0]``, then the
+beat (``o_c{j}``: a column output ``{value, last, end}``; ``prune``: a pruned gradient;
+``pregen``: a selected group), ``tlast`` on its last word. Sources are served in a fixed
+priority (lowest id first); every source is finite, so none starves for ever.
+
+Errors (*ours*): a header naming an unknown destination or a packet whose words end with
+``tlast`` early raises STATUS.error with ERROR_CODE ``ERR_BAD_DEST`` (1) or ``ERR_SHORT`` (2);
+the router then discards words up to and including the next ``tlast`` and returns to waiting
+for a header: a malformed stream never hangs the core. CTRL.soft_reset resets the whole
+datapath (array, pruner, pre-generation, router, merger).
+
+AXI4-Lite: :class:`~sparseforge.hdl.axil.AxiLiteRegs` (``docs/register-map.md``); counters:
+CYCLES is the array's job time, BUSY_MAC / STALL_IN / STALL_OUT / NNZ those of PE
+``pe_sel`` (CTRL packet).
+
+Throughput: the router moves one 32-bit word per cycle; a target beat of ``w`` bits costs
+``ceil(w / 32)`` cycles plus one header per packet. This is the host-fed form of the
+controller (*ours*, see docs/accelerator.md): the driver does the offline schedule's
+mapping and sends each tile's streams in a deadlock-free order (rows of a tile before its
+drains, a row before its bundles).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axil import AxiLiteRegs, config_words
+from .pe_array import PEArray
+from .pe import pe_params
+from .pruner import StochasticPruner
+from .weight_pregen import WeightPregen
+
+__all__ = ["Accelerator", "ctrl_layout", "destinations", "sources", "DEST_CTRL", "DEST_END",
+           "ERR_BAD_DEST", "ERR_SHORT"]
+
+DEST_CTRL, DEST_END = 0, 1
+ERR_BAD_DEST, ERR_SHORT = 1, 2
+
+
+def ctrl_layout(cfg) -> data.StructLayout:
+    """The CTRL packet's single beat."""
+    R, C = cfg.pe_rows, cfg.pe_cols
+    return data.StructLayout({
+        "mode": unsigned(2), "stride2": unsigned(1), "pad": unsigned(8),
+        "out_len": unsigned(16), "in_len": unsigned(16), "skip_zero": unsigned(1),
+        "raw": unsigned(1), "pe_sel": unsigned(max(1, (R * C - 1).bit_length())),
+        "tau": unsigned(cfg.data_width - 1), "k_p": unsigned(32), "shift": unsigned(6),
+        "seed": unsigned(32), "seed_load": unsigned(1), "clear": unsigned(1),
+        "nm_n": unsigned(8),
+    })
+
+
+def _words(width):
+    return -(-width // 32)
+
+
+class Accelerator(wiring.Component):
+    __doc__ = __doc__
+
+    def __init__(self, cfg, *, version=(0, 1, 0)):
+        self._cfg = cfg
+        self._version = version
+        self.array = PEArray.from_config(cfg)
+        self.pruner = StochasticPruner(data_width=cfg.data_width)
+        self.pregen = WeightPregen(m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
+        self.regs = AxiLiteRegs(addr_width=12, version=version, config=config_words(cfg))
+        members = {n: (In if f.flow == wiring.In else Out)(f.shape)
+                   for n, f in self.regs.signature.members.items() if n.startswith("s_axil_")}
+        members.update({
+            "s_axis_tdata": In(32), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
+            "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(32), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+            "m_axis_tlast": Out(1),
+            "irq": Out(1),
+        })
+        super().__init__(members)
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        regs, array, pruner, pregen = self.regs, self.array, self.pruner, self.pregen
+        soft = Signal()
+        m.submodules.regs = regs
+        m.submodules.array = ResetInserter(soft)(array)
+        m.submodules.pruner = ResetInserter(soft)(pruner)
+        m.submodules.pregen = ResetInserter(soft)(pregen)
+        m.d.comb += soft.eq(regs.soft_reset)
+        for n in self.signature.members:
+            if n.startswith("s_axil_"):
+                if self.signature.members[n].flow == wiring.In:
+                    m.d.comb += getattr(regs, n).eq(getattr(self, n))
+                else:
+                    m.d.comb += getattr(self, n).eq(getattr(regs, n))
+        m.d.comb += self.irq.eq(regs.irq)
+
+        # ------------------------------------------------------------------ control registers
+        ctl = Signal(ctrl_layout(cfg))
+        for name in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw",
+                     "pe_sel"):
+            m.d.comb += getattr(array, name).eq(getattr(ctl, name))
+        m.d.comb += [pruner.tau.eq(ctl.tau), pruner.k_p.eq(ctl.k_p), pruner.shift.eq(ctl.shift),
+                     pruner.seed.eq(ctl.seed), pregen.n.eq(ctl.nm_n)]
+
+        # ------------------------------------------------------------------ input router
+        dests = destinations(array, pruner, pregen, cfg)
+        max_words = max(_words(w) for _, _, w in dests)
+        hdr_dest = Signal(8)
+        beats_left = Signal(24)
+        widx = Signal(range(max_words + 1))
+        buf = Signal(32 * max_words)
+        IDLE, LOAD, PRESENT, DISCARD = range(4)
+        state = Signal(2)
+        err_pulse = Signal()
+        err_code = Signal(8)
+        end_seen = Signal()
+        s_take = Signal()
+        m.d.comb += s_take.eq(self.s_axis_tvalid & self.s_axis_tready)
+        word = self.s_axis_tdata
+        known = Signal()
+        nwords = Signal(range(max_words + 1))
+        with m.Switch(self.s_axis_tdata[24:32]):
+            for k, (_, _, w) in enumerate(dests):
+                with m.Case(k):
+                    m.d.comb += known.eq(1)
+        with m.Switch(hdr_dest):
+            for k, (_, _, w) in enumerate(dests):
+                with m.Case(k):
+                    m.d.comb += nwords.eq(_words(w))
+        new_ctl = Signal(ctrl_layout(cfg))
+        m.d.comb += new_ctl.eq(buf[:len(new_ctl.as_value())])
+        present_ready = Signal()
+        with m.Switch(hdr_dest):
+            for k, (name, port, w) in enumerate(dests):
+                with m.Case(k):
+                    if port is None:                     # CTRL / END: always ready
+                        m.d.comb += present_ready.eq(1)
+                    else:
+                        m.d.comb += [port.valid.eq(state == PRESENT),
+                                     port.payload.eq(buf[:w]),
+                                     present_ready.eq(port.ready)]
+        m.d.comb += self.s_axis_tready.eq((state == IDLE) | (state == LOAD) |
+                                          (state == DISCARD))
+        m.d.sync += [pruner.seed_load.eq(0), pruner.clear.eq(0)]
+        with m.Switch(state):
+            with m.Case(IDLE):
+                with m.If(s_take):
+                    m.d.sync += [hdr_dest.eq(word[24:32]), beats_left.eq(word[:24]),
+                                 widx.eq(0)]
+                    with m.If(~known):
+                        m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_BAD_DEST)]
+                        with m.If(~self.s_axis_tlast):
+                            m.d.sync += state.eq(DISCARD)
+                    with m.Elif(word[24:32] == DEST_END):
+                        m.d.sync += end_seen.eq(1)
+                    with m.Elif(word[:24] != 0):
+                        with m.If(self.s_axis_tlast):
+                            m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+                        with m.Else():
+                            m.d.sync += state.eq(LOAD)
+            with m.Case(LOAD):
+                with m.If(s_take):
+                    with m.Switch(widx):
+                        for k in range(max_words):
+                            with m.Case(k):
+                                m.d.sync += buf[32 * k:32 * (k + 1)].eq(word)
+                    with m.If(widx + 1 == nwords):
+                        m.d.sync += [state.eq(PRESENT), widx.eq(0)]
+                        with m.If(self.s_axis_tlast & (beats_left != 1)):
+                            m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+                            m.d.sync += state.eq(IDLE)
+                    with m.Else():
+                        m.d.sync += widx.eq(widx + 1)
+                        with m.If(self.s_axis_tlast):
+                            m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+                            m.d.sync += state.eq(IDLE)
+            with m.Case(PRESENT):
+                with m.If(present_ready):
+                    with m.If(hdr_dest == DEST_CTRL):
+                        m.d.sync += [ctl.eq(new_ctl), pruner.seed_load.eq(new_ctl.seed_load),
+                                     pruner.clear.eq(new_ctl.clear)]
+                    m.d.sync += beats_left.eq(beats_left - 1)
+                    with m.If(beats_left == 1):
+                        m.d.sync += state.eq(IDLE)
+                    with m.Else():
+                        m.d.sync += state.eq(LOAD)
+            with m.Case(DISCARD):
+                with m.If(s_take & self.s_axis_tlast):
+                    m.d.sync += state.eq(IDLE)
+
+        # ------------------------------------------------------------------ output merger
+        srcs = sources(array, pruner, pregen, cfg)
+        out_words = max(_words(w) for _, _, w in srcs)
+        obuf = Signal(32 * out_words)
+        o_left = Signal(range(out_words + 2))
+        o_src = Signal(8)
+        o_hdr = Signal()
+        busy_out = Signal()
+        m.d.comb += busy_out.eq(o_left != 0)
+        picked = Signal()
+        for k, (name, port, w) in enumerate(srcs):
+            prio = ~busy_out & ~picked
+            sel = Signal(name=f"pick_{name}")
+            m.d.comb += sel.eq(prio & port.valid)
+            m.d.comb += port.ready.eq(sel)
+            with m.If(sel):
+                m.d.sync += [obuf.eq(port.payload.as_value()), o_src.eq(k),
+                             o_left.eq(_words(w) + 1), o_hdr.eq(1)]
+            nxt = Signal(name=f"picked_{k}")
+            m.d.comb += nxt.eq(picked | sel)
+            picked = nxt
+        with m.Switch(o_src):
+            for k, (_, _, w) in enumerate(srcs):
+                with m.Case(k):
+                    m.d.comb += self.m_axis_tdata.eq(
+                        Mux(o_hdr, Cat(Const(_words(w), 24), o_src), obuf[:32]))
+        m.d.comb += [self.m_axis_tvalid.eq(busy_out), self.m_axis_tlast.eq(o_left == 1)]
+        with m.If(self.m_axis_tvalid & self.m_axis_tready):
+            m.d.sync += o_left.eq(o_left - 1)
+            with m.If(o_hdr):
+                m.d.sync += o_hdr.eq(0)
+            with m.Else():
+                m.d.sync += obuf.eq(obuf >> 32)
+
+        # ------------------------------------------------------------------ status
+        idle = ~array.active & (state == IDLE) & ~busy_out & ~pruner.o.valid & \
+            ~pregen.o.valid
+        done = Signal()
+        m.d.comb += done.eq(end_seen & idle)
+        with m.If(done):
+            m.d.sync += end_seen.eq(0)
+        m.d.comb += [
+            regs.busy.eq(~idle | end_seen),
+            regs.done_pulse.eq(done),
+            regs.error_pulse.eq(err_pulse),
+            regs.error_code.eq(err_code),
+            regs.cycles.eq(array.cycles),
+            regs.busy_mac.eq(array.sel_busy_mac),
+            regs.stall_in.eq(array.sel_stall_in),
+            regs.stall_out.eq(array.sel_stall_out),
+            regs.nnz.eq(array.sel_nnz),
+        ]
+        with m.If(soft):
+            m.d.sync += [state.eq(IDLE), o_left.eq(0), end_seen.eq(0)]
+        return m
+
+
+def destinations(array, pruner, pregen, cfg):
+    """``[(name, stream or None, payload width)]`` in destination-id order."""
+    out = [("ctrl", None, len(Signal(ctrl_layout(cfg)).as_value())), ("end", None, 0)]
+    R, C = array.rows, array.cols
+    for i in range(R):
+        s = getattr(array, f"x_r{i}")
+        out.append((f"x_r{i}", s, len(s.payload.as_value())))
+    for i in range(R):
+        for j in range(C):
+            s = getattr(array, f"taps_r{i}_c{j}")
+            out.append((f"taps_r{i}_c{j}", s, len(s.payload.as_value())))
+    for i in range(R):
+        for j in range(C):
+            s = getattr(array, f"dense_r{i}_c{j}")
+            out.append((f"dense_r{i}_c{j}", s, len(s.payload.as_value())))
+    for j in range(C):
+        s = getattr(array, f"drain_c{j}")
+        out.append((f"drain_c{j}", s, len(s.payload.as_value())))
+    out.append(("prune", pruner.i, len(pruner.i.payload.as_value())))
+    out.append(("pregen", pregen.i, len(pregen.i.payload.as_value())))
+    return out
+
+
+def sources(array, pruner, pregen, cfg):
+    """``[(name, stream, payload width)]`` in source-id order."""
+    out = []
+    for j in range(array.cols):
+        s = getattr(array, f"o_c{j}")
+        out.append((f"o_c{j}", s, len(s.payload.as_value())))
+    out.append(("prune", pruner.o, len(pruner.o.payload.as_value())))
+    out.append(("pregen", pregen.o, len(pregen.o.payload.as_value())))
+    return out

@@ -1,0 +1,248 @@
+"""Host driver of the :class:`~sparseforge.hdl.accelerator.Accelerator`.
+
+Two layers:
+
+* :class:`PacketCodec` -- pure Python: the destination/source tables of a configuration and
+  the packet encoding of the top level's AXI4-Stream ports (no simulator needed; the tests
+  use it to build and parse streams);
+* :class:`Driver` -- runs jobs on a live design through cocotbext-axi: ``AxiLiteMaster`` on
+  ``s_axil``, ``AxiStreamSource`` on ``s_axis``, ``AxiStreamSink`` on ``m_axis``.
+
+A PE-array layer phase (:class:`sparseforge.sim.array_model.ArrayJob`) is sent as: the CTRL
+packet, the WG X scratchpads, then the tiles in a deadlock-free order -- tile ``t``'s rows
+(per PE row: an operand row, then each PE's bundles for it) are followed by tile ``t - 1``'s
+drain commands, so tile ``t`` is processed while tile ``t - 1`` drains -- and END. The router
+serves one packet at a time, so a packet must never wait for one sent after it: a row's
+bundles need the row (sent before), a row needs a free buffer half (the bundles of the row two
+back, sent before), a tile's first bundle needs its psum half (tile ``t - 2`` drained, sent
+before), and a drain needs its tile finished (all its rows sent before).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparseforge.hdl.accelerator import (DEST_CTRL, DEST_END, Accelerator, ctrl_layout,
+                                         destinations, sources)
+from sparseforge.hdl.axil import REGS, STATUS_DONE, STATUS_ERROR
+
+__all__ = ["PacketCodec", "Driver"]
+
+
+def _words(width):
+    return -(-width // 32)
+
+
+class PacketCodec:
+    """Packet tables and encoding for configuration ``cfg``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        acc = Accelerator(cfg)
+        for e in (acc, acc.array, acc.pruner, acc.pregen, acc.regs):
+            e._MustUse__used = True        # only used for its port tables, never elaborated
+        self._acc = acc
+        self.dests = destinations(acc.array, acc.pruner, acc.pregen, cfg)
+        self.dest_id = {name: k for k, (name, _, _) in enumerate(self.dests)}
+        self.srcs = sources(acc.array, acc.pruner, acc.pregen, cfg)
+        self.src_id = {name: k for k, (name, _, _) in enumerate(self.srcs)}
+        self.ctrl = ctrl_layout(cfg)
+        p = acc.array.pe_proto
+        self.layouts = {"x": p.x_layout, "taps": p.taps_layout, "dense": p.dense_layout,
+                        "drain": p.drain_layout}
+        self.out_layout = acc.array.o_c0.payload.shape()
+
+    # -- input packets ------------------------------------------------------------------------
+    def packet(self, dest: str, beats: list[int]) -> list[int]:
+        """Header + words of ``beats`` (ints of the destination's payload width)."""
+        k = self.dest_id[dest]
+        w = self.dests[k][2]
+        if len(beats) >= 1 << 24:
+            raise ValueError(f"packet for {dest} too long: {len(beats)} beats")
+        words = [(k << 24) | len(beats)]
+        for b in beats:
+            if b < 0 or b >> w:
+                raise ValueError(f"beat {b:#x} does not fit the {w}-bit payload of {dest}")
+            words += [(b >> (32 * i)) & 0xFFFFFFFF for i in range(_words(w))]
+        return words
+
+    def ctrl_packet(self, **fields) -> list[int]:
+        full = {name: 0 for name in self.ctrl.members}
+        unknown = set(fields) - set(full)
+        if unknown:
+            raise ValueError(f"unknown CTRL fields {sorted(unknown)}; known: {sorted(full)}")
+        full.update(fields)
+        return self.packet("ctrl", [int(self.ctrl.const(full).as_bits())])
+
+    def end_packet(self) -> list[int]:
+        return [DEST_END << 24]
+
+    def _packed(self, kind, beats):
+        lay = self.layouts[kind]
+        return [int(lay.const(b).as_bits()) for b in beats]
+
+    def array_job_packets(self, job, *, pe_sel=0) -> list[list[int]]:
+        """Every packet of an ArrayJob, in the deadlock-free order of the module docstring."""
+        R, C = job.rows, job.cols
+        n_tiles = len(job.grid[0][0])
+        ctl = job.control()
+        pk = [self.ctrl_packet(pe_sel=pe_sel, **ctl)]
+        for i in range(R):
+            for j in range(C):
+                d = job.grid[i][j][0].dense_beats()
+                if d:
+                    pk.append(self.packet(f"dense_r{i}_c{j}", self._packed("dense", d)))
+
+        def drains(t):
+            return [self.packet(f"drain_c{j}", self._packed("drain", job.grid[0][j][t]
+                                                             .drain_beats()))
+                    for j in range(C)]
+
+        for t in range(n_tiles):
+            for i in range(R):
+                tiles = [job.grid[i][j][t] for j in range(C)]
+                for r in range(len(tiles[0].rows)):
+                    row = tiles[0].rows[r]
+                    k = row.values.size
+                    xb = [{"value": int(v), "col": int(c), "last": int(q == k - 1)}
+                          for q, (v, c) in enumerate(zip(row.values, row.cols))]
+                    pk.append(self.packet(f"x_r{i}", self._packed("x", xb)))
+                    for j in range(C):
+                        bundles = tiles[j].bundles()[r]
+                        tb = [{"slots": [{"value": v, "kw": kw, "base": b, "rowbase": rb,
+                                          "en": en} for v, kw, b, rb, en in slots],
+                               "parity": p, "last": last, "eot": eot}
+                              for slots, p, last, eot in bundles]
+                        pk.append(self.packet(f"taps_r{i}_c{j}", self._packed("taps", tb)))
+            if t >= 1:
+                pk += drains(t - 1)
+        pk += drains(n_tiles - 1)
+        pk.append(self.end_packet())
+        return pk
+
+    def scrub_packets(self) -> tuple[list[list[int]], int]:
+        """Packets that zero every PE's partial-sum memories (both halves): two empty tiles
+        (one zero operand row, one skip bundle with ``eot``) each drained over the whole
+        ``psum_buf_depth``. Needed after a reset in the middle of a job: a reset restarts the
+        control logic, but block-RAM contents cannot be reset and the banks are cleared only
+        by drains. Returns ``(packets, output beats to discard)``."""
+        cfg = self.cfg
+        R, C, L = cfg.pe_rows, cfg.pe_cols, cfg.macs_per_pe
+        pk = [self.ctrl_packet(mode=0, raw=1, skip_zero=0, out_len=1, in_len=1)]
+        off = {"value": 0, "kw": 0, "base": 0, "rowbase": 0, "en": 0}
+        for _ in range(2):
+            for i in range(R):
+                pk.append(self.packet(f"x_r{i}", self._packed("x", [
+                    {"value": 0, "col": 0, "last": 1}])))
+                for j in range(C):
+                    pk.append(self.packet(f"taps_r{i}_c{j}", self._packed("taps", [
+                        {"slots": [off] * L, "parity": 0, "last": 1, "eot": 1}])))
+        for _ in range(2):
+            for j in range(C):
+                pk.append(self.packet(f"drain_c{j}", self._packed("drain", [
+                    {"base": 0, "count": cfg.psum_buf_depth, "raw": 1, "last": 1}])))
+        pk.append(self.end_packet())
+        return pk, 2 * C * cfg.psum_buf_depth
+
+    # -- output packets -----------------------------------------------------------------------
+    def parse_output(self, words: list[int]) -> list[tuple[str, int]]:
+        """Split ``m_axis`` words into ``(source name, beat int)``."""
+        out, k = [], 0
+        while k < len(words):
+            hdr = words[k]
+            src, n = hdr >> 24, hdr & 0xFFFFFF
+            if src >= len(self.srcs):
+                raise ValueError(f"output header {hdr:#010x}: unknown source {src}")
+            name, _, w = self.srcs[src]
+            if n != _words(w):
+                raise ValueError(f"output header {hdr:#010x}: {n} words, expected {_words(w)}")
+            beat = 0
+            for i in range(n):
+                beat |= words[k + 1 + i] << (32 * i)
+            out.append((name, beat & ((1 << w) - 1)))
+            k += 1 + n
+        return out
+
+    def column_values(self, parsed, cols) -> list[list[dict]]:
+        """Per column, the unpacked ``{value, last, end}`` beats in arrival order."""
+        from sparseforge.sim.testkit.amaranth_streams import unpack
+        res = [[] for _ in range(cols)]
+        for name, beat in parsed:
+            if name.startswith("o_c"):
+                res[int(name[3:])].append(unpack(self.out_layout, beat))
+        return res
+
+
+class Driver:
+    """Runs jobs on a live ``accelerator`` design (cocotb coroutines)."""
+
+    def __init__(self, dut, cfg, *, clk=None, rst=None):
+        from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink,
+                                   AxiStreamSource)
+        self.dut = dut
+        self.codec = PacketCodec(cfg)
+        clk = clk or dut.clk
+        rst = rst or dut.rst
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), clk, rst)
+        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), clk, rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
+        self.prev: dict = {}
+
+    async def read(self, name: str) -> int:
+        return await self.axil.read_dword(REGS[name])
+
+    async def write(self, name: str, value: int):
+        await self.axil.write_dword(REGS[name], value)
+
+    async def counter(self, name: str) -> int:
+        lo = await self.read(f"{name.upper()}_LO")
+        hi = await self.read(f"{name.upper()}_HI")
+        return hi << 32 | lo
+
+    async def send(self, packets):
+        for p in packets:
+            data = b"".join(w.to_bytes(4, "little") for w in p)
+            await self.src.send(data)
+        await self.src.wait()
+
+    async def _collect(self, n_beats, *, timeout_words=None):
+        """Receive output packets until ``n_beats`` beats have arrived."""
+        parsed = []
+        while len(parsed) < n_beats:
+            frame = await self.sink.recv()
+            data = bytes(frame.tdata)
+            words = [int.from_bytes(data[k:k + 4], "little") for k in range(0, len(data), 4)]
+            parsed += self.codec.parse_output(words)
+        return parsed
+
+    async def wait_done(self, max_polls=10000):
+        for _ in range(max_polls):
+            st = await self.read("STATUS")
+            if st & (STATUS_DONE | STATUS_ERROR):
+                return st
+        raise TimeoutError("STATUS.done never rose")
+
+    async def scrub(self):
+        """Zero the partial-sum memories (see :meth:`PacketCodec.scrub_packets`); run it
+        after a reset that may have interrupted a job. Costs about ``2 * psum_buf_depth``
+        cycles plus the packets."""
+        import cocotb
+        packets, n = self.codec.scrub_packets()
+        recv = cocotb.start_soon(self._collect(n))
+        await self.send(packets)
+        await recv
+        await self.wait_done()
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+
+    async def run_array_job(self, job, *, pe_sel=0):
+        """Run an ArrayJob; returns ``(output tensor, STATUS)``."""
+        import cocotb
+        packets = self.codec.array_job_packets(job, pe_sel=pe_sel)
+        n = sum(job.n_outputs(j) for j in range(job.cols))
+        recv = cocotb.start_soon(self._collect(n))
+        await self.send(packets)
+        parsed = await recv
+        status = await self.wait_done()
+        cols = self.codec.column_values(parsed, job.cols)
+        out = job.assemble([[v["value"] for v in c] for c in cols])
+        return out, status, cols
