@@ -4,8 +4,9 @@ Command line (``python -m sparseforge.boards.flows``)::
 
     bitstream    --board {vcu1525,ecpix5} [--block B] [--preset P] [--set F=V ...]
                  [--param K=V ...] [-o DIR]
-    synth-report [--preset P] [--blocks B ...] [--families xilinx ecp5] [--param BLOCK.K=V ...]
-                 [-o DIR] [--check] [--update-baselines]
+    synth-report [--preset P] [--blocks B[,B] ...] [--exclude B[,B] ...]
+                 [--families xilinx ecp5] [--param BLOCK.K=V ...] [-o DIR] [--check]
+                 [--update-baselines]
 
 ``bitstream``
     *vcu1525*: builds :class:`~sparseforge.boards.top.BoardTop` around the block on
@@ -22,7 +23,11 @@ Command line (``python -m sparseforge.boards.flows``)::
     ``synth_ecp5`` (LUT4, TRELLIS_FF, CCU2C, MULT18X18D, DP16KD) on the block alone (no board
     harness). Writes ``synth_report.json``, prints a table and compares against the baselines
     in ``boards/baselines/<block>.<preset>.json``: a metric more than 10 % above its baseline
-    is a regression (``--check`` exits 1 on one).
+    is a regression (``--check`` exits 1 on one). Blocks: ``--blocks`` (space- or
+    comma-separated), else the environment variable ``SYNTH_BLOCKS`` (comma-separated), else
+    every registered block; minus ``--exclude`` / ``SYNTH_EXCLUDE``. ``make synth-report``
+    passes neither, so ``make synth-report PRESET=vcu1525 SYNTH_EXCLUDE=pe`` (make exports
+    command-line variables to the recipe) leaves a block out without editing the Makefile.
 
 Yosys runs with ``cwd`` = the block's folder and relative file names: YoWASP's WASI sandbox
 hides absolute ``/tmp/...`` paths (pytest's ``tmp_path`` lives there).
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +50,7 @@ from .ecp5 import (ECP5_KEY_BELS, NEXTPNR_OPTS, ecpix5_platform, parse_critical_
 
 __all__ = ["BOARDS", "DEFAULT_PRESET", "BASELINES_DIR", "TOLERANCE", "bitstream", "synth_report",
            "synth_block", "summarize_xilinx", "summarize_ecp5", "compare", "load_baseline",
-           "write_baseline", "format_table", "main"]
+           "write_baseline", "format_table", "select_blocks", "main"]
 
 #: Boards ``bitstream`` knows, with the preset each uses by default.
 BOARDS = ("vcu1525", "ecpix5")
@@ -323,12 +329,18 @@ def compare(current: dict, baseline: dict, tolerance: float = TOLERANCE) -> list
 
 def synth_report(preset: str = "tiny", blocks=None, out_dir: str | Path | None = None, *,
                  params: dict | None = None, families=("xilinx", "ecp5"),
-                 baselines_dir=None, sets=None, quiet: bool = False) -> dict:
+                 baselines_dir=None, sets=None, quiet: bool = False,
+                 skip_missing: bool | None = None) -> dict:
     """Synthesis estimates for ``blocks`` (default: every registered block that imports).
 
+    ``skip_missing``: skip (and list under ``"skipped"``) a block whose module does not import
+    yet; default: only when ``blocks`` is not given (a block asked for explicitly must import).
+
     ``params``: ``{block: {param: value}}`` overrides. Returns ``{"preset", "blocks": [...],
-    "regressions": {block: [...]}, "skipped": {block: reason}}`` and writes it to
-    ``out_dir/synth_report.json``.
+    "regressions": {block: [...]}, "skipped": {block: reason}, "failed": {block: error}}`` and
+    writes it to ``out_dir/synth_report.json``. A block that fails to build or synthesize
+    (``ValueError``, ``TypeError``, ``RuntimeError``, ``AssertionError``) is listed under
+    ``"failed"`` and the others still run.
     """
     from sparseforge.gen.blocks import BLOCKS
     cfg = _config(preset, sets)
@@ -337,16 +349,22 @@ def synth_report(preset: str = "tiny", blocks=None, out_dir: str | Path | None =
     say = (lambda *a: None) if quiet else print
     names = list(blocks) if blocks else sorted(BLOCKS)
     report = {"preset": preset, "families": list(families), "versions": _versions(),
-              "blocks": [], "regressions": {}, "skipped": {}}
+              "blocks": [], "regressions": {}, "skipped": {}, "failed": {}}
     for name in names:
         try:
             entry = synth_block(name, cfg, out_dir, params=(params or {}).get(name),
                                 families=families)
         except ImportError as e:
-            if blocks:          # asked for explicitly: a missing module is an error
-                raise
+            if not (skip_missing if skip_missing is not None else not blocks):
+                raise           # asked for explicitly: a missing module is an error
             report["skipped"][name] = f"not importable yet ({e})"
             say(f"skipping {name}: {report['skipped'][name]}")
+            continue
+        except (ValueError, TypeError, RuntimeError, AssertionError) as e:
+            # One block that does not build or synthesize must not hide the others' numbers;
+            # the caller (main) turns any failure into rc 2.
+            report["failed"][name] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
+            say(f"FAILED {name}: {report['failed'][name]}")
             continue
         base = load_baseline(name, preset, baselines_dir)
         entry["baseline"] = None if base is None else str(_baseline_path(name, preset,
@@ -395,6 +413,39 @@ def _block_params(items) -> dict:
     return out
 
 
+def _names(items) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]`` (order kept, duplicates and blanks dropped)."""
+    out = []
+    for item in items or []:
+        for name in item.split(","):
+            name = name.strip()
+            if name and name not in out:
+                out.append(name)
+    return out
+
+
+def select_blocks(blocks=None, exclude=None, env=None) -> list[str]:
+    """The blocks ``synth-report`` runs on.
+
+    ``blocks`` / ``exclude``: lists of names (each may be comma-separated); ``None`` falls back
+    on the ``SYNTH_BLOCKS`` / ``SYNTH_EXCLUDE`` variables of ``env`` (default ``os.environ``).
+    Without a selection: every registered block. An unknown name raises ``ValueError`` listing
+    the known blocks; selecting nothing raises ``ValueError`` too.
+    """
+    from sparseforge.gen.blocks import BLOCKS
+    env = os.environ if env is None else env
+    chosen = _names(blocks if blocks is not None else [env.get("SYNTH_BLOCKS", "")])
+    dropped = _names(exclude if exclude is not None else [env.get("SYNTH_EXCLUDE", "")])
+    unknown = sorted(set(chosen + dropped) - set(BLOCKS))
+    if unknown:
+        raise ValueError(f"unknown block(s) {unknown}; known blocks: {sorted(BLOCKS)}")
+    names = [n for n in (chosen or sorted(BLOCKS)) if n not in dropped]
+    if not names:
+        raise ValueError("no block left to synthesize (check --blocks/--exclude, SYNTH_BLOCKS/"
+                         "SYNTH_EXCLUDE)")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sparseforge.boards.flows",
                                      description=__doc__.split("\n\n")[0])
@@ -413,7 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--blocks", nargs="*", default=None, metavar="BLOCK")
+    p.add_argument("--blocks", nargs="*", default=None, metavar="BLOCK",
+                   help="blocks to synthesize, space- or comma-separated (default: $SYNTH_BLOCKS, "
+                        "else every registered block)")
+    p.add_argument("--exclude", nargs="*", default=None, metavar="BLOCK",
+                   help="blocks to leave out, space- or comma-separated (default: $SYNTH_EXCLUDE)")
     p.add_argument("--families", nargs="*", default=["xilinx", "ecp5"],
                    choices=["xilinx", "ecp5"])
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
@@ -434,16 +489,20 @@ def main(argv=None) -> int:
             bitstream(args.board, args.block, args.preset, args.output,
                       params=_parse_params(args.param), sets=args.set)
             return 0
-        from sparseforge.gen.blocks import BLOCKS
         bp = _block_params(args.param)
-        names = args.blocks or sorted(BLOCKS)
+        names = select_blocks(args.blocks, args.exclude)
         params = {n: {**bp.get("*", {}), **bp.get(n, {})} for n in names}
         unknown = set(bp) - {"*"} - set(names)
         if unknown:
             raise ValueError(f"--param names block(s) {sorted(unknown)} not being synthesized")
-        report = synth_report(args.preset, args.blocks, args.output,
+        report = synth_report(args.preset, names, args.output,
                               params={n: p for n, p in params.items() if p},
-                              families=tuple(args.families), sets=args.set)
+                              families=tuple(args.families), sets=args.set,
+                              skip_missing=not (args.blocks or os.environ.get("SYNTH_BLOCKS")))
+        if report["failed"]:
+            for name, err in report["failed"].items():
+                print(f"flows: error: {name}: {err}", file=sys.stderr)
+            return 2
         if args.update_baselines:
             for entry in report["blocks"]:
                 print(f"baseline written: {write_baseline(entry)}")

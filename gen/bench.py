@@ -158,7 +158,8 @@ def plots(results, out: Path):
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rs))])
         ax.set_xticklabels([e["network"] for e in rs], rotation=20, fontsize=8)
         ax.set_ylabel("speedup over dense training")
-        ax.set_title(f"Per-network training-iteration speedup, preset {pr} (statistical model)")
+        ax.set_title(f"Per-network training-iteration speedup, preset {pr} "
+                     f"(statistical model, batch {rs[0]['batch']})")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         f = out / f"speedup_networks_{pr}.png"
@@ -223,7 +224,7 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=W.NETWORKS, 
     if bar is not None:
         bar.close()
     doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-           "meta": {"model": "sparseforge.sim.perf (statistical)", "batch": batch, "p": p,
+           "meta": {"model": "sparseforge.sim.perf (statistical, array mapping: operand-row dealing, y-major tiles)", "batch": batch, "p": p,
                     "relu_zero": relu_zero, "digits_stats": origin,
                     "presets": {c.name: c.to_dict() for c in cfgs},
                     "papers": PAPERS, "goals": GOALS,

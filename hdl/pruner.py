@@ -92,7 +92,7 @@ class StochasticPruner(wiring.Component):
         Strobe: restarts the current job's ``abs_sum``/``overflow``, zeroes ``count``,
         ``nnz_out``, ``tau_next`` and ``tau_next_valid``, and discards a threshold still being
         computed. An element accepted in the same cycle counts as the first one after the clear.
-        The PRNG state and the output register are not affected.
+        The PRNG state and the element pipeline are not affected.
     abs_sum : Out(sum_width)
         ``sum|g|`` of the current job's accepted input elements (``|-2**(data_width-1)|``
         counts as ``2**(data_width-1)``). A job starts with the first element accepted after
@@ -116,22 +116,30 @@ class StochasticPruner(wiring.Component):
 
     Timing
     ------
-    Latency ``LATENCY`` = 1 cycle (registered output): an element accepted at a clock edge is
-    offered on ``o`` right after that edge. Throughput one element per cycle, sustained, when
-    ``o`` is not back-pressured and ``seed_load`` is low. ``i.ready = (o.ready | ~o.valid) &
-    ~seed_load``: ready depends combinationally on ``o.ready`` and ``seed_load`` (allowed by the
-    stream rules); ``o.valid`` never depends on ``o.ready``. While ``o.valid & ~o.ready`` the
-    output payload is held stable.
+    Latency ``LATENCY`` = 2 cycles: an element accepted at clock edge ``t`` is offered on ``o``
+    right after edge ``t + 1`` (stage 1, at the accepting edge, registers ``r = (u * tau) >>
+    16``, ``|g|`` and the value the element becomes if it survives, ``g`` when ``|g| >= tau``
+    else ``tau * sign(g)``; stage 2 compares ``r < |g|`` and loads the output register with
+    that value or 0). Throughput one element per cycle, sustained, when
+    ``o`` is not back-pressured and ``seed_load`` is low. Both stages advance together:
+    ``i.ready = (o.ready | ~o.valid) & ~seed_load``, and while ``o.valid & ~o.ready`` the whole
+    pipeline (a bubble included) holds, so no element is lost or duplicated. Ready depends
+    combinationally on ``o.ready`` and ``seed_load`` (allowed by the stream rules); ``o.valid``
+    never depends on ``o.ready``. While ``o.valid & ~o.ready`` the output payload is held
+    stable. Up to 2 accepted elements are in flight; ``count``, ``abs_sum``, ``state`` and the
+    threshold pipeline count an element when it is *accepted*, ``nnz_out`` when it leaves.
 
     PRNG
     ----
     xorshift32 (Marsaglia 13/17/5), one step per *accepted* element, pruned or not: ``state =
     step(state); u = state >> 16; r = (u * tau) >> 16`` (in ``[0, tau)``). The block keeps the
-    stepped state precomputed in a look-ahead register, so ``u`` comes from a flip-flop and the
-    element path is one ``16 x (data_width-1)`` multiply, two compares and a mux.
+    stepped state precomputed in a look-ahead register, so ``u`` comes from a flip-flop and
+    ``u * tau`` is a register-to-register multiply; the element takes its ``r`` (from its own
+    ``u``) and everything it needs from ``tau`` into stage 1, so the pipeline computes exactly
+    what the golden model computes for that element, whatever happens to the ports later.
     """
 
-    LATENCY = 1
+    LATENCY = 2
 
     @property
     def TAU_LATENCY(self) -> int:
@@ -198,12 +206,15 @@ class StochasticPruner(wiring.Component):
         g = self.i.payload.value
         last = self.i.payload.last
 
-        # ---- handshake: registered output, loads whenever it is empty or being drained ----
-        can_load = Signal()
+        # ---- handshake: a 2-stage element pipeline that advances as a whole ----
+        # `adv`: the output register is empty or being drained, so every stage may move one
+        # step (*why* stall-as-a-whole: no skid buffer, no beat can be lost or duplicated, and
+        # ready stays a function of o.ready / o.valid only). Bubbles move along with the data.
+        adv = Signal()
         accept = Signal()
         m.d.comb += [
-            can_load.eq(self.o.ready | ~self.o.valid),
-            self.i.ready.eq(can_load & ~self.seed_load),
+            adv.eq(self.o.ready | ~self.o.valid),
+            self.i.ready.eq(adv & ~self.seed_load),
             accept.eq(self.i.valid & self.i.ready),
         ]
 
@@ -220,26 +231,38 @@ class StochasticPruner(wiring.Component):
                 lookahead.eq(xorshift32_step(lookahead)),
             ]
 
-        # ---- pruning of the offered element ----
-        mag = Signal(dw)                       # |g|, exact for the most negative value
-        r = Signal(dw - 1)                     # (u * tau) >> 16, in [0, tau)
-        pruned = Signal(signed(dw))
-        m.d.comb += [
-            mag.eq(Mux(g < 0, -g, g)),
-            r.eq((lookahead[16:] * self.tau)[16:]),
-        ]
-        with m.If(mag >= self.tau):
-            m.d.comb += pruned.eq(g)
-        with m.Elif(r < mag):
-            m.d.comb += pruned.eq(Mux(g < 0, -self.tau, self.tau))
-        with m.Else():
-            m.d.comb += pruned.eq(0)
+        # |g| of the offered element: feeds stage 1 and sum|g| (exact for the most negative g).
+        mag = Signal(dw)
+        m.d.comb += mag.eq(Mux(g < 0, -g, g))
 
-        with m.If(can_load):
+        # ---- element pipeline, 2 stages (*why*: u*tau, the compare r < |g| and the output
+        # mux in one cycle limited the block to 115 MHz on ECP5; now the multiply has a cycle
+        # of its own, register to register) ----
+        # Stage 1 (the accepting edge): r = (u * tau) >> 16 from the look-ahead state and the
+        # live tau, |g|, and the value the element becomes if it survives: itself when |g| >=
+        # tau, else tau * sign(g). Stage 2 never looks at the ports (a seed load or a new tau
+        # cannot reach an accepted element).
+        s1_valid = Signal()
+        s1_last = Signal()
+        s1_r = Signal(dw - 1)                  # in [0, tau)
+        s1_mag = Signal(dw)
+        s1_sel = Signal(signed(dw))            # g if |g| >= tau else tau * sign(g)
+        with m.If(adv):
             m.d.sync += [
-                self.o.valid.eq(accept),
-                self.o.payload.value.eq(pruned),
-                self.o.payload.last.eq(last),
+                s1_valid.eq(accept),
+                s1_last.eq(last),
+                s1_r.eq((lookahead[16:] * self.tau)[16:]),
+                s1_mag.eq(mag),
+                s1_sel.eq(Mux(mag >= self.tau, g, Mux(g < 0, -self.tau, self.tau))),
+            ]
+        # Stage 2: one compare and the output register. The element survives iff r < |g|:
+        # with r < tau this also holds for every |g| >= tau except g = 0 at tau = 0, where the
+        # output 0 equals g anyway; so r < |g| alone picks between s1_sel and 0.
+        with m.If(adv):
+            m.d.sync += [
+                self.o.valid.eq(s1_valid),
+                self.o.payload.value.eq(Mux(s1_r < s1_mag, s1_sel, 0)),
+                self.o.payload.last.eq(s1_last),
             ]
 
         # ---- sum|g| of the current job (restarts after `last`, reset or `clear`) ----

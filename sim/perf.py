@@ -1,46 +1,39 @@
-"""Statistical performance model of the PE array: cycles per layer and training phase from
-operand / weight densities, per-iteration totals, ideal bounds, and a check against the exact
-per-PE cycle model (:mod:`sparseforge.sim.pe_model`).
+"""Performance model of the PE array: cycles per layer and training phase from operand / weight
+densities, per-iteration totals, ideal bounds; two backends: ``"statistical"`` (this module's
+expectation model, any layer size) and ``"exact"`` (the exact array cycle model
+:mod:`sparseforge.sim.array_model`, equal to the RTL, on random tensors: small layers only).
 
-Method (*ours*; ``docs/benchmarks.md`` has the derivation). The array (``pe_rows`` R x
-``pe_cols`` C PEs, ``macs_per_pe`` L lanes, ``psum_buf_depth`` D words per bank) is mapped as the lead's array mapping fixes it
-(docs/benchmarks.md, "Mapping"):
+Mapping (the array's, :mod:`sparseforge.sim.array_model`; R = ``pe_rows``, C = ``pe_cols``, L =
+``macs_per_pe`` lanes, D = ``psum_buf_depth``):
 
-* FP: output channel n -> PE column n % C, input channel c -> PE row c % R, operand rows
-  ``x[b, c, h]`` broadcast along the PE row;
-* BP: input-gradient channel c -> column c % C, output-gradient channel n -> PE row n % R,
-  operand rows ``dy[b, n, y]``;
-* WG: weight-gradient pairs (n, c) -> column c % C, operand rows ``dy[b, n, y]`` -> PE row
-  ``(b*Ho + y) % R``; taps dense (the result is dense).
+* FP: operand rows ``x[b, c, h]`` dealt to PE row ``((b*Cin + c)*H + h) % R``; output channel
+  ``n`` -> column ``n % C``; a column's output rows ``(b, n, y)`` taken y-major (every
+  channel's row y, then y + 1, ...) in tiles of ``D // Wo`` rows;
+* BP: rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input-gradient channel
+  ``c`` -> column ``c % C``; output rows ``(b, c, h)`` y-major in tiles of ``D // W`` rows;
+* WG: rows ``dy[b, n, y]`` as BP; input channel ``c`` -> column ``c % C``; weight-gradient
+  addresses ``((n*nc + c)*Kh + kr)*Kw + kw`` in tiles of D words (dense taps, padded channels
+  included).
 
-The formula structure is the exact PE model's (``docs/pe.md``), evaluated in expectation:
+Statistical model (*ours*; ``docs/benchmarks.md``): every tile of the mapping is enumerated
+(repeating interior tiles computed once); per tile and PE row, the operand rows that have a
+tap in the tile are grouped by their per-column dense tap counts; per row the exact PE cost
+``P = sum_q ceil(kept taps_q / L) * max(nnz_q, 1)`` maximised over the C PEs of the PE row
+(broadcast), in expectation with kept taps ~ Binomial(dense taps, N/M) and nnz ~ Binomial(row
+length, density), and ``E[max(P_r, L_{r+1})]`` with the next row's load (double buffering);
+rows no PE needs are omitted. Per PE row a tile's time is a Gaussian (sum of the rows' means
+and variances); the tiles run through the exact model's recurrence (``pe_model.cycles_grid``:
+tile t may start when the drain of tile t - 2 released its psum half, the drain of tile t waits
+for the slowest PE row + ``PIPE_FLUSH`` and the previous drain; 1 word per cycle per column),
+with max of Gaussians by Clark's moments. Dense mode is deterministic and equals the exact
+model; sparse cases are checked against it in tests/test_perf.py. FP strides > 2 (not in the
+PE) use S column-residue sub-lists (the parity split generalised); kernels wider than ``k_max``
+and rows longer than ``max_row_len`` are not rejected here (the exact backend rejects them).
 
-* per operand row and PE: ``P = sum over sub-lists q of bundles_q * max(nnz_q, 1)``,
-  ``bundles_q = ceil(kept taps_q / L)`` (FP stride S > 1: S sub-lists by column residue, as the
-  PE's stride-2 parity split; the PE supports S <= 2, larger strides assume the compiler's
-  polyphase split), nnz ~ Binomial(sub-list length, operand density), kept taps ~
-  Binomial(dense taps, weight density) (N:M: each tap of a row is in a different N:M group);
-* broadcast coupling: the row time is the max over the C PEs of the PE row (the operand row is
-  shared, so ``max_j P_j = max_j bundles_j * max(nnz, 1)``; the max of the bundle counts is
-  exact through the product of the C binomial CDFs; with S > 1 sub-lists the max is taken per
-  sub-list, an upper bound); rows no PE has a tap for are omitted, a PE without taps consumes
-  the row with a 1-cycle skip beat (never the max);
-* double buffering: row loads ``L_r = nnz_r + 1`` (the compressor's last beat; = the row
-  length in dense mode) overlap processing; a tile of rows costs ``L_0 + sum_r max(P_r,
-  L_{r+1})`` (an upper bound of the exact recurrence, tight), evaluated as ``E[max(X, Y)]``
-  with the exact distributions of X = P and Y = the next row's load;
-* the R PE rows of a column are reduced at drain time, so a tile ends when its slowest PE row
-  does: ``E[max_i S_i]`` over the R per-PE-row sums, Gaussian approximation of each sum (mean
-  and variance from the per-row distribution);
-* tiles of at most D output words per PE; per tile ``L_0 + max(processing, drain of the
-  previous tile) + PIPE_FLUSH``; the last drain and ``DRAIN_LATENCY`` at the end (ping-pong
-  banks overlap a tile's drain with the next tile's processing).
-
-The exact backend (the lead's array model, later) plugs in through :func:`register_backend`: a
-function ``fn(layer, phase, cfg, *, operand_density, weight_density, dense, batch) ->
-PhaseResult``; :func:`iteration` takes ``backend=``. Pre-generation of the next iteration's
-W_fwd / W_bwd (the N:M selector) is assumed hidden under WG, as the controller overlaps it; it
-adds no cycles here.
+Backends plug in through :func:`register_backend`: ``fn(layer, phase, cfg, *,
+operand_density, weight_density, dense, batch, nm) -> PhaseResult``; :func:`iteration` takes
+``backend=``. Pre-generation of the next iteration's W_fwd / W_bwd (the N:M selector) is assumed
+hidden under WG, as the controller overlaps it; it adds no cycles here.
 """
 
 from __future__ import annotations
@@ -52,7 +45,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..gen.config import AcceleratorConfig
-from .pe_model import DRAIN_LATENCY, PIPE_FLUSH
+from .array_model import COLUMN_LATENCY
+from .pe_model import DRAIN_LATENCY, PIPE_FLUSH, RELEASE
 
 __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cycles",
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
@@ -159,31 +153,6 @@ def _row_stats(sub_lens: tuple, d: float, taps: tuple, wd: float, lanes: int, de
     return float(present), float(ez), float(ez2), eload
 
 
-_GRID = np.linspace(-8.0, 8.0, 321)
-_PHI = 0.5 * (1.0 + np.vectorize(math.erf)(_GRID / math.sqrt(2.0)))
-
-
-def _expected_max(groups) -> float:
-    """E[max] of independent Gaussians; ``groups`` = ((mean, var, count), ...)."""
-    groups = [(m, v, c) for m, v, c in groups if c > 0]
-    if not groups:
-        return 0.0
-    sds = [math.sqrt(max(v, 0.0)) for _, v, _ in groups]
-    mmax = max(m for m, _, _ in groups)
-    if max(sds) < 1e-9 or sum(c for *_, c in groups) == 1:
-        return mmax if sum(c for *_, c in groups) > 1 else groups[0][0]
-    lo = min(m - 8 * s for (m, _, _), s in zip(groups, sds))
-    hi = max(m + 8 * s for (m, _, _), s in zip(groups, sds))
-    t = np.linspace(lo, hi, 801)
-    F = np.ones_like(t)
-    for (m, _, c), s in zip(groups, sds):
-        if s < 1e-9:
-            F *= (t >= m)
-        else:
-            F *= np.interp((t - m) / s, _GRID, _PHI, left=0.0, right=1.0) ** c
-    return float(hi - np.trapezoid(F, t))
-
-
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
@@ -240,11 +209,6 @@ class IterationResult:
 # Geometry helpers
 # --------------------------------------------------------------------------------------------
 
-def _split(total: int, parts: int) -> list:
-    """Interleaved assignment i % parts: the count per part."""
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
 def _grouped(values) -> tuple:
     """Multiset as ((value, count), ...) sorted."""
     out = {}
@@ -253,62 +217,103 @@ def _grouped(values) -> tuple:
     return tuple(sorted(out.items()))
 
 
-def _chunk_counts(per_col: list, k0: int, k1: int) -> list:
-    """Channels of chunk [k0, k1) (local index within a column) per column."""
-    return [max(0, min(c, k1) - k0) for c in per_col]
+def _ceil_div(a, b):
+    return -(-a // b)
 
 
-def _tile_cost(pe_rows, sub_lens, d, wd, lanes, dense):
-    """Processing cycles of one tile, and its first-row load.
-
-    ``pe_rows``: one entry per PE row: ((row key, count), ...), row key = (taps per sub-list)
-    as accepted by :func:`_row_stats`. Returns (E[max_i S_i], E[first load])."""
-    groups, first_load = {}, 0.0
-    for rows in pe_rows:
-        mean = var = 0.0
-        for taps, cnt in rows:
-            pr, ez, ez2, eload = _row_stats(sub_lens, d, taps, wd, lanes, dense)
-            m1 = pr * ez
-            mean += cnt * m1
-            var += cnt * (pr * ez2 - m1 * m1)
-            if pr > 0 and not first_load:
-                first_load = eload
-        key = (round(mean, 9), round(var, 9))
-        groups[key] = groups.get(key, 0) + 1
-    emax = _expected_max([(m, v, c) for (m, v), c in groups.items()])
-    return emax, first_load
-
-
-def _sum_tiles(tiles):
-    """``tiles``: ((proc, first load, drain words, count), ...) in order -> (cycles, proc, drain)."""
-    total = proc_sum = drain_sum = 0.0
-    prev_drain = 0.0
-    n = 0
-    for proc, load, drain, cnt in tiles:
-        for _ in range(cnt):
-            total += load + max(proc, prev_drain) + PIPE_FLUSH
-            prev_drain = max(drain, 1)
-            proc_sum += proc
-            drain_sum += drain
-            n += 1
-    total += prev_drain + DRAIN_LATENCY
-    return total, proc_sum, drain_sum, n
-
-
-def _kept_rows(n_out_band: range, n_in: int, k: int, stride: int, pad: int, fp: bool):
-    """Per operand row index, the number of kernel rows that connect it with an output row in
-    ``n_out_band``. FP: operand row h feeds y = (h + pad - kr)/S; BP/WG: operand row y feeds
-    h = y*S + kr - pad (in ``n_out_band`` for BP; in [0, n_in) for WG)."""
-    out = []
-    if fp:
-        for h in range(n_in):
-            out.append(sum(1 for kr in range(k) if (h + pad - kr) >= 0
-                           and (h + pad - kr) % stride == 0
-                           and (h + pad - kr) // stride in n_out_band))
-    else:
-        for y in range(n_in):
-            out.append(sum(1 for kr in range(k) if y * stride + kr - pad in n_out_band))
+def _row_counts(batch, chans, n_rows, R):
+    """``out[b, r, i]``: operand rows ``(b, ch, r)`` (``ch`` in [0, chans)) dealt to PE row ``i``
+    by ``((b*chans + ch)*n_rows + r) % R`` (the array's interleaved dealing)."""
+    b = np.arange(batch)[:, None, None]
+    ch = np.arange(chans)[None, :, None]
+    r = np.arange(n_rows)[None, None, :]
+    k = ((b * chans + ch) * n_rows + r) % R
+    out = np.zeros((batch, n_rows, R), np.int64)
+    np.add.at(out, (np.broadcast_to(b, k.shape), np.broadcast_to(r, k.shape), k), 1)
     return out
+
+
+def _col_counts(a, e, nv):
+    """Per column: local channels of the half-open range [a, e) that the column holds
+    (``nv[j]``: how many local channels column j has taps for)."""
+    return tuple(max(0, min(e, v) - a) for v in nv)
+
+
+# -- Gaussian recurrence ----------------------------------------------------------------------
+
+_SQ2 = math.sqrt(2.0)
+
+
+def _gmax2(a, b):
+    """Clark's moments of max(A, B) for independent Gaussians ``a = (mean, var)``, ``b``."""
+    (m1, v1), (m2, v2) = a, b
+    s2 = v1 + v2
+    if s2 < 1e-12:
+        return (m1, v1) if m1 >= m2 else (m2, v2)
+    s = math.sqrt(s2)
+    al = (m1 - m2) / s
+    if al > 8:
+        return a
+    if al < -8:
+        return b
+    cdf = 0.5 * (1 + math.erf(al / _SQ2))
+    pdf = math.exp(-0.5 * al * al) / math.sqrt(2 * math.pi)
+    mean = m1 * cdf + m2 * (1 - cdf) + s * pdf
+    sec = (m1 * m1 + v1) * cdf + (m2 * m2 + v2) * (1 - cdf) + (m1 + m2) * s * pdf
+    return mean, max(sec - mean * mean, 0.0)
+
+
+def _gmax(items):
+    it = iter(items)
+    acc = next(it)
+    for x in it:
+        acc = _gmax2(acc, x)
+    return acc
+
+
+def _run_tiles(tiles, R, first_load):
+    """The exact array model's tile recurrence (``pe_model.cycles_grid``) on Gaussian states.
+
+    ``tiles``: ``[(mean[R], var[R], drain words)]``, per tile the processing time of each PE
+    row (its rows' ``max(P_r, L_{r+1})`` summed; a PE row's C PEs share the operand rows, so
+    the row's time is its slowest PE's). Per PE row ``E_i = max(E_i, Rel_{t-2}) + P_{t,i}``;
+    the drain ``D_t = max(max_i E_i + PIPE_FLUSH, Rel_{t-1})``; ``Rel_t = D_t + c_t - 1 +
+    RELEASE``; total ``D_last + c_last + DRAIN_LATENCY + COLUMN_LATENCY``. Max of Gaussians by
+    Clark's moments. Returns (cycles, processing sum of the slowest PE row per tile, drain sum).
+    """
+    E = [(float(first_load), 0.0)] * R
+    rel = [(-1e18, 0.0), (-1e18, 0.0)]
+    proc_sum = drain_sum = 0.0
+    D = c = None
+    for t, (mean, var, words) in enumerate(tiles):
+        r2 = rel[t % 2]
+        E = [(m + float(mi), v + float(vi)) for (m, v), mi, vi in
+             ((_gmax2(e, r2), mi, vi) for e, mi, vi in zip(E, mean, var))]
+        M = _gmax(E)
+        c = max(int(words), 1)
+        D = _gmax2((M[0] + PIPE_FLUSH, M[1]), rel[(t - 1) % 2])
+        rel[t % 2] = (D[0] + c - 1 + RELEASE, D[1])
+        proc_sum += float(np.max(mean))
+        drain_sum += words
+    total = D[0] + c - 1 + 1 + DRAIN_LATENCY + COLUMN_LATENCY
+    return total, proc_sum, drain_sum
+
+
+def _pe_row_moments(rows, R, sub_lens, d, wd, lanes, dense):
+    """``rows``: {taps key: counts[R]} for one tile -> (mean[R], var[R], first row's load)."""
+    mean = np.zeros(R)
+    var = np.zeros(R)
+    first = 0.0
+    for key, cnt in rows.items():
+        pr, ez, ez2, eload = _row_stats(sub_lens, d, key, wd, lanes, dense)
+        m1 = pr * ez
+        mean += cnt * m1
+        var += cnt * max(pr * ez2 - m1 * m1, 0.0)
+        if pr > 0 and not first:
+            first = eload
+    # a PE row with no row in the tile still ends it with one skip row (load + skip beat)
+    mean[mean == 0] = 2.0
+    return mean, var, first
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,95 +326,192 @@ def _check_density(name, v):
     return float(v)
 
 
-def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
-                 weight_density: float = 1.0, dense: bool = False, batch: int = 1) -> PhaseResult:
-    """Expected cycles of ``phase`` ('fp', 'bp', 'wg') of ``layer`` on ``cfg``'s array.
-
-    ``operand_density``: non-zero fraction of the streamed operand (x in FP, dY in BP/WG);
-    ``weight_density``: kept fraction of the phase's weights (N/M, or 1; ignored in WG, whose
-    taps are dense); ``dense``: dense mode (no skipping; every tap; the baseline).
-    ``layer``: a :class:`~sparseforge.sim.workloads.Layer` (or anything with its fields).
-    """
+def _check_args(cfg, phase, batch, operand_density, weight_density, nm):
     if not isinstance(cfg, AcceleratorConfig):
         raise TypeError(f"cfg must be an AcceleratorConfig, not {type(cfg).__name__}")
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
-    if not isinstance(batch, int) or batch < 1:
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     d = _check_density("operand_density", operand_density)
-    wd = 1.0 if phase == "wg" else _check_density("weight_density", weight_density)
-    R, C, L, D = cfg.pe_rows, cfg.pe_cols, cfg.macs_per_pe, cfg.psum_buf_depth
+    wd = _check_density("weight_density", weight_density)
+    if nm is not None:
+        n, m = nm
+        if not 1 <= n <= m or not math.isclose(n / m, wd):
+            raise ValueError(f"nm={nm!r} must be (n, m) with 1 <= n <= m and n/m equal to "
+                             f"weight_density={wd}")
+    return d, (1.0 if phase == "wg" else wd)
+
+
+def _fp_tiles(layer, cfg, batch, dense):
+    """FP tiles of the array mapping: yields ``(rows, drain words)`` per tile, ``rows`` =
+    {taps key: operand rows per PE row}. Operand rows ``x[b, c, h]`` -> PE row
+    ``((b*Cin + c)*H + h) % R``; output channel ``n`` -> column ``n % C``; a column's output
+    rows ``(b, n_local, y)`` taken y-major in tiles of ``psum_buf_depth // Wo`` rows."""
+    seen = set()
+    R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
     S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
     H, W, Ho, Wo = layer.h, layer.w, layer.ho, layer.wo
+    B, nc = batch, _ceil_div(layer.cout, C)
+    nv = [nc] * C if dense else [_ceil_div(max(layer.cout - j, 0), C) for j in range(C)]
+    if S == 1:
+        kw_q = (Kw,)
+    else:
+        kw_q = tuple(sum(1 for kw in range(Kw) if (kw - p) % S == q) for q in range(S))
+    rc = _row_counts(B, layer.cin, H, R)
+    per = max(1, D // Wo)
+    n_out = B * nc * Ho
+    for p0 in range(0, n_out, per):
+        p1 = min(n_out, p0 + per)
+        y0, y1 = p0 // (B * nc), (p1 - 1) // (B * nc)
+        # interior tiles (every kernel row inside the input) repeat: same offset, same dealing
+        tkey = (("mid", p0 % (B * nc), p1 - p0, (y0 * S) % R)
+                if y0 * S - p >= 0 and y1 * S + Kh - 1 - p < H else p0)
+        if tkey in seen:
+            yield tkey, None, (p1 - p0) * Wo
+            continue
+        seen.add(tkey)
+        acc = {}
+        for y in range(y0, y1 + 1):
+            for b in range(B):
+                base = (y * B + b) * nc
+                a, e = max(p0 - base, 0), min(p1 - base, nc)
+                if e <= a:
+                    continue
+                cnt = _col_counts(a, e, nv)
+                for kr in range(Kh):
+                    h = y * S + kr - p
+                    if 0 <= h < H:
+                        v = acc.setdefault((b, h), [0] * C)
+                        for j in range(C):
+                            v[j] += cnt[j]
+        rows = {}
+        for (b, h), v in acc.items():
+            key = tuple(_grouped(kq * x for x in v if kq * x) for kq in kw_q)
+            rows[key] = rows.get(key, 0) + rc[b, h]
+        yield tkey, rows, (p1 - p0) * Wo
+
+
+def _bp_tiles(layer, cfg, batch, dense):
+    """BP tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``;
+    input-gradient channel ``c`` -> column ``c % C``; output rows ``(b, c_local, h)`` y-major
+    in tiles of ``psum_buf_depth // W`` rows."""
+    seen = set()
+    R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
+    S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
+    H, W, Ho = layer.h, layer.w, layer.ho
+    B, nc = batch, _ceil_div(layer.cin, C)
+    nv = [nc] * C if dense else [_ceil_div(max(layer.cin - j, 0), C) for j in range(C)]
+    rc = _row_counts(B, layer.cout, Ho, R)
+    per = max(1, D // W)
+    n_out = B * nc * H
+    for p0 in range(0, n_out, per):
+        p1 = min(n_out, p0 + per)
+        h0, h1 = p0 // (B * nc), (p1 - 1) // (B * nc)
+        tkey = (("mid", p0 % (B * nc), p1 - p0, h0 % (S * R))
+                if h0 + p - (Kh - 1) >= 0 and h1 + p < Ho * S - (S - 1) else p0)
+        if tkey in seen:
+            yield tkey, None, (p1 - p0) * W
+            continue
+        seen.add(tkey)
+        acc = {}
+        for h in range(h0, h1 + 1):
+            for b in range(B):
+                base = (h * B + b) * nc
+                a, e = max(p0 - base, 0), min(p1 - base, nc)
+                if e <= a:
+                    continue
+                cnt = _col_counts(a, e, nv)
+                for kr in range(Kh):
+                    t = h + p - kr
+                    if t >= 0 and t % S == 0 and t // S < Ho:
+                        v = acc.setdefault((b, t // S), [0] * C)
+                        for j in range(C):
+                            v[j] += cnt[j]
+        rows = {}
+        for (b, y), v in acc.items():
+            key = (_grouped(Kw * x for x in v if x),)
+            rows[key] = rows.get(key, 0) + rc[b, y]
+        yield tkey, rows, (p1 - p0) * W
+
+
+def _wg_tiles(layer, cfg, batch):
+    """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input
+    channel ``c`` -> column ``c % C`` (padded channels included: WG taps are dense); a
+    column's weight-gradient addresses ``((n*nc + c_local)*Kh + kr)*Kw + kw`` in tiles of
+    ``psum_buf_depth`` words."""
+    seen = set()
+    R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
+    S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
+    H, Ho = layer.h, layer.ho
+    B, nc, Cout = batch, _ceil_div(layer.cin, C), layer.cout
+    KK = Kh * Kw
+    per_n = nc * KK
+    # valid[y, kr]: dy row y reaches input row y*S + kr - p
+    valid = np.array([[0 <= y * S + kr - p < H for kr in range(Kh)] for y in range(Ho)], bool)
+    bb, yy = np.meshgrid(np.arange(B), np.arange(Ho), indexing="ij")
+    starts = np.arange(nc) * KK
+    total = Cout * per_n
+    for a0 in range(0, total, D):
+        a1 = min(total, a0 + D)
+        # a tile's rows depend on its offset in the per-channel block, on the first channel
+        # modulo R (the dealing) and on its length
+        tkey = (a0 % per_n, (a0 // per_n) % R, a1 - a0)
+        if tkey in seen:
+            yield tkey, None, a1 - a0
+            continue
+        seen.add(tkey)
+        rows = {}
+        for n in range(a0 // per_n, (a1 - 1) // per_n + 1):
+            lo, hi = a0 - n * per_n, a1 - n * per_n
+            cnt = np.array([np.clip(np.minimum(starts + kr * Kw + Kw, hi)
+                                    - np.maximum(starts + kr * Kw, lo), 0, None).sum()
+                            for kr in range(Kh)])
+            t_y = valid @ cnt                                   # taps per dy row y
+            k = ((bb * Cout + n) * Ho + yy) % R
+            for tv in np.unique(t_y):
+                if tv == 0:
+                    continue
+                sel = np.broadcast_to(t_y == tv, k.shape)
+                key = (((int(tv), C),),)
+                rows[key] = rows.get(key, 0) + np.bincount(k[sel], minlength=R)
+        yield tkey, rows, a1 - a0
+
+
+def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
+                 weight_density: float = 1.0, dense: bool = False, batch: int = 1,
+                 nm=None) -> PhaseResult:
+    """Expected cycles of ``phase`` ('fp', 'bp', 'wg') of ``layer`` on ``cfg``'s array.
+
+    ``operand_density``: non-zero fraction of the streamed operand (x in FP, dY in BP/WG);
+    ``weight_density``: kept fraction of the phase's weights (N/M, or 1; ignored in WG, whose
+    taps are dense); ``nm``: optional ``(n, m)`` (must match ``weight_density``; the exact
+    backend needs it, this model only uses the fraction); ``dense``: dense mode (no skipping;
+    every tap; the baseline). ``layer``: a :class:`~sparseforge.sim.workloads.Layer`.
+    """
+    d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
+    R, L = cfg.pe_rows, cfg.macs_per_pe
+    S, p, W, Wo = layer.stride, layer.padding, layer.w, layer.wo
     valid = layer.valid_macs(batch)
-    useful = valid * d * (wd if phase != "wg" else 1.0)
-    tiles = []
+    useful = valid * d * wd
     if phase == "fp":
-        per_col, per_row = _split(layer.cout, C), _split(layer.cin, R)
-        nc = per_col[0]
-        cc = max(1, min(nc, D // Wo))
-        yt = max(1, min(Ho, D // (cc * Wo)))
-        if S == 1:
-            sub_lens, kw_q = (W,), (Kw,)
-        else:                                    # column residue classes (stride-2 parity)
-            sub_lens = tuple(len(range(q, W, S)) for q in range(S))
-            kw_q = tuple(sum(1 for kw in range(Kw) if (kw - p) % S == q) for q in range(S))
-        for k0 in range(0, nc, cc):
-            cnt = _chunk_counts(per_col, k0, k0 + cc)
-            for y0 in range(0, Ho, yt):
-                band = range(y0, min(Ho, y0 + yt))
-                v = _kept_rows(band, H, Kh, S, p, True)
-                rows = []
-                for vv, n_h in _grouped(x for x in v if x):
-                    taps = tuple(_grouped(c * vv * kq for c in cnt if c * vv * kq)
-                                 for kq in kw_q)
-                    rows.append((taps, n_h))
-                pe_rows = [tuple((t, n * ci) for t, n in rows) for ci in per_row if ci]
-                proc, load = _tile_cost(pe_rows, sub_lens, d, wd, L, dense)
-                tiles.append((proc, load, max(cnt) * len(band) * Wo, batch))
+        gen = _fp_tiles(layer, cfg, batch, dense)
+        sub_lens = (W,) if S == 1 else tuple(len(range(q, W, S)) for q in range(S))
     elif phase == "bp":
-        per_col, per_row = _split(layer.cin, C), _split(layer.cout, R)
-        nc = per_col[0]
-        cc = max(1, min(nc, D // W))
-        ht = max(1, min(H, D // (cc * W)))
-        for k0 in range(0, nc, cc):
-            cnt = _chunk_counts(per_col, k0, k0 + cc)
-            for h0 in range(0, H, ht):
-                band = range(h0, min(H, h0 + ht))
-                v = _kept_rows(band, Ho, Kh, S, p, False)
-                rows = [(( _grouped(c * vv * Kw for c in cnt if c), ), n_y)
-                        for vv, n_y in _grouped(x for x in v if x)]
-                pe_rows = [tuple((t, n * ci) for t, n in rows) for ci in per_row if ci]
-                proc, load = _tile_cost(pe_rows, (Wo,), d, wd, L, dense)
-                tiles.append((proc, load, max(cnt) * len(band) * W, batch))
-    else:                                         # wg
-        per_col = _split(layer.cin, C)
-        nc = per_col[0]
-        if nc * Kh * Kw <= D:
-            cc, nt = nc, max(1, min(layer.cout, D // (nc * Kh * Kw)))
-        else:
-            cc, nt = max(1, D // (Kh * Kw)), 1
-        v = _kept_rows(range(H), Ho, Kh, S, p, False)      # kernel rows valid per dy row y
-        # dy rows (b, n, y) -> PE row (b*Ho + y) % R
-        y_of_row = [[] for _ in range(R)]
-        for b in range(batch):
-            for y in range(Ho):
-                y_of_row[(b * Ho + y) % R].append(v[y])
-        for k0 in range(0, nc, cc):
-            cnt = _chunk_counts(per_col, k0, k0 + cc)
-            for n0 in range(0, layer.cout, nt):
-                nn = min(nt, layer.cout - n0)
-                pe_rows = []
-                for ys in y_of_row:
-                    rows = tuple(((_grouped(c * vv * Kw for c in cnt if c),), n_y * nn)
-                                 for vv, n_y in _grouped(x for x in ys if x))
-                    if rows:
-                        pe_rows.append(rows)
-                proc, load = _tile_cost(pe_rows, (Wo,), d, 1.0, L, dense)
-                tiles.append((proc, load, nn * max(cnt) * Kh * Kw, 1))
-    cyc, proc, drain, n = _sum_tiles(tiles)
-    return PhaseResult(cycles=cyc, valid_macs=valid, useful_macs=useful, tiles=n, proc=proc,
-                       drain=drain)
+        gen, sub_lens = _bp_tiles(layer, cfg, batch, dense), (Wo,)
+    else:
+        gen, sub_lens = _wg_tiles(layer, cfg, batch), (Wo,)
+    tiles, first, memo = [], None, {}
+    for tkey, rows, words in gen:
+        if rows is not None:
+            memo[tkey] = _pe_row_moments(rows, R, sub_lens, d, wd, L, dense)
+        mean, var, load = memo[tkey]
+        if first is None:
+            first = load
+        tiles.append((mean, var, words))
+    cyc, proc, drain = _run_tiles(tiles, R, first or 0.0)
+    return PhaseResult(cycles=cyc, valid_macs=valid, useful_macs=useful, tiles=len(tiles),
+                       proc=proc, drain=drain)
 
 
 BACKENDS = {"statistical": phase_cycles}
@@ -417,7 +519,7 @@ BACKENDS = {"statistical": phase_cycles}
 
 def register_backend(name: str, fn) -> None:
     """Register a per-layer/phase backend ``fn(layer, phase, cfg, *, operand_density,
-    weight_density, dense, batch) -> PhaseResult`` (e.g. the exact array model)."""
+    weight_density, dense, batch, nm) -> PhaseResult`` (``"exact"`` is registered below)."""
     if not callable(fn):
         raise TypeError(f"backend {name!r} must be callable")
     BACKENDS[name] = fn
@@ -455,7 +557,8 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
         lr = LayerResult(lay.name)
         for ph in PHASES:
             od = fp_density.get(lay.name, 1.0) if ph == "fp" else dy_density.get(lay.name, 1.0)
-            r = fn(lay, ph, cfg, operand_density=od, weight_density=wd, dense=dense, batch=batch)
+            r = fn(lay, ph, cfg, operand_density=od, weight_density=wd, dense=dense, batch=batch,
+                   nm=nm if wd < 1.0 else None)
             if ph == "bp" and i == 0:
                 r = PhaseResult(0.0, 0.0, 0.0, skipped=True)
             lr.phases[ph] = r
@@ -473,56 +576,88 @@ def ideal_speedup(result: IterationResult, dense_result: IterationResult) -> flo
 
 
 # --------------------------------------------------------------------------------------------
-# Validation against the exact per-PE model
+# The exact backend: the array model on random tensors
 # --------------------------------------------------------------------------------------------
 
-def exact_phase_cycles(layer, phase, cfg, *, operand_density, nm=None, dense=False, seed=0,
-                       batch=1):
-    """Exact per-PE cycles (``pe_model.cycles``) of ``layer`` on ONE PE (``cfg`` should be a 1x1
-    array with a psum bank holding the whole output) with random operands of the given
-    density. Returns ``(cycles, useful products counted by the model)``."""
-    from . import golden
-    from . import pe_model as pm
-    rng = np.random.default_rng(seed)
-    S, p = layer.stride, layer.padding
-    x = rng.integers(1, 100, (batch, layer.cin, layer.h, layer.w))
-    w = rng.integers(1, 100, (layer.cout, layer.cin, layer.kh, layer.kw))
-    w *= rng.choice((-1, 1), w.shape)
-    dy = rng.integers(1, 100, (batch, layer.cout, layer.ho, layer.wo))
-    common = dict(stride=S, padding=p, cfg=cfg, dense=dense)
+def exact_tensors_cycles(phase, cfg, *, x=None, w=None, dy=None, mask=None, stride=1,
+                         padding=0, dense=False, mapping="interleaved"):
+    """Exact array cycles of one layer phase on given tensors: ``array_model.map_array`` then
+    ``array_model.cycles`` (equal to the RTL's ``cycles`` counter, tests/test_pe_array.py).
+    FP: ``x``, ``w``, ``mask`` (forward); BP: ``dy``, ``w``, ``x`` (its shape), ``mask``
+    (backward); WG: ``x``, ``dy``, ``w`` (its shape). Returns the ``ArrayStats``."""
+    from . import array_model as am
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    kw = dict(cfg=cfg, stride=stride, padding=padding, dense=dense, raw=True, mapping=mapping)
     if phase == "fp":
-        x[rng.random(x.shape) >= operand_density] = 0
-        mask = golden.bdwp_masks(w, *nm)[0] if nm else None
-        job = pm.map_conv_fp(x, w, mask=mask, **common)
+        job = am.map_array("fp", x=x, w=w, mask=mask, **kw)
     elif phase == "bp":
-        dy[rng.random(dy.shape) >= operand_density] = 0
-        mask = golden.bdwp_masks(w, *nm)[1] if nm else None
-        job = pm.map_conv_bp(dy, w, x.shape, mask=mask, **common)
+        job = am.map_array("bp", dy=dy, w=w, x_shape=np.shape(x), mask=mask, **kw)
     else:
-        dy[rng.random(dy.shape) >= operand_density] = 0
-        job = pm.map_conv_wg(x, dy, w.shape, **common)
-    st = pm.cycles(job)
-    return st.cycles, st.busy_mac
+        job = am.map_array("wg", x=x, dy=dy, w_shape=np.shape(w), **kw)
+    return am.cycles(job)
+
+
+def random_tensors(layer, phase, *, operand_density, nm=None, batch=1, seed=0):
+    """Random operands of ``layer`` (values in +-[1, 99], never zero unless sparsified): the
+    streamed operand (x in FP, dY in BP/WG) with each element kept with probability
+    ``operand_density``; ``nm``: BDWP masks of the weights (FP: the forward mask, BP: the
+    backward one). Returns ``dict(x=, w=, dy=, mask=)``."""
+    from . import golden
+    rng = np.random.default_rng(seed)
+    sign = lambda shape: rng.choice((-1, 1), shape)                        # noqa: E731
+    x = rng.integers(1, 100, (batch, layer.cin, layer.h, layer.w))
+    w = rng.integers(1, 100, (layer.cout, layer.cin, layer.kh, layer.kw)) * sign(
+        (layer.cout, layer.cin, layer.kh, layer.kw))
+    dy = rng.integers(1, 100, (batch, layer.cout, layer.ho, layer.wo))
+    sparse = x if phase == "fp" else dy
+    sparse[rng.random(sparse.shape) >= operand_density] = 0
+    mask = None
+    if nm and phase != "wg":
+        mask = golden.bdwp_masks(w, *nm)[0 if phase == "fp" else 1]
+    return dict(x=x, w=w, dy=dy, mask=mask)
+
+
+def exact_phase_cycles(layer, phase, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
+                       weight_density: float = 1.0, dense: bool = False, batch: int = 1,
+                       nm=None, seeds=(0,), mapping="interleaved") -> PhaseResult:
+    """The ``"exact"`` backend: the exact array cycle model (:mod:`sparseforge.sim.array_model`,
+    equal to the RTL) on random tensors of the requested densities (:func:`random_tensors`),
+    averaged over ``seeds``. ``weight_density < 1`` needs ``nm`` (the N:M pattern). Feasible
+    only for layers the array model maps (row lengths <= ``max_row_len``, kernels <= ``k_max``,
+    strides 1/2, WG X within ``act_buf_depth``, every PE row fed) and small enough for numpy
+    (ValueError otherwise, from the mapper). ``PhaseResult.useful_macs`` is the measured
+    ``busy_mac`` of the first seed minus padding (products with a zero factor are counted by
+    the PE only in dense mode)."""
+    d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
+    if wd < 1.0 and nm is None:
+        raise ValueError("the exact backend needs nm=(n, m) when weight_density < 1")
+    cyc = []
+    for s in seeds:
+        t = random_tensors(layer, phase, operand_density=d, nm=nm if wd < 1 else None,
+                           batch=batch, seed=s)
+        st = exact_tensors_cycles(phase, cfg, stride=layer.stride, padding=layer.padding,
+                                  dense=dense, mapping=mapping, **t)
+        cyc.append(st.cycles)
+    valid = layer.valid_macs(batch)
+    return PhaseResult(cycles=float(np.mean(cyc)), valid_macs=valid, useful_macs=valid * d * wd,
+                       tiles=0)
+
+
+register_backend("exact", exact_phase_cycles)
 
 
 def validate_against_exact(layer, phase, cfg, *, operand_density, nm=None, dense=False,
-                           seeds=(0, 1, 2)):
-    """Compare :func:`phase_cycles` with the exact per-PE model averaged over ``seeds``.
-
-    ``cfg`` must be a 1x1 array (``pe_rows = pe_cols = 1``) whose ``psum_buf_depth`` holds the
-    whole output (one tile, as the exact per-PE mapping requires). Returns a dict with
-    ``model``, ``exact`` (mean), ``exact_sd``, ``rel_err`` (model / exact - 1)."""
-    if cfg.pe_rows != 1 or cfg.pe_cols != 1:
-        raise ValueError(f"validate_against_exact needs a 1x1 array, not "
-                         f"{cfg.pe_rows}x{cfg.pe_cols}")
+                           seeds=(0, 1, 2), batch=1):
+    """Compare :func:`phase_cycles` with the exact array model (:func:`exact_phase_cycles`)
+    per seed. Returns ``model``, ``exact`` (mean over seeds), ``exact_sd``, ``rel_err`` (model /
+    exact - 1), ``tiles``."""
     wd = nm[0] / nm[1] if nm else 1.0
     model = phase_cycles(layer, phase, cfg, operand_density=operand_density, weight_density=wd,
-                         dense=dense)
-    if model.tiles != 1:
-        raise ValueError(f"the layer needs {model.tiles} tiles; raise psum_buf_depth so the "
-                         f"whole output fits one PE bank")
-    ex = [exact_phase_cycles(layer, phase, cfg, operand_density=operand_density, nm=nm,
-                             dense=dense, seed=s)[0] for s in seeds]
+                         dense=dense, batch=batch, nm=nm)
+    ex = [exact_phase_cycles(layer, phase, cfg, operand_density=operand_density,
+                             weight_density=wd, nm=nm, dense=dense, batch=batch,
+                             seeds=(s,)).cycles for s in seeds]
     mean = float(np.mean(ex))
     return {"model": model.cycles, "exact": mean, "exact_sd": float(np.std(ex)),
-            "rel_err": model.cycles / mean - 1.0}
+            "rel_err": model.cycles / mean - 1.0, "tiles": model.tiles}

@@ -16,6 +16,7 @@ from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env
 from sparseforge.sim.testkit.patterns import make_pattern
 
 RESET_SEED = 1          # sparseforge.hdl.pruner.RESET_SEED (not imported: no Amaranth needed here)
+# StochasticPruner.LATENCY comes in as the "latency" parameter from tests/test_pruner.py.
 
 
 def pack(v, last, dw):
@@ -57,7 +58,7 @@ async def load_seed(dut, seed):
     assert int(dut.state.value) == seed, f"state {int(dut.state.value):#x} after loading {seed:#x}"
 
 
-async def run_job(dut, g, dw, src, sink, seed, *, throughput=False):
+async def run_job(dut, g, dw, src, sink, seed, *, throughput=False, latency=None):
     """Stream one job; return its pruned values (int64 array). Ends after a falling edge."""
     beats = [pack(v, k == len(g) - 1, dw) for k, v in enumerate(g)]
     source = StreamSource(dut, "i", beats, make_pattern(src, seed))
@@ -67,9 +68,9 @@ async def run_job(dut, g, dw, src, sink, seed, *, throughput=False):
     lasts = [b >> dw & 1 for b in snk.beats]
     assert lasts == [0] * (len(g) - 1) + [1], "last flags"
     if throughput:
-        # first element offered in cycle 0, one per cycle, output register: the last output
-        # beat is taken in cycle len(g) (LATENCY = 1).
-        assert snk.cycles_at_last == len(g), \
+        # first element offered in cycle 0, one per cycle; the last one, accepted in cycle
+        # len(g) - 1, leaves LATENCY cycles later.
+        assert snk.cycles_at_last == len(g) - 1 + latency, \
             f"throughput: {len(g)} elements, last output in cycle {snk.cycles_at_last}"
     await FallingEdge(dut.clk)
     return np.array([unpack_value(b, dw) for b in snk.beats], dtype=np.int64)
@@ -119,7 +120,8 @@ async def pruner_scoreboard(dut):
         if k:
             tau = int(dut.tau_next.value)          # the hardware's threshold from the last pass
         dut.tau.value = tau
-        out = await run_job(dut, g, dw, p["src"], p["sink"], seed + 10 * k, throughput=throughput)
+        out = await run_job(dut, g, dw, p["src"], p["sink"], seed + 10 * k, throughput=throughput,
+                            latency=p["latency"])
         prng, exp, tau_next = check_job(dut, k, out, g, tau, prng, k_p, s, dw)
         nnz += int(np.count_nonzero(exp))
         total += len(g)
@@ -172,11 +174,13 @@ async def pruner_reset_mid_stream(dut):
     exp, _ = golden.stochastic_prune_int(g, tau, 0xC0FFEE, data_width=dw)
     got = np.array([unpack_value(b, dw) for b in snk.beats], dtype=np.int64)
     assert 0 < len(got) < len(g) and np.array_equal(got, exp[:len(got)]), "prefix before reset"
-    # Reset with a beat offered and the output register full.
+    # Reset with beats offered and the element pipeline full (LATENCY edges without ready
+    # fill the output register whatever was in flight).
     dut.o__ready.value = 0
     dut.i__valid.value = 1
-    await FallingEdge(dut.clk)
+    await ClockCycles(dut.clk, p["latency"], rising=False)
     assert int(dut.o__valid.value) == 1
+    assert int(dut.i__ready.value) == 0
     dut.rst.value = 1
     dut.i__valid.value = 0
     await FallingEdge(dut.clk)

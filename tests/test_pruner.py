@@ -346,10 +346,10 @@ def test_pruner_seed_load_stalls_the_input():
     dut = StochasticPruner(data_width=dw)
     g = [100, -100, 5, -7, 300]
     seen = {}
+    outs = []
 
     async def bench(ctx):
         ctx.set(dut.tau, 200)
-        ctx.set(dut.o.ready, 1)
         ctx.set(dut.seed, 42)
         ctx.set(dut.seed_load, 1)
         ctx.set(dut.i.valid, 1)
@@ -360,21 +360,30 @@ def test_pruner_seed_load_stalls_the_input():
         seen["state_after_load"] = ctx.get(dut.state)
         seen["count_after_load"] = ctx.get(dut.count)
         ctx.set(dut.i.valid, 0)
-        outs = []
         for k, v in enumerate(g):
             await stream_put(ctx, dut.i, pack(layout, {"value": v, "last": k == len(g) - 1}))
-            outs.append(unpack(layout, ctx.get(dut.o.payload.as_value()))["value"])
-        seen["outs"] = outs
         seen["state"] = ctx.get(dut.state)
         seen["count"] = ctx.get(dut.count)
+
+    async def sink(ctx):
+        # every beat that leaves, in order; the sink stays ready (no back-pressure)
+        await stream_sink(ctx, dut.o, len(g), make_pattern("always", 0), outs)
+
+    async def watchdog(ctx):
+        for _ in range(3 * StochasticPruner.LATENCY + len(g) + 10):
+            await ctx.tick()
+        seen["extra"] = ctx.get(dut.o.valid)     # nothing duplicated after the last beat
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    sim.add_testbench(sink)
+    sim.add_testbench(watchdog)
     sim.run()
+    seen["outs"] = [unpack(layout, b)["value"] for b in outs]
     out, fstate = golden.stochastic_prune_int(np.array(g), 200, 42, data_width=dw)
     assert seen == {"ready_during_load": 0, "state_after_load": 42, "count_after_load": 0,
-                    "outs": out.tolist(), "state": fstate, "count": len(g)}
+                    "outs": out.tolist(), "state": fstate, "count": len(g), "extra": 0}
 
 
 def test_pruner_valid_does_not_depend_on_ready():
@@ -384,7 +393,9 @@ def test_pruner_valid_does_not_depend_on_ready():
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 0)
-        await stream_put(ctx, dut.i, pack(layout, {"value": 3, "last": 1}))   # fills the register
+        await stream_put(ctx, dut.i, pack(layout, {"value": 3, "last": 1}))   # enters stage 1
+        for _ in range(dut.LATENCY - 1):        # ... and reaches the output register
+            await ctx.tick()
         for ready in (0, 1, 0, 1):
             ctx.set(dut.o.ready, ready)
             seen.append((ctx.get(dut.o.valid), ctx.get(dut.i.ready)))
@@ -512,11 +523,12 @@ def test_pruner_cocotb(sim, cocotb_run, p, pattern):
     print(f"seed={seed} p={p} pattern={pattern} elems/job={elems} sim={sim}")
     n = cocotb_run("pruner", sim, "cocotb_pruner", testcase="pruner_scoreboard",
                    params={"seed": seed, "p": p, "elems": elems, "src": pattern, "sink": pattern,
-                           "data_width": CFG.data_width})
+                           "data_width": CFG.data_width, "latency": StochasticPruner.LATENCY})
     assert n == 1
 
 
 def test_pruner_cocotb_reset(sim, cocotb_run):
     n = cocotb_run("pruner", sim, "cocotb_pruner", testcase="pruner_reset_mid_stream",
-                   params={"seed": 77, "data_width": CFG.data_width})
+                   params={"seed": 77, "data_width": CFG.data_width,
+                           "latency": StochasticPruner.LATENCY})
     assert n == 1
