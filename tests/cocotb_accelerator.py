@@ -79,13 +79,17 @@ async def accelerator_prune_and_pregen(dut):
     beats = [int(glay.const({"value": int(v), "last": int(k == g.size - 1)}).as_bits())
              for k, v in enumerate(g)]
     recv = cocotb.start_soon(drv._collect(g.size))
-    await drv.send([codec.ctrl_packet(tau=tau, seed=seed, seed_load=1, clear=1),
-                    codec.packet("prune", beats)])
+    await drv.send([codec.ctrl_packet(tau=tau, seed=seed, seed_load=1, clear=1)])
+    await drv.send([codec.packet("prune", beats)])
     parsed = await recv
     mask = (1 << cfg.data_width) - 1
     got = [((b & mask) ^ (1 << (cfg.data_width - 1))) - (1 << (cfg.data_width - 1))
            for name, b in parsed if name == "prune"]
-    assert got == [int(v) for v in want], "pruned gradients differ from the golden model"
+    exp = [int(v) for v in want]
+    bad = [k for k in range(min(len(got), len(exp))) if got[k] != exp[k]]
+    assert got == exp, (f"pruned gradients differ from the golden model: {len(got)} of "
+                        f"{len(exp)} received, first differences at {bad[:5]}: "
+                        f"{[(got[k], exp[k], int(g[k])) for k in bad[:5]]}")
     dut._log.info(f"pruner: {g.size} elements equal to golden stochastic_prune_int")
 
     # pre-generation: W (Cout, Cin) groups along Cin (fwd) then along Cout (bwd)
