@@ -126,7 +126,10 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------------ input router
         dests = destinations(array, pruner, pregen, cfg)
         max_words = max(_words(w) for _, _, w in dests)
-        hdr_dest = Signal(8)
+        # init 0xFF, not 0: the first header (usually CTRL, id 0) must *change* hdr_dest, or
+        # Icarus never evaluates the combinational blocks decoding it (a declaration's initial
+        # value raises no event there; found by the Icarus run of tests/test_accelerator.py)
+        hdr_dest = Signal(8, init=0xFF)
         beats_left = Signal(24)
         widx = Signal(range(max_words + 1))
         buf = Signal(32 * max_words)
@@ -214,7 +217,7 @@ class Accelerator(wiring.Component):
         out_words = max(_words(w) for _, _, w in srcs)
         obuf = Signal(32 * out_words)
         o_left = Signal(range(out_words + 2))
-        o_src = Signal(8)
+        o_src = Signal(8, init=0xFF)     # init 0xFF: see hdr_dest
         o_hdr = Signal()
         busy_out = Signal()
         m.d.comb += busy_out.eq(o_left != 0)

@@ -6,17 +6,21 @@ cycle model (:class:`sparseforge.hdl.pe_array.PEArray`).
 ====== ============================================ ==============================================
 phase  PE column ``j`` holds the outputs of          PE row ``i`` takes the operand rows (interleaved)
 ====== ============================================ ==============================================
-FP     output channels ``n`` with ``n % cols == j``   ``x[b, c, h]`` with ``((b*Cin + c)*H + h) % rows == i``
-BP     input-gradient channels ``c % cols == j``      ``dy[b, n, y]`` with ``((b*Cout + n)*Ho + y) % rows == i``
-WG     weight gradients of inputs ``c % cols == j``   ``dy[b, n, y]`` with ``((b*Cout + n)*Ho + y) % rows == i``
+FP     output channels ``n`` with ``n % cols == j``   ``x[b, c, h]`` with ``((b*H + h)*Cin + c) % rows == i``
+BP     input-gradient channels ``c % cols == j``      ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``
+WG     weight gradients of inputs ``c % cols == j``   ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``
 ====== ============================================ ==============================================
 
 Every operand row's products belong to the reduction of some output, so any split of the
 operand rows over the PE rows is exact once the column adds the PE rows' partial sums.
-Interleaved (*ours*, after SAT's interleaved mapping) deals the operand rows round-robin, so
-rows of uneven density (ReLU-dead channels, pruned gradients) and layers with few channels
-spread evenly over the PE rows; ``in_order`` deals contiguous blocks of channels (the naive
-mapping the scheduling-quality comparison uses).
+Interleaved (*ours*, after SAT's interleaved mapping) deals the operand rows round-robin,
+channel index fastest, so rows of uneven density (ReLU-dead channels, pruned gradients) and
+layers with few channels spread evenly over the PE rows, and so does every row-band tile (a
+tile touches only a narrow band of ``h``/``y``: dealing ``h`` fastest would leave most PE rows
+idle in each tile, e.g. 6 of 16 for ``H = 56``). ``in_order`` deals contiguous blocks of
+channels (the naive mapping the scheduling-quality comparison uses). A PE row that gets no
+operand row at all (fewer operand rows than PE rows, e.g. a fully connected layer's BP at
+batch 1) is fed one skip row (the job's first row without its taps), which adds nothing.
 
 Each PE's share is mapped with :mod:`sparseforge.sim.pe_model` and cut into row-band tiles of
 at most ``psum_buf_depth`` outputs (:func:`pe_model.split_tiles`); the PEs of a PE row get the
@@ -148,11 +152,15 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         else:
             per = -(-count // R)
             mine = lambda k: k // per == i                               # noqa: E731
-        job.rows = [r for r in job.rows if mine(key(r.label))]
+        kept = [r for r in job.rows if mine(key(r.label))]
+        if not kept:
+            # fewer operand rows than PE rows: this PE row computes nothing, but it must
+            # still stream a row so its PEs end their tiles; a tapless copy is a skip row
+            r0 = job.rows[0]
+            kept = [pm.OperandRow(r0.values, r0.cols, r0.t_value[:0], r0.t_kw[:0],
+                                  r0.t_base[:0], r0.t_rowbase[:0], r0.t_parity[:0], r0.label)]
+        job.rows = kept
         job._bundles = None
-        if not job.rows:
-            raise ValueError(f"{mode.upper()}: {count} operand rows cannot feed {R} PE rows "
-                             f"({mapping} mapping)")
         return job
 
     if mode == "fp":
@@ -162,8 +170,9 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         B, _, H, _ = x.shape
         wp, mp = _pad_to(w, 0, C), _pad_to(m_, 0, C)
         nj_all = _deal(wp.shape[0], C, mapping)
-        # interleaved: operand rows (b, c, h) round-robin; in order: blocks of channels
-        key = (lambda lb: (lb[1] * Cin + lb[2]) * H + lb[3]) if mapping == "interleaved" \
+        # interleaved: operand rows (b, h, c) round-robin, channel fastest (every row-band
+        # tile spreads over all PE rows); in order: blocks of channels
+        key = (lambda lb: (lb[1] * H + lb[3]) * Cin + lb[2]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cin + lb[2])
         count = B * H * Cin if mapping == "interleaved" else B * Cin
         for j in range(C):
@@ -183,7 +192,7 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         Ho = dy.shape[2]
         wp, mp = _pad_to(w, 1, C), _pad_to(m_, 1, C)
         cj_all = _deal(wp.shape[1], C, mapping)
-        key = (lambda lb: (lb[1] * Cout + lb[2]) * Ho + lb[3]) if mapping == "interleaved" \
+        key = (lambda lb: (lb[1] * Ho + lb[3]) * Cout + lb[2]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cout + lb[2])
         count = B * Cout * Ho if mapping == "interleaved" else B * Cout
         for j in range(C):
@@ -203,7 +212,7 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         B, _, Ho, Wo = dy.shape
         xp = _pad_to(x, 1, C)
         cj_all = _deal(xp.shape[1], C, mapping)
-        key = (lambda lb: (lb[1] * Cout + lb[2]) * Ho + lb[3]) if mapping == "interleaved" \
+        key = (lambda lb: (lb[1] * Ho + lb[3]) * Cout + lb[2]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cout + lb[2])
         count = B * Cout * Ho if mapping == "interleaved" else B * Cout
         for j in range(C):

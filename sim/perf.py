@@ -6,10 +6,10 @@ expectation model, any layer size) and ``"exact"`` (the exact array cycle model
 Mapping (the array's, :mod:`sparseforge.sim.array_model`; R = ``pe_rows``, C = ``pe_cols``, L =
 ``macs_per_pe`` lanes, D = ``psum_buf_depth``):
 
-* FP: operand rows ``x[b, c, h]`` dealt to PE row ``((b*Cin + c)*H + h) % R``; output channel
+* FP: operand rows ``x[b, c, h]`` dealt to PE row ``((b*H + h)*Cin + c) % R``; output channel
   ``n`` -> column ``n % C``; a column's output rows ``(b, n, y)`` taken y-major (every
   channel's row y, then y + 1, ...) in tiles of ``D // Wo`` rows;
-* BP: rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input-gradient channel
+* BP: rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``; input-gradient channel
   ``c`` -> column ``c % C``; output rows ``(b, c, h)`` y-major in tiles of ``D // W`` rows;
 * WG: rows ``dy[b, n, y]`` as BP; input channel ``c`` -> column ``c % C``; weight-gradient
   addresses ``((n*nc + c)*Kh + kr)*Kw + kw`` in tiles of D words (dense taps, padded channels
@@ -223,11 +223,11 @@ def _ceil_div(a, b):
 
 def _row_counts(batch, chans, n_rows, R):
     """``out[b, r, i]``: operand rows ``(b, ch, r)`` (``ch`` in [0, chans)) dealt to PE row ``i``
-    by ``((b*chans + ch)*n_rows + r) % R`` (the array's interleaved dealing)."""
+    by ``((b*n_rows + r)*chans + ch) % R`` (the array's interleaved dealing, channel fastest)."""
     b = np.arange(batch)[:, None, None]
     ch = np.arange(chans)[None, :, None]
     r = np.arange(n_rows)[None, None, :]
-    k = ((b * chans + ch) * n_rows + r) % R
+    k = ((b * n_rows + r) * chans + ch) % R
     out = np.zeros((batch, n_rows, R), np.int64)
     np.add.at(out, (np.broadcast_to(b, k.shape), np.broadcast_to(r, k.shape), k), 1)
     return out
@@ -346,7 +346,7 @@ def _check_args(cfg, phase, batch, operand_density, weight_density, nm):
 def _fp_tiles(layer, cfg, batch, dense):
     """FP tiles of the array mapping: yields ``(rows, drain words)`` per tile, ``rows`` =
     {taps key: operand rows per PE row}. Operand rows ``x[b, c, h]`` -> PE row
-    ``((b*Cin + c)*H + h) % R``; output channel ``n`` -> column ``n % C``; a column's output
+    ``((b*H + h)*Cin + c) % R``; output channel ``n`` -> column ``n % C``; a column's output
     rows ``(b, n_local, y)`` taken y-major in tiles of ``psum_buf_depth // Wo`` rows."""
     seen = set()
     R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
@@ -365,7 +365,8 @@ def _fp_tiles(layer, cfg, batch, dense):
         p1 = min(n_out, p0 + per)
         y0, y1 = p0 // (B * nc), (p1 - 1) // (B * nc)
         # interior tiles (every kernel row inside the input) repeat: same offset, same dealing
-        tkey = (("mid", p0 % (B * nc), p1 - p0, (y0 * S) % R)
+        # (moving the band by one input row moves every row's PE row by Cin)
+        tkey = (("mid", p0 % (B * nc), p1 - p0, (y0 * S * layer.cin) % R)
                 if y0 * S - p >= 0 and y1 * S + Kh - 1 - p < H else p0)
         if tkey in seen:
             yield tkey, None, (p1 - p0) * Wo
@@ -393,7 +394,7 @@ def _fp_tiles(layer, cfg, batch, dense):
 
 
 def _bp_tiles(layer, cfg, batch, dense):
-    """BP tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``;
+    """BP tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``;
     input-gradient channel ``c`` -> column ``c % C``; output rows ``(b, c_local, h)`` y-major
     in tiles of ``psum_buf_depth // W`` rows."""
     seen = set()
@@ -408,7 +409,8 @@ def _bp_tiles(layer, cfg, batch, dense):
     for p0 in range(0, n_out, per):
         p1 = min(n_out, p0 + per)
         h0, h1 = p0 // (B * nc), (p1 - 1) // (B * nc)
-        tkey = (("mid", p0 % (B * nc), p1 - p0, h0 % (S * R))
+        # same stride phase and same dealing (one dy row further moves PE rows by Cout)
+        tkey = (("mid", p0 % (B * nc), p1 - p0, h0 % S, (h0 // S * layer.cout) % R)
                 if h0 + p - (Kh - 1) >= 0 and h1 + p < Ho * S - (S - 1) else p0)
         if tkey in seen:
             yield tkey, None, (p1 - p0) * W
@@ -436,7 +438,7 @@ def _bp_tiles(layer, cfg, batch, dense):
 
 
 def _wg_tiles(layer, cfg, batch):
-    """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input
+    """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``; input
     channel ``c`` -> column ``c % C`` (padded channels included: WG taps are dense); a
     column's weight-gradient addresses ``((n*nc + c_local)*Kh + kr)*Kw + kw`` in tiles of
     ``psum_buf_depth`` words."""
@@ -468,7 +470,7 @@ def _wg_tiles(layer, cfg, batch):
                                     - np.maximum(starts + kr * Kw, lo), 0, None).sum()
                             for kr in range(Kh)])
             t_y = valid @ cnt                                   # taps per dy row y
-            k = ((bb * Cout + n) * Ho + yy) % R
+            k = ((bb * Ho + yy) * Cout + n) % R
             for tv in np.unique(t_y):
                 if tv == 0:
                     continue

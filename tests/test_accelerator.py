@@ -26,11 +26,6 @@ def test_codec_roundtrip_and_errors():
 @pytest.mark.parametrize("test", ["accelerator_layers", "accelerator_prune_and_pregen",
                                   "accelerator_errors_and_soft_reset"])
 def test_accelerator_cocotb(sim, cocotb_run, test):
-    if sim == "icarus":
-        # OPEN BUG (issue 6 note): under Icarus the CTRL packet does not reach the control
-        # register (the pruner runs with tau = 0; the layer job never finishes), while the same
-        # Verilog passes under Verilator and every block (PE array included) passes under both.
-        pytest.skip("top-level CTRL packet not applied under Icarus: open bug, Verilator only")
     cfg = TINY if sim == "verilator" else SMALL
     params = {"config": cfg.to_dict(), "seed": 900, "cin": 4, "cout": 4,
               "hw": 6 if sim == "verilator" else 5,

@@ -213,11 +213,25 @@ def test_pe_array_rejects_bad_parameters(kwargs, match):
 def test_pe_array_mapping_rejects_bad_layers():
     with pytest.raises(ValueError, match="mapping must be one of"):
         am.random_array_layer("fp", cfg=CFG, mapping="random")
-    with pytest.raises(ValueError, match="cannot feed"):
-        am.random_array_layer("wg", cfg=CFG.replace(pe_rows=8), kernel=5, padding=0,
-                              height=5, width=5)
     with pytest.raises(ValueError, match="kernel row"):
         am.random_array_layer("fp", cfg=CFG, kernel=7, padding=3)
+
+
+@pytest.mark.parametrize("mode", ["bp", "wg"])
+def test_pe_array_fewer_operand_rows_than_pe_rows(mode):
+    """A fully connected layer (kernel = input size, one output pixel) at batch 1 has only
+    ``Cout = 4`` ``dy`` rows for 8 PE rows: the idle PE rows get one skip row each, the layer
+    maps, the model equals the golden result, and the RTL equals the model (every counter)."""
+    seed = 790 + ("bp", "wg").index(mode)
+    print(f"seed={seed} mode={mode}")
+    cfg = CFG.replace(pe_rows=8)
+    job, ref = am.random_array_layer(mode, cfg=cfg, kernel=5, padding=0, height=5, width=5,
+                                     seed=seed)
+    fed = [sum(r.n_taps for t in job.grid[i][0] for r in t.rows) for i in range(job.rows)]
+    assert sum(1 for f in fed if f == 0) == 4, fed           # 4 of the 8 PE rows only skip
+    assert np.array_equal(job.assemble(am.execute(job)), ref)
+    vals, res = run_array(job, seed=seed)
+    check_array(job, ref, vals, res, ideal=True)
 
 
 # --------------------------------------------------------------------------------------------

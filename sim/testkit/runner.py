@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -57,11 +58,39 @@ def waves_requested() -> bool:
     return os.environ.get("WAVES", "") == "1"
 
 
+_AUTO_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
+
+
+def icarus_kick(text: str) -> str:
+    """Make Icarus evaluate every ``always @*`` block of Yosys's Verilog at time 0.
+
+    Yosys makes each combinational block read a dummy register (``reg \$auto$verilog_backend..
+    = 0;``, ``if (\$auto..) begin end``) so that simulators run it once at start-up. Icarus 11
+    raises no event for a declaration's initial value, so a block whose other inputs never
+    change after time 0 (a register whose reset value is also its first written value, a
+    control input that is constant) never runs and its outputs stay X -- found on the
+    ``accelerator`` top level, whose router decodes registers that start and stay at 0. An
+    ``initial #0`` write of the dummy register raises that event. Simulation only: the
+    emitted Verilog (``make verilog``, synthesis) is not changed."""
+    return _AUTO_TRIGGER.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n"
+                                       f"{m.group(1)}initial #0 {m.group(2)} = 1'h1;", text)
+
+
 def build(sim: str, sources: list[Path], toplevel: str, build_dir: Path) -> Path:
-    """Compile ``sources`` for ``sim`` into ``build_dir`` (Icarus skips when up to date)."""
+    """Compile ``sources`` for ``sim`` into ``build_dir`` (Icarus skips when up to date;
+    Icarus gets copies patched by :func:`icarus_kick`)."""
     from cocotb_tools.runner import get_runner
     prepare_env()
     runner = get_runner(sim)
+    if sim == "icarus":
+        patched = Path(build_dir) / "icarus-src"
+        patched.mkdir(parents=True, exist_ok=True)
+        new = []
+        for src in sources:
+            dst = patched / Path(src).name
+            dst.write_text(icarus_kick(Path(src).read_text()))
+            new.append(dst)
+        sources = new
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
                  build_dir=str(build_dir), build_args=BUILD_ARGS[sim],
                  timescale=("1ns", "1ps"), waves=waves_requested())
