@@ -202,16 +202,21 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               max_row_len=64, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                               acc_width=48, weight_buf_depth=256, act_buf_depth=256,
                               psum_buf_depth=256),
-    # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, ~208 kB of EBR.
-    "ecp5": AcceleratorConfig(name="ecp5", pe_rows=4, pe_cols=4, macs_per_pe=4, k_max=7,
+    # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, 208 DP16KD, 83.6k LUT4. Sized by synthesis so
+    # the whole accelerator fits with room: one PE (4 lanes, 128-word ping-pong psum halves,
+    # 512-word X scratchpad) is 2.0k LUT4 + 21 DP16KD (docs/fpga.md), so 2x2 PEs.
+    "ecp5": AcceleratorConfig(name="ecp5", pe_rows=2, pe_cols=2, macs_per_pe=4, k_max=7,
                               max_row_len=256, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
-                              acc_width=48, weight_buf_depth=2048, act_buf_depth=2048,
-                              psum_buf_depth=1024),
-    # VCU1525 (xcvu9p): 6840 DSP48E2, 2160 BRAM36, 960 URAM.
-    "vcu1525": AcceleratorConfig(name="vcu1525", pe_rows=16, pe_cols=16, macs_per_pe=8, k_max=11,
+                              acc_width=48, weight_buf_depth=512, act_buf_depth=512,
+                              psum_buf_depth=128),
+    # VCU1525 (xcvu9p): 6840 DSP48E2, 2160 BRAM36, 960 URAM, 1.18M LUT. Memory, not DSPs,
+    # bounds the array (every lane owns two psum memories and a scratchpad read port): one PE
+    # (8 lanes, 512-word halves, 1024-word X scratchpad) is 4.4k LUT + 8 RAMB18 + 17 RAMB36,
+    # so 8x8 PEs use ~62% of the block RAM and 7.5% of the DSPs (docs/fpga.md).
+    "vcu1525": AcceleratorConfig(name="vcu1525", pe_rows=8, pe_cols=8, macs_per_pe=8, k_max=11,
                                  max_row_len=512, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
-                                 acc_width=48, weight_buf_depth=16384, act_buf_depth=16384,
-                                 psum_buf_depth=4096),
+                                 acc_width=48, weight_buf_depth=4096, act_buf_depth=1024,
+                                 psum_buf_depth=512),
 }
 
 #: The preset `make verilog` uses.

@@ -46,4 +46,4 @@ def test_cli_entry_point_runs(tmp_path):
     assert "tiny" in out and "vcu1525" in out and "ecp5" in out
     out = subprocess.run([sys.executable, "-m", "sparseforge.gen.cli", "config", "--preset", "ecp5"],
                          capture_output=True, text=True, check=True).stdout
-    assert "pe_rows = 4" in out
+    assert "pe_rows = 2" in out

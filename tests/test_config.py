@@ -63,7 +63,7 @@ def test_load_toml_yaml_and_overrides(tmp_path):
     t = tmp_path / "c.toml"
     t.write_text('preset = "ecp5"\ndata_width = 12\nfrac_bits = 6\nstrides = [1]\n')
     cfg = load_config(t)
-    assert (cfg.name, cfg.data_width, cfg.frac_bits, cfg.strides, cfg.pe_rows) == ("ecp5", 12, 6, (1,), 4)
+    assert (cfg.name, cfg.data_width, cfg.frac_bits, cfg.strides, cfg.pe_rows) == ("ecp5", 12, 6, (1,), 2)
     y = tmp_path / "c.yaml"
     y.write_text("accelerator:\n  preset: tiny\n  nm_m: 4\n  nm_n_max: 2\n")
     cfg = load_config(y, overrides=["nm_n_max=1", "acc_width=0x30"])
