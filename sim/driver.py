@@ -246,3 +246,56 @@ class Driver:
         cols = self.codec.column_values(parsed, job.cols)
         out = job.assemble([[v["value"] for v in c] for c in cols])
         return out, status, cols
+
+    # -- pruner and pre-generation (used by sim/e2e.py and tests/cocotb_accelerator.py) -------
+    async def prune(self, g, tau: int, seed: int):
+        """Stochastic pruning of the gradient tensor ``g`` (ints in the signed ``data_width``
+        range) on the :class:`~sparseforge.hdl.pruner.StochasticPruner`: a CTRL packet
+        loads ``tau`` and ``seed`` (``seed_load``, ``clear``), then one ``prune`` packet holds
+        every element in C order (``last`` on the final one). Returns the pruned ints in
+        ``g``'s shape -- :func:`sparseforge.sim.golden.stochastic_prune_int` ``(g, tau, seed,
+        data_width)[0]`` when the RTL is right. Costs one 32-bit word per element (for
+        ``data_width <= 31``) plus the pruner's latency; the array is not used."""
+        import cocotb
+        codec, dw = self.codec, self.codec.cfg.data_width
+        g = np.asarray(g)
+        flat = [int(v) for v in g.ravel()]
+        if not flat:
+            raise ValueError("g must not be empty")
+        lay = codec.dests[codec.dest_id["prune"]][1].payload.shape()
+        beats = [int(lay.const({"value": v, "last": int(k == len(flat) - 1)}).as_bits())
+                 for k, v in enumerate(flat)]
+        recv = cocotb.start_soon(self._collect(len(flat)))
+        await self.send([codec.ctrl_packet(tau=int(tau), seed=int(seed), seed_load=1, clear=1),
+                         codec.packet("prune", beats)])
+        parsed = await recv
+        mask, sign = (1 << dw) - 1, 1 << (dw - 1)
+        got = [((b & mask) ^ sign) - sign for name, b in parsed if name == "prune"]
+        if len(got) != len(flat):
+            raise RuntimeError(f"pruner returned {len(got)} of {len(flat)} elements")
+        return np.array(got, np.int64).reshape(g.shape)
+
+    async def pregen(self, w, n: int):
+        """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,
+        Cin, Kh, Kw)``, Cin and Cout multiples of ``nm_m``) on the
+        :class:`~sparseforge.hdl.weight_pregen.WeightPregen`: a CTRL packet sets ``nm_n = n``,
+        then one ``pregen`` packet holds every group in
+        :func:`~sparseforge.hdl.weight_pregen.pregen_schedule` order (fwd pass, then bwd
+        pass). The output beats are checked against the schedule's tags and reassembled
+        (:func:`~sparseforge.hdl.weight_pregen.pregen_reassemble`). Returns ``(fwd mask, bwd
+        mask)`` (bool, ``w``'s shape) -- :func:`sparseforge.sim.golden.bdwp_masks` ``(w, n,
+        m)`` when the RTL is right; the full result (compressed values and indices too) is
+        kept in :attr:`last_pregen`."""
+        import cocotb
+        from sparseforge.hdl.weight_pregen import (pregen_beats, pregen_reassemble,
+                                                   unpack_pregen_out)
+        cfg = self.codec.cfg
+        w = np.asarray(w)
+        beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
+        recv = cocotb.start_soon(self._collect(len(beats)))
+        await self.send([self.codec.ctrl_packet(nm_n=int(n)), self.codec.packet("pregen", beats)])
+        out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
+               for name, b in await recv if name == "pregen"]
+        res = pregen_reassemble(out, w.shape, cfg.nm_m, n)
+        self.last_pregen = res
+        return res.fwd_mask, res.bwd_mask
