@@ -40,6 +40,7 @@ drains, a row before its bundles).
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import AxiLiteRegs, config_words
@@ -48,7 +49,8 @@ from .pe import pe_params
 from .pruner import StochasticPruner
 from .weight_pregen import WeightPregen
 
-__all__ = ["Accelerator", "ctrl_layout", "destinations", "sources", "DEST_CTRL", "DEST_END",
+__all__ = ["Accelerator", "ctrl_layout", "pgctl_layout", "destinations", "sources", "DEST_CTRL",
+           "DEST_END",
            "ERR_BAD_DEST", "ERR_SHORT"]
 
 DEST_CTRL, DEST_END = 0, 1
@@ -66,6 +68,12 @@ def ctrl_layout(cfg) -> data.StructLayout:
         "seed": unsigned(32), "seed_load": unsigned(1), "clear": unsigned(1),
         "nm_n": unsigned(8),
     })
+
+
+def pgctl_layout(cfg) -> data.StructLayout:
+    """The PGCTL packet's single beat: start an on-chip pre-generation run over the first
+    ``count`` groups of the weight buffer with ``n`` kept per group."""
+    return data.StructLayout({"n": unsigned(8), "count": unsigned(24), "go": unsigned(1)})
 
 
 def _words(width):
@@ -121,7 +129,26 @@ class Accelerator(wiring.Component):
                      "pe_sel"):
             m.d.comb += getattr(array, name).eq(getattr(ctl, name))
         m.d.comb += [pruner.tau.eq(ctl.tau), pruner.k_p.eq(ctl.k_p), pruner.shift.eq(ctl.shift),
-                     pruner.seed.eq(ctl.seed), pregen.n.eq(ctl.nm_n)]
+                     pruner.seed.eq(ctl.seed)]
+        # N of the pre-generation: set by CTRL.nm_n, or by PGCTL.n when a run starts; a CTRL
+        # beat arriving during an on-chip run (the WG job it overlaps) leaves it alone.
+        pg_n = Signal(8)
+        m.d.comb += pregen.n.eq(pg_n)
+
+        # ------------------------------------------------------------------ weight buffer +
+        # on-chip pre-generation sequencer (*ours*): groups loaded into the weight buffer are
+        # fed to the pre-generation one per cycle, independent of the input stream, so a run
+        # overlaps whatever the array does (the WG phase).
+        glay = pregen.i.payload.shape()
+        wbuf = Memory(shape=glay, depth=cfg.weight_buf_depth, init=[])
+        m.submodules.wbuf = wbuf
+        wb_wr = wbuf.write_port()
+        wb_rd = wbuf.read_port()
+        wptr = Signal(range(cfg.weight_buf_depth + 1))
+        seq_active = Signal()
+        seq_left = Signal(24)
+        rptr = Signal(range(cfg.weight_buf_depth))
+        seq_ov = Signal()
 
         # ------------------------------------------------------------------ input router
         dests = destinations(array, pruner, pregen, cfg)
@@ -157,8 +184,18 @@ class Accelerator(wiring.Component):
         with m.Switch(hdr_dest):
             for k, (name, port, w) in enumerate(dests):
                 with m.Case(k):
-                    if port is None:                     # CTRL / END: always ready
+                    if port is None or port == "pgctl":  # CTRL / END / PGCTL: always ready
                         m.d.comb += present_ready.eq(1)
+                    elif port == "wbuf":                 # weight buffer: one write per beat
+                        m.d.comb += present_ready.eq(1)
+                        with m.If(state == PRESENT):
+                            m.d.comb += [wb_wr.en.eq(wptr < cfg.weight_buf_depth),
+                                         wb_wr.addr.eq(wptr), wb_wr.data.eq(buf[:w])]
+                            m.d.sync += wptr.eq(wptr + 1)
+                    elif port is pregen.i:               # not during an on-chip run
+                        m.d.comb += [port.valid.eq((state == PRESENT) & ~seq_active),
+                                     port.payload.eq(buf[:w]),
+                                     present_ready.eq(port.ready & ~seq_active)]
                     else:
                         m.d.comb += [port.valid.eq(state == PRESENT),
                                      port.payload.eq(buf[:w]),
@@ -171,6 +208,8 @@ class Accelerator(wiring.Component):
                 with m.If(s_take):
                     m.d.sync += [hdr_dest.eq(word[24:32]), beats_left.eq(word[:24]),
                                  widx.eq(0)]
+                    with m.If(word[24:32] == len(dests) - 2):     # a wbuf packet: from 0
+                        m.d.sync += wptr.eq(0)
                     with m.If(~known):
                         m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_BAD_DEST)]
                         with m.If(~self.s_axis_tlast):
@@ -203,6 +242,14 @@ class Accelerator(wiring.Component):
                     with m.If(hdr_dest == DEST_CTRL):
                         m.d.sync += [ctl.eq(new_ctl), pruner.seed_load.eq(new_ctl.seed_load),
                                      pruner.clear.eq(new_ctl.clear)]
+                        with m.If(~seq_active):
+                            m.d.sync += pg_n.eq(new_ctl.nm_n)
+                    with m.If(hdr_dest == len(dests) - 1):          # PGCTL
+                        pg = Signal(pgctl_layout(cfg))
+                        m.d.comb += pg.eq(buf[:len(pg.as_value())])
+                        with m.If(pg.go & ~seq_active):
+                            m.d.sync += [pg_n.eq(pg.n), seq_left.eq(pg.count), rptr.eq(0),
+                                         seq_active.eq(pg.count != 0)]
                     m.d.sync += beats_left.eq(beats_left - 1)
                     with m.If(beats_left == 1):
                         m.d.sync += state.eq(IDLE)
@@ -211,6 +258,20 @@ class Accelerator(wiring.Component):
             with m.Case(DISCARD):
                 with m.If(s_take & self.s_axis_tlast):
                     m.d.sync += state.eq(IDLE)
+
+        # sequencer: weight buffer -> pre-generation, one group per cycle (a registered read:
+        # the read advances when the output register is empty or moving)
+        seq_adv = Signal()
+        m.d.comb += [seq_adv.eq(~seq_ov | pregen.i.ready), wb_rd.addr.eq(rptr),
+                     wb_rd.en.eq(seq_adv)]
+        with m.If(seq_active):
+            m.d.comb += [pregen.i.valid.eq(seq_ov), pregen.i.payload.eq(wb_rd.data)]
+            with m.If(seq_adv):
+                m.d.sync += seq_ov.eq(seq_left != 0)
+                with m.If(seq_left != 0):
+                    m.d.sync += [rptr.eq(rptr + 1), seq_left.eq(seq_left - 1)]
+                with m.Elif(~seq_ov | pregen.i.ready):
+                    m.d.sync += seq_active.eq(0)
 
         # ------------------------------------------------------------------ output merger
         srcs = sources(array, pruner, pregen, cfg)
@@ -248,7 +309,7 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ status
         idle = ~array.active & (state == IDLE) & ~busy_out & ~pruner.o.valid & \
-            ~pregen.o.valid
+            ~pregen.o.valid & ~seq_active
         done = Signal()
         m.d.comb += done.eq(end_seen & idle)
         with m.If(done):
@@ -265,7 +326,8 @@ class Accelerator(wiring.Component):
             regs.nnz.eq(array.sel_nnz),
         ]
         with m.If(soft):
-            m.d.sync += [state.eq(IDLE), o_left.eq(0), end_seen.eq(0)]
+            m.d.sync += [state.eq(IDLE), o_left.eq(0), end_seen.eq(0), seq_active.eq(0),
+                         seq_ov.eq(0)]
         return m
 
 
@@ -289,6 +351,8 @@ def destinations(array, pruner, pregen, cfg):
         out.append((f"drain_c{j}", s, len(s.payload.as_value())))
     out.append(("prune", pruner.i, len(pruner.i.payload.as_value())))
     out.append(("pregen", pregen.i, len(pregen.i.payload.as_value())))
+    out.append(("wbuf", "wbuf", len(pregen.i.payload.as_value())))
+    out.append(("pgctl", "pgctl", len(Signal(pgctl_layout(cfg)).as_value())))
     return out
 
 

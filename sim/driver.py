@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from sparseforge.hdl.accelerator import (DEST_CTRL, DEST_END, Accelerator, ctrl_layout,
-                                         destinations, sources)
+                                         destinations, pgctl_layout, sources)
 from sparseforge.hdl.axil import REGS, STATUS_DONE, STATUS_ERROR
 
 __all__ = ["PacketCodec", "Driver"]
@@ -47,6 +47,7 @@ class PacketCodec:
         self.srcs = sources(acc.array, acc.pruner, acc.pregen, cfg)
         self.src_id = {name: k for k, (name, _, _) in enumerate(self.srcs)}
         self.ctrl = ctrl_layout(cfg)
+        self.pgctl_layout = pgctl_layout(cfg)
         p = acc.array.pe_proto
         self.layouts = {"x": p.x_layout, "taps": p.taps_layout, "dense": p.dense_layout,
                         "drain": p.drain_layout}
@@ -187,6 +188,7 @@ class Driver:
         self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), clk, rst)
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
         self.prev: dict = {}
+        self.side: list = []              # output beats of other sources seen by _collect
 
     async def read(self, name: str) -> int:
         return await self.axil.read_dword(REGS[name])
@@ -205,14 +207,19 @@ class Driver:
             await self.src.send(data)
         await self.src.wait()
 
-    async def _collect(self, n_beats, *, timeout_words=None):
-        """Receive output packets until ``n_beats`` beats have arrived."""
+    async def _collect(self, n_beats, *, prefix=None):
+        """Receive output packets until ``n_beats`` beats (of sources whose name starts with
+        ``prefix``, when given) have arrived; beats of other sources go to :attr:`side`."""
         parsed = []
         while len(parsed) < n_beats:
             frame = await self.sink.recv()
             data = bytes(frame.tdata)
             words = [int.from_bytes(data[k:k + 4], "little") for k in range(0, len(data), 4)]
-            parsed += self.codec.parse_output(words)
+            for name, beat in self.codec.parse_output(words):
+                if prefix is None or name.startswith(prefix):
+                    parsed.append((name, beat))
+                else:
+                    self.side.append((name, beat))
         return parsed
 
     async def wait_done(self, max_polls=10000):
@@ -239,7 +246,7 @@ class Driver:
         import cocotb
         packets = self.codec.array_job_packets(job, pe_sel=pe_sel)
         n = sum(job.n_outputs(j) for j in range(job.cols))
-        recv = cocotb.start_soon(self._collect(n))
+        recv = cocotb.start_soon(self._collect(n, prefix="o_c"))
         await self.send(packets)
         parsed = await recv
         status = await self.wait_done()
@@ -299,3 +306,29 @@ class Driver:
         res = pregen_reassemble(out, w.shape, cfg.nm_m, n)
         self.last_pregen = res
         return res.fwd_mask, res.bwd_mask
+
+    async def start_pregen_run(self, w, n: int):
+        """Load ``w``'s groups (:func:`~sparseforge.hdl.weight_pregen.pregen_schedule` order)
+        into the on-chip weight buffer and start an on-chip pre-generation run (PGCTL). The
+        run feeds one group per cycle without the input stream, so the packets sent next (a
+        WG job) overlap it; its output beats arrive on ``m_axis`` among the others
+        (:attr:`side` when collected by :meth:`run_array_job`). Returns the number of groups."""
+        from sparseforge.hdl.weight_pregen import pregen_beats
+        cfg = self.codec.cfg
+        beats = pregen_beats(np.asarray(w), cfg.nm_m, cfg.data_width)
+        if len(beats) > cfg.weight_buf_depth:
+            raise ValueError(f"{len(beats)} groups do not fit weight_buf_depth="
+                             f"{cfg.weight_buf_depth}")
+        pg = self.codec.pgctl_layout
+        await self.send([self.codec.packet("wbuf", beats),
+                         self.codec.packet("pgctl", [int(pg.const(
+                             {"n": int(n), "count": len(beats), "go": 1}).as_bits())])])
+        return len(beats)
+
+    def pregen_result(self, beats, w, n: int):
+        """Reassemble pre-generation output beats (ints) of :meth:`start_pregen_run`."""
+        from sparseforge.hdl.weight_pregen import pregen_reassemble, unpack_pregen_out
+        cfg = self.codec.cfg
+        out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
+               for b in beats]
+        return pregen_reassemble(out, np.asarray(w).shape, cfg.nm_m, n)
