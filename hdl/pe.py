@@ -68,7 +68,8 @@ mode : In(2)
     length), ``in_len`` (WG: X row length), ``skip_zero`` (In(1)): control inputs held stable
     during a job.
 cycles, busy_mac, stall_in, stall_out, nnz : Out(48)
-    Performance counters, cleared by reset only. ``cycles``: cycles of a job (from the first
+    Performance counters, cleared by reset only, updated one cycle after the cycle they
+    count (read them at least one cycle after a job). ``cycles``: cycles of a job (from the first
     cycle any of ``x``/``taps``/``drain`` is valid to the transfer of the job's ``end`` beat,
     inclusive). ``busy_mac``: valid products (summed over lanes). ``stall_in``: job cycles
     waiting for an input (no operand row buffered, no tap bundle, a WG dense load in progress,
@@ -631,11 +632,17 @@ class PE(wiring.Component):
             m.d.sync += self.active.eq(0)
         flush = (tok != 0) & ~tile_open
         tail = (last_acc & ~issue) | (d2v & d2_end) | (o.valid & o.payload.end)
-        with m.If(in_job):
+        # The cycle's classification is registered and counted one cycle later: ``issue``
+        # depends on the drain handshake, which in a PE array crosses PEs (the column's drain
+        # broadcast), and the counter enables were the ECP5 critical path (10.5 ns).
+        c_job, c_out, c_in = Signal(), Signal(), Signal()
+        m.d.sync += [c_job.eq(in_job), c_out.eq(stall & ~proc),
+                     c_in.eq(~stall & ~proc & ~flush & ~issue & ~tail)]
+        with m.If(c_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(stall & ~proc):
+            with m.If(c_out):
                 m.d.sync += self.stall_out.eq(self.stall_out + 1)
-            with m.Elif(~proc & ~flush & ~issue & ~tail):
+            with m.Elif(c_in):
                 m.d.sync += self.stall_in.eq(self.stall_in + 1)
 
         return m
