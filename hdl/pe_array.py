@@ -3,14 +3,16 @@
 Mapping (*ours*, implemented by :mod:`sparseforge.sim.array_model`): **columns partition the
 outputs, rows partition the reduction**. PE ``(i, j)`` accumulates raw partial sums of its
 share of the reduction (FP: operand rows ``x[b, c, h]`` with ``((b*H + h)*Cin + c) % rows ==
-i``; BP and WG: operand rows ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``) for
+i``; BP: operand rows ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``; WG: operand
+rows ``dy[b, n, y]`` with ``((b*Cout + n)*Ho + y) % rows == i``) for
 the outputs of column ``j`` (FP: output channels ``n % cols == j``; BP: input-gradient channels
 ``c % cols == j``; WG: weight gradients of input channels ``c % cols == j``). At drain time the
 column adds the raw sums of its ``rows`` PEs with an adder tree and applies the write-back
 (shift by ``frac_bits``, round half to even, saturate) unless ``raw`` is set. Operand rows are
-dealt round-robin, channel index fastest ("interleaved"), so rows of uneven density spread
-over the PE rows, and so does every row-band tile (which touches only a few input rows); a PE
-row left without operand rows streams one skip row.
+dealt round-robin ("interleaved"; FP/BP channel index fastest, WG ``y`` fastest because a WG
+tile holds few output-gradient channels), so rows of uneven density spread over the PE rows,
+and so does every tile (a row-band tile touches only a few input rows); a PE row left without
+operand rows streams one skip row.
 
 Parameters
 ----------

@@ -8,13 +8,15 @@ phase  PE column ``j`` holds the outputs of          PE row ``i`` takes the oper
 ====== ============================================ ==============================================
 FP     output channels ``n`` with ``n % cols == j``   ``x[b, c, h]`` with ``((b*H + h)*Cin + c) % rows == i``
 BP     input-gradient channels ``c % cols == j``      ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``
-WG     weight gradients of inputs ``c % cols == j``   ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``
+WG     weight gradients of inputs ``c % cols == j``   ``dy[b, n, y]`` with ``((b*Cout + n)*Ho + y) % rows == i``
 ====== ============================================ ==============================================
 
 Every operand row's products belong to the reduction of some output, so any split of the
 operand rows over the PE rows is exact once the column adds the PE rows' partial sums.
 Interleaved (*ours*, after SAT's interleaved mapping) deals the operand rows round-robin,
-channel index fastest, so rows of uneven density (ReLU-dead channels, pruned gradients) and
+channel index fastest for FP/BP (``y`` fastest for WG, whose channel-major tiles hold few
+channels ``n``: ``n`` fastest would put all of one channel's rows on one PE row), so rows
+of uneven density (ReLU-dead channels, pruned gradients) and
 layers with few channels spread evenly over the PE rows, and so does every row-band tile (a
 tile touches only a narrow band of ``h``/``y``: dealing ``h`` fastest would leave most PE rows
 idle in each tile, e.g. 6 of 16 for ``H = 56``). ``in_order`` deals contiguous blocks of
@@ -212,7 +214,8 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         B, _, Ho, Wo = dy.shape
         xp = _pad_to(x, 1, C)
         cj_all = _deal(xp.shape[1], C, mapping)
-        key = (lambda lb: (lb[1] * Ho + lb[3]) * Cout + lb[2]) if mapping == "interleaved" \
+        # WG tiles are channel-major: y fastest spreads one channel's rows over the PE rows
+        key = (lambda lb: (lb[1] * Cout + lb[2]) * Ho + lb[3]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cout + lb[2])
         count = B * Cout * Ho if mapping == "interleaved" else B * Cout
         for j in range(C):

@@ -11,7 +11,9 @@ Mapping (the array's, :mod:`sparseforge.sim.array_model`; R = ``pe_rows``, C = `
   channel's row y, then y + 1, ...) in tiles of ``D // Wo`` rows;
 * BP: rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``; input-gradient channel
   ``c`` -> column ``c % C``; output rows ``(b, c, h)`` y-major in tiles of ``D // W`` rows;
-* WG: rows ``dy[b, n, y]`` as BP; input channel ``c`` -> column ``c % C``; weight-gradient
+* WG: rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R`` (``y`` fastest: a WG tile
+  holds few channels ``n``, so channel-fastest dealing would put all of one channel's rows on
+  one PE row when ``Cout % R == 0``); input channel ``c`` -> column ``c % C``; weight-gradient
   addresses ``((n*nc + c)*Kh + kr)*Kw + kw`` in tiles of D words (dense taps, padded channels
   included).
 
@@ -438,7 +440,7 @@ def _bp_tiles(layer, cfg, batch, dense):
 
 
 def _wg_tiles(layer, cfg, batch):
-    """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``; input
+    """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input
     channel ``c`` -> column ``c % C`` (padded channels included: WG taps are dense); a
     column's weight-gradient addresses ``((n*nc + c_local)*Kh + kr)*Kw + kw`` in tiles of
     ``psum_buf_depth`` words."""
@@ -470,7 +472,7 @@ def _wg_tiles(layer, cfg, batch):
                                     - np.maximum(starts + kr * Kw, lo), 0, None).sum()
                             for kr in range(Kh)])
             t_y = valid @ cnt                                   # taps per dy row y
-            k = ((bb * Ho + yy) * Cout + n) % R
+            k = ((bb * Cout + n) * Ho + yy) % R
             for tv in np.unique(t_y):
                 if tv == 0:
                     continue

@@ -62,7 +62,7 @@ _AUTO_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", 
 
 
 def icarus_kick(text: str) -> str:
-    """Make Icarus evaluate every ``always @*`` block of Yosys's Verilog at time 0.
+    r"""Make Icarus evaluate every ``always @*`` block of Yosys's Verilog at time 0.
 
     Yosys makes each combinational block read a dummy register (``reg \$auto$verilog_backend..
     = 0;``, ``if (\$auto..) begin end``) so that simulators run it once at start-up. Icarus 11
