@@ -434,16 +434,30 @@ class PE(wiring.Component):
         s1_rb = [Signal(da_w, name=f"s1_rb{l}") for l in range(L)]
         s1_en = [Signal(name=f"s1_en{l}") for l in range(L)]
         s1_b, s2_b, s3_b, s4_b = (Signal(name=f"s{k}_b") for k in range(1, 5))  # psum half
-        m.d.sync += [s1v.eq(proc & work), s1_b.eq(eb), s2_b.eq(s1_b), s3_b.eq(s2_b),
-                     s4_b.eq(s3_b)]
+        m.d.sync += [s1v.eq(proc & work), s1_b.eq(eb), s3_b.eq(s2_b), s4_b.eq(s3_b)]
         for l in range(L):
             m.d.sync += [s1_w[l].eq(slots[l].value), s1_kw[l].eq(slots[l].kw),
                          s1_base[l].eq(slots[l].base), s1_rb[l].eq(slots[l].rowbase),
                          s1_en[l].eq(slots[l].en)]
 
         # ---------------------------------------------------------------- S1: addresses
-        a1 = op_rd.data.value
-        col = op_rd.data.col
+        # S1r: the operand-buffer read data and the bundle are registered once more before the
+        # address arithmetic (block-RAM clock-to-out + the adders and compares of S1 were the
+        # ECP5 critical path, 11 ns); the register maps onto the RAM's output register.
+        a1 = Signal(signed(dw))
+        col = Signal(self._col_width)
+        s1rv = Signal()
+        s1r_b = Signal()
+        m.d.sync += [a1.eq(op_rd.data.value), col.eq(op_rd.data.col), s1rv.eq(s1v),
+                     s1r_b.eq(s1_b), s2_b.eq(s1r_b)]
+        regd = []
+        for lst, nm in ((s1_w, "w"), (s1_kw, "kw"), (s1_base, "base"), (s1_rb, "rb"),
+                        (s1_en, "en")):
+            new_l = [Signal.like(x, name=f"s1r_{nm}{l}") for l, x in enumerate(lst)]
+            m.d.sync += [a.eq(b) for a, b in zip(new_l, lst)]
+            regd.append(new_l)
+        s1_w, s1_kw, s1_base, s1_rb, s1_en = regd
+        s1v = s1rv
         # signed copies, so that the subtractions below are signed
         col_sg = Signal(signed(t_w))
         col_s = Signal(signed(t_w))
@@ -512,45 +526,46 @@ class PE(wiring.Component):
         m.d.comb += stall.eq(o.valid & ~o.ready)
         # A half is drained once no product of its tile is left in the engine pipeline. Tokens
         # (tagged with the half) follow every processing cycle (a 1-cycle bundle with no work
-        # too), so the flush is always PIPE_FLUSH = 3 cycles after the tile's last bundle.
-        tok = Signal(3)
-        tok_b = Signal(3)
-        m.d.sync += [tok.eq(Cat(proc, tok[:2])), tok_b.eq(Cat(eb, tok_b[:2]))]
+        # too), so the flush is always PIPE_FLUSH = 4 cycles after the tile's last bundle.
+        tok = Signal(4)
+        tok_b = Signal(4)
+        m.d.sync += [tok.eq(Cat(proc, tok[:3])), tok_b.eq(Cat(eb, tok_b[:3]))]
         db = Signal()                     # half the drain reads (the oldest undrained tile)
-        flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(3)], lambda a, b: a | b)
+        flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(4)], lambda a, b: a | b)
         d_addr = Signal(pa_w)
         d_left = Signal(range(self._psum_depth + 1))
         d_raw = Signal()
         d_last = Signal()
         last_acc = Signal()               # the tile's last drain command has been accepted
         dr = self.drain
-        m.d.comb += dr.ready.eq(Mux(db, pend[1], pend[0]) & flushed & (d_left == 0) & ~stall &
+        # A command is registered when accepted and its reads start the next cycle (the
+        # accept handshake crosses PEs in an array -- the column's drain broadcast -- so it
+        # must not reach the bank address); the next command is accepted while the previous
+        # one issues its last address, so back-to-back commands leave no gap.
+        m.d.comb += dr.ready.eq(Mux(db, pend[1], pend[0]) & flushed & (d_left <= 1) & ~stall &
                                 ~last_acc)
         acc = Signal()
         cont = Signal()
-        issue = Signal()
+        issue = Signal()                  # a drain read this cycle
         m.d.comb += [
             acc.eq(dr.valid & dr.ready),
             cont.eq((d_left != 0) & ~stall),
-            issue.eq(acc | cont),
+            issue.eq(cont),
         ]
         count1 = Mux(dr.payload.count == 0, 1, dr.payload.count)
         raddr = Signal(pa_w)
         b_last = Signal()
         b_raw = Signal()
         b_end = Signal()
+        m.d.comb += [raddr.eq(d_addr), b_last.eq(d_left == 1), b_raw.eq(d_raw),
+                     b_end.eq((d_left == 1) & d_last)]
+        with m.If(cont):
+            m.d.sync += [d_addr.eq(d_addr + 1), d_left.eq(d_left - 1)]
         with m.If(acc):
-            m.d.comb += [raddr.eq(dr.payload.base), b_last.eq(count1 == 1),
-                         b_raw.eq(dr.payload.raw), b_end.eq((count1 == 1) & dr.payload.last)]
-            m.d.sync += [d_addr.eq(dr.payload.base + 1), d_left.eq(count1 - 1),
+            m.d.sync += [d_addr.eq(dr.payload.base), d_left.eq(count1),
                          d_raw.eq(dr.payload.raw), d_last.eq(dr.payload.last)]
             with m.If(dr.payload.last):
                 m.d.sync += last_acc.eq(1)
-        with m.Else():
-            m.d.comb += [raddr.eq(d_addr), b_last.eq(d_left == 1), b_raw.eq(d_raw),
-                         b_end.eq((d_left == 1) & d_last)]
-            with m.If(cont):
-                m.d.sync += [d_addr.eq(d_addr + 1), d_left.eq(d_left - 1)]
 
         d1v, d1_last, d1_end, d1_raw, d1_b = Signal(), Signal(), Signal(), Signal(), Signal()
         d1_addr = Signal(pa_w)
@@ -637,7 +652,7 @@ class PE(wiring.Component):
         # broadcast), and the counter enables were the ECP5 critical path (10.5 ns).
         c_job, c_out, c_in = Signal(), Signal(), Signal()
         m.d.sync += [c_job.eq(in_job), c_out.eq(stall & ~proc),
-                     c_in.eq(~stall & ~proc & ~flush & ~issue & ~tail)]
+                     c_in.eq(~stall & ~proc & ~flush & ~issue & ~acc & ~tail)]
         with m.If(c_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(c_out):

@@ -41,15 +41,19 @@ from . import golden
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
            "execute", "cycles", "cycles_tiles", "cycles_grid", "split_tiles", "assemble_tiles",
            "tile_expected", "row_cost",
-           "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE"]
+           "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE",
+           "DRAIN_ACCEPT"]
 
 MODES = {"fp": 0, "bp": 1, "wg": 2}
 #: Engine pipeline cycles after a tile's last bundle before the first drain read.
-PIPE_FLUSH = 3
+PIPE_FLUSH = 4
 #: Drain pipeline cycles after the last drain read until its beat leaves on ``o``.
 DRAIN_LATENCY = 3
 #: Cycles from a tile's last drain read until its psum half is free again (cleared in D1).
 RELEASE = 2
+#: Cycles from accepting a tile's first drain command to its first read (the command is
+#: registered first).
+DRAIN_ACCEPT = 1
 
 
 def pe_kwargs(cfg: AcceleratorConfig) -> dict:
@@ -612,12 +616,12 @@ def cycles_grid(grid: list):
         for j in range(C):
             c = sum(max(k, 1) for _, k, _, _ in grid[0][j][t].drains)
             d = max(max(e1[i][j] for i in range(R)) + PIPE_FLUSH, drain_free[j])
-            last_i[j] = d + c - 1
+            last_i[j] = d + DRAIN_ACCEPT + c - 1
             rel[j][t % 2] = drain_free[j] = last_i[j] + RELEASE
             for i in range(R):
                 a = acc[i][j]
                 a["flush_from"] = e1[i][j]
-                a["iv"] += [(d, d + c), (last_i[j] + 1, last_i[j] + 1 + DRAIN_LATENCY)]
+                a["iv"] += [(d, last_i[j] + 1), (last_i[j] + 1, last_i[j] + 1 + DRAIN_LATENCY)]
                 a["drained"] += c
     stats = []
     for i in range(R):
