@@ -32,8 +32,7 @@ CYCLES is the array's job time, BUSY_MAC / STALL_IN / STALL_OUT / NNZ those of P
 ``pe_sel`` (CTRL packet).
 
 Throughput: the router moves one 32-bit word per cycle; a target beat of ``w`` bits costs
-``ceil(w / 32)`` cycles (the presented beat and the next word move in the same cycle) plus
-one header per packet; an output beat costs its words + 1 (header) cycles. This is the host-fed form of the
+``ceil(w / 32)`` cycles plus one header per packet. This is the host-fed form of the
 controller (*ours*, see docs/accelerator.md): the driver does the offline schedule's
 mapping and sends each tile's streams in a deadlock-free order (rows of a tile before its
 drains, a row before its bundles).
@@ -201,77 +200,64 @@ class Accelerator(wiring.Component):
                         m.d.comb += [port.valid.eq(state == PRESENT),
                                      port.payload.eq(buf[:w]),
                                      present_ready.eq(port.ready)]
-        # The beat being presented is taken in the same cycle as the next word may arrive:
-        # PRESENT with a ready target also accepts the next word (the next beat's first word,
-        # or the next packet's header), so a beat of w bits costs ceil(w / 32) cycles.
-        going = Signal()                  # the presented beat is taken this cycle
-        m.d.comb += going.eq((state == PRESENT) & present_ready)
-        hdr_mode = Signal()               # an arriving word is a header
-        load_mode = Signal()              # an arriving word is part of a beat
-        eff_widx = Signal.like(widx)
-        eff_left = Signal.like(beats_left)
-        m.d.comb += [
-            hdr_mode.eq((state == IDLE) | (going & (beats_left == 1))),
-            load_mode.eq((state == LOAD) | (going & (beats_left != 1))),
-            eff_widx.eq(Mux(state == PRESENT, 0, widx)),
-            eff_left.eq(Mux(state == PRESENT, beats_left - 1, beats_left)),
-            self.s_axis_tready.eq((state == IDLE) | (state == LOAD) | (state == DISCARD) |
-                                  going),
-        ]
+        m.d.comb += self.s_axis_tready.eq((state == IDLE) | (state == LOAD) |
+                                          (state == DISCARD))
         m.d.sync += [pruner.seed_load.eq(0), pruner.clear.eq(0)]
-        # 1. the presented beat completes
-        with m.If(going):
-            with m.If(hdr_dest == DEST_CTRL):
-                m.d.sync += [ctl.eq(new_ctl), pruner.seed_load.eq(new_ctl.seed_load),
-                             pruner.clear.eq(new_ctl.clear)]
-                with m.If(~seq_active):
-                    m.d.sync += pg_n.eq(new_ctl.nm_n)
-            with m.If(hdr_dest == len(dests) - 1):          # PGCTL
-                pg = Signal(pgctl_layout(cfg))
-                m.d.comb += pg.eq(buf[:len(pg.as_value())])
-                with m.If(pg.go & ~seq_active):
-                    m.d.sync += [pg_n.eq(pg.n), seq_left.eq(pg.count), rptr.eq(0),
-                                 seq_active.eq(pg.count != 0)]
-            m.d.sync += [beats_left.eq(beats_left - 1), widx.eq(0)]
-            with m.If(beats_left == 1):
-                m.d.sync += state.eq(IDLE)
-            with m.Else():
-                m.d.sync += state.eq(LOAD)
-        # 2. a header arrives (overrides 1's next state)
-        with m.If(s_take & hdr_mode):
-            m.d.sync += [hdr_dest.eq(word[24:32]), beats_left.eq(word[:24]), widx.eq(0),
-                         state.eq(IDLE)]
-            with m.If(word[24:32] == len(dests) - 2):     # a wbuf packet: from 0
-                m.d.sync += wptr.eq(0)
-            with m.If(~known):
-                m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_BAD_DEST)]
-                with m.If(~self.s_axis_tlast):
-                    m.d.sync += state.eq(DISCARD)
-            with m.Elif(word[24:32] == DEST_END):
-                m.d.sync += end_seen.eq(1)
-            with m.Elif(word[:24] != 0):
-                with m.If(self.s_axis_tlast):
-                    m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
-                with m.Else():
-                    m.d.sync += state.eq(LOAD)
-        # 3. a word of a beat arrives (overrides 1's next state)
-        with m.If(s_take & load_mode):
-            with m.Switch(eff_widx):
-                for k in range(max_words):
-                    with m.Case(k):
-                        m.d.sync += buf[32 * k:32 * (k + 1)].eq(word)
-            with m.If(eff_widx + 1 == nwords):
-                m.d.sync += [state.eq(PRESENT), widx.eq(0)]
-                with m.If(self.s_axis_tlast & (eff_left != 1)):
-                    m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+        with m.Switch(state):
+            with m.Case(IDLE):
+                with m.If(s_take):
+                    m.d.sync += [hdr_dest.eq(word[24:32]), beats_left.eq(word[:24]),
+                                 widx.eq(0)]
+                    with m.If(word[24:32] == len(dests) - 2):     # a wbuf packet: from 0
+                        m.d.sync += wptr.eq(0)
+                    with m.If(~known):
+                        m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_BAD_DEST)]
+                        with m.If(~self.s_axis_tlast):
+                            m.d.sync += state.eq(DISCARD)
+                    with m.Elif(word[24:32] == DEST_END):
+                        m.d.sync += end_seen.eq(1)
+                    with m.Elif(word[:24] != 0):
+                        with m.If(self.s_axis_tlast):
+                            m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+                        with m.Else():
+                            m.d.sync += state.eq(LOAD)
+            with m.Case(LOAD):
+                with m.If(s_take):
+                    with m.Switch(widx):
+                        for k in range(max_words):
+                            with m.Case(k):
+                                m.d.sync += buf[32 * k:32 * (k + 1)].eq(word)
+                    with m.If(widx + 1 == nwords):
+                        m.d.sync += [state.eq(PRESENT), widx.eq(0)]
+                        with m.If(self.s_axis_tlast & (beats_left != 1)):
+                            m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+                            m.d.sync += state.eq(IDLE)
+                    with m.Else():
+                        m.d.sync += widx.eq(widx + 1)
+                        with m.If(self.s_axis_tlast):
+                            m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
+                            m.d.sync += state.eq(IDLE)
+            with m.Case(PRESENT):
+                with m.If(present_ready):
+                    with m.If(hdr_dest == DEST_CTRL):
+                        m.d.sync += [ctl.eq(new_ctl), pruner.seed_load.eq(new_ctl.seed_load),
+                                     pruner.clear.eq(new_ctl.clear)]
+                        with m.If(~seq_active):
+                            m.d.sync += pg_n.eq(new_ctl.nm_n)
+                    with m.If(hdr_dest == len(dests) - 1):          # PGCTL
+                        pg = Signal(pgctl_layout(cfg))
+                        m.d.comb += pg.eq(buf[:len(pg.as_value())])
+                        with m.If(pg.go & ~seq_active):
+                            m.d.sync += [pg_n.eq(pg.n), seq_left.eq(pg.count), rptr.eq(0),
+                                         seq_active.eq(pg.count != 0)]
+                    m.d.sync += beats_left.eq(beats_left - 1)
+                    with m.If(beats_left == 1):
+                        m.d.sync += state.eq(IDLE)
+                    with m.Else():
+                        m.d.sync += state.eq(LOAD)
+            with m.Case(DISCARD):
+                with m.If(s_take & self.s_axis_tlast):
                     m.d.sync += state.eq(IDLE)
-            with m.Else():
-                m.d.sync += [widx.eq(eff_widx + 1), state.eq(LOAD)]
-                with m.If(self.s_axis_tlast):
-                    m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_SHORT)]
-                    m.d.sync += state.eq(IDLE)
-        with m.If((state == DISCARD) & s_take & self.s_axis_tlast):
-            m.d.sync += state.eq(IDLE)
 
         # sequencer: weight buffer -> pre-generation, one group per cycle (a registered read:
         # the read advances when the output register is empty or moving)
