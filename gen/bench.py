@@ -7,8 +7,11 @@ on the ``vcu1525`` and ``ecp5`` presets, from the statistical performance model
         [--stats-dir build/stats] [--no-plots] [--no-progress] [--sim]
 
 Writes ``bench.json`` (schema ``sparseforge.bench`` v1), ``bench.txt`` (the console tables) and
-PNG plots under the output folder. ``--sim`` adds the optional simulator-throughput section
-(``make verilog`` generation time per preset; see docs/benchmarks.md for what is not done).
+PNG plots under the output folder. ``--sim`` adds the optional simulator sections: ``sim``
+(``make verilog`` generation time per preset) and ``simulators`` (cycles/s of one fixed cocotb
+workload on the ``tiny`` preset's ``pe_array`` under Icarus and Verilator, built under
+``build/bench-sim/``; :mod:`sparseforge.sim.simbench`, which also runs alone:
+``python -m sparseforge.sim.simbench``). Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -187,9 +190,8 @@ def plots(results, out: Path):
 
 def sim_section(presets):
     """Optional: `sparseforge verilog` generation time per preset (subprocess, wall clock)."""
-    out = {"verilog_seconds": {}, "cocotb_throughput": None,
-           "note": "cocotb simulator throughput (cycles/s under Icarus/Verilator) is not "
-                   "implemented: see docs/benchmarks.md"}
+    out = {"verilog_seconds": {},
+           "note": "cocotb simulator throughput: see the 'simulators' section"}
     for pr in presets:
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "sparseforge.gen.cli", "verilog", "--preset",
@@ -235,14 +237,20 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=W.NETWORKS, 
            "results": results}
     doc["goals"] = goals(results)
     if sim:
+        from ..sim import simbench
         doc["sim"] = sim_section([c.name for c in cfgs])
+        doc["simulators"] = simbench.run(out="build/bench-sim")
     doc["meta"]["seconds"] = round(time.perf_counter() - t0, 2)
     text = tables(results)
     text += "\n\nGoals (issue #7):\n" + "\n".join(
         f"  {'MET ' if g['met'] else 'miss'} {g['preset']:<8} {g['network']:<18} {g['goal']:<40} "
         f"{g['value']:.3f} (target {g['target']})" for g in doc["goals"])
     if sim:
-        text += "\n\nSimulator section: " + json.dumps(doc["sim"])
+        from ..sim import simbench
+        text += ("\n\n`make verilog` generation time per preset: "
+                 + ", ".join(f"{k} {v['seconds']} s (rc {v['rc']})"
+                             for k, v in doc["sim"]["verilog_seconds"].items()))
+        text += "\n" + simbench.table(doc["simulators"])
     (out / "bench.txt").write_text(text + "\n")
     if make_plots:
         doc["plots"] = [str(f) for f in plots(results, out)]
@@ -262,7 +270,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stats-dir", default="build/stats")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--sim", action="store_true", help="add the simulator-throughput section")
+    ap.add_argument("--sim", action="store_true",
+                    help="add the simulator sections (Verilog generation time per preset, "
+                         "cocotb cycles/s under Icarus and Verilator)")
     a = ap.parse_args(argv)
     nets = W.NETWORKS if a.networks == "all" else tuple(a.networks.split(","))
     for n in nets:
