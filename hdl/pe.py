@@ -523,18 +523,38 @@ class PE(wiring.Component):
             b = Mux(is_wg, d_rds[l].data, s3_w[l])
             m.d.sync += [s4_prod[l].eq(s3_a * b), s4_ok[l].eq(s3_ok[l]), s4_pa[l].eq(s3_pa[l])]
 
+        # ---------------------------------------------------------------- S4: old value
+        # The bank's old value is registered before the add (block-RAM clock-to-out + a 48-bit
+        # add + RAM setup was the ECP5 critical path, 10.3 ns). A read in S3 sees a write in
+        # the same cycle (transparent port); the write of the product just ahead (in S5 while
+        # this one is in S4) is forwarded, so back-to-back accumulation into one address still
+        # needs no stall.
+        s5v, s5_b = Signal(), Signal()
+        s5_old = [Signal(signed(aw), name=f"s5_old{l}") for l in range(L)]
+        s5_prod = [Signal(signed(2 * dw), name=f"s5_prod{l}") for l in range(L)]
+        s5_ok = [Signal(name=f"s5_ok{l}") for l in range(L)]
+        s5_pa = [Signal(pa_w, name=f"s5_pa{l}") for l in range(L)]
+        wdata = [Signal(signed(aw), name=f"wdata{l}") for l in range(L)]
+        m.d.sync += [s5v.eq(s4v), s5_b.eq(s4_b)]
+        for l in range(L):
+            m.d.comb += wdata[l].eq((s5_old[l] + s5_prod[l])[:aw].as_signed())
+            old_v = Mux(s4_b, banks[l][1][0].data, banks[l][0][0].data)
+            fwd = s5v & s5_ok[l] & (s5_b == s4_b) & (s5_pa[l] == s4_pa[l])
+            m.d.sync += [s5_old[l].eq(Mux(fwd, wdata[l], old_v)), s5_prod[l].eq(s4_prod[l]),
+                         s5_ok[l].eq(s4_ok[l]), s5_pa[l].eq(s4_pa[l])]
+
         # ---------------------------------------------------------------- drain control
         o = self.o
         stall = Signal()
         m.d.comb += stall.eq(o.valid & ~o.ready)
         # A half is drained once no product of its tile is left in the engine pipeline. Tokens
         # (tagged with the half) follow every processing cycle (a 1-cycle bundle with no work
-        # too), so the flush is always PIPE_FLUSH = 4 cycles after the tile's last bundle.
-        tok = Signal(4)
-        tok_b = Signal(4)
-        m.d.sync += [tok.eq(Cat(proc, tok[:3])), tok_b.eq(Cat(eb, tok_b[:3]))]
+        # too), so the flush is always PIPE_FLUSH = 5 cycles after the tile's last bundle.
+        tok = Signal(5)
+        tok_b = Signal(5)
+        m.d.sync += [tok.eq(Cat(proc, tok[:4])), tok_b.eq(Cat(eb, tok_b[:4]))]
         db = Signal()                     # half the drain reads (the oldest undrained tile)
-        flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(4)], lambda a, b: a | b)
+        flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(5)], lambda a, b: a | b)
         d_addr = Signal(pa_w)
         d_left = Signal(range(self._psum_depth + 1))
         d_raw = Signal()
@@ -592,9 +612,9 @@ class PE(wiring.Component):
                     rd.en.eq(eng_rd | ~stall),
                     rd.addr.eq(Mux(eng_rd, s3_pa[l], raddr)),
                 ]
-                with m.If(s4v & (s4_b == h)):
-                    m.d.comb += [wr.en.eq(s4_ok[l]), wr.addr.eq(s4_pa[l]),
-                                 wr.data.eq(rd.data + s4_prod[l])]
+                with m.If(s5v & (s5_b == h)):
+                    m.d.comb += [wr.en.eq(s5_ok[l]), wr.addr.eq(s5_pa[l]),
+                                 wr.data.eq(wdata[l])]
                 with m.Else():
                     m.d.comb += [wr.en.eq(d1v & ~stall & (d1_b == h)), wr.addr.eq(d1_addr),
                                  wr.data.eq(0)]

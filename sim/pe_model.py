@@ -46,7 +46,7 @@ __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_
 
 MODES = {"fp": 0, "bp": 1, "wg": 2}
 #: Engine pipeline cycles after a tile's last bundle before the first drain read.
-PIPE_FLUSH = 4
+PIPE_FLUSH = 5
 #: Drain pipeline cycles after the last drain read until its beat leaves on ``o``.
 DRAIN_LATENCY = 3
 #: Cycles from a tile's last drain read until its psum half is free again (cleared in D1).
