@@ -74,7 +74,7 @@ cycles, busy_mac, stall_in, stall_out, nnz : Out(48)
     inclusive). ``busy_mac``: valid products (summed over lanes). ``stall_in``: job cycles
     waiting for an input (no operand row buffered, no tap bundle, a WG dense load in progress,
     no drain command). ``stall_out``: job cycles with ``o`` back-pressured. ``nnz``: operand
-    entries stored. Always ``cycles = proc + stall_in + stall_out + 8 + drained`` for one tile,
+    entries stored. Always ``cycles = proc + stall_in + stall_out + 9 + drained`` for one tile,
     with ``proc`` the engine's processing cycles (see the cycle formula below).
 active : Out(1)
     A job is in progress.
@@ -105,18 +105,19 @@ The buffer is double-buffered: with ``E_{-1} = E_{-2} = 0`` and ``F_{-1} = 0``::
     S_r = max(F_r, E_{r-1})       # processing start
     E_r = S_r + P_r               # processing end
 
-and the job takes ``cycles = E_last + 4 + 1 + C + 3`` (``C`` = drained addresses): 4 cycles
+and the job takes ``cycles = E_last + 5 + 1 + C + 3`` (``C`` = drained addresses): 5 cycles
 of engine pipeline flush, 1 cycle to register the first drain command, one cycle per drained
 address (back-to-back commands overlap), 3 cycles of drain pipeline.
-``stall_in = cycles - sum P_r - C - 8`` with ideal (never idle, never back-pressured)
+``stall_in = cycles - sum P_r - C - 9`` with ideal (never idle, never back-pressured)
 streams. Several tiles back to back (ping-pong psum halves): :func:`sparseforge.sim.pe_model.
 cycles_tiles`.
 
 Timing
 ------
 Engine pipeline: S0 operand-buffer read, S1r read-data register, S1 address/validity, S2
-dense-scratchpad read, S3 multiply + bank read, S4 bank write (the bank read port is transparent for the write port,
-so back-to-back accumulations into one address need no stall). Drain: a command is
+dense-scratchpad read, S3 multiply + bank read, S4 old value registered (forwarded from S5
+when S5 writes the same address), S5 add + bank write (the bank read port is transparent
+for the write port, so back-to-back accumulations into one address need no stall). Drain: a command is
 registered when accepted, reads start the next cycle, 1 read per cycle, first output 3 cycles
 after the first read. Throughput: ``lanes`` products per
 cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` depends on the
