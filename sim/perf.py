@@ -48,7 +48,7 @@ import numpy as np
 
 from ..gen.config import AcceleratorConfig
 from .array_model import COLUMN_LATENCY
-from .pe_model import DRAIN_LATENCY, PIPE_FLUSH, RELEASE
+from .pe_model import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, RELEASE
 
 __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cycles",
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
@@ -279,8 +279,9 @@ def _run_tiles(tiles, R, first_load):
     ``tiles``: ``[(mean[R], var[R], drain words)]``, per tile the processing time of each PE
     row (its rows' ``max(P_r, L_{r+1})`` summed; a PE row's C PEs share the operand rows, so
     the row's time is its slowest PE's). Per PE row ``E_i = max(E_i, Rel_{t-2}) + P_{t,i}``;
-    the drain ``D_t = max(max_i E_i + PIPE_FLUSH, Rel_{t-1})``; ``Rel_t = D_t + c_t - 1 +
-    RELEASE``; total ``D_last + c_last + DRAIN_LATENCY + COLUMN_LATENCY``. Max of Gaussians by
+    the drain ``D_t = max(max_i E_i + PIPE_FLUSH, Rel_{t-1})``; ``Rel_t = D_t + DRAIN_ACCEPT +
+    c_t - 1 + RELEASE``; total ``D_last + DRAIN_ACCEPT + c_last + DRAIN_LATENCY +
+    COLUMN_LATENCY``. Max of Gaussians by
     Clark's moments. Returns (cycles, processing sum of the slowest PE row per tile, drain sum).
     """
     E = [(float(first_load), 0.0)] * R
@@ -294,10 +295,10 @@ def _run_tiles(tiles, R, first_load):
         M = _gmax(E)
         c = max(int(words), 1)
         D = _gmax2((M[0] + PIPE_FLUSH, M[1]), rel[(t - 1) % 2])
-        rel[t % 2] = (D[0] + c - 1 + RELEASE, D[1])
+        rel[t % 2] = (D[0] + DRAIN_ACCEPT + c - 1 + RELEASE, D[1])
         proc_sum += float(np.max(mean))
         drain_sum += words
-    total = D[0] + c - 1 + 1 + DRAIN_LATENCY + COLUMN_LATENCY
+    total = D[0] + DRAIN_ACCEPT + c - 1 + 1 + DRAIN_LATENCY + COLUMN_LATENCY
     return total, proc_sum, drain_sum
 
 
