@@ -78,6 +78,13 @@ def pgctl_layout(cfg) -> data.StructLayout:
     return data.StructLayout({"n": unsigned(8), "count": unsigned(24), "go": unsigned(1)})
 
 
+def _any(values):
+    out = 0
+    for v in values:
+        out = out | v
+    return out
+
+
 def _words(width):
     return -(-width // 32)
 
@@ -277,6 +284,23 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ output merger
         srcs = sources(array, pruner, pregen, cfg)
+        # A register slice on every column output: the merger's pick (which depends on its own
+        # state) must not reach the column joins and the PEs' drain pipelines combinationally.
+        # ready = ~full halves the slice's rate, which the merger (>= 3 cycles per beat) never
+        # notices.
+        sliced = []
+        for name, port, w in srcs:
+            if name.startswith("o_c"):
+                sl = stream.Signature(port.payload.shape()).create(path=(f"{name}_slice",))
+                m.d.comb += port.ready.eq(~sl.valid)
+                with m.If(port.valid & ~sl.valid):
+                    m.d.sync += [sl.valid.eq(1), sl.payload.eq(port.payload)]
+                with m.If(sl.valid & sl.ready):
+                    m.d.sync += sl.valid.eq(0)
+                sliced.append((name, sl, w))
+            else:
+                sliced.append((name, port, w))
+        srcs = sliced
         out_words = max(_words(w) for _, _, w in srcs)
         obuf = Signal(32 * out_words)
         o_left = Signal(range(out_words + 2))
@@ -311,7 +335,8 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ status
         idle = ~array.active & (state == IDLE) & ~busy_out & ~pruner.o.valid & \
-            ~pregen.o.valid & ~seq_active
+            ~pregen.o.valid & ~seq_active & \
+            ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])
         done = Signal()
         m.d.comb += done.eq(end_seen & idle)
         with m.If(done):

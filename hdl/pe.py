@@ -121,8 +121,7 @@ for the write port, so back-to-back accumulations into one address need no stall
 registered when accepted, reads start the next cycle, 1 read per cycle, first output 3 cycles
 after the first read. Throughput: ``lanes`` products per
 cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` depends on the
-tap payload and PE state only; ``drain.ready`` depends combinationally on ``o.ready``
-(allowed); ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
+tap payload and PE state only; ``drain.ready`` is registered state too; ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
 while ``o.valid & ~o.ready``.
 """
 
@@ -564,10 +563,10 @@ class PE(wiring.Component):
         dr = self.drain
         # A command is registered when accepted and its reads start the next cycle (the
         # accept handshake crosses PEs in an array -- the column's drain broadcast -- so it
-        # must not reach the bank address); the next command is accepted while the previous
-        # one issues its last address, so back-to-back commands leave no gap.
-        m.d.comb += dr.ready.eq(Mux(db, pend[1], pend[0]) & flushed & (d_left <= 1) & ~stall &
-                                ~last_acc)
+        # must not reach the bank address). ``drain.ready`` is a function of registers only
+        # (not of ``o.ready``): in the top level the output merger, the column joins, the PEs
+        # and the router were one combinational chain. Cost: one accept cycle per command.
+        m.d.comb += dr.ready.eq(Mux(db, pend[1], pend[0]) & flushed & (d_left == 0) & ~last_acc)
         acc = Signal()
         cont = Signal()
         issue = Signal()                  # a drain read this cycle
@@ -675,7 +674,7 @@ class PE(wiring.Component):
         # depends on the drain handshake, which in a PE array crosses PEs (the column's drain
         # broadcast), and the counter enables were the ECP5 critical path (10.5 ns).
         c_job, c_out, c_in = Signal(), Signal(), Signal()
-        m.d.sync += [c_job.eq(in_job), c_out.eq(stall & ~proc),
+        m.d.sync += [c_job.eq(in_job), c_out.eq(stall & ~proc & ~acc),
                      c_in.eq(~stall & ~proc & ~flush & ~issue & ~acc & ~tail)]
         with m.If(c_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)

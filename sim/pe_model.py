@@ -51,8 +51,8 @@ PIPE_FLUSH = 5
 DRAIN_LATENCY = 3
 #: Cycles from a tile's last drain read until its psum half is free again (cleared in D1).
 RELEASE = 2
-#: Cycles from accepting a tile's first drain command to its first read (the command is
-#: registered first).
+#: Cycles from accepting a drain command to its first read (the command is registered
+#: first; a command is accepted after the previous one's last read).
 DRAIN_ACCEPT = 1
 
 
@@ -615,8 +615,9 @@ def cycles_grid(grid: list):
                     a["busy"] += sum(x.size for _, x in addrs)
         for j in range(C):
             c = sum(max(k, 1) for _, k, _, _ in grid[0][j][t].drains)
+            n_cmd = len(grid[0][j][t].drains)
             d = max(max(e1[i][j] for i in range(R)) + PIPE_FLUSH, drain_free[j])
-            last_i[j] = d + DRAIN_ACCEPT + c - 1
+            last_i[j] = d + n_cmd * DRAIN_ACCEPT + c - 1
             rel[j][t % 2] = drain_free[j] = last_i[j] + RELEASE
             for i in range(R):
                 a = acc[i][j]
