@@ -106,8 +106,8 @@ The buffer is double-buffered: with ``E_{-1} = E_{-2} = 0`` and ``F_{-1} = 0``::
     E_r = S_r + P_r               # processing end
 
 and the job takes ``cycles = E_last + 5 + 1 + C + 3`` (``C`` = drained addresses): 5 cycles
-of engine pipeline flush, 1 cycle to register the first drain command, one cycle per drained
-address (back-to-back commands overlap), 3 cycles of drain pipeline.
+of engine pipeline flush, 1 cycle to register each drain command, one cycle per drained
+address, 3 cycles of drain pipeline (one command per tile: ``E_last + 5 + 1 + C + 3``).
 ``stall_in = cycles - sum P_r - C - 9`` with ideal (never idle, never back-pressured)
 streams. Several tiles back to back (ping-pong psum halves): :func:`sparseforge.sim.pe_model.
 cycles_tiles`.
