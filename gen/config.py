@@ -236,6 +236,18 @@ def preset(name: str) -> AcceleratorConfig:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
 
 
+def parse_table_file(path: Path, what: str, error=ValueError):
+    """Parse a ``.toml``, ``.yaml`` or ``.yml`` file (configurations, networks); another
+    suffix raises ``error`` naming ``what``."""
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        return yaml.safe_load(text)
+    raise error(f"{what} file must end in .toml, .yaml or .yml, not {path.suffix!r}")
+
+
 def load_config(path: str | Path | None = None, *, base: str | None = None,
                 overrides: list[str] | dict[str, Any] | None = None) -> AcceleratorConfig:
     """Load a configuration.
@@ -249,14 +261,7 @@ def load_config(path: str | Path | None = None, *, base: str | None = None,
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"configuration file {str(path)!r} does not exist")
-        text = path.read_text()
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ValueError(f"configuration file must end in .toml, .yaml or .yml, not {path.suffix!r}")
+        data = parse_table_file(path, "configuration") or {}
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {str(path)!r} must hold a table of fields")
         if "accelerator" in data and isinstance(data["accelerator"], dict):

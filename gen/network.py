@@ -45,12 +45,11 @@ Cin = 1, and fc2, Cout = 10), with the reason recorded in :attr:`ComputeLayer.de
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import AcceleratorConfig
+from .config import AcceleratorConfig, parse_table_file
 
 __all__ = ["Layer", "ComputeLayer", "Network", "NetworkError", "load_network", "parse_network",
            "NETWORKS_DIR", "example"]
@@ -191,14 +190,7 @@ def load_network(src, cfg: AcceleratorConfig) -> Network:
     path = Path(src)
     if not path.is_file():
         raise NetworkError(f"network file {str(path)!r} does not exist (examples: {examples()})")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-        data = yaml.safe_load(text)
-    else:
-        raise NetworkError(f"network file must end in .toml, .yaml or .yml, not {path.suffix!r}")
+    data = parse_table_file(path, "network", NetworkError)
     if not isinstance(data, dict):
         raise NetworkError(f"network file {str(path)!r} must hold a table")
     data.setdefault("name", path.stem)

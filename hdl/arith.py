@@ -1,8 +1,25 @@
 """Arithmetic building blocks shared by the components."""
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Mux, Signal, signed
 
-__all__ = ["pipelined_umul", "umul_latency"]
+__all__ = ["pipelined_umul", "umul_latency", "writeback"]
+
+
+def writeback(m, acc, *, acc_width: int, frac_bits: int, data_width: int, name: str = "wb"):
+    """The numeric contract's write-back of the signed ``acc_width``-bit value ``acc``, as a
+    combinational value: arithmetic shift right by ``frac_bits``, round half to even, saturate
+    to ``data_width`` (``golden.writeback``). Adds its intermediate signals to ``m``."""
+    wb = Signal(signed(acc_width + 1), name=name)
+    if frac_bits:
+        q = acc >> frac_bits
+        rem = acc[:frac_bits]
+        half = 1 << (frac_bits - 1)
+        up = (rem > half) | ((rem == half) & q[0])
+        m.d.comb += wb.eq(q + up)
+    else:
+        m.d.comb += wb.eq(acc)
+    hi, lo = (1 << (data_width - 1)) - 1, -(1 << (data_width - 1))
+    return Mux(wb > hi, hi, Mux(wb < lo, lo, wb))
 
 
 def umul_latency(a_width: int, b_width: int, *, chunk_a: int = 17, chunk_b: int = 16) -> int:

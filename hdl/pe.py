@@ -131,6 +131,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._validate import check_int
+from .arith import writeback
 from .layouts import sparse_elem_layout
 
 __all__ = ["PE", "MODE_FP", "MODE_BP", "MODE_WG", "pe_slot_layout", "pe_taps_layout",
@@ -633,22 +634,7 @@ class PE(wiring.Component):
                          d2_end.eq(d1_end), d2_raw.eq(d1_raw)]
 
         # ---------------------------------------------------------------- D2: write-back
-        fb = self._frac_bits
-        wb = Signal(signed(aw + 1))
-        if fb:
-            q = Signal(signed(aw))
-            rem = Signal(fb)
-            up = Signal()
-            m.d.comb += [
-                q.eq(d2_sum >> fb),
-                rem.eq(d2_sum[:fb]),
-                up.eq((rem > (1 << (fb - 1))) | ((rem == (1 << (fb - 1))) & q[0])),
-                wb.eq(q + up),
-            ]
-        else:
-            m.d.comb += wb.eq(d2_sum)
-        hi, lo = (1 << (dw - 1)) - 1, -(1 << (dw - 1))
-        sat = Mux(wb > hi, hi, Mux(wb < lo, lo, wb))
+        sat = writeback(m, d2_sum, acc_width=aw, frac_bits=self._frac_bits, data_width=dw)
         with m.If(~stall):
             m.d.sync += [
                 o.valid.eq(d2v),

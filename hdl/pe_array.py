@@ -60,6 +60,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._validate import check_int
+from .arith import writeback
 from .pe import COUNTER_WIDTH, PE, _tree, pe_out_layout
 
 __all__ = ["PEArray", "COLUMN_LATENCY"]
@@ -165,16 +166,8 @@ class PEArray(wiring.Component):
             with m.If(s1_go):
                 m.d.sync += [s1v.eq(v_all), s1_sum.eq(total),
                              s1_last.eq(outs[0].payload.last), s1_end.eq(outs[0].payload.end)]
-            wb = Signal(signed(aw + 1), name=f"c{j}_wb")
-            if fb:
-                q = s1_sum >> fb
-                rem = s1_sum[:fb]
-                up = (rem > (1 << (fb - 1))) | ((rem == (1 << (fb - 1))) & q[0])
-                m.d.comb += wb.eq(q + up)
-            else:
-                m.d.comb += wb.eq(s1_sum)
-            hi, lo = (1 << (dw - 1)) - 1, -(1 << (dw - 1))
-            sat = Mux(wb > hi, hi, Mux(wb < lo, lo, wb))
+            sat = writeback(m, s1_sum, acc_width=aw, frac_bits=fb, data_width=dw,
+                            name=f"c{j}_wb")
             with m.If(s2_go):
                 m.d.sync += [o.valid.eq(s1v), o.payload.value.eq(Mux(self.raw, s1_sum, sat)),
                              o.payload.last.eq(s1_last), o.payload.end.eq(s1_end)]

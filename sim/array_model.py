@@ -263,44 +263,20 @@ def random_array_layer(mode, *, cfg, kernel=3, stride=1, padding=1, zero_frac=0.
                        seed=0, batch=1, cin=4, cout=4, height=6, width=6, dense=False,
                        raw=True, mapping="interleaved", tile_words=None, value_range=None,
                        channel_density=None):
-    """A random layer on the array: ``(job, expected)`` (golden, write-back unless ``raw``).
+    """A random layer (:func:`pe_model.random_operands`) on the array: ``(job, expected)``.
 
     ``channel_density``: optional per-channel non-zero fractions of the sparse operand (FP:
     input channels; BP/WG: output-gradient channels), for uneven-work experiments."""
-    rng = np.random.default_rng(seed)
-    lo, hi = value_range or (-(1 << (cfg.data_width - 1)), (1 << (cfg.data_width - 1)) - 1)
-    K, S, p = kernel, stride, padding
-    x = rng.integers(lo, hi + 1, (batch, cin, height, width))
-    w = rng.integers(lo, hi + 1, (cout, cin, K, K))
-    ho, wo = (height + 2 * p - K) // S + 1, (width + 2 * p - K) // S + 1
-    dy = rng.integers(lo, hi + 1, (batch, cout, ho, wo))
-
-    def sparsify(a):
-        if channel_density is None:
-            a[rng.random(a.shape) < zero_frac] = 0
-        else:
-            dens = np.asarray(channel_density, float)[None, :, None, None]
-            a[rng.random(a.shape) >= dens] = 0
-
-    if nm is None:
-        fwd = bwd = np.ones(w.shape, dtype=bool)
-    else:
-        fwd = golden.nm_mask(w, nm[0], nm[1], axis=1) if mode == "fp" else None
-        bwd = golden.nm_mask(w, nm[0], nm[1], axis=0) if mode == "bp" else None
-    kw = dict(cfg=cfg, stride=S, padding=p, dense=dense, raw=raw, mapping=mapping,
+    x, w, dy, mask, ref = pm.random_operands(
+        mode, cfg=cfg, kernel=kernel, stride=stride, padding=padding, zero_frac=zero_frac,
+        nm=nm, seed=seed, batch=batch, cin=cin, cout=cout, height=height, width=width, raw=raw,
+        value_range=value_range, channel_density=channel_density)
+    kw = dict(cfg=cfg, stride=stride, padding=padding, dense=dense, raw=raw, mapping=mapping,
               tile_words=tile_words)
     if mode == "fp":
-        sparsify(x)
-        job = map_array("fp", x=x, w=w, mask=fwd, **kw)
-        ref = golden.conv2d_forward(x, w * fwd, S, p)
+        job = map_array("fp", x=x, w=w, mask=mask, **kw)
     elif mode == "bp":
-        sparsify(dy)
-        job = map_array("bp", dy=dy, w=w, x_shape=x.shape, mask=bwd, **kw)
-        ref = golden.conv2d_backward_input(dy, w * bwd, x.shape, S, p)
+        job = map_array("bp", dy=dy, w=w, x_shape=x.shape, mask=mask, **kw)
     else:
-        sparsify(dy)
         job = map_array("wg", x=x, dy=dy, w_shape=w.shape, **kw)
-        ref = golden.conv2d_backward_weight(x, dy, w.shape, S, p)
-    if not raw:
-        ref = golden.writeback(ref, cfg.frac_bits, cfg.data_width)
     return job, ref

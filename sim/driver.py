@@ -25,6 +25,7 @@ import numpy as np
 from sparseforge.hdl.accelerator import (DEST_CTRL, DEST_END, Accelerator, ctrl_layout,
                                          destinations, pgctl_layout, sources)
 from sparseforge.hdl.axil import REGS, STATUS_DONE, STATUS_ERROR
+from sparseforge.sim.testkit.amaranth_streams import pack_beats
 
 __all__ = ["PacketCodec", "Driver"]
 
@@ -79,8 +80,7 @@ class PacketCodec:
         return [DEST_END << 24]
 
     def _packed(self, kind, beats):
-        lay = self.layouts[kind]
-        return [int(lay.const(b).as_bits()) for b in beats]
+        return pack_beats(self.layouts[kind], beats)
 
     def array_job_packets(self, job, *, pe_sel=0) -> list[list[int]]:
         """Every packet of an ArrayJob, in the deadlock-free order of the module docstring."""
@@ -189,6 +189,21 @@ class Driver:
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
         self.prev: dict = {}
         self.side: list = []              # output beats of other sources seen by _collect
+
+    @classmethod
+    async def start(cls, dut, cfg, *, period_ns: int = 10):
+        """Start ``dut.clk``, attach a driver (before reset, so cocotbext-axi sees it), hold
+        ``dut.rst`` for 3 cycles and return the driver two cycles after its release."""
+        from cocotb.clock import Clock
+        from cocotb.triggers import ClockCycles, FallingEdge
+        Clock(dut.clk, period_ns, unit="ns").start()
+        drv = cls(dut, cfg)
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, 3)
+        await FallingEdge(dut.clk)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, 2)
+        return drv
 
     async def read(self, name: str) -> int:
         return await self.axil.read_dword(REGS[name])

@@ -40,9 +40,8 @@ from . import golden
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
            "execute", "cycles", "cycles_tiles", "cycles_grid", "split_tiles", "assemble_tiles",
-           "tile_expected", "row_cost",
-           "pe_kwargs", "random_layer", "MODES", "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE",
-           "DRAIN_ACCEPT"]
+           "tile_expected", "row_cost", "pe_kwargs", "random_layer", "random_operands", "MODES",
+           "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE", "DRAIN_ACCEPT"]
 
 MODES = {"fp": 0, "bp": 1, "wg": 2}
 #: Engine pipeline cycles after a tile's last bundle before the first drain read.
@@ -719,17 +718,19 @@ def assemble_tiles(job: PEJob, tiles: list, values) -> np.ndarray:
 # Random workloads (tests, tables)
 # --------------------------------------------------------------------------------------------
 
-def random_layer(mode, *, cfg, kernel=3, stride=1, padding=1, zero_frac=0.5, nm=None, seed=0,
-                 batch=1, cin=4, cout=4, height=6, width=6, dense=False, raw=True,
-                 value_range=None, empty_rows="omit", drain_chunk=None):
-    """A random layer mapped for ``mode`` ('fp', 'bp', 'wg'): returns ``(job, expected)``.
+def random_operands(mode, *, cfg, kernel=3, stride=1, padding=1, zero_frac=0.5, nm=None,
+                    seed=0, batch=1, cin=4, cout=4, height=6, width=6, raw=True,
+                    value_range=None, channel_density=None):
+    """Random operands of a layer phase and its golden result: ``(x, w, dy, mask, expected)``.
 
     Operands are uniform in ``value_range`` (default: the full ``data_width`` range, so
-    write-back saturates) with a fraction ``zero_frac`` of the sparse operand (x in FP, dy in
-    BP/WG) set to zero; ``nm = (n, m)`` prunes the weights with :func:`golden.bdwp_masks`
-    (FP uses the forward mask, BP the backward one; the axis must be a multiple of ``m``).
-    ``expected`` is the golden result (``writeback`` applied unless ``raw``).
-    """
+    write-back saturates); a fraction ``zero_frac`` of the sparse operand (x in FP, dy in BP/WG)
+    is zeroed, or with ``channel_density`` each channel keeps that fraction of non-zeros;
+    ``nm = (n, m)`` prunes the weights with :func:`golden.nm_mask` (``mask``: the forward mask
+    in FP, the backward one in BP, all ones without ``nm``; ``None`` in WG). ``expected`` is the
+    golden result (``writeback`` applied unless ``raw``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {tuple(MODES)}, not {mode!r}")
     rng = np.random.default_rng(seed)
     lo, hi = value_range or (-(1 << (cfg.data_width - 1)), (1 << (cfg.data_width - 1)) - 1)
     K, S, p = kernel, stride, padding
@@ -737,27 +738,41 @@ def random_layer(mode, *, cfg, kernel=3, stride=1, padding=1, zero_frac=0.5, nm=
     w = rng.integers(lo, hi + 1, (cout, cin, K, K))
     ho, wo = (height + 2 * p - K) // S + 1, (width + 2 * p - K) // S + 1
     dy = rng.integers(lo, hi + 1, (batch, cout, ho, wo))
-    if nm is None:
-        fwd = bwd = np.ones(w.shape, dtype=bool)
+    sparse = x if mode == "fp" else dy
+    if channel_density is None:
+        sparse[rng.random(sparse.shape) < zero_frac] = 0
     else:
-        fwd = golden.nm_mask(w, nm[0], nm[1], axis=1) if mode == "fp" else None
-        bwd = golden.nm_mask(w, nm[0], nm[1], axis=0) if mode == "bp" else None
-    common = dict(stride=S, padding=p, cfg=cfg, dense=dense, raw=raw, empty_rows=empty_rows,
-                  drain_chunk=drain_chunk)
-    if mode == "fp":
-        x[rng.random(x.shape) < zero_frac] = 0
-        job = map_conv_fp(x, w, mask=fwd, **common)
-        ref = golden.conv2d_forward(x, w * fwd, S, p)
-    elif mode == "bp":
-        dy[rng.random(dy.shape) < zero_frac] = 0
-        job = map_conv_bp(dy, w, x.shape, mask=bwd, **common)
-        ref = golden.conv2d_backward_input(dy, w * bwd, x.shape, S, p)
-    elif mode == "wg":
-        dy[rng.random(dy.shape) < zero_frac] = 0
-        job = map_conv_wg(x, dy, w.shape, **common)
+        dens = np.asarray(channel_density, float)[None, :, None, None]
+        sparse[rng.random(sparse.shape) >= dens] = 0
+    if mode == "wg":
+        mask = None
         ref = golden.conv2d_backward_weight(x, dy, w.shape, S, p)
     else:
-        raise ValueError(f"mode must be one of {tuple(MODES)}, not {mode!r}")
+        axis = 1 if mode == "fp" else 0
+        mask = np.ones(w.shape, dtype=bool) if nm is None else \
+            golden.nm_mask(w, nm[0], nm[1], axis=axis)
+        ref = golden.conv2d_forward(x, w * mask, S, p) if mode == "fp" else \
+            golden.conv2d_backward_input(dy, w * mask, x.shape, S, p)
     if not raw:
         ref = golden.writeback(ref, cfg.frac_bits, cfg.data_width)
+    return x, w, dy, mask, ref
+
+
+def random_layer(mode, *, cfg, kernel=3, stride=1, padding=1, zero_frac=0.5, nm=None, seed=0,
+                 batch=1, cin=4, cout=4, height=6, width=6, dense=False, raw=True,
+                 value_range=None, empty_rows="omit", drain_chunk=None):
+    """A random layer (:func:`random_operands`) mapped onto one PE for ``mode`` ('fp', 'bp',
+    'wg'): returns ``(job, expected)``."""
+    x, w, dy, mask, ref = random_operands(
+        mode, cfg=cfg, kernel=kernel, stride=stride, padding=padding, zero_frac=zero_frac,
+        nm=nm, seed=seed, batch=batch, cin=cin, cout=cout, height=height, width=width, raw=raw,
+        value_range=value_range)
+    common = dict(stride=stride, padding=padding, cfg=cfg, dense=dense, raw=raw,
+                  empty_rows=empty_rows, drain_chunk=drain_chunk)
+    if mode == "fp":
+        job = map_conv_fp(x, w, mask=mask, **common)
+    elif mode == "bp":
+        job = map_conv_bp(dy, w, x.shape, mask=mask, **common)
+    else:
+        job = map_conv_wg(x, dy, w.shape, **common)
     return job, ref

@@ -5,8 +5,7 @@ golden model; ID/config/counter registers; a malformed packet; a soft reset mid-
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import ClockCycles
 
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.hdl.accelerator import ERR_BAD_DEST
@@ -21,14 +20,7 @@ from sparseforge.sim.testkit.cocotb_streams import env_params
 async def setup(dut):
     p = env_params()
     cfg = AcceleratorConfig.from_dict(p["config"])
-    Clock(dut.clk, 10, unit="ns").start()
-    drv = Driver(dut, cfg)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
-    return p, cfg, drv
+    return p, cfg, await Driver.start(dut, cfg)
 
 
 def layers(p, cfg):
@@ -70,21 +62,11 @@ async def accelerator_layers(dut):
 async def accelerator_prune_and_pregen(dut):
     p, cfg, drv = await setup(dut)
     rng = np.random.default_rng(p["seed"])
-    codec = drv.codec
     g = rng.integers(-3000, 3000, 200)
     g[rng.random(200) < 0.5] = 0
     tau, seed = 900, 0x9E3779B9
     want, _ = golden.stochastic_prune_int(g, tau, seed, cfg.data_width)
-    glay = codec.dests[codec.dest_id["prune"]][1].payload.shape()
-    beats = [int(glay.const({"value": int(v), "last": int(k == g.size - 1)}).as_bits())
-             for k, v in enumerate(g)]
-    recv = cocotb.start_soon(drv._collect(g.size))
-    await drv.send([codec.ctrl_packet(tau=tau, seed=seed, seed_load=1, clear=1)])
-    await drv.send([codec.packet("prune", beats)])
-    parsed = await recv
-    mask = (1 << cfg.data_width) - 1
-    got = [((b & mask) ^ (1 << (cfg.data_width - 1))) - (1 << (cfg.data_width - 1))
-           for name, b in parsed if name == "prune"]
+    got = [int(v) for v in await drv.prune(g, tau, seed)]
     exp = [int(v) for v in want]
     bad = [k for k in range(min(len(got), len(exp))) if got[k] != exp[k]]
     assert got == exp, (f"pruned gradients differ from the golden model: {len(got)} of "
@@ -96,18 +78,7 @@ async def accelerator_prune_and_pregen(dut):
     m, n = cfg.nm_m, min(2, cfg.nm_n_max)
     w = rng.integers(-2000, 2000, (m, m))
     fwd, bwd = golden.bdwp_masks(w, n, m)
-    ilay = codec.dests[codec.dest_id["pregen"]][1].payload.shape()
-    beats = []
-    groups = [(0, w[r]) for r in range(m)] + [(1, w[:, c]) for c in range(m)]
-    for k, (d, grp) in enumerate(groups):
-        beats.append(int(ilay.const({"group": [int(v) for v in grp], "dir": d,
-                                     "last": int(k == len(groups) - 1)}).as_bits()))
-    recv = cocotb.start_soon(drv._collect(len(groups)))
-    await drv.send([codec.ctrl_packet(nm_n=n), codec.packet("pregen", beats)])
-    parsed = [b for name, b in await recv if name == "pregen"]
-    masks = [b & ((1 << m) - 1) for b in parsed]          # mask: the payload's first field
-    got_f = np.array([[(mk >> e) & 1 for e in range(m)] for mk in masks[:m]], bool)
-    got_b = np.array([[(mk >> e) & 1 for e in range(m)] for mk in masks[m:]], bool).T
+    got_f, got_b = await drv.pregen(w, n)
     assert np.array_equal(got_f, fwd) and np.array_equal(got_b, bwd), "pre-generated masks"
     dut._log.info(f"pre-generation: {2 * m} groups, masks equal to golden bdwp_masks")
 

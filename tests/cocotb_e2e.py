@@ -8,8 +8,6 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
 
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.hdl.axil import ID_VALUE
@@ -22,13 +20,7 @@ from sparseforge.sim.testkit.cocotb_streams import env_params
 async def e2e_training_step(dut):
     p = env_params()
     cfg = AcceleratorConfig.from_dict(p["config"])
-    Clock(dut.clk, 10, unit="ns").start()
-    drv = Driver(dut, cfg)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
+    drv = await Driver.start(dut, cfg)
     assert await drv.read("ID") == ID_VALUE
     # cocotbext-axi logs every AXI4-Lite access at INFO: hundreds of counter reads per step
     for bus in (drv.axil.write_if, drv.axil.read_if):

@@ -10,14 +10,11 @@ from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
 from sparseforge.sim import pe_model as pm
+from sparseforge.sim.testkit.amaranth_streams import pack_beats
 from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env_params, run_streams
 from sparseforge.sim.testkit.patterns import make_pattern
 
 COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz", "active", "error")
-
-
-def packed(layout, beats):
-    return [int(layout.const(b).as_bits()) for b in beats]
 
 
 @cocotb.test()
@@ -34,11 +31,11 @@ async def pe_layer(dut):
     dut._log.info(f"seed={seed} {p['mode']} src={p['src']} sink={p['sink']} model={stats}")
     kw = pm.pe_kwargs(cfg)
     col_width = max(1, (cfg.max_row_len - 1).bit_length())
-    xs = packed(sparse_elem_layout(cfg.data_width, col_width), job.x_beats())
-    ts = packed(pe_taps_layout(kw["lanes"], cfg.data_width, cfg.k_max, kw["psum_depth"],
+    xs = pack_beats(sparse_elem_layout(cfg.data_width, col_width), job.x_beats())
+    ts = pack_beats(pe_taps_layout(kw["lanes"], cfg.data_width, cfg.k_max, kw["psum_depth"],
                                kw["dense_depth"]), job.tap_beats())
-    dr = packed(pe_drain_layout(kw["psum_depth"]), job.drain_beats())
-    ds = packed(pe_dense_layout(cfg.data_width), job.dense_beats())
+    dr = pack_beats(pe_drain_layout(kw["psum_depth"]), job.drain_beats())
+    ds = pack_beats(pe_dense_layout(cfg.data_width), job.dense_beats())
     n_out = job.n_outputs()
 
     for name in ("x", "taps", "drain", "dense"):

@@ -18,7 +18,7 @@ from sparseforge.gen.config import preset
 from sparseforge.hdl.pe import PE
 from sparseforge.sim import golden
 from sparseforge.sim import pe_model as pm
-from sparseforge.sim.testkit.amaranth_streams import unpack
+from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
 from sparseforge.sim.testkit.patterns import make_pattern
 
 # Small rows and buffers keep pysim fast; 4 lanes.
@@ -31,10 +31,6 @@ COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz", "active", "err
 # amaranth-sim harness: one testbench drives every stream (one wake-up per cycle)
 # --------------------------------------------------------------------------------------------
 
-def packed(layout, beats):
-    return [int(layout.const(b).as_bits()) for b in beats]
-
-
 def run_pe(jobs, *, src="always", sink="always", seed=0, dut=None, cfg=None):
     """Run one or more jobs (same control inputs) back to back on one PE.
 
@@ -45,12 +41,12 @@ def run_pe(jobs, *, src="always", sink="always", seed=0, dut=None, cfg=None):
     cfg = cfg or jobs[0].cfg
     dut = dut or PE(**pm.pe_kwargs(cfg))
     cat = lambda f: [b for j in jobs for b in f(j)]      # noqa: E731
-    srcs = [(dut.x, packed(dut.x_layout, cat(pm.PEJob.x_beats)), make_pattern(src, seed + 2)),
-            (dut.taps, packed(dut.taps_layout, cat(pm.PEJob.tap_beats)),
+    srcs = [(dut.x, pack_beats(dut.x_layout, cat(pm.PEJob.x_beats)), make_pattern(src, seed + 2)),
+            (dut.taps, pack_beats(dut.taps_layout, cat(pm.PEJob.tap_beats)),
              make_pattern(src, seed + 3)),
-            (dut.drain, packed(dut.drain_layout, cat(pm.PEJob.drain_beats)),
+            (dut.drain, pack_beats(dut.drain_layout, cat(pm.PEJob.drain_beats)),
              make_pattern(src, seed + 4))]
-    dense = packed(dut.dense_layout, jobs[0].dense_beats())
+    dense = pack_beats(dut.dense_layout, jobs[0].dense_beats())
     n_out = sum(j.n_outputs() for j in jobs)
     spat = make_pattern(sink, seed + 1)
     out, res = [], {}

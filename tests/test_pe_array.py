@@ -11,15 +11,11 @@ from sparseforge.gen.config import preset
 from sparseforge.hdl.pe_array import COLUMN_LATENCY, PEArray
 from sparseforge.sim import array_model as am
 from sparseforge.sim import pe_model as pm
-from sparseforge.sim.testkit.amaranth_streams import unpack
+from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
 from sparseforge.sim.testkit.patterns import make_pattern
 
 CFG = preset("tiny").replace(max_row_len=16, k_max=5, psum_buf_depth=64, act_buf_depth=512)
 PE_COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz")
-
-
-def packed(layout, beats):
-    return [int(layout.const(b).as_bits()) for b in beats]
 
 
 def array_streams(dut, job):
@@ -29,14 +25,14 @@ def array_streams(dut, job):
     cat = lambda tiles, f: [b for t in tiles for b in f(t)]      # noqa: E731
     srcs = []
     for i in range(R):
-        srcs.append((f"x_r{i}", packed(p.x_layout, cat(job.grid[i][0], pm.PEJob.x_beats))))
+        srcs.append((f"x_r{i}", pack_beats(p.x_layout, cat(job.grid[i][0], pm.PEJob.x_beats))))
         for j in range(C):
             srcs.append((f"taps_r{i}_c{j}",
-                         packed(p.taps_layout, cat(job.grid[i][j], pm.PEJob.tap_beats))))
+                         pack_beats(p.taps_layout, cat(job.grid[i][j], pm.PEJob.tap_beats))))
     for j in range(C):
-        srcs.append((f"drain_c{j}", packed(p.drain_layout, cat(job.grid[0][j],
+        srcs.append((f"drain_c{j}", pack_beats(p.drain_layout, cat(job.grid[0][j],
                                                                  pm.PEJob.drain_beats))))
-    dense = [(f"dense_r{i}_c{j}", packed(p.dense_layout, job.grid[i][j][0].dense_beats()))
+    dense = [(f"dense_r{i}_c{j}", pack_beats(p.dense_layout, job.grid[i][j][0].dense_beats()))
              for i in range(R) for j in range(C)]
     return srcs, dense
 

@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 
 from .patterns import make_pattern
 
-__all__ = ["pack", "unpack", "stream_put", "stream_get", "stream_source", "stream_sink",
+__all__ = ["pack", "pack_beats", "unpack", "stream_put", "stream_get", "stream_source", "stream_sink",
            "run_stream_sim"]
 
 
@@ -30,6 +30,11 @@ def pack(layout: data.StructLayout, fields: dict) -> int:
         width = Shape.cast(field.shape).width
         out |= (int(fields.get(name, 0)) & ((1 << width) - 1)) << field.offset
     return out
+
+
+def pack_beats(layout, beats) -> list[int]:
+    """Field dictionaries (nested arrays and structs too) -> the layout's payload integers."""
+    return [int(layout.const(b).as_bits()) for b in beats]
 
 
 def unpack(layout: data.StructLayout, value: int) -> dict:
