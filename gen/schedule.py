@@ -30,7 +30,7 @@ from .config import AcceleratorConfig
 from .network import ComputeLayer, Network, NetworkError
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
-           "decode", "validate", "config_hash", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS",
+           "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS",
            "ERR"]
 
 MAGIC = 0x43534653          # bytes 'S' 'F' 'S' 'C' as a little-endian word
@@ -222,7 +222,8 @@ def config_hash(cfg: AcceleratorConfig) -> int:
     return zlib.crc32(json.dumps(d, sort_keys=True).encode())
 
 
-def _config_tag(cfg: AcceleratorConfig) -> int:
+def config_tag(cfg: AcceleratorConfig) -> int:
+    """Header word 5: ``pe_rows | pe_cols << 8 | macs_per_pe << 16 | k_max << 24`` (= CONFIG0)."""
     return cfg.pe_rows | cfg.pe_cols << 8 | cfg.macs_per_pe << 16 | cfg.k_max << 24
 
 
@@ -274,10 +275,10 @@ def validate(data, cfg: AcceleratorConfig | None = None) -> list[int]:
     if crc != words[-1]:
         raise ScheduleError("checksum", f"CRC-32 {words[-1]:#010x}, computed {crc:#010x}")
     if cfg is not None:
-        if words[5] != _config_tag(cfg) or words[6] != config_hash(cfg):
+        if words[5] != config_tag(cfg) or words[6] != config_hash(cfg):
             raise ScheduleError("config", f"compiled for configuration tag {words[5]:#010x} / hash "
                                           f"{words[6]:#010x}, this accelerator is "
-                                          f"{_config_tag(cfg):#010x} / {config_hash(cfg):#010x}")
+                                          f"{config_tag(cfg):#010x} / {config_hash(cfg):#010x}")
     if words[7] != 0:
         raise ScheduleError("entry", f"header word 7 is reserved (0), not {words[7]:#x}")
     for k in range(n):
@@ -472,6 +473,22 @@ class _Builder:
         d.update(kw)
         self.entries.append(Entry(opcode=op, tile=0, n_tiles=1, **d))
 
+    def pregen(self, lay, extra_flags=0):
+        """PREGEN of ``lay``: ``2 * weights / M`` groups (fwd pass, then bwd pass, in
+        ``hdl.weight_pregen.pregen_schedule`` order) in chunks that fit the weight buffer; one
+        entry per chunk (``r0`` = first group, ``nr`` = groups; the host loads the chunk into
+        the weight buffer at 0 before the controller runs it)."""
+        groups = 2 * lay.weight_words // self.cfg.nm_m
+        depth = self.cfg.weight_buf_depth
+        n = _cdiv(groups, depth)
+        for t in range(n):
+            g0 = t * depth
+            ng = min(depth, groups - g0)
+            d = self.common(lay)
+            d["flags"] |= extra_flags
+            d.update(r0=g0, nr=ng, weight_base=0, weight_words=ng)
+            self.entries.append(Entry(opcode=Op.PREGEN, tile=t, n_tiles=n, **d))
+
     def check_entry_fit(self):
         cfg = self.cfg
         for e in self.entries:
@@ -514,7 +531,7 @@ def build_schedule(net: Network, cfg: AcceleratorConfig, *, mapping: str = "inte
     if initial_pregen:
         for lay in net.compute:
             if b.bdwp(lay):
-                b.single(Op.PREGEN, lay, nr=lay.weight_words)
+                b.pregen(lay)
     for lay in net.compute:
         b.conv_phase(Op.FP, lay)
     for lay in reversed(net.compute):
@@ -524,10 +541,10 @@ def build_schedule(net: Network, cfg: AcceleratorConfig, *, mapping: str = "inte
             b.conv_phase(Op.BP, lay)
         b.wg_phase(lay)
         if b.bdwp(lay):
-            b.single(Op.PREGEN, lay, Flag.OVERLAP, nr=lay.weight_words)
+            b.pregen(lay, Flag.OVERLAP)
     b.entries.append(Entry(opcode=Op.END))
     b.check_entry_fit()
-    return Schedule(entries=tuple(b.entries), config_tag=_config_tag(cfg),
+    return Schedule(entries=tuple(b.entries), config_tag=config_tag(cfg),
                     config_hash=config_hash(cfg))
 
 

@@ -46,6 +46,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import AxiLiteRegs, config_words
+from .controller import ScheduleController
 from .pe_array import PEArray
 from .pe import pe_params
 from .pruner import StochasticPruner
@@ -92,10 +93,13 @@ def _words(width):
 class Accelerator(wiring.Component):
     __doc__ = __doc__
 
-    def __init__(self, cfg, *, version=(0, 1, 0)):
+    def __init__(self, cfg, *, version=(0, 1, 0), sched_depth: int = 4096):
+        from sparseforge.gen.schedule import config_hash, config_tag
         self._cfg = cfg
         self._version = version
         self.array = PEArray.from_config(cfg)
+        self.ctl = ScheduleController(depth=sched_depth, config_tag=config_tag(cfg),
+                                      config_hash=config_hash(cfg))
         self.pruner = StochasticPruner(data_width=cfg.data_width)
         self.pregen = WeightPregen(m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
         self.regs = AxiLiteRegs(addr_width=12, version=version, config=config_words(cfg))
@@ -117,9 +121,11 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        regs, array, pruner, pregen = self.regs, self.array, self.pruner, self.pregen
+        regs, array, pruner, pregen, sc = (self.regs, self.array, self.pruner, self.pregen,
+                                           self.ctl)
         soft = Signal()
         m.submodules.regs = regs
+        m.submodules.ctl = ResetInserter(soft)(sc)
         m.submodules.array = ResetInserter(soft)(array)
         m.submodules.pruner = ResetInserter(soft)(pruner)
         m.submodules.pregen = ResetInserter(soft)(pregen)
@@ -134,10 +140,16 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ control registers
         ctl = Signal(ctrl_layout(cfg))
-        for name in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw",
-                     "pe_sel"):
+        # While a schedule runs, the phase controls come from it (the CTRL packet's copies of
+        # them are ignored); raw, pe_sel, tau and the seed stay with the host.
+        for name in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero"):
+            m.d.comb += getattr(array, name).eq(
+                Mux(sc.running, getattr(sc, name), getattr(ctl, name)))
+        for name in ("raw", "pe_sel"):
             m.d.comb += getattr(array, name).eq(getattr(ctl, name))
-        m.d.comb += [pruner.tau.eq(ctl.tau), pruner.k_p.eq(ctl.k_p), pruner.shift.eq(ctl.shift),
+        m.d.comb += [pruner.tau.eq(ctl.tau),
+                     pruner.k_p.eq(Mux(sc.running, sc.k_p, ctl.k_p)),
+                     pruner.shift.eq(Mux(sc.running, sc.shift, ctl.shift)),
                      pruner.seed.eq(ctl.seed)]
         # N of the pre-generation: set by CTRL.nm_n, or by PGCTL.n when a run starts; a CTRL
         # beat arriving during an on-chip run (the WG job it overlaps) leaves it alone.
@@ -160,7 +172,8 @@ class Accelerator(wiring.Component):
         seq_ov = Signal()
 
         # ------------------------------------------------------------------ input router
-        dests = destinations(array, pruner, pregen, cfg)
+        dests = destinations(array, pruner, pregen, cfg, sc)
+        dest_id = {name: k for k, (name, _, _) in enumerate(dests)}
         max_words = max(_words(w) for _, _, w in dests)
         # init 0xFF, not 0: the first header (usually CTRL, id 0) must *change* hdr_dest, or
         # Icarus never evaluates the combinational blocks decoding it (a declaration's initial
@@ -196,8 +209,9 @@ class Accelerator(wiring.Component):
                     if port is None or port == "pgctl":  # CTRL / END / PGCTL: always ready
                         m.d.comb += present_ready.eq(1)
                     elif port == "wbuf":                 # weight buffer: one write per beat
-                        m.d.comb += present_ready.eq(1)
-                        with m.If(state == PRESENT):
+                        # held while a pre-generation run reads the buffer (no group lost)
+                        m.d.comb += present_ready.eq(~seq_active)
+                        with m.If((state == PRESENT) & ~seq_active):
                             m.d.comb += [wb_wr.en.eq(wptr < cfg.weight_buf_depth),
                                          wb_wr.addr.eq(wptr), wb_wr.data.eq(buf[:w])]
                             m.d.sync += wptr.eq(wptr + 1)
@@ -217,8 +231,10 @@ class Accelerator(wiring.Component):
                 with m.If(s_take):
                     m.d.sync += [hdr_dest.eq(word[24:32]), beats_left.eq(word[:24]),
                                  widx.eq(0)]
-                    with m.If(word[24:32] == len(dests) - 2):     # a wbuf packet: from 0
+                    with m.If(word[24:32] == dest_id["wbuf"]):    # a wbuf packet: from 0
                         m.d.sync += wptr.eq(0)
+                    with m.If(word[24:32] == dest_id["sched"]):   # a schedule load
+                        m.d.comb += [sc.load_begin.eq(1), sc.load_len.eq(word[:24])]
                     with m.If(~known):
                         m.d.comb += [err_pulse.eq(1), err_code.eq(ERR_BAD_DEST)]
                         with m.If(~self.s_axis_tlast):
@@ -253,7 +269,7 @@ class Accelerator(wiring.Component):
                                      pruner.clear.eq(new_ctl.clear)]
                         with m.If(~seq_active):
                             m.d.sync += pg_n.eq(new_ctl.nm_n)
-                    with m.If(hdr_dest == len(dests) - 1):          # PGCTL
+                    with m.If(hdr_dest == dest_id["pgctl"]):
                         pg = Signal(pgctl_layout(cfg))
                         m.d.comb += pg.eq(buf[:len(pg.as_value())])
                         with m.If(pg.go & ~seq_active):
@@ -267,6 +283,12 @@ class Accelerator(wiring.Component):
             with m.Case(DISCARD):
                 with m.If(s_take & self.s_axis_tlast):
                     m.d.sync += state.eq(IDLE)
+
+        # the schedule's PREGEN steps start the same sequencer (the controller waits while a
+        # run is busy, so the two never collide)
+        with m.If(sc.pg_go & ~seq_active):
+            m.d.sync += [pg_n.eq(sc.nm_n), seq_left.eq(sc.pg_count), rptr.eq(0),
+                         seq_active.eq(sc.pg_count != 0)]
 
         # sequencer: weight buffer -> pre-generation, one group per cycle (a registered read:
         # the read advances when the output register is empty or moving)
@@ -339,13 +361,22 @@ class Accelerator(wiring.Component):
             ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])
         done = Signal()
         m.d.comb += done.eq(end_seen & idle)
+        # the controller takes a step only once the previous phase has left the data path (an
+        # overlapped pre-generation run may go on)
+        m.d.comb += [
+            sc.start.eq(regs.start),
+            sc.dp_idle.eq(~array.active & ~busy_out & ~pruner.o.valid &
+                          ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])),
+            sc.pg_busy.eq(seq_active),
+        ]
         with m.If(done):
             m.d.sync += end_seen.eq(0)
         m.d.comb += [
             regs.busy.eq(~idle | end_seen),
             regs.done_pulse.eq(done),
-            regs.error_pulse.eq(err_pulse),
-            regs.error_code.eq(err_code),
+            regs.error_pulse.eq(err_pulse | sc.err),
+            regs.error_code.eq(Mux(err_pulse, err_code, sc.err_code)),
+            regs.sched_status.eq(Cat(sc.loaded, sc.running, sc.at_end, Const(0, 13), sc.pc)),
             regs.cycles.eq(array.cycles),
             regs.busy_mac.eq(array.sel_busy_mac),
             regs.stall_in.eq(array.sel_stall_in),
@@ -358,7 +389,7 @@ class Accelerator(wiring.Component):
         return m
 
 
-def destinations(array, pruner, pregen, cfg):
+def destinations(array, pruner, pregen, cfg, ctl):
     """``[(name, stream or None, payload width)]`` in destination-id order."""
     out = [("ctrl", None, len(Signal(ctrl_layout(cfg)).as_value())), ("end", None, 0)]
     R, C = array.rows, array.cols
@@ -380,6 +411,8 @@ def destinations(array, pruner, pregen, cfg):
     out.append(("pregen", pregen.i, len(pregen.i.payload.as_value())))
     out.append(("wbuf", "wbuf", len(pregen.i.payload.as_value())))
     out.append(("pgctl", "pgctl", len(Signal(pgctl_layout(cfg)).as_value())))
+    out.append(("sched", ctl.load, 32))
+    out.append(("step", ctl.step, 8))
     return out
 
 

@@ -14,7 +14,8 @@ from ._validate import check_int
 
 __all__ = ["AxiLiteRegs", "REGS", "COUNTERS", "ID_VALUE", "RESP_OKAY", "RESP_SLVERR",
            "CTRL_START", "CTRL_SOFT_RESET", "CTRL_IRQ_ENABLE", "STATUS_BUSY", "STATUS_DONE",
-           "STATUS_ERROR", "IRQ_DONE", "IRQ_ERROR", "config_words", "version_word"]
+           "STATUS_ERROR", "IRQ_DONE", "IRQ_ERROR", "SCHED_LOADED", "SCHED_RUNNING", "SCHED_AT_END",
+           "config_words", "version_word"]
 
 #: Value of the read-only ID register: ASCII 'SFRG'.
 ID_VALUE = 0x53465247
@@ -45,6 +46,13 @@ REGS = {
 for _k, _name in enumerate(COUNTERS):
     REGS[f"{_name.upper()}_LO"] = _COUNTER_BASE + 8 * _k
     REGS[f"{_name.upper()}_HI"] = _COUNTER_BASE + 8 * _k + 4
+#: Read-only state of the on-chip schedule controller (hdl/controller.py).
+REGS["SCHED_STATUS"] = 0x080
+
+#: Bits of SCHED_STATUS ([31:16] is the index of the next schedule entry).
+SCHED_LOADED = 1 << 0
+SCHED_RUNNING = 1 << 1
+SCHED_AT_END = 1 << 2
 
 #: Bits of CTRL, STATUS and IRQ_STATUS.
 CTRL_START = 1 << 0
@@ -136,6 +144,9 @@ class AxiLiteRegs(wiring.Component):
     error_code : In(error_code_width)
         Captured into ERROR_CODE on an ``error_pulse`` while STATUS.error is clear (the first
         error is kept until software clears STATUS.error).
+    sched_status : In(32)
+        Read live as SCHED_STATUS (read-only): the schedule controller's loaded / running /
+        at_end bits and, in [31:16], the index of its next entry.
     cycles, busy_mac, stall_in, stall_out, nnz : In(counter_width)
         Performance counters kept by the core. Reading a LO register latches the HI half of the
         same counter at the same instant, so a LO-then-HI read pair is an atomic 64-bit read.
@@ -176,7 +187,7 @@ class AxiLiteRegs(wiring.Component):
             "start": Out(1), "soft_reset": Out(1), "irq": Out(1),
             "sched_len": Out(32), "sched_base": Out(32),
             "busy": In(1), "done_pulse": In(1), "error_pulse": In(1),
-            "error_code": In(error_code_width),
+            "error_code": In(error_code_width), "sched_status": In(32),
         }
         for name in COUNTERS:
             members[name] = In(counter_width)
@@ -309,6 +320,8 @@ class AxiLiteRegs(wiring.Component):
                 m.d.comb += rdata.eq(self.sched_len)
             with m.Case(REGS["SCHED_BASE"] >> 2):
                 m.d.comb += rdata.eq(self.sched_base)
+            with m.Case(REGS["SCHED_STATUS"] >> 2):
+                m.d.comb += rdata.eq(self.sched_status)
             for name in COUNTERS:
                 counter = getattr(self, name)
                 with m.Case(REGS[f"{name.upper()}_LO"] >> 2):

@@ -40,10 +40,10 @@ class PacketCodec:
     def __init__(self, cfg):
         self.cfg = cfg
         acc = Accelerator(cfg)
-        for e in (acc, acc.array, acc.pruner, acc.pregen, acc.regs):
+        for e in (acc, acc.array, acc.pruner, acc.pregen, acc.regs, acc.ctl):
             e._MustUse__used = True        # only used for its port tables, never elaborated
         self._acc = acc
-        self.dests = destinations(acc.array, acc.pruner, acc.pregen, cfg)
+        self.dests = destinations(acc.array, acc.pruner, acc.pregen, cfg, acc.ctl)
         self.dest_id = {name: k for k, (name, _, _) in enumerate(self.dests)}
         self.srcs = sources(acc.array, acc.pruner, acc.pregen, cfg)
         self.src_id = {name: k for k, (name, _, _) in enumerate(self.srcs)}
@@ -79,15 +79,35 @@ class PacketCodec:
     def end_packet(self) -> list[int]:
         return [DEST_END << 24]
 
+    def sched_packet(self, binary) -> list[int]:
+        """The schedule binary (bytes or 32-bit words) as one ``sched`` packet: the schedule
+        controller stores and checks it (hdl/controller.py)."""
+        if isinstance(binary, (bytes, bytearray)):
+            if len(binary) % 4:
+                raise ValueError(f"a schedule is whole 32-bit words, not {len(binary)} bytes")
+            binary = [int.from_bytes(binary[k:k + 4], "little")
+                      for k in range(0, len(binary), 4)]
+        return self.packet("sched", [int(w) for w in binary])
+
+    def step_packet(self, opcode: int) -> list[int]:
+        """A ``step`` packet: the host is about to run the schedule's next phase, whose
+        opcode it expects to be ``opcode`` (:class:`sparseforge.gen.schedule.Op`)."""
+        return self.packet("step", [int(opcode)])
+
     def _packed(self, kind, beats):
         return pack_beats(self.layouts[kind], beats)
 
-    def array_job_packets(self, job, *, pe_sel=0) -> list[list[int]]:
-        """Every packet of an ArrayJob, in the deadlock-free order of the module docstring."""
+    def array_job_packets(self, job, *, pe_sel=0, step=None) -> list[list[int]]:
+        """Every packet of an ArrayJob, in the deadlock-free order of the module docstring.
+        ``step`` (an opcode): schedule mode -- a ``step`` packet first, and a CTRL packet that
+        carries only ``raw`` and ``pe_sel`` (the phase controls come from the schedule)."""
         R, C = job.rows, job.cols
         n_tiles = len(job.grid[0][0])
         ctl = job.control()
-        pk = [self.ctrl_packet(pe_sel=pe_sel, **ctl)]
+        if step is None:
+            pk = [self.ctrl_packet(pe_sel=pe_sel, **ctl)]
+        else:
+            pk = [self.step_packet(step), self.ctrl_packet(pe_sel=pe_sel, raw=ctl["raw"])]
         for i in range(R):
             for j in range(C):
                 d = job.grid[i][j][0].dense_beats()
@@ -256,10 +276,29 @@ class Driver:
         await self.wait_done()
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
 
-    async def run_array_job(self, job, *, pe_sel=0):
-        """Run an ArrayJob; returns ``(output tensor, STATUS)``."""
+    async def load_schedule(self, binary, *, max_polls=100):
+        """Send a schedule binary (``sched`` packet) and wait for the controller's verdict;
+        returns ``(SCHED_STATUS, STATUS, ERROR_CODE)``. A rejected binary leaves STATUS.error
+        and ERROR_CODE = ``0x10 | code`` (:data:`sparseforge.gen.schedule.ERR`)."""
+        from sparseforge.hdl.axil import SCHED_LOADED
+        await self.send([self.codec.sched_packet(binary)])
+        for _ in range(max_polls):
+            sst, st = await self.read("SCHED_STATUS"), await self.read("STATUS")
+            if sst & SCHED_LOADED or st & STATUS_ERROR:
+                return sst, st, await self.read("ERROR_CODE")
+        raise TimeoutError("the schedule controller gave no verdict")
+
+    async def start_schedule(self):
+        """CTRL.start: run the loaded schedule from its first entry; returns SCHED_STATUS."""
+        from sparseforge.hdl.axil import CTRL_START
+        await self.write("CTRL", CTRL_START | (await self.read("CTRL")))
+        return await self.read("SCHED_STATUS")
+
+    async def run_array_job(self, job, *, pe_sel=0, step=None):
+        """Run an ArrayJob; returns ``(output tensor, STATUS, column values)``. ``step``:
+        schedule mode (see :meth:`PacketCodec.array_job_packets`)."""
         import cocotb
-        packets = self.codec.array_job_packets(job, pe_sel=pe_sel)
+        packets = self.codec.array_job_packets(job, pe_sel=pe_sel, step=step)
         n = sum(job.n_outputs(j) for j in range(job.cols))
         recv = cocotb.start_soon(self._collect(n, prefix="o_c"))
         await self.send(packets)
@@ -270,7 +309,7 @@ class Driver:
         return out, status, cols
 
     # -- pruner and pre-generation (used by sim/e2e.py and tests/cocotb_accelerator.py) -------
-    async def prune(self, g, tau: int, seed: int):
+    async def prune(self, g, tau: int, seed: int, *, step=None):
         """Stochastic pruning of the gradient tensor ``g`` (ints in the signed ``data_width``
         range) on the :class:`~sparseforge.hdl.pruner.StochasticPruner`: a CTRL packet
         loads ``tau`` and ``seed`` (``seed_load``, ``clear``), then one ``prune`` packet holds
@@ -288,8 +327,10 @@ class Driver:
         beats = [int(lay.const({"value": v, "last": int(k == len(flat) - 1)}).as_bits())
                  for k, v in enumerate(flat)]
         recv = cocotb.start_soon(self._collect(len(flat)))
-        await self.send([codec.ctrl_packet(tau=int(tau), seed=int(seed), seed_load=1, clear=1),
-                         codec.packet("prune", beats)])
+        head = [] if step is None else [codec.step_packet(step)]
+        await self.send(head + [codec.ctrl_packet(tau=int(tau), seed=int(seed), seed_load=1,
+                                                  clear=1),
+                                codec.packet("prune", beats)])
         parsed = await recv
         mask, sign = (1 << dw) - 1, 1 << (dw - 1)
         got = [((b & mask) ^ sign) - sign for name, b in parsed if name == "prune"]
@@ -318,6 +359,36 @@ class Driver:
         await self.send([self.codec.ctrl_packet(nm_n=int(n)), self.codec.packet("pregen", beats)])
         out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
                for name, b in await recv if name == "pregen"]
+        res = pregen_reassemble(out, w.shape, cfg.nm_m, n)
+        self.last_pregen = res
+        return res.fwd_mask, res.bwd_mask
+
+    async def pregen_scheduled(self, w, n: int, *, step):
+        """Pre-generation as the schedule runs it: ``w``'s groups in chunks of at most
+        ``weight_buf_depth`` (the PREGEN entries of :func:`sparseforge.gen.schedule.
+        build_schedule`); per chunk a ``wbuf`` packet, a ``step`` packet (the controller starts
+        the on-chip run with the entry's N and group count) and END. Returns ``(fwd, bwd)``
+        like :meth:`pregen`; ``n`` is only used to reassemble (the hardware takes N from the
+        schedule)."""
+        import cocotb
+        from sparseforge.hdl.weight_pregen import (pregen_beats, pregen_reassemble,
+                                                   unpack_pregen_out)
+        cfg, codec = self.codec.cfg, self.codec
+        w = np.asarray(w)
+        beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
+        out = []
+        for g0 in range(0, len(beats), cfg.weight_buf_depth):
+            chunk = beats[g0:g0 + cfg.weight_buf_depth]
+            recv = cocotb.start_soon(self._collect(len(chunk)))
+            await self.send([codec.packet("wbuf", chunk), codec.step_packet(step),
+                             codec.end_packet()])
+            out += [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
+                    for name, b in await recv if name == "pregen"]
+            st = await self.wait_done()
+            if st & STATUS_ERROR:
+                raise RuntimeError(f"pre-generation chunk at group {g0}: STATUS {st:#x}, "
+                                   f"ERROR_CODE {await self.read('ERROR_CODE'):#x}")
+            await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
         res = pregen_reassemble(out, w.shape, cfg.nm_m, n)
         self.last_pregen = res
         return res.fwd_mask, res.bwd_mask

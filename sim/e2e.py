@@ -426,14 +426,42 @@ class RTLBackend(ModelBackend):
     over AXI4-Lite (CYCLES, and BUSY_MAC / NNZ of PE 0) and logged with the array model's
     prediction for the same job; every phase also logs its simulated clock cycles
     (``io_cycles``: packets in to STATUS.done, the I/O bound time) and host seconds.
-    ``strict``: raise when PE 0's BUSY_MAC / NNZ increments differ from the model's."""
+    ``strict``: raise when PE 0's BUSY_MAC / NNZ increments differ from the model's.
+    ``schedule``: a schedule binary (:func:`sparseforge.gen.schedule.build_schedule` of the
+    same network, encoded): it is loaded into the on-chip schedule controller and started
+    before the first phase, and every phase then runs as the schedule's next step -- the phase
+    controls, the pruner's threshold rule and the pre-generation runs come from the schedule
+    (hdl/controller.py); the host sends the data."""
 
-    def __init__(self, cfg, driver, *, clock_ns=10, strict=True):
+    def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None):
         super().__init__(cfg)
         self.drv = driver
         self.clock_ns = clock_ns
         self.strict = strict
         self.prev = None
+        self.schedule = schedule
+        self._started = False
+
+    async def _step(self, op):
+        """The schedule opcode of the next phase (None without a schedule), loading and
+        starting the schedule the first time."""
+        if self.schedule is None:
+            return None
+        from ..gen.schedule import Op
+        from ..hdl.axil import SCHED_RUNNING, STATUS_ERROR
+        if not self._started:
+            sst, st, code = await self.drv.load_schedule(self.schedule)
+            if st & STATUS_ERROR:
+                raise RuntimeError(f"the controller rejected the schedule: ERROR_CODE {code:#x}")
+            if not await self.drv.start_schedule() & SCHED_RUNNING:
+                raise RuntimeError("the schedule did not start")
+            self._started = True
+        else:                    # a PRUNE / PREGEN phase raises no done: check it here
+            st = await self.drv.read("STATUS")
+            if st & STATUS_ERROR:
+                raise RuntimeError(f"{self.layer} before {op}: STATUS.error, ERROR_CODE "
+                                   f"{await self.drv.read('ERROR_CODE'):#x}")
+        return getattr(Op, op)
 
     def _now(self):
         from cocotb.utils import get_sim_time
@@ -451,7 +479,7 @@ class RTLBackend(ModelBackend):
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
         c0 = self._now()
-        out, status, _ = await self.drv.run_array_job(job)
+        out, status, _ = await self.drv.run_array_job(job, step=await self._step(mode.upper()))
         io = self._now() - c0
         if not status & STATUS_DONE or status & STATUS_ERROR:
             raise RuntimeError(f"{self.layer} {mode}: STATUS {status:#x} (done without error "
@@ -485,7 +513,7 @@ class RTLBackend(ModelBackend):
 
     async def prune(self, g, tau, seed):
         t0, c0 = time.perf_counter(), self._now()
-        out = await self.drv.prune(g, tau, seed)
+        out = await self.drv.prune(g, tau, seed, step=await self._step("PRUNE"))
         self.log.append({"layer": self.layer, "phase": "prune", "io_cycles": self._now() - c0,
                          "elements": int(np.asarray(g).size),
                          "host_s": time.perf_counter() - t0})
@@ -493,7 +521,11 @@ class RTLBackend(ModelBackend):
 
     async def pregen(self, w, n):
         t0, c0 = time.perf_counter(), self._now()
-        out = await self.drv.pregen(w, n)
+        step = await self._step("PREGEN")
+        if step is None:
+            out = await self.drv.pregen(w, n)
+        else:
+            out = await self.drv.pregen_scheduled(w, n, step=step)
         self.log.append({"layer": self.layer, "phase": "pregen", "io_cycles": self._now() - c0,
                          "groups": 2 * int(np.asarray(w).size) // self.cfg.nm_m,
                          "host_s": time.perf_counter() - t0})

@@ -13,6 +13,8 @@ from sparseforge.hdl.axil import COUNTERS, REGS
 from sparseforge.sim.testkit.axil_model import AxilRegModel
 from sparseforge.sim.testkit.cocotb_streams import env_params
 
+_SCHED_RNG = random.Random(0x5C4ED)
+
 UNMAPPED = (0x038, 0x03C, 0x068, 0x06C, 0x070, 0x100, 0x400, 0xFFC)
 
 
@@ -30,7 +32,8 @@ class Bench:
         self.axi = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         self.pulses = {"start": 0, "soft_reset": 0}
         self.order = {"aw_first": 0, "w_first": 0, "same_cycle": 0}
-        for name in ("busy", "done_pulse", "error_pulse", "error_code", *COUNTERS):
+        for name in ("busy", "done_pulse", "error_pulse", "error_code", "sched_status",
+                     *COUNTERS):
             getattr(dut, name).value = 0
 
     async def start(self):
@@ -93,6 +96,9 @@ class Bench:
     def set_inputs(self, rng):
         self.model.busy = rng.randrange(2)
         self.dut.busy.value = self.model.busy
+        # its own generator: the main sequence (and its coverage) stays as it was
+        self.model.sched_status = _SCHED_RNG.getrandbits(32)
+        self.dut.sched_status.value = self.model.sched_status
         for name in COUNTERS:
             v = rng.getrandbits(self.p["counter_width"])
             self.model.counters[name] = v
@@ -176,7 +182,13 @@ async def axil_random_scoreboard(dut):
     await b.check_all_registers("after reset")
     b.set_pauses(rng)
     addrs = list(REGS.values()) * 2 + list(UNMAPPED)
-    await b.random_ops(rng, p["ops"], addrs)
+    half = p["ops"] // 2
+    await b.random_ops(rng, half, addrs)
+    # one soft reset (CTRL bit 1) for certain, mid-sequence, between the random ones
+    data = rng.getrandbits(32) | 0x2
+    bresp, strb = await b.write(REGS["CTRL"], data, 0xF)
+    assert bresp == b.model.write(REGS["CTRL"], data, strb)
+    await b.random_ops(rng, p["ops"] - half, addrs)
     await b.check_all_registers("at the end")
     assert b.pulses == {"start": b.model.starts, "soft_reset": b.model.soft_resets}, \
         f"pulses {b.pulses}, model starts={b.model.starts} soft_resets={b.model.soft_resets}"

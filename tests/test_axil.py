@@ -409,6 +409,8 @@ def test_axil_random_vs_model():
             if rng.random() < 0.1:
                 model.busy = rng.randrange(2)
                 ctx.set(dut.busy, model.busy)
+                model.sched_status = rng.getrandbits(32)
+                ctx.set(dut.sched_status, model.sched_status)
             if rng.random() < 0.5:
                 data = rng.getrandbits(32)
                 if addr == REGS["CTRL"] and rng.random() < 0.7:

@@ -85,7 +85,9 @@ def check_schedule(sched, net, cfg, sparse=True):
         # PRUNE / PREGEN.
         bdwp = sparse and lay.bdwp and net.nm is not None
         prune = sparse and lay.prune and net.prune_p > 0
-        assert len(by.get((Op.PREGEN, lay.id), [])) == int(bdwp)
+        pg = by.get((Op.PREGEN, lay.id), [])
+        assert sum(e.nr for e in pg) == (2 * lay.weight_words // cfg.nm_m if bdwp else 0)
+        assert all(e.nr <= cfg.weight_buf_depth and e.weight_words == e.nr for e in pg)
         assert len(by.get((Op.PRUNE, lay.id), [])) == int(prune)
         for e in by.get((Op.FP, lay.id), []) + ents:
             assert bool(e.flags & Flag.BDWP) == bdwp
@@ -126,8 +128,17 @@ def test_digits_cnn_schedule():
             fp0[0].pool_k, fp0[0].pool_s) == (1, 8, 16, 16, 3, 3, 1, 2, 2)
     assert fp0[0].flags & Flag.RELU and fp0[0].flags & Flag.POOL and fp0[0].flags & Flag.INTERLEAVED
     pregen = [e for e in s.entries if e.opcode == Op.PREGEN]
-    assert [(e.layer, e.nr, e.flags & Flag.OVERLAP != 0) for e in pregen] == \
-        [(2, 256 * 32, True), (1, 16 * 8 * 9, True)]
+    # PREGEN: 2 * weights / M groups per layer, in chunks of at most weight_buf_depth groups
+    by_layer = {}
+    for e in pregen:
+        assert e.flags & Flag.OVERLAP and e.nr <= CFG.weight_buf_depth
+        assert e.r0 == sum(x.nr for x in by_layer.get(e.layer, []))
+        by_layer.setdefault(e.layer, []).append(e)
+    assert [lay for lay in by_layer] == [2, 1]
+    assert [sum(e.nr for e in v) for v in by_layer.values()] == [2 * 256 * 32 // 8,
+                                                                 2 * 16 * 8 * 9 // 8]
+    assert all([e.tile for e in v] == list(range(len(v))) and
+               {e.n_tiles for e in v} == {len(v)} for v in by_layer.values())
     assert decode(encode(s), CFG) == s
 
 

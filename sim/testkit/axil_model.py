@@ -35,6 +35,7 @@ class AxilRegModel:
         self.by_word = {off >> 2: name for name, off in REGS.items()}
         self.counters = {name: 0 for name in COUNTERS}
         self.busy = 0
+        self.sched_status = 0       # an input of the register file, read live
         self.reset()
 
     def reset(self):
@@ -122,6 +123,8 @@ class AxilRegModel:
             return self.sched_len, RESP_OKAY
         if name == "SCHED_BASE":
             return self.sched_base, RESP_OKAY
+        if name == "SCHED_STATUS":
+            return self.sched_status, RESP_OKAY
         counter, half = name.rsplit("_", 1)
         counter = counter.lower()
         if half == "LO":
