@@ -3,7 +3,7 @@
 Command line (``python -m sparseforge.boards.flows``)::
 
     bitstream    --board {vcu1525,ecpix5} [--block B] [--preset P] [--set F=V ...]
-                 [--param K=V ...] [-o DIR]
+                 [--param K=V ...] [-o DIR] [--bd-only | --no-block-design]
     synth-report [--preset P] [--blocks B[,B] ...] [--exclude B[,B] ...]
                  [--families xilinx ecp5] [--param BLOCK.K=V ...] [-o DIR] [--check]
                  [--update-baselines]
@@ -11,8 +11,12 @@ Command line (``python -m sparseforge.boards.flows``)::
 ``bitstream``
     *vcu1525*: builds :class:`~sparseforge.boards.top.BoardTop` around the block on
     :class:`~sparseforge.boards.vcu1525.VCU1525Platform` with ``do_build=False`` and extracts
-    the Vivado tree (``top.tcl``, ``top.xdc``, ``top.v``, ``build_top.sh``). Vivado runs only
-    when ``vivado`` is on ``PATH``; otherwise the flow says so and where the tree is.
+    the Vivado tree (``top.tcl``, ``top.xdc``, ``top.v``, ``build_top.sh``). For the block
+    ``accelerator`` it also writes ``bd/``: the Vivado block design with the XDMA PCIe core
+    (:mod:`sparseforge.boards.vivado_bd`: ``create_bd.tcl``, ``accelerator.v``,
+    ``accelerator_wrapper.v``, ``pcie.xdc``, ``build_bd.sh``, ``README``); ``--bd-only`` skips
+    the standalone tree, ``--no-block-design`` the block design. Vivado runs only when
+    ``vivado`` is on ``PATH``; otherwise the flow says so and where the trees are.
     *ecpix5*: a real bitstream on the ECPIX-5 85F with YoWASP Yosys + nextpnr-ecp5 + ecppack
     (``--timing-allow-fail``), then Fmax and utilisation from nextpnr's log.
     Both write ``report.json`` into the build folder and print a table.
@@ -48,8 +52,8 @@ from pathlib import Path
 from .ecp5 import (ECP5_KEY_BELS, NEXTPNR_OPTS, ecpix5_platform, parse_critical_path, parse_fmax,
                    parse_utilisation, tool_path, yowasp_env)
 
-__all__ = ["BOARDS", "DEFAULT_PRESET", "BASELINES_DIR", "TOLERANCE", "bitstream", "synth_report",
-           "synth_block", "summarize_xilinx", "summarize_ecp5", "compare", "load_baseline",
+__all__ = ["BOARDS", "DEFAULT_PRESET", "BLOCK_DESIGN_BLOCKS", "BASELINES_DIR", "TOLERANCE",
+           "bitstream", "synth_report", "synth_block", "summarize_xilinx", "summarize_ecp5", "compare", "load_baseline",
            "write_baseline", "format_table", "select_blocks", "main"]
 
 #: Boards ``bitstream`` knows, with the preset each uses by default.
@@ -109,19 +113,43 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
 
 # -- bitstream -------------------------------------------------------------------------------
+#: Blocks with the XDMA block design (``bd/``) on the VCU1525: the top level's AXI ports.
+BLOCK_DESIGN_BLOCKS = ("accelerator",)
+
+
 def bitstream(board: str, block: str = "compressor", preset: str | None = None,
               build_dir: str | Path | None = None, *, params: dict | None = None,
-              sets: list[str] | None = None, quiet: bool = False) -> dict:
+              sets: list[str] | None = None, quiet: bool = False,
+              block_design: bool | None = None, standalone: bool = True) -> dict:
     """Build ``block`` (inside :class:`~sparseforge.boards.top.BoardTop`) for ``board``.
+
+    VCU1525 only: ``block_design`` (default: ``block`` is in :data:`BLOCK_DESIGN_BLOCKS`) also
+    writes the XDMA block design into ``<build_dir>/bd`` (:mod:`~sparseforge.boards.vivado_bd`);
+    ``standalone=False`` skips the :class:`BoardTop` tree (block design only).
 
     Returns the report dict (also written to ``<build_dir>/report.json``).
     """
     from .top import board_top
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
+    do_bd = (block in BLOCK_DESIGN_BLOCKS if block_design is None else block_design) \
+        and board == "vcu1525"
+    if block_design and board != "vcu1525":
+        raise ValueError(f"the block design exists for the vcu1525 only, not {board!r}")
+    if block_design and block not in BLOCK_DESIGN_BLOCKS:
+        raise ValueError(f"the block design needs the top level's AXI ports: block must be one "
+                         f"of {BLOCK_DESIGN_BLOCKS}, not {block!r}")
+    if not standalone and not do_bd:
+        raise ValueError("nothing to build: the standalone tree is off and there is no block "
+                         f"design for board {board!r} / block {block!r}")
     preset = preset or DEFAULT_PRESET[board]
     cfg = _config(preset, sets)
-    top, used = board_top(block, cfg, **(params or {}))
+    if standalone:
+        top, used = board_top(block, cfg, **(params or {}))
+    else:
+        from sparseforge.gen.blocks import build_block
+        top = None
+        bd_component, used = build_block(block, cfg, **(params or {}))
     build_dir = Path(build_dir or Path("build") / "bitstream" / board / block)
     build_dir.mkdir(parents=True, exist_ok=True)
     report = {"board": board, "block": block, "preset": preset, "config": cfg.to_dict(),
@@ -132,25 +160,34 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     if board == "vcu1525":
         from .vcu1525 import VCU1525Platform
         plat = VCU1525Platform()
-        plan = plat.build(top, name="top", do_build=False)
-        plan.extract(str(build_dir))
         report["device"] = f"{plat.device}-{plat.package}-{plat.speed}"
-        report["files"] = sorted(p.name for p in build_dir.iterdir() if p.is_file()
-                                 and p.name != "report.json")
         vivado = shutil.which("vivado")
         report["vivado"] = vivado
-        if vivado:
-            say(f"vivado found at {vivado}: running build_top.sh in {build_dir}")
-            plan.execute_local(str(build_dir))
-            bit = build_dir / "top.bit"
-            report["bitstream"] = str(bit) if bit.exists() else None
-        else:
-            report["bitstream"] = None
-            say(f"vivado is not on PATH: stopped after writing the Vivado tree to {build_dir}/\n"
-                f"  files: {', '.join(report['files'])}\n"
-                f"  to finish on a machine with Vivado: cd {build_dir} && sh build_top.sh\n"
-                f"  (runs vivado -mode batch -source top.tcl; bitstream top.bit, reports "
-                f"top_timing.rpt / top_utilization_place.rpt)")
+        report["bitstream"] = None
+        report["files"] = []
+        if standalone:
+            plan = plat.build(top, name="top", do_build=False)
+            plan.extract(str(build_dir))
+            report["files"] = sorted(p.name for p in build_dir.iterdir() if p.is_file()
+                                     and p.name != "report.json")
+            if vivado:
+                say(f"vivado found at {vivado}: running build_top.sh in {build_dir}")
+                plan.execute_local(str(build_dir))
+                bit = build_dir / "top.bit"
+                report["bitstream"] = str(bit) if bit.exists() else None
+            else:
+                say(f"vivado is not on PATH: stopped after writing the Vivado tree to "
+                    f"{build_dir}/\n"
+                    f"  files: {', '.join(report['files'])}\n"
+                    f"  to finish on a machine with Vivado: cd {build_dir} && sh build_top.sh\n"
+                    f"  (runs vivado -mode batch -source top.tcl; bitstream top.bit, reports "
+                    f"top_timing.rpt / top_utilization_place.rpt)")
+        if do_bd:
+            if standalone:      # a fresh instance: BoardTop owns the first one
+                from sparseforge.gen.blocks import build_block
+                bd_component, _ = build_block(block, cfg, **(params or {}))
+            report["block_design"] = _vcu1525_block_design(bd_component, cfg, used,
+                                                           build_dir / "bd", vivado, say)
     else:
         plat = ecpix5_platform()
         report["device"] = f"LFE5UM5G-85F-{plat.speed}{plat.package}"
@@ -177,6 +214,33 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
         say(_ecp5_table(report))
     say(f"report: {build_dir / 'report.json'} ({report['runtime_s']} s)")
     return report
+
+
+def _vcu1525_block_design(component, cfg, params: dict, bd_dir: Path, vivado: str | None,
+                          say) -> dict:
+    """Write the XDMA block-design tree into ``bd_dir``; run ``build_bd.sh`` if Vivado is there."""
+    from .vivado_bd import BITSTREAM_NAME, write_block_design
+    info = write_block_design(component, bd_dir, config=cfg, params=params)
+    info["bitstream"] = None
+    if vivado:
+        say(f"vivado found at {vivado}: running build_bd.sh (XDMA block design) in {bd_dir}")
+        proc = subprocess.run(["sh", "build_bd.sh"], cwd=bd_dir, capture_output=True, text=True)
+        info["vivado_rc"] = proc.returncode
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_bd.sh failed in {bd_dir} (rc {proc.returncode}); see "
+                               f"{bd_dir / 'create_bd.log'}:\n{proc.stdout[-2000:]}"
+                               f"{proc.stderr[-2000:]}")
+        bit = bd_dir / BITSTREAM_NAME
+        info["bitstream"] = str(bit) if bit.exists() else None
+    else:
+        say(f"vivado is not on PATH: stopped after writing the Vivado block-design tree "
+            f"(XDMA PCIe Gen3 x16) to {bd_dir}/\n"
+            f"  files: {', '.join(info['files'])}\n"
+            f"  to finish on a machine with Vivado: cd {bd_dir} && sh build_bd.sh\n"
+            f"  (runs vivado -mode batch -source create_bd.tcl: block design, synthesis, "
+            f"implementation; bitstream {BITSTREAM_NAME}, reports timing_summary.rpt / "
+            f"utilization.rpt)")
+    return info
 
 
 def _ecp5_table(report: dict) -> str:
@@ -461,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block parameter override (repeatable)")
     p.add_argument("-o", "--output", default=None, metavar="DIR",
                    help="build folder (default build/bitstream/BOARD/BLOCK)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bd-only", action="store_true",
+                   help="vcu1525 + accelerator: only the XDMA block design (BUILD/bd), no "
+                        "standalone board-top tree")
+    g.add_argument("--no-block-design", action="store_true",
+                   help="vcu1525 + accelerator: only the standalone board-top tree")
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
     p.add_argument("--preset", default="tiny")
@@ -487,7 +557,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "bitstream":
             bitstream(args.board, args.block, args.preset, args.output,
-                      params=_parse_params(args.param), sets=args.set)
+                      params=_parse_params(args.param), sets=args.set,
+                      block_design=False if args.no_block_design else (True if args.bd_only
+                                                                         else None),
+                      standalone=not args.bd_only)
             return 0
         bp = _block_params(args.param)
         names = select_blocks(args.blocks, args.exclude)

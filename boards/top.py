@@ -1,7 +1,7 @@
 """Board top for the standalone FPGA builds: one block, fed by a PRNG, observed through LEDs.
 
-The full accelerator top level does not exist yet (issue #6), so the FPGA flows build one
-registered block (``compressor``, ``nm_selector``, ...) at a time inside :class:`BoardTop`:
+The FPGA flows build one registered block (``compressor``, ``nm_selector``, ...,
+``accelerator``) at a time inside :class:`BoardTop`:
 
 * **Clock and reset** come from the platform's ``sync`` domain, i.e. its default clock with a
   reset synchronizer on its default reset (Amaranth's ``create_missing_domain``: on the VCU1525
@@ -19,9 +19,10 @@ registered block (``compressor``, ``nm_selector``, ...) at a time inside :class:
   through a registered tree of fan-in 16 into one bit, which drives LED 1. Synthesis therefore
   keeps all of the block's logic while the design uses only a clock, a reset and two LEDs.
 
-This harness is for resource and timing numbers only. The real integration (issue #6) replaces
-it with the accelerator top level's AXI4-Lite control/status slave and AXI4-Stream data in/out
-ports, which a Vivado block design connects to an XDMA PCIe core; see docs/fpga.md.
+This harness is for resource and timing numbers only. The real integration of the
+``accelerator`` top level on the VCU1525 is the Vivado block design of
+:mod:`sparseforge.boards.vivado_bd`, which connects its AXI4-Lite control/status slave, its
+AXI4-Stream data in/out and its interrupt to an XDMA PCIe core; see docs/fpga.md.
 """
 
 from __future__ import annotations

@@ -143,3 +143,77 @@ async def accelerator_pregen_overlaps_wg(dut):
     dut._log.info(f"WG job alone: {alone} cycles; with a {groups}-group on-chip "
                   f"pre-generation run: {both} cycles ({(both - alone) / alone:+.2%})")
     assert abs(both - alone) < 0.02 * alone
+
+
+@cocotb.test()
+async def accelerator_schedule(dut):
+    """The on-chip schedule controller through AXI: a corrupted binary is refused with
+    ERROR_CODE ``0x10 | validate code``; a valid one loads and CTRL.start runs it; two FP
+    phases run as schedule steps whose CTRL packet carries no phase controls (the controller
+    supplies mode, padding, row lengths) and equal the golden model; a step with the wrong
+    opcode raises ERR_SCHED_MISMATCH and does not move; the PRUNE step runs the pruner; a
+    soft reset unloads the schedule and a step then raises ERR_NO_SCHEDULE."""
+    from sparseforge.gen import schedule as gs
+    from sparseforge.gen.network import load_network
+    from sparseforge.hdl.axil import SCHED_LOADED, SCHED_RUNNING
+    from sparseforge.hdl.controller import ERR_NO_SCHEDULE, ERR_SCHED, ERR_SCHED_MISMATCH
+    p, cfg, drv = await setup(dut)
+    hw, ch = p["hw"], p["cin"]
+    net = load_network({"name": "two-conv", "input": [ch, hw, hw], "batch": 1, "prune_p": 0.9,
+                        "layers": [{"kind": "conv", "name": f"c{k}", "cout": ch, "kernel": 3,
+                                    "padding": 1} for k in (1, 2)]}, cfg)
+    sched = gs.build_schedule(net, cfg)
+    binary = sched.encode()
+    dut._log.info(f"schedule: {len(binary) // 4} words, phases {sched.phases()}")
+    clear = STATUS_DONE | STATUS_ERROR
+
+    rng = np.random.default_rng(p["seed"])
+    for _ in range(3):                       # corrupted binaries: the validate() verdict
+        bad = bytearray(binary)
+        bad[int(rng.integers(len(bad)))] ^= 1 << int(rng.integers(8))
+        try:
+            gs.validate(bytes(bad), cfg)
+            want = 0
+        except gs.ScheduleError as e:
+            want = e.code
+        sst, st, code = await drv.load_schedule(bytes(bad))
+        assert want and st & STATUS_ERROR and code == ERR_SCHED | want, (want, hex(st), code)
+        assert not sst & SCHED_LOADED
+        await drv.write("STATUS", clear)
+    sst, st, code = await drv.load_schedule(binary)
+    assert sst & SCHED_LOADED and not st & STATUS_ERROR, (hex(sst), hex(st), code)
+    sst = await drv.start_schedule()
+    assert sst & SCHED_RUNNING and sst >> 16 == 0
+
+    for k in range(2):                      # FP c1, FP c2: controls from the schedule
+        job, ref = am.random_array_layer("fp", cfg=cfg, kernel=3, stride=1, padding=1,
+                                         zero_frac=0.5, seed=p["seed"] + 10 + k, cin=ch,
+                                         cout=ch, height=hw, width=hw)
+        await drv.write("STATUS", clear)
+        out, status, _ = await drv.run_array_job(job, step=gs.Op.FP)
+        assert np.array_equal(out, ref), f"FP step {k}: outputs differ"
+        assert status & STATUS_DONE and not status & STATUS_ERROR, hex(status)
+        assert await drv.read("SCHED_STATUS") >> 16 == k + 1
+
+    await drv.write("STATUS", clear)         # next is PRUNE: a WG step is refused
+    await drv.send([drv.codec.step_packet(gs.Op.WG)])
+    st = await drv.wait_done()
+    assert st & STATUS_ERROR and await drv.read("ERROR_CODE") == ERR_SCHED_MISMATCH
+    assert await drv.read("SCHED_STATUS") >> 16 == 2
+    await drv.write("STATUS", clear)
+    g = rng.integers(-3000, 3000, ch * hw * hw)
+    g[rng.random(g.size) < 0.5] = 0
+    want, _ = golden.stochastic_prune_int(g, 700, 12345, cfg.data_width)
+    got = await drv.prune(g, 700, 12345, step=gs.Op.PRUNE)
+    assert np.array_equal(got, want), "pruned gradients differ (PRUNE step)"
+    assert await drv.read("SCHED_STATUS") >> 16 == 3
+    assert not await drv.read("STATUS") & STATUS_ERROR
+
+    await drv.write("CTRL", CTRL_SOFT_RESET)
+    assert not await drv.read("SCHED_STATUS") & (SCHED_LOADED | SCHED_RUNNING)
+    await drv.send([drv.codec.step_packet(gs.Op.BP)])
+    st = await drv.wait_done()
+    assert st & STATUS_ERROR and await drv.read("ERROR_CODE") == ERR_NO_SCHEDULE
+    dut._log.info("schedule: 3 corrupted binaries refused with validate()'s codes; 2 FP steps "
+                  "exact with controls from the schedule; mismatch and no-schedule steps "
+                  "raise their codes; PRUNE step exact")

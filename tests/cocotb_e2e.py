@@ -1,6 +1,8 @@
 """cocotb: one full training step (FP, pruning, BP, WG, update, pre-generation) of a CNN on the
 ``accelerator`` RTL through the host driver, bit for bit against the golden model's step
-(:mod:`sparseforge.sim.e2e`), with the counters read over AXI4-Lite after every array phase."""
+(:mod:`sparseforge.sim.e2e`), with the counters read over AXI4-Lite after every array phase.
+The step runs under the on-chip schedule controller (the network's compiled schedule is loaded
+and started; every phase is one of its steps)."""
 
 import json
 import logging
@@ -34,7 +36,13 @@ async def e2e_training_step(dut):
                   f"({cfg.pe_rows}x{cfg.pe_cols} PEs) network={net.name} batch={net.batch}")
 
     gold = await e2e.train_step(net, cfg, state, x, labels, e2e.GoldenBackend(cfg), **kw)
-    backend = e2e.RTLBackend(cfg, drv, strict=False)
+    # the step runs under the on-chip schedule controller: the compiled schedule of the same
+    # network is loaded and started, and every phase is one of its steps
+    from sparseforge.gen.schedule import build_schedule
+    from sparseforge.hdl.axil import SCHED_AT_END, SCHED_RUNNING, STATUS_ERROR
+    sched = build_schedule(net, cfg)
+    dut._log.info(f"schedule: {len(sched.entries)} entries, {len(sched.encode()) // 4} words")
+    backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched.encode())
     t0 = time.perf_counter()
     rtl = await e2e.train_step(net, cfg, state, x, labels, backend, **kw)
     wall = time.perf_counter() - t0
@@ -48,6 +56,10 @@ async def e2e_training_step(dut):
             json.dump({"log": backend.log, "wall_s": wall,
                        "sim_cycles": sum(r["io_cycles"] for r in backend.log)}, fh, indent=1)
 
+    sst = await drv.read("SCHED_STATUS")
+    assert sst & SCHED_RUNNING and sst & SCHED_AT_END, f"SCHED_STATUS {sst:#x}"
+    assert sst >> 16 == len(sched.entries) - 1          # every phase ran, END is next
+    assert not await drv.read("STATUS") & STATUS_ERROR
     bad = e2e.compare(rtl, gold)
     assert not bad, "RTL step differs from the golden step:\n" + "\n".join(bad)
     n = len(gold.tensors())
@@ -64,6 +76,7 @@ async def e2e_training_step(dut):
     assert len(pruned) == sum(lay.prune for lay in net.compute)
     pg = [r for r in backend.log if r["phase"] == "pregen"]
     assert len(pg) == sum(lay.bdwp for lay in net.compute)
+    dut._log.info(f"SCHED_STATUS {sst:#x}: every step of the schedule ran on the controller")
     # the step did something: weights moved and the masks were re-generated from them
     for lay in net.compute:
         assert not np.array_equal(rtl.state.weights[lay.name], state.weights[lay.name]), lay.name

@@ -25,7 +25,7 @@ def test_codec_roundtrip_and_errors():
 
 @pytest.mark.parametrize("test", ["accelerator_layers", "accelerator_prune_and_pregen",
                                   "accelerator_errors_and_soft_reset",
-                                  "accelerator_pregen_overlaps_wg"])
+                                  "accelerator_pregen_overlaps_wg", "accelerator_schedule"])
 def test_accelerator_cocotb(sim, cocotb_run, test):
     cfg = TINY if sim == "verilator" else SMALL
     params = {"config": cfg.to_dict(), "seed": 900, "cin": 4, "cout": 4,
