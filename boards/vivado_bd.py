@@ -35,6 +35,9 @@ Public examples this follows (cited again next to the lines they shaped):
   XDMA ``pl_link_cap_max_link_width X16``, ``pl_link_cap_max_link_speed 8.0_GT/s``,
   ``mode_selection Advanced``, ``en_gt_selection true``, ``select_quad GTY_Quad_227``;
   ``pcie_refclk_preset``: ``util_ds_buf`` ``C_BUF_TYPE IBUFDSGTE``.
+* AMD PG195 (DMA/Bridge Subsystem for PCI Express): with the AXI4-Lite master enabled it is BAR0
+  and the DMA registers are BAR1; ``usr_irq_req`` must stay asserted until the interrupt is
+  serviced (the core's ``irq`` is such a level).
 * Public XDMA AXI4-Stream block designs connecting ``xdma_0/M_AXIS_H2C_0``,
   ``xdma_0/S_AXIS_C2H_0`` and ``xdma_0/M_AXI_LITE`` (SmartConnect ``S00_AXI``), and the
   ``axis_dwidth_converter`` parameters ``S_TDATA_NUM_BYTES`` / ``M_TDATA_NUM_BYTES`` /
