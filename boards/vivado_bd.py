@@ -232,10 +232,13 @@ def wrapper_verilog(ports: list[CorePort], *, core: str = CORE_MODULE,
     Interface inference follows Vivado's ``X_INTERFACE_INFO`` language templates (the same form
     as firesim's ``firesim_wrapper.v`` for the Alveo U200): one ``X_INTERFACE_INFO`` per physical
     port, one ``X_INTERFACE_PARAMETER`` on the first port of each interface. Every core port is
-    connected; the wrapper adds ``aresetn`` (registered and inverted into ``rst``), ``s_axis_tkeep``
-    (accepted, unused: the H2C width converter drops null words, so transfers must be a whole
-    number of 32-bit words) and ``m_axis_tkeep`` (all ones: every beat the core sends is a full
-    word) when the core has no TKEEP of its own.
+    connected; the wrapper adds ``aresetn`` (registered and inverted into ``rst``) and, when the
+    core has no TKEEP of its own, ``m_axis_tkeep`` (all ones: every beat the core sends is a full
+    word) and ``s_axis_tkeep``: a word whose TKEEP is all zero (a null word the 512 -> 32-bit H2C
+    converter may emit for a partial last beat) is accepted and dropped, so the core only sees
+    words the host sent; host transfers must be a whole number of 32-bit words. The core's
+    packets are word-counted, so a TLAST on such a dropped word only matters to its error
+    recovery (discard up to the next TLAST).
     """
     itf = classify_ports(ports)
     decls: list[list[str]] = []     # each: attribute lines + the declaration (without comma)
@@ -270,6 +273,7 @@ def wrapper_verilog(ports: list[CorePort], *, core: str = CORE_MODULE,
         first = False
 
     extra_assigns = []
+    rename = {}                     # core port -> expression the instance connects it to
     for name, sigs in (("s_axis", itf.s_axis), ("m_axis", itf.m_axis)):
         nbytes = (sigs["TDATA"].width + 7) // 8
         param = (f"XIL_INTERFACENAME {name}, TDATA_NUM_BYTES {nbytes}, HAS_TLAST "
@@ -284,6 +288,16 @@ def wrapper_verilog(ports: list[CorePort], *, core: str = CORE_MODULE,
                 if name == "m_axis":
                     extra_assigns.append(f"  assign {p.name} = {{{nbytes}{{1'b1}}}};"
                                          f"   // every beat is a full word")
+                else:           # drop null words (all TKEEP bits low) before the core
+                    valid, ready = sigs["TVALID"].name, sigs["TREADY"].name
+                    extra_assigns += [
+                        "  // A word with no byte kept (a null word of a partial last beat) is",
+                        "  // accepted here and never reaches the core.",
+                        f"  wire {name}_kept = |{p.name};",
+                        f"  wire core_{ready};",
+                        f"  assign {ready} = core_{ready} | ~{name}_kept;"]
+                    rename[valid] = f"{valid} & {name}_kept"
+                    rename[ready] = f"core_{ready}"
             if p is None:
                 continue
             port(p.direction, p.width, p.name, f"xilinx.com:interface:axis:1.0 {name} {logical}",
@@ -318,11 +332,9 @@ def wrapper_verilog(ports: list[CorePort], *, core: str = CORE_MODULE,
     if extra_assigns:
         lines.append("")
     conns = []
+    rename[itf.rst.name] = "rst_q"
     for p in ports:
-        if p.name == itf.rst.name:
-            conns.append(f"    .{p.name}(rst_q)")
-        else:
-            conns.append(f"    .{p.name}({p.name})")
+        conns.append(f"    .{p.name}({rename.get(p.name, p.name)})")
     lines.append(f"  {core} core (")
     lines.append(",\n".join(conns))
     lines += ["  );", "", "endmodule", "`default_nettype wire", ""]
@@ -552,7 +564,8 @@ Run (Vivado with the XDMA, util_ds_buf, axis_dwidth_converter and smartconnect I
 Host view (XDMA driver)
   /dev/xdma0_user      BAR0 = AXI4-Lite master: offset 0x000..0x{(1 << itf.axil_addr_width) - 1:03X} is the core's
                        register map (docs/register-map.md); the rest of the 1 MiB BAR answers DECERR
-  /dev/xdma0_h2c_0     host -> core s_axis (32-bit words; transfers a multiple of 4 bytes)
+  /dev/xdma0_h2c_0     host -> core s_axis (32-bit words; transfers a multiple of 4 bytes;
+                       all-null words of a partial last 512-bit beat are dropped by the wrapper)
   /dev/xdma0_c2h_0     core m_axis -> host
   interrupt            usr_irq_req[0] = core irq (level: CTRL.irq_enable & IRQ_STATUS != 0)
 

@@ -32,7 +32,8 @@ CYCLES is the array's job time, BUSY_MAC / STALL_IN / STALL_OUT / NNZ those of P
 ``pe_sel`` (CTRL packet).
 
 Throughput: the router moves one 32-bit word per cycle; a target beat of ``w`` bits costs
-``ceil(w / 32) + 1`` cycles (the PRESENT cycle holds ``s_axis_tready`` low, which keeps the
+``ceil(w / 32) + 1`` cycles (array beats then pass one output register, which adds one cycle of
+latency, no rate) (the PRESENT cycle holds ``s_axis_tready`` low, which keeps the
 targets' ready off the router's next-state logic) plus one header per packet; an output beat
 costs its words + 2 cycles. This is the host-fed form of the
 controller (*ours*, see docs/accelerator.md): the driver does the offline schedule's
@@ -203,6 +204,24 @@ class Accelerator(wiring.Component):
         new_ctl = Signal(ctrl_layout(cfg))
         m.d.comb += new_ctl.eq(buf[:len(new_ctl.as_value())])
         present_ready = Signal()
+        # Array inputs leave through one output register (*ours*, for Fmax): the PEs see valid
+        # = ovalid & a one-hot bit and a registered payload, so the router's destination decode
+        # no longer reaches a PE's operand-buffer logic combinationally; the router hands a beat
+        # over when the register is empty (ready = ~ovalid, a register, so no PE ready reaches
+        # the router either). The router spends >= 2 cycles per beat, so this costs no rate.
+        arr_ports = [(k, port, w) for k, (name, port, w) in enumerate(dests)
+                     if name.startswith(("x_r", "taps_r", "dense_r", "drain_c"))]
+        ovalid = Signal()
+        oh = Signal(len(arr_ports))
+        obuf = Signal(max(w for _, _, w in arr_ports))
+        o_ready = Signal()
+        for j, (k, port, w) in enumerate(arr_ports):
+            m.d.comb += [port.valid.eq(ovalid & oh[j]), port.payload.eq(obuf[:w])]
+        m.d.comb += o_ready.eq(_any([oh[j] & port.ready for j, (_, port, _) in
+                                     enumerate(arr_ports)]))
+        with m.If(ovalid & o_ready):
+            m.d.sync += ovalid.eq(0)
+        arr_ids = {k: j for j, (k, _, _) in enumerate(arr_ports)}
         with m.Switch(hdr_dest):
             for k, (name, port, w) in enumerate(dests):
                 with m.Case(k):
@@ -219,6 +238,11 @@ class Accelerator(wiring.Component):
                         m.d.comb += [port.valid.eq((state == PRESENT) & ~seq_active),
                                      port.payload.eq(buf[:w]),
                                      present_ready.eq(port.ready & ~seq_active)]
+                    elif k in arr_ids:
+                        m.d.comb += present_ready.eq(~ovalid)
+                        with m.If((state == PRESENT) & ~ovalid):
+                            m.d.sync += [ovalid.eq(1), oh.eq(1 << arr_ids[k]),
+                                         obuf.eq(buf[:len(obuf)])]
                     else:
                         m.d.comb += [port.valid.eq(state == PRESENT),
                                      port.payload.eq(buf[:w]),
@@ -356,7 +380,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += obuf.eq(obuf >> 32)
 
         # ------------------------------------------------------------------ status
-        idle = ~array.active & (state == IDLE) & ~busy_out & ~pruner.o.valid & \
+        idle = ~array.active & (state == IDLE) & ~ovalid & ~busy_out & ~pruner.o.valid & \
             ~pregen.o.valid & ~seq_active & \
             ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])
         done = Signal()
@@ -365,7 +389,7 @@ class Accelerator(wiring.Component):
         # overlapped pre-generation run may go on)
         m.d.comb += [
             sc.start.eq(regs.start),
-            sc.dp_idle.eq(~array.active & ~busy_out & ~pruner.o.valid &
+            sc.dp_idle.eq(~array.active & ~ovalid & ~busy_out & ~pruner.o.valid &
                           ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])),
             sc.pg_busy.eq(seq_active),
         ]
@@ -385,7 +409,7 @@ class Accelerator(wiring.Component):
         ]
         with m.If(soft):
             m.d.sync += [state.eq(IDLE), o_left.eq(0), end_seen.eq(0), seq_active.eq(0),
-                         seq_ov.eq(0)]
+                         seq_ov.eq(0), ovalid.eq(0)]
         return m
 
 
