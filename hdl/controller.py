@@ -195,7 +195,7 @@ class ScheduleController(wiring.Component):
                     m.d.sync += bad_version.eq(w != VERSION)
                 with m.Case(2):
                     m.d.sync += n.eq(w)
-                    with m.If(w * ENTRY_WORDS + HEADER_WORDS + 1 != nwords):
+                    with m.If(_times20(w) + HEADER_WORDS + 1 != nwords):
                         m.d.sync += bad_len.eq(1)
                 with m.Case(3):
                     with m.If(w != ENTRY_WORDS):
@@ -314,7 +314,7 @@ class ScheduleController(wiring.Component):
                 m.d.comb += self.step.ready.eq(1)
                 adv = Mux(op == OP_PREGEN, 1, ntiles)         # a PREGEN step: one chunk
                 m.d.sync += [fetch.eq(0), self.pc.eq(self.pc + adv),
-                             base.eq(base + adv * ENTRY_WORDS)]
+                             base.eq(base + _times20(adv))]
                 with m.Switch(op):
                     with m.Case(OP_FP, OP_BP, OP_WG):
                         m.d.sync += [
@@ -331,3 +331,9 @@ class ScheduleController(wiring.Component):
                         m.d.sync += [self.nm_n.eq(e11[:8]), self.pg_go.eq(1),
                                      self.pg_count.eq(e4)]
         return m
+
+
+def _times20(x):
+    """``x * ENTRY_WORDS`` as two shifted adds: a constant multiply would take a DSP slice."""
+    assert ENTRY_WORDS == 20
+    return (x << 4) + (x << 2)
