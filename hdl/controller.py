@@ -56,7 +56,7 @@ k_p : Out(32), shift : Out(6), nm_n : Out(8), pg_go : Out(1) (pulse), pg_count :
 
 Latency: a ``step`` is accepted 11 cycles after it is presented with the data path idle
 ; loading costs one cycle per word, the verdict follows the last
-word by one cycle.
+word by two cycles.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -165,20 +165,26 @@ class ScheduleController(wiring.Component):
             Signal(name=f"bad_{k}") for k in ("magic", "version", "len", "crc", "cfg", "w7"))
         cur_op_bad, cur_other_bad = Signal(), Signal()
         ent_code = Signal(3)              # first failing entry's code (6 or 7), 0 = none
-        w = self.load.payload
+        # The load inputs pass one register first (for Fmax: the router's destination decode
+        # must not reach the checks); begin and words are delayed alike, so their order holds.
+        w = Signal(32)
+        lvalid, lbegin = Signal(), Signal()
+        llen = Signal(24)
+        m.d.sync += [lvalid.eq(self.load.valid), w.eq(self.load.payload),
+                     lbegin.eq(self.load_begin), llen.eq(self.load_len)]
         take = Signal()
-        m.d.comb += [self.load.ready.eq(1), take.eq(self.load.valid & loading)]
+        m.d.comb += [self.load.ready.eq(1), take.eq(lvalid & loading)]
         m.d.comb += [wr.addr.eq(idx), wr.data.eq(w), wr.en.eq(take & (idx < D))]
 
         verdict = Signal()                # the cycle after the last word (or an empty load)
         m.d.sync += verdict.eq(0)
-        with m.If(self.load_begin):
-            m.d.sync += [nwords.eq(self.load_len), idx.eq(0), loading.eq(self.load_len != 0),
+        with m.If(lbegin):
+            m.d.sync += [nwords.eq(llen), idx.eq(0), loading.eq(llen != 0),
                          crc.eq(0xFFFFFFFF), ewi.eq(0), ent.eq(0), n.eq(0),
                          bad_magic.eq(0), bad_version.eq(0), bad_len.eq(0), bad_crc.eq(0),
                          bad_cfg.eq(0), bad_w7.eq(0), cur_op_bad.eq(0), cur_other_bad.eq(0),
                          ent_code.eq(0), self.loaded.eq(0), self.running.eq(0),
-                         verdict.eq(self.load_len == 0)]
+                         verdict.eq(llen == 0)]
         with m.Elif(take):
             m.d.sync += idx.eq(idx + 1)
             last = idx + 1 == nwords
@@ -280,7 +286,7 @@ class ScheduleController(wiring.Component):
             with m.If(fetch == j + 2):
                 m.d.sync += got[off].eq(rd.data)
 
-        with m.If(self.start & ~self.load_begin):
+        with m.If(self.start & ~lbegin):
             with m.If(self.loaded):
                 m.d.sync += [self.running.eq(1), self.pc.eq(0), base.eq(HEADER_WORDS),
                              fetch.eq(0)]
