@@ -143,15 +143,16 @@ class Accelerator(wiring.Component):
         ctl = Signal(ctrl_layout(cfg))
         # While a schedule runs, the phase controls come from it (the CTRL packet's copies of
         # them are ignored); raw, pe_sel, tau and the seed stay with the host.
+        # The choice is registered (for Fmax: the PEs' mode-dependent logic starts at a
+        # register); a control changes >= 2 cycles before the first beat that uses it.
         for name in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero"):
-            m.d.comb += getattr(array, name).eq(
+            m.d.sync += getattr(array, name).eq(
                 Mux(sc.running, getattr(sc, name), getattr(ctl, name)))
         for name in ("raw", "pe_sel"):
             m.d.comb += getattr(array, name).eq(getattr(ctl, name))
-        m.d.comb += [pruner.tau.eq(ctl.tau),
-                     pruner.k_p.eq(Mux(sc.running, sc.k_p, ctl.k_p)),
-                     pruner.shift.eq(Mux(sc.running, sc.shift, ctl.shift)),
-                     pruner.seed.eq(ctl.seed)]
+        m.d.comb += [pruner.tau.eq(ctl.tau), pruner.seed.eq(ctl.seed)]
+        m.d.sync += [pruner.k_p.eq(Mux(sc.running, sc.k_p, ctl.k_p)),
+                     pruner.shift.eq(Mux(sc.running, sc.shift, ctl.shift))]
         # N of the pre-generation: set by CTRL.nm_n, or by PGCTL.n when a run starts; a CTRL
         # beat arriving during an on-chip run (the WG job it overlaps) leaves it alone.
         pg_n = Signal(8)
