@@ -125,7 +125,7 @@ tap payload and PE state only; ``drain.ready`` is registered state too; ``o.vali
 while ``o.valid & ~o.ready``.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -304,6 +304,12 @@ class PE(wiring.Component):
         pr = Signal()                     # half being processed
         cnt_w = range(half + 1)
         cnt = [[Signal(cnt_w, name=f"cnt_h{h}_p{p}") for p in range(2)] for h in range(2)]
+        # cnt - 1 and cnt != 0 kept as registers beside cnt (for Fmax: the engine's per-bundle
+        # "last entry" test becomes an equality with a register, no adder in the loop)
+        cnt_bits = Shape.cast(cnt_w).width
+        cm1 = [[Signal(cnt_bits, init=(1 << cnt_bits) - 1, name=f"cm1_h{h}_p{p}")
+                for p in range(2)] for h in range(2)]
+        cnz = [[Signal(name=f"cnz_h{h}_p{p}") for p in range(2)] for h in range(2)]
 
         # -- load side
         x = self.x
@@ -333,7 +339,8 @@ class PE(wiring.Component):
                     for h in range(2):
                         for p in range(2):
                             with m.Case(p | (h << 1)):
-                                m.d.sync += cnt[h][p].eq(cnt[h][p] + 1)
+                                m.d.sync += [cnt[h][p].eq(cnt[h][p] + 1),
+                                             cm1[h][p].eq(cnt[h][p]), cnz[h][p].eq(1)]
             with m.Else():
                 m.d.sync += self.error.eq(1)
         with m.If(x_take & x.payload.last):
@@ -391,17 +398,18 @@ class PE(wiring.Component):
         i = Signal(cnt_w)
         par = Signal()
         m.d.comb += par.eq(split & taps.payload.parity)
-        n = Signal(cnt_w)
+        n_m1 = Signal(cnt_w)              # entries of the sub-list - 1
+        n_nz = Signal()                   # the sub-list is not empty
         with m.Switch(Cat(par, pr)):
             for h in range(2):
                 for p in range(2):
                     with m.Case(p | (h << 1)):
-                        m.d.comb += n.eq(cnt[h][p])
+                        m.d.comb += [n_m1.eq(cm1[h][p]), n_nz.eq(cnz[h][p])]
         any_en = _tree([slots[l].en for l in range(L)], lambda a, b: a | b)
         work = Signal()
-        m.d.comb += work.eq(any_en & (n != 0))
+        m.d.comb += work.eq(any_en & n_nz)
         done = Signal()
-        m.d.comb += done.eq(~work | (i + 1 == n))
+        m.d.comb += done.eq(~work | (i == n_m1))
         pr_full = Mux(pr, full[1], full[0])
         can = Signal()
         m.d.comb += can.eq(eb_free & pr_full & ~(is_wg & dense_loading))
@@ -419,7 +427,9 @@ class PE(wiring.Component):
                     m.d.sync += pr.eq(~pr)
                     for h in range(2):
                         with m.If(pr == h):
-                            m.d.sync += [full[h].eq(0), cnt[h][0].eq(0), cnt[h][1].eq(0)]
+                            m.d.sync += [full[h].eq(0), cnt[h][0].eq(0), cnt[h][1].eq(0),
+                                         cm1[h][0].eq(-1),
+                                         cm1[h][1].eq(-1), cnz[h][0].eq(0), cnz[h][1].eq(0)]
                 with m.If(taps.payload.eot):
                     m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
                     for h in range(2):
