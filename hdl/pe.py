@@ -310,6 +310,9 @@ class PE(wiring.Component):
         cm1 = [[Signal(cnt_bits, init=(1 << cnt_bits) - 1, name=f"cm1_h{h}_p{p}")
                 for p in range(2)] for h in range(2)]
         cnz = [[Signal(name=f"cnz_h{h}_p{p}") for p in range(2)] for h in range(2)]
+        # cnt has reached the sub-list's capacity (a register, so the load path needs no
+        # compare after the parity mux)
+        cfl = [[Signal(name=f"cfl_h{h}_p{p}") for p in range(2)] for h in range(2)]
 
         # -- load side
         x = self.x
@@ -318,11 +321,12 @@ class PE(wiring.Component):
         x_par = Signal()
         m.d.comb += x_par.eq(split & x.payload.col[0])
         ld_cnt = Signal(cnt_w)
+        ld_full_p = Signal()
         with m.Switch(Cat(x_par, ld)):
             for h in range(2):
                 for p in range(2):
                     with m.Case(p | (h << 1)):
-                        m.d.comb += ld_cnt.eq(cnt[h][p])
+                        m.d.comb += [ld_cnt.eq(cnt[h][p]), ld_full_p.eq(cfl[h][p])]
         cap = Mux(split, rh, half)
         x_take = x.valid & x.ready
         x_store = x_take & (~self.skip_zero | (x.payload.value != 0))
@@ -332,7 +336,7 @@ class PE(wiring.Component):
             op_wr.data.col.eq(x.payload.col),
         ]
         with m.If(x_store):
-            with m.If(ld_cnt < cap):
+            with m.If(~ld_full_p):             # ld_cnt < cap
                 m.d.comb += op_wr.en.eq(1)
                 m.d.sync += self.nnz.eq(self.nnz + 1)
                 with m.Switch(Cat(x_par, ld)):
@@ -340,7 +344,8 @@ class PE(wiring.Component):
                         for p in range(2):
                             with m.Case(p | (h << 1)):
                                 m.d.sync += [cnt[h][p].eq(cnt[h][p] + 1),
-                                             cm1[h][p].eq(cnt[h][p]), cnz[h][p].eq(1)]
+                                             cm1[h][p].eq(cnt[h][p]), cnz[h][p].eq(1),
+                                             cfl[h][p].eq(cnt[h][p] + 1 == cap)]
             with m.Else():
                 m.d.sync += self.error.eq(1)
         with m.If(x_take & x.payload.last):
@@ -429,7 +434,8 @@ class PE(wiring.Component):
                         with m.If(pr == h):
                             m.d.sync += [full[h].eq(0), cnt[h][0].eq(0), cnt[h][1].eq(0),
                                          cm1[h][0].eq(-1),
-                                         cm1[h][1].eq(-1), cnz[h][0].eq(0), cnz[h][1].eq(0)]
+                                         cm1[h][1].eq(-1), cnz[h][0].eq(0), cnz[h][1].eq(0),
+                                         cfl[h][0].eq(0), cfl[h][1].eq(0)]
                 with m.If(taps.payload.eot):
                     m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
                     for h in range(2):

@@ -56,6 +56,7 @@ def run_array(job, *, src="always", sink="always", seed=0):
     async def bench(ctx):
         for k, v in job.control().items():
             ctx.set(getattr(dut, k), v)
+        await ctx.tick()                     # the array registers its controls once per PE
         for name, beats in dense:                        # WG: the X scratchpads first
             s = getattr(dut, name)
             for v in beats:
