@@ -69,6 +69,7 @@ bench:
 bitstream:
 	$(PY) -m sparseforge.boards.flows bitstream --board $(BOARD) --block $(BLOCK) \
 	  $(if $(filter command line environment,$(origin PRESET)),--preset $(PRESET)) \
+	  $(if $(CORE_MHZ),--core-mhz $(CORE_MHZ)) \
 	  -o build/bitstream/$(BOARD)/$(BLOCK)
 
 synth-report:

@@ -3,7 +3,7 @@
 Command line (``python -m sparseforge.boards.flows``)::
 
     bitstream    --board {vcu1525,ecpix5} [--block B] [--preset P] [--set F=V ...]
-                 [--param K=V ...] [-o DIR] [--bd-only | --no-block-design]
+                 [--param K=V ...] [-o DIR] [--bd-only | --no-block-design] [--core-mhz N]
     synth-report [--preset P] [--blocks B[,B] ...] [--exclude B[,B] ...]
                  [--families xilinx ecp5] [--param BLOCK.K=V ...] [-o DIR] [--check]
                  [--update-baselines]
@@ -14,8 +14,10 @@ Command line (``python -m sparseforge.boards.flows``)::
     the Vivado tree (``top.tcl``, ``top.xdc``, ``top.v``, ``build_top.sh``). For the block
     ``accelerator`` it also writes ``bd/``: the Vivado block design with the XDMA PCIe core
     (:mod:`sparseforge.boards.vivado_bd`: ``create_bd.tcl``, ``accelerator.v``,
-    ``accelerator_wrapper.v``, ``pcie.xdc``, ``build_bd.sh``, ``README``); ``--bd-only`` skips
-    the standalone tree, ``--no-block-design`` the block design. Vivado runs only when
+    ``accelerator_wrapper.v``, ``pcie.xdc``, ``cdc.xdc``, ``build_bd.sh``, ``README``);
+    ``--bd-only`` skips the standalone tree, ``--no-block-design`` the block design;
+    ``--core-mhz N`` sets the core's clock in the block design (whole MHz, 10..250, default
+    125; the XDMA side stays at 250 MHz). Vivado runs only when
     ``vivado`` is on ``PATH``; otherwise the flow says so and where the trees are.
     *ecpix5*: a real bitstream on the ECPIX-5 85F with YoWASP Yosys + nextpnr-ecp5 + ecppack
     (``--timing-allow-fail``), then Fmax and utilisation from nextpnr's log.
@@ -120,12 +122,15 @@ BLOCK_DESIGN_BLOCKS = ("accelerator",)
 def bitstream(board: str, block: str = "compressor", preset: str | None = None,
               build_dir: str | Path | None = None, *, params: dict | None = None,
               sets: list[str] | None = None, quiet: bool = False,
-              block_design: bool | None = None, standalone: bool = True) -> dict:
+              block_design: bool | None = None, standalone: bool = True,
+              core_mhz=None) -> dict:
     """Build ``block`` (inside :class:`~sparseforge.boards.top.BoardTop`) for ``board``.
 
     VCU1525 only: ``block_design`` (default: ``block`` is in :data:`BLOCK_DESIGN_BLOCKS`) also
     writes the XDMA block design into ``<build_dir>/bd`` (:mod:`~sparseforge.boards.vivado_bd`);
-    ``standalone=False`` skips the :class:`BoardTop` tree (block design only).
+    ``standalone=False`` skips the :class:`BoardTop` tree (block design only); ``core_mhz``
+    (default :data:`~sparseforge.boards.vivado_bd.CORE_MHZ_DEFAULT`) is the block design's core
+    clock, whole MHz in 10..250 (``ValueError`` otherwise, or without a block design).
 
     Returns the report dict (also written to ``<build_dir>/report.json``).
     """
@@ -142,6 +147,12 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     if not standalone and not do_bd:
         raise ValueError("nothing to build: the standalone tree is off and there is no block "
                          f"design for board {board!r} / block {block!r}")
+    if core_mhz is not None:
+        from .vivado_bd import check_core_mhz
+        if not do_bd:
+            raise ValueError(f"core_mhz is the clock of the vcu1525 block design, which board "
+                             f"{board!r} / block {block!r} does not get")
+        core_mhz = check_core_mhz(core_mhz)
     preset = preset or DEFAULT_PRESET[board]
     cfg = _config(preset, sets)
     if standalone:
@@ -187,7 +198,8 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
                 from sparseforge.gen.blocks import build_block
                 bd_component, _ = build_block(block, cfg, **(params or {}))
             report["block_design"] = _vcu1525_block_design(bd_component, cfg, used,
-                                                           build_dir / "bd", vivado, say)
+                                                           build_dir / "bd", vivado, say,
+                                                           core_mhz=core_mhz)
     else:
         plat = ecpix5_platform()
         report["device"] = f"LFE5UM5G-85F-{plat.speed}{plat.package}"
@@ -217,10 +229,11 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
 
 
 def _vcu1525_block_design(component, cfg, params: dict, bd_dir: Path, vivado: str | None,
-                          say) -> dict:
+                          say, core_mhz=None) -> dict:
     """Write the XDMA block-design tree into ``bd_dir``; run ``build_bd.sh`` if Vivado is there."""
-    from .vivado_bd import BITSTREAM_NAME, write_block_design
-    info = write_block_design(component, bd_dir, config=cfg, params=params)
+    from .vivado_bd import BITSTREAM_NAME, CORE_MHZ_DEFAULT, write_block_design
+    info = write_block_design(component, bd_dir, config=cfg, params=params,
+                              core_mhz=CORE_MHZ_DEFAULT if core_mhz is None else core_mhz)
     info["bitstream"] = None
     if vivado:
         say(f"vivado found at {vivado}: running build_bd.sh (XDMA block design) in {bd_dir}")
@@ -233,7 +246,7 @@ def _vcu1525_block_design(component, cfg, params: dict, bd_dir: Path, vivado: st
         info["bitstream"] = str(bit) if bit.exists() else None
     else:
         say(f"vivado is not on PATH: stopped after writing the Vivado block-design tree "
-            f"(XDMA PCIe Gen3 x16) to {bd_dir}/\n"
+            f"(XDMA PCIe Gen3 x16, core clock {info['clocks']['core_mhz']} MHz) to {bd_dir}/\n"
             f"  files: {', '.join(info['files'])}\n"
             f"  to finish on a machine with Vivado: cd {bd_dir} && sh build_bd.sh\n"
             f"  (runs vivado -mode batch -source create_bd.tcl: block design, synthesis, "
@@ -530,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "standalone board-top tree")
     g.add_argument("--no-block-design", action="store_true",
                    help="vcu1525 + accelerator: only the standalone board-top tree")
+    p.add_argument("--core-mhz", type=float, default=None, metavar="N",
+                   help="vcu1525 + accelerator block design: the core's clock (clk_wiz from the "
+                        "XDMA's 250 MHz axi_aclk), whole MHz 10..250 (default 125)")
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
     p.add_argument("--preset", default="tiny")
@@ -559,7 +575,7 @@ def main(argv=None) -> int:
                       params=_parse_params(args.param), sets=args.set,
                       block_design=False if args.no_block_design else (True if args.bd_only
                                                                          else None),
-                      standalone=not args.bd_only)
+                      standalone=not args.bd_only, core_mhz=args.core_mhz)
             return 0
         bp = _block_params(args.param)
         names = select_blocks(args.blocks, args.exclude)
