@@ -331,22 +331,20 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ output merger
         srcs = sources(array, pruner, pregen, cfg)
-        # A register slice on every column output: the merger's pick (which depends on its own
-        # state) must not reach the column joins and the PEs' drain pipelines combinationally.
-        # ready = ~full halves the slice's rate, which the merger (>= 3 cycles per beat) never
-        # notices.
+        # A register slice on every output (columns, pruner, pre-generation): the merger's pick
+        # (which depends on its own state) must not reach the column joins, the PEs' drain
+        # pipelines or the pre-generation pipeline and its sequencer combinationally (the last
+        # was the ECP5 critical path, 10.0 ns). ready = ~full halves the slice's rate, which the
+        # merger (>= 3 cycles per beat) never notices.
         sliced = []
         for name, port, w in srcs:
-            if name.startswith("o_c"):
-                sl = stream.Signature(port.payload.shape()).create(path=(f"{name}_slice",))
-                m.d.comb += port.ready.eq(~sl.valid)
-                with m.If(port.valid & ~sl.valid):
-                    m.d.sync += [sl.valid.eq(1), sl.payload.eq(port.payload)]
-                with m.If(sl.valid & sl.ready):
-                    m.d.sync += sl.valid.eq(0)
-                sliced.append((name, sl, w))
-            else:
-                sliced.append((name, port, w))
+            sl = stream.Signature(port.payload.shape()).create(path=(f"{name}_slice",))
+            m.d.comb += port.ready.eq(~sl.valid)
+            with m.If(port.valid & ~sl.valid):
+                m.d.sync += [sl.valid.eq(1), sl.payload.eq(port.payload)]
+            with m.If(sl.valid & sl.ready):
+                m.d.sync += sl.valid.eq(0)
+            sliced.append((name, sl, w))
         srcs = sliced
         out_words = max(_words(w) for _, _, w in srcs)
         obuf = Signal(32 * out_words)
@@ -383,7 +381,7 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------------ status
         idle = ~array.active & (state == IDLE) & ~ovalid & ~busy_out & ~pruner.o.valid & \
             ~pregen.o.valid & ~seq_active & \
-            ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])
+            ~_any([p.valid for n, p, _ in srcs])
         done = Signal()
         m.d.comb += done.eq(end_seen & idle)
         # the controller takes a step only once the previous phase has left the data path (an
@@ -391,7 +389,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             sc.start.eq(regs.start),
             sc.dp_idle.eq(~array.active & ~ovalid & ~busy_out & ~pruner.o.valid &
-                          ~_any([p.valid for n, p, _ in srcs if n.startswith("o_c")])),
+                          ~_any([p.valid for n, p, _ in srcs if n != "pregen"])),
             sc.pg_busy.eq(seq_active),
         ]
         with m.If(done):
