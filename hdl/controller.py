@@ -250,22 +250,12 @@ class ScheduleController(wiring.Component):
         too_long = nwords > D
         short = nwords < 2
         min_len = nwords < HEADER_WORDS + ENTRY_WORDS + 1
-        with m.If(too_long | short):
-            m.d.comb += code.eq(1)
-        with m.Elif(bad_magic):
-            m.d.comb += code.eq(2)
-        with m.Elif(bad_version):
-            m.d.comb += code.eq(3)
-        with m.Elif(min_len | bad_len):
-            m.d.comb += code.eq(1)
-        with m.Elif(bad_crc):
-            m.d.comb += code.eq(4)
-        with m.Elif(bad_cfg):
-            m.d.comb += code.eq(5)
-        with m.Elif(bad_w7):
-            m.d.comb += code.eq(7)
-        with m.Else():
-            m.d.comb += code.eq(ent_code)
+        verdicts = [(too_long | short, 1), (bad_magic, 2), (bad_version, 3),
+                    (min_len | bad_len, 1), (bad_crc, 4), (bad_cfg, 5), (bad_w7, 7)]
+        first = ent_code                   # the first failing check wins
+        for cond, c in reversed(verdicts):
+            first = Mux(cond, c, first)
+        m.d.comb += code.eq(first)
         with m.If(verdict):
             with m.If(code == 0):
                 m.d.sync += self.loaded.eq(1)
