@@ -205,13 +205,13 @@ class Accelerator(wiring.Component):
         new_ctl = Signal(ctrl_layout(cfg))
         m.d.comb += new_ctl.eq(buf[:len(new_ctl.as_value())])
         present_ready = Signal()
-        # Array inputs leave through one output register (*ours*, for Fmax): the PEs see valid
-        # = ovalid & a one-hot bit and a registered payload, so the router's destination decode
+        # Array (and pruner) inputs leave through one output register (*ours*, for Fmax): the
+        # targets see valid = ovalid & a one-hot bit and a registered payload, so the router's destination decode
         # no longer reaches a PE's operand-buffer logic combinationally; the router hands a beat
         # over when the register is empty (ready = ~ovalid, a register, so no PE ready reaches
         # the router either). The router spends >= 2 cycles per beat, so this costs no rate.
         arr_ports = [(k, port, w) for k, (name, port, w) in enumerate(dests)
-                     if name.startswith(("x_r", "taps_r", "dense_r", "drain_c"))]
+                     if name.startswith(("x_r", "taps_r", "dense_r", "drain_c", "prune"))]
         ovalid = Signal()
         oh = Signal(len(arr_ports))
         obuf = Signal(max(w for _, _, w in arr_ports))
