@@ -211,7 +211,8 @@ class Accelerator(wiring.Component):
         # over when the register is empty (ready = ~ovalid, a register, so no PE ready reaches
         # the router either). The router spends >= 2 cycles per beat, so this costs no rate.
         arr_ports = [(k, port, w) for k, (name, port, w) in enumerate(dests)
-                     if name.startswith(("x_r", "taps_r", "dense_r", "drain_c", "prune"))]
+                     if name.startswith(("x_r", "taps_r", "dense_r", "drain_c", "prune"))
+                     or port is pregen.i]
         ovalid = Signal()
         oh = Signal(len(arr_ports))
         obuf = Signal(max(w for _, _, w in arr_ports))
@@ -223,10 +224,16 @@ class Accelerator(wiring.Component):
         with m.If(ovalid & o_ready):
             m.d.sync += ovalid.eq(0)
         arr_ids = {k: j for j, (k, _, _) in enumerate(arr_ports)}
+        # a host-sent pre-generation group still in the output register: an on-chip run (which
+        # drives pregen.i itself) must not start before it has gone
+        pg_held = Signal()
+        m.d.comb += pg_held.eq(ovalid & oh[arr_ids[dest_id["pregen"]]])
         with m.Switch(hdr_dest):
             for k, (name, port, w) in enumerate(dests):
                 with m.Case(k):
-                    if port is None or port == "pgctl":  # CTRL / END / PGCTL: always ready
+                    if port == "pgctl":                  # PGCTL: after a held group
+                        m.d.comb += present_ready.eq(~pg_held)
+                    elif port is None:                   # CTRL / END: always ready
                         m.d.comb += present_ready.eq(1)
                     elif port == "wbuf":                 # weight buffer: one write per beat
                         # held while a pre-generation run reads the buffer (no group lost)
@@ -236,9 +243,10 @@ class Accelerator(wiring.Component):
                                          wb_wr.addr.eq(wptr), wb_wr.data.eq(buf[:w])]
                             m.d.sync += wptr.eq(wptr + 1)
                     elif port is pregen.i:               # not during an on-chip run
-                        m.d.comb += [port.valid.eq((state == PRESENT) & ~seq_active),
-                                     port.payload.eq(buf[:w]),
-                                     present_ready.eq(port.ready & ~seq_active)]
+                        m.d.comb += present_ready.eq(~ovalid & ~seq_active)
+                        with m.If((state == PRESENT) & ~ovalid & ~seq_active):
+                            m.d.sync += [ovalid.eq(1), oh.eq(1 << arr_ids[k]),
+                                         obuf.eq(buf[:len(obuf)])]
                     elif k in arr_ids:
                         m.d.comb += present_ready.eq(~ovalid)
                         with m.If((state == PRESENT) & ~ovalid):
@@ -390,7 +398,7 @@ class Accelerator(wiring.Component):
             sc.start.eq(regs.start),
             sc.dp_idle.eq(~array.active & ~ovalid & ~busy_out & ~pruner.o.valid &
                           ~_any([p.valid for n, p, _ in srcs if n != "pregen"])),
-            sc.pg_busy.eq(seq_active),
+            sc.pg_busy.eq(seq_active | pg_held),
         ]
         with m.If(done):
             m.d.sync += end_seen.eq(0)
