@@ -115,9 +115,10 @@ cycles_tiles`.
 Timing
 ------
 Engine pipeline: S0 operand-buffer read, S1r read-data register, S1 address/validity, S2
-dense-scratchpad read, S3 multiply + bank read, S4 old value registered (forwarded from S5
-when S5 writes the same address), S5 add + bank write (the bank read port is transparent
-for the write port, so back-to-back accumulations into one address need no stall). Drain: a command is
+dense-scratchpad read, S3 multiplier operands registered + bank read, S4 multiply + old
+value registered (forwarded from S5 when S5 writes the same address), S5 add + bank write
+(the bank read port is transparent for the write port, so back-to-back accumulations into
+one address need no stall). Drain: a command is
 registered when accepted, reads start the next cycle, 1 read per cycle, first output 3 cycles
 after the first read. Throughput: ``lanes`` products per
 cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` depends on the
@@ -530,17 +531,22 @@ class PE(wiring.Component):
             m.d.comb += d_rds[l].addr.eq(s2_da[l])
             m.d.sync += [s3_w[l].eq(s2_w[l]), s3_ok[l].eq(s2_ok[l]), s3_pa[l].eq(s2_pa[l])]
 
-        # ---------------------------------------------------------------- S3: multiply, bank read
+        # ---------------------------------------------------------------- S3: operands, bank read
+        # The multiplier's operands are registered here and the product is formed in S4 (the
+        # dense-scratchpad RAM clock-to-out followed by the multiply was the ECP5 critical path,
+        # 9.4 ns); the product still reaches S5 in the same cycle as before.
         s4v = Signal()
-        s4_prod = [Signal(signed(2 * dw), name=f"s4_prod{l}") for l in range(L)]
+        s4_a = [Signal(signed(dw), name=f"s4_a{l}") for l in range(L)]
+        s4_bop = [Signal(signed(dw), name=f"s4_bop{l}") for l in range(L)]
         s4_ok = [Signal(name=f"s4_ok{l}") for l in range(L)]
         s4_pa = [Signal(pa_w, name=f"s4_pa{l}") for l in range(L)]
         m.d.sync += s4v.eq(s3v)
         for l in range(L):
             b = Mux(is_wg, d_rds[l].data, s3_w[l])
-            m.d.sync += [s4_prod[l].eq(s3_a * b), s4_ok[l].eq(s3_ok[l]), s4_pa[l].eq(s3_pa[l])]
+            m.d.sync += [s4_a[l].eq(s3_a), s4_bop[l].eq(b), s4_ok[l].eq(s3_ok[l]),
+                         s4_pa[l].eq(s3_pa[l])]
 
-        # ---------------------------------------------------------------- S4: old value
+        # ---------------------------------------------------------------- S4: multiply, old value
         # The bank's old value is registered before the add (block-RAM clock-to-out + a 48-bit
         # add + RAM setup was the ECP5 critical path, 10.3 ns). A read in S3 sees a write in
         # the same cycle (transparent port); the write of the product just ahead (in S5 while
@@ -557,7 +563,7 @@ class PE(wiring.Component):
             m.d.comb += wdata[l].eq((s5_old[l] + s5_prod[l])[:aw].as_signed())
             old_v = Mux(s4_b, banks[l][1][0].data, banks[l][0][0].data)
             fwd = s5v & s5_ok[l] & (s5_b == s4_b) & (s5_pa[l] == s4_pa[l])
-            m.d.sync += [s5_old[l].eq(Mux(fwd, wdata[l], old_v)), s5_prod[l].eq(s4_prod[l]),
+            m.d.sync += [s5_old[l].eq(Mux(fwd, wdata[l], old_v)), s5_prod[l].eq(s4_a[l] * s4_bop[l]),
                          s5_ok[l].eq(s4_ok[l]), s5_pa[l].eq(s4_pa[l])]
 
         # ---------------------------------------------------------------- drain control
