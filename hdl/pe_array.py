@@ -166,13 +166,28 @@ class PEArray(wiring.Component):
             m.d.comb += s2_go.eq(~o.valid | o.ready)
             s1_go = Signal()
             m.d.comb += s1_go.eq(~s1v | s2_go)
-            take = v_all & s1_go
-            for p in outs:
+            # A skid register in front of stage 1 (for Fmax): the PEs' ready is ~skv & (all
+            # PEs valid), registers only, so the column's back-pressure (o.ready -> stage 2 -> stage 1) no longer
+            # reaches the PEs' drain pipelines combinationally; with stage 1 free the rate stays
+            # one beat per cycle. A beat taken while stage 1 is stalled waits in the skid.
+            skv, sk_last, sk_end = Signal(name=f"c{j}_skv"), Signal(), Signal()
+            sk_sum = Signal(signed(aw), name=f"c{j}_sksum")
+            col_v.append(skv)
+            take = v_all & ~skv
+            for p in outs:                 # all of a column's PEs hand over together
                 m.d.comb += p.ready.eq(take)
             total = _tree([p.payload.value for p in outs], lambda a, b: (a + b)[:aw].as_signed())
             with m.If(s1_go):
-                m.d.sync += [s1v.eq(v_all), s1_sum.eq(total),
-                             s1_last.eq(outs[0].payload.last), s1_end.eq(outs[0].payload.end)]
+                with m.If(skv):
+                    m.d.sync += [s1v.eq(1), s1_sum.eq(sk_sum), s1_last.eq(sk_last),
+                                 s1_end.eq(sk_end), skv.eq(0)]
+                with m.Else():
+                    m.d.sync += [s1v.eq(take), s1_sum.eq(total),
+                                 s1_last.eq(outs[0].payload.last),
+                                 s1_end.eq(outs[0].payload.end)]
+            with m.Elif(take):
+                m.d.sync += [skv.eq(1), sk_sum.eq(total), sk_last.eq(outs[0].payload.last),
+                             sk_end.eq(outs[0].payload.end)]
             sat = writeback(m, s1_sum, acc_width=aw, frac_bits=fb, data_width=dw,
                             name=f"c{j}_wb")
             with m.If(s2_go):
