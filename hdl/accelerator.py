@@ -205,29 +205,29 @@ class Accelerator(wiring.Component):
         new_ctl = Signal(ctrl_layout(cfg))
         m.d.comb += new_ctl.eq(buf[:len(new_ctl.as_value())])
         present_ready = Signal()
-        # Array (and pruner) inputs leave through one output register (*ours*, for Fmax): the
-        # targets see valid = ovalid & a one-hot bit and a registered payload, so the router's destination decode
-        # no longer reaches a PE's operand-buffer logic combinationally; the router hands a beat
-        # over when the register is empty (ready = ~ovalid, a register, so no PE ready reaches
-        # the router either). The router spends >= 2 cycles per beat, so this costs no rate.
+        # Array, pruner and pre-generation inputs leave through output registers (*ours*, for
+        # Fmax), one per destination: a target sees a valid and a payload straight from its own
+        # register (no shared, far-reaching register, no destination decode), and the router
+        # hands a beat over when that register is empty (ready = ~valid register, so no target
+        # ready reaches the router). Beats to one destination keep their order; a beat waiting
+        # for its target does not hold up the next packet to another one. The router spends
+        # >= 2 cycles per beat, so this costs no rate.
         arr_ports = [(k, port, w) for k, (name, port, w) in enumerate(dests)
                      if name.startswith(("x_r", "taps_r", "dense_r", "drain_c", "prune"))
                      or port is pregen.i]
-        ovalid = Signal()
-        oh = Signal(len(arr_ports))
-        obuf = Signal(max(w for _, _, w in arr_ports))
-        o_ready = Signal()
+        pv = [Signal(name=f"{dests[k][0]}_ov") for k, _, _ in arr_ports]
+        pb = [Signal(w, name=f"{dests[k][0]}_ob") for k, _, w in arr_ports]
         for j, (k, port, w) in enumerate(arr_ports):
-            m.d.comb += [port.valid.eq(ovalid & oh[j]), port.payload.eq(obuf[:w])]
-        m.d.comb += o_ready.eq(_any([oh[j] & port.ready for j, (_, port, _) in
-                                     enumerate(arr_ports)]))
-        with m.If(ovalid & o_ready):
-            m.d.sync += ovalid.eq(0)
+            m.d.comb += [port.valid.eq(pv[j]), port.payload.eq(pb[j])]
+            with m.If(pv[j] & port.ready):
+                m.d.sync += pv[j].eq(0)
+        ovalid = Signal()
+        m.d.comb += ovalid.eq(_any(pv))
         arr_ids = {k: j for j, (k, _, _) in enumerate(arr_ports)}
         # a host-sent pre-generation group still in the output register: an on-chip run (which
         # drives pregen.i itself) must not start before it has gone
         pg_held = Signal()
-        m.d.comb += pg_held.eq(ovalid & oh[arr_ids[dest_id["pregen"]]])
+        m.d.comb += pg_held.eq(pv[arr_ids[dest_id["pregen"]]])
         with m.Switch(hdr_dest):
             for k, (name, port, w) in enumerate(dests):
                 with m.Case(k):
@@ -242,16 +242,12 @@ class Accelerator(wiring.Component):
                             m.d.comb += [wb_wr.en.eq(wptr < cfg.weight_buf_depth),
                                          wb_wr.addr.eq(wptr), wb_wr.data.eq(buf[:w])]
                             m.d.sync += wptr.eq(wptr + 1)
-                    elif port is pregen.i:               # not during an on-chip run
-                        m.d.comb += present_ready.eq(~ovalid & ~seq_active)
-                        with m.If((state == PRESENT) & ~ovalid & ~seq_active):
-                            m.d.sync += [ovalid.eq(1), oh.eq(1 << arr_ids[k]),
-                                         obuf.eq(buf[:len(obuf)])]
-                    elif k in arr_ids:
-                        m.d.comb += present_ready.eq(~ovalid)
-                        with m.If((state == PRESENT) & ~ovalid):
-                            m.d.sync += [ovalid.eq(1), oh.eq(1 << arr_ids[k]),
-                                         obuf.eq(buf[:len(obuf)])]
+                    elif k in arr_ids:                   # pregen: not during an on-chip run
+                        j = arr_ids[k]
+                        free = ~pv[j] & ~seq_active if port is pregen.i else ~pv[j]
+                        m.d.comb += present_ready.eq(free)
+                        with m.If((state == PRESENT) & free):
+                            m.d.sync += [pv[j].eq(1), pb[j].eq(buf[:w])]
                     else:
                         m.d.comb += [port.valid.eq(state == PRESENT),
                                      port.payload.eq(buf[:w]),
@@ -416,7 +412,7 @@ class Accelerator(wiring.Component):
         ]
         with m.If(soft):
             m.d.sync += [state.eq(IDLE), o_left.eq(0), end_seen.eq(0), seq_active.eq(0),
-                         seq_ov.eq(0), ovalid.eq(0)]
+                         seq_ov.eq(0)] + [v.eq(0) for v in pv]
         return m
 
 

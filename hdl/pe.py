@@ -368,14 +368,15 @@ class PE(wiring.Component):
             d_wr.data.eq(self.dense.payload.value),
             d_wr.en.eq(self.dense.valid),
         ]
+        # dense_loading == (dptr != 0), kept as a register (for Fmax: it gates the engine)
+        dense_loading = Signal()
         with m.If(self.dense.valid):
             with m.If(self.dense.payload.last):
-                m.d.sync += dptr.eq(0)
+                m.d.sync += [dptr.eq(0), dense_loading.eq(0)]
             with m.Elif(dptr == self._dense_depth - 1):
-                m.d.sync += [dptr.eq(0), self.error.eq(1)]
+                m.d.sync += [dptr.eq(0), self.error.eq(1), dense_loading.eq(0)]
             with m.Else():
-                m.d.sync += dptr.eq(dptr + 1)
-        dense_loading = dptr != 0
+                m.d.sync += [dptr.eq(dptr + 1), dense_loading.eq(1)]
 
         # ---------------------------------------------------------------- partial-sum banks
         # Ping-pong (*ours*): every lane has two banks (halves 0 and 1), each a simple 1R1W
