@@ -32,8 +32,8 @@ CYCLES is the array's job time, BUSY_MAC / STALL_IN / STALL_OUT / NNZ those of P
 ``pe_sel`` (CTRL packet).
 
 Throughput: the router moves one 32-bit word per cycle; a target beat of ``w`` bits costs
-``ceil(w / 32) + 1`` cycles (array beats then pass one output register, which adds one cycle of
-latency, no rate) (the PRESENT cycle holds ``s_axis_tready`` low, which keeps the
+``ceil(w / 32) + 1`` cycles (array, pruner and pre-generation beats then pass an output
+register per destination, which adds one cycle of latency, no rate) (the PRESENT cycle holds ``s_axis_tready`` low, which keeps the
 targets' ready off the router's next-state logic) plus one header per packet; an output beat
 costs its words + 2 cycles. This is the host-fed form of the
 controller (*ours*, see docs/accelerator.md): the driver does the offline schedule's
