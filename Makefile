@@ -70,6 +70,7 @@ bitstream:
 	$(PY) -m sparseforge.boards.flows bitstream --board $(BOARD) --block $(BLOCK) \
 	  $(if $(filter command line environment,$(origin PRESET)),--preset $(PRESET)) \
 	  $(if $(CORE_MHZ),--core-mhz $(CORE_MHZ)) \
+	  $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) \
 	  -o build/bitstream/$(BOARD)/$(BLOCK)
 
 synth-report:

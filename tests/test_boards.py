@@ -944,3 +944,15 @@ def test_cli_synth_report_check(tmp_path, capsys):
                        "--families", "ecp5", "--param", "compressor.data_width=24",
                        "-o", str(tmp_path / "b"), "--check"]) == 1
     assert "REGRESSION compressor - params" in capsys.readouterr().out
+
+
+def test_ecp5_pll_params():
+    """ECPIX-5 --clock-mhz: divisors from ecppll; an unreachable frequency and a PLL on another
+    board are refused."""
+    from sparseforge.boards.ecp5 import pll_params
+    assert pll_params(100, 125) == {"CLKI_DIV": 4, "CLKOP_DIV": 5, "CLKOP_CPHASE": 2,
+                                    "CLKOP_FPHASE": 0, "CLKFB_DIV": 5}
+    with pytest.raises(ValueError, match="nearest ECP5 PLL output"):
+        pll_params(100, 123.456)
+    with pytest.raises(ValueError, match="clock_mhz"):
+        flows.bitstream("vcu1525", "compressor", "tiny", clock_mhz=125)
