@@ -193,12 +193,9 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
                 bit = build_dir / "top.bit"
                 report["bitstream"] = str(bit) if bit.exists() else None
             else:
-                say(f"vivado is not on PATH: stopped after writing the Vivado tree to "
-                    f"{build_dir}/\n"
-                    f"  files: {', '.join(report['files'])}\n"
-                    f"  to finish on a machine with Vivado: cd {build_dir} && sh build_top.sh\n"
-                    f"  (runs vivado -mode batch -source top.tcl; bitstream top.bit, reports "
-                    f"top_timing.rpt / top_utilization_place.rpt)")
+                say(_stopped("the Vivado tree", build_dir, report["files"], "build_top.sh",
+                             "runs vivado -mode batch -source top.tcl; bitstream top.bit, "
+                             "reports top_timing.rpt / top_utilization_place.rpt"))
         if do_bd:
             if standalone:      # a fresh instance: BoardTop owns the first one
                 from sparseforge.gen.blocks import build_block
@@ -238,6 +235,14 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     return report
 
 
+def _stopped(what: str, folder: Path, files, script: str, runs: str) -> str:
+    """The message of a Vivado flow that stopped after writing its tree (no Vivado on PATH)."""
+    return (f"vivado is not on PATH: stopped after writing {what} to {folder}/\n"
+            f"  files: {', '.join(files)}\n"
+            f"  to finish on a machine with Vivado: cd {folder} && sh {script}\n"
+            f"  ({runs})")
+
+
 def _vcu1525_block_design(component, cfg, params: dict, bd_dir: Path, vivado: str | None,
                           say, core_mhz=None) -> dict:
     """Write the XDMA block-design tree into ``bd_dir``; run ``build_bd.sh`` if Vivado is there."""
@@ -255,13 +260,11 @@ def _vcu1525_block_design(component, cfg, params: dict, bd_dir: Path, vivado: st
         bit = bd_dir / BITSTREAM_NAME
         info["bitstream"] = str(bit) if bit.exists() else None
     else:
-        say(f"vivado is not on PATH: stopped after writing the Vivado block-design tree "
-            f"(XDMA PCIe Gen3 x16, core clock {info['clocks']['core_mhz']} MHz) to {bd_dir}/\n"
-            f"  files: {', '.join(info['files'])}\n"
-            f"  to finish on a machine with Vivado: cd {bd_dir} && sh build_bd.sh\n"
-            f"  (runs vivado -mode batch -source create_bd.tcl: block design, synthesis, "
-            f"implementation; bitstream {BITSTREAM_NAME}, reports timing_summary.rpt / "
-            f"utilization.rpt)")
+        say(_stopped(f"the Vivado block-design tree (XDMA PCIe Gen3 x16, core clock "
+                     f"{info['clocks']['core_mhz']} MHz)", bd_dir, info["files"], "build_bd.sh",
+                     f"runs vivado -mode batch -source create_bd.tcl: block design, synthesis, "
+                     f"implementation; bitstream {BITSTREAM_NAME}, reports "
+                     f"timing_summary.rpt / utilization.rpt"))
     return info
 
 

@@ -32,10 +32,10 @@ CYCLES is the array's job time, BUSY_MAC / STALL_IN / STALL_OUT / NNZ those of P
 ``pe_sel`` (CTRL packet).
 
 Throughput: the router moves one 32-bit word per cycle; a target beat of ``w`` bits costs
-``ceil(w / 32) + 1`` cycles (array, pruner and pre-generation beats then pass an output
-register per destination, which adds one cycle of latency, no rate) (the PRESENT cycle holds ``s_axis_tready`` low, which keeps the
-targets' ready off the router's next-state logic) plus one header per packet; an output beat
-costs its words + 2 cycles. This is the host-fed form of the
+``ceil(w / 32) + 1`` cycles (the PRESENT cycle holds ``s_axis_tready`` low, which keeps the
+targets' ready off the router's next-state logic) plus one header per packet; array, pruner
+and pre-generation beats then pass an output register per destination (one cycle of latency,
+no rate). An output beat costs its words + 2 cycles. This is the host-fed form of the
 controller (*ours*, see docs/accelerator.md): the driver does the offline schedule's
 mapping and sends each tile's streams in a deadlock-free order (rows of a tile before its
 drains, a row before its bundles).
@@ -173,6 +173,10 @@ class Accelerator(wiring.Component):
         rptr = Signal(range(cfg.weight_buf_depth))
         seq_ov = Signal()
 
+        def start_run(n, count):
+            """Start a pre-generation run (PGCTL packet or a schedule PREGEN step)."""
+            return [pg_n.eq(n), seq_left.eq(count), rptr.eq(0), seq_active.eq(count != 0)]
+
         # ------------------------------------------------------------------ input router
         dests = destinations(array, pruner, pregen, cfg, sc)
         dest_id = {name: k for k, (name, _, _) in enumerate(dests)}
@@ -302,8 +306,7 @@ class Accelerator(wiring.Component):
                         pg = Signal(pgctl_layout(cfg))
                         m.d.comb += pg.eq(buf[:len(pg.as_value())])
                         with m.If(pg.go & ~seq_active):
-                            m.d.sync += [pg_n.eq(pg.n), seq_left.eq(pg.count), rptr.eq(0),
-                                         seq_active.eq(pg.count != 0)]
+                            m.d.sync += start_run(pg.n, pg.count)
                     m.d.sync += beats_left.eq(beats_left - 1)
                     with m.If(beats_left == 1):
                         m.d.sync += state.eq(IDLE)
@@ -316,8 +319,7 @@ class Accelerator(wiring.Component):
         # the schedule's PREGEN steps start the same sequencer (the controller waits while a
         # run is busy, so the two never collide)
         with m.If(sc.pg_go & ~seq_active):
-            m.d.sync += [pg_n.eq(sc.nm_n), seq_left.eq(sc.pg_count), rptr.eq(0),
-                         seq_active.eq(sc.pg_count != 0)]
+            m.d.sync += start_run(sc.nm_n, sc.pg_count)
 
         # sequencer: weight buffer -> pre-generation, one group per cycle (a registered read:
         # the read advances when the output register is empty or moving)

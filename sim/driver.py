@@ -350,16 +350,13 @@ class Driver:
         m)`` when the RTL is right; the full result (compressed values and indices too) is
         kept in :attr:`last_pregen`."""
         import cocotb
-        from sparseforge.hdl.weight_pregen import (pregen_beats, pregen_reassemble,
-                                                   unpack_pregen_out)
+        from sparseforge.hdl.weight_pregen import pregen_beats
         cfg = self.codec.cfg
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
         recv = cocotb.start_soon(self._collect(len(beats)))
         await self.send([self.codec.ctrl_packet(nm_n=int(n)), self.codec.packet("pregen", beats)])
-        out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
-               for name, b in await recv if name == "pregen"]
-        res = pregen_reassemble(out, w.shape, cfg.nm_m, n)
+        res = self.pregen_result([b for name, b in await recv if name == "pregen"], w, n)
         self.last_pregen = res
         return res.fwd_mask, res.bwd_mask
 
@@ -371,8 +368,7 @@ class Driver:
         like :meth:`pregen`; ``n`` is only used to reassemble (the hardware takes N from the
         schedule)."""
         import cocotb
-        from sparseforge.hdl.weight_pregen import (pregen_beats, pregen_reassemble,
-                                                   unpack_pregen_out)
+        from sparseforge.hdl.weight_pregen import pregen_beats
         cfg, codec = self.codec.cfg, self.codec
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
@@ -382,14 +378,13 @@ class Driver:
             recv = cocotb.start_soon(self._collect(len(chunk)))
             await self.send([codec.packet("wbuf", chunk), codec.step_packet(step),
                              codec.end_packet()])
-            out += [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
-                    for name, b in await recv if name == "pregen"]
+            out += [b for name, b in await recv if name == "pregen"]
             st = await self.wait_done()
             if st & STATUS_ERROR:
                 raise RuntimeError(f"pre-generation chunk at group {g0}: STATUS {st:#x}, "
                                    f"ERROR_CODE {await self.read('ERROR_CODE'):#x}")
             await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        res = pregen_reassemble(out, w.shape, cfg.nm_m, n)
+        res = self.pregen_result(out, w, n)
         self.last_pregen = res
         return res.fwd_mask, res.bwd_mask
 
@@ -412,7 +407,9 @@ class Driver:
         return len(beats)
 
     def pregen_result(self, beats, w, n: int):
-        """Reassemble pre-generation output beats (ints) of :meth:`start_pregen_run`."""
+        """Reassemble pre-generation output beats (ints, :func:`~sparseforge.hdl.weight_pregen.
+        pregen_schedule` order) of :meth:`pregen`, :meth:`pregen_scheduled` or
+        :meth:`start_pregen_run`."""
         from sparseforge.hdl.weight_pregen import pregen_reassemble, unpack_pregen_out
         cfg = self.codec.cfg
         out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
