@@ -31,10 +31,17 @@ from amaranth.hdl import Elaboratable
 
 __all__ = ["ecpix5_platform", "yowasp_env", "tool_path", "have_tool", "parse_fmax",
            "parse_utilisation", "parse_critical_path", "ECP5_KEY_BELS", "NEXTPNR_OPTS",
-           "pll_params", "PLLDomain"]
+           "pll_params", "PLLDomain", "KEEP_FF_SCRIPT"]
 
 #: Extra nextpnr options: a timing failure still yields a bitstream and a report.
 NEXTPNR_OPTS = "--timing-allow-fail"
+
+#: Yosys commands run right after reading the design: every flip-flop whose output wire
+#: carries ``keep`` gets ``keep`` on the cell too. ``opt_merge`` merges identical registers
+#: unless both cells carry ``keep`` (the wire attribute alone only keeps the name), and the
+#: per-PE control registers (:class:`~sparseforge.hdl.pe.PE`) are identical on purpose: one
+#: local copy per PE instead of one register routed across the die.
+KEEP_FF_SCRIPT = "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
 
 #: The utilisation rows reported in tables and JSON (nextpnr BEL type names).
 ECP5_KEY_BELS = ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "ALU54B", "DP16KD", "TRELLIS_RAMW",

@@ -51,7 +51,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from .ecp5 import (ECP5_KEY_BELS, NEXTPNR_OPTS, ecpix5_platform, parse_critical_path, parse_fmax,
+from .ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform, parse_critical_path, parse_fmax,
                    parse_utilisation, tool_path, yowasp_env)
 
 __all__ = ["BOARDS", "DEFAULT_PRESET", "BLOCK_DESIGN_BLOCKS", "BASELINES_DIR", "TOLERANCE",
@@ -212,7 +212,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
             report["pll"] = {"out_mhz": clock_mhz, **top.params}
         with yowasp_env():
             plat.build(top, name="top", build_dir=str(build_dir), do_program=False,
-                       nextpnr_opts=NEXTPNR_OPTS)
+                       nextpnr_opts=NEXTPNR_OPTS, script_after_read=KEEP_FF_SCRIPT)
         log = (build_dir / "top.tim").read_text()
         clocks = parse_fmax(log)
         util = parse_utilisation(log)

@@ -62,6 +62,17 @@ def _axil(cfg: AcceleratorConfig, **params):
     return AxiLiteRegs(**p), p
 
 
+def _skid(cfg: AcceleratorConfig, **params):
+    from amaranth.hdl import unsigned
+    from sparseforge.hdl.skid import SkidBuffer
+    p = {"width": 24}
+    p.update(params)
+    unknown = sorted(set(p) - {"width"})
+    if unknown:
+        raise TypeError(f"skid: unexpected parameter(s) {unknown}; known: ['width']")
+    return SkidBuffer(unsigned(p["width"])), p
+
+
 def _accelerator(cfg: AcceleratorConfig, **params):
     from sparseforge import __version__
     from sparseforge.hdl.accelerator import Accelerator
@@ -77,6 +88,7 @@ BLOCKS = {
     "pe": _pe,
     "pe_array": _pe_array,
     "axil": _axil,
+    "skid": _skid,
     "accelerator": _accelerator,
 }
 

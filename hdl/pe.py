@@ -65,8 +65,9 @@ o : Out(stream.Signature(out_layout))
 mode : In(2)
     ``MODE_FP`` (0), ``MODE_BP`` (1), ``MODE_WG`` (2). ``stride2`` (In(1): stride 2, else 1),
     ``pad`` (In(clog2(k_max + 1))), ``out_len`` (FP: output row length; BP: input-gradient row
-    length), ``in_len`` (WG: X row length), ``skip_zero`` (In(1)): control inputs held stable
-    during a job.
+    length), ``in_len`` (WG: X row length), ``skip_zero`` (In(1)): control inputs, registered
+    inside the PE (it sees them one cycle later): set them at least one cycle before a job's
+    first beat and hold them stable during the job.
 cycles, busy_mac, stall_in, stall_out, nnz : Out(48)
     Performance counters, cleared by reset only, updated one cycle after the cycle they
     count (read them at least one cycle after a job). ``cycles``: cycles of a job (from the first
@@ -121,8 +122,9 @@ value registered (forwarded from S5 when S5 writes the same address), S5 add + b
 one address need no stall). Drain: a command is
 registered when accepted, reads start the next cycle, 1 read per cycle, first output 3 cycles
 after the first read. Throughput: ``lanes`` products per
-cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` depends on the
-tap payload and PE state only; ``drain.ready`` is registered state too; ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
+cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` is a register too
+(a 2-entry skid buffer, :class:`~sparseforge.hdl.skid.SkidBuffer`, holds the next bundles; a
+bundle reaches the engine one cycle after its transfer); ``drain.ready`` is registered state too; ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
 while ``o.valid & ~o.ready``.
 """
 
@@ -134,6 +136,7 @@ from amaranth.lib.wiring import In, Out
 from ._validate import check_int
 from .arith import writeback
 from .layouts import sparse_elem_layout
+from .skid import SkidBuffer
 
 __all__ = ["PE", "MODE_FP", "MODE_BP", "MODE_WG", "pe_slot_layout", "pe_taps_layout",
            "pe_dense_layout", "pe_drain_layout", "pe_out_layout", "COUNTER_WIDTH"]
@@ -289,9 +292,26 @@ class PE(wiring.Component):
         # signed width of t = col*2 + kw - pad (and col + pad - kw)
         t_w = (2 * R + 2 * self._k_max + 2).bit_length() + 1
 
-        is_fp = self.mode == MODE_FP
-        is_wg = self.mode == MODE_WG
-        split = is_fp & self.stride2      # stride-2 FP: buffer split by column parity
+        # ---------------------------------------------------------------- controls
+        # Registered once inside every PE (for Fmax): a control register shared by the PEs of
+        # an array was the start of the ECP5 critical path, and the derived flags (``split``,
+        # ``is_wg``) would otherwise add logic levels to the per-bundle accept loop. The
+        # registers are reset-less (they follow the inputs through reset) and carry ``keep``:
+        # the board flows keep every kept register as its own cell, so Yosys does not merge
+        # the identical copies of the PEs back into one (see ``boards/ecp5.py``).
+        def ctl(name, value, shape):
+            r = Signal(shape, name=f"{name}_q", reset_less=True, attrs={"keep": 1})
+            m.d.sync += r.eq(value)
+            return r
+        mode = ctl("mode", self.mode, 2)
+        stride2 = ctl("stride2", self.stride2, 1)
+        pad = ctl("pad", self.pad, self.pad.shape())
+        out_len = ctl("out_len", self.out_len, self.out_len.shape())
+        in_len = ctl("in_len", self.in_len, self.in_len.shape())
+        skip_zero = ctl("skip_zero", self.skip_zero, 1)
+        is_wg = ctl("is_wg", self.mode == MODE_WG, 1)
+        # stride-2 FP: the operand buffer is split by column parity
+        split = ctl("split", (self.mode == MODE_FP) & self.stride2, 1)
 
         # ---------------------------------------------------------------- operand buffer
         entry = data.StructLayout({"value": signed(dw), "col": unsigned(self._col_width)})
@@ -330,7 +350,7 @@ class PE(wiring.Component):
                         m.d.comb += [ld_cnt.eq(cnt[h][p]), ld_full_p.eq(cfl[h][p])]
         cap = Mux(split, rh, half)
         x_take = x.valid & x.ready
-        x_store = x_take & (~self.skip_zero | (x.payload.value != 0))
+        x_store = x_take & (~skip_zero | (x.payload.value != 0))
         m.d.comb += [
             op_wr.addr.eq(Mux(ld, half, 0) + Mux(x_par, rh, 0) + ld_cnt),
             op_wr.data.value.eq(x.payload.value),
@@ -395,16 +415,38 @@ class PE(wiring.Component):
                 pair.append((rd, wr))
             banks.append(pair)
 
+        # ---------------------------------------------------------------- tap-bundle input
+        # A skid buffer in front of the engine (*ours*, for Fmax): the engine's per-bundle
+        # accept decision (row done? buffer released?) then starts from local registers, not
+        # from a producer's register somewhere else on the die, and ``taps.ready`` is a
+        # register, so the decision never reaches the producer. The flags the decision needs
+        # are computed on the way in (``par`` uses the registered ``split``, stable during a
+        # job). One cycle of latency, which the first operand row's load (>= 1 cycle) hides;
+        # full rate.
+        tq_layout = data.StructLayout({"b": self.taps_layout, "any_en": 1, "par": 1,
+                                       "row_end": 1})
+        m.submodules.taps_q = taps_q = SkidBuffer(tq_layout)
+        tin = self.taps.payload
+        m.d.comb += [
+            taps_q.i.valid.eq(self.taps.valid),
+            self.taps.ready.eq(taps_q.i.ready),
+            taps_q.i.payload.b.eq(tin),
+            taps_q.i.payload.any_en.eq(_tree([tin.slots[l].en for l in range(L)],
+                                             lambda a, b: a | b)),
+            taps_q.i.payload.par.eq(split & tin.parity),
+            taps_q.i.payload.row_end.eq(tin.last | tin.eot),
+        ]
+
         # ---------------------------------------------------------------- engine: S0
-        taps = self.taps
+        taps = taps_q.o
+        tb = taps.payload.b
         eb = Signal()                     # psum half the engine accumulates the open tile into
         pend = [Signal(name=f"pend{h}") for h in range(2)]  # half h holds a tile to drain
         tile_open = Signal()              # a bundle of a tile without its eot was processed
         eb_free = ~Mux(eb, pend[1], pend[0])
-        slots = taps.payload.slots
+        slots = tb.slots
         i = Signal(cnt_w)
-        par = Signal()
-        m.d.comb += par.eq(split & taps.payload.parity)
+        par = taps.payload.par
         n_m1 = Signal(cnt_w)              # entries of the sub-list - 1
         n_nz = Signal()                   # the sub-list is not empty
         with m.Switch(Cat(par, pr)):
@@ -412,7 +454,7 @@ class PE(wiring.Component):
                 for p in range(2):
                     with m.Case(p | (h << 1)):
                         m.d.comb += [n_m1.eq(cm1[h][p]), n_nz.eq(cnz[h][p])]
-        any_en = _tree([slots[l].en for l in range(L)], lambda a, b: a | b)
+        any_en = taps.payload.any_en
         work = Signal()
         m.d.comb += work.eq(any_en & n_nz)
         done = Signal()
@@ -426,7 +468,7 @@ class PE(wiring.Component):
             proc.eq(can & taps.valid),
             op_rd.addr.eq(Mux(pr, half, 0) + Mux(par, rh, 0) + i),
         ]
-        row_end = taps.payload.last | taps.payload.eot
+        row_end = taps.payload.row_end
         with m.If(proc):
             with m.If(done):
                 m.d.sync += i.eq(0)
@@ -438,7 +480,7 @@ class PE(wiring.Component):
                                          cm1[h][0].eq(-1),
                                          cm1[h][1].eq(-1), cnz[h][0].eq(0), cnz[h][1].eq(0),
                                          cfl[h][0].eq(0), cfl[h][1].eq(0)]
-                with m.If(taps.payload.eot):
+                with m.If(tb.eot):
                     m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
                     for h in range(2):
                         with m.If(eb == h):
@@ -486,8 +528,8 @@ class PE(wiring.Component):
         pad_sg = Signal(signed(t_w))
         m.d.comb += [
             col_sg.eq(col),
-            col_s.eq(Mux(self.stride2, col << 1, col)),
-            pad_sg.eq(self.pad),
+            col_s.eq(Mux(stride2, col << 1, col)),
+            pad_sg.eq(pad),
         ]
         s2v = Signal()
         s2_a = Signal(signed(dw))
@@ -505,18 +547,18 @@ class PE(wiring.Component):
             m.d.comb += [
                 t_fp.eq(col_sg + pad_sg - s1_kw[l]),
                 t_bw.eq(col_s + s1_kw[l] - pad_sg),
-                j_fp.eq(Mux(self.stride2, t_fp >> 1, t_fp)),
+                j_fp.eq(Mux(stride2, t_fp >> 1, t_fp)),
             ]
-            with m.Switch(self.mode):
+            with m.Switch(mode):
                 with m.Case(MODE_BP):
-                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < self.out_len)),
+                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < out_len)),
                                  pa.eq(s1_base[l] + t_bw)]
                 with m.Case(MODE_WG):
-                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < self.in_len)),
+                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < in_len)),
                                  pa.eq(s1_base[l])]
                 with m.Default():
-                    m.d.comb += [ok.eq((t_fp >= 0) & ~(self.stride2 & t_fp[0]) &
-                                       (j_fp < self.out_len)),
+                    m.d.comb += [ok.eq((t_fp >= 0) & ~(stride2 & t_fp[0]) &
+                                       (j_fp < out_len)),
                                  pa.eq(s1_base[l] + j_fp)]
             m.d.sync += [s2_w[l].eq(s1_w[l]), s2_ok[l].eq(s1v & s1_en[l] & ok),
                          s2_pa[l].eq(pa), s2_da[l].eq(s1_rb[l] + t_bw)]
@@ -670,7 +712,7 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- job and counters
         # A job runs from the first valid input until the end beat of a tile after which no
         # other tile is open or waiting to be drained.
-        start = ~self.active & (x.valid | taps.valid | dr.valid)
+        start = ~self.active & (x.valid | self.taps.valid | taps.valid | dr.valid)
         in_job = Signal()
         m.d.comb += in_job.eq(self.active | start)
         with m.If(start):

@@ -37,7 +37,7 @@ o_c{j} : Out(stream)  ``{value: signed(acc_width), last, end}``
     The column's reduced outputs (write-back applied unless ``raw``); ``last``/``end`` as the
     PE's. Honours back-pressure; ``o.valid`` is a register.
 mode, stride2, pad, out_len, in_len, skip_zero : In
-    Registered once per PE (each PE sees them one cycle later): set them at least one cycle
+    Registered once inside each PE (each PE sees them one cycle later): set them at least one cycle
     before a job's first beat and hold them stable during the job.
 raw : In(1)
     1: emit the raw ``acc_width`` column sums; 0: write-back to ``data_width``.
@@ -123,14 +123,9 @@ class PEArray(wiring.Component):
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_r{i}_c{j}"] = pe = pes[i][j]
-                # one registered copy per PE (for Fmax: a shared control register fanned out
-                # to every PE was the ECP5 critical path's start); `keep` stops Yosys merging
-                # the copies back into one
+                # every PE registers its own copy of the controls (for Fmax; see the PE)
                 for name in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero"):
-                    src = getattr(self, name)
-                    copy = Signal.like(src, name=f"{name}_r{i}_c{j}", attrs={"keep": 1})
-                    m.d.sync += copy.eq(src)
-                    m.d.comb += getattr(pe, name).eq(copy)
+                    m.d.comb += getattr(pe, name).eq(getattr(self, name))
                 wiring.connect(m, wiring.flipped(getattr(self, f"taps_r{i}_c{j}")), pe.taps)
                 wiring.connect(m, wiring.flipped(getattr(self, f"dense_r{i}_c{j}")), pe.dense)
 

@@ -55,6 +55,7 @@ def run_pe(jobs, *, src="always", sink="always", seed=0, dut=None, cfg=None):
     async def bench(ctx):
         for k, v in jobs[0].control().items():
             ctx.set(getattr(dut, k), v)
+        await ctx.tick()                                 # the PE registers its controls
         dpat = make_pattern(src, seed + 10)
         for v in dense:                                  # WG: the X scratchpad first
             while not next(dpat):
@@ -345,6 +346,7 @@ def test_pe_rtl_operand_overflow_sets_error():
 
     async def bench(ctx):
         ctx.set(dut.skip_zero, 1)
+        await ctx.tick()                                 # the PE registers its controls
         for j in range(5):
             ctx.set(dut.x.valid, 1)
             ctx.set(dut.x.payload.as_value(), int(dut.x_layout.const(
