@@ -75,7 +75,7 @@ cycles, busy_mac, stall_in, stall_out, nnz : Out(48)
     inclusive). ``busy_mac``: valid products (summed over lanes). ``stall_in``: job cycles
     waiting for an input (no operand row buffered, no tap bundle, a WG dense load in progress,
     no drain command). ``stall_out``: job cycles with ``o`` back-pressured. ``nnz``: operand
-    entries stored. Always ``cycles = proc + stall_in + stall_out + 9 + drained`` for one tile,
+    entries stored. Always ``cycles = proc + stall_in + stall_out + 10 + drained`` for one tile,
     with ``proc`` the engine's processing cycles (see the cycle formula below).
 active : Out(1)
     A job is in progress.
@@ -106,10 +106,10 @@ The buffer is double-buffered: with ``E_{-1} = E_{-2} = 0`` and ``F_{-1} = 0``::
     S_r = max(F_r, E_{r-1})       # processing start
     E_r = S_r + P_r               # processing end
 
-and the job takes ``cycles = E_last + 5 + 1 + C + 3`` (``C`` = drained addresses): 5 cycles
+and the job takes ``cycles = E_last + 5 + 1 + C + 4`` (``C`` = drained addresses): 5 cycles
 of engine pipeline flush, 1 cycle to register each drain command, one cycle per drained
-address, 3 cycles of drain pipeline (one command per tile: ``E_last + 5 + 1 + C + 3``).
-``stall_in = cycles - sum P_r - C - 9`` with ideal (never idle, never back-pressured)
+address, 4 cycles of drain pipeline (one command per tile: ``E_last + 5 + 1 + C + 4``).
+``stall_in = cycles - sum P_r - C - 10`` with ideal (never idle, never back-pressured)
 streams. Several tiles back to back (ping-pong psum halves): :func:`sparseforge.sim.pe_model.
 cycles_tiles`.
 
@@ -120,8 +120,8 @@ dense-scratchpad read, S3 multiplier operands registered + bank read, S4 multipl
 value registered (forwarded from S5 when S5 writes the same address), S5 add + bank write
 (the bank read port is transparent for the write port, so back-to-back accumulations into
 one address need no stall). Drain: a command is
-registered when accepted, reads start the next cycle, 1 read per cycle, first output 3 cycles
-after the first read. Throughput: ``lanes`` products per
+registered when accepted, reads start the next cycle, 1 read per cycle, first output 4 cycles
+after the first read (read data registered, lane sum registered, write-back registered). Throughput: ``lanes`` products per
 cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` is a register too
 (a 2-entry skid buffer, :class:`~sparseforge.hdl.skid.SkidBuffer`, holds the next bundles; a
 bundle reaches the engine one cycle after its transfer); ``drain.ready`` is registered state too; ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
@@ -341,13 +341,20 @@ class PE(wiring.Component):
         m.d.comb += x.ready.eq(~ld_full)
         x_par = Signal()
         m.d.comb += x_par.eq(split & x.payload.col[0])
+        # A released half is only marked ``fresh``; its counts are cleared by the load side
+        # with the first beat of the next row (for Fmax: the engine's release decision then
+        # drives 2 flip-flops instead of every count register of the half). The load side
+        # reads a fresh half's counts as 0.
+        fresh = Signal(2)
+        ld_fresh = Mux(ld, fresh[1], fresh[0])
         ld_cnt = Signal(cnt_w)
         ld_full_p = Signal()
         with m.Switch(Cat(x_par, ld)):
             for h in range(2):
                 for p in range(2):
                     with m.Case(p | (h << 1)):
-                        m.d.comb += [ld_cnt.eq(cnt[h][p]), ld_full_p.eq(cfl[h][p])]
+                        m.d.comb += [ld_cnt.eq(Mux(ld_fresh, 0, cnt[h][p])),
+                                     ld_full_p.eq(~ld_fresh & cfl[h][p])]
         cap = Mux(split, rh, half)
         x_take = x.valid & x.ready
         x_store = x_take & (~skip_zero | (x.payload.value != 0))
@@ -356,6 +363,13 @@ class PE(wiring.Component):
             op_wr.data.value.eq(x.payload.value),
             op_wr.data.col.eq(x.payload.col),
         ]
+        with m.If(x_take & ld_fresh):      # the first beat of a row: the half starts empty
+            for h in range(2):
+                with m.If(ld == h):
+                    m.d.sync += fresh[h].eq(0)
+                    for p in range(2):
+                        m.d.sync += [cnt[h][p].eq(0), cm1[h][p].eq(-1), cnz[h][p].eq(0),
+                                     cfl[h][p].eq(0)]
         with m.If(x_store):
             with m.If(~ld_full_p):             # ld_cnt < cap
                 m.d.comb += op_wr.en.eq(1)
@@ -364,9 +378,9 @@ class PE(wiring.Component):
                     for h in range(2):
                         for p in range(2):
                             with m.Case(p | (h << 1)):
-                                m.d.sync += [cnt[h][p].eq(cnt[h][p] + 1),
-                                             cm1[h][p].eq(cnt[h][p]), cnz[h][p].eq(1),
-                                             cfl[h][p].eq(cnt[h][p] + 1 == cap)]
+                                m.d.sync += [cnt[h][p].eq(ld_cnt + 1),
+                                             cm1[h][p].eq(ld_cnt), cnz[h][p].eq(1),
+                                             cfl[h][p].eq(ld_cnt + 1 == cap)]
             with m.Else():
                 m.d.sync += self.error.eq(1)
         with m.If(x_take & x.payload.last):
@@ -476,10 +490,7 @@ class PE(wiring.Component):
                     m.d.sync += pr.eq(~pr)
                     for h in range(2):
                         with m.If(pr == h):
-                            m.d.sync += [full[h].eq(0), cnt[h][0].eq(0), cnt[h][1].eq(0),
-                                         cm1[h][0].eq(-1),
-                                         cm1[h][1].eq(-1), cnz[h][0].eq(0), cnz[h][1].eq(0),
-                                         cfl[h][0].eq(0), cfl[h][1].eq(0)]
+                            m.d.sync += [full[h].eq(0), fresh[h].eq(1)]
                 with m.If(tb.eot):
                     m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
                     for h in range(2):
@@ -689,14 +700,25 @@ class PE(wiring.Component):
         pop = _tree([s4_ok[l].as_unsigned() for l in range(L)], lambda a, b: a + b)
         m.d.sync += self.busy_mac.eq(self.busy_mac + Mux(s4v, pop, 0))
 
-        # ---------------------------------------------------------------- D1: bank sum
+        # ---------------------------------------------------------------- D1: bank read data
+        # The banks' read data is registered before the lane sum (block-RAM clock-to-out, the
+        # half mux and two 48-bit adders were the ECP5 critical path, 8.4 ns): one more drain
+        # pipeline cycle (``pe_model.DRAIN_LATENCY``), no rate.
+        d1rv, d1r_last, d1r_end, d1r_raw = Signal(), Signal(), Signal(), Signal()
+        d1r_data = [Signal(signed(aw), name=f"d1r_data{l}") for l in range(L)]
+        with m.If(~stall):
+            m.d.sync += [d1rv.eq(d1v), d1r_last.eq(d1_last), d1r_end.eq(d1_end),
+                         d1r_raw.eq(d1_raw)]
+            m.d.sync += [d.eq(Mux(d1_b, pair[1][0].data, pair[0][0].data))
+                         for d, pair in zip(d1r_data, banks)]
+
+        # ---------------------------------------------------------------- D1r: bank sum
         d2v, d2_last, d2_end, d2_raw = Signal(), Signal(), Signal(), Signal()
         d2_sum = Signal(signed(aw))
-        total = _tree([Mux(d1_b, pair[1][0].data, pair[0][0].data) for pair in banks],
-                      lambda a, b: (a + b)[:aw].as_signed())
+        total = _tree(d1r_data, lambda a, b: (a + b)[:aw].as_signed())
         with m.If(~stall):
-            m.d.sync += [d2v.eq(d1v), d2_sum.eq(total), d2_last.eq(d1_last),
-                         d2_end.eq(d1_end), d2_raw.eq(d1_raw)]
+            m.d.sync += [d2v.eq(d1rv), d2_sum.eq(total), d2_last.eq(d1r_last),
+                         d2_end.eq(d1r_end), d2_raw.eq(d1r_raw)]
 
         # ---------------------------------------------------------------- D2: write-back
         sat = writeback(m, d2_sum, acc_width=aw, frac_bits=self._frac_bits, data_width=dw)
@@ -720,7 +742,8 @@ class PE(wiring.Component):
         with m.If(tile_end & ~pend[0] & ~pend[1] & ~tile_open):
             m.d.sync += self.active.eq(0)
         flush = (tok != 0) & ~tile_open
-        tail = (last_acc & ~issue) | (d2v & d2_end) | (o.valid & o.payload.end)
+        tail = (last_acc & ~issue) | (d1rv & d1r_end) | (d2v & d2_end) | \
+            (o.valid & o.payload.end)
         # The cycle's classification is registered and counted one cycle later: ``issue``
         # depends on the drain handshake, which in a PE array crosses PEs (the column's drain
         # broadcast), and the counter enables were the ECP5 critical path (10.5 ns).

@@ -47,7 +47,7 @@ MODES = {"fp": 0, "bp": 1, "wg": 2}
 #: Engine pipeline cycles after a tile's last bundle before the first drain read.
 PIPE_FLUSH = 5
 #: Drain pipeline cycles after the last drain read until its beat leaves on ``o``.
-DRAIN_LATENCY = 3
+DRAIN_LATENCY = 4
 #: Cycles from a tile's last drain read until its psum half is free again (cleared in D1).
 RELEASE = 2
 #: Cycles from accepting a drain command to its first read (the command is registered
