@@ -318,7 +318,16 @@ class PE(wiring.Component):
         opbuf = Memory(shape=entry, depth=2 * half, init=[])
         m.submodules.opbuf = opbuf
         op_wr = opbuf.write_port()
-        op_rd = opbuf.read_port()
+        # The write is registered (for Fmax: the load decision's LUTs sat beside the RAM, far
+        # from the count registers they also drive). An entry is therefore written one cycle
+        # after its beat; the only read that can meet it is the first read of a row whose last
+        # stored entry came with its last beat, in the same cycle, which the transparent read
+        # port serves with the new entry. No cycle count changes.
+        op_rd = opbuf.read_port(transparent_for=(op_wr,))
+        wr_en = Signal()
+        wr_addr = Signal.like(op_wr.addr)
+        wr_data = Signal(entry)
+        m.d.comb += [op_wr.en.eq(wr_en), op_wr.addr.eq(wr_addr), op_wr.data.eq(wr_data)]
 
         full = Signal(2)
         ld = Signal()                     # half being loaded
@@ -358,10 +367,11 @@ class PE(wiring.Component):
         cap = Mux(split, rh, half)
         x_take = x.valid & x.ready
         x_store = x_take & (~skip_zero | (x.payload.value != 0))
-        m.d.comb += [
-            op_wr.addr.eq(Mux(ld, half, 0) + Mux(x_par, rh, 0) + ld_cnt),
-            op_wr.data.value.eq(x.payload.value),
-            op_wr.data.col.eq(x.payload.col),
+        m.d.sync += [
+            wr_addr.eq(Mux(ld, half, 0) + Mux(x_par, rh, 0) + ld_cnt),
+            wr_data.value.eq(x.payload.value),
+            wr_data.col.eq(x.payload.col),
+            wr_en.eq(0),
         ]
         with m.If(x_take & ld_fresh):      # the first beat of a row: the half starts empty
             for h in range(2):
@@ -372,7 +382,7 @@ class PE(wiring.Component):
                                      cfl[h][p].eq(0)]
         with m.If(x_store):
             with m.If(~ld_full_p):             # ld_cnt < cap
-                m.d.comb += op_wr.en.eq(1)
+                m.d.sync += wr_en.eq(1)
                 m.d.sync += self.nnz.eq(self.nnz + 1)
                 with m.Switch(Cat(x_par, ld)):
                     for h in range(2):
@@ -518,30 +528,55 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- S1: addresses
         # S1r: the operand-buffer read data and the bundle are registered once more before the
         # address arithmetic (block-RAM clock-to-out + the adders and compares of S1 were the
-        # ECP5 critical path, 11 ns); the register maps onto the RAM's output register.
+        # ECP5 critical path, 11 ns). S1r also does the parts of the arithmetic that need only
+        # the column or only the slot (for Fmax: S1 was three chained carry chains, 8.6 ns), so
+        # S1 is one compare or one add per result. With ``cp = col + pad``, ``cb = col*S - pad``
+        # and ``t_fp = cp - kw``, ``t_bw = cb + kw``:
+        #   FP: t_fp >= 0  <=>  cp >= kw;   t_fp/S < out_len  <=>  cp < kw + S*out_len;
+        #       t_fp odd  <=>  cp[0] ^ kw[0];  base + t_fp/S = (base - kw/S) + cp/S when S | t_fp
+        #       (equal parities: (cp - kw)/2 = (cp >> 1) - (kw >> 1));
+        #   BP/WG: t_bw >= 0  <=>  cb >= -kw;  t_bw < len  <=>  cb < len - kw;
+        #       base + t_bw = (base + kw) + cb;  rowbase + t_bw = (rowbase + kw) + cb.
+        # Addresses wrap modulo the address width exactly as before.
+        tsg = signed(t_w)
         a1 = Signal(signed(dw))
-        col = Signal(self._col_width)
+        cp = Signal(tsg)                  # col + pad
+        cps = Signal(tsg)                 # cp / S
+        cb = Signal(tsg)                  # col*S - pad
         s1rv = Signal()
         s1r_b = Signal()
-        m.d.sync += [a1.eq(op_rd.data.value), col.eq(op_rd.data.col), s1rv.eq(s1v),
-                     s1r_b.eq(s1_b), s2_b.eq(s1r_b)]
-        regd = []
-        for lst, nm in ((s1_w, "w"), (s1_kw, "kw"), (s1_base, "base"), (s1_rb, "rb"),
-                        (s1_en, "en")):
-            new_l = [Signal.like(x, name=f"s1r_{nm}{l}") for l, x in enumerate(lst)]
-            m.d.sync += [a.eq(b) for a, b in zip(new_l, lst)]
-            regd.append(new_l)
-        s1_w, s1_kw, s1_base, s1_rb, s1_en = regd
+        col_sg = Signal(tsg)
+        pad_sg = Signal(tsg)
+        m.d.comb += [col_sg.eq(op_rd.data.col), pad_sg.eq(pad)]
+        cp_now = col_sg + pad_sg
+        m.d.sync += [a1.eq(op_rd.data.value), cp.eq(cp_now),
+                     cps.eq(Mux(stride2, cp_now >> 1, cp_now)),
+                     cb.eq(Mux(stride2, col_sg << 1, col_sg) - pad_sg),
+                     s1rv.eq(s1v), s1r_b.eq(s1_b), s2_b.eq(s1r_b)]
+        lim_fp = Signal(tsg)              # S * out_len
+        lim_bw = Signal(tsg)              # BP: out_len, WG: in_len
+        m.d.comb += [lim_fp.eq(Mux(stride2, out_len << 1, out_len)),
+                     lim_bw.eq(Mux(is_wg, in_len, out_len))]
+        r_w = [Signal.like(x, name=f"s1r_w{l}") for l, x in enumerate(s1_w)]
+        r_en = [Signal(name=f"s1r_en{l}") for l in range(L)]
+        r_kw = [Signal(tsg, name=f"s1r_kw{l}") for l in range(L)]        # kw
+        r_nkw = [Signal(tsg, name=f"s1r_nkw{l}") for l in range(L)]      # -kw
+        r_klim = [Signal(tsg, name=f"s1r_klim{l}") for l in range(L)]    # kw + S*out_len
+        r_lbw = [Signal(tsg, name=f"s1r_lbw{l}") for l in range(L)]      # len - kw
+        r_bk = [Signal(pa_w, name=f"s1r_bk{l}") for l in range(L)]       # base - kw/S
+        r_bpk = [Signal(pa_w, name=f"s1r_bpk{l}") for l in range(L)]     # base + kw
+        r_base = [Signal(pa_w, name=f"s1r_base{l}") for l in range(L)]
+        r_rbk = [Signal(da_w, name=f"s1r_rbk{l}") for l in range(L)]     # rowbase + kw
+        for l in range(L):
+            kw_sg = Signal(tsg, name=f"s1_kwsg{l}")
+            m.d.comb += kw_sg.eq(s1_kw[l])
+            m.d.sync += [r_w[l].eq(s1_w[l]), r_en[l].eq(s1_en[l]), r_kw[l].eq(kw_sg),
+                         r_nkw[l].eq(-kw_sg), r_klim[l].eq(kw_sg + lim_fp),
+                         r_lbw[l].eq(lim_bw - kw_sg),
+                         r_bk[l].eq(s1_base[l] - Mux(stride2, s1_kw[l] >> 1, s1_kw[l])),
+                         r_bpk[l].eq(s1_base[l] + s1_kw[l]), r_base[l].eq(s1_base[l]),
+                         r_rbk[l].eq(s1_rb[l] + s1_kw[l])]
         s1v = s1rv
-        # signed copies, so that the subtractions below are signed
-        col_sg = Signal(signed(t_w))
-        col_s = Signal(signed(t_w))
-        pad_sg = Signal(signed(t_w))
-        m.d.comb += [
-            col_sg.eq(col),
-            col_s.eq(Mux(stride2, col << 1, col)),
-            pad_sg.eq(pad),
-        ]
         s2v = Signal()
         s2_a = Signal(signed(dw))
         s2_w = [Signal(signed(dw), name=f"s2_w{l}") for l in range(L)]
@@ -550,29 +585,20 @@ class PE(wiring.Component):
         s2_da = [Signal(da_w, name=f"s2_da{l}") for l in range(L)]
         m.d.sync += [s2v.eq(s1v), s2_a.eq(a1)]
         for l in range(L):
-            t_fp = Signal(signed(t_w), name=f"t_fp{l}")
-            t_bw = Signal(signed(t_w), name=f"t_bw{l}")
-            j_fp = Signal(signed(t_w), name=f"j_fp{l}")
             ok = Signal(name=f"ok{l}")
             pa = Signal(pa_w, name=f"pa{l}")
-            m.d.comb += [
-                t_fp.eq(col_sg + pad_sg - s1_kw[l]),
-                t_bw.eq(col_s + s1_kw[l] - pad_sg),
-                j_fp.eq(Mux(stride2, t_fp >> 1, t_fp)),
-            ]
+            ok_bw = (cb >= r_nkw[l]) & (cb < r_lbw[l])
             with m.Switch(mode):
                 with m.Case(MODE_BP):
-                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < out_len)),
-                                 pa.eq(s1_base[l] + t_bw)]
+                    m.d.comb += [ok.eq(ok_bw), pa.eq(r_bpk[l] + cb)]
                 with m.Case(MODE_WG):
-                    m.d.comb += [ok.eq((t_bw >= 0) & (t_bw < in_len)),
-                                 pa.eq(s1_base[l])]
+                    m.d.comb += [ok.eq(ok_bw), pa.eq(r_base[l])]
                 with m.Default():
-                    m.d.comb += [ok.eq((t_fp >= 0) & ~(stride2 & t_fp[0]) &
-                                       (j_fp < out_len)),
-                                 pa.eq(s1_base[l] + j_fp)]
-            m.d.sync += [s2_w[l].eq(s1_w[l]), s2_ok[l].eq(s1v & s1_en[l] & ok),
-                         s2_pa[l].eq(pa), s2_da[l].eq(s1_rb[l] + t_bw)]
+                    m.d.comb += [ok.eq((cp >= r_kw[l]) & ~(stride2 & (cp[0] ^ r_kw[l][0])) &
+                                       (cp < r_klim[l])),
+                                 pa.eq(r_bk[l] + cps)]
+            m.d.sync += [s2_w[l].eq(r_w[l]), s2_ok[l].eq(s1v & r_en[l] & ok),
+                         s2_pa[l].eq(pa), s2_da[l].eq(r_rbk[l] + cb)]
 
         # ---------------------------------------------------------------- S2: dense read
         s3v = Signal()
