@@ -71,6 +71,7 @@ bitstream:
 	  $(if $(filter command line environment,$(origin PRESET)),--preset $(PRESET)) \
 	  $(if $(CORE_MHZ),--core-mhz $(CORE_MHZ)) \
 	  $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) \
+	  $(if $(SEED),--seed $(SEED)) \
 	  -o build/bitstream/$(BOARD)/$(BLOCK)
 
 synth-report:

@@ -123,7 +123,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
               build_dir: str | Path | None = None, *, params: dict | None = None,
               sets: list[str] | None = None, quiet: bool = False,
               block_design: bool | None = None, standalone: bool = True,
-              core_mhz=None, clock_mhz=None) -> dict:
+              core_mhz=None, clock_mhz=None, seed: int | None = None) -> dict:
     """Build ``block`` (inside :class:`~sparseforge.boards.top.BoardTop`) for ``board``.
 
     VCU1525 only: ``block_design`` (default: ``block`` is in :data:`BLOCK_DESIGN_BLOCKS`) also
@@ -134,12 +134,20 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
 
     ECPIX-5 only: ``clock_mhz`` runs the design from an EHXPLLL at that frequency instead of
     the board's 100 MHz oscillator (:class:`~sparseforge.boards.ecp5.PLLDomain`), so nextpnr
-    places and routes against it (e.g. 125 for the accelerator's goal).
+    places and routes against it (e.g. 125 for the accelerator's goal); ``seed`` (an integer
+    >= 1) is nextpnr's placement seed (default: nextpnr's own), recorded in the report: nearly
+    identical netlists land several MHz apart, so a build's Fmax is one sample of a spread.
 
     Returns the report dict (also written to ``<build_dir>/report.json``).
     """
     if clock_mhz is not None and board != "ecpix5":
         raise ValueError(f"clock_mhz (a PLL clock) is for the ecpix5 build, not {board!r}")
+    if seed is not None:
+        if board != "ecpix5":
+            raise ValueError(f"seed (nextpnr's placement seed) is for the ecpix5 build, not "
+                             f"{board!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+            raise ValueError(f"seed must be an integer >= 1, not {seed!r}")
     from .top import board_top
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
@@ -210,9 +218,11 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
             from .ecp5 import PLLDomain
             top = PLLDomain(top, in_mhz=plat.default_clk_frequency / 1e6, out_mhz=clock_mhz)
             report["pll"] = {"out_mhz": clock_mhz, **top.params}
+        report["seed"] = seed
+        opts = NEXTPNR_OPTS + (f" --seed {seed}" if seed is not None else "")
         with yowasp_env():
             plat.build(top, name="top", build_dir=str(build_dir), do_program=False,
-                       nextpnr_opts=NEXTPNR_OPTS, script_after_read=KEEP_FF_SCRIPT)
+                       nextpnr_opts=opts, script_after_read=KEEP_FF_SCRIPT)
         log = (build_dir / "top.tim").read_text()
         clocks = parse_fmax(log)
         util = parse_utilisation(log)
@@ -562,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
                    help="ecpix5: clock the design from an ECP5 PLL at F MHz (default: the "
                         "board's 100 MHz oscillator directly)")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="ecpix5: nextpnr placement seed (integer >= 1; default nextpnr's)")
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
     p.add_argument("--preset", default="tiny")
@@ -592,7 +604,7 @@ def main(argv=None) -> int:
                       block_design=False if args.no_block_design else (True if args.bd_only
                                                                          else None),
                       standalone=not args.bd_only, core_mhz=args.core_mhz,
-                      clock_mhz=args.clock_mhz)
+                      clock_mhz=args.clock_mhz, seed=args.seed)
             return 0
         bp = _block_params(args.param)
         names = select_blocks(args.blocks, args.exclude)

