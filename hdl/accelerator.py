@@ -51,6 +51,7 @@ from .controller import ScheduleController
 from .pe_array import PEArray
 from .pe import pe_params
 from .pruner import StochasticPruner
+from .skid import SkidBuffer
 from .weight_pregen import WeightPregen
 
 __all__ = ["Accelerator", "ctrl_layout", "pgctl_layout", "destinations", "sources", "DEST_CTRL",
@@ -340,52 +341,62 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ output merger
         srcs = sources(array, pruner, pregen, cfg)
-        # A register slice on every output (columns, pruner, pre-generation): the merger's pick
-        # (which depends on its own state) must not reach the column joins, the PEs' drain
+        # A 2-entry skid buffer on every output (columns, pruner, pre-generation): the merger's
+        # pick (which depends on its own state) must not reach the column joins, the PEs' drain
         # pipelines or the pre-generation pipeline and its sequencer combinationally (the last
-        # was the ECP5 critical path, 10.0 ns). ready = ~full halves the slice's rate, which the
-        # merger (>= 3 cycles per beat) never notices.
+        # was the ECP5 critical path, 10.0 ns). The merger sends a beat's words straight from
+        # the head entry and pops it with the last word, so the pick only sets the source
+        # index and the word count (for Fmax: a pick that loaded a payload-wide output buffer
+        # was the ECP5 critical path, 9.0 ns); the second entry takes the source's next beat
+        # meanwhile, so no rate is lost.
         sliced = []
         for name, port, w in srcs:
-            sl = stream.Signature(port.payload.shape()).create(path=(f"{name}_slice",))
-            m.d.comb += port.ready.eq(~sl.valid)
-            with m.If(port.valid & ~sl.valid):
-                m.d.sync += [sl.valid.eq(1), sl.payload.eq(port.payload)]
-            with m.If(sl.valid & sl.ready):
-                m.d.sync += sl.valid.eq(0)
-            sliced.append((name, sl, w))
+            q = SkidBuffer(port.payload.shape())
+            m.submodules[f"{name}_slice"] = q
+            m.d.comb += [q.i.valid.eq(port.valid), port.ready.eq(q.i.ready),
+                         q.i.payload.eq(port.payload)]
+            sliced.append((name, q.o, w))
         srcs = sliced
         out_words = max(_words(w) for _, _, w in srcs)
-        obuf = Signal(32 * out_words)
         o_left = Signal(range(out_words + 2))
         o_src = Signal(8, init=0xFF)     # init 0xFF: see hdr_dest
         o_hdr = Signal()
+        o_widx = Signal(range(out_words))
         busy_out = Signal()
         m.d.comb += busy_out.eq(o_left != 0)
+        o_take = Signal()
+        m.d.comb += o_take.eq(self.m_axis_tvalid & self.m_axis_tready)
         picked = Signal()
         for k, (name, port, w) in enumerate(srcs):
             prio = ~busy_out & ~picked
             sel = Signal(name=f"pick_{name}")
             m.d.comb += sel.eq(prio & port.valid)
-            m.d.comb += port.ready.eq(sel)
+            # popped with its last word
+            m.d.comb += port.ready.eq(o_take & (o_src == k) & (o_left == 1))
             with m.If(sel):
-                m.d.sync += [obuf.eq(port.payload.as_value()), o_src.eq(k),
-                             o_left.eq(_words(w) + 1), o_hdr.eq(1)]
+                m.d.sync += [o_src.eq(k), o_left.eq(_words(w) + 1), o_hdr.eq(1),
+                             o_widx.eq(0)]
             nxt = Signal(name=f"picked_{k}")
             m.d.comb += nxt.eq(picked | sel)
             picked = nxt
         with m.Switch(o_src):
-            for k, (_, _, w) in enumerate(srcs):
+            for k, (_, port, w) in enumerate(srcs):
                 with m.Case(k):
+                    bits = port.payload.as_value()
+                    word = Signal(32, name=f"o_word_{k}")
+                    with m.Switch(o_widx):
+                        for j in range(_words(w)):
+                            with m.Case(j):
+                                m.d.comb += word.eq(bits[32 * j:32 * (j + 1)])
                     m.d.comb += self.m_axis_tdata.eq(
-                        Mux(o_hdr, Cat(Const(_words(w), 24), o_src), obuf[:32]))
+                        Mux(o_hdr, Cat(Const(_words(w), 24), o_src), word))
         m.d.comb += [self.m_axis_tvalid.eq(busy_out), self.m_axis_tlast.eq(o_left == 1)]
-        with m.If(self.m_axis_tvalid & self.m_axis_tready):
+        with m.If(o_take):
             m.d.sync += o_left.eq(o_left - 1)
             with m.If(o_hdr):
                 m.d.sync += o_hdr.eq(0)
             with m.Else():
-                m.d.sync += obuf.eq(obuf >> 32)
+                m.d.sync += o_widx.eq(o_widx + 1)
 
         # ------------------------------------------------------------------ status
         idle = ~array.active & (state == IDLE) & ~ovalid & ~busy_out & ~pruner.o.valid & \

@@ -447,23 +447,29 @@ class PE(wiring.Component):
         # are computed on the way in (``par`` uses the registered ``split``, stable during a
         # job). One cycle of latency, which the first operand row's load (>= 1 cycle) hides;
         # full rate.
-        tq_layout = data.StructLayout({"b": self.taps_layout, "any_en": 1, "par": 1,
-                                       "row_end": 1})
-        m.submodules.taps_q = taps_q = SkidBuffer(tq_layout)
+        # The bundle goes into a ring-style queue (wide; its consumers are pipelined), its
+        # accept flags into a shift-style queue in lockstep (narrow; the flags of the head are
+        # plain registers feeding the accept decision, no read multiplexer in the loop).
+        fl_layout = data.StructLayout({"any_en": 1, "par": 1, "row_end": 1, "eot": 1})
+        m.submodules.taps_q = taps_q = SkidBuffer(self.taps_layout)
+        m.submodules.flags_q = flags_q = SkidBuffer(fl_layout, shift=True)
         tin = self.taps.payload
         m.d.comb += [
             taps_q.i.valid.eq(self.taps.valid),
-            self.taps.ready.eq(taps_q.i.ready),
-            taps_q.i.payload.b.eq(tin),
-            taps_q.i.payload.any_en.eq(_tree([tin.slots[l].en for l in range(L)],
-                                             lambda a, b: a | b)),
-            taps_q.i.payload.par.eq(split & tin.parity),
-            taps_q.i.payload.row_end.eq(tin.last | tin.eot),
+            flags_q.i.valid.eq(self.taps.valid),
+            self.taps.ready.eq(taps_q.i.ready),          # == flags_q.i.ready (lockstep)
+            taps_q.i.payload.eq(tin),
+            flags_q.i.payload.any_en.eq(_tree([tin.slots[l].en for l in range(L)],
+                                              lambda a, b: a | b)),
+            flags_q.i.payload.par.eq(split & tin.parity),
+            flags_q.i.payload.row_end.eq(tin.last | tin.eot),
+            flags_q.i.payload.eot.eq(tin.eot),
         ]
 
         # ---------------------------------------------------------------- engine: S0
-        taps = taps_q.o
-        tb = taps.payload.b
+        taps = flags_q.o                  # valid, ready and the accept flags of the head bundle
+        m.d.comb += taps_q.o.ready.eq(taps.ready)
+        tb = taps_q.o.payload
         eb = Signal()                     # psum half the engine accumulates the open tile into
         pend = [Signal(name=f"pend{h}") for h in range(2)]  # half h holds a tile to drain
         tile_open = Signal()              # a bundle of a tile without its eot was processed
@@ -471,18 +477,20 @@ class PE(wiring.Component):
         slots = tb.slots
         i = Signal(cnt_w)
         par = taps.payload.par
-        n_m1 = Signal(cnt_w)              # entries of the sub-list - 1
-        n_nz = Signal()                   # the sub-list is not empty
+        # "i is the sub-list's last entry" for all four (half, parity) sub-lists at once, then
+        # one 4:1 choice (for Fmax: the compare no longer waits for the choice)
+        last_e = Signal()                 # i == entries - 1 of the chosen sub-list
+        n_nz = Signal()                   # the chosen sub-list is not empty
         with m.Switch(Cat(par, pr)):
             for h in range(2):
                 for p in range(2):
                     with m.Case(p | (h << 1)):
-                        m.d.comb += [n_m1.eq(cm1[h][p]), n_nz.eq(cnz[h][p])]
+                        m.d.comb += [last_e.eq(i == cm1[h][p]), n_nz.eq(cnz[h][p])]
         any_en = taps.payload.any_en
         work = Signal()
         m.d.comb += work.eq(any_en & n_nz)
         done = Signal()
-        m.d.comb += done.eq(~work | (i == n_m1))
+        m.d.comb += done.eq(~work | last_e)
         pr_full = Mux(pr, full[1], full[0])
         can = Signal()
         m.d.comb += can.eq(eb_free & pr_full & ~(is_wg & dense_loading))
@@ -501,7 +509,7 @@ class PE(wiring.Component):
                     for h in range(2):
                         with m.If(pr == h):
                             m.d.sync += [full[h].eq(0), fresh[h].eq(1)]
-                with m.If(tb.eot):
+                with m.If(taps.payload.eot):
                     m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
                     for h in range(2):
                         with m.If(eb == h):

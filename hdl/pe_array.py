@@ -49,8 +49,8 @@ sel_nnz : Out(48)
     counters of hundreds of PEs in hardware would cost more than it is worth; the driver adds
     them). ``active`` (any PE active), ``error`` (any PE's sticky error).
 
-Latency / throughput: a column output leaves 2 cycles after all of its PEs present the beat
-(adder tree register, write-back register); one beat per cycle per column. The PE's own
+Latency / throughput: a column output leaves 3 cycles after all of its PEs present the beat
+(each PE's output skid buffer, adder tree register, write-back register); one beat per cycle per column. The PE's own
 latencies and cycle formula are in :mod:`sparseforge.hdl.pe`; the array's exact cycle model
 (broadcast coupling of a PE row, drain coupling of a column) is
 :func:`sparseforge.sim.array_model.cycles`.
@@ -63,11 +63,13 @@ from amaranth.lib.wiring import In, Out
 from ._validate import check_int
 from .arith import writeback
 from .pe import COUNTER_WIDTH, PE, _tree, pe_out_layout
+from .skid import SkidBuffer
 
 __all__ = ["PEArray", "COLUMN_LATENCY"]
 
-#: Extra cycles a column output takes after its PEs' drain beats (sum + write-back registers).
-COLUMN_LATENCY = 2
+#: Extra cycles a column output takes after its PEs' drain beats (per-PE output skid buffer,
+#: sum and write-back registers).
+COLUMN_LATENCY = 3
 
 
 class PEArray(wiring.Component):
@@ -152,7 +154,16 @@ class PEArray(wiring.Component):
             # join + adder tree (stage 1) + write-back (stage 2), a 2-stage pipeline whose
             # stages advance when the next one is empty or moving
             o = getattr(self, f"o_c{j}")
-            outs = [pes[i][j].o for i in range(R)]
+            # Every PE's output enters a 2-entry skid buffer beside it (for Fmax: the PE's drain
+            # pipeline then stalls on a local register, not on the column's join of all its
+            # PEs, which was the ECP5 critical path, 8.6 ns, nearly all routing). One cycle of
+            # latency (COLUMN_LATENCY), full rate.
+            outs = []
+            for i in range(R):
+                q = SkidBuffer(pe_out_layout(aw))
+                m.submodules[f"o_q_r{i}_c{j}"] = q
+                wiring.connect(m, pes[i][j].o, q.i)
+                outs.append(q.o)
             v_all = _tree([p.valid for p in outs], lambda a, b: a & b)
             s1v, s1_last, s1_end = Signal(name=f"c{j}_s1v"), Signal(), Signal()
             s1_sum = Signal(signed(aw), name=f"c{j}_sum")

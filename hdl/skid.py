@@ -8,6 +8,12 @@ Parameters
 ----------
 shape : shape-castable
     The payload shape.
+shift : bool
+    ``False`` (default): two entries written in turn, ``o.payload`` one of them chosen by a
+    registered read pointer (``o.ready`` drives only the pointers and the fill level).
+    ``True``: ``o.payload`` is a register of its own, reloaded from the input or the second
+    entry when the output moves (no multiplexer after it, but ``o.ready`` drives the load of
+    every payload bit). Both have the same handshake, cycle for cycle.
 
 Ports
 -----
@@ -33,14 +39,18 @@ __all__ = ["SkidBuffer"]
 class SkidBuffer(wiring.Component):
     __doc__ = __doc__
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, shift: bool = False):
         self._shape = shape
+        self._shift = bool(shift)
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     shape = property(lambda self: self._shape)
+    shift = property(lambda self: self._shift)
 
     def elaborate(self, platform):
         m = Module()
+        if self._shift:
+            return self._elaborate_shift(m)
         # Two entries written in turn (a 2-deep ring, like ``lib.fifo.SyncFIFO(depth=2)`` but
         # with a shaped payload and flip-flop storage): an entry is written only from the input
         # side, so ``o.ready`` (often a long decision in the consumer) drives only the read
@@ -69,4 +79,21 @@ class SkidBuffer(wiring.Component):
             m.d.sync += [self.o.valid.eq(1), full.eq(self.o.valid)]
         with m.Elif(pop & ~push):
             m.d.sync += [self.o.valid.eq(full), full.eq(0)]
+        return m
+
+    def _elaborate_shift(self, m):
+        # ``shift=True``: ``o.payload`` is itself a register (no multiplexer after it), loaded
+        # from the input or from the second entry whenever the output moves; for a narrow
+        # payload whose consumer is timing-critical. Same handshake, cycle for cycle.
+        sv = Signal()                                 # the second entry holds a beat
+        sp = Signal(self._shape)
+        m.d.comb += self.i.ready.eq(~sv)
+        i_take = self.i.valid & ~sv
+        with m.If(~self.o.valid | self.o.ready):      # the output register is free this cycle
+            with m.If(sv):                            # (then i.ready is 0: nothing arrives)
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(sp), sv.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.valid.eq(i_take), self.o.payload.eq(self.i.payload)]
+        with m.Elif(i_take):                          # output stalled: park the beat
+            m.d.sync += [sv.eq(1), sp.eq(self.i.payload)]
         return m

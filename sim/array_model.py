@@ -47,8 +47,9 @@ from . import pe_model as pm
 __all__ = ["ArrayJob", "ArrayStats", "map_array", "execute", "cycles", "random_array_layer",
            "COLUMN_LATENCY", "MAPPINGS"]
 
-#: Cycles from a column's PE drain beats to its output (adder-tree + write-back registers).
-COLUMN_LATENCY = 2
+#: Cycles from a column's PE drain beats to its output (per-PE output skid buffer, adder-tree
+#: and write-back registers).
+COLUMN_LATENCY = 3
 MAPPINGS = ("interleaved", "in_order")
 
 

@@ -9,7 +9,7 @@ of perf.py (``perf.exact_tensors_cycles``: ``array_model.map_array`` + ``array_m
 a 1x1 array for the single-PE cases) reproduces those cycle counts exactly on the very same
 tensors, so the exact backend equals the RTL on every RTL-tested layer (single-PE cases: the
 1x1 array's PE counters equal the PE's; the array's ``cycles`` add the column's
-``COLUMN_LATENCY`` = 2 registers, which tests/test_pe_array.py checks on the array RTL).
+``COLUMN_LATENCY`` = 3 registers, which tests/test_pe_array.py checks on the array RTL).
 
 Statistical vs exact (tolerance): 2x2 and 1x1 arrays (tiny preset, 4 lanes, 64-word psum
 banks, so every layer runs in 1..20 tiles), FP/BP/WG, dense / density 0.5 / 0.1 / 2:8 /

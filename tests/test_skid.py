@@ -161,15 +161,16 @@ def check_scoreboard(beats, out, accepted, delivered):
 # amaranth sim
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("shift", [False, True], ids=["ring", "shift"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("src,sink", PATTERN_PAIRS)
 @pytest.mark.parametrize("seed", [1, 2])
-def test_skid_random_patterns(seed, src, sink, shape):
+def test_skid_random_patterns(seed, src, sink, shape, shift):
     """Random idle / back-pressure: exact scoreboard, the model and the registered outputs
-    checked at every edge."""
+    checked at every edge (both styles: the same handshake cycle for cycle)."""
     seed = 100 * seed + 10 * PATTERN_PAIRS.index((src, sink)) + list(SHAPES).index(shape)
-    print(f"seed={seed} src={src} sink={sink} shape={shape}")
-    dut = SkidBuffer(SHAPES[shape])
+    print(f"seed={seed} src={src} sink={sink} shape={shape} shift={shift}")
+    dut = SkidBuffer(SHAPES[shape], shift=shift)
     width = len(_bits(dut.i.payload))
     beats = random_beats(seed, 300, width)
     out, acc, dlv, cycles = run_skid(dut, beats, make_pattern(src, seed), make_pattern(sink, seed + 1),
@@ -178,13 +179,14 @@ def test_skid_random_patterns(seed, src, sink, shape):
     print(f"{len(beats)} beats in {cycles} cycles")
 
 
+@pytest.mark.parametrize("shift", [False, True], ids=["ring", "shift"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_skid_full_throughput_latency_1(shape):
+def test_skid_full_throughput_latency_1(shape, shift):
     """Always valid, always ready: one beat per edge from edge 0, each delivered exactly one
     edge after it was accepted, i.ready never drops."""
     seed = 7 + list(SHAPES).index(shape)
-    print(f"seed={seed} shape={shape}")
-    dut = SkidBuffer(SHAPES[shape])
+    print(f"seed={seed} shape={shape} shift={shift}")
+    dut = SkidBuffer(SHAPES[shape], shift=shift)
     n = 200
     beats = random_beats(seed, n, len(_bits(dut.i.payload)))
     out, acc, dlv, _ = run_skid(dut, beats, make_pattern("always"), make_pattern("always"),
