@@ -501,6 +501,16 @@ class PE(wiring.Component):
             op_rd.addr.eq(Mux(pr, half, 0) + Mux(par, rh, 0) + i),
         ]
         row_end = taps.payload.row_end
+        # The tile's half is marked pending one cycle after its last bundle (for Fmax: the
+        # accept decision no longer reaches the drain side's flags). Nothing looks sooner: the
+        # drain waits PIPE_FLUSH cycles for the pipeline anyway, and the engine checks the other
+        # half.
+        tile_end_q = Signal()
+        m.d.sync += tile_end_q.eq(0)
+        with m.If(tile_end_q):
+            for h in range(2):
+                with m.If(eb != h):       # eb has moved on to the other half by now
+                    m.d.sync += pend[h].eq(1)
         with m.If(proc):
             with m.If(done):
                 m.d.sync += i.eq(0)
@@ -510,10 +520,7 @@ class PE(wiring.Component):
                         with m.If(pr == h):
                             m.d.sync += [full[h].eq(0), fresh[h].eq(1)]
                 with m.If(taps.payload.eot):
-                    m.d.sync += [eb.eq(~eb), tile_open.eq(0)]
-                    for h in range(2):
-                        with m.If(eb == h):
-                            m.d.sync += pend[h].eq(1)
+                    m.d.sync += [eb.eq(~eb), tile_open.eq(0), tile_end_q.eq(1)]
                 with m.Else():
                     m.d.sync += tile_open.eq(1)
             with m.Else():
