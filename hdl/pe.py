@@ -115,17 +115,20 @@ cycles_tiles`.
 
 Timing
 ------
-Engine pipeline: S0 operand-buffer read, S1r read-data register, S1 address/validity, S2
-dense-scratchpad read, S3 multiplier operands registered + bank read, S4 multiply + old
-value registered (forwarded from S5 when S5 writes the same address), S5 add + bank write
-(the bank read port is transparent for the write port, so back-to-back accumulations into
-one address need no stall). Drain: a command is
-registered when accepted, reads start the next cycle, 1 read per cycle, first output 4 cycles
-after the first read (read data registered, lane sum registered, write-back registered). Throughput: ``lanes`` products per
-cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` is a register too
-(a 2-entry skid buffer, :class:`~sparseforge.hdl.skid.SkidBuffer`, holds the next bundles; a
-bundle reaches the engine one cycle after its transfer); ``drain.ready`` is registered state too; ``o.valid`` is a register and never depends on ``o.ready``; ``o.payload`` is held
-while ``o.valid & ~o.ready``.
+Engine pipeline: S0 operand-buffer read, S1r read-data register (plus the column-only and
+slot-only parts of the address arithmetic), S1 address/validity (one compare or one add per
+result), S2 dense-scratchpad read, S3 multiplier operands registered + bank read, S4 multiply
++ old value registered (forwarded from S5 when S5 writes the same address), S5 add + bank
+write (the bank read port is transparent for the write port, so back-to-back accumulations
+into one address need no stall). Operand-buffer writes are registered (one cycle after the
+beat; the read port is transparent for them). Drain: a command is registered when accepted,
+reads start the next cycle, 1 read per cycle, first output 4 cycles after the first read
+(read data registered, lane sum registered, write-back registered). Throughput: ``lanes``
+products per cycle. ``x.ready`` is registered state (a buffer half is free); ``taps.ready`` is
+a register too (2-entry skid buffers, :class:`~sparseforge.hdl.skid.SkidBuffer`, hold the next
+bundles and, in lockstep, their accept flags; a bundle reaches the engine one cycle after its
+transfer); ``drain.ready`` is registered state too; ``o.valid`` is a register and never
+depends on ``o.ready``; ``o.payload`` is held while ``o.valid & ~o.ready``.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
