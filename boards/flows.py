@@ -51,8 +51,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from .ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform, parse_critical_path, parse_fmax,
-                   parse_utilisation, tool_path, yowasp_env)
+from .ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform,
+                   parse_critical_path, parse_fmax, parse_utilisation, tool_path, yowasp_env)
 
 __all__ = ["BOARDS", "DEFAULT_PRESET", "BLOCK_DESIGN_BLOCKS", "BASELINES_DIR", "TOLERANCE",
            "bitstream", "synth_report", "synth_block", "summarize_xilinx", "summarize_ecp5",

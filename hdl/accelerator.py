@@ -205,11 +205,7 @@ class Accelerator(wiring.Component):
         with m.Switch(self.s_axis_tdata[24:32]):
             for k, (_, _, w) in enumerate(dests):
                 with m.Case(k):
-                    m.d.comb += known.eq(1)
-        with m.Switch(self.s_axis_tdata[24:32]):
-            for k, (_, _, w) in enumerate(dests):
-                with m.Case(k):
-                    m.d.comb += nwords_in.eq(_words(w))
+                    m.d.comb += [known.eq(1), nwords_in.eq(_words(w))]
         new_ctl = Signal(ctrl_layout(cfg))
         m.d.comb += new_ctl.eq(buf[:len(new_ctl.as_value())])
         present_ready = Signal()

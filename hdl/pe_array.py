@@ -37,8 +37,8 @@ o_c{j} : Out(stream)  ``{value: signed(acc_width), last, end}``
     The column's reduced outputs (write-back applied unless ``raw``); ``last``/``end`` as the
     PE's. Honours back-pressure; ``o.valid`` is a register.
 mode, stride2, pad, out_len, in_len, skip_zero : In
-    Registered once inside each PE (each PE sees them one cycle later): set them at least one cycle
-    before a job's first beat and hold them stable during the job.
+    Registered once inside each PE (each PE sees them one cycle later): set them at least one
+    cycle before a job's first beat and hold them stable during the job.
 raw : In(1)
     1: emit the raw ``acc_width`` column sums; 0: write-back to ``data_width``.
 cycles : Out(48)
@@ -50,8 +50,9 @@ sel_nnz : Out(48)
     them). ``active`` (any PE active), ``error`` (any PE's sticky error).
 
 Latency / throughput: a column output leaves 3 cycles after all of its PEs present the beat
-(each PE's output skid buffer, adder tree register, write-back register); one beat per cycle per column. The PE's own
-latencies and cycle formula are in :mod:`sparseforge.hdl.pe`; the array's exact cycle model
+(each PE's output skid buffer, adder tree register, write-back register); one beat per cycle
+per column. The PE's own latencies and cycle formula are in :mod:`sparseforge.hdl.pe`; the
+array's exact cycle model
 (broadcast coupling of a PE row, drain coupling of a column) is
 :func:`sparseforge.sim.array_model.cycles`.
 """
