@@ -12,7 +12,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from sparseforge.sim import golden
-from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env_params, run_streams
+from sparseforge.sim.testkit.cocotb_streams import (StreamSink, StreamSource, env_params, reset,
+                                                     run_streams)
 from sparseforge.sim.testkit.patterns import make_pattern
 
 RESET_SEED = 1          # sparseforge.hdl.pruner.RESET_SEED (not imported: no Amaranth needed here)
@@ -31,13 +32,6 @@ def unpack_value(beat, dw):
 def gaussian_grad(rng, n, dw, scale=1 << 10):
     g = np.rint(rng.normal(0.0, scale, size=n)).astype(np.int64)
     return np.clip(g, -(1 << (dw - 1)), (1 << (dw - 1)) - 1)
-
-
-async def reset(dut, cycles=2):
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, cycles)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
 
 
 async def init(dut):

@@ -14,20 +14,13 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env_params
+from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env_params, reset
 from sparseforge.sim.testkit.patterns import make_pattern
 
 
 def random_beats(rng, n, width):
     top = (1 << width) - 1
     return [0, top][:n] + [rng.randint(0, top) for _ in range(n - 2)]
-
-
-async def reset(dut, cycles=2):
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, cycles)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
 
 
 async def init(dut):

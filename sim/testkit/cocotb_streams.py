@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 
-__all__ = ["StreamSource", "StreamSink", "run_streams", "env_params"]
+__all__ = ["StreamSource", "StreamSink", "run_streams", "env_params", "reset"]
 
 
 class StreamSource:
@@ -128,3 +128,12 @@ def env_params() -> dict:
     import json
     import os
     return json.loads(os.environ.get("SF_PARAMS", "{}"))
+
+
+async def reset(dut, cycles: int = 2):
+    """Hold ``dut.rst`` for ``cycles`` rising edges and release it at the next falling edge
+    (so drivers start writing on a falling edge, as :func:`run_streams` expects)."""
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
