@@ -180,8 +180,9 @@ def pll_params(in_mhz: float, out_mhz: float) -> dict[str, int]:
 class PLLDomain(Elaboratable):
     """``inner`` in a ``sync`` domain at ``out_mhz`` from an EHXPLLL on the board's default
     clock (ECP5 only). Reset: held while the PLL is unlocked (and with the board's reset
-    button), through a reset synchronizer. The output clock gets its own timing constraint, so
-    nextpnr places and routes against ``out_mhz``."""
+    button), through a reset synchronizer. nextpnr places and routes against ``out_mhz``: it
+    derives the target from the PLL's parameters (the clock constraint added on the output net
+    is reported as "net does not exist" and ignored, since the net is renamed by synthesis)."""
 
     def __init__(self, inner, *, in_mhz: float, out_mhz: float):
         self.inner = inner
