@@ -60,10 +60,10 @@ test-fast:
 	SIM=$${SIM:-verilator} $(PY) -m pytest -n 2 --dist loadgroup -q -m "not cocotb and not formal" $(PYTEST_ARGS)
 
 verilog:
-	$(PY) -m sparseforge.gen.cli verilog --preset $(PRESET) -o build/verilog
+	$(PY) -m sparseforge.cli verilog --preset $(PRESET) -o build/verilog
 
 bench:
-	$(PY) -m sparseforge.gen.bench -o build/bench $(BENCH_ARGS)
+	$(PY) -m sparseforge.bench -o build/bench $(BENCH_ARGS)
 
 # Each board uses its own preset (ecpix5 -> ecp5, vcu1525 -> vcu1525) unless PRESET is given.
 bitstream:
@@ -78,10 +78,10 @@ synth-report:
 	$(PY) -m sparseforge.boards.flows synth-report --preset $(PRESET) -o build/synth/$(PRESET) --check
 
 train-stats:
-	$(PY) -m sparseforge.gen.train_cli --out build/stats --plot $(TRAIN_ARGS)
+	$(PY) -m sparseforge.study.cli --out build/stats --plot $(TRAIN_ARGS)
 
 formal:
-	$(PY) -m sparseforge.gen.formal -o build/formal $(FORMAL_ARGS)
+	$(PY) -m sparseforge.formal -o build/formal $(FORMAL_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -51,8 +51,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from .ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform,
-                   parse_critical_path, parse_fmax, parse_utilisation, tool_path, yowasp_env)
+from sparseforge.boards.ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform,
+                                     parse_critical_path, parse_fmax, parse_utilisation, tool_path,
+                                     yowasp_env)
 
 __all__ = ["BOARDS", "DEFAULT_PRESET", "BLOCK_DESIGN_BLOCKS", "BASELINES_DIR", "TOLERANCE",
            "bitstream", "synth_report", "synth_block", "summarize_xilinx", "summarize_ecp5",
@@ -148,7 +149,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
                              f"{board!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
             raise ValueError(f"seed must be an integer >= 1, not {seed!r}")
-    from .top import board_top
+    from sparseforge.boards.top import board_top
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
     do_bd = (block in BLOCK_DESIGN_BLOCKS if block_design is None else block_design) \
@@ -162,7 +163,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
         raise ValueError("nothing to build: the standalone tree is off and there is no block "
                          f"design for board {board!r} / block {block!r}")
     if core_mhz is not None:
-        from .vivado_bd import check_core_mhz
+        from sparseforge.boards.vivado_bd import check_core_mhz
         if not do_bd:
             raise ValueError(f"core_mhz is the clock of the vcu1525 block design, which board "
                              f"{board!r} / block {block!r} does not get")
@@ -183,7 +184,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     t0 = time.perf_counter()
 
     if board == "vcu1525":
-        from .vcu1525 import VCU1525Platform
+        from sparseforge.boards.vcu1525 import VCU1525Platform
         plat = VCU1525Platform()
         report["device"] = f"{plat.device}-{plat.package}-{plat.speed}"
         vivado = shutil.which("vivado")
@@ -215,7 +216,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
         plat = ecpix5_platform()
         report["device"] = f"LFE5UM5G-85F-{plat.speed}{plat.package}"
         if clock_mhz is not None:
-            from .ecp5 import PLLDomain
+            from sparseforge.boards.ecp5 import PLLDomain
             top = PLLDomain(top, in_mhz=plat.default_clk_frequency / 1e6, out_mhz=clock_mhz)
             report["pll"] = {"out_mhz": clock_mhz, **top.params}
         report["seed"] = seed
@@ -256,7 +257,7 @@ def _stopped(what: str, folder: Path, files, script: str, runs: str) -> str:
 def _vcu1525_block_design(component, cfg, params: dict, bd_dir: Path, vivado: str | None,
                           say, core_mhz=None) -> dict:
     """Write the XDMA block-design tree into ``bd_dir``; run ``build_bd.sh`` if Vivado is there."""
-    from .vivado_bd import BITSTREAM_NAME, CORE_MHZ_DEFAULT, write_block_design
+    from sparseforge.boards.vivado_bd import BITSTREAM_NAME, CORE_MHZ_DEFAULT, write_block_design
     info = write_block_design(component, bd_dir, config=cfg, params=params,
                               core_mhz=CORE_MHZ_DEFAULT if core_mhz is None else core_mhz)
     info["bitstream"] = None

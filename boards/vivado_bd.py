@@ -68,8 +68,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .vcu1525 import (CONFIG_CONSTRAINTS, PCIE_GT_QUAD, PCIE_PERST_IOSTANDARD, PCIE_PERST_PIN,
-                      PCIE_REFCLK_HZ, PCIE_REFCLK_PINS, PCIE_RX_PINS, PCIE_TX_PINS, VCU1525Platform)
+from sparseforge.boards.vcu1525 import (CONFIG_CONSTRAINTS, PCIE_GT_QUAD, PCIE_PERST_IOSTANDARD,
+                                        PCIE_PERST_PIN, PCIE_REFCLK_HZ, PCIE_REFCLK_PINS,
+                                        PCIE_RX_PINS, PCIE_TX_PINS, VCU1525Platform)
 
 __all__ = ["CorePort", "CoreInterfaces", "PART", "CORE_MODULE", "WRAPPER_MODULE", "BD_NAME",
            "PROJECT_NAME", "CORE_CELL", "BITSTREAM_NAME", "AXI_CLK_HZ", "CORE_MHZ_DEFAULT",

@@ -7,7 +7,7 @@ every registered block for the default preset.
 
 from __future__ import annotations
 
-from .config import AcceleratorConfig
+from sparseforge.gen.config import AcceleratorConfig
 
 __all__ = ["BLOCKS", "build_block"]
 
@@ -76,7 +76,9 @@ def _skid(cfg: AcceleratorConfig, **params):
 def _accelerator(cfg: AcceleratorConfig, **params):
     from sparseforge import __version__
     from sparseforge.hdl.accelerator import Accelerator
-    acc = Accelerator(cfg, version=params.get("version", __version__))
+    from sparseforge.gen.schedule import config_hash, config_tag
+    acc = Accelerator(cfg, config_tag=config_tag(cfg), config_hash=config_hash(cfg),
+                      version=params.get("version", __version__))
     return acc, {"version": __version__}
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import AcceleratorConfig, parse_table_file
+from sparseforge.gen.config import AcceleratorConfig, parse_table_file
 
 __all__ = ["Layer", "ComputeLayer", "Network", "NetworkError", "load_network", "parse_network",
            "NETWORKS_DIR", "example"]

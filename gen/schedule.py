@@ -26,8 +26,9 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass, fields
 
-from .config import AcceleratorConfig
-from .network import ComputeLayer, Network, NetworkError
+from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.numfmt import prune_threshold_params
+from sparseforge.gen.network import ComputeLayer, Network, NetworkError
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
            "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS",
@@ -316,10 +317,9 @@ def _cdiv(a: int, b: int) -> int:
 
 def _prune_params(numel: int, p: float) -> tuple[int, int]:
     """``(k_p, shift)`` of the hardware threshold, most precise shift that fits 32 bits."""
-    from sparseforge.sim import golden
     for shift in range(48, -1, -1):
         try:
-            k_p, s = golden.prune_threshold_params(p, numel, shift=shift)
+            k_p, s = prune_threshold_params(p, numel, shift=shift)
         except ValueError:
             continue
         return k_p, s

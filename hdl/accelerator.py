@@ -2,7 +2,7 @@
 stochastic pruner and the N:M weight pre-generation, and an AXI4-Stream merger of their
 outputs.
 
-The host (``sparseforge.sim.driver.Driver``) runs a layer phase by streaming *packets*: a
+The host (``sparseforge.sim.host.driver.Driver``) runs a layer phase by streaming *packets*: a
 header word ``dest[31:24] | beats[23:0]`` followed by ``beats`` target beats, each sent as
 ``ceil(width / 32)`` little-endian 32-bit words (bit 0 of the beat in bit 0 of the first
 word). Destinations (:func:`destinations` gives the table the driver uses):
@@ -46,13 +46,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .axil import AxiLiteRegs, config_words
-from .controller import ScheduleController
-from .pe_array import PEArray
-from .pe import pe_params
-from .pruner import StochasticPruner
-from .skid import SkidBuffer
-from .weight_pregen import WeightPregen
+from sparseforge.hdl.axil import AxiLiteRegs, config_words
+from sparseforge.hdl.controller import ScheduleController
+from sparseforge.hdl.pe_array import PEArray
+from sparseforge.hdl.pe import pe_params
+from sparseforge.hdl.pruner import StochasticPruner
+from sparseforge.hdl.skid import SkidBuffer
+from sparseforge.hdl.weight_pregen import WeightPregen
 
 __all__ = ["Accelerator", "ctrl_layout", "pgctl_layout", "destinations", "sources", "DEST_CTRL",
            "DEST_END",
@@ -95,13 +95,15 @@ def _words(width):
 class Accelerator(wiring.Component):
     __doc__ = __doc__
 
-    def __init__(self, cfg, *, version=(0, 1, 0), sched_depth: int = 4096):
-        from sparseforge.gen.schedule import config_hash, config_tag
+    def __init__(self, cfg, *, config_tag: int, config_hash: int, version=(0, 1, 0),
+                 sched_depth: int = 4096):
+        # The schedule header's configuration tag and hash arrive as parameters (computed by
+        # sparseforge.gen.schedule); the hardware layer imports nothing above it.
         self._cfg = cfg
         self._version = version
         self.array = PEArray.from_config(cfg)
-        self.ctl = ScheduleController(depth=sched_depth, config_tag=config_tag(cfg),
-                                      config_hash=config_hash(cfg))
+        self.ctl = ScheduleController(depth=sched_depth, config_tag=config_tag,
+                                      config_hash=config_hash)
         self.pruner = StochasticPruner(data_width=cfg.data_width)
         self.pregen = WeightPregen(m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
         self.regs = AxiLiteRegs(addr_width=12, version=version, config=config_words(cfg))

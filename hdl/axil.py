@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
+from sparseforge.hdl._validate import check_int
 
 __all__ = ["AxiLiteRegs", "REGS", "COUNTERS", "ID_VALUE", "RESP_OKAY", "RESP_SLVERR",
            "CTRL_START", "CTRL_SOFT_RESET", "CTRL_IRQ_ENABLE", "STATUS_BUSY", "STATUS_DONE",

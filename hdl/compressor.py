@@ -4,8 +4,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
-from .layouts import dense_elem_layout, sparse_elem_layout
+from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.layouts import dense_elem_layout, sparse_elem_layout
 
 __all__ = ["Compressor"]
 

@@ -64,7 +64,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
+from sparseforge.hdl._validate import check_int
 
 __all__ = ["ScheduleController", "crc32_word", "ERR_SCHED", "ERR_NO_SCHEDULE", "ERR_SCHED_END",
            "ERR_SCHED_MISMATCH", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS", "OPCODES"]

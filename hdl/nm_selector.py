@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
-from ._validate import check_int
+from sparseforge.hdl._validate import check_int
 
 __all__ = ["NMSelector", "SUPPORTED_M", "nm_group_layout", "nm_select_layout", "pack_group",
            "pack_select", "unpack_select"]
@@ -67,7 +67,7 @@ def _check_params(m, n_max, width):
 class NMSelector(wiring.Component):
     """N:M selector: of every group of ``m`` signed values keeps the ``n`` largest magnitudes.
 
-    Bit-exact with :func:`sparseforge.sim.golden.nm_select_group`: the ``n`` largest ``|v|`` are
+    Bit-exact with :func:`sparseforge.sim.reference.golden.nm_select_group`: the ``n`` largest ``|v|`` are
     kept, ties go to the lower index, and the most negative value ``-2**(width-1)`` ranks by its
     true magnitude ``2**(width-1)`` (magnitudes are exact ``unsigned(width)`` numbers, which hold
     ``2**(width-1)``).

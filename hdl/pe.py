@@ -4,7 +4,7 @@ The PE computes sums of 1-D row primitives (architecture brief, section 5) in th
 training phases. One *operand row* (an activation row in FP, an output-gradient row in BP and
 WG) arrives compressed as ``(value, col, last)`` beats and is buffered; ``lanes`` multipliers
 then walk that buffered row in lockstep, each lane applying a different kernel tap ("tap
-bundle" of up to ``lanes`` taps, sent by the offline mapper :mod:`sparseforge.sim.pe_model`),
+bundle" of up to ``lanes`` taps, sent by the offline mapper :mod:`sparseforge.gen.mapper.pe`),
 and each lane accumulates into its **own** partial-sum bank, so lanes never conflict; the banks
 are summed when the results are drained. Only non-zero operand entries are visited and only
 kept (N:M) taps are sent, so the busy cycles follow ``nnz(row) x kept taps / lanes``.
@@ -94,7 +94,7 @@ Arithmetic per product (lane ``l``, operand entry ``(a, col)``, slot ``(w, kw, b
 Invalid products are squashed (no write, not counted). Accumulation is exact in
 ``acc_width`` bits; the mapper rejects layers whose worst case could overflow.
 
-Cycle formula (exact; implemented by :func:`sparseforge.sim.pe_model.cycles`)
+Cycle formula (exact; implemented by :func:`sparseforge.gen.mapper.pe.cycles`)
 --------------------------------------------------------------------------------
 Per operand row ``r``: ``L_r`` = its beats (load cycles, one beat per cycle);
 ``n_r[p]`` = stored entries of sub-list ``p`` (``p`` = column parity in stride-2 FP, else 0);
@@ -110,7 +110,7 @@ and the job takes ``cycles = E_last + 5 + 1 + C + 4`` (``C`` = drained addresses
 of engine pipeline flush, 1 cycle to register each drain command, one cycle per drained
 address, 4 cycles of drain pipeline (one command per tile: ``E_last + 5 + 1 + C + 4``).
 ``stall_in = cycles - sum P_r - C - 10`` with ideal (never idle, never back-pressured)
-streams. Several tiles back to back (ping-pong psum halves): :func:`sparseforge.sim.pe_model.
+streams. Several tiles back to back (ping-pong psum halves): :func:`sparseforge.gen.mapper.pe.
 cycles_tiles`.
 
 Timing
@@ -136,10 +136,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
-from .arith import writeback
-from .layouts import sparse_elem_layout
-from .skid import SkidBuffer
+from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.arith import writeback
+from sparseforge.hdl.layouts import sparse_elem_layout
+from sparseforge.hdl.skid import SkidBuffer
 
 __all__ = ["PE", "MODE_FP", "MODE_BP", "MODE_WG", "pe_slot_layout", "pe_taps_layout",
            "pe_dense_layout", "pe_drain_layout", "pe_out_layout", "COUNTER_WIDTH"]

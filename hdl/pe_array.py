@@ -1,6 +1,6 @@
 """PE array: ``rows x cols`` dual-sparse PEs with a partial-sum reduction per column.
 
-Mapping (*ours*, implemented by :mod:`sparseforge.sim.array_model`): **columns partition the
+Mapping (*ours*, implemented by :mod:`sparseforge.gen.mapper.array`): **columns partition the
 outputs, rows partition the reduction**. PE ``(i, j)`` accumulates raw partial sums of its
 share of the reduction (FP: operand rows ``x[b, c, h]`` with ``((b*H + h)*Cin + c) % rows ==
 i``; BP: operand rows ``dy[b, n, y]`` with ``((b*Ho + y)*Cout + n) % rows == i``; WG: operand
@@ -54,17 +54,17 @@ Latency / throughput: a column output leaves 3 cycles after all of its PEs prese
 per column. The PE's own latencies and cycle formula are in :mod:`sparseforge.hdl.pe`; the
 array's exact cycle model
 (broadcast coupling of a PE row, drain coupling of a column) is
-:func:`sparseforge.sim.array_model.cycles`.
+:func:`sparseforge.gen.mapper.array.cycles`.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
-from .arith import writeback
-from .pe import COUNTER_WIDTH, PE, _tree, pe_out_layout
-from .skid import SkidBuffer
+from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.arith import writeback
+from sparseforge.hdl.pe import COUNTER_WIDTH, PE, _tree, pe_out_layout
+from sparseforge.hdl.skid import SkidBuffer
 
 __all__ = ["PEArray", "COLUMN_LATENCY"]
 
@@ -113,7 +113,7 @@ class PEArray(wiring.Component):
 
     @classmethod
     def from_config(cls, cfg, **overrides):
-        from .pe import pe_params
+        from sparseforge.hdl.pe import pe_params
         p = pe_params(cfg)
         p.update(overrides)
         return cls(rows=cfg.pe_rows, cols=cfg.pe_cols, **p)

@@ -4,8 +4,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
-from .arith import pipelined_umul, umul_latency
+from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.arith import pipelined_umul, umul_latency
 
 __all__ = ["StochasticPruner", "grad_elem_layout", "xorshift32_step", "RESET_SEED"]
 
@@ -31,7 +31,7 @@ def xorshift32_step(x):
     """One xorshift32 (13, 17, 5) step: on a Python int, or as Amaranth logic on a 32-bit value.
 
     ``x ^= x << 13; x ^= x >> 17; x ^= x << 5`` (logical shifts, truncated to 32 bits), the same
-    generator as :func:`sparseforge.sim.prng.xorshift32_step`.
+    generator as :func:`sparseforge.sim.reference.prng.xorshift32_step`.
     """
     if isinstance(x, int):
         x ^= (x << 13) & _MASK32
@@ -51,7 +51,7 @@ class StochasticPruner(wiring.Component):
     of the small gradients to ``{0, +-tau}``. Meanwhile the block sums ``|g|`` of the *input*
     gradients and, at the end of the job, computes the integer threshold for the next pass,
     ``tau_next = (sum|g| * k_p) >> shift`` clamped to ``[0, 2**(data_width-1) - 1]``, exactly
-    :func:`sparseforge.sim.golden.prune_threshold_int` ``(g, k_p, shift, data_width)``.
+    :func:`sparseforge.sim.reference.golden.prune_threshold_int` ``(g, k_p, shift, data_width)``.
 
     Parameters
     ----------
@@ -63,7 +63,7 @@ class StochasticPruner(wiring.Component):
         that does not fit saturates at ``2**sum_width - 1`` and sets ``overflow``.
     kp_width : int, in [1, 64]
         Width of the ``k_p`` port (32 holds every ``k_p`` of
-        :func:`~sparseforge.sim.golden.prune_threshold_params`).
+        :func:`~sparseforge.sim.reference.golden.prune_threshold_params`).
     shift_max : int, in [0, 255]
         Largest threshold shift to support; the ``shift`` port is ``shift_max.bit_length()``
         bits wide (at least 1). Every value of the port shifts exactly.
@@ -86,7 +86,7 @@ class StochasticPruner(wiring.Component):
         The PRNG state after the last accepted element (the golden model's ``final_state``).
     k_p : In(kp_width), shift : In(shift_max.bit_length())
         Threshold constants (computed offline by
-        :func:`~sparseforge.sim.golden.prune_threshold_params`). Hold them stable from the
+        :func:`~sparseforge.sim.reference.golden.prune_threshold_params`). Hold them stable from the
         job's last element until ``tau_next`` is updated (in practice: per layer).
     clear : In(1)
         Strobe: restarts the current job's ``abs_sum``/``overflow``, zeroes ``count``,

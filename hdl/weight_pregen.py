@@ -14,9 +14,9 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._validate import check_int
-from .nm_selector import (_LATENCY, SUPPORTED_M, NMSelector, _check_params, _index_width,
-                          nm_group_layout, pack_group, unpack_select)
+from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.nm_selector import (_LATENCY, SUPPORTED_M, NMSelector, _check_params,
+                                         _index_width, nm_group_layout, pack_group, unpack_select)
 
 __all__ = ["WeightPregen", "pregen_in_layout", "pregen_out_layout", "PregenGroup",
            "pregen_schedule", "pregen_group_count", "pregen_beats", "unpack_pregen_out",

@@ -34,11 +34,6 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("sim", params)
 
 
-def soak_scale() -> float:
-    """``SF_SOAK=short`` (what `make test` sets) scales soaks down; ``long`` runs them fully."""
-    return {"short": 1.0, "long": 10.0}.get(os.environ.get("SF_SOAK", "short"), 1.0)
-
-
 @pytest.fixture(scope="session")
 def cocotb_run(tmp_path_factory, worker_id):
     from sparseforge.gen.blocks import build_block

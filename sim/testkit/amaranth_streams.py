@@ -17,7 +17,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from .patterns import make_pattern
+from sparseforge.sim.testkit.patterns import make_pattern
 
 __all__ = ["pack", "pack_beats", "unpack", "stream_put", "stream_get", "stream_source", "stream_sink",
            "run_stream_sim"]

@@ -17,7 +17,7 @@ import itertools
 import random
 from typing import Iterator
 
-__all__ = ["PATTERNS", "make_pattern"]
+__all__ = ["PATTERNS", "make_pattern", "soak_scale"]
 
 PATTERNS = ("always", "cycle", "random", "bursty")
 
@@ -40,3 +40,9 @@ def make_pattern(name: str, seed: int = 0) -> Iterator[bool]:
                 yield from itertools.repeat(False, rng.randint(1, 8))
         return gen()
     raise ValueError(f"pattern must be one of {PATTERNS}, not {name!r}")
+
+
+def soak_scale() -> float:
+    """``SF_SOAK=short`` (what `make test` sets) scales soaks down; ``long`` runs them fully."""
+    import os
+    return {"short": 1.0, "long": 10.0}.get(os.environ.get("SF_SOAK", "short"), 1.0)

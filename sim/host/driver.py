@@ -1,0 +1,418 @@
+"""Host driver of the :class:`~sparseforge.hdl.accelerator.Accelerator`.
+
+Two layers:
+
+* :class:`PacketCodec` -- pure Python: the destination/source tables of a configuration and
+  the packet encoding of the top level's AXI4-Stream ports (no simulator needed; the tests
+  use it to build and parse streams);
+* :class:`Driver` -- runs jobs on a live design through cocotbext-axi: ``AxiLiteMaster`` on
+  ``s_axil``, ``AxiStreamSource`` on ``s_axis``, ``AxiStreamSink`` on ``m_axis``.
+
+A PE-array layer phase (:class:`sparseforge.gen.mapper.array.ArrayJob`) is sent as: the CTRL
+packet, the WG X scratchpads, then the tiles in a deadlock-free order -- tile ``t``'s rows
+(per PE row: an operand row, then each PE's bundles for it) are followed by tile ``t - 1``'s
+drain commands, so tile ``t`` is processed while tile ``t - 1`` drains -- and END. The router
+serves one packet at a time, so a packet must never wait for one sent after it: a row's
+bundles need the row (sent before), a row needs a free buffer half (the bundles of the row two
+back, sent before), a tile's first bundle needs its psum half (tile ``t - 2`` drained, sent
+before), and a drain needs its tile finished (all its rows sent before).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparseforge.hdl.accelerator import (DEST_CTRL, DEST_END, Accelerator, ctrl_layout,
+                                         destinations, pgctl_layout, sources)
+from sparseforge.hdl.axil import REGS, STATUS_DONE, STATUS_ERROR
+from sparseforge.sim.testkit.amaranth_streams import pack_beats
+
+__all__ = ["PacketCodec", "Driver"]
+
+
+def _words(width):
+    return -(-width // 32)
+
+
+class PacketCodec:
+    """Packet tables and encoding for configuration ``cfg``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        from sparseforge.gen.schedule import config_hash, config_tag
+        acc = Accelerator(cfg, config_tag=config_tag(cfg), config_hash=config_hash(cfg))
+        for e in (acc, acc.array, acc.pruner, acc.pregen, acc.regs, acc.ctl):
+            e._MustUse__used = True        # only used for its port tables, never elaborated
+        self._acc = acc
+        self.dests = destinations(acc.array, acc.pruner, acc.pregen, cfg, acc.ctl)
+        self.dest_id = {name: k for k, (name, _, _) in enumerate(self.dests)}
+        self.srcs = sources(acc.array, acc.pruner, acc.pregen, cfg)
+        self.src_id = {name: k for k, (name, _, _) in enumerate(self.srcs)}
+        self.ctrl = ctrl_layout(cfg)
+        self.pgctl_layout = pgctl_layout(cfg)
+        p = acc.array.pe_proto
+        self.layouts = {"x": p.x_layout, "taps": p.taps_layout, "dense": p.dense_layout,
+                        "drain": p.drain_layout}
+        self.out_layout = acc.array.o_c0.payload.shape()
+
+    # -- input packets ------------------------------------------------------------------------
+    def packet(self, dest: str, beats: list[int]) -> list[int]:
+        """Header + words of ``beats`` (ints of the destination's payload width)."""
+        k = self.dest_id[dest]
+        w = self.dests[k][2]
+        if len(beats) >= 1 << 24:
+            raise ValueError(f"packet for {dest} too long: {len(beats)} beats")
+        words = [(k << 24) | len(beats)]
+        for b in beats:
+            if b < 0 or b >> w:
+                raise ValueError(f"beat {b:#x} does not fit the {w}-bit payload of {dest}")
+            words += [(b >> (32 * i)) & 0xFFFFFFFF for i in range(_words(w))]
+        return words
+
+    def ctrl_packet(self, **fields) -> list[int]:
+        full = {name: 0 for name in self.ctrl.members}
+        unknown = set(fields) - set(full)
+        if unknown:
+            raise ValueError(f"unknown CTRL fields {sorted(unknown)}; known: {sorted(full)}")
+        full.update(fields)
+        return self.packet("ctrl", [int(self.ctrl.const(full).as_bits())])
+
+    def end_packet(self) -> list[int]:
+        return [DEST_END << 24]
+
+    def sched_packet(self, binary) -> list[int]:
+        """The schedule binary (bytes or 32-bit words) as one ``sched`` packet: the schedule
+        controller stores and checks it (hdl/controller.py)."""
+        if isinstance(binary, (bytes, bytearray)):
+            if len(binary) % 4:
+                raise ValueError(f"a schedule is whole 32-bit words, not {len(binary)} bytes")
+            binary = [int.from_bytes(binary[k:k + 4], "little")
+                      for k in range(0, len(binary), 4)]
+        return self.packet("sched", [int(w) for w in binary])
+
+    def step_packet(self, opcode: int) -> list[int]:
+        """A ``step`` packet: the host is about to run the schedule's next phase, whose
+        opcode it expects to be ``opcode`` (:class:`sparseforge.gen.schedule.Op`)."""
+        return self.packet("step", [int(opcode)])
+
+    def _packed(self, kind, beats):
+        return pack_beats(self.layouts[kind], beats)
+
+    def array_job_packets(self, job, *, pe_sel=0, step=None) -> list[list[int]]:
+        """Every packet of an ArrayJob, in the deadlock-free order of the module docstring.
+        ``step`` (an opcode): schedule mode -- a ``step`` packet first, and a CTRL packet that
+        carries only ``raw`` and ``pe_sel`` (the phase controls come from the schedule)."""
+        R, C = job.rows, job.cols
+        n_tiles = len(job.grid[0][0])
+        ctl = job.control()
+        if step is None:
+            pk = [self.ctrl_packet(pe_sel=pe_sel, **ctl)]
+        else:
+            pk = [self.step_packet(step), self.ctrl_packet(pe_sel=pe_sel, raw=ctl["raw"])]
+        for i in range(R):
+            for j in range(C):
+                d = job.grid[i][j][0].dense_beats()
+                if d:
+                    pk.append(self.packet(f"dense_r{i}_c{j}", self._packed("dense", d)))
+
+        def drains(t):
+            return [self.packet(f"drain_c{j}", self._packed("drain", job.grid[0][j][t]
+                                                             .drain_beats()))
+                    for j in range(C)]
+
+        for t in range(n_tiles):
+            for i in range(R):
+                tiles = [job.grid[i][j][t] for j in range(C)]
+                for r in range(len(tiles[0].rows)):
+                    row = tiles[0].rows[r]
+                    k = row.values.size
+                    xb = [{"value": int(v), "col": int(c), "last": int(q == k - 1)}
+                          for q, (v, c) in enumerate(zip(row.values, row.cols))]
+                    pk.append(self.packet(f"x_r{i}", self._packed("x", xb)))
+                    for j in range(C):
+                        bundles = tiles[j].bundles()[r]
+                        tb = [{"slots": [{"value": v, "kw": kw, "base": b, "rowbase": rb,
+                                          "en": en} for v, kw, b, rb, en in slots],
+                               "parity": p, "last": last, "eot": eot}
+                              for slots, p, last, eot in bundles]
+                        pk.append(self.packet(f"taps_r{i}_c{j}", self._packed("taps", tb)))
+            if t >= 1:
+                pk += drains(t - 1)
+        pk += drains(n_tiles - 1)
+        pk.append(self.end_packet())
+        return pk
+
+    def scrub_packets(self) -> tuple[list[list[int]], int]:
+        """Packets that zero every PE's partial-sum memories (both halves): two empty tiles
+        (one zero operand row, one skip bundle with ``eot``) each drained over the whole
+        ``psum_buf_depth``. Needed after a reset in the middle of a job: a reset restarts the
+        control logic, but block-RAM contents cannot be reset and the banks are cleared only
+        by drains. Returns ``(packets, output beats to discard)``."""
+        cfg = self.cfg
+        R, C, L = cfg.pe_rows, cfg.pe_cols, cfg.macs_per_pe
+        pk = [self.ctrl_packet(mode=0, raw=1, skip_zero=0, out_len=1, in_len=1)]
+        off = {"value": 0, "kw": 0, "base": 0, "rowbase": 0, "en": 0}
+        for _ in range(2):
+            for i in range(R):
+                pk.append(self.packet(f"x_r{i}", self._packed("x", [
+                    {"value": 0, "col": 0, "last": 1}])))
+                for j in range(C):
+                    pk.append(self.packet(f"taps_r{i}_c{j}", self._packed("taps", [
+                        {"slots": [off] * L, "parity": 0, "last": 1, "eot": 1}])))
+        for _ in range(2):
+            for j in range(C):
+                pk.append(self.packet(f"drain_c{j}", self._packed("drain", [
+                    {"base": 0, "count": cfg.psum_buf_depth, "raw": 1, "last": 1}])))
+        pk.append(self.end_packet())
+        return pk, 2 * C * cfg.psum_buf_depth
+
+    # -- output packets -----------------------------------------------------------------------
+    def parse_output(self, words: list[int]) -> list[tuple[str, int]]:
+        """Split ``m_axis`` words into ``(source name, beat int)``."""
+        out, k = [], 0
+        while k < len(words):
+            hdr = words[k]
+            src, n = hdr >> 24, hdr & 0xFFFFFF
+            if src >= len(self.srcs):
+                raise ValueError(f"output header {hdr:#010x}: unknown source {src}")
+            name, _, w = self.srcs[src]
+            if n != _words(w):
+                raise ValueError(f"output header {hdr:#010x}: {n} words, expected {_words(w)}")
+            beat = 0
+            for i in range(n):
+                beat |= words[k + 1 + i] << (32 * i)
+            out.append((name, beat & ((1 << w) - 1)))
+            k += 1 + n
+        return out
+
+    def column_values(self, parsed, cols) -> list[list[dict]]:
+        """Per column, the unpacked ``{value, last, end}`` beats in arrival order."""
+        from sparseforge.sim.testkit.amaranth_streams import unpack
+        res = [[] for _ in range(cols)]
+        for name, beat in parsed:
+            if name.startswith("o_c"):
+                res[int(name[3:])].append(unpack(self.out_layout, beat))
+        return res
+
+
+class Driver:
+    """Runs jobs on a live ``accelerator`` design (cocotb coroutines)."""
+
+    def __init__(self, dut, cfg, *, clk=None, rst=None):
+        from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink,
+                                   AxiStreamSource)
+        self.dut = dut
+        self.codec = PacketCodec(cfg)
+        clk = clk or dut.clk
+        rst = rst or dut.rst
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), clk, rst)
+        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), clk, rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
+        self.prev: dict = {}
+        self.side: list = []              # output beats of other sources seen by _collect
+
+    @classmethod
+    async def start(cls, dut, cfg, *, period_ns: int = 10):
+        """Start ``dut.clk``, attach a driver (before reset, so cocotbext-axi sees it), hold
+        ``dut.rst`` for 3 cycles and return the driver two cycles after its release."""
+        from cocotb.clock import Clock
+        from cocotb.triggers import ClockCycles, FallingEdge
+        Clock(dut.clk, period_ns, unit="ns").start()
+        drv = cls(dut, cfg)
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, 3)
+        await FallingEdge(dut.clk)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, 2)
+        return drv
+
+    async def read(self, name: str) -> int:
+        return await self.axil.read_dword(REGS[name])
+
+    async def write(self, name: str, value: int):
+        await self.axil.write_dword(REGS[name], value)
+
+    async def counter(self, name: str) -> int:
+        lo = await self.read(f"{name.upper()}_LO")
+        hi = await self.read(f"{name.upper()}_HI")
+        return hi << 32 | lo
+
+    async def send(self, packets):
+        for p in packets:
+            data = b"".join(w.to_bytes(4, "little") for w in p)
+            await self.src.send(data)
+        await self.src.wait()
+
+    async def _collect(self, n_beats, *, prefix=None):
+        """Receive output packets until ``n_beats`` beats (of sources whose name starts with
+        ``prefix``, when given) have arrived; beats of other sources go to :attr:`side`."""
+        parsed = []
+        while len(parsed) < n_beats:
+            frame = await self.sink.recv()
+            data = bytes(frame.tdata)
+            words = [int.from_bytes(data[k:k + 4], "little") for k in range(0, len(data), 4)]
+            for name, beat in self.codec.parse_output(words):
+                if prefix is None or name.startswith(prefix):
+                    parsed.append((name, beat))
+                else:
+                    self.side.append((name, beat))
+        return parsed
+
+    async def wait_done(self, max_polls=10000):
+        for _ in range(max_polls):
+            st = await self.read("STATUS")
+            if st & (STATUS_DONE | STATUS_ERROR):
+                return st
+        raise TimeoutError("STATUS.done never rose")
+
+    async def scrub(self):
+        """Zero the partial-sum memories (see :meth:`PacketCodec.scrub_packets`); run it
+        after a reset that may have interrupted a job. Costs about ``2 * psum_buf_depth``
+        cycles plus the packets."""
+        import cocotb
+        packets, n = self.codec.scrub_packets()
+        recv = cocotb.start_soon(self._collect(n))
+        await self.send(packets)
+        await recv
+        await self.wait_done()
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+
+    async def load_schedule(self, binary, *, max_polls=100):
+        """Send a schedule binary (``sched`` packet) and wait for the controller's verdict;
+        returns ``(SCHED_STATUS, STATUS, ERROR_CODE)``. A rejected binary leaves STATUS.error
+        and ERROR_CODE = ``0x10 | code`` (:data:`sparseforge.gen.schedule.ERR`)."""
+        from sparseforge.hdl.axil import SCHED_LOADED
+        await self.send([self.codec.sched_packet(binary)])
+        for _ in range(max_polls):
+            sst, st = await self.read("SCHED_STATUS"), await self.read("STATUS")
+            if sst & SCHED_LOADED or st & STATUS_ERROR:
+                return sst, st, await self.read("ERROR_CODE")
+        raise TimeoutError("the schedule controller gave no verdict")
+
+    async def start_schedule(self):
+        """CTRL.start: run the loaded schedule from its first entry; returns SCHED_STATUS."""
+        from sparseforge.hdl.axil import CTRL_START
+        await self.write("CTRL", CTRL_START | (await self.read("CTRL")))
+        return await self.read("SCHED_STATUS")
+
+    async def run_array_job(self, job, *, pe_sel=0, step=None):
+        """Run an ArrayJob; returns ``(output tensor, STATUS, column values)``. ``step``:
+        schedule mode (see :meth:`PacketCodec.array_job_packets`)."""
+        import cocotb
+        packets = self.codec.array_job_packets(job, pe_sel=pe_sel, step=step)
+        n = sum(job.n_outputs(j) for j in range(job.cols))
+        recv = cocotb.start_soon(self._collect(n, prefix="o_c"))
+        await self.send(packets)
+        parsed = await recv
+        status = await self.wait_done()
+        cols = self.codec.column_values(parsed, job.cols)
+        out = job.assemble([[v["value"] for v in c] for c in cols])
+        return out, status, cols
+
+    # -- pruner and pre-generation (used by sim/e2e.py and tests/cocotb_accelerator.py) -------
+    async def prune(self, g, tau: int, seed: int, *, step=None):
+        """Stochastic pruning of the gradient tensor ``g`` (ints in the signed ``data_width``
+        range) on the :class:`~sparseforge.hdl.pruner.StochasticPruner`: a CTRL packet
+        loads ``tau`` and ``seed`` (``seed_load``, ``clear``), then one ``prune`` packet holds
+        every element in C order (``last`` on the final one). Returns the pruned ints in
+        ``g``'s shape -- :func:`sparseforge.sim.reference.golden.stochastic_prune_int` ``(g, tau, seed,
+        data_width)[0]`` when the RTL is right. Costs one 32-bit word per element (for
+        ``data_width <= 31``) plus the pruner's latency; the array is not used."""
+        import cocotb
+        codec, dw = self.codec, self.codec.cfg.data_width
+        g = np.asarray(g)
+        flat = [int(v) for v in g.ravel()]
+        if not flat:
+            raise ValueError("g must not be empty")
+        lay = codec.dests[codec.dest_id["prune"]][1].payload.shape()
+        beats = [int(lay.const({"value": v, "last": int(k == len(flat) - 1)}).as_bits())
+                 for k, v in enumerate(flat)]
+        recv = cocotb.start_soon(self._collect(len(flat)))
+        head = [] if step is None else [codec.step_packet(step)]
+        await self.send(head + [codec.ctrl_packet(tau=int(tau), seed=int(seed), seed_load=1,
+                                                  clear=1),
+                                codec.packet("prune", beats)])
+        parsed = await recv
+        mask, sign = (1 << dw) - 1, 1 << (dw - 1)
+        got = [((b & mask) ^ sign) - sign for name, b in parsed if name == "prune"]
+        if len(got) != len(flat):
+            raise RuntimeError(f"pruner returned {len(got)} of {len(flat)} elements")
+        return np.array(got, np.int64).reshape(g.shape)
+
+    async def pregen(self, w, n: int):
+        """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,
+        Cin, Kh, Kw)``, Cin and Cout multiples of ``nm_m``) on the
+        :class:`~sparseforge.hdl.weight_pregen.WeightPregen`: a CTRL packet sets ``nm_n = n``,
+        then one ``pregen`` packet holds every group in
+        :func:`~sparseforge.hdl.weight_pregen.pregen_schedule` order (fwd pass, then bwd
+        pass). The output beats are checked against the schedule's tags and reassembled
+        (:func:`~sparseforge.hdl.weight_pregen.pregen_reassemble`). Returns ``(fwd mask, bwd
+        mask)`` (bool, ``w``'s shape) -- :func:`sparseforge.sim.reference.golden.bdwp_masks` ``(w, n,
+        m)`` when the RTL is right; the full result (compressed values and indices too) is
+        kept in :attr:`last_pregen`."""
+        import cocotb
+        from sparseforge.hdl.weight_pregen import pregen_beats
+        cfg = self.codec.cfg
+        w = np.asarray(w)
+        beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
+        recv = cocotb.start_soon(self._collect(len(beats)))
+        await self.send([self.codec.ctrl_packet(nm_n=int(n)), self.codec.packet("pregen", beats)])
+        res = self.pregen_result([b for name, b in await recv if name == "pregen"], w, n)
+        self.last_pregen = res
+        return res.fwd_mask, res.bwd_mask
+
+    async def pregen_scheduled(self, w, n: int, *, step):
+        """Pre-generation as the schedule runs it: ``w``'s groups in chunks of at most
+        ``weight_buf_depth`` (the PREGEN entries of :func:`sparseforge.gen.schedule.
+        build_schedule`); per chunk a ``wbuf`` packet, a ``step`` packet (the controller starts
+        the on-chip run with the entry's N and group count) and END. Returns ``(fwd, bwd)``
+        like :meth:`pregen`; ``n`` is only used to reassemble (the hardware takes N from the
+        schedule)."""
+        import cocotb
+        from sparseforge.hdl.weight_pregen import pregen_beats
+        cfg, codec = self.codec.cfg, self.codec
+        w = np.asarray(w)
+        beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
+        out = []
+        for g0 in range(0, len(beats), cfg.weight_buf_depth):
+            chunk = beats[g0:g0 + cfg.weight_buf_depth]
+            recv = cocotb.start_soon(self._collect(len(chunk)))
+            await self.send([codec.packet("wbuf", chunk), codec.step_packet(step),
+                             codec.end_packet()])
+            out += [b for name, b in await recv if name == "pregen"]
+            st = await self.wait_done()
+            if st & STATUS_ERROR:
+                raise RuntimeError(f"pre-generation chunk at group {g0}: STATUS {st:#x}, "
+                                   f"ERROR_CODE {await self.read('ERROR_CODE'):#x}")
+            await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        res = self.pregen_result(out, w, n)
+        self.last_pregen = res
+        return res.fwd_mask, res.bwd_mask
+
+    async def start_pregen_run(self, w, n: int):
+        """Load ``w``'s groups (:func:`~sparseforge.hdl.weight_pregen.pregen_schedule` order)
+        into the on-chip weight buffer and start an on-chip pre-generation run (PGCTL). The
+        run feeds one group per cycle without the input stream, so the packets sent next (a
+        WG job) overlap it; its output beats arrive on ``m_axis`` among the others
+        (:attr:`side` when collected by :meth:`run_array_job`). Returns the number of groups."""
+        from sparseforge.hdl.weight_pregen import pregen_beats
+        cfg = self.codec.cfg
+        beats = pregen_beats(np.asarray(w), cfg.nm_m, cfg.data_width)
+        if len(beats) > cfg.weight_buf_depth:
+            raise ValueError(f"{len(beats)} groups do not fit weight_buf_depth="
+                             f"{cfg.weight_buf_depth}")
+        pg = self.codec.pgctl_layout
+        await self.send([self.codec.packet("wbuf", beats),
+                         self.codec.packet("pgctl", [int(pg.const(
+                             {"n": int(n), "count": len(beats), "go": 1}).as_bits())])])
+        return len(beats)
+
+    def pregen_result(self, beats, w, n: int):
+        """Reassemble pre-generation output beats (ints, :func:`~sparseforge.hdl.weight_pregen.
+        pregen_schedule` order) of :meth:`pregen`, :meth:`pregen_scheduled` or
+        :meth:`start_pregen_run`."""
+        from sparseforge.hdl.weight_pregen import pregen_reassemble, unpack_pregen_out
+        cfg = self.codec.cfg
+        out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
+               for b in beats]
+        return pregen_reassemble(out, np.asarray(w).shape, cfg.nm_m, n)

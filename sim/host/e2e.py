@@ -1,0 +1,544 @@
+"""One integer training step of a CNN, end to end, with a pluggable backend (golden model,
+array model, or the RTL through :class:`sparseforge.sim.host.driver.Driver`).
+
+The step (*ours*; ``docs/e2e.md`` has the same definition with the figures). All tensors are
+``int64`` arrays of signed ``cfg.data_width``-bit fixed-point values with ``cfg.frac_bits``
+fractional bits (``one = 2**frac_bits``); ``sat`` clips to the signed ``data_width`` range and
+``wb`` is :func:`golden.writeback` (shift right by ``frac_bits``, round half to even, saturate).
+The network is a :class:`sparseforge.gen.network.Network`; its compute layers (conv or FC,
+with fused ReLU and max-pool) are run in order. Per layer ``l`` (weight ``W``, masks ``fwd``,
+``bwd``):
+
+* **conv view.** A conv layer's input is ``x (B, Cin, H, W)``. An FC layer runs as a 1x1
+  convolution with the batch on the row axis: its input ``(B, C, H, W)`` is flattened to
+  ``(B, Cin)`` and viewed as ``(1, Cin, 1, B)``, its weight ``(Cout, Cin)`` as ``(Cout, Cin, 1,
+  1)``, its output ``(1, Cout, 1, B)`` is read back as ``(B, Cout)``.
+* **FP** (backend: array): ``z = wb(conv2d_forward(x, W * fwd, stride, padding))``.
+* **host**: ``r = max(z, 0)`` when the layer has a ReLU (else ``r = z``); a max-pool (kernel
+  ``k``, stride ``s``) takes each window's maximum, the first one in row-major window order
+  on ties, and remembers its position; the result is the next layer's input. The last
+  layer's ``(B, classes)`` output are the logits.
+* **loss gradient** (host): ``dlogits = sat(logits - one * onehot(label))`` (the gradient of
+  ``0.5 * ||logits - onehot||^2``).
+* **backward**, from the last layer to the first, with ``d`` the gradient of the layer's
+  output: max-pool backward (``d`` goes to the remembered position of each window, summed
+  where windows overlap, then ``sat``), ReLU derivative (``g = d * (z > 0)``), giving the
+  gradient ``g`` of ``z`` (FC: in the conv view ``(1, Cout, 1, B)``).
+* **stochastic pruning** (backend: pruner; only layers with ``prune``, the network's flag):
+  ``tau = golden.prune_threshold_int(g, *golden.prune_threshold_params(p, g.size),
+  data_width)`` with ``p`` the network's ``prune_p``, ``seed = layer_seed(base_seed, l)``,
+  ``gp = golden.stochastic_prune_int(g, tau, seed, data_width)`` over ``g``'s C order (conv
+  view). Layers without pruning use ``gp = g``.
+* **BP** (backend: array; not run for the first layer): ``dx = wb(conv2d_backward_input(gp,
+  W * bwd, x.shape, stride, padding))``, reshaped to the previous layer's output shape.
+* **WG** (backend: array): ``dW = wb(conv2d_backward_weight(x, gp, W.shape, stride,
+  padding))``.
+* **update** (host): ``W' = sat(W - (dW >> lr_shift))`` (arithmetic shift: floor), dense
+  (straight-through: the masks do not gate the update).
+* **pre-generation** (backend: pre-generation; BDWP layers only): ``(fwd', bwd') =
+  golden.bdwp_masks(W', N, M)`` -- the next step's masks. Dense layers keep all-ones masks.
+
+:func:`train_step` returns a :class:`StepResult` whose :meth:`~StepResult.tensors` lists
+every intermediate tensor under a stable name (``conv1.fp.z``, ``fc2.bp.g_pruned``, ...);
+:func:`compare` says which differ. The step is ``async`` so the RTL backend can await the
+simulator; :class:`GoldenBackend` and :class:`ModelBackend` never wait on anything
+(``asyncio.run(train_step(...))`` runs them outside cocotb).
+
+Backends implement ``fp``, ``bp``, ``wg`` (conv-view operands), ``prune`` and ``pregen``,
+all ``async``, and append one record per phase to ``self.log`` (layer, phase, and the
+counters they know).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.network import NETWORKS_DIR, Network, parse_network
+from sparseforge.gen.mapper import array as am
+from sparseforge.sim.reference import golden
+
+__all__ = ["TrainState", "StepResult", "GoldenBackend", "ModelBackend", "RTLBackend",
+           "load_net", "init_state", "make_batch", "layer_seed", "train_step", "compare",
+           "maxpool_forward", "maxpool_backward", "cycle_table"]
+
+MASK32 = 0xFFFF_FFFF
+
+
+# ------------------------------------------------------------------------------------------
+# set-up
+# ------------------------------------------------------------------------------------------
+
+def load_net(name: str, cfg: AcceleratorConfig, *, batch: int | None = None) -> Network:
+    """An example network (``gen/networks/<name>.yaml``) with its batch replaced by ``batch``."""
+    import yaml
+    path = NETWORKS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown network {name!r}; known: "
+                         f"{sorted(p.stem for p in NETWORKS_DIR.glob('*.yaml'))}")
+    data = yaml.safe_load(path.read_text())
+    if batch is not None:
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, not {batch!r}")
+        data["batch"] = batch
+    return parse_network(data, cfg)
+
+
+@dataclass
+class TrainState:
+    """Weights (conv ``(Cout, Cin, Kh, Kw)``, FC ``(Cout, Cin)``) and their ``(fwd, bwd)``
+    masks, by layer name."""
+    weights: dict
+    masks: dict
+
+
+def _sat(a, dw):
+    return np.clip(a, -(1 << (dw - 1)), (1 << (dw - 1)) - 1).astype(np.int64)
+
+
+def _w_shape(lay):
+    return (lay.cout, lay.cin, lay.kh, lay.kw) if lay.kind == "conv" else (lay.cout, lay.cin)
+
+
+def _nm(net, cfg):
+    return net.nm if net.nm is not None else (min(2, cfg.nm_n_max), cfg.nm_m)
+
+
+def init_state(net: Network, cfg: AcceleratorConfig, *, seed: int) -> TrainState:
+    """He-initialised fixed-point weights (``round(N(0, 2/fan_in) * 2**frac_bits)``,
+    saturated) and their masks: ``golden.bdwp_masks(W, N, M)`` for BDWP layers, all ones
+    otherwise."""
+    rng = np.random.default_rng(seed)
+    n, m = _nm(net, cfg)
+    weights, masks = {}, {}
+    for lay in net.compute:
+        shape = _w_shape(lay)
+        fan_in = lay.cin * lay.kh * lay.kw
+        w = np.rint(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape) * (1 << cfg.frac_bits))
+        w = _sat(w, cfg.data_width)
+        weights[lay.name] = w
+        if lay.bdwp:
+            masks[lay.name] = golden.bdwp_masks(w, n, m)
+        else:
+            masks[lay.name] = (np.ones(shape, bool), np.ones(shape, bool))
+    return TrainState(weights, masks)
+
+
+def make_batch(net: Network, cfg: AcceleratorConfig, *, seed: int):
+    """``(x, labels)``: ``x (B, C, H, W)`` in ``[0, one]``. For a ``1x16x16`` input, digits of
+    scikit-learn's set (upsampled as in ``sim/train.py``), picked by ``seed``; otherwise
+    uniform random values. ``labels`` are the digits' classes, or random classes."""
+    rng = np.random.default_rng(seed)
+    one = 1 << cfg.frac_bits
+    B = net.batch
+    classes = net.compute[-1].cout
+    if net.input == (1, 16, 16):
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        idx = rng.choice(len(d.target), B, replace=False)
+        img = d.images[idx].repeat(2, axis=1).repeat(2, axis=2)[:, None]     # 0..16
+        x = np.rint(img * one / 16.0).astype(np.int64)
+        labels = d.target[idx].astype(np.int64) % classes
+    else:
+        x = rng.integers(0, one + 1, (B,) + tuple(net.input))
+        labels = rng.integers(0, classes, B)
+    return _sat(x, cfg.data_width), labels
+
+
+def layer_seed(base_seed: int, layer_id: int) -> int:
+    """The pruner seed of layer ``layer_id``: a non-zero 32-bit value (xorshift32 needs one)."""
+    return ((base_seed * 0x9E3779B1 + (layer_id + 1) * 0x85EBCA6B) & MASK32) % MASK32 + 1
+
+
+# ------------------------------------------------------------------------------------------
+# host operations
+# ------------------------------------------------------------------------------------------
+
+def maxpool_forward(a, k, s):
+    """Max-pool ``(B, C, H, W)`` with a ``k x k`` window and stride ``s``; returns ``(out,
+    arg)`` with ``arg`` the winning window position ``dy * k + dx`` (the first maximum in
+    row-major window order on ties)."""
+    B, C, H, W = a.shape
+    Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
+    out = arg = None
+    for p in range(k * k):
+        dy, dx = divmod(p, k)
+        v = a[:, :, dy:dy + s * (Ho - 1) + 1:s, dx:dx + s * (Wo - 1) + 1:s]
+        if out is None:
+            out, arg = v.copy(), np.zeros(v.shape, np.int64)
+        else:
+            better = v > out                       # strictly greater: ties keep the first
+            out = np.where(better, v, out)
+            arg = np.where(better, p, arg)
+    return out, arg
+
+
+def maxpool_backward(d, arg, in_shape, k, s, dw):
+    """Route ``d`` to the remembered positions; overlapping windows add, then saturate."""
+    g = np.zeros(in_shape, np.int64)
+    Ho, Wo = d.shape[2:]
+    for p in range(k * k):
+        dy, dx = divmod(p, k)
+        g[:, :, dy:dy + s * (Ho - 1) + 1:s, dx:dx + s * (Wo - 1) + 1:s] += np.where(arg == p, d, 0)
+    return _sat(g, dw)
+
+
+def _conv_view_in(lay, a):
+    if lay.kind == "conv":
+        return a
+    B = a.shape[0]
+    return a.reshape(B, -1).T[None, :, None, :].copy()
+
+
+def _conv_view_w(lay, w):
+    return w if w.ndim == 4 else w[:, :, None, None]
+
+
+def _from_conv_view_out(lay, z4):
+    return z4 if lay.kind == "conv" else z4[0, :, 0, :].T.copy()
+
+
+# ------------------------------------------------------------------------------------------
+# the step
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class StepResult:
+    """Every tensor of one step. ``fp[name]``: ``x`` (conv-view input), ``z``, ``r`` (after
+    ReLU), ``a`` (layer output, after pooling; FC ``(B, Cout)``), ``arg`` (pool winners);
+    ``bp[name]``: ``d`` (output gradient), ``g``, ``tau``, ``seed``, ``g_pruned``, ``dx``
+    (absent for the first layer), ``dw``, ``w_new``, ``fwd``, ``bwd`` (next masks)."""
+    fp: dict = field(default_factory=dict)
+    bp: dict = field(default_factory=dict)
+    logits: np.ndarray | None = None
+    dlogits: np.ndarray | None = None
+    state: TrainState | None = None
+
+    def tensors(self) -> dict:
+        out = {}
+        for name, d in self.fp.items():
+            for k, v in d.items():
+                out[f"{name}.fp.{k}"] = v
+        out["loss.logits"] = self.logits
+        out["loss.dlogits"] = self.dlogits
+        for name, d in self.bp.items():
+            for k, v in d.items():
+                out[f"{name}.bp.{k}"] = v
+        return out
+
+
+def compare(a: StepResult, b: StepResult) -> list[str]:
+    """Names of the tensors that differ (shape, dtype kind or any value), each with the first
+    differing index; ``[]`` when the two steps are equal bit for bit."""
+    ta, tb = a.tensors(), b.tensors()
+    bad = []
+    for k in sorted(set(ta) | set(tb)):
+        if k not in ta or k not in tb:
+            bad.append(f"{k}: only in {'first' if k in ta else 'second'}")
+            continue
+        x, y = np.asarray(ta[k]), np.asarray(tb[k])
+        if x.shape != y.shape:
+            bad.append(f"{k}: shapes {x.shape} != {y.shape}")
+        elif not np.array_equal(x, y):
+            idx = tuple(int(i) for i in np.argwhere(x != y)[0])
+            bad.append(f"{k}: {int(np.count_nonzero(x != y))} of {x.size} differ, first at "
+                       f"{idx}: {x[idx]} != {y[idx]}")
+    return bad
+
+
+async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x, labels,
+                     backend, *, lr_shift: int = 4, base_seed: int = 1) -> StepResult:
+    """One training step (module docstring) on ``backend``; ``state`` is not modified (the
+    updated one is ``result.state``)."""
+    if not isinstance(lr_shift, int) or isinstance(lr_shift, bool) or not 0 <= lr_shift <= 62:
+        raise ValueError(f"lr_shift must be an integer in [0, 62], not {lr_shift!r}")
+    dw_, fb = cfg.data_width, cfg.frac_bits
+    x = np.asarray(x, np.int64)
+    labels = np.asarray(labels, np.int64)
+    if x.shape != (net.batch,) + tuple(net.input):
+        raise ValueError(f"x must have shape {(net.batch,) + tuple(net.input)}, not {x.shape}")
+    if labels.shape != (net.batch,):
+        raise ValueError(f"labels must have shape ({net.batch},), not {labels.shape}")
+    res = StepResult()
+    n_nm = _nm(net, cfg)[0]
+
+    # ---- forward
+    a = x
+    for lay in net.compute:
+        w4 = _conv_view_w(lay, state.weights[lay.name])
+        fwd, bwd = (_conv_view_w(lay, mk) for mk in state.masks[lay.name])
+        xin = _conv_view_in(lay, a)
+        backend.layer = lay.name
+        z4 = await backend.fp(xin, w4, fwd, lay.stride, lay.padding)
+        z = _from_conv_view_out(lay, z4)
+        r = np.maximum(z, 0) if lay.relu else z
+        rec = {"x": xin, "z": z, "r": r}
+        if lay.pool is not None:
+            if lay.kind != "conv":
+                raise ValueError(f"{lay.label}: max-pool after an FC layer is not supported")
+            a, rec["arg"] = maxpool_forward(r, *lay.pool)
+        else:
+            a = r
+        rec["a"] = a
+        res.fp[lay.name] = rec
+    logits = a
+    if logits.ndim != 2:
+        raise ValueError(f"the last layer must give (B, classes) logits, not {logits.shape}")
+    onehot = np.zeros(logits.shape, np.int64)
+    onehot[np.arange(net.batch), labels] = 1 << fb
+    res.logits = logits
+    res.dlogits = d = _sat(logits - onehot, dw_)
+
+    # ---- backward, update, pre-generation
+    weights, masks = dict(state.weights), dict(state.masks)
+    for lay in reversed(net.compute):
+        f = res.fp[lay.name]
+        backend.layer = lay.name
+        rec = {"d": d}
+        if lay.pool is not None:
+            d = maxpool_backward(d, f["arg"], f["r"].shape, *lay.pool, dw_)
+        g = d * (f["z"] > 0) if lay.relu else d
+        # FC: (B, Cout) -> the conv view (1, Cout, 1, B)
+        g4 = g.T[None, :, None, :].copy() if lay.kind == "fc" else g
+        rec["g"] = g4
+        if lay.prune:
+            k_p, s = golden.prune_threshold_params(net.prune_p, g4.size)
+            tau = golden.prune_threshold_int(g4, k_p, s, dw_)
+            seed = layer_seed(base_seed, lay.id)
+            gp = await backend.prune(g4, tau, seed)
+            rec.update(tau=np.int64(tau), seed=np.int64(seed))
+        else:
+            gp = g4
+        rec["g_pruned"] = gp
+        w = state.weights[lay.name]
+        w4 = _conv_view_w(lay, w)
+        fwd, bwd = (_conv_view_w(lay, mk) for mk in state.masks[lay.name])
+        xin = f["x"]
+        if lay.id > 0:
+            dx4 = await backend.bp(gp, w4, bwd, xin.shape, lay.stride, lay.padding)
+            prev = res.fp[net.compute[lay.id - 1].name]["a"]
+            if lay.kind == "fc":                  # (1, Cin, 1, B) -> previous output shape
+                dx = dx4[0, :, 0, :].T.reshape(prev.shape).copy()
+            else:
+                dx = dx4
+            rec["dx"] = dx
+        dw4 = await backend.wg(xin, gp, w4.shape, lay.stride, lay.padding)
+        dw = dw4.reshape(w.shape)
+        w_new = _sat(w - (dw >> lr_shift), dw_)
+        rec.update(dw=dw, w_new=w_new)
+        if lay.bdwp:
+            nf, nb = await backend.pregen(w_new, n_nm)
+        else:
+            nf, nb = masks[lay.name]
+        rec.update(fwd=np.asarray(nf, bool), bwd=np.asarray(nb, bool))
+        weights[lay.name], masks[lay.name] = w_new, (rec["fwd"], rec["bwd"])
+        res.bp[lay.name] = rec
+        if lay.id > 0:
+            d = rec["dx"]
+    res.state = TrainState(weights, masks)
+    return res
+
+
+# ------------------------------------------------------------------------------------------
+# backends
+# ------------------------------------------------------------------------------------------
+
+class _Backend:
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        self.layer = None
+        self.log: list[dict] = []
+
+    def _wb(self, acc):
+        return golden.writeback(acc, self.cfg.frac_bits, self.cfg.data_width)
+
+
+class GoldenBackend(_Backend):
+    """Every phase by the numpy golden model (:mod:`sparseforge.sim.reference.golden`)."""
+
+    async def fp(self, x, w, mask, stride, padding):
+        self.log.append({"layer": self.layer, "phase": "fp"})
+        return self._wb(golden.conv2d_forward(x, w * mask, stride, padding))
+
+    async def bp(self, g, w, mask, x_shape, stride, padding):
+        self.log.append({"layer": self.layer, "phase": "bp"})
+        return self._wb(golden.conv2d_backward_input(g, w * mask, x_shape, stride, padding))
+
+    async def wg(self, x, g, w_shape, stride, padding):
+        self.log.append({"layer": self.layer, "phase": "wg"})
+        return self._wb(golden.conv2d_backward_weight(x, g, w_shape, stride, padding))
+
+    async def prune(self, g, tau, seed):
+        self.log.append({"layer": self.layer, "phase": "prune"})
+        return golden.stochastic_prune_int(g, tau, seed, self.cfg.data_width)[0]
+
+    async def pregen(self, w, n):
+        self.log.append({"layer": self.layer, "phase": "pregen"})
+        return golden.bdwp_masks(w, n, self.cfg.nm_m)
+
+
+class ModelBackend(GoldenBackend):
+    """The array phases through the hardware mapping (:func:`array_model.map_array`,
+    :func:`array_model.execute`, ``job.assemble``) with the exact cycle model logged; the
+    pre-generation walks :func:`~sparseforge.hdl.weight_pregen.pregen_schedule` through
+    :func:`golden.nm_select_group` and :func:`~sparseforge.hdl.weight_pregen.pregen_reassemble`
+    (what the RTL path does, minus the RTL); the pruner is the golden one."""
+
+    def _run(self, mode, **kw):
+        t0 = time.perf_counter()
+        job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
+        out = job.assemble(am.execute(job))
+        st = am.cycles(job)
+        self.log.append({"layer": self.layer, "phase": mode, "model_cycles": st.cycles,
+                         "model_busy_mac0": st.pe[0][0].busy_mac, "model_nnz0": st.pe[0][0].nnz,
+                         "host_s": time.perf_counter() - t0})
+        return out
+
+    async def fp(self, x, w, mask, stride, padding):
+        return self._run("fp", x=x, w=w, mask=mask, stride=stride, padding=padding)
+
+    async def bp(self, g, w, mask, x_shape, stride, padding):
+        return self._run("bp", dy=g, w=w, mask=mask, x_shape=x_shape, stride=stride,
+                         padding=padding)
+
+    async def wg(self, x, g, w_shape, stride, padding):
+        return self._run("wg", x=x, dy=g, w_shape=w_shape, stride=stride, padding=padding)
+
+    async def pregen(self, w, n):
+        from sparseforge.hdl.weight_pregen import pregen_reassemble, pregen_schedule
+        cfg = self.cfg
+        self.log.append({"layer": self.layer, "phase": "pregen"})
+        flat = np.asarray(w).ravel()
+        beats = []
+        for grp in pregen_schedule(w.shape, cfg.nm_m):
+            mask, vals, idx = golden.nm_select_group(flat[list(grp.addrs)], n, cfg.nm_n_max)
+            beats.append((mask, vals, idx, grp.dir, int(grp.last)))
+        r = pregen_reassemble(beats, w.shape, cfg.nm_m, n)
+        return r.fwd_mask, r.bwd_mask
+
+
+class RTLBackend(ModelBackend):
+    """Every phase on the ``accelerator`` RTL through ``driver`` (a running cocotb
+    :class:`~sparseforge.sim.host.driver.Driver`). After each array phase the counters are read
+    over AXI4-Lite (CYCLES, and BUSY_MAC / NNZ of PE 0) and logged with the array model's
+    prediction for the same job; every phase also logs its simulated clock cycles
+    (``io_cycles``: packets in to STATUS.done, the I/O bound time) and host seconds.
+    ``strict``: raise when PE 0's BUSY_MAC / NNZ increments differ from the model's.
+    ``schedule``: a schedule binary (:func:`sparseforge.gen.schedule.build_schedule` of the
+    same network, encoded): it is loaded into the on-chip schedule controller and started
+    before the first phase, and every phase then runs as the schedule's next step -- the phase
+    controls, the pruner's threshold rule and the pre-generation runs come from the schedule
+    (hdl/controller.py); the host sends the data."""
+
+    def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None):
+        super().__init__(cfg)
+        self.drv = driver
+        self.clock_ns = clock_ns
+        self.strict = strict
+        self.prev = None
+        self.schedule = schedule
+        self._started = False
+
+    async def _step(self, op):
+        """The schedule opcode of the next phase (None without a schedule), loading and
+        starting the schedule the first time."""
+        if self.schedule is None:
+            return None
+        from sparseforge.gen.schedule import Op
+        from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_ERROR
+        if not self._started:
+            sst, st, code = await self.drv.load_schedule(self.schedule)
+            if st & STATUS_ERROR:
+                raise RuntimeError(f"the controller rejected the schedule: ERROR_CODE {code:#x}")
+            if not await self.drv.start_schedule() & SCHED_RUNNING:
+                raise RuntimeError("the schedule did not start")
+            self._started = True
+        else:                    # a PRUNE / PREGEN phase raises no done: check it here
+            st = await self.drv.read("STATUS")
+            if st & STATUS_ERROR:
+                raise RuntimeError(f"{self.layer} before {op}: STATUS.error, ERROR_CODE "
+                                   f"{await self.drv.read('ERROR_CODE'):#x}")
+        return getattr(Op, op)
+
+    def _now(self):
+        from cocotb.utils import get_sim_time
+        return int(get_sim_time("ns")) // self.clock_ns
+
+    async def _counters(self):
+        return {k: await self.drv.counter(k) for k in ("cycles", "busy_mac", "nnz")}
+
+    async def _run_rtl(self, mode, **kw):
+        from sparseforge.hdl.axil import STATUS_DONE, STATUS_ERROR
+        t0 = time.perf_counter()
+        job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
+        st = am.cycles(job)
+        if self.prev is None:
+            self.prev = await self._counters()
+        await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        c0 = self._now()
+        out, status, _ = await self.drv.run_array_job(job, step=await self._step(mode.upper()))
+        io = self._now() - c0
+        if not status & STATUS_DONE or status & STATUS_ERROR:
+            raise RuntimeError(f"{self.layer} {mode}: STATUS {status:#x} (done without error "
+                               f"expected)")
+        now = await self._counters()
+        d = {k: now[k] - self.prev[k] for k in now}
+        self.prev = now
+        rec = {"layer": self.layer, "phase": mode, "cycles": d["cycles"],
+               "model_cycles": st.cycles, "busy_mac0": d["busy_mac"],
+               "model_busy_mac0": st.pe[0][0].busy_mac, "nnz0": d["nnz"],
+               "model_nnz0": st.pe[0][0].nnz, "io_cycles": io,
+               "host_s": time.perf_counter() - t0}
+        self.log.append(rec)
+        if self.strict and (d["busy_mac"] != st.pe[0][0].busy_mac or
+                            d["nnz"] != st.pe[0][0].nnz):
+            raise AssertionError(f"{self.layer} {mode}: PE 0 counters over AXI (busy_mac "
+                                 f"{d['busy_mac']}, nnz {d['nnz']}) differ from the array "
+                                 f"model ({st.pe[0][0].busy_mac}, {st.pe[0][0].nnz})")
+        return out
+
+    async def fp(self, x, w, mask, stride, padding):
+        return await self._run_rtl("fp", x=x, w=w, mask=mask, stride=stride, padding=padding)
+
+    async def bp(self, g, w, mask, x_shape, stride, padding):
+        return await self._run_rtl("bp", dy=g, w=w, mask=mask, x_shape=x_shape, stride=stride,
+                                   padding=padding)
+
+    async def wg(self, x, g, w_shape, stride, padding):
+        return await self._run_rtl("wg", x=x, dy=g, w_shape=w_shape, stride=stride,
+                                   padding=padding)
+
+    async def prune(self, g, tau, seed):
+        t0, c0 = time.perf_counter(), self._now()
+        out = await self.drv.prune(g, tau, seed, step=await self._step("PRUNE"))
+        self.log.append({"layer": self.layer, "phase": "prune", "io_cycles": self._now() - c0,
+                         "elements": int(np.asarray(g).size),
+                         "host_s": time.perf_counter() - t0})
+        return out
+
+    async def pregen(self, w, n):
+        t0, c0 = time.perf_counter(), self._now()
+        step = await self._step("PREGEN")
+        if step is None:
+            out = await self.drv.pregen(w, n)
+        else:
+            out = await self.drv.pregen_scheduled(w, n, step=step)
+        self.log.append({"layer": self.layer, "phase": "pregen", "io_cycles": self._now() - c0,
+                         "groups": 2 * int(np.asarray(w).size) // self.cfg.nm_m,
+                         "host_s": time.perf_counter() - t0})
+        return out
+
+
+def cycle_table(log: list[dict]) -> str:
+    """A per-layer/per-phase text table of a backend's log."""
+    cols = ["layer", "phase", "cycles", "model_cycles", "busy_mac0", "model_busy_mac0", "nnz0",
+            "model_nnz0", "io_cycles", "host_s"]
+    cols = [c for c in cols if any(c in r for r in log)]
+    rows = [[("%.2f" % r[c]) if isinstance(r.get(c), float) else str(r.get(c, "-"))
+             for c in cols] for r in log]
+    wid = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, wid))   # noqa: E731
+    return "\n".join([line(cols)] + [line(r) for r in rows])

@@ -1,0 +1,1 @@
+"""Performance model: statistical and exact cycle models, sparsity sources, workloads."""

@@ -1,0 +1,668 @@
+"""Performance model of the PE array: cycles per layer and training phase from operand / weight
+densities, per-iteration totals, ideal bounds; two backends: ``"statistical"`` (this module's
+expectation model, any layer size) and ``"exact"`` (the exact array cycle model
+:mod:`sparseforge.gen.mapper.array`, equal to the RTL, on random tensors: small layers only).
+
+Mapping (the array's, :mod:`sparseforge.gen.mapper.array`; R = ``pe_rows``, C = ``pe_cols``, L =
+``macs_per_pe`` lanes, D = ``psum_buf_depth``):
+
+* FP: operand rows ``x[b, c, h]`` dealt to PE row ``((b*H + h)*Cin + c) % R``; output channel
+  ``n`` -> column ``n % C``; a column's output rows ``(b, n, y)`` taken y-major (every
+  channel's row y, then y + 1, ...) in tiles of ``D // Wo`` rows;
+* BP: rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``; input-gradient channel
+  ``c`` -> column ``c % C``; output rows ``(b, c, h)`` y-major in tiles of ``D // W`` rows;
+* WG: rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R`` (``y`` fastest: a WG tile
+  holds few channels ``n``, so channel-fastest dealing would put all of one channel's rows on
+  one PE row when ``Cout % R == 0``); input channel ``c`` -> column ``c % C``; weight-gradient
+  addresses ``((n*nc + c)*Kh + kr)*Kw + kw`` in tiles of D words (dense taps, padded channels
+  included).
+
+Statistical model (*ours*; ``docs/benchmarks.md``): every tile of the mapping is enumerated
+(repeating interior tiles computed once); per tile and PE row, the operand rows that have a
+tap in the tile are grouped by their per-column dense tap counts; per row the exact PE cost
+``P = sum_q ceil(kept taps_q / L) * max(nnz_q, 1)`` maximised over the C PEs of the PE row
+(broadcast), in expectation with kept taps ~ Binomial(dense taps, N/M) and nnz ~ Binomial(row
+length, density), and ``E[max(P_r, L_{r+1})]`` with the next row's load (double buffering);
+rows no PE needs are omitted. Per PE row a tile's time is a Gaussian (sum of the rows' means
+and variances); the tiles run through the exact model's recurrence (``pe_model.cycles_grid``:
+tile t may start when the drain of tile t - 2 released its psum half, the drain of tile t waits
+for the slowest PE row + ``PIPE_FLUSH`` and the previous drain; 1 word per cycle per column),
+with max of Gaussians by Clark's moments. Dense mode is deterministic and equals the exact
+model; sparse cases are checked against it in tests/test_perf.py. FP strides > 2 (not in the
+PE) use S column-residue sub-lists (the parity split generalised); kernels wider than ``k_max``
+and rows longer than ``max_row_len`` are not rejected here (the exact backend rejects them).
+
+Backends plug in through :func:`register_backend`: ``fn(layer, phase, cfg, *,
+operand_density, weight_density, dense, batch, nm) -> PhaseResult``; :func:`iteration` takes
+``backend=``. Pre-generation of the next iteration's W_fwd / W_bwd (the N:M selector) is assumed
+hidden under WG, as the controller overlaps it; it adds no cycles here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.mapper.array import COLUMN_LATENCY
+from sparseforge.gen.mapper.pe import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, RELEASE
+
+__all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cycles",
+           "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
+           "bdwp_applies", "exact_phase_cycles", "validate_against_exact"]
+
+PHASES = ("fp", "bp", "wg")
+
+
+# --------------------------------------------------------------------------------------------
+# Distributions
+# --------------------------------------------------------------------------------------------
+
+_LOGF = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 200001, dtype=np.float64)))])
+
+
+@lru_cache(maxsize=None)
+def _binom_pmf(n: int, p: float) -> np.ndarray:
+    """PMF of Binomial(n, p) on 0..n."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, not {n}")
+    out = np.zeros(n + 1)
+    if p <= 0.0:
+        out[0] = 1.0
+        return out
+    if p >= 1.0:
+        out[n] = 1.0
+        return out
+    k = np.arange(n + 1)
+    logc = _LOGF[n] - _LOGF[k] - _LOGF[n - k]
+    out = np.exp(logc + k * math.log(p) + (n - k) * math.log1p(-p))
+    return out / out.sum()
+
+
+@lru_cache(maxsize=None)
+def _binom_cdf(n: int, p: float) -> np.ndarray:
+    return np.minimum(np.cumsum(_binom_pmf(n, p)), 1.0)
+
+
+def _bundle_max_cdf(taps: tuple, wd: float, lanes: int) -> np.ndarray:
+    """CDF of ``max_j ceil(Binomial(T_j, wd) / lanes)`` on 0..bmax; ``taps`` = ((T, count), ...)."""
+    tmax = max((t for t, _ in taps), default=0)
+    bmax = -(-tmax // lanes)
+    cdf = np.ones(bmax + 1)
+    for t, cnt in taps:
+        if t == 0:
+            continue
+        c = _binom_cdf(t, wd)
+        idx = np.minimum(np.arange(bmax + 1) * lanes, t)
+        cdf *= c[idx] ** cnt
+    cdf[-1] = 1.0
+    return cdf
+
+
+@lru_cache(maxsize=200000)
+def _row_stats(sub_lens: tuple, d: float, taps: tuple, wd: float, lanes: int, dense: bool):
+    """Statistics of one operand-row class.
+
+    ``sub_lens``: the row's sub-list lengths (one entry, or S for strided FP); ``taps``: per
+    sub-list, ``((dense taps T_j, number of PEs with that T_j), ...)`` over the C PEs of the PE
+    row. Returns ``(present, E[Z], E[Z^2], E[load])`` with ``present`` the probability that
+    some PE has a kept tap for the row, ``Z = max(P, next row's load)`` given present.
+    """
+    W = sum(sub_lens)
+    if dense:
+        d, wd = 1.0, 1.0
+    pmf_x = np.array([1.0])
+    for wq, tq in zip(sub_lens, taps):
+        cdf_b = _bundle_max_cdf(tq, wd, lanes)
+        pmf_b = np.diff(np.concatenate([[0.0], cdf_b]))
+        pn = _binom_pmf(wq, d)
+        pm = pn.copy()
+        if wq:
+            pm[1] += pm[0]
+            pm[0] = 0.0
+        else:                                     # empty sub-list: a bundle still costs 1
+            pm = np.array([0.0, 1.0])
+        prod = np.zeros((len(pmf_b) - 1) * (len(pm) - 1) + 1)
+        for b, pb in enumerate(pmf_b):
+            if pb <= 0:
+                continue
+            if b == 0:
+                prod[0] += pb
+            else:
+                prod[b * np.arange(len(pm))] += pb * pm
+        pmf_x = np.convolve(pmf_x, prod)
+    present = 1.0 - pmf_x[0]
+    if present <= 1e-15:
+        return 0.0, 0.0, 0.0, 0.0
+    px = pmf_x.copy()
+    px[0] = 0.0
+    px /= present
+    if dense:
+        py = np.zeros(W + 1)
+        py[W] = 1.0
+    else:                                         # L = 1 + Binomial(W - 1, d)
+        py = np.concatenate([[0.0], _binom_pmf(max(W - 1, 0), d)])
+    n = max(len(px), len(py))
+    cx = np.cumsum(np.pad(px, (0, n - len(px))))
+    cy = np.cumsum(np.pad(py, (0, n - len(py))))
+    surv = 1.0 - np.minimum(cx * cy, 1.0)         # P(Z > k), k = 0..n-1
+    ez = surv.sum()
+    ez2 = ((2 * np.arange(n) + 1) * surv).sum()
+    eload = float((np.arange(len(py)) * py).sum())
+    return float(present), float(ez), float(ez2), eload
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PhaseResult:
+    """One layer, one phase. ``cycles``: predicted; ``valid_macs``: products a dense-mode PE
+    does (padding squashed); ``useful_macs``: expected products with both factors non-zero
+    (the work of an ideal zero-skipping engine); ``tiles``; ``proc``: processing cycles summed
+    over tiles (max over PE rows); ``drain``: drained words (addresses) summed over tiles."""
+    cycles: float
+    valid_macs: float
+    useful_macs: float
+    tiles: int = 0
+    proc: float = 0.0
+    drain: float = 0.0
+    skipped: bool = False
+
+    def utilisation(self, cfg: AcceleratorConfig, macs=None) -> float:
+        macs = self.valid_macs if macs is None else macs
+        return macs / (cfg.num_pes * cfg.macs_per_pe * self.cycles) if self.cycles else 0.0
+
+
+@dataclass
+class LayerResult:
+    name: str
+    phases: dict = field(default_factory=dict)      # phase -> PhaseResult
+
+    @property
+    def cycles(self) -> float:
+        return sum(p.cycles for p in self.phases.values() if not p.skipped)
+
+
+@dataclass
+class IterationResult:
+    network: str
+    layers: list
+    cfg: AcceleratorConfig
+
+    def total(self, phase=None) -> float:
+        return sum(p.cycles for lay in self.layers for ph, p in lay.phases.items()
+                   if not p.skipped and (phase is None or ph == phase))
+
+    def macs(self, kind="valid_macs", phase=None) -> float:
+        return sum(getattr(p, kind) for lay in self.layers for ph, p in lay.phases.items()
+                   if not p.skipped and (phase is None or ph == phase))
+
+    def utilisation(self, kind="valid_macs") -> float:
+        c = self.total()
+        return self.macs(kind) / (self.cfg.num_pes * self.cfg.macs_per_pe * c) if c else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry helpers
+# --------------------------------------------------------------------------------------------
+
+def _grouped(values) -> tuple:
+    """Multiset as ((value, count), ...) sorted."""
+    out = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return tuple(sorted(out.items()))
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _row_counts(batch, chans, n_rows, R):
+    """``out[b, r, i]``: operand rows ``(b, ch, r)`` (``ch`` in [0, chans)) dealt to PE row ``i``
+    by ``((b*n_rows + r)*chans + ch) % R`` (the array's interleaved dealing, channel fastest)."""
+    b = np.arange(batch)[:, None, None]
+    ch = np.arange(chans)[None, :, None]
+    r = np.arange(n_rows)[None, None, :]
+    k = ((b * n_rows + r) * chans + ch) % R
+    out = np.zeros((batch, n_rows, R), np.int64)
+    np.add.at(out, (np.broadcast_to(b, k.shape), np.broadcast_to(r, k.shape), k), 1)
+    return out
+
+
+def _col_counts(a, e, nv):
+    """Per column: local channels of the half-open range [a, e) that the column holds
+    (``nv[j]``: how many local channels column j has taps for)."""
+    return tuple(max(0, min(e, v) - a) for v in nv)
+
+
+# -- Gaussian recurrence ----------------------------------------------------------------------
+
+_SQ2 = math.sqrt(2.0)
+
+
+def _gmax2(a, b):
+    """Clark's moments of max(A, B) for independent Gaussians ``a = (mean, var)``, ``b``."""
+    (m1, v1), (m2, v2) = a, b
+    s2 = v1 + v2
+    if s2 < 1e-12:
+        return (m1, v1) if m1 >= m2 else (m2, v2)
+    s = math.sqrt(s2)
+    al = (m1 - m2) / s
+    if al > 8:
+        return a
+    if al < -8:
+        return b
+    cdf = 0.5 * (1 + math.erf(al / _SQ2))
+    pdf = math.exp(-0.5 * al * al) / math.sqrt(2 * math.pi)
+    mean = m1 * cdf + m2 * (1 - cdf) + s * pdf
+    sec = (m1 * m1 + v1) * cdf + (m2 * m2 + v2) * (1 - cdf) + (m1 + m2) * s * pdf
+    return mean, max(sec - mean * mean, 0.0)
+
+
+def _gmax(items):
+    it = iter(items)
+    acc = next(it)
+    for x in it:
+        acc = _gmax2(acc, x)
+    return acc
+
+
+def _run_tiles(tiles, R, first_load):
+    """The exact array model's tile recurrence (``pe_model.cycles_grid``) on Gaussian states.
+
+    ``tiles``: ``[(mean[R], var[R], drain words)]``, per tile the processing time of each PE
+    row (its rows' ``max(P_r, L_{r+1})`` summed; a PE row's C PEs share the operand rows, so
+    the row's time is its slowest PE's). Per PE row ``E_i = max(E_i, Rel_{t-2}) + P_{t,i}``;
+    the drain ``D_t = max(max_i E_i + PIPE_FLUSH, Rel_{t-1})``; ``Rel_t = D_t + DRAIN_ACCEPT +
+    c_t - 1 + RELEASE``; total ``D_last + DRAIN_ACCEPT + c_last + DRAIN_LATENCY +
+    COLUMN_LATENCY``. Max of Gaussians by
+    Clark's moments. Returns (cycles, processing sum of the slowest PE row per tile, drain sum).
+    """
+    E = [(float(first_load), 0.0)] * R
+    rel = [(-1e18, 0.0), (-1e18, 0.0)]
+    proc_sum = drain_sum = 0.0
+    D = c = None
+    for t, (mean, var, words) in enumerate(tiles):
+        r2 = rel[t % 2]
+        E = [(m + float(mi), v + float(vi)) for (m, v), mi, vi in
+             ((_gmax2(e, r2), mi, vi) for e, mi, vi in zip(E, mean, var))]
+        M = _gmax(E)
+        c = max(int(words), 1)
+        D = _gmax2((M[0] + PIPE_FLUSH, M[1]), rel[(t - 1) % 2])
+        rel[t % 2] = (D[0] + DRAIN_ACCEPT + c - 1 + RELEASE, D[1])
+        proc_sum += float(np.max(mean))
+        drain_sum += words
+    total = D[0] + DRAIN_ACCEPT + c - 1 + 1 + DRAIN_LATENCY + COLUMN_LATENCY
+    return total, proc_sum, drain_sum
+
+
+def _pe_row_moments(rows, R, sub_lens, d, wd, lanes, dense):
+    """``rows``: {taps key: counts[R]} for one tile -> (mean[R], var[R], first row's load)."""
+    mean = np.zeros(R)
+    var = np.zeros(R)
+    first = 0.0
+    for key, cnt in rows.items():
+        pr, ez, ez2, eload = _row_stats(sub_lens, d, key, wd, lanes, dense)
+        m1 = pr * ez
+        mean += cnt * m1
+        var += cnt * max(pr * ez2 - m1 * m1, 0.0)
+        if pr > 0 and not first:
+            first = eload
+    # a PE row with no row in the tile still ends it with one skip row (load + skip beat)
+    mean[mean == 0] = 2.0
+    return mean, var, first
+
+
+# --------------------------------------------------------------------------------------------
+# The statistical backend
+# --------------------------------------------------------------------------------------------
+
+def _check_density(name, v):
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], not {v!r}")
+    return float(v)
+
+
+def _check_args(cfg, phase, batch, operand_density, weight_density, nm):
+    if not isinstance(cfg, AcceleratorConfig):
+        raise TypeError(f"cfg must be an AcceleratorConfig, not {type(cfg).__name__}")
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    d = _check_density("operand_density", operand_density)
+    wd = _check_density("weight_density", weight_density)
+    if nm is not None:
+        n, m = nm
+        if not 1 <= n <= m or not math.isclose(n / m, wd):
+            raise ValueError(f"nm={nm!r} must be (n, m) with 1 <= n <= m and n/m equal to "
+                             f"weight_density={wd}")
+    return d, (1.0 if phase == "wg" else wd)
+
+
+def _fp_tiles(layer, cfg, batch, dense):
+    """FP tiles of the array mapping: yields ``(rows, drain words)`` per tile, ``rows`` =
+    {taps key: operand rows per PE row}. Operand rows ``x[b, c, h]`` -> PE row
+    ``((b*H + h)*Cin + c) % R``; output channel ``n`` -> column ``n % C``; a column's output
+    rows ``(b, n_local, y)`` taken y-major in tiles of ``psum_buf_depth // Wo`` rows."""
+    seen = set()
+    R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
+    S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
+    H, W, Ho, Wo = layer.h, layer.w, layer.ho, layer.wo
+    B, nc = batch, _ceil_div(layer.cout, C)
+    nv = [nc] * C if dense else [_ceil_div(max(layer.cout - j, 0), C) for j in range(C)]
+    if S == 1:
+        kw_q = (Kw,)
+    else:
+        kw_q = tuple(sum(1 for kw in range(Kw) if (kw - p) % S == q) for q in range(S))
+    rc = _row_counts(B, layer.cin, H, R)
+    per = max(1, D // Wo)
+    n_out = B * nc * Ho
+    for p0 in range(0, n_out, per):
+        p1 = min(n_out, p0 + per)
+        y0, y1 = p0 // (B * nc), (p1 - 1) // (B * nc)
+        # interior tiles (every kernel row inside the input) repeat: same offset, same dealing
+        # (moving the band by one input row moves every row's PE row by Cin)
+        tkey = (("mid", p0 % (B * nc), p1 - p0, (y0 * S * layer.cin) % R)
+                if y0 * S - p >= 0 and y1 * S + Kh - 1 - p < H else p0)
+        if tkey in seen:
+            yield tkey, None, (p1 - p0) * Wo
+            continue
+        seen.add(tkey)
+        acc = {}
+        for y in range(y0, y1 + 1):
+            for b in range(B):
+                base = (y * B + b) * nc
+                a, e = max(p0 - base, 0), min(p1 - base, nc)
+                if e <= a:
+                    continue
+                cnt = _col_counts(a, e, nv)
+                for kr in range(Kh):
+                    h = y * S + kr - p
+                    if 0 <= h < H:
+                        v = acc.setdefault((b, h), [0] * C)
+                        for j in range(C):
+                            v[j] += cnt[j]
+        rows = {}
+        for (b, h), v in acc.items():
+            key = tuple(_grouped(kq * x for x in v if kq * x) for kq in kw_q)
+            rows[key] = rows.get(key, 0) + rc[b, h]
+        yield tkey, rows, (p1 - p0) * Wo
+
+
+def _bp_tiles(layer, cfg, batch, dense):
+    """BP tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Ho + y)*Cout + n) % R``;
+    input-gradient channel ``c`` -> column ``c % C``; output rows ``(b, c_local, h)`` y-major
+    in tiles of ``psum_buf_depth // W`` rows."""
+    seen = set()
+    R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
+    S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
+    H, W, Ho = layer.h, layer.w, layer.ho
+    B, nc = batch, _ceil_div(layer.cin, C)
+    nv = [nc] * C if dense else [_ceil_div(max(layer.cin - j, 0), C) for j in range(C)]
+    rc = _row_counts(B, layer.cout, Ho, R)
+    per = max(1, D // W)
+    n_out = B * nc * H
+    for p0 in range(0, n_out, per):
+        p1 = min(n_out, p0 + per)
+        h0, h1 = p0 // (B * nc), (p1 - 1) // (B * nc)
+        # same stride phase and same dealing (one dy row further moves PE rows by Cout)
+        tkey = (("mid", p0 % (B * nc), p1 - p0, h0 % S, (h0 // S * layer.cout) % R)
+                if h0 + p - (Kh - 1) >= 0 and h1 + p < Ho * S - (S - 1) else p0)
+        if tkey in seen:
+            yield tkey, None, (p1 - p0) * W
+            continue
+        seen.add(tkey)
+        acc = {}
+        for h in range(h0, h1 + 1):
+            for b in range(B):
+                base = (h * B + b) * nc
+                a, e = max(p0 - base, 0), min(p1 - base, nc)
+                if e <= a:
+                    continue
+                cnt = _col_counts(a, e, nv)
+                for kr in range(Kh):
+                    t = h + p - kr
+                    if t >= 0 and t % S == 0 and t // S < Ho:
+                        v = acc.setdefault((b, t // S), [0] * C)
+                        for j in range(C):
+                            v[j] += cnt[j]
+        rows = {}
+        for (b, y), v in acc.items():
+            key = (_grouped(Kw * x for x in v if x),)
+            rows[key] = rows.get(key, 0) + rc[b, y]
+        yield tkey, rows, (p1 - p0) * W
+
+
+def _wg_tiles(layer, cfg, batch):
+    """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input
+    channel ``c`` -> column ``c % C`` (padded channels included: WG taps are dense); a
+    column's weight-gradient addresses ``((n*nc + c_local)*Kh + kr)*Kw + kw`` in tiles of
+    ``psum_buf_depth`` words."""
+    seen = set()
+    R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
+    S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
+    H, Ho = layer.h, layer.ho
+    B, nc, Cout = batch, _ceil_div(layer.cin, C), layer.cout
+    KK = Kh * Kw
+    per_n = nc * KK
+    # valid[y, kr]: dy row y reaches input row y*S + kr - p
+    valid = np.array([[0 <= y * S + kr - p < H for kr in range(Kh)] for y in range(Ho)], bool)
+    bb, yy = np.meshgrid(np.arange(B), np.arange(Ho), indexing="ij")
+    starts = np.arange(nc) * KK
+    total = Cout * per_n
+    for a0 in range(0, total, D):
+        a1 = min(total, a0 + D)
+        # a tile's rows depend on its offset in the per-channel block, on the first channel
+        # modulo R (the dealing) and on its length
+        tkey = (a0 % per_n, (a0 // per_n) % R, a1 - a0)
+        if tkey in seen:
+            yield tkey, None, a1 - a0
+            continue
+        seen.add(tkey)
+        rows = {}
+        for n in range(a0 // per_n, (a1 - 1) // per_n + 1):
+            lo, hi = a0 - n * per_n, a1 - n * per_n
+            cnt = np.array([np.clip(np.minimum(starts + kr * Kw + Kw, hi)
+                                    - np.maximum(starts + kr * Kw, lo), 0, None).sum()
+                            for kr in range(Kh)])
+            t_y = valid @ cnt                                   # taps per dy row y
+            k = ((bb * Cout + n) * Ho + yy) % R
+            for tv in np.unique(t_y):
+                if tv == 0:
+                    continue
+                sel = np.broadcast_to(t_y == tv, k.shape)
+                key = (((int(tv), C),),)
+                rows[key] = rows.get(key, 0) + np.bincount(k[sel], minlength=R)
+        yield tkey, rows, a1 - a0
+
+
+def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
+                 weight_density: float = 1.0, dense: bool = False, batch: int = 1,
+                 nm=None) -> PhaseResult:
+    """Expected cycles of ``phase`` ('fp', 'bp', 'wg') of ``layer`` on ``cfg``'s array.
+
+    ``operand_density``: non-zero fraction of the streamed operand (x in FP, dY in BP/WG);
+    ``weight_density``: kept fraction of the phase's weights (N/M, or 1; ignored in WG, whose
+    taps are dense); ``nm``: optional ``(n, m)`` (must match ``weight_density``; the exact
+    backend needs it, this model only uses the fraction); ``dense``: dense mode (no skipping;
+    every tap; the baseline). ``layer``: a :class:`~sparseforge.sim.perf.workloads.Layer`.
+    """
+    d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
+    R, L = cfg.pe_rows, cfg.macs_per_pe
+    S, p, W, Wo = layer.stride, layer.padding, layer.w, layer.wo
+    valid = layer.valid_macs(batch)
+    useful = valid * d * wd
+    if phase == "fp":
+        gen = _fp_tiles(layer, cfg, batch, dense)
+        sub_lens = (W,) if S == 1 else tuple(len(range(q, W, S)) for q in range(S))
+    elif phase == "bp":
+        gen, sub_lens = _bp_tiles(layer, cfg, batch, dense), (Wo,)
+    else:
+        gen, sub_lens = _wg_tiles(layer, cfg, batch), (Wo,)
+    tiles, first, memo = [], None, {}
+    for tkey, rows, words in gen:
+        if rows is not None:
+            memo[tkey] = _pe_row_moments(rows, R, sub_lens, d, wd, L, dense)
+        mean, var, load = memo[tkey]
+        if first is None:
+            first = load
+        tiles.append((mean, var, words))
+    cyc, proc, drain = _run_tiles(tiles, R, first or 0.0)
+    return PhaseResult(cycles=cyc, valid_macs=valid, useful_macs=useful, tiles=len(tiles),
+                       proc=proc, drain=drain)
+
+
+BACKENDS = {"statistical": phase_cycles}
+
+
+def register_backend(name: str, fn) -> None:
+    """Register a per-layer/phase backend ``fn(layer, phase, cfg, *, operand_density,
+    weight_density, dense, batch, nm) -> PhaseResult`` (``"exact"`` is registered below)."""
+    if not callable(fn):
+        raise TypeError(f"backend {name!r} must be callable")
+    BACKENDS[name] = fn
+
+
+# --------------------------------------------------------------------------------------------
+# Whole iterations, ideal bounds
+# --------------------------------------------------------------------------------------------
+
+def bdwp_applies(layer, m: int) -> bool:
+    """BDWP prunes a layer iff both N:M axes (Cin for W_fwd, Cout for W_bwd) are multiples of M
+    (*ours*, the digits-CNN rule): otherwise the layer stays dense (e.g. a first layer with
+    Cin = 3, a 10-class classifier)."""
+    return layer.cin % m == 0 and layer.cout % m == 0
+
+
+def bdwp_work_fraction(n: int, m: int) -> float:
+    """Ideal BDWP work per iteration relative to dense: FP and BP at N/M, WG dense."""
+    return (2 * n / m + 1) / 3
+
+
+def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
+              dense=False, batch=1, backend="statistical", progress=None) -> IterationResult:
+    """One training iteration: FP of every layer, then BP (not for the first layer: the input
+    needs no gradient) and WG of every layer.
+
+    ``fp_density`` / ``dy_density``: ``{layer name: density}`` (missing: 1.0); ``nm``: ``(n, m)``
+    BDWP (applied to the layers :func:`bdwp_applies` accepts) or None; ``dense``: dense-mode
+    baseline (densities ignored). Pre-generation is hidden under WG (no cycles)."""
+    fn = BACKENDS[backend]
+    fp_density, dy_density = fp_density or {}, dy_density or {}
+    out = []
+    for i, lay in enumerate(net.layers):
+        wd = nm[0] / nm[1] if (nm and bdwp_applies(lay, nm[1])) else 1.0
+        lr = LayerResult(lay.name)
+        for ph in PHASES:
+            od = fp_density.get(lay.name, 1.0) if ph == "fp" else dy_density.get(lay.name, 1.0)
+            r = fn(lay, ph, cfg, operand_density=od, weight_density=wd, dense=dense, batch=batch,
+                   nm=nm if wd < 1.0 else None)
+            if ph == "bp" and i == 0:
+                r = PhaseResult(0.0, 0.0, 0.0, skipped=True)
+            lr.phases[ph] = r
+        out.append(lr)
+        if progress is not None:
+            progress(1)
+    return IterationResult(net.name, out, cfg)
+
+
+def ideal_speedup(result: IterationResult, dense_result: IterationResult) -> float:
+    """Dense valid products / expected useful products of the same iteration (an engine with
+    zero overhead that skips every zero it is allowed to)."""
+    u = result.macs("useful_macs")
+    return dense_result.macs("valid_macs") / u if u else float("inf")
+
+
+# --------------------------------------------------------------------------------------------
+# The exact backend: the array model on random tensors
+# --------------------------------------------------------------------------------------------
+
+def exact_tensors_cycles(phase, cfg, *, x=None, w=None, dy=None, mask=None, stride=1,
+                         padding=0, dense=False, mapping="interleaved"):
+    """Exact array cycles of one layer phase on given tensors: ``array_model.map_array`` then
+    ``array_model.cycles`` (equal to the RTL's ``cycles`` counter, tests/test_pe_array.py).
+    FP: ``x``, ``w``, ``mask`` (forward); BP: ``dy``, ``w``, ``x`` (its shape), ``mask``
+    (backward); WG: ``x``, ``dy``, ``w`` (its shape). Returns the ``ArrayStats``."""
+    from sparseforge.gen.mapper import array as am
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+    kw = dict(cfg=cfg, stride=stride, padding=padding, dense=dense, raw=True, mapping=mapping)
+    if phase == "fp":
+        job = am.map_array("fp", x=x, w=w, mask=mask, **kw)
+    elif phase == "bp":
+        job = am.map_array("bp", dy=dy, w=w, x_shape=np.shape(x), mask=mask, **kw)
+    else:
+        job = am.map_array("wg", x=x, dy=dy, w_shape=np.shape(w), **kw)
+    return am.cycles(job)
+
+
+def random_tensors(layer, phase, *, operand_density, nm=None, batch=1, seed=0):
+    """Random operands of ``layer`` (values in +-[1, 99], never zero unless sparsified): the
+    streamed operand (x in FP, dY in BP/WG) with each element kept with probability
+    ``operand_density``; ``nm``: BDWP masks of the weights (FP: the forward mask, BP: the
+    backward one). Returns ``dict(x=, w=, dy=, mask=)``."""
+    from sparseforge.sim.reference import golden
+    rng = np.random.default_rng(seed)
+    sign = lambda shape: rng.choice((-1, 1), shape)                        # noqa: E731
+    x = rng.integers(1, 100, (batch, layer.cin, layer.h, layer.w))
+    w = rng.integers(1, 100, (layer.cout, layer.cin, layer.kh, layer.kw)) * sign(
+        (layer.cout, layer.cin, layer.kh, layer.kw))
+    dy = rng.integers(1, 100, (batch, layer.cout, layer.ho, layer.wo))
+    sparse = x if phase == "fp" else dy
+    sparse[rng.random(sparse.shape) >= operand_density] = 0
+    mask = None
+    if nm and phase != "wg":
+        mask = golden.bdwp_masks(w, *nm)[0 if phase == "fp" else 1]
+    return dict(x=x, w=w, dy=dy, mask=mask)
+
+
+def exact_phase_cycles(layer, phase, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
+                       weight_density: float = 1.0, dense: bool = False, batch: int = 1,
+                       nm=None, seeds=(0,), mapping="interleaved") -> PhaseResult:
+    """The ``"exact"`` backend: the exact array cycle model (:mod:`sparseforge.gen.mapper.array`,
+    equal to the RTL) on random tensors of the requested densities (:func:`random_tensors`),
+    averaged over ``seeds``. ``weight_density < 1`` needs ``nm`` (the N:M pattern). Feasible
+    only for layers the array model maps (row lengths <= ``max_row_len``, kernels <= ``k_max``,
+    strides 1/2, WG X within ``act_buf_depth``, every PE row fed) and small enough for numpy
+    (ValueError otherwise, from the mapper). ``PhaseResult.useful_macs`` is the measured
+    ``busy_mac`` of the first seed minus padding (products with a zero factor are counted by
+    the PE only in dense mode)."""
+    d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
+    if wd < 1.0 and nm is None:
+        raise ValueError("the exact backend needs nm=(n, m) when weight_density < 1")
+    cyc = []
+    for s in seeds:
+        t = random_tensors(layer, phase, operand_density=d, nm=nm if wd < 1 else None,
+                           batch=batch, seed=s)
+        st = exact_tensors_cycles(phase, cfg, stride=layer.stride, padding=layer.padding,
+                                  dense=dense, mapping=mapping, **t)
+        cyc.append(st.cycles)
+    valid = layer.valid_macs(batch)
+    return PhaseResult(cycles=float(np.mean(cyc)), valid_macs=valid, useful_macs=valid * d * wd,
+                       tiles=0)
+
+
+register_backend("exact", exact_phase_cycles)
+
+
+def validate_against_exact(layer, phase, cfg, *, operand_density, nm=None, dense=False,
+                           seeds=(0, 1, 2), batch=1):
+    """Compare :func:`phase_cycles` with the exact array model (:func:`exact_phase_cycles`)
+    per seed. Returns ``model``, ``exact`` (mean over seeds), ``exact_sd``, ``rel_err`` (model /
+    exact - 1), ``tiles``."""
+    wd = nm[0] / nm[1] if nm else 1.0
+    model = phase_cycles(layer, phase, cfg, operand_density=operand_density, weight_density=wd,
+                         dense=dense, batch=batch, nm=nm)
+    ex = [exact_phase_cycles(layer, phase, cfg, operand_density=operand_density,
+                             weight_density=wd, nm=nm, dense=dense, batch=batch,
+                             seeds=(s,)).cycles for s in seeds]
+    mean = float(np.mean(ex))
+    return {"model": model.cycles, "exact": mean, "exact_sd": float(np.std(ex)),
+            "rel_err": model.cycles / mean - 1.0, "tiles": model.tiles}

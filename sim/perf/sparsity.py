@@ -1,0 +1,187 @@
+"""Operand densities for the benchmark networks, from two labelled sources.
+
+* ``"measured, digits CNN"``: the digits CNN's training statistics (``build/stats/*.json``,
+  ``make train-stats``; if that folder is missing, the snapshot ``sim/workloads/digits_stats.json``
+  taken from one full run), averaged over seeds, transferred to the large networks by tensor
+  kind (below). The digits CNN has no batch norm, 16x16 inputs and 2 conv layers: the transfer
+  is an assumption, stated, not a measurement of the large networks.
+* ``"modelled"``: ReLU zero fraction ``relu_zero`` (default 0.5: a batch-normalised or
+  symmetric pre-activation is positive half of the time) at every ReLU output; a max-pool of
+  a ReLU output is zero only if its whole window is (independent-window model: density
+  ``1 - relu_zero**(k*k)``, an upper bound: real activations are spatially correlated);
+  gradients: Gaussian with the zero-aware stochastic-pruning closed form
+  (``closed_form_density_zero_aware(p, d0)``, mean|g| over all elements as the hardware
+  computes it), where ``d0`` is the gradient's density before pruning: the ReLU-derivative
+  zeros (``1 - relu_zero``), times the max-pool's reachable fraction (pooled / pre-pool
+  positions) and the pooled density, or 1 after batch norm (its backward pass is dense).
+
+Conv layers' output gradients are pruned (as in the digits runs and SparseTrain); FC layers'
+are not. The first layer's input (the image) is dense in both sources.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+__all__ = ["MEASURED", "MODELLED", "load_digits_stats", "measured", "modelled",
+           "SNAPSHOT", "summarise_stats_dir"]
+
+MEASURED = "measured, digits CNN"
+MODELLED = "modelled"
+SNAPSHOT = Path(__file__).resolve().parent / "workloads" / "digits_stats.json"
+#: Variants the benchmark needs (digits-run names).
+VARIANTS = ("dense", "prune0.9", "bdwp2-8_prune0.9")
+
+
+def summarise_stats_dir(path) -> dict:
+    """Seed-averaged figures of ``build/stats``: per variant, the digits layers' FP operand
+    density, ReLU-mask density and dY density after pruning."""
+    from sparseforge.gen.stats_schema import validate
+    path = Path(path)
+    out = {}
+    for v in VARIANTS:
+        files = sorted(path.glob(f"{v}_seed*.json"))
+        if not files:
+            continue
+        acc = {}
+        for f in files:
+            doc = json.loads(f.read_text())
+            validate(doc)
+            for lay in doc["layers"]:
+                a = acc.setdefault(lay["name"], {"fp_density": [], "relu_density": [],
+                                                 "dy_density": [], "type": lay["type"]})
+                a["fp_density"].append(lay["phases"]["fp"]["operand_density"])
+                a["dy_density"].append(lay["gradient"]["density_after"])
+                if lay["gradient"]["relu_mask_density"] is not None:
+                    a["relu_density"].append(lay["gradient"]["relu_mask_density"])
+        out[v] = {"seeds": len(files), "layers": {
+            k: {"type": a["type"],
+                **{f: (round(sum(a[f]) / len(a[f]), 6) if a[f] else None)
+                   for f in ("fp_density", "relu_density", "dy_density")}}
+            for k, a in acc.items()}}
+    return out
+
+
+def load_digits_stats(stats_dir="build/stats") -> tuple:
+    """``(summary, origin)``: from ``stats_dir`` when it holds the runs, else the snapshot."""
+    p = Path(stats_dir)
+    if p.is_dir() and all(list(p.glob(f"{v}_seed*.json")) for v in VARIANTS):
+        return summarise_stats_dir(p), str(p)
+    return json.loads(SNAPSHOT.read_text())["variants"], str(SNAPSHOT.name)
+
+
+def _pooled(pool, relu_zero):
+    k = pool.get("k", 1)
+    return 1.0 - relu_zero ** (k * k)
+
+
+def modelled(net, *, p=0.9, relu_zero=0.5) -> tuple:
+    """``(fp_density, dy_density)`` dicts for ``net`` (see the module docstring)."""
+    if not 0.0 <= relu_zero < 1.0:
+        raise ValueError(f"relu_zero must be in [0, 1), not {relu_zero!r}")
+    a = 1.0 - relu_zero
+    out_density = {"input": 1.0}
+    fp, dy = {}, {}
+    for lay in net.layers:
+        fp[lay.name] = out_density[lay.src]
+        pooled = _pooled(lay.pool, relu_zero) if lay.pool and lay.pool["type"] == "max" else None
+        if not lay.relu:
+            out_density[lay.name] = 1.0
+        elif lay.pool and lay.pool["type"] == "avg":
+            out_density[lay.name] = 1.0
+        else:
+            out_density[lay.name] = pooled if pooled is not None else a
+        if lay.grad_kind == "bn" or lay.grad_kind == "none":
+            d0 = 1.0
+        elif lay.grad_kind == "relu+maxpool":
+            d0 = lay.pool_select_fraction * pooled
+        else:
+            d0 = a
+        dy[lay.name] = (closed_form_density_zero_aware(p, d0) if (lay.type == "conv" and p > 0)
+                        else d0)
+    return fp, dy
+
+
+def measured(net, stats: dict, variant: str) -> tuple:
+    """``(fp_density, dy_density)`` for ``net`` from the digits summary of ``variant``.
+
+    Transfer by tensor kind (*ours*): a post-ReLU conv activation -> the digits conv layers'
+    mean ReLU-mask density; a max-pooled ReLU output -> digits conv2's input density (after
+    ReLU + 2x2 max-pool); an FC input after ReLU -> digits fc2's input density; an
+    average-pooled or non-ReLU tensor and the image -> 1; a conv layer's dY -> the mean
+    density after pruning of the digits conv layers; an FC layer's dY after ReLU -> digits
+    fc1's dY density; the last layer's dY -> 1."""
+    if variant not in stats:
+        raise ValueError(f"variant {variant!r} not in the digits statistics ({sorted(stats)})")
+    L = stats[variant]["layers"]
+    conv_relu = [v["relu_density"] for v in L.values() if v["type"] == "conv" and v["relu_density"]]
+    conv_dy = [v["dy_density"] for v in L.values() if v["type"] == "conv"]
+    relu = sum(conv_relu) / len(conv_relu)
+    pooled = L["conv2"]["fp_density"]
+    fc_relu = L["fc2"]["fp_density"]
+    dy_conv = sum(conv_dy) / len(conv_dy)
+    dy_fc = L["fc1"]["dy_density"]
+    kind = {"input": "image"}
+    fp, dy = {}, {}
+    for lay in net.layers:
+        k = lay.input_kind
+        fp[lay.name] = (1.0 if k in ("image", "linear", "relu+avgpool") else
+                        pooled if k == "relu+maxpool" else
+                        fc_relu if lay.type == "fc" else relu)
+        if lay.type == "conv":
+            dy[lay.name] = dy_conv
+        else:
+            dy[lay.name] = dy_fc if lay.grad_kind != "none" else 1.0
+        kind[lay.name] = k
+    return fp, dy
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian closed forms of the pruned gradient density
+# --------------------------------------------------------------------------------------------
+
+_ND = NormalDist()
+
+
+def _gauss_kept(z):
+    """Kept fraction of N(0, s^2) data pruned at ``tau = z*s``.
+
+    ``P(|g| >= tau) + E[|g|/tau; |g| < tau] = 2(1 - Phi(z)) + sqrt(2/pi)(1 - exp(-z^2/2))/z``.
+    """
+    if z <= 0:
+        return 1.0
+    return 2.0 * (1.0 - _ND.cdf(z)) + math.sqrt(2.0 / math.pi) * (1.0 - math.exp(-z * z / 2)) / z
+
+
+def closed_form_density(p):
+    """Non-zero fraction after stochastic pruning of a dense Gaussian tensor at rate ``p``.
+
+    ``(1 - p) + sqrt(2/pi) * (1 - exp(-z^2/2)) / z`` with ``z = Phi^-1((1 + p)/2)``; 1 at p = 0.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1), not {p!r}")
+    if p == 0.0:
+        return 1.0
+    z = _ND.inv_cdf((1.0 + p) / 2.0)
+    return (1.0 - p) + math.sqrt(2.0 / math.pi) * (1.0 - math.exp(-z * z / 2)) / z
+
+
+def closed_form_density_zero_aware(p, d, nzmean=False):
+    """Like :func:`closed_form_density`, for a tensor of which a fraction ``d`` is non-zero and
+    Gaussian (the rest: exact zeros from ReLU / max-pool).
+
+    With ``mean|g|`` over all elements (the golden/hardware threshold) the zeros lower it by the
+    factor ``d``, so ``tau = z*d*s`` instead of ``z*s`` and the prediction is ``d * kept(z*d)``;
+    with ``nzmean`` (``mean|g|`` over the non-zeros) it is ``d * kept(z)``.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1), not {p!r}")
+    if not 0.0 <= d <= 1.0:
+        raise ValueError(f"d must be in [0, 1], not {d!r}")
+    if p == 0.0 or d == 0.0:
+        return float(d)
+    z = _ND.inv_cdf((1.0 + p) / 2.0)
+    return d * _gauss_kept(z if nzmean else z * d)

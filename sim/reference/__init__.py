@@ -1,0 +1,1 @@
+"""The bit-exact reference: golden model and the hardware PRNG."""

@@ -1,0 +1,300 @@
+"""Benchmark suite (issue #7): training-iteration cycles and speedups of the benchmark networks
+on the ``vcu1525`` and ``ecp5`` presets, from the statistical performance model
+(:mod:`sparseforge.sim.perf.model`), with labelled sparsity sources (:mod:`sparseforge.sim.perf.sparsity`).
+
+    python -m sparseforge.bench [-o build/bench] [--presets vcu1525,ecp5]
+        [--networks all|NAME,...] [--batch 1] [--p 0.9] [--relu-zero 0.5]
+        [--stats-dir build/stats] [--no-plots] [--no-progress] [--sim]
+
+Writes ``bench.json`` (schema ``sparseforge.bench`` v1), ``bench.txt`` (the console tables) and
+PNG plots under the output folder. ``--sim`` adds the optional simulator sections: ``sim``
+(``make verilog`` generation time per preset) and ``simulators`` (cycles/s of one fixed cocotb
+workload on the ``tiny`` preset's ``pe_array`` under Icarus and Verilator, built under
+``build/bench-sim/``; :mod:`sparseforge.simbench`, which also runs alone:
+``python -m sparseforge.simbench``). Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sparseforge.sim.perf import model as perf
+from sparseforge.sim.perf import sparsity
+from sparseforge.sim.perf import workloads as W
+from sparseforge.gen.config import preset
+
+SCHEMA = "sparseforge.bench"
+SCHEMA_VERSION = 1
+#: Published whole-training speedups over dense (abstracts; see ARCHITECTURE.md).
+PAPERS = {"SAT (Fang et al.), BDWP 2:8, VCU1525": 1.75,
+          "SparseTrain (Dai et al.), avg. AlexNet/ResNet": 2.7}
+#: Goals of issue #7.
+GOALS = {"bdwp2-8": 1.9, "actgrad": 2.7, "combined": 3.5, "dense_util": 0.95}
+NM_VARIANTS = ((2, 4), (2, 8), (1, 8))
+
+
+def scenarios(net, stats, *, p, relu_zero):
+    """``[(key, source label, kwargs for perf.iteration, ideal-bound note)]``."""
+    out = []
+    mfp, mdy = sparsity.modelled(net, p=p, relu_zero=relu_zero)
+    for n, m in NM_VARIANTS:
+        out.append((f"bdwp{n}-{m}", "weights only (N:M exact)", dict(nm=(n, m))))
+    out.append(("actgrad", sparsity.MODELLED, dict(fp_density=mfp, dy_density=mdy)))
+    out.append(("combined", sparsity.MODELLED, dict(fp_density=mfp, dy_density=mdy, nm=(2, 8))))
+    if stats is not None:
+        f1, d1 = sparsity.measured(net, stats, f"prune{p:g}")
+        f2, d2 = sparsity.measured(net, stats, f"bdwp2-8_prune{p:g}")
+        out.append(("actgrad", sparsity.MEASURED, dict(fp_density=f1, dy_density=d1)))
+        out.append(("combined", sparsity.MEASURED, dict(fp_density=f2, dy_density=d2,
+                                                        nm=(2, 8))))
+    return out
+
+
+def _phase_dict(res, dense):
+    return {ph: {"cycles": res.total(ph),
+                 "speedup": (dense.total(ph) / res.total(ph)) if res.total(ph) else None}
+            for ph in perf.PHASES}
+
+
+def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical", tick=None):
+    dense = perf.iteration(net, cfg, dense=True, batch=batch, backend=backend)
+    if tick:
+        tick()
+    entry = {
+        "preset": cfg.name, "network": net.name, "batch": batch, "layers": len(net.layers),
+        "dense_macs": net.dense_macs(batch), "dense_cycles": dense.total(),
+        "dense_utilisation": dense.utilisation(),
+        "dense_phases": {ph: dense.total(ph) for ph in perf.PHASES},
+        "dense_layer_utilisation": {
+            lay.name: (sum(q.valid_macs for q in lay.phases.values() if not q.skipped)
+                       / (cfg.num_pes * cfg.macs_per_pe * lay.cycles))
+            for lay in dense.layers},
+        "scenarios": [],
+    }
+    for key, source, kw in scenarios(net, stats, p=p, relu_zero=relu_zero):
+        res = perf.iteration(net, cfg, batch=batch, backend=backend, **kw)
+        sc = {"key": key, "source": source, "nm": list(kw["nm"]) if kw.get("nm") else None,
+              "p": p if "dy_density" in kw else None,
+              "cycles": res.total(), "speedup": dense.total() / res.total(),
+              "ideal": perf.ideal_speedup(res, dense),
+              "useful_utilisation": res.utilisation("useful_macs"),
+              "phases": _phase_dict(res, dense),
+              "layer_speedup": {a.name: a.cycles and b.cycles / a.cycles
+                                for a, b in zip(res.layers, dense.layers)}}
+        if kw.get("nm") and "dy_density" not in kw:
+            n, m = kw["nm"]
+            sc["ideal_bdwp_formula"] = 1 / perf.bdwp_work_fraction(n, m)
+        entry["scenarios"].append(sc)
+        if tick:
+            tick()
+    return entry
+
+
+def goals(results):
+    """Issue #7's goals, per network and preset: value, target, met."""
+    out = []
+    for e in results:
+        by = {(s["key"], s["source"]): s for s in e["scenarios"]}
+        net = e["network"].split("-")[0]
+        checks = [("dense MAC utilisation", e["dense_utilisation"], GOALS["dense_util"])]
+        if net in ("resnet18", "vgg16"):
+            checks.append(("BDWP 2:8 speedup", by[("bdwp2-8", "weights only (N:M exact)")]
+                           ["speedup"], GOALS["bdwp2-8"]))
+        for (key, src), s in by.items():
+            if key == "actgrad" and net in ("alexnet", "resnet18"):
+                checks.append((f"act+grad speedup ({src})", s["speedup"], GOALS["actgrad"]))
+            if key == "combined":
+                checks.append((f"2:8 + p0.9 speedup ({src})", s["speedup"], GOALS["combined"]))
+        for what, v, t in checks:
+            out.append({"preset": e["preset"], "network": e["network"], "goal": what,
+                        "value": round(v, 4), "target": t, "met": bool(v >= t)})
+    return out
+
+
+def tables(results) -> str:
+    lines = []
+    for e in results:
+        lines.append(f"\n== {e['network']} on {e['preset']} (batch {e['batch']}) ==")
+        dp = e["dense_phases"]
+        lines.append(f"dense: {e['dense_cycles']:.4g} cycles/iteration (FP {dp['fp']:.3g}, "
+                     f"BP {dp['bp']:.3g}, WG {dp['wg']:.3g}), MAC utilisation "
+                     f"{100 * e['dense_utilisation']:.1f}%")
+        lines.append(f"{'scenario':<12} {'source':<26} {'cycles':>10} {'speedup':>8} "
+                     f"{'ideal':>7} {'FP':>6} {'BP':>6} {'WG':>6} {'util*':>6}")
+        for s in e["scenarios"]:
+            ph = s["phases"]
+            lines.append(f"{s['key']:<12} {s['source']:<26} {s['cycles']:>10.4g} "
+                         f"{s['speedup']:>7.2f}x {s['ideal']:>6.2f}x "
+                         f"{ph['fp']['speedup']:>5.2f}x {ph['bp']['speedup']:>5.2f}x "
+                         f"{ph['wg']['speedup']:>5.2f}x {100 * s['useful_utilisation']:>5.1f}%")
+    lines.append("\n* util = useful (non-zero x non-zero) products / (PEs x lanes x cycles).")
+    lines.append("Papers: " + "; ".join(f"{k}: {v}x" for k, v in PAPERS.items())
+                 + "; BDWP ideal 3/(2N/M+1): " + ", ".join(
+                     f"{n}:{m} {1 / perf.bdwp_work_fraction(n, m):.2f}x" for n, m in NM_VARIANTS))
+    return "\n".join(lines)
+
+
+def plots(results, out: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    files = []
+    presets = sorted({e["preset"] for e in results})
+    for pr in presets:
+        rs = [e for e in results if e["preset"] == pr]
+        keys = [(s["key"], s["source"]) for s in rs[0]["scenarios"]]
+        fig, ax = plt.subplots(figsize=(12, 4.5))
+        width = 0.8 / len(keys)
+        for i, k in enumerate(keys):
+            vals = [next(s["speedup"] for s in e["scenarios"] if (s["key"], s["source"]) == k)
+                    for e in rs]
+            ax.bar([j + i * width for j in range(len(rs))], vals, width,
+                   label=f"{k[0]} ({k[1]})")
+        for name, v in PAPERS.items():
+            ax.axhline(v, ls="--", lw=0.8, color="k")
+            ax.text(len(rs) - 0.5, v, name.split(",")[0] + f" {v}x", fontsize=7, va="bottom",
+                    ha="right")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rs))])
+        ax.set_xticklabels([e["network"] for e in rs], rotation=20, fontsize=8)
+        ax.set_ylabel("speedup over dense training")
+        ax.set_title(f"Per-network training-iteration speedup, preset {pr} "
+                     f"(statistical model, batch {rs[0]['batch']})")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        f = out / f"speedup_networks_{pr}.png"
+        fig.savefig(f, dpi=110)
+        plt.close(fig)
+        files.append(f)
+        for e in rs:
+            fig, ax = plt.subplots(figsize=(max(6, 0.25 * e["layers"] + 3), 4))
+            names = list(e["dense_layer_utilisation"])
+            for s in e["scenarios"]:
+                ax.plot(range(len(names)), [s["layer_speedup"][n] for n in names], marker=".",
+                        lw=1, label=f"{s['key']} ({s['source']})")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=90, fontsize=6)
+            ax.set_ylabel("layer speedup (FP+BP+WG)")
+            ax.set_title(f"{e['network']} on {pr}: per-layer speedup", fontsize=9)
+            ax.legend(fontsize=6)
+            fig.tight_layout()
+            f = out / f"speedup_layers_{pr}_{e['network']}.png"
+            fig.savefig(f, dpi=100)
+            plt.close(fig)
+            files.append(f)
+    return files
+
+
+def sim_section(presets):
+    """Optional: `sparseforge verilog` generation time per preset (subprocess, wall clock)."""
+    out = {"verilog_seconds": {},
+           "note": "cocotb simulator throughput: see the 'simulators' section"}
+    for pr in presets:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "sparseforge.cli", "verilog", "--preset",
+                            pr, "-o", f"build/bench/verilog-{pr}"], capture_output=True, text=True)
+        out["verilog_seconds"][pr] = {"seconds": round(time.perf_counter() - t0, 2),
+                                      "rc": r.returncode}
+    return out
+
+
+def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=W.NETWORKS, batch=1, p=0.9,
+        relu_zero=0.5, stats_dir="build/stats", make_plots=True, progress=True, sim=False,
+        cfgs=None):
+    """Run the suite; returns the JSON document (also written to ``out/bench.json``)."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stats, origin = sparsity.load_digits_stats(stats_dir)
+    cfgs = cfgs or [preset(pr) for pr in presets]
+    nets = [W.load(n) for n in networks]
+    n_sc = 1 + len(NM_VARIANTS) + 2 + (2 if stats is not None else 0)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(cfgs) * len(nets) * n_sc, unit="iteration", desc="bench")
+    results = []
+    for cfg in cfgs:
+        for net in nets:
+            if bar is not None:
+                bar.set_postfix_str(f"{cfg.name} {net.name}")
+            results.append(bench_network(net, cfg, stats, p=p, relu_zero=relu_zero, batch=batch,
+                                         tick=(bar.update if bar is not None else None)))
+    if bar is not None:
+        bar.close()
+    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+           "meta": {"model": "sparseforge.sim.perf.model (statistical, array mapping: operand-row dealing, y-major tiles)", "batch": batch, "p": p,
+                    "relu_zero": relu_zero, "digits_stats": origin,
+                    "presets": {c.name: c.to_dict() for c in cfgs},
+                    "papers": PAPERS, "goals": GOALS,
+                    "bdwp_ideal": {f"{n}:{m}": 1 / perf.bdwp_work_fraction(n, m)
+                                   for n, m in NM_VARIANTS},
+                    "pregeneration": "hidden under WG (controller overlap), 0 cycles",
+                    "command": " ".join(sys.argv)},
+           "results": results}
+    doc["goals"] = goals(results)
+    if sim:
+        from sparseforge import simbench
+        doc["sim"] = sim_section([c.name for c in cfgs])
+        doc["simulators"] = simbench.run(out="build/bench-sim")
+    doc["meta"]["seconds"] = round(time.perf_counter() - t0, 2)
+    text = tables(results)
+    text += "\n\nGoals (issue #7):\n" + "\n".join(
+        f"  {'MET ' if g['met'] else 'miss'} {g['preset']:<8} {g['network']:<18} {g['goal']:<40} "
+        f"{g['value']:.3f} (target {g['target']})" for g in doc["goals"])
+    if sim:
+        from sparseforge import simbench
+        text += ("\n\n`make verilog` generation time per preset: "
+                 + ", ".join(f"{k} {v['seconds']} s (rc {v['rc']})"
+                             for k, v in doc["sim"]["verilog_seconds"].items()))
+        text += "\n" + simbench.table(doc["simulators"])
+    (out / "bench.txt").write_text(text + "\n")
+    if make_plots:
+        doc["plots"] = [str(f) for f in plots(results, out)]
+    (out / "bench.json").write_text(json.dumps(doc, indent=1))
+    return doc, text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sparseforge.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-o", "--out", default="build/bench")
+    ap.add_argument("--presets", default="vcu1525,ecp5")
+    ap.add_argument("--networks", default="all")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--p", type=float, default=0.9, help="gradient pruning rate")
+    ap.add_argument("--relu-zero", type=float, default=0.5, help="modelled ReLU zero fraction")
+    ap.add_argument("--stats-dir", default="build/stats")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--sim", action="store_true",
+                    help="add the simulator sections (Verilog generation time per preset, "
+                         "cocotb cycles/s under Icarus and Verilator)")
+    a = ap.parse_args(argv)
+    nets = W.NETWORKS if a.networks == "all" else tuple(a.networks.split(","))
+    for n in nets:
+        if n not in W.NETWORKS:
+            ap.error(f"--networks: unknown network {n!r}; known: {', '.join(W.NETWORKS)}")
+    if a.batch < 1:
+        ap.error(f"--batch must be >= 1, not {a.batch}")
+    if not 0 < a.p < 1:
+        ap.error(f"--p must be in (0, 1), not {a.p}")
+    try:
+        presets = [preset(p).name for p in a.presets.split(",")]
+    except ValueError as e:
+        ap.error(f"--presets: {e}")
+    doc, text = run(out=a.out, presets=presets, networks=nets, batch=a.batch, p=a.p,
+                    relu_zero=a.relu_zero, stats_dir=a.stats_dir, make_plots=not a.no_plots,
+                    progress=not a.no_progress, sim=a.sim)
+    print(text)
+    print(f"\nwrote {a.out}/bench.json, bench.txt" + (", PNG plots" if not a.no_plots else "")
+          + f" ({doc['meta']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training study: sparse training of a small CNN, accuracy and sparsity statistics."""

@@ -1,0 +1,161 @@
+"""End-to-end training step (sim/e2e.py): golden backend vs the array mapping (pure Python, fast),
+host operations, argument checks; and the step on the ``accelerator`` RTL (cocotb; Verilator:
+tiny preset + digits CNN, batch 1; Icarus: a 1x2-PE config + tiny-cnn, batch 2)."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from sparseforge.gen.config import preset
+from sparseforge.sim.host import e2e
+from sparseforge.sim.reference import golden
+
+TINY = preset("tiny")
+# as tests/test_accelerator.py's Icarus config (the Icarus model is then built once a session)
+SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
+                               max_row_len=16, k_max=3, name="small")
+SEED, PRUNE_SEED, LR_SHIFT = 2024, 77, 4
+
+
+def _step(net, cfg, backend, seed=SEED):
+    state = e2e.init_state(net, cfg, seed=seed)
+    x, y = e2e.make_batch(net, cfg, seed=seed)
+    return state, asyncio.run(e2e.train_step(net, cfg, state, x, y, backend, lr_shift=LR_SHIFT,
+                                             base_seed=PRUNE_SEED))
+
+
+@pytest.mark.parametrize("cfg,name,batch", [(TINY, "digits-cnn", 1), (TINY, "tiny-cnn", 2),
+                                            (SMALL, "tiny-cnn", 2)],
+                         ids=["tiny-digits-b1", "tiny-tinycnn-b2", "small-tinycnn-b2"])
+def test_golden_step_equals_array_mapping(cfg, name, batch):
+    """The whole step through map_array/execute/assemble and the pre-generation schedule
+    equals the golden step bit for bit (every intermediate tensor)."""
+    print(f"seed={SEED} prune_seed={PRUNE_SEED} config={cfg.name} network={name} b={batch}")
+    net = e2e.load_net(name, cfg, batch=batch)
+    _, gold = _step(net, cfg, e2e.GoldenBackend(cfg))
+    model = e2e.ModelBackend(cfg)
+    _, got = _step(net, cfg, model)
+    assert e2e.compare(got, gold) == []
+    print(e2e.cycle_table(model.log))
+    phases = [(r["layer"], r["phase"]) for r in model.log]
+    assert len([q for q in phases if q[1] in ("fp", "bp", "wg")]) == 3 * len(net.compute) - 1
+    assert (net.compute[0].name, "bp") not in phases           # no BP for the first layer
+    assert len([q for q in phases if q[1] == "prune"]) == sum(c.prune for c in net.compute)
+    assert len([q for q in phases if q[1] == "pregen"]) == sum(c.bdwp for c in net.compute)
+
+
+def test_step_definition_on_tiny_cnn():
+    """Spot checks of the definition against direct golden calls."""
+    cfg = TINY
+    net = e2e.load_net("tiny-cnn", cfg, batch=2)
+    state, r = _step(net, cfg, e2e.GoldenBackend(cfg))
+    fb, dw = cfg.frac_bits, cfg.data_width
+    c1 = r.fp["conv1"]
+    fwd1 = state.masks["conv1"][0]
+    assert fwd1.all()                                            # conv1 is dense (Cin = 2)
+    assert np.array_equal(c1["z"], golden.writeback(golden.conv2d_forward(
+        c1["x"], state.weights["conv1"], 1, 1), fb, dw))
+    fc = r.fp["fc1"]
+    w, (fwd, bwd) = state.weights["fc1"], state.masks["fc1"]
+    a = r.fp["conv3"]["a"].reshape(2, -1)
+    assert np.array_equal(fc["z"], golden.writeback(golden.fc_forward(a, w * fwd), fb, dw))
+    onehot = np.zeros((2, 8), np.int64)
+    x, y = e2e.make_batch(net, cfg, seed=SEED)
+    onehot[np.arange(2), y] = 1 << fb
+    assert np.array_equal(r.dlogits, np.clip(r.logits - onehot, -(1 << 15), (1 << 15) - 1))
+    b = r.bp["fc1"]
+    assert np.array_equal(b["dx"].reshape(2, -1), golden.writeback(golden.fc_backward_input(
+        r.dlogits, w * bwd), fb, dw))
+    assert np.array_equal(b["dw"], golden.writeback(golden.fc_backward_weight(a, r.dlogits),
+                                                     fb, dw))
+    assert np.array_equal(b["w_new"], np.clip(w - (b["dw"] >> LR_SHIFT), -(1 << 15),
+                                              (1 << 15) - 1))
+    f2, b2 = golden.bdwp_masks(b["w_new"], 2, 8)
+    assert np.array_equal(b["fwd"], f2) and np.array_equal(b["bwd"], b2)
+    assert np.array_equal(r.state.masks["fc1"][0], f2)
+    # pruning of conv2's gradient: threshold and golden pruner with the layer's seed
+    g = r.bp["conv2"]["g"]
+    k_p, s = golden.prune_threshold_params(net.prune_p, g.size)
+    tau = golden.prune_threshold_int(g, k_p, s, dw)
+    assert r.bp["conv2"]["tau"] == tau
+    assert np.array_equal(r.bp["conv2"]["g_pruned"], golden.stochastic_prune_int(
+        g, tau, e2e.layer_seed(PRUNE_SEED, 1), dw)[0])
+    assert "dx" not in r.bp["conv1"]
+    # the state passed in is not modified
+    assert not np.array_equal(r.state.weights["conv1"], state.weights["conv1"])
+
+
+def test_maxpool_ties_and_backward():
+    a = np.array([[[[3, 3, 1, 0], [1, 2, 0, 0], [5, 1, 2, 7], [5, 9, 7, 7]]]])
+    out, arg = e2e.maxpool_forward(a, 2, 2)
+    assert out.tolist() == [[[[3, 1], [9, 7]]]]
+    assert arg.tolist() == [[[[0, 0], [3, 1]]]]                 # first max on ties
+    g = e2e.maxpool_backward(np.array([[[[1, 2], [3, 4]]]]), arg, a.shape, 2, 2, 16)
+    assert g.tolist() == [[[[1, 0, 2, 0], [0, 0, 0, 0], [0, 0, 0, 4], [0, 3, 0, 0]]]]
+    # overlapping windows add, then saturate to the data width
+    a = np.zeros((1, 1, 3, 3), np.int64)
+    a[0, 0, 1, 1] = 9
+    out, arg = e2e.maxpool_forward(a, 2, 1)
+    g = e2e.maxpool_backward(np.full((1, 1, 2, 2), 100), arg, a.shape, 2, 1, 8)
+    assert g[0, 0, 1, 1] == 127 and np.count_nonzero(g) == 1
+
+
+def test_compare_reports_differences():
+    cfg = TINY
+    net = e2e.load_net("tiny-cnn", cfg, batch=1)
+    _, a = _step(net, cfg, e2e.GoldenBackend(cfg))
+    _, b = _step(net, cfg, e2e.GoldenBackend(cfg))
+    assert e2e.compare(a, b) == []
+    b.bp["conv2"]["g_pruned"] = b.bp["conv2"]["g_pruned"].copy()
+    b.bp["conv2"]["g_pruned"][0, 1, 2, 3] += 1
+    bad = e2e.compare(a, b)
+    assert len(bad) == 1 and bad[0].startswith("conv2.bp.g_pruned: 1 of 128 differ, first at "
+                                               "(0, 1, 2, 3)")
+
+
+def test_bad_arguments():
+    cfg = TINY
+    net = e2e.load_net("tiny-cnn", cfg, batch=1)
+    state = e2e.init_state(net, cfg, seed=1)
+    x, y = e2e.make_batch(net, cfg, seed=1)
+    be = e2e.GoldenBackend(cfg)
+    with pytest.raises(ValueError, match="lr_shift must be an integer in"):
+        asyncio.run(e2e.train_step(net, cfg, state, x, y, be, lr_shift=-1))
+    with pytest.raises(ValueError, match=r"x must have shape \(1, 2, 8, 8\)"):
+        asyncio.run(e2e.train_step(net, cfg, state, x[:, :1], y, be))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        asyncio.run(e2e.train_step(net, cfg, state, x, np.array([1, 2]), be))
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        e2e.load_net("tiny-cnn", cfg, batch=0)
+    with pytest.raises(ValueError, match="unknown network"):
+        e2e.load_net("no-such-net", cfg)
+    for s in (0, 1, 2**32 - 1, 12345):
+        assert all(1 <= e2e.layer_seed(s, k) <= 2**32 - 1 for k in range(8))
+
+
+def test_digits_batch2_exceeds_tiny_scratchpad():
+    """Why the Verilator run uses batch 1: at batch 2 the digits CNN's WG X scratchpad per PE
+    (conv1: 2 x 16 x 16 words) exceeds the tiny preset's act_buf_depth of 256."""
+    net = e2e.load_net("digits-cnn", TINY, batch=2)
+    with pytest.raises(ValueError, match="act_buf_depth=256"):
+        _step(net, TINY, e2e.ModelBackend(TINY))
+
+
+@pytest.mark.parametrize("test", ["e2e_training_step"])
+def test_e2e_cocotb(sim, cocotb_run, test, tmp_path):
+    cfg, name, batch = (TINY, "digits-cnn", 1) if sim == "verilator" else (SMALL, "tiny-cnn", 2)
+    log_path = tmp_path / "e2e_log.json"
+    params = {"config": cfg.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED,
+              "lr_shift": LR_SHIFT, "network": name, "batch": batch, "log_path": str(log_path)}
+    print(f"seed={SEED} prune_seed={PRUNE_SEED} sim={sim} config={cfg.name} network={name} "
+          f"batch={batch}")
+    assert cocotb_run("accelerator", sim, "cocotb_e2e", config=cfg, params=params,
+                      testcase=test) == 1
+    res = json.loads(log_path.read_text())
+    print(e2e.cycle_table(res["log"]))
+    print(f"simulated cycles {res['sim_cycles']}, RTL step {res['wall_s']:.1f} s wall")
+    arr = [r for r in res["log"] if r["phase"] in ("fp", "bp", "wg")]
+    assert arr and all(r["busy_mac0"] == r["model_busy_mac0"] and r["nnz0"] == r["model_nnz0"]
+                       for r in arr)

@@ -1,0 +1,266 @@
+"""Performance model (sim/perf.py): the statistical model against the EXACT array cycle model,
+the exact backend against the RTL-tested layers, the workload tables, the sparsity sources and
+the benchmark CLI (small, fast runs only).
+
+Chain "model == RTL": tests/test_pe_array.py asserts RTL ``cycles`` == ``array_model.cycles``
+on every layer of its ``CASES`` and tests/test_pe.py asserts RTL == ``pe_model.cycles`` on
+every layer of its ``RTL_CASES`` (ideal streams; counters otherwise). Here the exact backend
+of perf.py (``perf.exact_tensors_cycles``: ``array_model.map_array`` + ``array_model.cycles``,
+a 1x1 array for the single-PE cases) reproduces those cycle counts exactly on the very same
+tensors, so the exact backend equals the RTL on every RTL-tested layer (single-PE cases: the
+1x1 array's PE counters equal the PE's; the array's ``cycles`` add the column's
+``COLUMN_LATENCY`` = 3 registers, which tests/test_pe_array.py checks on the array RTL).
+
+Statistical vs exact (tolerance): 2x2 and 1x1 arrays (tiny preset, 4 lanes, 64-word psum
+banks, so every layer runs in 1..20 tiles), FP/BP/WG, dense / density 0.5 / 0.1 / 2:8 /
+2:8 + 0.3: dense mode equal (to 1e-9); each sparse case within TOL = 10% of the exact mean over
+3 seeds (the seed-to-seed sd of the exact cycles is up to 4%), the mean |error| over all sparse
+cases within 4% (seed noise alone gives ~2%).
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import test_pe as tpe
+import test_pe_array as tpa
+from sparseforge.sim.testkit import layers
+from sparseforge import bench
+from sparseforge.gen.config import preset
+from sparseforge.gen.mapper import array as am
+from sparseforge.gen.mapper import pe as pm
+from sparseforge.sim.perf import model as perf
+from sparseforge.sim.perf import sparsity
+from sparseforge.sim.perf import workloads as W
+
+ARRAY_2X2 = preset("tiny").replace(macs_per_pe=4, max_row_len=16, k_max=5, psum_buf_depth=64,
+                                   act_buf_depth=4096)
+ARRAYS = {"2x2": ARRAY_2X2, "1x1": ARRAY_2X2.replace(pe_rows=1, pe_cols=1)}
+TOL, MEAN_TOL = 0.10, 0.04
+
+
+def conv(cin, cout, k, s, p, hw):
+    return W.Layer(name=f"c{cin}-{cout}-k{k}s{s}", type="conv", cin=cin, cout=cout, kh=k, kw=k,
+                   stride=s, padding=p, h=hw, w=hw)
+
+
+LAYERS = [conv(8, 8, 3, 1, 1, 12), conv(8, 8, 3, 2, 1, 12), conv(8, 6, 1, 1, 0, 10),
+          conv(3, 8, 3, 1, 1, 8)]
+CASES = [(1.0, None, True), (0.5, None, False), (0.1, None, False), (1.0, (2, 8), False),
+         (0.3, (2, 8), False)]
+
+
+@pytest.mark.parametrize("array", ARRAYS)
+@pytest.mark.parametrize("phase", perf.PHASES)
+def test_statistical_vs_exact_array_model(array, phase):
+    cfg = ARRAYS[array]
+    print(f"seeds 0,1,2; {array} array, phase {phase}")
+    errs = []
+    for layer in LAYERS:
+        for d, nm, dense in CASES:
+            if nm and (phase == "wg" or layer.cin % nm[1] or layer.cout % nm[1]):
+                continue                  # WG taps are dense; N:M needs whole groups
+            r = perf.validate_against_exact(layer, phase, cfg, operand_density=d, nm=nm,
+                                            dense=dense)
+            print(f"  {layer.name:13s} density {d} nm {nm} dense {dense}: model "
+                  f"{r['model']:.0f} exact {r['exact']:.0f} (sd {r['exact_sd']:.0f}, "
+                  f"{r['tiles']} tiles) {100 * r['rel_err']:+.2f}%")
+            if dense:
+                assert r["model"] == pytest.approx(r["exact"], rel=1e-9), r
+            else:
+                assert abs(r["rel_err"]) <= TOL, r
+                errs.append(abs(r["rel_err"]))
+    print(f"  mean |error| {100 * np.mean(errs):.2f}%")
+    assert np.mean(errs) <= MEAN_TOL
+
+
+def _capture(monkeypatch, module, names):
+    """Record the arguments of the first call of ``module.<name>`` for each name."""
+    got = {}
+    for name in names:
+        orig = getattr(module, name)
+
+        def wrap(*a, _orig=orig, _name=name, **kw):
+            got.setdefault("call", (_name, a, kw))
+            return _orig(*a, **kw)
+        monkeypatch.setattr(module, name, wrap)
+    return got
+
+
+@pytest.mark.parametrize("case", tpa.CASES, ids=lambda c: "-".join(map(str, c[:9])))
+def test_exact_backend_equals_rtl_tested_array_layers(case, monkeypatch):
+    mode, K, S, p, zf, nm, dense, raw, mapping, src, sink, cin, cout, h, w = case
+    seed = 700 + tpa.CASES.index(case)                 # the seed test_pe_array uses
+    got = _capture(monkeypatch, am, ["map_array"])
+    job, _ = layers.random_array_layer(mode, cfg=tpa.CFG, kernel=K, stride=S, padding=p,
+                                   zero_frac=zf, nm=nm, seed=seed, cin=cin, cout=cout,
+                                   height=h, width=w, dense=dense, raw=raw, mapping=mapping)
+    monkeypatch.undo()
+    _, (m,), kw = got["call"]
+    t = {"x": kw.get("x", np.zeros(kw.get("x_shape", (0,)))), "w": kw.get("w"),
+         "dy": kw.get("dy"), "mask": kw.get("mask")}
+    if mode == "wg":
+        t["w"] = np.zeros(kw["w_shape"])
+    st = perf.exact_tensors_cycles(m, tpa.CFG, stride=S, padding=p, dense=dense,
+                                   mapping=mapping, **t)
+    want = am.cycles(job)
+    print(f"seed={seed} {case}: exact backend {st.cycles} array model {want.cycles}")
+    assert st.cycles == want.cycles
+    assert st.busy_mac == want.busy_mac
+
+
+@pytest.mark.parametrize("case", tpe.RTL_CASES, ids=lambda c: "-".join(map(str, c[:8])))
+def test_exact_backend_equals_rtl_tested_pe_layers(case, monkeypatch):
+    mode, K, S, p, zf, nm, dense, raw, src, sink, cin, cout, h, w = case
+    seed = 100 + tpe.RTL_CASES.index(case)             # the seed test_pe uses
+    got = _capture(monkeypatch, pm, ["map_conv_fp", "map_conv_bp", "map_conv_wg"])
+    job, _ = layers.random_layer(mode, cfg=tpe.CFG, kernel=K, stride=S, padding=p, zero_frac=zf,
+                             nm=nm, seed=seed, cin=cin, cout=cout, height=h, width=w,
+                             dense=dense, raw=raw)
+    monkeypatch.undo()
+    name, a, kw = got["call"]
+    if mode == "fp":
+        t = dict(x=a[0], w=a[1], mask=kw.get("mask"))
+    elif mode == "bp":
+        t = dict(dy=a[0], w=a[1], x=np.zeros(a[2]), mask=kw.get("mask"))
+    else:
+        t = dict(x=a[0], dy=a[1], w=np.zeros(a[2]))
+    one_pe = tpe.CFG.replace(pe_rows=1, pe_cols=1)
+    st = perf.exact_tensors_cycles(mode, one_pe, stride=S, padding=p, dense=dense, **t)
+    want = pm.cycles(job)
+    print(f"seed={seed} {case}: exact backend {st.cycles} PE model {want.cycles}")
+    assert st.pe[0][0] == want                   # every counter of the one PE
+    assert st.cycles == want.cycles + am.COLUMN_LATENCY  # + the column's sum/write-back regs
+
+
+def test_exact_backend_runs_through_iteration():
+    """The registered "exact" backend (random tensors of the requested densities) on a small
+    network: FP/BP/WG cycles per layer from the array model, close to the statistical one."""
+    net = W.parse({"name": "t", "input": [8, 8, 8], "layers": [
+        {"name": "a", "type": "conv", "cin": 8, "cout": 8, "kh": 3, "kw": 3, "stride": 1,
+         "padding": 1, "h": 8, "w": 8, "relu": True},
+        {"name": "b", "type": "conv", "cin": 8, "cout": 8, "kh": 3, "kw": 3, "stride": 2,
+         "padding": 1, "h": 8, "w": 8}]})
+    kw = dict(fp_density={"b": 0.5}, dy_density={"a": 0.3, "b": 0.3}, nm=(2, 8))
+    ex = perf.iteration(net, ARRAY_2X2, backend="exact", **kw)
+    st = perf.iteration(net, ARRAY_2X2, **kw)
+    print(f"exact {ex.total():.0f} statistical {st.total():.0f}")
+    assert ex.layers[0].phases["bp"].skipped
+    assert ex.total() == pytest.approx(st.total(), rel=TOL)
+    with pytest.raises(ValueError, match="needs nm"):
+        perf.exact_phase_cycles(net.layers[1], "fp", ARRAY_2X2, weight_density=0.25)
+
+
+def test_phase_cycles_rejects_bad_arguments():
+    cfg = preset("tiny")
+    with pytest.raises(ValueError, match="phase"):
+        perf.phase_cycles(LAYERS[0], "xx", cfg)
+    with pytest.raises(ValueError, match="operand_density"):
+        perf.phase_cycles(LAYERS[0], "fp", cfg, operand_density=1.5)
+    with pytest.raises(ValueError, match="batch"):
+        perf.phase_cycles(LAYERS[0], "fp", cfg, batch=0)
+    with pytest.raises(TypeError, match="AcceleratorConfig"):
+        perf.phase_cycles(LAYERS[0], "fp", "tiny")
+
+
+def test_monotone_in_density_and_bounded_by_ideal():
+    cfg = preset("ecp5")
+    lay = W.load("resnet18-cifar").layer("layer2.1.conv1")
+    for ph in perf.PHASES:
+        dense = perf.phase_cycles(lay, ph, cfg, dense=True)
+        prev = dense.cycles
+        for d in (0.9, 0.5, 0.2, 0.05):
+            r = perf.phase_cycles(lay, ph, cfg, operand_density=d)
+            assert r.cycles <= prev * 1.0001
+            assert 1.0 <= dense.cycles / r.cycles <= dense.valid_macs / r.useful_macs
+            prev = r.cycles
+
+
+def test_bdwp_work_fraction():
+    assert perf.bdwp_work_fraction(2, 8) == pytest.approx(0.5)
+    assert 1 / perf.bdwp_work_fraction(2, 4) == pytest.approx(1.5)
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+KNOWN_GMACS = {"vgg16-imagenet": 15.47, "resnet18-imagenet": 1.81, "resnet50-imagenet": 4.09}
+
+
+def test_workloads_load_and_chain():
+    nets = W.load_all()
+    assert set(nets) == set(W.NETWORKS)
+    for name, gmac in KNOWN_GMACS.items():        # published MAC counts (torchvision / papers)
+        assert nets[name].dense_macs() / 1e9 == pytest.approx(gmac, abs=0.01)
+    assert nets["alexnet-imagenet"].layers[0].ho == 55
+    assert nets["resnet50-imagenet"].layers[-1].cin == 2048
+    for net in nets.values():
+        assert net.layers[-1].out_shape[1:] == (1, 1)
+        assert net.layers[0].input_kind == "image"
+
+
+def test_workload_errors_name_the_layer():
+    doc = {"name": "t", "input": [3, 8, 8], "layers": [
+        {"name": "a", "type": "conv", "cin": 3, "cout": 4, "kh": 3, "kw": 3, "stride": 1,
+         "padding": 1, "h": 8, "w": 8, "relu": True},
+        {"name": "b", "type": "conv", "cin": 5, "cout": 4, "kh": 3, "kw": 3, "stride": 1,
+         "padding": 1, "h": 8, "w": 8}]}
+    with pytest.raises(W.WorkloadError, match=r"layer 1 \(b\).*does not match"):
+        W.parse(doc)
+    doc["layers"][1]["cin"] = 4
+    doc["layers"][1]["in"] = "zz"
+    with pytest.raises(W.WorkloadError, match=r"\(b\).*'zz'"):
+        W.parse(doc)
+    del doc["layers"][1]["in"]
+    doc["layers"].append({"name": "f", "type": "fc", "cin": 100, "cout": 10, "kh": 1, "kw": 1,
+                          "stride": 1, "padding": 0, "h": 1, "w": 1})
+    with pytest.raises(W.WorkloadError, match=r"\(f\).*flattens to 4x8x8 = 256"):
+        W.parse(doc)
+
+
+# -- sparsity sources ------------------------------------------------------------------------
+
+def test_sparsity_sources():
+    net = W.load("alexnet-imagenet")
+    fp, dy = sparsity.modelled(net, p=0.9, relu_zero=0.5)
+    assert fp["conv1"] == 1.0 and fp["conv4"] == 0.5
+    assert dy["fc8"] == 1.0
+    assert 0 < dy["conv4"] < 0.5                 # pruning on top of the ReLU derivative
+    stats = json.loads(sparsity.SNAPSHOT.read_text())
+    assert stats["label"] == sparsity.MEASURED
+    fp, dy = sparsity.measured(net, stats["variants"], "prune0.9")
+    assert fp["conv1"] == 1.0 and all(0 < v <= 1 for v in dy.values())
+
+
+# -- benchmark CLI (one small network, tiny preset) ---------------------------------------------
+
+def test_bench_small_run(tmp_path):
+    doc, text = bench.run(out=tmp_path, presets=("tiny",), networks=("alexnet-cifar",),
+                          make_plots=True, progress=False,
+                          stats_dir=tmp_path / "no-stats")          # -> the snapshot
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["schema"] == bench.SCHEMA and saved["schema_version"] == 1
+    assert saved["meta"]["digits_stats"] == "digits_stats.json"
+    (e,) = saved["results"]
+    assert e["network"] == "alexnet-cifar" and e["preset"] == "tiny"
+    assert 0 < e["dense_utilisation"] <= 1
+    keys = {(s["key"], s["source"]) for s in e["scenarios"]}
+    assert ("actgrad", sparsity.MEASURED) in keys and ("combined", sparsity.MODELLED) in keys
+    for s in e["scenarios"]:
+        assert 1.0 <= s["speedup"] <= s["ideal"] * 1.0001, s["key"]
+        if s.get("ideal_bdwp_formula"):
+            assert s["speedup"] <= s["ideal_bdwp_formula"] * 1.0001
+        for ph in ("fp", "bp", "wg"):
+            assert s["phases"][ph]["speedup"] >= 0.999
+        assert math.isclose(s["speedup"], e["dense_cycles"] / s["cycles"])
+    assert any(f.endswith(".png") for f in saved["plots"])
+    assert all((tmp_path / f.split("/")[-1]).exists() for f in saved["plots"])
+    assert "alexnet-cifar on tiny" in text
+    assert {g["goal"] for g in saved["goals"]} >= {"dense MAC utilisation"}
+
+
+def test_bench_cli_errors(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--networks", "lenet"])
+    assert "unknown network" in capsys.readouterr().err
