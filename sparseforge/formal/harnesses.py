@@ -1,0 +1,244 @@
+"""Proof harnesses: Amaranth wrappers that put a component under ``Assert`` / ``Assume`` /
+``Cover`` for SymbiYosys.
+
+A *harness* is an :class:`~amaranth.hdl.Elaboratable` that instantiates a component (the DUT)
+as a submodule, exposes every port of the DUT as a free top-level port, and adds the properties
+around it. :func:`sparseforge.formal.sby.run_sby` proves it.
+
+* :class:`FormalHarness` checks the **stream rules** on every ``lib.stream`` port of any
+  component: for an output stream, once ``valid & ~ready`` in cycle *t*, ``valid`` is still 1
+  and the payload is unchanged in cycle *t + 1* (asserted); an input stream is *assumed* to obey
+  the same rule (the environment is a well-behaved producer). Reset may be asserted at any
+  cycle: the rule is re-armed after it (the harness's own registers are in the same domain).
+* :class:`SelectorHarness` adds the N:M selector's latency and functional invariants on every
+  valid output beat, against a shadow chain of the groups (and their ``n``) in flight.
+
+Amaranth 0.5 has no ``Initial``: registers start at their ``init`` values (SymbiYosys honours
+the ``init`` attributes), which is the reset state; the ``rst`` input stays free.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import (Array, Assert, Assume, Cat, Cover, Elaboratable, Module, Mux,
+                          ResetSignal, Signal, Value)
+from amaranth.lib import stream, wiring
+
+__all__ = ["stream_ports", "FormalHarness", "SelectorHarness"]
+
+
+def stream_ports(dut: wiring.Component) -> list[tuple[str, bool, object]]:
+    """``(name, is_output, interface)`` for every top-level ``lib.stream`` member of ``dut``."""
+    out = []
+    for name, member in dut.signature.members.items():
+        if member.is_signature and isinstance(member.signature, stream.Signature):
+            out.append((name, member.flow == wiring.Out, getattr(dut, name)))
+    return out
+
+
+class FormalHarness(Elaboratable):
+    """Wraps ``dut`` (a ``wiring.Component``) for SymbiYosys and checks the stream rules.
+
+    Parameters
+    ----------
+    dut : wiring.Component
+        The design under test; its ports become the harness's free top-level ports.
+    stream_rules : bool
+        Assert the stream rule on every output stream and assume it on every input stream.
+    assume_ranges : dict[str, (int, int)]
+        Input port name -> inclusive ``(lo, hi)`` range assumed in every cycle.
+    assume_stable : iterable of str
+        Input ports assumed constant (they may change only in a reset cycle).
+    covers : bool
+        Add ``Cover`` statements (a stall that resolves, a transfer, a reset while valid), so a
+        ``cover`` run shows the properties are not vacuous.
+
+    Subclasses add their own properties in :meth:`checks`.
+    """
+
+    def __init__(self, dut: wiring.Component, *, stream_rules: bool = True,
+                 assume_ranges: dict | None = None, assume_stable=(), covers: bool = True):
+        if not isinstance(dut, wiring.Component):
+            raise TypeError(f"dut must be a wiring.Component, not {dut!r}")
+        self.dut = dut
+        self.stream_rules = bool(stream_rules)
+        self.assume_ranges = dict(assume_ranges or {})
+        self.assume_stable = tuple(assume_stable)
+        self.covers = bool(covers)
+        for port in list(self.assume_ranges) + list(self.assume_stable):
+            member = dut.signature.members[port] if port in dut.signature.members else None
+            if member is None or member.is_signature or member.flow != wiring.In:
+                raise ValueError(f"{port!r} is not an input port of {type(dut).__name__}")
+
+    def ports(self) -> list[Value]:
+        """Every port of the DUT (inputs become free inputs of the proof)."""
+        return [Value.cast(v) for _, _, v in self.dut.signature.flatten(self.dut)]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        if self.stream_rules:
+            for name, is_output, iface in stream_ports(self.dut):
+                self._stream_rule(m, name, is_output, iface)
+        for port, (lo, hi) in self.assume_ranges.items():
+            sig = getattr(self.dut, port)
+            m.d.comb += Assume((sig >= lo) & (sig <= hi), f"assume {port} in [{lo}, {hi}]")
+        for port in self.assume_stable:
+            sig = Value.cast(getattr(self.dut, port))
+            prev = Signal.like(sig, name=f"{port}_prev", reset_less=True)
+            seen = Signal(name=f"{port}_seen")       # cleared by reset: a reset may change it
+            m.d.sync += [prev.eq(sig), seen.eq(1)]
+            with m.If(seen):
+                m.d.comb += Assume(sig == prev, f"assume {port} stable")
+        self.checks(m)
+        return m
+
+    def _stream_rule(self, m, name, is_output, iface):
+        payload = Value.cast(iface.payload)
+        stalled = Signal(name=f"{name}_stalled")      # valid & ~ready in the previous cycle
+        held = Signal(len(payload), name=f"{name}_held")
+        m.d.sync += [stalled.eq(iface.valid & ~iface.ready), held.eq(payload)]
+        check = Assert if is_output else Assume
+        who = "" if is_output else "assume "
+        with m.If(stalled):
+            m.d.comb += [
+                check(iface.valid, f"{who}{name}: valid held after valid & ~ready"),
+                check(payload == held, f"{who}{name}: payload stable after valid & ~ready"),
+            ]
+        if is_output and self.covers:
+            m.d.comb += [
+                Cover(stalled & iface.valid & iface.ready,
+                      f"cover {name}: a stalled beat is transferred"),
+                Cover(iface.valid & ResetSignal(), f"cover {name}: reset while valid"),
+            ]
+
+    def checks(self, m: Module):
+        """Hook for subclasses: add properties to ``m`` (the harness module)."""
+
+
+def _abs(x: Value) -> Value:
+    """Exact magnitude of a signed value: ``unsigned(len(x))`` holds ``2**(len(x)-1)``."""
+    return Mux(x < 0, -x, x)[:len(x)]
+
+
+class SelectorHarness(FormalHarness):
+    """Stream rules plus the invariants of :class:`~sparseforge.hdl.nm_selector.NMSelector`.
+
+    The selector is documented as one rigid pipeline of ``dut.latency`` register stages that
+    advances exactly when ``i.ready`` (``advance = ~o.valid | o.ready``), sampling ``n`` with
+    each group. The harness mirrors that with a shadow chain of ``latency`` registers, shifted
+    whenever ``i.ready`` and fed with ``(group, n, i.valid)``; its last entry is therefore the
+    group that must be on ``o`` now. The harness asserts:
+
+    * timing: ``o.valid`` equals the shadow chain's last valid bit (latency exactly
+      ``latency`` pipeline advances; no beat lost, duplicated or invented, bubbles included);
+
+    and whenever ``o.valid``, with ``N = min(n, n_max)`` of that group (the selector's
+    documented clamp; ``n = 0`` keeps nothing):
+
+    * ``popcount(mask) == N``;
+    * every kept magnitude ``>=`` every dropped magnitude (exact magnitudes, the most negative
+      value included), and no kept element has an equal-magnitude dropped element at a lower
+      index (ties go to the lower index);
+    * slot ``k < N``: ``mask[indices[k]]`` is set, the indices strictly ascend (so
+      ``indices[k]`` is the k-th set bit of ``mask``), ``values[k]`` is the group's element
+      ``indices[k]``; slot ``k >= N``: value and index are 0.
+
+    No assumption is made on ``n`` (every code of the port is covered) nor on ``o.ready``.
+
+    ``mutation="popcount_plus_one"`` deliberately asserts ``popcount(mask) == N + 1`` instead,
+    so the flow can be seen to fail (see also :class:`TiesToHigherSelector`, a broken design).
+    """
+
+    MUTATIONS = (None, "popcount_plus_one")
+
+    def __init__(self, dut, *, mutation: str | None = None, **kw):
+        super().__init__(dut, **kw)
+        if mutation not in self.MUTATIONS:
+            raise ValueError(f"mutation must be one of {self.MUTATIONS}, not {mutation!r}")
+        for attr in ("m", "n_max", "width", "latency"):
+            if not isinstance(getattr(dut, attr, None), int):
+                raise TypeError(f"dut must be an NMSelector-like component with an integer "
+                                f"{attr!r} attribute, not {dut!r}")
+        self.mutation = mutation
+
+    def checks(self, m):
+        dut = self.dut
+        mm, n_max, width, latency = dut.m, dut.n_max, dut.width, dut.latency
+        group_in = Value.cast(dut.i.payload)
+        n_in = Value.cast(dut.n)
+        gw, nw = len(group_in), len(n_in)
+
+        entry = Cat(group_in, n_in, dut.i.valid)
+        chain = [Signal(len(entry), name=f"shadow{k}") for k in range(latency)]
+        with m.If(dut.i.ready):
+            m.d.sync += chain[0].eq(entry)
+            m.d.sync += [chain[k].eq(chain[k - 1]) for k in range(1, latency)]
+        head = chain[-1]
+        m.d.comb += Assert(dut.o.valid == head[-1],
+                           f"o.valid == group accepted {latency} pipeline advances ago")
+
+        xs = [head[k * width:(k + 1) * width].as_signed() for k in range(mm)]
+        n_raw = head[gw:gw + nw]
+        n_eff = Signal(range(n_max + 1), name="n_eff")
+        m.d.comb += n_eff.eq(Mux(n_raw > n_max, n_max, n_raw))
+        mags = []
+        for k, x in enumerate(xs):
+            mag = Signal(width, name=f"mag{k}")
+            m.d.comb += mag.eq(_abs(x))
+            mags.append(mag)
+
+        o = dut.o.payload
+        mask = Value.cast(o.mask)
+        popcount = Signal(range(mm + 1), name="popcount")
+        m.d.comb += popcount.eq(sum(mask[k] for k in range(mm)))
+        x_arr = Array(xs)
+
+        with m.If(dut.o.valid):
+            if self.mutation == "popcount_plus_one":
+                m.d.comb += Assert(popcount == n_eff + 1, "MUTANT popcount(mask) == N + 1")
+            else:
+                m.d.comb += Assert(popcount == n_eff, "popcount(mask) == N")
+            for a in range(mm):
+                for b in range(mm):
+                    if a == b:
+                        continue
+                    kept_over_dropped = mask[a] & ~mask[b]
+                    m.d.comb += Assert(~kept_over_dropped | (mags[a] >= mags[b]),
+                                       f"kept |x{a}| >= dropped |x{b}|")
+                    if a > b:
+                        m.d.comb += Assert(~kept_over_dropped | (mags[a] != mags[b]),
+                                           f"tie |x{a}| == |x{b}|: lower index {b} wins")
+            for k in range(n_max):
+                idx, val = o.indices[k], Value.cast(o.values[k])
+                with m.If(k < n_eff):
+                    m.d.comb += [
+                        Assert(mask.bit_select(idx, 1), f"slot {k}: mask[indices[{k}]] set"),
+                        Assert(val == x_arr[idx], f"slot {k}: values[{k}] == x[indices[{k}]]"),
+                    ]
+                    if k > 0:
+                        m.d.comb += Assert(idx > o.indices[k - 1],
+                                           f"slot {k}: indices[{k - 1}] < indices[{k}]")
+                with m.Else():
+                    m.d.comb += [
+                        Assert(val == 0, f"unused slot {k}: value 0"),
+                        Assert(idx == 0, f"unused slot {k}: index 0"),
+                    ]
+
+        if self.covers:
+            beat = dut.o.valid & dut.o.ready
+            for n in range(n_max + 1):
+                m.d.comb += Cover(beat & (n_raw == n), f"cover beat with n = {n}")
+            if (1 << nw) > n_max + 1:
+                m.d.comb += Cover(beat & (n_raw > n_max), "cover beat with n > n_max (clamped)")
+            tie = Signal(name="tie_at_boundary")
+            m.d.comb += tie.eq(Cat(mask[a] & ~mask[b] & (mags[a] == mags[b])
+                                   for a in range(mm) for b in range(a + 1, mm)).any())
+            most_neg = Signal(name="most_negative_kept")
+            m.d.comb += most_neg.eq(Cat(mask[k] & (xs[k] == -(1 << (width - 1)))
+                                        for k in range(mm)).any())
+            full = Cat(c[-1] for c in chain).all()
+            m.d.comb += [
+                Cover(beat & tie, "cover tie across the keep/drop boundary"),
+                Cover(beat & most_neg, "cover most negative value kept"),
+                Cover(dut.o.valid & ~dut.o.ready & full, "cover back-pressure on a full pipeline"),
+            ]
