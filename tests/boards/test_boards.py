@@ -25,6 +25,7 @@ from sparseforge.boards import flows
 from sparseforge.boards.ecp5 import have_tool, parse_critical_path, parse_fmax, parse_utilisation
 from sparseforge.boards.top import XOR_FAN_IN, BoardTop, xorshift64
 from sparseforge.boards import vivado_bd
+from sparseforge.boards.vivado_bd.ports import _AXIL_SLAVE
 from sparseforge.boards.vcu1525 import (CPU_RESET_PIN, LED_PINS, PCIE_PERST_PIN, PCIE_REFCLK_PINS,
                                         PCIE_RX_PINS, PCIE_TX_PINS, SYSCLK_PINS, VCU1525Platform)
 from sparseforge.gen.blocks import build_block
@@ -583,7 +584,7 @@ def test_vivado_bd_core_mhz():
     P = vivado_bd.CorePort
     ports = [P("clk", "input", 1), P("rst", "input", 1), P("irq", "output", 1),
              *[P(f"s_axil_{k.lower()}", d, 12 if k.endswith("ADDR") else 1)
-               for k, d in vivado_bd._AXIL_SLAVE.items()],
+               for k, d in _AXIL_SLAVE.items()],
              P("s_axis_tdata", "input", 32), P("s_axis_tvalid", "input", 1),
              P("s_axis_tready", "output", 1), P("m_axis_tdata", "output", 32),
              P("m_axis_tvalid", "output", 1), P("m_axis_tready", "input", 1)]
@@ -660,7 +661,7 @@ def test_vcu1525_pcie_resource():
 def test_vivado_bd_port_checks():
     P = vivado_bd.CorePort
     good = [P("clk", "input", 1), P("rst", "input", 1), P("irq", "output", 1),
-            *[P(f"s_axil_{k.lower()}", d, 1) for k, d in vivado_bd._AXIL_SLAVE.items()],
+            *[P(f"s_axil_{k.lower()}", d, 1) for k, d in _AXIL_SLAVE.items()],
             P("s_axis_tdata", "input", 32), P("s_axis_tvalid", "input", 1),
             P("s_axis_tready", "output", 1), P("m_axis_tdata", "output", 32),
             P("m_axis_tvalid", "output", 1), P("m_axis_tready", "input", 1)]
