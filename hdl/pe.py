@@ -342,11 +342,11 @@ class PE(wiring.Component):
 
     def _operand_buffer(self, m, ctl):
         """The double-buffered operand row buffer and its load side (``x``, ``nnz``, the row
-        overflow ``error``). Two halves of ``half`` words, each two parity sub-lists of ``rh``
-        words (one list of ``half`` unless ``split``). Returns the read port (address driven by
-        the sequencer, data one cycle later), the half flags ``full``/``fresh``, the half being
-        processed ``pr`` and, per (half, parity), the count registers ``cm1`` (count - 1) and
-        ``cnz`` (count != 0)."""
+        overflow ``error``). Two halves of ``half`` words; with ``split`` each half holds two
+        column-parity sub-lists of ``rh`` words. One beat per cycle. Returns the read port
+        (address driven by the sequencer, data one cycle later), the half flags
+        ``full``/``fresh``, the half being processed ``pr`` and, per (half, parity), the count
+        registers ``cm1`` (count - 1) and ``cnz`` (count != 0)."""
         rh, half = self._rh, self._half
         skip_zero, split = ctl.skip_zero, ctl.split
         entry = data.StructLayout({"value": signed(self._dw), "col": unsigned(self._col_width)})
