@@ -63,11 +63,12 @@ o : Out(stream.Signature(out_layout))
     ``{value (signed acc_width), last (last beat of a drain command), end (last beat of the
     job)}``. Honours back-pressure.
 mode : In(2)
-    ``MODE_FP`` (0), ``MODE_BP`` (1), ``MODE_WG`` (2). ``stride2`` (In(1): stride 2, else 1),
-    ``pad`` (In(clog2(k_max + 1))), ``out_len`` (FP: output row length; BP: input-gradient row
-    length), ``in_len`` (WG: X row length), ``skip_zero`` (In(1)): control inputs, registered
-    inside the PE (it sees them one cycle later): set them at least one cycle before a job's
-    first beat and hold them stable during the job.
+    The layer phase, a :class:`~sparseforge.hdl.wire.Phase` value: ``FP`` (0), ``BP`` (1),
+    ``WG`` (2). ``stride2`` (In(1): stride 2, else 1), ``pad`` (In(clog2(k_max + 1))),
+    ``out_len`` (FP: output row length; BP: input-gradient row length), ``in_len`` (WG: X row
+    length), ``skip_zero`` (In(1)): control inputs, registered inside the PE (it sees them one
+    cycle later): set them at least one cycle before a job's first beat and hold them stable
+    during the job.
 cycles, busy_mac, stall_in, stall_out, nnz : Out(48)
     Performance counters, cleared by reset only, updated one cycle after the cycle they
     count (read them at least one cycle after a job). ``cycles``: cycles of a job (from the first
@@ -131,6 +132,8 @@ transfer); ``drain.ready`` is registered state too; ``o.valid`` is a register an
 depends on ``o.ready``; ``o.payload`` is held while ``o.valid & ~o.ready``.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -140,11 +143,11 @@ from sparseforge.hdl._validate import check_int
 from sparseforge.hdl.arith import writeback
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.skid import SkidBuffer
+from sparseforge.hdl.wire import Phase
 
-__all__ = ["PE", "MODE_FP", "MODE_BP", "MODE_WG", "pe_slot_layout", "pe_taps_layout",
-           "pe_dense_layout", "pe_drain_layout", "pe_out_layout", "COUNTER_WIDTH"]
+__all__ = ["PE", "pe_slot_layout", "pe_taps_layout", "pe_dense_layout", "pe_drain_layout",
+           "pe_out_layout", "COUNTER_WIDTH"]
 
-MODE_FP, MODE_BP, MODE_WG = 0, 1, 2
 COUNTER_WIDTH = 48
 
 
@@ -223,6 +226,13 @@ class PE(wiring.Component):
         self._dense_depth = check_int("dense_depth", dense_depth, 2, 1 << 20)
         self._frac_bits = check_int("frac_bits", frac_bits, 0, data_width - 1)
         self._col_width = _index_bits(max_row_len)
+        # derived geometry of the hardware
+        self._rh = (max_row_len + 1) // 2     # capacity of one operand parity sub-list
+        self._half = 2 * self._rh             # words per operand-buffer half (>= max_row_len)
+        self._pa_w = _index_bits(psum_depth)  # psum address bits
+        self._da_w = _index_bits(dense_depth)  # dense-scratchpad address bits
+        # signed width of t = col*2 + kw - pad (and col + pad - kw)
+        self._t_w = (2 * max_row_len + 2 * k_max + 2).bit_length() + 1
         super().__init__({
             "x": In(stream.Signature(sparse_elem_layout(data_width, self._col_width))),
             "taps": In(stream.Signature(self.taps_layout)),
@@ -285,17 +295,30 @@ class PE(wiring.Component):
 
     # -- hardware ------------------------------------------------------------------------------
     def elaborate(self, platform):
+        """The PE as its stages, in data-flow order. The order also sets priorities: several
+        stages assign the same registers (``full``, ``fresh``, ``pend``, ``error``) and the
+        later assignment wins, so the engine's release of an operand half comes after the load
+        side and the drain's release of a psum half after the engine's claim."""
         m = Module()
-        L, dw, aw = self._lanes, self._dw, self._aw
-        R = self._max_row_len
-        rh = (R + 1) // 2                 # capacity of one parity sub-list
-        half = 2 * rh                     # words per buffer half (>= R)
-        pa_w = _index_bits(self._psum_depth)
-        da_w = _index_bits(self._dense_depth)
-        # signed width of t = col*2 + kw - pad (and col + pad - kw)
-        t_w = (2 * R + 2 * self._k_max + 2).bit_length() + 1
+        ctl = self._controls(m)
+        ob = self._operand_buffer(m, ctl)
+        dense = self._dense_scratchpad(m)
+        banks = self._psum_banks(m)
+        tq = self._tap_queue(m, ctl)
+        seq = self._sequencer(m, ctl, ob, tq, dense)
+        s2 = self._addresses(m, ctl, ob, seq)
+        ln = self._lane_pipeline(m, ctl, s2, dense, banks)
+        dc = self._drain_control(m, seq)
+        self._bank_ports(m, banks, ln, dc)
+        self._busy_counter(m, ln)
+        ro = self._drain_readout(m, banks, dc)
+        self._job_counters(m, tq, seq, dc, ro)
+        return m
 
-        # ---------------------------------------------------------------- controls
+    def _controls(self, m):
+        """The control inputs, registered: ``mode``, ``stride2``, ``pad``, ``out_len``,
+        ``in_len``, ``skip_zero`` and the derived flags ``is_wg`` and ``split`` (stride-2 FP:
+        the operand buffer is split by column parity). One cycle of latency."""
         # Registered once inside every PE (for Fmax): a control register shared by the PEs of
         # an array was the start of the ECP5 critical path, and the derived flags (``split``,
         # ``is_wg``) would otherwise add logic levels to the per-bundle accept loop. The
@@ -306,18 +329,27 @@ class PE(wiring.Component):
             r = Signal(shape, name=f"{name}_q", reset_less=True, attrs={"keep": 1})
             m.d.sync += r.eq(value)
             return r
-        mode = ctl("mode", self.mode, 2)
-        stride2 = ctl("stride2", self.stride2, 1)
-        pad = ctl("pad", self.pad, self.pad.shape())
-        out_len = ctl("out_len", self.out_len, self.out_len.shape())
-        in_len = ctl("in_len", self.in_len, self.in_len.shape())
-        skip_zero = ctl("skip_zero", self.skip_zero, 1)
-        is_wg = ctl("is_wg", self.mode == MODE_WG, 1)
-        # stride-2 FP: the operand buffer is split by column parity
-        split = ctl("split", (self.mode == MODE_FP) & self.stride2, 1)
+        return SimpleNamespace(
+            mode=ctl("mode", self.mode, 2),
+            stride2=ctl("stride2", self.stride2, 1),
+            pad=ctl("pad", self.pad, self.pad.shape()),
+            out_len=ctl("out_len", self.out_len, self.out_len.shape()),
+            in_len=ctl("in_len", self.in_len, self.in_len.shape()),
+            skip_zero=ctl("skip_zero", self.skip_zero, 1),
+            is_wg=ctl("is_wg", self.mode == Phase.WG, 1),
+            split=ctl("split", (self.mode == Phase.FP) & self.stride2, 1),
+        )
 
-        # ---------------------------------------------------------------- operand buffer
-        entry = data.StructLayout({"value": signed(dw), "col": unsigned(self._col_width)})
+    def _operand_buffer(self, m, ctl):
+        """The double-buffered operand row buffer and its load side (``x``, ``nnz``, the row
+        overflow ``error``). Two halves of ``half`` words; with ``split`` each half holds two
+        column-parity sub-lists of ``rh`` words. One beat per cycle. Returns the read port
+        (address driven by the sequencer, data one cycle later), the half flags
+        ``full``/``fresh``, the half being processed ``pr`` and, per (half, parity), the count
+        registers ``cm1`` (count - 1) and ``cnz`` (count != 0)."""
+        rh, half = self._rh, self._half
+        skip_zero, split = ctl.skip_zero, ctl.split
+        entry = data.StructLayout({"value": signed(self._dw), "col": unsigned(self._col_width)})
         opbuf = Memory(shape=entry, depth=2 * half, init=[])
         m.submodules.opbuf = opbuf
         op_wr = opbuf.write_port()
@@ -402,13 +434,18 @@ class PE(wiring.Component):
                 m.d.sync += full[1].eq(1)
             with m.Else():
                 m.d.sync += full[0].eq(1)
+        return SimpleNamespace(rd=op_rd, full=full, fresh=fresh, pr=pr, cm1=cm1, cnz=cnz,
+                               cnt_w=cnt_w)
 
-        # ---------------------------------------------------------------- dense scratchpad
-        dmem = Memory(shape=signed(dw), depth=self._dense_depth, init=[])
+    def _dense_scratchpad(self, m):
+        """The WG scratchpad ``X`` and its load side (``dense``, the overrun ``error``).
+        Returns ``lanes`` read ports (address in S2, data in S3) and ``loading`` (a load is in
+        progress: the engine holds WG bundles)."""
+        dmem = Memory(shape=signed(self._dw), depth=self._dense_depth, init=[])
         m.submodules.dense_mem = dmem
         d_wr = dmem.write_port()
-        d_rds = [dmem.read_port() for _ in range(L)]
-        dptr = Signal(da_w)
+        d_rds = [dmem.read_port() for _ in range(self._lanes)]
+        dptr = Signal(self._da_w)
         m.d.comb += [
             self.dense.ready.eq(1),
             d_wr.addr.eq(dptr),
@@ -424,25 +461,33 @@ class PE(wiring.Component):
                 m.d.sync += [dptr.eq(0), self.error.eq(1), dense_loading.eq(0)]
             with m.Else():
                 m.d.sync += [dptr.eq(dptr + 1), dense_loading.eq(1)]
+        return SimpleNamespace(rds=d_rds, loading=dense_loading)
 
-        # ---------------------------------------------------------------- partial-sum banks
+    def _psum_banks(self, m):
+        """``banks[lane][half] = (read port, write port)``, ``psum_depth`` words of
+        ``acc_width`` bits each; the read port is transparent for the write port."""
         # Ping-pong (*ours*): every lane has two banks (halves 0 and 1), each a simple 1R1W
         # memory. Tile t accumulates into half t % 2 while the drain reads and clears the other
         # half, so a tile's drain runs under the next tile's processing. Each half's ports are
         # muxed between the engine and the drain; they never want the same half at once (the
         # engine does not start a tile in a half that still holds an undrained tile).
         banks = []
-        for l in range(L):
+        for l in range(self._lanes):
             pair = []
             for h in range(2):
-                mem = Memory(shape=signed(aw), depth=self._psum_depth, init=[])
+                mem = Memory(shape=signed(self._aw), depth=self._psum_depth, init=[])
                 m.submodules[f"bank{l}_{h}"] = mem
                 wr = mem.write_port()
                 rd = mem.read_port(transparent_for=(wr,))
                 pair.append((rd, wr))
             banks.append(pair)
+        return banks
 
-        # ---------------------------------------------------------------- tap-bundle input
+    def _tap_queue(self, m, ctl):
+        """The tap-bundle input queue. Returns ``head`` (the flags queue's output stream:
+        ``valid``, ``ready`` and the head bundle's accept flags ``any_en``, ``par``,
+        ``row_end``, ``eot``) and ``bundle`` (the head bundle, in lockstep). Latency 1 cycle,
+        throughput 1 bundle per cycle."""
         # A skid buffer in front of the engine (*ours*, for Fmax): the engine's per-bundle
         # accept decision (row done? buffer released?) then starts from local registers, not
         # from a producer's register somewhere else on the die, and ``taps.ready`` is a
@@ -462,23 +507,31 @@ class PE(wiring.Component):
             flags_q.i.valid.eq(self.taps.valid),
             self.taps.ready.eq(taps_q.i.ready),          # == flags_q.i.ready (lockstep)
             taps_q.i.payload.eq(tin),
-            flags_q.i.payload.any_en.eq(_tree([tin.slots[l].en for l in range(L)],
+            flags_q.i.payload.any_en.eq(_tree([tin.slots[l].en for l in range(self._lanes)],
                                               lambda a, b: a | b)),
-            flags_q.i.payload.par.eq(split & tin.parity),
+            flags_q.i.payload.par.eq(ctl.split & tin.parity),
             flags_q.i.payload.row_end.eq(tin.last | tin.eot),
             flags_q.i.payload.eot.eq(tin.eot),
         ]
+        m.d.comb += taps_q.o.ready.eq(flags_q.o.ready)
+        return SimpleNamespace(head=flags_q.o, bundle=taps_q.o.payload)
 
-        # ---------------------------------------------------------------- engine: S0
-        taps = flags_q.o                  # valid, ready and the accept flags of the head bundle
-        m.d.comb += taps_q.o.ready.eq(taps.ready)
-        tb = taps_q.o.payload
+    def _sequencer(self, m, ctl, ob, tq, dense):
+        """Engine S0: accepts tap bundles and walks the buffered operand row, one entry per
+        cycle (``i``), per bundle; releases operand halves and closes tiles. Returns ``proc``
+        (a processing cycle), ``work`` (it has products), ``eb`` (psum half of the open tile),
+        ``pend[h]`` (half h holds a tile to drain), ``tile_open`` and the head bundle's
+        ``slots``."""
+        rh, half = self._rh, self._half
+        full, fresh, pr = ob.full, ob.fresh, ob.pr
+        taps = tq.head                    # valid, ready and the accept flags of the head bundle
+        tb = tq.bundle
         eb = Signal()                     # psum half the engine accumulates the open tile into
         pend = [Signal(name=f"pend{h}") for h in range(2)]  # half h holds a tile to drain
         tile_open = Signal()              # a bundle of a tile without its eot was processed
         eb_free = ~Mux(eb, pend[1], pend[0])
         slots = tb.slots
-        i = Signal(cnt_w)
+        i = Signal(ob.cnt_w)
         par = taps.payload.par
         # "i is the sub-list's last entry" for all four (half, parity) sub-lists at once, then
         # one 4:1 choice (for Fmax: the compare no longer waits for the choice)
@@ -488,7 +541,7 @@ class PE(wiring.Component):
             for h in range(2):
                 for p in range(2):
                     with m.Case(p | (h << 1)):
-                        m.d.comb += [last_e.eq(i == cm1[h][p]), n_nz.eq(cnz[h][p])]
+                        m.d.comb += [last_e.eq(i == ob.cm1[h][p]), n_nz.eq(ob.cnz[h][p])]
         any_en = taps.payload.any_en
         work = Signal()
         m.d.comb += work.eq(any_en & n_nz)
@@ -496,12 +549,12 @@ class PE(wiring.Component):
         m.d.comb += done.eq(~work | last_e)
         pr_full = Mux(pr, full[1], full[0])
         can = Signal()
-        m.d.comb += can.eq(eb_free & pr_full & ~(is_wg & dense_loading))
+        m.d.comb += can.eq(eb_free & pr_full & ~(ctl.is_wg & dense.loading))
         proc = Signal()
         m.d.comb += [
             taps.ready.eq(can & done),
             proc.eq(can & taps.valid),
-            op_rd.addr.eq(Mux(pr, half, 0) + Mux(par, rh, 0) + i),
+            ob.rd.addr.eq(Mux(pr, half, 0) + Mux(par, rh, 0) + i),
         ]
         row_end = taps.payload.row_end
         # The tile's half is marked pending one cycle after its last bundle (for Fmax: the
@@ -528,7 +581,18 @@ class PE(wiring.Component):
                     m.d.sync += tile_open.eq(1)
             with m.Else():
                 m.d.sync += [i.eq(i + 1), tile_open.eq(1)]
+        return SimpleNamespace(proc=proc, work=work, eb=eb, pend=pend, tile_open=tile_open,
+                               slots=slots)
 
+    def _addresses(self, m, ctl, ob, seq):
+        """Engine S1r and S1: per lane, the product's validity and its psum and dense-scratchpad
+        addresses. Registers the bundle's slots (S1), then the operand entry from the buffer
+        read with the column-only and slot-only arithmetic (S1r), then the results (S2).
+        Returns the S2 registers and the psum-half tags ``s2_b`` .. ``s4_b``."""
+        L, dw = self._lanes, self._dw
+        pa_w, da_w = self._pa_w, self._da_w
+        stride2, pad, mode = ctl.stride2, ctl.pad, ctl.mode
+        slots = seq.slots
         # S1 registers: the bundle's slots (the operand entry arrives from the buffer read)
         s1v = Signal()
         s1_w = [Signal(signed(dw), name=f"s1_w{l}") for l in range(L)]
@@ -537,13 +601,13 @@ class PE(wiring.Component):
         s1_rb = [Signal(da_w, name=f"s1_rb{l}") for l in range(L)]
         s1_en = [Signal(name=f"s1_en{l}") for l in range(L)]
         s1_b, s2_b, s3_b, s4_b = (Signal(name=f"s{k}_b") for k in range(1, 5))  # psum half
-        m.d.sync += [s1v.eq(proc & work), s1_b.eq(eb), s3_b.eq(s2_b), s4_b.eq(s3_b)]
+        m.d.sync += [s1v.eq(seq.proc & seq.work), s1_b.eq(seq.eb), s3_b.eq(s2_b),
+                     s4_b.eq(s3_b)]
         for l in range(L):
             m.d.sync += [s1_w[l].eq(slots[l].value), s1_kw[l].eq(slots[l].kw),
                          s1_base[l].eq(slots[l].base), s1_rb[l].eq(slots[l].rowbase),
                          s1_en[l].eq(slots[l].en)]
 
-        # ---------------------------------------------------------------- S1: addresses
         # S1r: the operand-buffer read data and the bundle are registered once more before the
         # address arithmetic (block-RAM clock-to-out + the adders and compares of S1 were the
         # ECP5 critical path, 11 ns). S1r also does the parts of the arithmetic that need only
@@ -556,7 +620,7 @@ class PE(wiring.Component):
         #   BP/WG: t_bw >= 0  <=>  cb >= -kw;  t_bw < len  <=>  cb < len - kw;
         #       base + t_bw = (base + kw) + cb;  rowbase + t_bw = (rowbase + kw) + cb.
         # Addresses wrap modulo the address width exactly as before.
-        tsg = signed(t_w)
+        tsg = signed(self._t_w)
         a1 = Signal(signed(dw))
         cp = Signal(tsg)                  # col + pad
         cps = Signal(tsg)                 # cp / S
@@ -565,16 +629,16 @@ class PE(wiring.Component):
         s1r_b = Signal()
         col_sg = Signal(tsg)
         pad_sg = Signal(tsg)
-        m.d.comb += [col_sg.eq(op_rd.data.col), pad_sg.eq(pad)]
+        m.d.comb += [col_sg.eq(ob.rd.data.col), pad_sg.eq(pad)]
         cp_now = col_sg + pad_sg
-        m.d.sync += [a1.eq(op_rd.data.value), cp.eq(cp_now),
+        m.d.sync += [a1.eq(ob.rd.data.value), cp.eq(cp_now),
                      cps.eq(Mux(stride2, cp_now >> 1, cp_now)),
                      cb.eq(Mux(stride2, col_sg << 1, col_sg) - pad_sg),
                      s1rv.eq(s1v), s1r_b.eq(s1_b), s2_b.eq(s1r_b)]
         lim_fp = Signal(tsg)              # S * out_len
         lim_bw = Signal(tsg)              # BP: out_len, WG: in_len
-        m.d.comb += [lim_fp.eq(Mux(stride2, out_len << 1, out_len)),
-                     lim_bw.eq(Mux(is_wg, in_len, out_len))]
+        m.d.comb += [lim_fp.eq(Mux(stride2, ctl.out_len << 1, ctl.out_len)),
+                     lim_bw.eq(Mux(ctl.is_wg, ctl.in_len, ctl.out_len))]
         r_w = [Signal.like(x, name=f"s1r_w{l}") for l, x in enumerate(s1_w)]
         r_en = [Signal(name=f"s1r_en{l}") for l in range(L)]
         r_kw = [Signal(tsg, name=f"s1r_kw{l}") for l in range(L)]        # kw
@@ -594,6 +658,8 @@ class PE(wiring.Component):
                          r_bk[l].eq(s1_base[l] - Mux(stride2, s1_kw[l] >> 1, s1_kw[l])),
                          r_bpk[l].eq(s1_base[l] + s1_kw[l]), r_base[l].eq(s1_base[l]),
                          r_rbk[l].eq(s1_rb[l] + s1_kw[l])]
+
+        # S1: one compare or one add per result
         s1v = s1rv
         s2v = Signal()
         s2_a = Signal(signed(dw))
@@ -607,9 +673,9 @@ class PE(wiring.Component):
             pa = Signal(pa_w, name=f"pa{l}")
             ok_bw = (cb >= r_nkw[l]) & (cb < r_lbw[l])
             with m.Switch(mode):
-                with m.Case(MODE_BP):
+                with m.Case(Phase.BP):
                     m.d.comb += [ok.eq(ok_bw), pa.eq(r_bpk[l] + cb)]
-                with m.Case(MODE_WG):
+                with m.Case(Phase.WG):
                     m.d.comb += [ok.eq(ok_bw), pa.eq(r_base[l])]
                 with m.Default():
                     m.d.comb += [ok.eq((cp >= r_kw[l]) & ~(stride2 & (cp[0] ^ r_kw[l][0])) &
@@ -617,17 +683,27 @@ class PE(wiring.Component):
                                  pa.eq(r_bk[l] + cps)]
             m.d.sync += [s2_w[l].eq(r_w[l]), s2_ok[l].eq(s1v & r_en[l] & ok),
                          s2_pa[l].eq(pa), s2_da[l].eq(r_rbk[l] + cb)]
+        return SimpleNamespace(v=s2v, a=s2_a, w=s2_w, ok=s2_ok, pa=s2_pa, da=s2_da,
+                               b=s2_b, s3_b=s3_b, s4_b=s4_b)
 
+    def _lane_pipeline(self, m, ctl, s2, dense, banks):
+        """Engine S2 .. S5 per lane: dense-scratchpad read (S2), multiplier operands and bank
+        read (S3), multiply and old value (S4), add (S5; the bank write is in
+        :meth:`_bank_ports`). Returns the S3 bank-read request (``s3v``, ``s3_b``, ``s3_pa``),
+        the S4 validity (``s4v``, ``s4_ok``: the products counted) and the S5 write
+        (``s5v``, ``s5_b``, ``s5_ok``, ``s5_pa``, ``wdata``)."""
+        L, dw, aw, pa_w = self._lanes, self._dw, self._aw, self._pa_w
+        d_rds, s3_b, s4_b = dense.rds, s2.s3_b, s2.s4_b
         # ---------------------------------------------------------------- S2: dense read
         s3v = Signal()
         s3_a = Signal(signed(dw))
         s3_w = [Signal(signed(dw), name=f"s3_w{l}") for l in range(L)]
         s3_ok = [Signal(name=f"s3_ok{l}") for l in range(L)]
         s3_pa = [Signal(pa_w, name=f"s3_pa{l}") for l in range(L)]
-        m.d.sync += [s3v.eq(s2v), s3_a.eq(s2_a)]
+        m.d.sync += [s3v.eq(s2.v), s3_a.eq(s2.a)]
         for l in range(L):
-            m.d.comb += d_rds[l].addr.eq(s2_da[l])
-            m.d.sync += [s3_w[l].eq(s2_w[l]), s3_ok[l].eq(s2_ok[l]), s3_pa[l].eq(s2_pa[l])]
+            m.d.comb += d_rds[l].addr.eq(s2.da[l])
+            m.d.sync += [s3_w[l].eq(s2.w[l]), s3_ok[l].eq(s2.ok[l]), s3_pa[l].eq(s2.pa[l])]
 
         # ---------------------------------------------------------------- S3: operands, bank read
         # The multiplier's operands are registered here and the product is formed in S4 (the
@@ -640,7 +716,7 @@ class PE(wiring.Component):
         s4_pa = [Signal(pa_w, name=f"s4_pa{l}") for l in range(L)]
         m.d.sync += s4v.eq(s3v)
         for l in range(L):
-            b = Mux(is_wg, d_rds[l].data, s3_w[l])
+            b = Mux(ctl.is_wg, d_rds[l].data, s3_w[l])
             m.d.sync += [s4_a[l].eq(s3_a), s4_bop[l].eq(b), s4_ok[l].eq(s3_ok[l]),
                          s4_pa[l].eq(s3_pa[l])]
 
@@ -661,10 +737,20 @@ class PE(wiring.Component):
             m.d.comb += wdata[l].eq((s5_old[l] + s5_prod[l])[:aw].as_signed())
             old_v = Mux(s4_b, banks[l][1][0].data, banks[l][0][0].data)
             fwd = s5v & s5_ok[l] & (s5_b == s4_b) & (s5_pa[l] == s4_pa[l])
-            m.d.sync += [s5_old[l].eq(Mux(fwd, wdata[l], old_v)), s5_prod[l].eq(s4_a[l] * s4_bop[l]),
+            m.d.sync += [s5_old[l].eq(Mux(fwd, wdata[l], old_v)),
+                         s5_prod[l].eq(s4_a[l] * s4_bop[l]),
                          s5_ok[l].eq(s4_ok[l]), s5_pa[l].eq(s4_pa[l])]
+        return SimpleNamespace(s3v=s3v, s3_b=s3_b, s3_pa=s3_pa, s4v=s4v, s4_ok=s4_ok,
+                               s5v=s5v, s5_b=s5_b, s5_ok=s5_ok, s5_pa=s5_pa, wdata=wdata)
 
-        # ---------------------------------------------------------------- drain control
+    def _drain_control(self, m, seq):
+        """The drain side's command handling and D1 (bank read issued): accepts ``drain``
+        commands once the oldest undrained half ``db`` is flushed, walks their addresses one
+        per cycle, and releases the half (clears ``pend``) with the tile's last address.
+        Returns the read request (``raddr``; ``stall``: ``o`` is back-pressured), the D1
+        registers and, for the counters, ``tok`` (engine tokens in flight), ``acc``, ``issue``
+        and ``last_acc``."""
+        pa_w, pend = self._pa_w, seq.pend
         o = self.o
         stall = Signal()
         m.d.comb += stall.eq(o.valid & ~o.ready)
@@ -673,7 +759,7 @@ class PE(wiring.Component):
         # too), so the flush is always PIPE_FLUSH = 5 cycles after the tile's last bundle.
         tok = Signal(5)
         tok_b = Signal(5)
-        m.d.sync += [tok.eq(Cat(proc, tok[:4])), tok_b.eq(Cat(eb, tok_b[:4]))]
+        m.d.sync += [tok.eq(Cat(seq.proc, tok[:4])), tok_b.eq(Cat(seq.eb, tok_b[:4]))]
         db = Signal()                     # half the drain reads (the oldest undrained tile)
         flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(5)], lambda a, b: a | b)
         d_addr = Signal(pa_w)
@@ -724,36 +810,50 @@ class PE(wiring.Component):
             for h in range(2):
                 with m.If(d1_b == h):
                     m.d.sync += pend[h].eq(0)
+        return SimpleNamespace(stall=stall, tok=tok, acc=acc, issue=issue, raddr=raddr,
+                               last_acc=last_acc, d1v=d1v, d1_b=d1_b, d1_addr=d1_addr,
+                               d1_last=d1_last, d1_end=d1_end, d1_raw=d1_raw)
 
-        # ---------------------------------------------------------------- bank ports
+    def _bank_ports(self, m, banks, ln, dc):
+        """Each psum half's ports, shared by the engine and the drain: the engine's S3 read
+        has priority (the drain's reads advance only when not stalled); the engine's S5
+        write, else the drain's clearing write in D1."""
+        stall = dc.stall
         for l, pair in enumerate(banks):
             for h, (rd, wr) in enumerate(pair):
-                eng_rd = s3v & (s3_b == h)
+                eng_rd = ln.s3v & (ln.s3_b == h)
                 m.d.comb += [
                     rd.en.eq(eng_rd | ~stall),
-                    rd.addr.eq(Mux(eng_rd, s3_pa[l], raddr)),
+                    rd.addr.eq(Mux(eng_rd, ln.s3_pa[l], dc.raddr)),
                 ]
-                with m.If(s5v & (s5_b == h)):
-                    m.d.comb += [wr.en.eq(s5_ok[l]), wr.addr.eq(s5_pa[l]),
-                                 wr.data.eq(wdata[l])]
+                with m.If(ln.s5v & (ln.s5_b == h)):
+                    m.d.comb += [wr.en.eq(ln.s5_ok[l]), wr.addr.eq(ln.s5_pa[l]),
+                                 wr.data.eq(ln.wdata[l])]
                 with m.Else():
-                    m.d.comb += [wr.en.eq(d1v & ~stall & (d1_b == h)), wr.addr.eq(d1_addr),
-                                 wr.data.eq(0)]
+                    m.d.comb += [wr.en.eq(dc.d1v & ~stall & (dc.d1_b == h)),
+                                 wr.addr.eq(dc.d1_addr), wr.data.eq(0)]
 
-        # busy_mac: valid products written this cycle (balanced popcount)
-        pop = _tree([s4_ok[l].as_unsigned() for l in range(L)], lambda a, b: a + b)
-        m.d.sync += self.busy_mac.eq(self.busy_mac + Mux(s4v, pop, 0))
+    def _busy_counter(self, m, ln):
+        """``busy_mac``: the valid products of the cycle (S4), a balanced popcount."""
+        pop = _tree([ln.s4_ok[l].as_unsigned() for l in range(self._lanes)], lambda a, b: a + b)
+        m.d.sync += self.busy_mac.eq(self.busy_mac + Mux(ln.s4v, pop, 0))
 
+    def _drain_readout(self, m, banks, dc):
+        """Drain D1r .. D2 into ``o``: bank read data registered (D1r), lane sum (D2),
+        write-back or raw value registered into ``o``. All stages hold while ``o`` is
+        back-pressured. Returns the stage flags the job counters need and ``tile_end`` (the
+        job's end beat is transferred)."""
+        aw, dw, o, stall = self._aw, self._dw, self.o, dc.stall
         # ---------------------------------------------------------------- D1: bank read data
         # The banks' read data is registered before the lane sum (block-RAM clock-to-out, the
         # half mux and two 48-bit adders were the ECP5 critical path, 8.4 ns): one more drain
         # pipeline cycle (``pe_model.DRAIN_LATENCY``), no rate.
         d1rv, d1r_last, d1r_end, d1r_raw = Signal(), Signal(), Signal(), Signal()
-        d1r_data = [Signal(signed(aw), name=f"d1r_data{l}") for l in range(L)]
+        d1r_data = [Signal(signed(aw), name=f"d1r_data{l}") for l in range(self._lanes)]
         with m.If(~stall):
-            m.d.sync += [d1rv.eq(d1v), d1r_last.eq(d1_last), d1r_end.eq(d1_end),
-                         d1r_raw.eq(d1_raw)]
-            m.d.sync += [d.eq(Mux(d1_b, pair[1][0].data, pair[0][0].data))
+            m.d.sync += [d1rv.eq(dc.d1v), d1r_last.eq(dc.d1_last), d1r_end.eq(dc.d1_end),
+                         d1r_raw.eq(dc.d1_raw)]
+            m.d.sync += [d.eq(Mux(dc.d1_b, pair[1][0].data, pair[0][0].data))
                          for d, pair in zip(d1r_data, banks)]
 
         # ---------------------------------------------------------------- D1r: bank sum
@@ -774,31 +874,34 @@ class PE(wiring.Component):
                 o.payload.end.eq(d2_end),
             ]
         tile_end = o.valid & o.ready & o.payload.end
+        return SimpleNamespace(d1rv=d1rv, d1r_end=d1r_end, d2v=d2v, d2_end=d2_end,
+                               tile_end=tile_end)
 
-        # ---------------------------------------------------------------- job and counters
+    def _job_counters(self, m, tq, seq, dc, ro):
+        """``active`` and the ``cycles``, ``stall_in``, ``stall_out`` counters."""
+        o, stall, proc, pend = self.o, dc.stall, seq.proc, seq.pend
         # A job runs from the first valid input until the end beat of a tile after which no
         # other tile is open or waiting to be drained.
-        start = ~self.active & (x.valid | self.taps.valid | taps.valid | dr.valid)
+        start = ~self.active & (self.x.valid | self.taps.valid | tq.head.valid |
+                                self.drain.valid)
         in_job = Signal()
         m.d.comb += in_job.eq(self.active | start)
         with m.If(start):
             m.d.sync += self.active.eq(1)
-        with m.If(tile_end & ~pend[0] & ~pend[1] & ~tile_open):
+        with m.If(ro.tile_end & ~pend[0] & ~pend[1] & ~seq.tile_open):
             m.d.sync += self.active.eq(0)
-        flush = (tok != 0) & ~tile_open
-        tail = (last_acc & ~issue) | (d1rv & d1r_end) | (d2v & d2_end) | \
+        flush = (dc.tok != 0) & ~seq.tile_open
+        tail = (dc.last_acc & ~dc.issue) | (ro.d1rv & ro.d1r_end) | (ro.d2v & ro.d2_end) | \
             (o.valid & o.payload.end)
         # The cycle's classification is registered and counted one cycle later: ``issue``
         # depends on the drain handshake, which in a PE array crosses PEs (the column's drain
         # broadcast), and the counter enables were the ECP5 critical path (10.5 ns).
         c_job, c_out, c_in = Signal(), Signal(), Signal()
-        m.d.sync += [c_job.eq(in_job), c_out.eq(stall & ~proc & ~acc),
-                     c_in.eq(~stall & ~proc & ~flush & ~issue & ~acc & ~tail)]
+        m.d.sync += [c_job.eq(in_job), c_out.eq(stall & ~proc & ~dc.acc),
+                     c_in.eq(~stall & ~proc & ~flush & ~dc.issue & ~dc.acc & ~tail)]
         with m.If(c_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(c_out):
                 m.d.sync += self.stall_out.eq(self.stall_out + 1)
             with m.Elif(c_in):
                 m.d.sync += self.stall_in.eq(self.stall_in + 1)
-
-        return m

@@ -37,13 +37,14 @@ import numpy as np
 
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen import numfmt
+from sparseforge.hdl.wire import Phase
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
            "execute", "cycles", "cycles_tiles", "cycles_grid", "split_tiles", "assemble_tiles",
            "tile_expected", "row_cost", "pe_kwargs", "MODES",
            "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE", "DRAIN_ACCEPT"]
 
-MODES = {"fp": 0, "bp": 1, "wg": 2}
+MODES = {p.name.lower(): p.value for p in Phase}     # the PE's ``mode`` input per phase name
 #: Engine pipeline cycles after a tile's last bundle before the first drain read.
 PIPE_FLUSH = 5
 #: Drain pipeline cycles after the last drain read until its beat leaves on ``o``.

@@ -4,15 +4,15 @@ model, with idle gaps on the inputs and back-pressure on ``o``; counters vs the 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge
 
-from sparseforge.sim.testkit import layers
-from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.mapper import pe as pm
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
-from sparseforge.gen.mapper import pe as pm
 from sparseforge.sim.testkit.amaranth_streams import pack_beats
-from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env_params, run_streams
+from sparseforge.sim.testkit.cocotb_layers import layer_from_params
+from sparseforge.sim.testkit.cocotb_streams import (StreamSink, StreamSource, env_params, reset,
+                                                    run_streams)
 from sparseforge.sim.testkit.patterns import make_pattern
 
 COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz", "active", "error")
@@ -22,12 +22,7 @@ COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz", "active", "err
 async def pe_layer(dut):
     p = env_params()
     seed = p["seed"]
-    cfg = AcceleratorConfig.from_dict(p["config"])
-    job, ref = layers.random_layer(p["mode"], cfg=cfg, kernel=p["kernel"], stride=p["stride"],
-                               padding=p["padding"], zero_frac=p["zero_frac"],
-                               nm=tuple(p["nm"]) if p["nm"] else None, seed=seed, cin=p["cin"],
-                               cout=p["cout"], height=p["height"], width=p["width"],
-                               raw=p["raw"])
+    cfg, job, ref = layer_from_params(p)
     stats = pm.cycles(job)
     dut._log.info(f"seed={seed} {p['mode']} src={p['src']} sink={p['sink']} model={stats}")
     kw = pm.pe_kwargs(cfg)
@@ -45,10 +40,7 @@ async def pe_layer(dut):
     for k, v in job.control().items():
         getattr(dut, k).value = v
     Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut)
 
     if ds:                                               # WG: the X scratchpad first
         dense = StreamSource(dut, "dense", ds, make_pattern(p["src"], seed + 10))

@@ -1,24 +1,22 @@
-"""Dual-sparse 1-D conv PE: mapping + cycle model vs the golden model, amaranth-sim bit-exact
-runs with every counter checked against the cycle model, and cocotb runs (Icarus, Verilator).
+"""Dual-sparse 1-D conv PE on the RTL: amaranth-sim bit-exact runs with every counter checked
+against the cycle model, the utilisation / speedup table, and cocotb runs (Icarus, Verilator).
 
-The utilisation / speedup table: ``.venv/bin/python -m pytest -q -s tests/test_pe.py -k table``.
+The mapping and cycle model without the RTL: ``tests/hdl/test_pe_model.py``; constructor
+parameters: ``tests/hdl/test_pe_params.py``. The utilisation / speedup table:
+``.venv/bin/python -m pytest -q -s tests/hdl/test_pe.py -k table``.
 """
 
-import gc
-import itertools
 import os
-import warnings
 
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
-from sparseforge.sim.testkit import layers
 from sparseforge.gen.config import preset
+from sparseforge.gen.mapper import pe as pm
 from sparseforge.hdl.pe import PE
 from sparseforge.sim.reference import golden
-from sparseforge.gen.mapper import pe as pm
+from sparseforge.sim.testkit import layers
 from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
 from sparseforge.sim.testkit.patterns import make_pattern
 
@@ -151,79 +149,36 @@ def check_run(jobs, expected, vals, res, ideal):
 
 
 # --------------------------------------------------------------------------------------------
-# 1. The mapping + functional model against the golden convolutions (no RTL; many shapes)
+# 1. RTL (amaranth-sim): whole small layers, bit-exact, counters == model
 # --------------------------------------------------------------------------------------------
 
-def _model_cases(mode, count, seed):
-    grid = list(itertools.product([1, 3, 5], [1, 2], [0, 1, 2], [0.0, 0.5, 0.9, 1.0],
-                                  [None, (2, 4), (2, 8), (1, 8)], [False, True], [False, True]))
-    rng = np.random.default_rng(seed)
-    return [grid[i] for i in rng.choice(len(grid), count, replace=False)]
+def _rtl_case(mode, K, S, pad, zf, nm, dense, raw, io="always/always", chans=(4, 4), hw=6):
+    """One :data:`RTL_CASES` entry: ``io`` = source/sink patterns, ``chans`` = (cin, cout),
+    ``hw`` = H = W."""
+    return (mode, K, S, pad, zf, nm, dense, raw, *io.split("/"), *chans, hw, hw)
 
-
-@pytest.mark.parametrize("mode", ["fp", "bp", "wg"])
-def test_pe_mapping_matches_golden(mode):
-    """map_conv_* + execute == golden conv2d_* on a seeded sample of the parameter grid, and
-    the cycle model's busy_mac == the executed products; dense mode gives the same result."""
-    seed = {"fp": 11, "bp": 12, "wg": 13}[mode]
-    print(f"seed={seed}")
-    cfg = CFG.replace(macs_per_pe=3, psum_buf_depth=4096)
-    for K, S, p, zf, nm, dense, raw in _model_cases(mode, 40, seed):
-        job, ref = layers.random_layer(mode, cfg=cfg, kernel=K, stride=S, padding=p, zero_frac=zf,
-                                   nm=nm, seed=seed, cin=8, cout=8, height=7, width=9,
-                                   dense=dense, raw=raw)
-        out, busy = pm.execute(job)
-        assert np.array_equal(job.assemble(out), ref), (K, S, p, zf, nm, dense, raw)
-        st = pm.cycles(job)
-        assert st.busy_mac == busy
-        assert st.cycles == (st.stall_in + st.proc + st.drained + pm.PIPE_FLUSH
-                             + len(job.drains) * pm.DRAIN_ACCEPT + pm.DRAIN_LATENCY)
-
-
-def test_pe_model_sparse_work_follows_useful_products():
-    """Sparse-mode products are exactly the useful ones (non-zero operand x kept tap, valid
-    destination), and dense mode does every product of the same layer."""
-    cfg = CFG
-    x = np.arange(1, 1 + 2 * 6 * 6).reshape(1, 2, 6, 6) % 7 - 3        # has zeros
-    w = np.arange(1, 1 + 2 * 2 * 9).reshape(2, 2, 3, 3) % 5 - 2       # has zeros
-    mask = w != 0
-    sparse = pm.map_conv_fp(x, w, stride=1, padding=1, cfg=cfg, mask=mask)
-    dense = pm.map_conv_fp(x, w, stride=1, padding=1, cfg=cfg, mask=mask, dense=True)
-    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    useful = sum(int(np.count_nonzero(xp[0, c, i:i + 6, j:j + 6])) for n in range(2)
-                 for c in range(2) for i in range(3) for j in range(3) if w[n, c, i, j])
-    every = 2 * 2 * (5 + 6 + 5) ** 2      # (n, c) x taps x outputs whose input is not padding
-    assert pm.cycles(sparse).busy_mac == useful
-    assert pm.cycles(dense).busy_mac == every
-    assert np.array_equal(sparse.assemble(pm.execute(sparse)[0]),
-                          dense.assemble(pm.execute(dense)[0]))
-
-
-# --------------------------------------------------------------------------------------------
-# 2. RTL (amaranth-sim): whole small layers, bit-exact, counters == model
-# --------------------------------------------------------------------------------------------
 
 # (mode, K, S, pad, zero fraction, N:M, dense mode, raw, src, sink, cin, cout, H, W)
 RTL_CASES = [
-    ("fp", 3, 1, 1, 0.5, (2, 4), False, True, "always", "always", 4, 4, 6, 6),
-    ("fp", 3, 2, 1, 0.5, None, False, False, "random", "random", 4, 4, 7, 7),
-    ("fp", 5, 1, 2, 0.9, (2, 8), False, True, "always", "always", 8, 4, 6, 6),
-    ("fp", 1, 1, 0, 0.0, (1, 8), False, False, "bursty", "cycle", 8, 4, 6, 6),
-    ("fp", 5, 2, 2, 1.0, None, False, True, "always", "always", 4, 4, 7, 7),
-    ("fp", 3, 2, 0, 0.0, None, True, True, "always", "always", 2, 4, 7, 7),
-    ("fp", 1, 2, 1, 0.5, (2, 4), False, False, "always", "random", 4, 4, 6, 6),
-    ("bp", 3, 1, 1, 0.5, (2, 4), False, True, "always", "always", 4, 4, 6, 6),
-    ("bp", 3, 2, 1, 0.9, (2, 8), False, False, "random", "random", 4, 8, 7, 7),
-    ("bp", 5, 1, 2, 0.5, None, False, True, "always", "always", 4, 4, 6, 6),
-    ("bp", 1, 2, 0, 0.0, (1, 8), False, False, "always", "always", 4, 8, 6, 6),
-    ("bp", 5, 2, 1, 1.0, (2, 4), False, True, "cycle", "bursty", 4, 4, 7, 7),
-    ("bp", 3, 1, 0, 0.0, None, True, True, "always", "always", 4, 2, 6, 6),
-    ("wg", 3, 1, 1, 0.5, None, False, True, "always", "always", 4, 4, 6, 6),
-    ("wg", 3, 2, 1, 0.9, None, False, False, "random", "random", 4, 4, 7, 7),
-    ("wg", 5, 1, 2, 0.0, None, False, True, "always", "always", 2, 4, 6, 6),
-    ("wg", 1, 1, 0, 1.0, None, False, True, "always", "always", 4, 4, 6, 6),
-    ("wg", 5, 2, 0, 0.5, None, False, False, "bursty", "always", 4, 4, 7, 7),
-    ("wg", 3, 1, 1, 0.0, None, True, True, "always", "always", 2, 2, 6, 6),
+    _rtl_case("fp", 3, 1, 1, 0.5, (2, 4), False, True),
+    _rtl_case("fp", 3, 2, 1, 0.5, None, False, False, io="random/random", hw=7),
+    _rtl_case("fp", 5, 1, 2, 0.9, (2, 8), False, True, chans=(8, 4)),
+    _rtl_case("fp", 1, 1, 0, 0.0, (1, 8), False, False, io="bursty/cycle", chans=(8, 4)),
+    _rtl_case("fp", 5, 2, 2, 1.0, None, False, True, hw=7),
+    _rtl_case("fp", 3, 2, 0, 0.0, None, True, True, chans=(2, 4), hw=7),
+    _rtl_case("fp", 1, 2, 1, 0.5, (2, 4), False, False, io="always/random"),
+    _rtl_case("bp", 3, 1, 1, 0.5, (2, 4), False, True),
+    _rtl_case("bp", 3, 2, 1, 0.9, (2, 8), False, False, io="random/random", chans=(4, 8), hw=7),
+    _rtl_case("bp", 5, 1, 2, 0.5, None, False, True),
+    _rtl_case("bp", 1, 2, 0, 0.0, (1, 8), False, False, chans=(4, 8)),
+    _rtl_case("bp", 5, 2, 1, 1.0, (2, 4), False, True, io="cycle/bursty", hw=7),
+    _rtl_case("bp", 3, 1, 0, 0.0, None, True, True, chans=(4, 2)),
+    _rtl_case("wg", 3, 1, 1, 0.5, None, False, True),
+    _rtl_case("wg", 3, 2, 1, 0.9, None, False, False, io="random/random", hw=7),
+    _rtl_case("wg", 5, 1, 2, 0.0, None, False, True, chans=(2, 4)),
+    _rtl_case("wg", 1, 1, 0, 1.0, None, False, True),
+    _rtl_case("wg", 5, 2, 0, 0.5, None, False, False, io="bursty/always", hw=7),
+    _rtl_case("wg", 3, 1, 1, 0.0, None, True, True, chans=(2, 2)),
 ]
 
 
@@ -323,22 +278,6 @@ def test_pe_rtl_tiles_overlap_drain(case):
     assert st.cycles < one_by_one
 
 
-def test_pe_model_tiles_hide_drain():
-    """With ping-pong halves a tiled sparse layer's drain hides under processing: the tiled
-    run costs less than the single-tile run plus nothing more than the first/last tile's
-    drain, and the model equals the functional result tile by tile."""
-    big = CFG.replace(psum_buf_depth=1 << 16)
-    job, ref = layers.random_layer("fp", cfg=big, kernel=3, stride=1, padding=1, zero_frac=0.9,
-                               nm=(2, 8), seed=9, cin=16, cout=16, height=16, width=16)
-    tiles = pm.split_tiles(job, 256, cfg=big.replace(psum_buf_depth=256))
-    got = np.concatenate([pm.execute(t)[0] for t in tiles])
-    assert np.array_equal(pm.assemble_tiles(job, tiles, got), ref)
-    whole, tiled = pm.cycles(job), pm.cycles_tiles(tiles)
-    assert tiled.busy_mac == whole.busy_mac
-    print(f"whole layer, one tile: {whole.cycles}; {len(tiles)} tiles: {tiled.cycles}")
-    assert tiled.cycles < whole.cycles
-
-
 def test_pe_rtl_operand_overflow_sets_error():
     """A row with more entries than max_row_len (no last) is not stored past the buffer; the
     sticky error flag says so."""
@@ -364,7 +303,7 @@ def test_pe_rtl_operand_overflow_sets_error():
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Utilisation and speedup table (RTL-measured, model-checked)
+# 2. Utilisation and speedup table (RTL-measured, model-checked)
 # --------------------------------------------------------------------------------------------
 
 LARGE = os.environ.get("SF_PE_TABLE") == "large"
@@ -455,72 +394,7 @@ def test_pe_table_model():
 
 
 # --------------------------------------------------------------------------------------------
-# 4. Bad parameters
-# --------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"data_width": 1}, ValueError, "data_width must be in"),
-    ({"data_width": "16"}, TypeError, "data_width must be an integer"),
-    ({"acc_width": 20}, ValueError, "acc_width must be in"),
-    ({"lanes": 0}, ValueError, "lanes must be in"),
-    ({"lanes": 17}, ValueError, "lanes must be in"),
-    ({"k_max": 0}, ValueError, "k_max must be in"),
-    ({"max_row_len": 1}, ValueError, "max_row_len must be in"),
-    ({"psum_depth": 1}, ValueError, "psum_depth must be in"),
-    ({"dense_depth": 1.5}, TypeError, "dense_depth must be an integer"),
-    ({"frac_bits": 16}, ValueError, "frac_bits must be in"),
-])
-def test_pe_rejects_bad_parameters(kwargs, exc, match):
-    with warnings.catch_warnings():
-        # the half-built component is garbage: collect it here, silently, not in a later test
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(exc, match=match) as info:
-            PE(**kwargs)
-        del info
-        gc.collect()
-
-
-def _x(shape, v=1):
-    return np.full(shape, v, dtype=np.int64)
-
-
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: pm.map_conv_fp(_x((1, 2, 8, 8)), _x((2, 2, 7, 7)), cfg=CFG), ValueError,
-     "kernel row length 7 exceeds k_max=5"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 17)), _x((2, 2, 3, 3)), cfg=CFG), ValueError,
-     "input row length 17 exceeds max_row_len=16"),
-    (lambda: pm.map_conv_bp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), (1, 2, 6, 6), stride=3, cfg=CFG),
-     ValueError, "unsupported stride 3"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), stride=3, cfg=CFG), ValueError,
-     "unsupported stride 3"),
-    (lambda: pm.map_conv_fp(_x((1, 8, 16, 16)), _x((8, 8, 1, 1)), cfg=CFG), ValueError,
-     "psum out of range"),
-    (lambda: pm.map_conv_wg(_x((1, 8, 16, 16)), _x((1, 1, 16, 16)), (1, 8, 1, 1), cfg=CFG),
-     ValueError, "dense scratchpad out of range"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4), 1 << 15), _x((2, 2, 3, 3)), cfg=CFG), ValueError,
-     "x has values outside the 16-bit signed range"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), padding=6, cfg=CFG), ValueError,
-     "padding must be in"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), cfg=CFG.replace(acc_width=32)),
-     ValueError, "could overflow the 32-bit accumulator"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 3, 3, 3)), cfg=CFG), ValueError,
-     "channel mismatch"),
-    (lambda: pm.map_conv_bp(_x((1, 2, 3, 3)), _x((2, 2, 3, 3)), (1, 2, 6, 6), cfg=CFG), ValueError,
-     "dy shape"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), cfg=CFG, mask=np.ones((2, 2, 3))),
-     TypeError, "mask must be a bool array"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), cfg=CFG, empty_rows="drop"),
-     ValueError, "empty_rows must be"),
-    (lambda: pm.map_conv_fp(_x((1, 2, 4, 4)), _x((2, 2, 3, 3)), cfg="tiny"), TypeError,
-     "cfg must be an AcceleratorConfig"),
-])
-def test_pe_mapping_rejects_bad_layers(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
-
-
-# --------------------------------------------------------------------------------------------
-# 5. cocotb on the emitted Verilog (Icarus, Verilator)
+# 3. cocotb on the emitted Verilog (Icarus, Verilator)
 # --------------------------------------------------------------------------------------------
 
 COCOTB_CFG = preset("tiny")          # the "pe" block of the tiny preset (2 lanes, k_max 7)
