@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
 from sparseforge.hdl.arith import tree
 
 __all__ = ["NMSelector", "NMParams", "SUPPORTED_M", "check_group_size", "nm_group_layout",
@@ -66,17 +66,9 @@ class NMParams:
             self._MustUse__used = True       # a rejected instance is no "unused elaboratable"
             raise
 
-    @property
-    def m(self) -> int:
-        return self._m
-
-    @property
-    def n_max(self) -> int:
-        return self._n_max
-
-    @property
-    def width(self) -> int:
-        return self._width
+    m = read_only("_m")
+    n_max = read_only("_n_max")
+    width = read_only("_width")
 
     @property
     def index_width(self) -> int:
