@@ -67,7 +67,7 @@ from amaranth.lib import crc, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
 from sparseforge.hdl.wire import (ENTRY_FIELD, ENTRY_RESERVED, ERR_NO_SCHEDULE, ERR_SCHED,
                                   ERR_SCHED_END, ERR_SCHED_MISMATCH, SCHED_ENTRY_WORDS,
                                   SCHED_HEADER_WORDS, SCHED_MAGIC, SCHED_VERSION, SchedErr,
@@ -123,9 +123,7 @@ class ScheduleController(wiring.Component):
             "nm_n": Out(8), "pg_go": Out(1), "pg_count": Out(24),
         })
 
-    @property
-    def depth(self):
-        return self._depth
+    depth = read_only("_depth")
 
     def elaborate(self, platform):
         m = Module()
