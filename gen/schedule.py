@@ -29,57 +29,25 @@ from dataclasses import asdict, dataclass, fields
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.numfmt import prune_threshold_params
 from sparseforge.gen.network import ComputeLayer, Network, NetworkError
+from sparseforge.hdl.wire import (ENTRY_LAYOUT, ENTRY_RESERVED, SCHED_ENTRY_WORDS,
+                                  SCHED_HEADER_WORDS, SCHED_MAGIC, SCHED_VERSION, SchedErr,
+                                  SchedFlag, SchedOp)
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
-           "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS",
-           "ERR"]
+           "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
+           "ENTRY_WORDS", "ERR"]
 
-MAGIC = 0x43534653          # bytes 'S' 'F' 'S' 'C' as a little-endian word
-VERSION = 1
-HEADER_WORDS = 8
-ENTRY_WORDS = 20
+#: The binary format's constants, opcodes, flags, entry layout and error codes have one home,
+#: :mod:`sparseforge.hdl.wire` (the controller reads the same definitions); re-exported here.
+MAGIC = SCHED_MAGIC
+VERSION = SCHED_VERSION
+HEADER_WORDS = SCHED_HEADER_WORDS
+ENTRY_WORDS = SCHED_ENTRY_WORDS
+Op = SchedOp
+Flag = SchedFlag
 
-
-class Op:
-    """Entry opcodes (0 is invalid so a zero-filled memory is rejected)."""
-    FP = 1
-    BP = 2
-    WG = 3
-    PREGEN = 4
-    PRUNE = 5
-    END = 15
-    NAMES = {1: "FP", 2: "BP", 3: "WG", 4: "PREGEN", 5: "PRUNE", 15: "END"}
-
-
-class Flag:
-    """Entry flag bits (word 0, bits 31:16)."""
-    RELU = 1 << 0          # the layer has a fused ReLU (FP: applied on the way out; BP/WG: mask)
-    POOL = 1 << 1          # the layer has a fused max-pool (pool_k, pool_s)
-    BDWP = 1 << 2          # N:M weights: FP uses W_fwd (along Cin), BP W_bwd (along Cout)
-    SKIP_ZERO = 1 << 3     # sparse mode: zero operands skipped (0: the dense baseline)
-    PRUNE = 1 << 4         # the layer's output gradient is stochastically pruned
-    INTERLEAVED = 1 << 5   # channel k -> PE column/row k % C (else in-order blocks)
-    FIRST = 1 << 6         # clear the psum bank before this tile
-    LAST = 1 << 7          # drain the psum bank after this tile
-    OVERLAP = 1 << 8       # PREGEN runs alongside the preceding WG
-    FC = 1 << 9            # FC layer run as a 1x1 convolution with the batch as the row axis
-    WLOAD = 1 << 10        # load this tile's weights into weight_base first
-    ALOAD = 1 << 11        # load this tile's dense X chunk into act_base first (WG)
-    ALL = (1 << 12) - 1
-    NAMES = ("RELU", "POOL", "BDWP", "SKIP_ZERO", "PRUNE", "INTERLEAVED", "FIRST", "LAST",
-             "OVERLAP", "FC", "WLOAD", "ALOAD")
-
-
-#: Error codes (the controller's ERROR_CODE register holds the same numbers).
-ERR = {
-    "length": 1,        # binary too short, not whole words, or header length fields disagree
-    "magic": 2,
-    "version": 3,
-    "checksum": 4,
-    "config": 5,        # compiled for a different accelerator configuration
-    "opcode": 6,        # unknown opcode
-    "entry": 7,         # reserved bits set, END missing / not last, field out of range
-}
+#: Error kind -> code (the controller's ERROR_CODE holds ``ERR_SCHED | code``).
+ERR = {e.name.lower(): int(e) for e in SchedErr}
 
 
 class ScheduleError(ValueError):
@@ -92,32 +60,6 @@ class ScheduleError(ValueError):
 
 
 # -- entries ------------------------------------------------------------------------------------
-
-# (field, word, low bit, width): the packing of one entry.
-_LAYOUT = (
-    ("opcode", 0, 0, 8), ("layer", 0, 8, 8), ("flags", 0, 16, 16),
-    ("tile", 1, 0, 16), ("n_tiles", 1, 16, 16),
-    ("ch0", 2, 0, 16), ("nch", 2, 16, 16),
-    ("r0", 3, 0, 32),
-    ("nr", 4, 0, 32),
-    ("b0", 5, 0, 16), ("nb", 5, 16, 16),
-    ("cin", 6, 0, 16), ("cout", 6, 16, 16),
-    ("h", 7, 0, 16), ("w", 7, 16, 16),
-    ("ho", 8, 0, 16), ("wo", 8, 16, 16),
-    ("kh", 9, 0, 8), ("kw", 9, 8, 8), ("stride", 9, 16, 8), ("padding", 9, 24, 8),
-    ("batch", 10, 0, 16), ("pool_k", 10, 16, 8), ("pool_s", 10, 24, 8),
-    ("nm_n", 11, 0, 8), ("nm_m", 11, 8, 8), ("prune_shift", 11, 16, 8),
-    ("prune_kp", 12, 0, 32),
-    ("act_base", 13, 0, 32),
-    ("weight_base", 14, 0, 32),
-    ("psum_base", 15, 0, 32),
-    ("act_words", 16, 0, 32),
-    ("weight_words", 17, 0, 32),
-    ("psum_words", 18, 0, 32),
-)
-#: Bits of each entry word that carry no field and must be zero (word 11 bits 31:24, word 19).
-_RESERVED = {11: 0xFF000000, 19: 0xFFFFFFFF}
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -165,14 +107,14 @@ class Entry:
 
     @property
     def op_name(self) -> str:
-        return Op.NAMES.get(self.opcode, f"op{self.opcode}")
+        return Op.name_of(self.opcode)
 
     def flag_names(self) -> list[str]:
         return [n for k, n in enumerate(Flag.NAMES) if self.flags >> k & 1]
 
     def words(self) -> list[int]:
         out = [0] * ENTRY_WORDS
-        for name, word, lo, width in _LAYOUT:
+        for name, word, lo, width in ENTRY_LAYOUT:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < (1 << width):
                 raise ValueError(f"entry field {name} must be an integer in [0, {(1 << width) - 1}],"
@@ -182,7 +124,8 @@ class Entry:
 
     @classmethod
     def from_words(cls, words) -> "Entry":
-        kw = {name: (words[word] >> lo) & ((1 << width) - 1) for name, word, lo, width in _LAYOUT}
+        kw = {name: (words[word] >> lo) & ((1 << width) - 1)
+              for name, word, lo, width in ENTRY_LAYOUT}
         return cls(**kw)
 
 
@@ -285,9 +228,9 @@ def validate(data, cfg: AcceleratorConfig | None = None) -> list[int]:
     for k in range(n):
         ew_ = words[HEADER_WORDS + k * ENTRY_WORDS:HEADER_WORDS + (k + 1) * ENTRY_WORDS]
         op = ew_[0] & 0xFF
-        if op not in Op.NAMES:
+        if not Op.known(op):
             raise ScheduleError("opcode", f"entry {k}: unknown opcode {op}")
-        for wi, mask in _RESERVED.items():
+        for wi, mask in ENTRY_RESERVED.items():
             if ew_[wi] & mask:
                 raise ScheduleError("entry", f"entry {k}: reserved bits {ew_[wi] & mask:#x} of "
                                              f"word {wi} are set")

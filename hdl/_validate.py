@@ -6,7 +6,7 @@ formats, the golden model and the PRNG all call :func:`check_int`.
 
 from numbers import Integral
 
-__all__ = ["check_int"]
+__all__ = ["check_int", "read_only"]
 
 
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None, *,
@@ -31,3 +31,9 @@ def check_int(name: str, value, lo: int | None = None, hi: int | None = None, *,
             rng = f"in [{lo}, {hi}]"
         raise ValueError(f"{name} must be {rng}, {'got' if numeric_api else 'not'} {value}")
     return value
+
+
+def read_only(attr: str, doc: str | None = None) -> property:
+    """A read-only property returning ``self.<attr>``: how the components expose their
+    validated constructor parameters (``data_width = read_only("_data_width")``)."""
+    return property(lambda self: getattr(self, attr), doc=doc)

@@ -2,7 +2,21 @@
 
 from amaranth.hdl import Mux, Signal, signed
 
-__all__ = ["pipelined_umul", "umul_latency", "writeback"]
+__all__ = ["pipelined_umul", "tree", "umul_latency", "writeback"]
+
+
+def tree(values, op):
+    """Reduce ``values`` with the binary ``op`` as a balanced tree: depth ``ceil(log2(len))``
+    (*why*: a linear chain would make the adder / OR depth grow with the operand count, and
+    keeps Icarus slow). Pairs ``(0, 1), (2, 3), ...`` each level; an odd last item passes
+    through. ``ValueError`` when ``values`` is empty."""
+    values = list(values)
+    if not values:
+        raise ValueError("empty reduction")
+    while len(values) > 1:
+        values = [op(values[k], values[k + 1]) if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
 
 
 def writeback(m, acc, *, acc_width: int, frac_bits: int, data_width: int, name: str = "wb"):

@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
 
 __all__ = ["AxiLiteRegs", "REGS", "COUNTERS", "ID_VALUE", "RESP_OKAY", "RESP_SLVERR",
            "CTRL_START", "CTRL_SOFT_RESET", "CTRL_IRQ_ENABLE", "STATUS_BUSY", "STATUS_DONE",
@@ -189,24 +189,18 @@ class AxiLiteRegs(wiring.Component):
             "busy": In(1), "done_pulse": In(1), "error_pulse": In(1),
             "error_code": In(error_code_width), "sched_status": In(32),
         }
-        for name in COUNTERS:
-            members[name] = In(counter_width)
+        members.update({name: In(counter_width) for name in COUNTERS})
         super().__init__(members)
 
-    @property
-    def addr_width(self) -> int:
-        return self._addr_width
-
-    @property
-    def version(self) -> int:
-        return self._version
-
-    @property
-    def counter_width(self) -> int:
-        return self._counter_width
+    addr_width = read_only("_addr_width")
+    version = read_only("_version")
+    counter_width = read_only("_counter_width")
 
     def elaborate(self, platform):
         m = Module()
+        # The counter inputs, by name (the members named in COUNTERS, in register order).
+        counters = {path[0]: port for path, _, port in self.signature.flatten(self)
+                    if path[0] in COUNTERS}
 
         # -- architectural state --------------------------------------------------------------
         irq_enable = Signal()
@@ -322,8 +316,7 @@ class AxiLiteRegs(wiring.Component):
                 m.d.comb += rdata.eq(self.sched_base)
             with m.Case(REGS["SCHED_STATUS"] >> 2):
                 m.d.comb += rdata.eq(self.sched_status)
-            for name in COUNTERS:
-                counter = getattr(self, name)
+            for name, counter in counters.items():
                 with m.Case(REGS[f"{name.upper()}_LO"] >> 2):
                     m.d.comb += rdata.eq(counter[:32])
                 with m.Case(REGS[f"{name.upper()}_HI"] >> 2):
@@ -334,8 +327,8 @@ class AxiLiteRegs(wiring.Component):
             m.d.sync += [self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(rdata),
                          self.s_axil_rresp.eq(rresp)]
             # Reading LO snapshots HI of the same counter: a LO/HI pair reads one instant.
-            for name in COUNTERS:
+            for name, counter in counters.items():
                 with m.If(raddr == REGS[f"{name.upper()}_LO"] >> 2):
-                    m.d.sync += hi_latch[name].eq(getattr(self, name)[32:])
+                    m.d.sync += hi_latch[name].eq(counter[32:])
 
         return m

@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
 from sparseforge.hdl.layouts import dense_elem_layout, sparse_elem_layout
 
 __all__ = ["Compressor"]
@@ -63,17 +63,9 @@ class Compressor(wiring.Component):
             "error": Out(1),
         })
 
-    @property
-    def data_width(self):
-        return self._data_width
-
-    @property
-    def max_row_len(self):
-        return self._max_row_len
-
-    @property
-    def col_width(self):
-        return self._col_width
+    data_width = read_only("_data_width")
+    max_row_len = read_only("_max_row_len")
+    col_width = read_only("_col_width")
 
     def elaborate(self, platform):
         m = Module()

@@ -11,15 +11,18 @@ starts a load; it aborts a running schedule. While the words stream in, the bloc
 exactly in the order of :func:`sparseforge.gen.schedule.validate` and, after the last word,
 either sets ``loaded`` or pulses ``err`` with ``err_code = ERR_SCHED | code`` where ``code`` is
 ``validate``'s error code (1 length, 2 magic, 3 version, 4 checksum, 5 config, 6 opcode, 7
-entry). The CRC-32 (IEEE, reflected, the unrolled 32-bit-per-cycle network) runs one word per
-cycle. Hardware-only length rule: a binary longer than ``depth`` words is a length error.
+entry). The CRC-32 (zlib's, ``amaranth.lib.crc`` with a 32-bit data word) runs one word per
+cycle; its result is a register, compared with the binary's last word when that arrives. The
+format itself (constants, :class:`~sparseforge.hdl.wire.SchedOp`, flags, entry layout, error
+codes) is defined once in :mod:`sparseforge.hdl.wire`. Hardware-only length rule: a binary longer than ``depth`` words is a length error.
 
 Running: ``start`` (CTRL.start) with a loaded schedule sets ``running`` at entry 0 (else
 ``err_code = ERR_NO_SCHEDULE``). The host walks the schedule in *phases* -- a run of entries of
 one layer and opcode (the tiles of a layer phase, or one PRUNE / PREGEN step). Before each
 phase's data packets it sends a ``step`` beat carrying the opcode it is about to run; the block
 accepts it only when the data path is idle (``dp_idle``: the previous job has finished), reads
-the phase's first entry from the schedule memory (9 cycles), and then:
+the phase's first entry from the schedule memory (9 cycles; FSM WAIT -> FETCH -> DECIDE), and
+then:
 
 * FP / BP / WG: drives the array controls from the entry -- ``mode`` (FP 0, BP 1, WG 2),
   ``stride2`` (stride 2), ``pad``, ``out_len`` (FP/WG: the output row length ``wo``; BP: the
@@ -60,62 +63,43 @@ word by two cycles.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import crc, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
+from sparseforge.hdl.wire import (ENTRY_FIELD, ENTRY_RESERVED, ERR_NO_SCHEDULE, ERR_SCHED,
+                                  ERR_SCHED_END, ERR_SCHED_MISMATCH, SCHED_ENTRY_WORDS,
+                                  SCHED_HEADER_WORDS, SCHED_MAGIC, SCHED_VERSION, SchedErr,
+                                  SchedFlag, SchedOp)
 
 __all__ = ["ScheduleController", "crc32_word", "ERR_SCHED", "ERR_NO_SCHEDULE", "ERR_SCHED_END",
-           "ERR_SCHED_MISMATCH", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS", "OPCODES"]
+           "ERR_SCHED_MISMATCH", "MAGIC", "VERSION", "HEADER_WORDS", "ENTRY_WORDS"]
 
-# The binary format (docs/schedule.md; sparseforge.gen.schedule holds the same numbers and a
-# test checks they agree -- hdl/ does not import gen/).
-MAGIC = 0x43534653
-VERSION = 1
-HEADER_WORDS = 8
-ENTRY_WORDS = 20
-OP_FP, OP_BP, OP_WG, OP_PREGEN, OP_PRUNE, OP_END = 1, 2, 3, 4, 5, 15
-OPCODES = (OP_FP, OP_BP, OP_WG, OP_PREGEN, OP_PRUNE, OP_END)
-FLAG_SKIP_ZERO = 1 << 3
-FLAGS_ALL = (1 << 12) - 1
-RESERVED = {11: 0xFF000000, 19: 0xFFFFFFFF}
-
-#: ERROR_CODE values (the router's own are 1 and 2): schedule load errors are ``ERR_SCHED | code``.
-ERR_SCHED = 0x10
-ERR_NO_SCHEDULE = 0x20
-ERR_SCHED_END = 0x21
-ERR_SCHED_MISMATCH = 0x22
+# The binary format lives in hdl/wire.py (the compiler, gen/schedule.py, reads the same
+# definitions); these short names are what the accelerator tests import from here.
+MAGIC = SCHED_MAGIC
+VERSION = SCHED_VERSION
+HEADER_WORDS = SCHED_HEADER_WORDS
+ENTRY_WORDS = SCHED_ENTRY_WORDS
 
 _POLY = 0xEDB88320
 
 
 def crc32_word(crc: int, word: int) -> int:
     """One 32-bit little-endian word into a reflected CRC-32 register (no init / final XOR):
-    ``zlib.crc32(bytes) == crc32_word(... crc32_word(0xFFFFFFFF, w0) ..., wn) ^ 0xFFFFFFFF``."""
+    ``zlib.crc32(bytes) == crc32_word(... crc32_word(0xFFFFFFFF, w0) ..., wn) ^ 0xFFFFFFFF``.
+    A pure-Python reference of what the on-chip CRC computes (the tests use it)."""
     for b in range(32):
         bit = (crc ^ (word >> b)) & 1
         crc = (crc >> 1) ^ (_POLY if bit else 0)
     return crc
 
 
-def _crc_network(crc, word):
-    """The unrolled (linear over GF(2)) form of :func:`crc32_word` as Amaranth logic."""
-    cols_c = [crc32_word(1 << i, 0) for i in range(32)]
-    cols_w = [crc32_word(0, 1 << i) for i in range(32)]
-    out = []
-    for j in range(32):
-        terms = [crc[i] for i in range(32) if cols_c[i] >> j & 1] + \
-                [word[i] for i in range(32) if cols_w[i] >> j & 1]
-        acc = terms[0]
-        for t in terms[1:]:
-            acc = acc ^ t
-        out.append(acc)
-    return out
-
-
-# entry words the executor reads, in read order
-_FETCH = (0, 1, 4, 7, 8, 9, 11, 12)
+#: The entry fields the executor uses; it fetches their words, in word order.
+_USED = ("opcode", "flags", "n_tiles", "nr", "w", "wo", "stride", "padding", "nm_n",
+         "prune_shift", "prune_kp")
+_FETCH = tuple(sorted({ENTRY_FIELD[f][0] for f in _USED}))
 
 
 class ScheduleController(wiring.Component):
@@ -139,9 +123,7 @@ class ScheduleController(wiring.Component):
             "nm_n": Out(8), "pg_go": Out(1), "pg_count": Out(24),
         })
 
-    @property
-    def depth(self):
-        return self._depth
+    depth = read_only("_depth")
 
     def elaborate(self, platform):
         m = Module()
@@ -158,7 +140,6 @@ class ScheduleController(wiring.Component):
         idx = Signal(24)                  # words received so far
         loading = Signal()
         n = Signal(32)                    # header word 2
-        crc = Signal(32, init=0xFFFFFFFF)
         ewi = Signal(range(ENTRY_WORDS))  # word within the current entry
         ent = Signal(32)                  # current entry index
         bad_magic, bad_version, bad_len, bad_crc, bad_cfg, bad_w7 = (
@@ -175,25 +156,27 @@ class ScheduleController(wiring.Component):
         take = Signal()
         m.d.comb += [self.load.ready.eq(1), take.eq(lvalid & loading)]
         m.d.comb += [wr.addr.eq(idx), wr.data.eq(w), wr.en.eq(take & (idx < D))]
+        last = idx + 1 == nwords
+
+        # CRC-32 (zlib's) of every word but the last, one word a cycle; its registered result
+        # is compared with the last word when that arrives.
+        checksum = m.submodules.crc = crc.catalog.CRC32_ISO_HDLC(data_width=32).create()
+        m.d.comb += [checksum.start.eq(lbegin), checksum.data.eq(w),
+                     checksum.valid.eq(~lbegin & take & ~last)]
 
         verdict = Signal()                # the cycle after the last word (or an empty load)
         m.d.sync += verdict.eq(0)
         with m.If(lbegin):
             m.d.sync += [nwords.eq(llen), idx.eq(0), loading.eq(llen != 0),
-                         crc.eq(0xFFFFFFFF), ewi.eq(0), ent.eq(0), n.eq(0),
+                         ewi.eq(0), ent.eq(0), n.eq(0),
                          bad_magic.eq(0), bad_version.eq(0), bad_len.eq(0), bad_crc.eq(0),
                          bad_cfg.eq(0), bad_w7.eq(0), cur_op_bad.eq(0), cur_other_bad.eq(0),
                          ent_code.eq(0), self.loaded.eq(0), self.running.eq(0),
                          verdict.eq(llen == 0)]
         with m.Elif(take):
             m.d.sync += idx.eq(idx + 1)
-            last = idx + 1 == nwords
             with m.If(last):
-                m.d.sync += [loading.eq(0), verdict.eq(1)]
-            with m.If(~last):
-                m.d.sync += crc.eq(Cat(*_crc_network(crc, w)))
-            with m.Else():
-                m.d.sync += bad_crc.eq(w != (crc ^ 0xFFFFFFFF))
+                m.d.sync += [loading.eq(0), verdict.eq(1), bad_crc.eq(w != checksum.crc)]
             with m.Switch(idx):
                 with m.Case(0):
                     m.d.sync += bad_magic.eq(w != MAGIC)
@@ -220,18 +203,15 @@ class ScheduleController(wiring.Component):
                 with m.Default():
                     with m.If(~last):          # an entry word
                         op_bad = Signal()
-                        op = w[:8]
-                        m.d.comb += op_bad.eq(1)
-                        for code in OPCODES:
-                            with m.If(op == code):
-                                m.d.comb += op_bad.eq(0)
+                        op = _field({0: w}, "opcode")
+                        m.d.comb += op_bad.eq(~Cat(*(op == code for code in SchedOp)).any())
                         other = Signal()
                         with m.Switch(ewi):
                             with m.Case(0):
                                 m.d.comb += other.eq(
-                                    (w[16:32] & (0xFFFF & ~FLAGS_ALL)).any() |
-                                    ((op == OP_END) != (ent + 1 == n)))
-                            for wi, mask in RESERVED.items():
+                                    (_field({0: w}, "flags") & (0xFFFF & ~SchedFlag.ALL)).any() |
+                                    ((op == SchedOp.END) != (ent + 1 == n)))
+                            for wi, mask in ENTRY_RESERVED.items():
                                 with m.Case(wi):
                                     m.d.comb += other.eq((w & mask).any())
                         op_now = Mux(ewi == 0, op_bad, cur_op_bad)
@@ -240,7 +220,8 @@ class ScheduleController(wiring.Component):
                             m.d.sync += [ewi.eq(0), ent.eq(ent + 1), cur_op_bad.eq(0),
                                          cur_other_bad.eq(0)]
                             with m.If((ent_code == 0) & (op_now | other_now)):
-                                m.d.sync += ent_code.eq(Mux(op_now, 6, 7))
+                                m.d.sync += ent_code.eq(
+                                    Mux(op_now, SchedErr.OPCODE, SchedErr.ENTRY))
                         with m.Else():
                             m.d.sync += [ewi.eq(ewi + 1), cur_op_bad.eq(op_now),
                                          cur_other_bad.eq(other_now)]
@@ -250,8 +231,10 @@ class ScheduleController(wiring.Component):
         too_long = nwords > D
         short = nwords < 2
         min_len = nwords < HEADER_WORDS + ENTRY_WORDS + 1
-        verdicts = [(too_long | short, 1), (bad_magic, 2), (bad_version, 3),
-                    (min_len | bad_len, 1), (bad_crc, 4), (bad_cfg, 5), (bad_w7, 7)]
+        verdicts = [(too_long | short, SchedErr.LENGTH), (bad_magic, SchedErr.MAGIC),
+                    (bad_version, SchedErr.VERSION), (min_len | bad_len, SchedErr.LENGTH),
+                    (bad_crc, SchedErr.CHECKSUM), (bad_cfg, SchedErr.CONFIG),
+                    (bad_w7, SchedErr.ENTRY)]
         first = ent_code                   # the first failing check wins
         for cond, c in reversed(verdicts):
             first = Mux(cond, c, first)
@@ -264,69 +247,98 @@ class ScheduleController(wiring.Component):
 
         # ---------------------------------------------------------------- executor
         base = Signal(range(D + ENTRY_WORDS * (1 << 16)))   # word address of entry pc
-        fetch = Signal(range(len(_FETCH) + 3))             # 0: waiting for a step
-        got = {k: Signal(32, name=f"e_w{k}") for k in _FETCH}
+        k = Signal(range(len(_FETCH) + 1))                 # FETCH: the word addressed now
+        got = {word: Signal(32, name=f"e_w{word}") for word in _FETCH}
         m.d.comb += [self.at_end.eq(self.running & (self.pc + 1 == n)),
                      rd.en.eq(1)]
-        with m.Switch(fetch):
-            for j, off in enumerate(_FETCH):
-                with m.Case(j + 1):
-                    m.d.comb += rd.addr.eq(base + off)
-        for j, off in enumerate(_FETCH):
-            with m.If(fetch == j + 2):
-                m.d.sync += got[off].eq(rd.data)
 
+        restart = Signal()
+        m.d.comb += restart.eq(self.start & ~lbegin & self.loaded)
         with m.If(self.start & ~lbegin):
             with m.If(self.loaded):
-                m.d.sync += [self.running.eq(1), self.pc.eq(0), base.eq(HEADER_WORDS),
-                             fetch.eq(0)]
+                m.d.sync += [self.running.eq(1), self.pc.eq(0), base.eq(HEADER_WORDS)]
             with m.Else():
                 m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_NO_SCHEDULE)]
 
-        e0, e1, e4, e7, e8, e9, e11, e12 = (got[k] for k in _FETCH)
-        op = e0[:8]
-        ntiles = Mux(e1[16:32] == 0, 1, e1[16:32])
-        decide = fetch == len(_FETCH) + 2
         with m.If(~self.running):
             m.d.comb += self.step.ready.eq(self.step.valid)
             with m.If(self.step.valid):
                 m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_NO_SCHEDULE)]
-        with m.Elif(fetch == 0):
-            with m.If(self.step.valid & self.dp_idle & ~self.start):
-                m.d.sync += fetch.eq(1)
-        with m.Elif(~decide):
-            m.d.sync += fetch.eq(fetch + 1)
-        with m.Else():
-            # the last fetched word lands this cycle: decide on the next one
-            with m.If(op == OP_END):
-                m.d.comb += self.step.ready.eq(1)
-                m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED_END), fetch.eq(0)]
-            with m.Elif(op != self.step.payload):
-                m.d.comb += self.step.ready.eq(1)
-                m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED_MISMATCH), fetch.eq(0)]
-            with m.Elif((op == OP_PREGEN) & (self.pg_busy | self.pg_go)):
-                pass                                          # wait for the previous run
-            with m.Else():
-                m.d.comb += self.step.ready.eq(1)
-                adv = Mux(op == OP_PREGEN, 1, ntiles)         # a PREGEN step: one chunk
-                m.d.sync += [fetch.eq(0), self.pc.eq(self.pc + adv),
-                             base.eq(base + _times20(adv))]
-                with m.Switch(op):
-                    with m.Case(OP_FP, OP_BP, OP_WG):
-                        m.d.sync += [
-                            self.mode.eq(op - 1),
-                            self.stride2.eq(e9[16:24] == 2),
-                            self.pad.eq(e9[24:32]),
-                            self.out_len.eq(Mux(op == OP_BP, e7[16:32], e8[16:32])),
-                            self.in_len.eq(e7[16:32]),
-                            self.skip_zero.eq((e0[16:32] & (FLAG_SKIP_ZERO)).any()),
-                        ]
-                    with m.Case(OP_PRUNE):
-                        m.d.sync += [self.k_p.eq(e12), self.shift.eq(e11[16:22])]
-                    with m.Case(OP_PREGEN):
-                        m.d.sync += [self.nm_n.eq(e11[:8]), self.pg_go.eq(1),
-                                     self.pg_count.eq(e4)]
+
+        op = _field(got, "opcode")
+        n_tiles = _field(got, "n_tiles")
+        ntiles = Mux(n_tiles == 0, 1, n_tiles)
+        # While not running (a load aborted the schedule) the executor holds its state; CTRL.start
+        # sends it back to WAIT, except mid-FETCH, where the fetch runs on (it then reads from the
+        # new base) -- the timing the accelerator tests were written against.
+        with m.FSM(name="exec"):
+            with m.State("WAIT"):                             # for a step
+                with m.If(self.running & self.step.valid & self.dp_idle & ~self.start):
+                    m.d.sync += k.eq(0)
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                # the phase's first entry, one word a cycle (the read port has one cycle latency)
+                for j, word in enumerate(_FETCH):
+                    with m.If(k == j):
+                        m.d.comb += rd.addr.eq(base + word)
+                    with m.If(k == j + 1):
+                        m.d.sync += got[word].eq(rd.data)
+                with m.If(self.running):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == len(_FETCH)):
+                        m.next = "DECIDE"
+                with m.Elif(restart):
+                    m.next = "WAIT"
+            with m.State("DECIDE"):
+                # the last fetched word landed: run the step, refuse it, or wait (PREGEN)
+                with m.If(restart):
+                    m.next = "WAIT"
+                with m.If(~self.running):
+                    pass
+                with m.Elif(op == SchedOp.END):
+                    m.d.comb += self.step.ready.eq(1)
+                    m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED_END)]
+                    m.next = "WAIT"
+                with m.Elif(op != self.step.payload):
+                    m.d.comb += self.step.ready.eq(1)
+                    m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED_MISMATCH)]
+                    m.next = "WAIT"
+                with m.Elif((op == SchedOp.PREGEN) & (self.pg_busy | self.pg_go)):
+                    pass                                      # wait for the previous run
+                with m.Else():
+                    m.d.comb += self.step.ready.eq(1)
+                    adv = Mux(op == SchedOp.PREGEN, 1, ntiles)   # a PREGEN step: one chunk
+                    m.d.sync += [self.pc.eq(self.pc + adv), base.eq(base + _times20(adv))]
+                    m.next = "WAIT"
+                    self._drive_controls(m, got, op)
         return m
+
+    def _drive_controls(self, m, got, op):
+        """The phase controls of the entry just accepted (``op``: its opcode)."""
+        with m.Switch(op):
+            with m.Case(SchedOp.FP, SchedOp.BP, SchedOp.WG):
+                w, wo = _field(got, "w"), _field(got, "wo")
+                m.d.sync += [
+                    self.mode.eq(op - SchedOp.FP),            # the Phase code: FP 0, BP 1, WG 2
+                    self.stride2.eq(_field(got, "stride") == 2),
+                    self.pad.eq(_field(got, "padding")),
+                    self.out_len.eq(Mux(op == SchedOp.BP, w, wo)),
+                    self.in_len.eq(w),
+                    self.skip_zero.eq((_field(got, "flags") & SchedFlag.SKIP_ZERO).any()),
+                ]
+            with m.Case(SchedOp.PRUNE):
+                m.d.sync += [self.k_p.eq(_field(got, "prune_kp")),
+                             self.shift.eq(_field(got, "prune_shift"))]
+            with m.Case(SchedOp.PREGEN):
+                m.d.sync += [self.nm_n.eq(_field(got, "nm_n")), self.pg_go.eq(1),
+                             self.pg_count.eq(_field(got, "nr"))]
+
+
+def _field(words, name):
+    """Entry field ``name`` (:data:`~sparseforge.hdl.wire.ENTRY_LAYOUT`) out of ``words``
+    (entry word index -> signal)."""
+    word, lo, width = ENTRY_FIELD[name]
+    return words[word][lo:lo + width]
 
 
 def _times20(x):

@@ -5,10 +5,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
+from sparseforge.hdl.arith import tree
 
-__all__ = ["NMSelector", "SUPPORTED_M", "nm_group_layout", "nm_select_layout", "pack_group",
-           "pack_select", "unpack_select"]
+__all__ = ["NMSelector", "NMParams", "SUPPORTED_M", "check_group_size", "nm_group_layout",
+           "nm_select_layout", "pack_group", "pack_select", "unpack_select"]
 
 #: Group sizes the selector supports.
 SUPPORTED_M = (2, 4, 8, 16)
@@ -38,20 +39,8 @@ def _index_width(m: int) -> int:
     return max(1, ceil_log2(m))
 
 
-def _tree(op, items):
-    """Reduce ``items`` with the binary ``op`` as a balanced tree (depth ceil(log2(len)))."""
-    items = list(items)
-    if not items:
-        raise ValueError("empty reduction")
-    while len(items) > 1:
-        paired = [op(items[k], items[k + 1]) for k in range(0, len(items) - 1, 2)]
-        if len(items) % 2:
-            paired.append(items[-1])
-        items = paired
-    return items[0]
-
-
-def _check_m(m):
+def check_group_size(m):
+    """``m`` if it is one of :data:`SUPPORTED_M`; ``TypeError`` / ``ValueError`` naming ``m``."""
     if not isinstance(m, int) or isinstance(m, bool):
         raise TypeError(f"m must be an integer, not {m!r}")
     if m not in SUPPORTED_M:
@@ -59,12 +48,40 @@ def _check_m(m):
     return m
 
 
-def _check_params(m, n_max, width):
-    """Validate the selector's parameters; ``TypeError``/``ValueError`` naming the argument."""
-    return _check_m(m), check_int("n_max", n_max, 1, m), check_int("width", width, 2, 64)
+class NMParams:
+    """The parameters of the N:M selection blocks (:class:`NMSelector` and
+    :class:`~sparseforge.hdl.weight_pregen.WeightPregen`): their check and read-only views.
+
+    A mixin placed before ``wiring.Component``; :meth:`_set_nm_params` runs before
+    ``Component.__init__`` (the ports depend on the parameters)."""
+
+    def _set_nm_params(self, m, n_max, width):
+        """Validate and keep ``m``, ``n_max``, ``width``; ``TypeError``/``ValueError`` naming the
+        argument."""
+        try:
+            self._m = check_group_size(m)
+            self._n_max = check_int("n_max", n_max, 1, m)
+            self._width = check_int("width", width, 2, 64)
+        except (TypeError, ValueError):
+            self._MustUse__used = True       # a rejected instance is no "unused elaboratable"
+            raise
+
+    m = read_only("_m")
+    n_max = read_only("_n_max")
+    width = read_only("_width")
+
+    @property
+    def index_width(self) -> int:
+        """Width of each ``indices`` slot, ``clog2(m)``."""
+        return _index_width(self._m)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a group's input transfer to its output beat becoming valid (5)."""
+        return _LATENCY
 
 
-class NMSelector(wiring.Component):
+class NMSelector(NMParams, wiring.Component):
     """N:M selector: of every group of ``m`` signed values keeps the ``n`` largest magnitudes.
 
     Bit-exact with :func:`sparseforge.sim.reference.golden.nm_select_group`: the ``n`` largest ``|v|`` are
@@ -135,11 +152,7 @@ class NMSelector(wiring.Component):
     """
 
     def __init__(self, *, m: int, n_max: int, width: int):
-        try:
-            self._m, self._n_max, self._width = _check_params(m, n_max, width)
-        except (TypeError, ValueError):
-            self._MustUse__used = True       # a rejected instance is no "unused elaboratable"
-            raise
+        self._set_nm_params(m, n_max, width)
         super().__init__(self._ports())
 
     def _ports(self) -> dict:
@@ -148,28 +161,6 @@ class NMSelector(wiring.Component):
             "o": Out(stream.Signature(nm_select_layout(self._m, self._n_max, self._width))),
             "n": In(range(self._n_max + 1)),
         }
-
-    @property
-    def m(self) -> int:
-        return self._m
-
-    @property
-    def n_max(self) -> int:
-        return self._n_max
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def index_width(self) -> int:
-        """Width of each ``indices`` slot, ``clog2(m)``."""
-        return _index_width(self._m)
-
-    @property
-    def latency(self) -> int:
-        """Cycles from a group's input transfer to its output beat becoming valid (5)."""
-        return _LATENCY
 
     # A subclass may carry a side-band tag beside every group (see weight_pregen); the base
     # selector carries none.
@@ -236,7 +227,7 @@ class NMSelector(wiring.Component):
             for k in range(m):
                 beaten_by = [c2[(j, k)] for j in range(k)] + [~c2[(k, j)] for j in range(k + 1, m)]
                 rank = Signal(range(m), name=f"s3_rank{k}")
-                mod.d.comb += rank.eq(_tree(lambda a, b: a + b, beaten_by))
+                mod.d.comb += rank.eq(tree(beaten_by, lambda a, b: a + b))
                 mod.d.sync += mask3[k].eq(rank < n2)
 
         # ---- stage 4: prefix counts pos_i = popcount(mask[0:i]) (adder trees) -----------------
@@ -248,7 +239,7 @@ class NMSelector(wiring.Component):
             mod.d.sync += [v4[k].eq(v3[k]) for k in range(m)]
             mod.d.sync += mask4.eq(mask3)
             for k in range(1, m):
-                mod.d.sync += pos4[k].eq(_tree(lambda a, b: a + b, [mask3[j] for j in range(k)]))
+                mod.d.sync += pos4[k].eq(tree([mask3[j] for j in range(k)], lambda a, b: a + b))
             mod.d.sync += pos4[0].eq(0)
 
         # ---- stage 5 (output register): compaction into n_max slots (AND-OR trees) -----------
@@ -261,9 +252,9 @@ class NMSelector(wiring.Component):
             for slot in range(n_max):
                 # Element i can land in slot k only if i >= k (pos_i <= i).
                 sel = {i: mask4[i] & (pos4[i] == slot) for i in range(slot, m)}
-                value = _tree(lambda a, b: a | b,
-                              [Mux(s, v4[i].as_unsigned(), 0) for i, s in sel.items()])
-                index = _tree(lambda a, b: a | b, [Mux(s, i, 0) for i, s in sel.items()])
+                value = tree([Mux(s, v4[i].as_unsigned(), 0) for i, s in sel.items()],
+                             lambda a, b: a | b)
+                index = tree([Mux(s, i, 0) for i, s in sel.items()], lambda a, b: a | b)
                 mod.d.sync += [
                     self.o.payload.values[slot].eq(value),
                     self.o.payload.indices[slot].eq(index),

@@ -4,7 +4,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl._validate import check_int
+from sparseforge.hdl._validate import check_int, read_only
 from sparseforge.hdl.arith import pipelined_umul, umul_latency
 
 __all__ = ["StochasticPruner", "grad_elem_layout", "xorshift32_step", "RESET_SEED"]
@@ -174,25 +174,11 @@ class StochasticPruner(wiring.Component):
             "nnz_out": Out(32),
         })
 
-    @property
-    def data_width(self):
-        return self._data_width
-
-    @property
-    def sum_width(self):
-        return self._sum_width
-
-    @property
-    def kp_width(self):
-        return self._kp_width
-
-    @property
-    def shift_max(self):
-        return self._shift_max
-
-    @property
-    def shift_width(self):
-        return self._shift_width
+    data_width = read_only("_data_width")
+    sum_width = read_only("_sum_width")
+    kp_width = read_only("_kp_width")
+    shift_max = read_only("_shift_max")
+    shift_width = read_only("_shift_width")
 
     @property
     def tau_max(self):

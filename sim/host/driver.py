@@ -351,7 +351,7 @@ class Driver:
         m)`` when the RTL is right; the full result (compressed values and indices too) is
         kept in :attr:`last_pregen`."""
         import cocotb
-        from sparseforge.hdl.weight_pregen import pregen_beats
+        from sparseforge.sim.host.pregen import pregen_beats
         cfg = self.codec.cfg
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
@@ -369,7 +369,7 @@ class Driver:
         like :meth:`pregen`; ``n`` is only used to reassemble (the hardware takes N from the
         schedule)."""
         import cocotb
-        from sparseforge.hdl.weight_pregen import pregen_beats
+        from sparseforge.sim.host.pregen import pregen_beats
         cfg, codec = self.codec.cfg, self.codec
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
@@ -395,7 +395,7 @@ class Driver:
         run feeds one group per cycle without the input stream, so the packets sent next (a
         WG job) overlap it; its output beats arrive on ``m_axis`` among the others
         (:attr:`side` when collected by :meth:`run_array_job`). Returns the number of groups."""
-        from sparseforge.hdl.weight_pregen import pregen_beats
+        from sparseforge.sim.host.pregen import pregen_beats
         cfg = self.codec.cfg
         beats = pregen_beats(np.asarray(w), cfg.nm_m, cfg.data_width)
         if len(beats) > cfg.weight_buf_depth:
@@ -411,7 +411,7 @@ class Driver:
         """Reassemble pre-generation output beats (ints, :func:`~sparseforge.hdl.weight_pregen.
         pregen_schedule` order) of :meth:`pregen`, :meth:`pregen_scheduled` or
         :meth:`start_pregen_run`."""
-        from sparseforge.hdl.weight_pregen import pregen_reassemble, unpack_pregen_out
+        from sparseforge.sim.host.pregen import pregen_reassemble, unpack_pregen_out
         cfg = self.codec.cfg
         out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
                for b in beats]

@@ -408,7 +408,7 @@ class ModelBackend(GoldenBackend):
         return self._run("wg", x=x, dy=g, w_shape=w_shape, stride=stride, padding=padding)
 
     async def pregen(self, w, n):
-        from sparseforge.hdl.weight_pregen import pregen_reassemble, pregen_schedule
+        from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
         cfg = self.cfg
         self.log.append({"layer": self.layer, "phase": "pregen"})
         flat = np.asarray(w).ravel()

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from sparseforge.gen.config import preset
 from sparseforge.gen.network import NetworkError, load_network, parse_network
-from sparseforge.gen.schedule import (_LAYOUT, ENTRY_WORDS, ERR, HEADER_WORDS, MAGIC, Entry, Flag,
-                                      Op, Schedule, ScheduleError, build_schedule, config_hash,
-                                      decode, encode, validate)
+from sparseforge.gen.schedule import (ENTRY_WORDS, ERR, HEADER_WORDS, MAGIC, Entry, Flag, Op,
+                                      Schedule, ScheduleError, build_schedule, config_hash, decode,
+                                      encode, validate)
+from sparseforge.hdl.wire import ENTRY_LAYOUT
 from sparseforge.sim.reference import golden
 
 # psum_buf_depth pinned at 256: the expected tilings below are worked out for it
@@ -248,7 +249,7 @@ def test_random_networks_schedule_covers_and_fits(desc, shape, psum, wbuf, abuf,
 # -- binary: round trip and every error path -------------------------------------------------
 
 def _field_values():
-    return {name: st.integers(0, (1 << width) - 1) for name, _, _, width in _LAYOUT
+    return {name: st.integers(0, (1 << width) - 1) for name, _, _, width in ENTRY_LAYOUT
             if name not in ("opcode", "flags")}
 
 

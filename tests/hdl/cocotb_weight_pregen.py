@@ -6,7 +6,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from sparseforge.hdl.weight_pregen import pregen_beats, pregen_reassemble, unpack_pregen_out
+from sparseforge.sim.host.pregen import pregen_beats, pregen_reassemble, unpack_pregen_out
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit.cocotb_streams import StreamSink, StreamSource, env_params, run_streams
 from sparseforge.sim.testkit.patterns import make_pattern

@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 from sparseforge.gen import schedule as gs
 from sparseforge.gen.config import preset
 from sparseforge.hdl import controller as hc
+from sparseforge.hdl import wire
 from sparseforge.sim.host import e2e
 
 SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
@@ -48,14 +49,20 @@ def _schedule(cfg=SMALL, name="tiny-cnn", batch=2):
     return gs.build_schedule(e2e.load_net(name, cfg, batch=batch), cfg)
 
 
-def test_constants_agree_with_the_compiler():
+def test_one_home_for_the_binary_format():
+    """The controller and the compiler read the format from hdl/wire.py: the same objects."""
     assert (hc.MAGIC, hc.VERSION, hc.HEADER_WORDS, hc.ENTRY_WORDS) == \
-        (gs.MAGIC, gs.VERSION, gs.HEADER_WORDS, gs.ENTRY_WORDS)
-    assert set(hc.OPCODES) == set(gs.Op.NAMES)
-    assert (hc.OP_FP, hc.OP_BP, hc.OP_WG, hc.OP_PREGEN, hc.OP_PRUNE, hc.OP_END) == \
-        (gs.Op.FP, gs.Op.BP, gs.Op.WG, gs.Op.PREGEN, gs.Op.PRUNE, gs.Op.END)
-    assert hc.FLAG_SKIP_ZERO == gs.Flag.SKIP_ZERO and hc.FLAGS_ALL == gs.Flag.ALL
-    assert hc.RESERVED == gs._RESERVED
+        (gs.MAGIC, gs.VERSION, gs.HEADER_WORDS, gs.ENTRY_WORDS) == \
+        (wire.SCHED_MAGIC, wire.SCHED_VERSION, wire.SCHED_HEADER_WORDS, wire.SCHED_ENTRY_WORDS)
+    assert gs.Op is wire.SchedOp and gs.Flag is wire.SchedFlag
+    assert [(o.name, int(o)) for o in gs.Op] == \
+        [("FP", 1), ("BP", 2), ("WG", 3), ("PREGEN", 4), ("PRUNE", 5), ("END", 15)]
+    assert gs.ERR == {"length": 1, "magic": 2, "version": 3, "checksum": 4, "config": 5,
+                      "opcode": 6, "entry": 7}
+    assert (hc.ERR_SCHED, hc.ERR_NO_SCHEDULE, hc.ERR_SCHED_END, hc.ERR_SCHED_MISMATCH) == \
+        (0x10, 0x20, 0x21, 0x22)
+    assert gs.Op.name_of(4) == "PREGEN" and gs.Op.name_of(9) == "op9"
+    assert gs.Op.known(15) and not gs.Op.known(0)
 
 
 def test_crc32_word_is_zlib():
@@ -190,7 +197,7 @@ def test_run_schedule(name, cfg, batch):
     sched = _schedule(cfg, name, batch)
     steps = _expected_steps(sched)
     phases = [p for p in sched.phases() if p[0] != "END"]
-    assert [gs.Op.NAMES[o] for o, _ in steps if o != gs.Op.PREGEN] == \
+    assert [gs.Op.name_of(o) for o, _ in steps if o != gs.Op.PREGEN] == \
         [p[0] for p in phases if p[0] != "PREGEN"]
     words = _words(sched.encode())
     dut = _controller(cfg, depth=1024)
@@ -276,7 +283,7 @@ def test_run_schedule(name, cfg, batch):
                 assert (ctx.get(dut.nm_n), ctx.get(dut.pg_count)) == (e.nm_n, e.nr)
             nxt = steps[k + 1][1] if k + 1 < len(steps) else len(sched.entries) - 1
             assert ctx.get(dut.pc) == nxt
-            log.append((gs.Op.NAMES[op], e.layer, n))
+            log.append((gs.Op.name_of(op), e.layer, n))
         assert ctx.get(dut.at_end)
         assert (await do_step(ctx, gs.Op.FP))[1] == hc.ERR_SCHED_END
         assert pg_seen == sum(1 for e in sched.entries if e.opcode == gs.Op.PREGEN)

@@ -6,9 +6,10 @@ import pytest
 
 from sparseforge.gen.verilog import to_verilog
 from sparseforge.hdl.nm_selector import NMSelector
-from sparseforge.hdl.weight_pregen import (DIR_BWD, DIR_FWD, WeightPregen, pregen_beats,
-                                           pregen_group_count, pregen_in_layout, pregen_out_layout,
-                                           pregen_reassemble, pregen_schedule, unpack_pregen_out)
+from sparseforge.hdl.weight_pregen import (DIR_BWD, DIR_FWD, WeightPregen, pregen_in_layout,
+                                           pregen_out_layout)
+from sparseforge.sim.host.pregen import (pregen_beats, pregen_group_count, pregen_reassemble,
+                                         pregen_schedule, unpack_pregen_out)
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit.amaranth_streams import run_stream_sim
 
