@@ -20,7 +20,7 @@ from amaranth.sim import Simulator
 from sparseforge.sim.testkit.patterns import make_pattern
 
 __all__ = ["pack", "pack_beats", "unpack", "stream_put", "stream_get", "stream_source", "stream_sink",
-           "run_stream_sim"]
+           "run_stream_sim", "run_sim"]
 
 
 def pack(layout: data.StructLayout, fields: dict) -> int:
@@ -126,14 +126,25 @@ def run_stream_sim(dut, *, i, o, beats: list[int], expected_count: int,
             assert state["cycles"] < max_cycles, \
                 f"timeout: {len(out)} of {expected_count} beats after {max_cycles} cycles"
 
+    run_sim(dut, sink, background=[source], processes=[watchdog], vcd=vcd)
+    return out, state["cycles"]
+
+
+def run_sim(dut, *testbenches, background=(), processes=(), vcd: str | None = None,
+            period: float = 1e-8):
+    """Simulate ``dut`` with a clock of ``period`` seconds until the (foreground)
+    ``testbenches`` return; ``background`` testbenches and ``processes`` run alongside.
+    ``vcd``: write a waveform to that path."""
     sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.add_process(watchdog)
+    sim.add_clock(period)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    for proc in processes:
+        sim.add_process(proc)
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()
     else:
         sim.run()
-    return out, state["cycles"]

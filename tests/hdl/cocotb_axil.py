@@ -36,6 +36,16 @@ class Bench:
                      *COUNTERS):
             getattr(dut, name).value = 0
 
+    @classmethod
+    async def started(cls, dut, what=""):
+        """A bench out of reset, with the seeded ``random.Random`` of ``SF_PARAMS``; the seed
+        is logged (with ``what``)."""
+        p = env_params()
+        dut._log.info(f"seed={p['seed']}{what and ' ' + what.format(**p)}")
+        b = cls(dut, p)
+        await b.start()
+        return b, p, random.Random(p["seed"])
+
     async def start(self):
         Clock(self.dut.clk, 10, unit="ns").start()
         self.dut.rst.value = 1
@@ -173,12 +183,7 @@ class Bench:
 
 @cocotb.test()
 async def axil_random_scoreboard(dut):
-    p = env_params()
-    seed = p["seed"]
-    dut._log.info(f"seed={seed} ops={p['ops']}")
-    rng = random.Random(seed)
-    b = Bench(dut, p)
-    await b.start()
+    b, p, rng = await Bench.started(dut, "ops={ops}")
     await b.check_all_registers("after reset")
     b.set_pauses(rng)
     addrs = list(REGS.values()) * 2 + list(UNMAPPED)
@@ -201,12 +206,7 @@ async def axil_random_scoreboard(dut):
 async def axil_reset_mid_transaction(dut):
     """Reset while writes/reads are in flight (every phase: AW/W held, B or R pending), then
     the register file is at its reset values and works."""
-    p = env_params()
-    seed = p["seed"]
-    dut._log.info(f"seed={seed}")
-    rng = random.Random(seed)
-    b = Bench(dut, p)
-    await b.start()
+    b, p, rng = await Bench.started(dut)
     b.set_pauses(rng)
     addrs = list(REGS.values()) + list(UNMAPPED)
     for delay in range(9):

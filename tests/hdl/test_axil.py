@@ -5,13 +5,12 @@ import gc
 import random
 
 import pytest
-from amaranth.sim import Simulator
 
 from sparseforge.gen.config import preset
 from sparseforge.hdl.axil import (COUNTERS, ID_VALUE, REGS, RESP_OKAY, RESP_SLVERR, AxiLiteRegs,
                                   config_words, version_word)
+from sparseforge.sim.testkit.amaranth_streams import run_sim
 from sparseforge.sim.testkit.axil_model import RO_REGS, AxilRegModel
-
 from sparseforge.sim.testkit.patterns import soak_scale
 
 CFG = preset("tiny")
@@ -114,14 +113,20 @@ class Axil:
 
 
 def _run(dut, bench, *, vcd=None):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    if vcd:
-        with sim.write_vcd(vcd):
-            sim.run()
-    else:
-        sim.run()
+    run_sim(dut, bench, vcd=vcd)
+
+
+def _offer_aw(ctx, d, addr):
+    """Raw AW channel: offer a write address (held until the caller drops ``awvalid``)."""
+    ctx.set(d.s_axil_awvalid, 1)
+    ctx.set(d.s_axil_awaddr, addr)
+
+
+def _offer_w(ctx, d, data, strb=0xF):
+    """Raw W channel: offer write data (held until the caller drops ``wvalid``)."""
+    ctx.set(d.s_axil_wvalid, 1)
+    ctx.set(d.s_axil_wdata, data)
+    ctx.set(d.s_axil_wstrb, strb)
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -203,16 +208,13 @@ def test_axil_write_and_read_channels_are_independent():
 
     async def bench(ctx):
         d = dut
-        ctx.set(d.s_axil_awvalid, 1)
-        ctx.set(d.s_axil_awaddr, REGS["SCHED_BASE"])
+        _offer_aw(ctx, d, REGS["SCHED_BASE"])
         await ctx.tick()
         ctx.set(d.s_axil_awvalid, 0)
         assert not ctx.get(d.s_axil_awready), "second AW must wait (one outstanding write)"
         bus = Axil(ctx, dut)
         assert await bus.read(REGS["ID"]) == (ID_VALUE, RESP_OKAY)
-        ctx.set(d.s_axil_wvalid, 1)
-        ctx.set(d.s_axil_wdata, 0xCAFEF00D)
-        ctx.set(d.s_axil_wstrb, 0xF)
+        _offer_w(ctx, d, 0xCAFEF00D)
         await ctx.tick()
         ctx.set(d.s_axil_wvalid, 0)
         await ctx.tick()
@@ -336,11 +338,8 @@ def test_axil_pulse_wins_over_same_cycle_w1c():
         await ctx.tick()
         ctx.set(d.done_pulse, 0)
         # AW and W in one cycle; the write happens in the next one, together with a new pulse.
-        ctx.set(d.s_axil_awvalid, 1)
-        ctx.set(d.s_axil_awaddr, REGS["STATUS"])
-        ctx.set(d.s_axil_wvalid, 1)
-        ctx.set(d.s_axil_wdata, 0x2)
-        ctx.set(d.s_axil_wstrb, 0xF)
+        _offer_aw(ctx, d, REGS["STATUS"])
+        _offer_w(ctx, d, 0x2)
         await ctx.tick()
         ctx.set(d.s_axil_awvalid, 0)
         ctx.set(d.s_axil_wvalid, 0)

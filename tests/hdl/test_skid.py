@@ -24,14 +24,13 @@ import pytest
 from amaranth.hdl import Fragment, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparseforge.gen.blocks import BLOCKS, build_block
 from sparseforge.gen.config import preset
 from sparseforge.hdl.skid import SkidBuffer
-from sparseforge.sim.testkit.amaranth_streams import stream_sink, stream_source
+from sparseforge.sim.testkit.amaranth_streams import run_sim, stream_sink, stream_source
 from sparseforge.sim.testkit.patterns import make_pattern
 
 from sparseforge.sim.testkit.patterns import soak_scale
@@ -138,12 +137,7 @@ def run_skid(dut, beats, src, sink, *, probe_seed=0, tail=6, max_cycles=None):
                 f"timeout: {len(out)} of {len(beats)} beats after {max_cycles} cycles"
             probe_registered(ctx)                    # just after edge e, before edge e + 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(monitor, background=True)
-    sim.add_testbench(sink_tb)
-    sim.run()
+    run_sim(dut, sink_tb, background=[source, monitor])
     return out, accepted, delivered, state["edges"]
 
 
