@@ -116,6 +116,17 @@ def _run(dut, bench, *, vcd=None):
     run_sim(dut, bench, vcd=vcd)
 
 
+async def _event(ctx, dut, bus, model, done, error, code):
+    """One cycle of the core's done / error pulses (with ``code``), mirrored in ``model``."""
+    ctx.set(dut.done_pulse, done)
+    ctx.set(dut.error_pulse, error)
+    ctx.set(dut.error_code, code)
+    await bus.tick()
+    ctx.set(dut.done_pulse, 0)
+    ctx.set(dut.error_pulse, 0)
+    model.event(done=done, error=error, code=code)
+
+
 def _offer_aw(ctx, d, addr):
     """Raw AW channel: offer a write address (held until the caller drops ``awvalid``)."""
     ctx.set(d.s_axil_awvalid, 1)
@@ -255,13 +266,7 @@ def test_axil_ctrl_status_irq_w1c():
             assert ctx.get(dut.irq) == model.irq
 
         async def pulse(done=0, error=0, code=0):
-            ctx.set(dut.done_pulse, done)
-            ctx.set(dut.error_pulse, error)
-            ctx.set(dut.error_code, code)
-            await bus.tick()
-            ctx.set(dut.done_pulse, 0)
-            ctx.set(dut.error_pulse, 0)
-            model.event(done=done, error=error, code=code)
+            await _event(ctx, dut, bus, model, done, error, code)
 
         # start / soft reset are one-cycle pulses; only with wstrb[0].
         assert await bus.write(REGS["CTRL"], 0x1) == RESP_OKAY
@@ -398,13 +403,7 @@ def test_axil_random_vs_model():
             addr = rng.choice(addrs)
             if rng.random() < 0.1:
                 done, error, code = rng.random() < 0.5, rng.random() < 0.3, rng.randrange(256)
-                ctx.set(dut.done_pulse, done)
-                ctx.set(dut.error_pulse, error)
-                ctx.set(dut.error_code, code)
-                await bus.tick()
-                ctx.set(dut.done_pulse, 0)
-                ctx.set(dut.error_pulse, 0)
-                model.event(done=done, error=error, code=code)
+                await _event(ctx, dut, bus, model, done, error, code)
             if rng.random() < 0.1:
                 model.busy = rng.randrange(2)
                 ctx.set(dut.busy, model.busy)
