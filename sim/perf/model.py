@@ -492,7 +492,8 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     ``weight_density``: kept fraction of the phase's weights (N/M, or 1; ignored in WG, whose
     taps are dense); ``nm``: optional ``(n, m)`` (must match ``weight_density``; the exact
     backend needs it, this model only uses the fraction); ``dense``: dense mode (no skipping;
-    every tap; the baseline). ``layer``: a :class:`~sparseforge.sim.perf.workloads.Layer`.
+    every tap; the baseline). ``layer``: a :class:`~sparseforge.gen.network.ComputeLayer` (per
+    image: FC layers at ``h = w = 1``, as a network parsed with batch 1 has them).
     """
     d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
     R, L = cfg.pe_rows, cfg.macs_per_pe
@@ -548,8 +549,9 @@ def bdwp_work_fraction(n: int, m: int) -> float:
 
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
               dense=False, batch=1, backend="statistical", progress=None) -> IterationResult:
-    """One training iteration: FP of every layer, then BP (not for the first layer: the input
-    needs no gradient) and WG of every layer.
+    """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
+    ``load_network(name)``): FP of every conv/fc layer, then BP (not for the first layer: the
+    input needs no gradient) and WG of every layer.
 
     ``fp_density`` / ``dy_density``: ``{layer name: density}`` (missing: 1.0); ``nm``: ``(n, m)``
     BDWP (applied to the layers :func:`bdwp_applies` accepts) or None; ``dense``: dense-mode
@@ -557,7 +559,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     fn = BACKENDS[backend]
     fp_density, dy_density = fp_density or {}, dy_density or {}
     out = []
-    for i, lay in enumerate(net.layers):
+    for i, lay in enumerate(net.compute):
         wd = nm[0] / nm[1] if (nm and bdwp_applies(lay, nm[1])) else 1.0
         lr = LayerResult(lay.name)
         for ph in PHASES:
