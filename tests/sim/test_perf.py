@@ -20,12 +20,16 @@ cases within 4% (seed noise alone gives ~2%).
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import test_pe as tpe
-import test_pe_array as tpa
+# the RTL-tested cases live in tests/hdl (importable whatever order the paths are collected in)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hdl"))
+import test_pe as tpe  # noqa: E402
+import test_pe_array as tpa  # noqa: E402
 from sparseforge.sim.testkit import layers
 from sparseforge import bench
 from sparseforge.gen.config import preset
