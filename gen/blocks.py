@@ -7,37 +7,36 @@ every registered block for the default preset.
 
 from __future__ import annotations
 
+import importlib
+
 from sparseforge.gen.config import AcceleratorConfig
 
 __all__ = ["BLOCKS", "build_block"]
 
 
-def _compressor(cfg: AcceleratorConfig, **params):
-    from sparseforge.hdl.compressor import Compressor
-    p = {"data_width": cfg.data_width, "max_row_len": cfg.max_row_len}
-    p.update(params)
-    return Compressor(**p), p
+def _nm_params(cfg: AcceleratorConfig) -> dict:
+    return {"m": cfg.nm_m, "n_max": cfg.nm_n_max, "width": cfg.data_width}
 
 
-def _nm_selector(cfg: AcceleratorConfig, **params):
-    from sparseforge.hdl.nm_selector import NMSelector
-    p = {"m": cfg.nm_m, "n_max": cfg.nm_n_max, "width": cfg.data_width}
-    p.update(params)
-    return NMSelector(**p), p
+#: Blocks built as ``Class(**params)``: name -> (module in ``sparseforge.hdl``, class, the
+#: parameters from the configuration; the caller's ``params`` override them).
+KEYWORD_BLOCKS = {
+    "compressor": ("compressor", "Compressor",
+                   lambda cfg: {"data_width": cfg.data_width, "max_row_len": cfg.max_row_len}),
+    "nm_selector": ("nm_selector", "NMSelector", _nm_params),
+    "pruner": ("pruner", "StochasticPruner", lambda cfg: {"data_width": cfg.data_width}),
+    "weight_pregen": ("weight_pregen", "WeightPregen", _nm_params),
+}
 
 
-def _pruner(cfg: AcceleratorConfig, **params):
-    from sparseforge.hdl.pruner import StochasticPruner
-    p = {"data_width": cfg.data_width}
-    p.update(params)
-    return StochasticPruner(**p), p
-
-
-def _weight_pregen(cfg: AcceleratorConfig, **params):
-    from sparseforge.hdl.weight_pregen import WeightPregen
-    p = {"m": cfg.nm_m, "n_max": cfg.nm_n_max, "width": cfg.data_width}
-    p.update(params)
-    return WeightPregen(**p), p
+def _keyword_block(module: str, cls: str, defaults):
+    def factory(cfg: AcceleratorConfig, **params):
+        block = getattr(importlib.import_module(f"sparseforge.hdl.{module}"), cls)
+        p = defaults(cfg)
+        p.update(params)
+        return block(**p), p
+    factory.__name__ = factory.__qualname__ = f"_{module}"
+    return factory
 
 
 def _pe(cfg: AcceleratorConfig, **params):
@@ -83,10 +82,7 @@ def _accelerator(cfg: AcceleratorConfig, **params):
 
 
 BLOCKS = {
-    "compressor": _compressor,
-    "nm_selector": _nm_selector,
-    "pruner": _pruner,
-    "weight_pregen": _weight_pregen,
+    **{name: _keyword_block(*row) for name, row in KEYWORD_BLOCKS.items()},
     "pe": _pe,
     "pe_array": _pe_array,
     "axil": _axil,

@@ -29,9 +29,13 @@ from dataclasses import asdict, dataclass, fields
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.numfmt import prune_threshold_params
 from sparseforge.gen.network import ComputeLayer, Network, NetworkError
+<<<<<<< HEAD
 from sparseforge.hdl.wire import (ENTRY_LAYOUT, ENTRY_RESERVED, SCHED_ENTRY_WORDS,
                                   SCHED_HEADER_WORDS, SCHED_MAGIC, SCHED_VERSION, SchedErr,
                                   SchedFlag, SchedOp)
+=======
+from sparseforge.gen import tiling
+>>>>>>> h-facts
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
            "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
@@ -313,7 +317,8 @@ class _Builder:
         return base
 
     def conv_phase(self, op: int, lay: ComputeLayer):
-        """FP or BP: tiles = (local output-channel group) x (band of output rows)."""
+        """FP or BP: tiles = (local output-channel group) x (band of output rows; the one tiler,
+        :mod:`sparseforge.gen.tiling`)."""
         cfg = self.cfg
         if op == Op.FP:
             n_out, n_red, rows_per_ch, row_len, what = lay.cout, lay.cin, lay.ho, lay.wo, "FP"
@@ -330,18 +335,18 @@ class _Builder:
             raise NetworkError(f"{lay.label}: {what}: an output row of {row_len} words does not "
                                f"fit psum_buf_depth={cfg.psum_buf_depth}")
         g = min(ncol, cfg.weight_buf_depth // taps)
-        groups = [(c0, min(g, ncol - c0)) for c0 in range(0, ncol, g)]
+        groups = [(c0, c1 - c0) for c0, c1 in tiling.bands(ncol, g)]
         # Ping-pong halves of the weight buffer when two groups fit, so the next group's taps
         # load while this one runs; otherwise one region (the load waits).
         half = cfg.weight_buf_depth // 2
         pingpong = len(groups) > 1 and g * taps <= half
-        rpt = cfg.psum_buf_depth // row_len             # output rows per tile
+        rpt = tiling.rows_per_tile(cfg.psum_buf_depth, row_len)     # output rows per tile
         base = self.common(lay)
         tiles = []
         for gi, (c0, gn) in enumerate(groups):
             rows = lay.batch * gn * rows_per_ch
-            for t, r0 in enumerate(range(0, rows, rpt)):
-                nr = min(rpt, rows - r0)
+            for t, (r0, r1) in enumerate(tiling.bands(rows, rpt)):
+                nr = r1 - r0
                 flags = base["flags"] | Flag.FIRST | Flag.LAST | (Flag.WLOAD if t == 0 else 0)
                 tiles.append(dict(base, flags=flags, ch0=c0, nch=gn, r0=r0, nr=nr, b0=0,
                                   nb=lay.batch, weight_base=(gi % 2) * half if pingpong else 0,
@@ -350,7 +355,9 @@ class _Builder:
 
     def wg_phase(self, lay: ComputeLayer):
         """WG: tiles = (local input-channel group) x (range of output channels n) x (batch
-        chunk); the psum bank accumulates over the batch chunks (FIRST clears, LAST drains)."""
+        chunk); the psum bank accumulates over the batch chunks (FIRST clears, LAST drains).
+        Bands from :mod:`sparseforge.gen.tiling`; the sizes come from the scratchpads (the
+        mapper's and the model's WG tiles are plain address bands: see that module)."""
         cfg = self.cfg
         ncol = _cdiv(lay.cin, cfg.pe_cols)
         k2 = lay.kh * lay.kw
@@ -378,14 +385,14 @@ class _Builder:
         prev_x = None
         loads = 0
         act_base = 0
-        for c0 in range(0, ncol, g_c):
-            gc = min(g_c, ncol - c0)
-            for n0 in range(0, lay.cout, g_n):
-                gn = min(g_n, lay.cout - n0)
+        for c0, c1 in tiling.bands(ncol, g_c):
+            gc = c1 - c0
+            for n0, n1 in tiling.bands(lay.cout, g_n):
+                gn = n1 - n0
                 bank = self.psum_bank()
-                b_chunks = list(range(0, lay.batch, nb))
-                for bi, b0 in enumerate(b_chunks):
-                    bn = min(nb, lay.batch - b0)
+                b_chunks = tiling.bands(lay.batch, nb)
+                for bi, (b0, b1) in enumerate(b_chunks):
+                    bn = b1 - b0
                     flags = base["flags"]
                     flags |= Flag.FIRST if bi == 0 else 0
                     flags |= Flag.LAST if bi == len(b_chunks) - 1 else 0

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sparseforge.sim.perf import model as perf
 from sparseforge.sim.perf import sparsity
-from sparseforge.sim.perf import workloads as W
 from sparseforge.gen.config import preset
+from sparseforge.gen.network import BENCHMARKS, load_network
 
 SCHEMA = "sparseforge.bench"
 SCHEMA_VERSION = 1
@@ -66,7 +66,7 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
     if tick:
         tick()
     entry = {
-        "preset": cfg.name, "network": net.name, "batch": batch, "layers": len(net.layers),
+        "preset": cfg.name, "network": net.name, "batch": batch, "layers": len(net.compute),
         "dense_macs": net.dense_macs(batch), "dense_cycles": dense.total(),
         "dense_utilisation": dense.utilisation(),
         "dense_phases": {ph: dense.total(ph) for ph in perf.PHASES},
@@ -202,7 +202,7 @@ def sim_section(presets):
     return out
 
 
-def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=W.NETWORKS, batch=1, p=0.9,
+def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, batch=1, p=0.9,
         relu_zero=0.5, stats_dir="build/stats", make_plots=True, progress=True, sim=False,
         cfgs=None):
     """Run the suite; returns the JSON document (also written to ``out/bench.json``)."""
@@ -211,7 +211,7 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=W.NETWORKS, 
     out.mkdir(parents=True, exist_ok=True)
     stats, origin = sparsity.load_digits_stats(stats_dir)
     cfgs = cfgs or [preset(pr) for pr in presets]
-    nets = [W.load(n) for n in networks]
+    nets = [load_network(n) for n in networks]
     n_sc = 1 + len(NM_VARIANTS) + 2 + (2 if stats is not None else 0)
     bar = None
     if progress:
@@ -275,10 +275,10 @@ def main(argv=None) -> int:
                     help="add the simulator sections (Verilog generation time per preset, "
                          "cocotb cycles/s under Icarus and Verilator)")
     a = ap.parse_args(argv)
-    nets = W.NETWORKS if a.networks == "all" else tuple(a.networks.split(","))
+    nets = BENCHMARKS if a.networks == "all" else tuple(a.networks.split(","))
     for n in nets:
-        if n not in W.NETWORKS:
-            ap.error(f"--networks: unknown network {n!r}; known: {', '.join(W.NETWORKS)}")
+        if n not in BENCHMARKS:
+            ap.error(f"--networks: unknown network {n!r}; known: {', '.join(BENCHMARKS)}")
     if a.batch < 1:
         ap.error(f"--batch must be >= 1, not {a.batch}")
     if not 0 < a.p < 1:

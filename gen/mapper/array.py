@@ -166,27 +166,22 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         job._bundles = None
         return job
 
+    # per mode: the channels dealt to the columns (padded to a multiple of C; -1 marks a
+    # padded one), the operand-row index key(label) in [0, count) the rows are dealt by, and
+    # make(channels): the PE job of one column
     if mode == "fp":
         x, w = np.asarray(x), np.asarray(w)
         m_ = np.ones(w.shape, bool) if mask is None else np.asarray(mask, bool)
         Cout, Cin = w.shape[:2]
         B, _, H, _ = x.shape
         wp, mp = _pad_to(w, 0, C), _pad_to(m_, 0, C)
-        nj_all = _deal(wp.shape[0], C, mapping)
+        n_real, n_padded = Cout, wp.shape[0]
         # interleaved: operand rows (b, h, c) round-robin, channel fastest (every row-band
         # tile spreads over all PE rows); in order: blocks of channels
         key = (lambda lb: (lb[1] * H + lb[3]) * Cin + lb[2]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cin + lb[2])
         count = B * H * Cin if mapping == "interleaved" else B * Cin
-        for j in range(C):
-            nj = nj_all[j]
-            col_channels[j] = [n if n < Cout else -1 for n in nj]
-            for i in range(R):
-                job = pm.map_conv_fp(x, wp[nj], mask=mp[nj], **common)
-                if i == 0:
-                    col_jobs[j] = pm.map_conv_fp(x, wp[nj], mask=mp[nj], **common)
-                grid[i][j] = pm.split_tiles(deal(job, key, count, i), tile_words, cfg=cfg)
-        out_shape = (x.shape[0], Cout) + col_jobs[0].out_shape[2:]
+        make = lambda ch: pm.map_conv_fp(x, wp[ch], mask=mp[ch], **common)          # noqa: E731
     elif mode == "bp":
         dy, w = np.asarray(dy), np.asarray(w)
         m_ = np.ones(w.shape, bool) if mask is None else np.asarray(mask, bool)
@@ -194,39 +189,33 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
         B, _, H, W = x_shape
         Ho = dy.shape[2]
         wp, mp = _pad_to(w, 1, C), _pad_to(m_, 1, C)
-        cj_all = _deal(wp.shape[1], C, mapping)
+        n_real, n_padded = Cin, wp.shape[1]
         key = (lambda lb: (lb[1] * Ho + lb[3]) * Cout + lb[2]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cout + lb[2])
         count = B * Cout * Ho if mapping == "interleaved" else B * Cout
-        for j in range(C):
-            cj = cj_all[j]
-            col_channels[j] = [c if c < Cin else -1 for c in cj]
-            for i in range(R):
-                job = pm.map_conv_bp(dy, wp[:, cj], (B, len(cj), H, W), mask=mp[:, cj],
-                                     **common)
-                if i == 0:
-                    col_jobs[j] = pm.map_conv_bp(dy, wp[:, cj], (B, len(cj), H, W),
-                                                 mask=mp[:, cj], **common)
-                grid[i][j] = pm.split_tiles(deal(job, key, count, i), tile_words, cfg=cfg)
+        make = lambda ch: pm.map_conv_bp(dy, wp[:, ch], (B, len(ch), H, W),          # noqa: E731
+                                         mask=mp[:, ch], **common)
         out_shape = tuple(x_shape)
     else:
         x, dy = np.asarray(x), np.asarray(dy)
         Cout, Cin, Kh, Kw = w_shape
         B, _, Ho, Wo = dy.shape
         xp = _pad_to(x, 1, C)
-        cj_all = _deal(xp.shape[1], C, mapping)
+        n_real, n_padded = Cin, xp.shape[1]
         # WG tiles are channel-major: y fastest spreads one channel's rows over the PE rows
         key = (lambda lb: (lb[1] * Cout + lb[2]) * Ho + lb[3]) if mapping == "interleaved" \
             else (lambda lb: lb[1] * Cout + lb[2])
         count = B * Cout * Ho if mapping == "interleaved" else B * Cout
-        for j in range(C):
-            cj = cj_all[j]
-            col_channels[j] = [c if c < Cin else -1 for c in cj]
-            col_jobs[j] = pm.map_conv_wg(xp[:, cj], dy, (Cout, len(cj), Kh, Kw), **common)
-            for i in range(R):
-                job = pm.map_conv_wg(xp[:, cj], dy, (Cout, len(cj), Kh, Kw), **common)
-                grid[i][j] = pm.split_tiles(deal(job, key, count, i), tile_words, cfg=cfg)
+        make = lambda ch: pm.map_conv_wg(xp[:, ch], dy, (Cout, len(ch), Kh, Kw),      # noqa: E731
+                                         **common)
         out_shape = tuple(w_shape)
+    for j, chans in enumerate(_deal(n_padded, C, mapping)):
+        col_channels[j] = [c if c < n_real else -1 for c in chans]
+        col_jobs[j] = make(chans)
+        for i in range(R):      # deal() keeps PE row i's rows of a fresh job
+            grid[i][j] = pm.split_tiles(deal(make(chans), key, count, i), tile_words, cfg=cfg)
+    if mode == "fp":
+        out_shape = (x.shape[0], Cout) + col_jobs[0].out_shape[2:]
     n_tiles = {len(grid[i][j]) for i in range(R) for j in range(C)}
     if len(n_tiles) != 1:
         raise ValueError(f"internal: columns got different tile counts {sorted(n_tiles)}")

@@ -37,6 +37,7 @@ import numpy as np
 
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen import numfmt
+from sparseforge.gen import tiling
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
@@ -324,6 +325,36 @@ def _check_dy_shape(dy, B, Cout, Ho, Wo):
                          f"{(B, Cout, Ho, Wo)}")
 
 
+def _prepare_fp_bp(mode, cfg, a, w, x_shape, stride, padding, mask, dense):
+    """The checks FP and BP share: ``a`` is the streamed operand (``x`` in FP, ``dy`` in BP;
+    ``x_shape`` None in FP), ``w`` the weights and ``mask`` their N:M mask. Returns ``(cfg, a,
+    w, keep, geometry)`` with ``keep`` the taps (``_taps_of``)."""
+    cfg = _check_cfg(cfg)
+    fp = mode == "fp"
+    name = "x" if fp else "dy"
+    a, w = _as_int(name, a, 4), _as_int("w", w, 4)
+    g = _geometry(a.shape if fp else x_shape, w.shape, stride, padding,
+                  "x" if fp else "x_shape", "w")
+    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = g
+    if fp:
+        _check_common(cfg, stride, padding, Kh, Kw, [("input", W), ("output", max(Wo, 0))])
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"kernel {Kh}x{Kw} is larger than the padded input")
+    else:
+        _check_common(cfg, stride, padding, Kh, Kw,
+                      [("output-gradient", Wo), ("input-gradient", W)])
+        _check_dy_shape(a, B, Cout, Ho, Wo)
+    _check_range(name, a, cfg.data_width)
+    _check_range("w", w, cfg.data_width)
+    keep, w = _taps_of("mask", w, mask, dense)
+    _psum_check(cfg, B * Cout * Ho * Wo if fp else B * Cin * H * W)
+    if fp:
+        cfg.check_reduction(Cin * Kh * Kw, "FP output")
+    else:
+        cfg.check_reduction(Cout * Kh * Kw, "BP input gradient")
+    return cfg, a, w, keep, g
+
+
 def map_conv_fp(x, w, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=True,
                 empty_rows="omit", drain_chunk=None) -> PEJob:
     """FP: operand rows ``x[b, c, h]``, taps ``w[n, c, kr, kw]`` kept by ``mask`` (the N:M forward
@@ -331,17 +362,8 @@ def map_conv_fp(x, w, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=T
 
     ``dense=True``: uncompressed rows, ``skip_zero = 0`` and every tap (pruned ones as zero
     weights): the same result, the dense baseline's cycles."""
-    cfg = _check_cfg(cfg)
-    x, w = _as_int("x", x, 4), _as_int("w", w, 4)
-    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = _geometry(x.shape, w.shape, stride, padding, "x", "w")
-    _check_common(cfg, stride, padding, Kh, Kw, [("input", W), ("output", max(Wo, 0))])
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"kernel {Kh}x{Kw} is larger than the padded input")
-    _check_range("x", x, cfg.data_width)
-    _check_range("w", w, cfg.data_width)
-    keep, w = _taps_of("mask", w, mask, dense)
-    _psum_check(cfg, B * Cout * Ho * Wo)
-    cfg.check_reduction(Cin * Kh * Kw, "FP output")
+    cfg, x, w, keep, g = _prepare_fp_bp("fp", cfg, x, w, None, stride, padding, mask, dense)
+    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = g
     rows = []
     for c in range(Cin):
         n_i, kr_i, kw_i = np.nonzero(keep[:, c])
@@ -369,17 +391,9 @@ def map_conv_bp(dy, w, x_shape, *, stride=1, padding=0, cfg, mask=None, dense=Fa
                 empty_rows="omit", drain_chunk=None) -> PEJob:
     """BP: operand rows ``dy[b, n, y]``, taps ``w[n, c, kr, kw]`` kept by ``mask`` (the N:M
     backward mask), output ``conv2d_backward_input(dy, w * mask, x_shape)``."""
-    cfg = _check_cfg(cfg)
-    dy, w = _as_int("dy", dy, 4), _as_int("w", w, 4)
-    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = _geometry(x_shape, w.shape, stride, padding,
-                                                   "x_shape", "w")
-    _check_common(cfg, stride, padding, Kh, Kw, [("output-gradient", Wo), ("input-gradient", W)])
-    _check_dy_shape(dy, B, Cout, Ho, Wo)
-    _check_range("dy", dy, cfg.data_width)
-    _check_range("w", w, cfg.data_width)
-    keep, w = _taps_of("mask", w, mask, dense)
-    _psum_check(cfg, B * Cin * H * W)
-    cfg.check_reduction(Cout * Kh * Kw, "BP input gradient")
+    cfg, dy, w, keep, g = _prepare_fp_bp("bp", cfg, dy, w, x_shape, stride, padding, mask,
+                                         dense)
+    B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = g
     rows = []
     for n in range(Cout):
         c_i, kr_i, kw_i = np.nonzero(keep[n])
@@ -654,7 +668,7 @@ def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
     cfg = _check_cfg(cfg or job.cfg)
     unit = 1 if job.mode == "wg" else job.out_len
     if tile_words is None:
-        tile_words = (cfg.psum_buf_depth // unit) * unit
+        tile_words = tiling.rows_per_tile(cfg.psum_buf_depth, unit) * unit
     tile_words = int(tile_words)
     if tile_words < unit or tile_words % unit:
         raise ValueError(f"tile_words must be a positive multiple of the output row length "
@@ -664,9 +678,7 @@ def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
     if job.mode == "wg":
         order = np.arange(n_rows)
     else:
-        per_plane = job.out_shape[2]
-        idx = np.arange(n_rows)
-        order = np.lexsort((idx // per_plane, idx % per_plane))    # y major, then (b, c)
+        order = tiling.y_major(n_rows, job.out_shape[2])
     per = tile_words // unit
     tile_of = np.empty(n_rows, np.int64)
     pos_of = np.empty(n_rows, np.int64)
@@ -674,8 +686,8 @@ def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
     pos_of[order] = np.arange(n_rows) % per
     chunk = max((c for _, c, _, _ in job.drains), default=tile_words)
     tiles = []
-    for k in range(-(-n_rows // per)):
-        mine = order[k * per:(k + 1) * per]
+    for k, (start, stop) in enumerate(tiling.bands(n_rows, per)):
+        mine = order[start:stop]
         n = mine.size * unit
         rows = []
         for row in job.rows:

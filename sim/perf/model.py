@@ -46,6 +46,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from sparseforge.gen import tiling
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.mapper.array import COLUMN_LATENCY
 from sparseforge.gen.mapper.pe import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, RELEASE
@@ -241,6 +242,25 @@ def _col_counts(a, e, nv):
     return tuple(max(0, min(e, v) - a) for v in nv)
 
 
+def _band_rows(p0, p1, B, nc, nv, C, sources):
+    """The operand rows a band ``[p0, p1)`` of y-major output rows ``(y, b, c_local)`` needs:
+    ``{(b, r): [output rows fed, per column]}`` with ``sources(y)`` the operand rows ``r`` that
+    output row ``y`` reads (in kernel-row order)."""
+    acc = {}
+    for y in range(p0 // (B * nc), (p1 - 1) // (B * nc) + 1):
+        for b in range(B):
+            base = (y * B + b) * nc
+            a, e = max(p0 - base, 0), min(p1 - base, nc)
+            if e <= a:
+                continue
+            cnt = _col_counts(a, e, nv)
+            for r in sources(y):
+                v = acc.setdefault((b, r), [0] * C)
+                for j in range(C):
+                    v[j] += cnt[j]
+    return acc
+
+
 # -- Gaussian recurrence ----------------------------------------------------------------------
 
 _SQ2 = math.sqrt(2.0)
@@ -362,10 +382,9 @@ def _fp_tiles(layer, cfg, batch, dense):
     else:
         kw_q = tuple(sum(1 for kw in range(Kw) if (kw - p) % S == q) for q in range(S))
     rc = _row_counts(B, layer.cin, H, R)
-    per = max(1, D // Wo)
+    per = max(1, tiling.rows_per_tile(D, Wo))
     n_out = B * nc * Ho
-    for p0 in range(0, n_out, per):
-        p1 = min(n_out, p0 + per)
+    for p0, p1 in tiling.bands(n_out, per):
         y0, y1 = p0 // (B * nc), (p1 - 1) // (B * nc)
         # interior tiles (every kernel row inside the input) repeat: same offset, same dealing
         # (moving the band by one input row moves every row's PE row by Cin)
@@ -375,20 +394,8 @@ def _fp_tiles(layer, cfg, batch, dense):
             yield tkey, None, (p1 - p0) * Wo
             continue
         seen.add(tkey)
-        acc = {}
-        for y in range(y0, y1 + 1):
-            for b in range(B):
-                base = (y * B + b) * nc
-                a, e = max(p0 - base, 0), min(p1 - base, nc)
-                if e <= a:
-                    continue
-                cnt = _col_counts(a, e, nv)
-                for kr in range(Kh):
-                    h = y * S + kr - p
-                    if 0 <= h < H:
-                        v = acc.setdefault((b, h), [0] * C)
-                        for j in range(C):
-                            v[j] += cnt[j]
+        acc = _band_rows(p0, p1, B, nc, nv, C,
+                         lambda y: [y * S + kr - p for kr in range(Kh) if 0 <= y * S + kr - p < H])
         rows = {}
         for (b, h), v in acc.items():
             key = tuple(_grouped(kq * x for x in v if kq * x) for kq in kw_q)
@@ -407,10 +414,9 @@ def _bp_tiles(layer, cfg, batch, dense):
     B, nc = batch, _ceil_div(layer.cin, C)
     nv = [nc] * C if dense else [_ceil_div(max(layer.cin - j, 0), C) for j in range(C)]
     rc = _row_counts(B, layer.cout, Ho, R)
-    per = max(1, D // W)
+    per = max(1, tiling.rows_per_tile(D, W))
     n_out = B * nc * H
-    for p0 in range(0, n_out, per):
-        p1 = min(n_out, p0 + per)
+    for p0, p1 in tiling.bands(n_out, per):
         h0, h1 = p0 // (B * nc), (p1 - 1) // (B * nc)
         # same stride phase and same dealing (one dy row further moves PE rows by Cout)
         tkey = (("mid", p0 % (B * nc), p1 - p0, h0 % S, (h0 // S * layer.cout) % R)
@@ -419,20 +425,10 @@ def _bp_tiles(layer, cfg, batch, dense):
             yield tkey, None, (p1 - p0) * W
             continue
         seen.add(tkey)
-        acc = {}
-        for h in range(h0, h1 + 1):
-            for b in range(B):
-                base = (h * B + b) * nc
-                a, e = max(p0 - base, 0), min(p1 - base, nc)
-                if e <= a:
-                    continue
-                cnt = _col_counts(a, e, nv)
-                for kr in range(Kh):
-                    t = h + p - kr
-                    if t >= 0 and t % S == 0 and t // S < Ho:
-                        v = acc.setdefault((b, t // S), [0] * C)
-                        for j in range(C):
-                            v[j] += cnt[j]
+        acc = _band_rows(p0, p1, B, nc, nv, C,
+                         lambda h: [(h + p - kr) // S for kr in range(Kh)
+                                    if h + p - kr >= 0 and (h + p - kr) % S == 0
+                                    and (h + p - kr) // S < Ho])
         rows = {}
         for (b, y), v in acc.items():
             key = (_grouped(Kw * x for x in v if x),)
@@ -457,8 +453,7 @@ def _wg_tiles(layer, cfg, batch):
     bb, yy = np.meshgrid(np.arange(B), np.arange(Ho), indexing="ij")
     starts = np.arange(nc) * KK
     total = Cout * per_n
-    for a0 in range(0, total, D):
-        a1 = min(total, a0 + D)
+    for a0, a1 in tiling.bands(total, D):
         # a tile's rows depend on its offset in the per-channel block, on the first channel
         # modulo R (the dealing) and on its length
         tkey = (a0 % per_n, (a0 // per_n) % R, a1 - a0)
@@ -492,7 +487,8 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     ``weight_density``: kept fraction of the phase's weights (N/M, or 1; ignored in WG, whose
     taps are dense); ``nm``: optional ``(n, m)`` (must match ``weight_density``; the exact
     backend needs it, this model only uses the fraction); ``dense``: dense mode (no skipping;
-    every tap; the baseline). ``layer``: a :class:`~sparseforge.sim.perf.workloads.Layer`.
+    every tap; the baseline). ``layer``: a :class:`~sparseforge.gen.network.ComputeLayer` (per
+    image: FC layers at ``h = w = 1``, as a network parsed with batch 1 has them).
     """
     d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
     R, L = cfg.pe_rows, cfg.macs_per_pe
@@ -548,8 +544,9 @@ def bdwp_work_fraction(n: int, m: int) -> float:
 
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
               dense=False, batch=1, backend="statistical", progress=None) -> IterationResult:
-    """One training iteration: FP of every layer, then BP (not for the first layer: the input
-    needs no gradient) and WG of every layer.
+    """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
+    ``load_network(name)``): FP of every conv/fc layer, then BP (not for the first layer: the
+    input needs no gradient) and WG of every layer.
 
     ``fp_density`` / ``dy_density``: ``{layer name: density}`` (missing: 1.0); ``nm``: ``(n, m)``
     BDWP (applied to the layers :func:`bdwp_applies` accepts) or None; ``dense``: dense-mode
@@ -557,7 +554,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     fn = BACKENDS[backend]
     fp_density, dy_density = fp_density or {}, dy_density or {}
     out = []
-    for i, lay in enumerate(net.layers):
+    for i, lay in enumerate(net.compute):
         wd = nm[0] / nm[1] if (nm and bdwp_applies(lay, nm[1])) else 1.0
         lr = LayerResult(lay.name)
         for ph in PHASES:

@@ -1,7 +1,7 @@
 """Operand densities for the benchmark networks, from two labelled sources.
 
 * ``"measured, digits CNN"``: the digits CNN's training statistics (``build/stats/*.json``,
-  ``make train-stats``; if that folder is missing, the snapshot ``sim/workloads/digits_stats.json``
+  ``make train-stats``; if that folder is missing, the snapshot ``sim/perf/digits_stats.json``
   taken from one full run), averaged over seeds, transferred to the large networks by tensor
   kind (below). The digits CNN has no batch norm, 16x16 inputs and 2 conv layers: the transfer
   is an assumption, stated, not a measurement of the large networks.
@@ -31,7 +31,7 @@ __all__ = ["MEASURED", "MODELLED", "load_digits_stats", "measured", "modelled",
 
 MEASURED = "measured, digits CNN"
 MODELLED = "modelled"
-SNAPSHOT = Path(__file__).resolve().parent / "workloads" / "digits_stats.json"
+SNAPSHOT = Path(__file__).resolve().parent / "digits_stats.json"
 #: Variants the benchmark needs (digits-run names).
 VARIANTS = ("dense", "prune0.9", "bdwp2-8_prune0.9")
 
@@ -74,23 +74,25 @@ def load_digits_stats(stats_dir="build/stats") -> tuple:
 
 
 def _pooled(pool, relu_zero):
-    k = pool.get("k", 1)
+    k = 1 if pool.is_global else pool.k
     return 1.0 - relu_zero ** (k * k)
 
 
 def modelled(net, *, p=0.9, relu_zero=0.5) -> tuple:
-    """``(fp_density, dy_density)`` dicts for ``net`` (see the module docstring)."""
+    """``(fp_density, dy_density)`` dicts for ``net`` (a :class:`sparseforge.gen.network.Network`;
+    see the module docstring)."""
     if not 0.0 <= relu_zero < 1.0:
         raise ValueError(f"relu_zero must be in [0, 1), not {relu_zero!r}")
     a = 1.0 - relu_zero
     out_density = {"input": 1.0}
     fp, dy = {}, {}
-    for lay in net.layers:
-        fp[lay.name] = out_density[lay.src]
-        pooled = _pooled(lay.pool, relu_zero) if lay.pool and lay.pool["type"] == "max" else None
+    for lay in net.compute:
+        fp[lay.name] = out_density[net.producer(lay.src)]
+        pool = lay.pool_spec
+        pooled = _pooled(pool, relu_zero) if pool and pool.kind == "max" else None
         if not lay.relu:
             out_density[lay.name] = 1.0
-        elif lay.pool and lay.pool["type"] == "avg":
+        elif pool and pool.kind == "avg":
             out_density[lay.name] = 1.0
         else:
             out_density[lay.name] = pooled if pooled is not None else a
@@ -100,7 +102,7 @@ def modelled(net, *, p=0.9, relu_zero=0.5) -> tuple:
             d0 = lay.pool_select_fraction * pooled
         else:
             d0 = a
-        dy[lay.name] = (closed_form_density_zero_aware(p, d0) if (lay.type == "conv" and p > 0)
+        dy[lay.name] = (closed_form_density_zero_aware(p, d0) if (lay.kind == "conv" and p > 0)
                         else d0)
     return fp, dy
 
@@ -124,18 +126,16 @@ def measured(net, stats: dict, variant: str) -> tuple:
     fc_relu = L["fc2"]["fp_density"]
     dy_conv = sum(conv_dy) / len(conv_dy)
     dy_fc = L["fc1"]["dy_density"]
-    kind = {"input": "image"}
     fp, dy = {}, {}
-    for lay in net.layers:
+    for lay in net.compute:
         k = lay.input_kind
         fp[lay.name] = (1.0 if k in ("image", "linear", "relu+avgpool") else
                         pooled if k == "relu+maxpool" else
-                        fc_relu if lay.type == "fc" else relu)
-        if lay.type == "conv":
+                        fc_relu if lay.kind == "fc" else relu)
+        if lay.kind == "conv":
             dy[lay.name] = dy_conv
         else:
             dy[lay.name] = dy_fc if lay.grad_kind != "none" else 1.0
-        kind[lay.name] = k
     return fp, dy
 
 

@@ -439,24 +439,32 @@ def _prepare_forward(x, w, stride, padding):
     return x, w, g
 
 
-def _prepare_backward_input(dy, w, x_shape, stride, padding):
+def _prepare_backward(first, second, shape_name, shape, stride, padding, terms):
+    """The checks BP and WG share. ``first``, ``second``: ``(name, array)`` of the two operands
+    (``dy`` and ``w`` in BP, ``x`` and ``dy`` in WG); ``shape``: the shape of the tensor the
+    pass produces (``x_shape`` / ``w_shape``); ``terms(g)``: products per output element.
+    Returns ``(first, second, geometry)``."""
     stride, padding = _check_stride_padding(stride, padding)
-    x_shape = _check_shape("x_shape", x_shape, 4)
-    dy, w = _as_array("dy", dy), _as_array("w", w)
-    g = _conv_geometry("x_shape", x_shape, "w", w.shape, stride, padding)
-    _check_dy(dy, g)
-    dy, w = _compute_pair("dy", dy, "w", w, g.cout * g.kh * g.kw)
-    return dy, w, g
+    shape = _check_shape(shape_name, shape, 4)
+    (n1, a1), (n2, a2) = ((n, _as_array(n, a)) for n, a in (first, second))
+    ops = {n1: a1, n2: a2}
+    if shape_name == "x_shape":
+        g = _conv_geometry("x_shape", shape, "w", ops["w"].shape, stride, padding)
+    else:
+        g = _conv_geometry("x", ops["x"].shape, "w_shape", shape, stride, padding)
+    _check_dy(ops["dy"], g)
+    a1, a2 = _compute_pair(n1, a1, n2, a2, terms(g))
+    return a1, a2, g
+
+
+def _prepare_backward_input(dy, w, x_shape, stride, padding):
+    return _prepare_backward(("dy", dy), ("w", w), "x_shape", x_shape, stride, padding,
+                             lambda g: g.cout * g.kh * g.kw)
 
 
 def _prepare_backward_weight(x, dy, w_shape, stride, padding):
-    stride, padding = _check_stride_padding(stride, padding)
-    w_shape = _check_shape("w_shape", w_shape, 4)
-    x, dy = _as_array("x", x), _as_array("dy", dy)
-    g = _conv_geometry("x", x.shape, "w_shape", w_shape, stride, padding)
-    _check_dy(dy, g)
-    x, dy = _compute_pair("x", x, "dy", dy, g.b * g.ho * g.wo)
-    return x, dy, g
+    return _prepare_backward(("x", x), ("dy", dy), "w_shape", w_shape, stride, padding,
+                             lambda g: g.b * g.ho * g.wo)
 
 
 def conv2d_forward(x, w, stride=1, padding=0):

@@ -17,7 +17,8 @@ sparse operands the accelerator would see:
   forward-masked weights (BP then uses a subset of FP's weights); ``nzmean`` takes the pruning
   threshold's ``mean|g|`` over the non-zero elements of ``dY`` only.
 
-Network (``NETWORK``; input: the 8x8 digits upsampled 2x, nearest neighbour, to 1x16x16)::
+Network (``NETWORK``, built from ``gen/networks/digits-cnn.yaml`` by :func:`network_specs`;
+input: the 8x8 digits upsampled 2x, nearest neighbour, to 1x16x16)::
 
     conv1 3x3, 1->8,  pad 1   ReLU  maxpool 2   (dense: Cin = 1 is no multiple of M)
     conv2 3x3, 8->16, pad 1   ReLU  maxpool 2   (BDWP)
@@ -37,12 +38,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sparseforge.gen.network import Network, load_network
 from sparseforge.sim.perf.sparsity import closed_form_density, closed_form_density_zero_aware
 
 from sparseforge.sim.reference import golden
 
 __all__ = [
     "DATASET", "LABEL", "NETWORK", "ISSUE_VARIANTS", "DEFAULT_VARIANTS", "LayerSpec", "Variant", "TrainConfig",
+    "network_specs",
     "parse_variant", "load_digits_split", "closed_form_density", "closed_form_density_zero_aware",
     "DigitsCNN", "train_run",
 ]
@@ -58,7 +61,8 @@ NETWORK_NAME = "digits-cnn"
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One conv or FC layer; conv layers are followed by ReLU and a 2x2 max-pool when ``pool``."""
+    """One conv or FC layer as the study runs it (FC per sample: ``h = w = k = 1``); followed by
+    ReLU when ``relu`` and a 2x2 max-pool when ``pool``."""
     name: str
     type: str           # "conv" | "fc"
     cin: int
@@ -88,14 +92,27 @@ class LayerSpec:
         return (self.cout, self.cin)
 
 
-NETWORK = (
-    LayerSpec("conv1", "conv", 1, 8, 16, 16, k=3, padding=1, pool=True, bdwp=False, prune=True),
-    LayerSpec("conv2", "conv", 8, 16, 8, 8, k=3, padding=1, pool=True, bdwp=True, prune=True),
-    LayerSpec("fc1", "fc", 256, 32, relu=True, bdwp=True),
-    LayerSpec("fc2", "fc", 32, 10, relu=False, bdwp=False),
-)
-INPUT_HW = (16, 16)
-NUM_CLASSES = 10
+def network_specs(net: Network) -> tuple:
+    """The study's layers of a network description (:mod:`sparseforge.gen.network`): its conv/fc
+    layers with their fused ReLU and max-pool (2x2, stride 2: the only pool the study runs),
+    BDWP as the description resolves it (``bdwp: auto`` against its ``nm``: Cin and Cout
+    multiples of M) and its ``prune`` flags."""
+    out = []
+    for c in net.compute:
+        if c.pool not in (None, (2, 2)) or c.kh != c.kw or c.bn or c.add is not None:
+            raise ValueError(f"{c.label}: the study runs square kernels, 2x2/2 max-pools and "
+                             f"no batch norm or residuals")
+        geom = dict(h=c.h, w=c.w, k=c.kh, stride=c.stride, padding=c.padding)
+        out.append(LayerSpec(c.name, c.kind, c.cin, c.cout, **(geom if c.kind == "conv" else {}),
+                             relu=c.relu, pool=c.pool is not None, bdwp=c.bdwp, prune=c.prune))
+    return tuple(out)
+
+
+#: The digits CNN (``gen/networks/digits-cnn.yaml``).
+DIGITS_CNN = load_network(NETWORK_NAME)
+NETWORK = network_specs(DIGITS_CNN)
+INPUT_HW = DIGITS_CNN.input[1:]
+NUM_CLASSES = DIGITS_CNN.output_shape[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 import pytest
 
 from sparseforge.gen.config import preset
-from sparseforge.gen.network import NetworkError, examples, load_network, parse_network
+from sparseforge.gen.network import (BENCHMARKS, NetworkError, PoolSpec, examples, load_network,
+                                     parse_network)
 from sparseforge.study import train
 
 CFG = preset("tiny")
@@ -36,11 +37,44 @@ def test_digits_cnn_matches_sim_train():
 
 
 def test_examples_load_on_every_preset():
+    """One folder: the accelerator's examples run on every preset; every network (the
+    benchmark ones too) loads as a description."""
     assert {"digits-cnn", "tiny-cnn"} <= set(examples())
+    assert set(examples()) == {"digits-cnn", "tiny-cnn", *BENCHMARKS}
     for p in ("tiny", "ecp5", "vcu1525"):
-        for name in examples():
+        for name in ("digits-cnn", "tiny-cnn"):
             net = load_network(name, preset(p))
             assert net.compute and net.layers[0].in_shape == net.input
+    for name in examples():
+        net = load_network(name)
+        assert net.compute and net.layers[0].in_shape == net.input
+
+
+def test_graph_keys_pools_and_tensor_kinds():
+    d = _net([{"kind": "conv", "name": "a", "cout": 8, "padding": 1, "bn": True, "relu": True},
+              {"kind": "maxpool", "name": "a.pool", "kernel": 3, "stride": 2, "padding": 1},
+              {"kind": "conv", "name": "b", "cout": 8, "padding": 1, "relu": True},
+              {"kind": "conv", "name": "s", "in": "a.pool", "cout": 8, "kernel": 1, "add": "b"},
+              {"kind": "avgpool", "name": "s.pool", "global": True},
+              {"kind": "fc", "name": "f", "cin": 8, "cout": 4}], batch=1)
+    net = parse_network(d)
+    a, b, sc, f = net.compute
+    assert a.pool_spec == PoolSpec("max", 3, 2, 1) and a.out_shape == (8, 4, 4)
+    assert (a.grad_kind, b.input_kind, b.grad_kind) == ("bn", "relu+maxpool", "relu")
+    assert (sc.src, sc.add, net.producer(sc.src), sc.out_shape) == ("a.pool", "b", "a", (8, 1, 1))
+    assert (sc.input_kind, sc.grad_kind, f.input_kind) == ("relu+maxpool", "none", "linear")
+    assert (f.h, f.w, f.dense_macs(3)) == (1, 1, 3 * 4 * 8)
+    assert not a.bdwp and a.dense_reason.startswith("no N:M")
+    assert [c.bdwp for c in parse_network(dict(d, nm=[2, 4])).compute] == [True] * 4
+    for bad, match in [({"add": "a"}, r"'s' \(conv\): residual 'a' has shape"),
+                       ({"in": "f"}, r"'s' \(conv\): input 'f' is not")]:
+        d2 = _net([dict(x, **bad) if x.get("name") == "s" else x for x in d["layers"]])
+        with pytest.raises(NetworkError, match=match):
+            parse_network(d2)
+    for what in ("bn", "add", "in"):                  # the accelerator runs chains
+        with pytest.raises(NetworkError, match=r"runs a chain|fuses only unpadded max-pools"):
+            parse_network(d, CFG)
+        d = _net([{k: v for k, v in x.items() if k != what} for x in d["layers"]])
 
 
 def test_toml_yaml_and_dict_agree(tmp_path):

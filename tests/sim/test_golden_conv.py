@@ -6,25 +6,19 @@ except the decompositions the brief requires to agree (rows == 2-D, FC == 1x1 co
 Seeds are fixed and printed; hypothesis runs derandomized.
 """
 
-import zlib
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from sparseforge.sim.reference import golden as G
+from sparseforge.sim.testkit.seeds import derandomized, rng_factory
 
 SEED = 20240601
-HYP = settings(max_examples=60, deadline=None, derandomize=True)
-
-
-def rng_for(*key):
-    """A Generator seeded from SEED and a test-specific key (printed, reproducible)."""
-    seed = [SEED, zlib.crc32(repr(key).encode())]
-    print(f"rng seed = {seed} (key {key!r})")
-    return np.random.default_rng(seed)
+HYP = derandomized(60)
+rng_for = rng_factory(SEED)
 
 
 def acc_dtype(*arrays):

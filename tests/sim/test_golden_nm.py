@@ -4,25 +4,19 @@ References are written here: a per-group stable argsort of -|w| (the brief's def
 independent rank count.  Seeds are fixed and printed; hypothesis runs derandomized.
 """
 
-import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sparseforge.sim.reference import golden as G
+from sparseforge.sim.testkit.seeds import derandomized, rng_factory
 
 SEED = 715
-HYP = settings(max_examples=80, deadline=None, derandomize=True)
-
-
-def rng_for(*key):
-    """A Generator seeded from SEED and a test-specific key (printed, reproducible)."""
-    seed = [SEED, zlib.crc32(repr(key).encode())]
-    print(f"rng seed = {seed} (key {key!r})")
-    return np.random.default_rng(seed)
+HYP = derandomized(80)
+rng_for = rng_factory(SEED)
 
 
 def ref_mag(w):

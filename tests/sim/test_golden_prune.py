@@ -6,26 +6,20 @@ Seeds are fixed and printed; hypothesis runs derandomized.
 """
 
 import math
-import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from sparseforge.sim.reference import golden as G
 from sparseforge.sim.reference.prng import xorshift32_step, xorshift32_stream
+from sparseforge.sim.testkit.seeds import derandomized, rng_factory
 
 SEED = 1908
-HYP = settings(max_examples=50, deadline=None, derandomize=True)
-
-
-def rng_for(*key):
-    """A Generator seeded from SEED and a test-specific key (printed, reproducible)."""
-    seed = [SEED, zlib.crc32(repr(key).encode())]
-    print(f"rng seed = {seed} (key {key!r})")
-    return np.random.default_rng(seed)
+HYP = derandomized(50)
+rng_for = rng_factory(SEED)
 
 
 def textbook_xorshift32(state):

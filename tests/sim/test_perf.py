@@ -20,12 +20,16 @@ cases within 4% (seed noise alone gives ~2%).
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import test_pe as tpe
-import test_pe_array as tpa
+# the RTL-tested cases live in tests/hdl (importable whatever order the paths are collected in)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hdl"))
+import test_pe as tpe  # noqa: E402
+import test_pe_array as tpa  # noqa: E402
 from sparseforge.sim.testkit import layers
 from sparseforge import bench
 from sparseforge.gen.config import preset
@@ -33,7 +37,7 @@ from sparseforge.gen.mapper import array as am
 from sparseforge.gen.mapper import pe as pm
 from sparseforge.sim.perf import model as perf
 from sparseforge.sim.perf import sparsity
-from sparseforge.sim.perf import workloads as W
+from sparseforge.gen.network import BENCHMARKS, NetworkError, load_network, parse_network
 
 ARRAY_2X2 = preset("tiny").replace(macs_per_pe=4, max_row_len=16, k_max=5, psum_buf_depth=64,
                                    act_buf_depth=4096)
@@ -42,8 +46,10 @@ TOL, MEAN_TOL = 0.10, 0.04
 
 
 def conv(cin, cout, k, s, p, hw):
-    return W.Layer(name=f"c{cin}-{cout}-k{k}s{s}", type="conv", cin=cin, cout=cout, kh=k, kw=k,
-                   stride=s, padding=p, h=hw, w=hw)
+    net = parse_network({"input": [cin, hw, hw], "layers": [
+        {"kind": "conv", "name": f"c{cin}-{cout}-k{k}s{s}", "cout": cout, "kernel": k,
+         "stride": s, "padding": p}]})
+    return net.compute[0]
 
 
 LAYERS = [conv(8, 8, 3, 1, 1, 12), conv(8, 8, 3, 2, 1, 12), conv(8, 6, 1, 1, 0, 10),
@@ -138,11 +144,11 @@ def test_exact_backend_equals_rtl_tested_pe_layers(case, monkeypatch):
 def test_exact_backend_runs_through_iteration():
     """The registered "exact" backend (random tensors of the requested densities) on a small
     network: FP/BP/WG cycles per layer from the array model, close to the statistical one."""
-    net = W.parse({"name": "t", "input": [8, 8, 8], "layers": [
-        {"name": "a", "type": "conv", "cin": 8, "cout": 8, "kh": 3, "kw": 3, "stride": 1,
-         "padding": 1, "h": 8, "w": 8, "relu": True},
-        {"name": "b", "type": "conv", "cin": 8, "cout": 8, "kh": 3, "kw": 3, "stride": 2,
-         "padding": 1, "h": 8, "w": 8}]})
+    net = parse_network({"name": "t", "input": [8, 8, 8], "layers": [
+        {"name": "a", "kind": "conv", "cin": 8, "cout": 8, "kernel": 3, "stride": 1,
+         "padding": 1, "relu": True},
+        {"name": "b", "kind": "conv", "cin": 8, "cout": 8, "kernel": 3, "stride": 2,
+         "padding": 1}]})
     kw = dict(fp_density={"b": 0.5}, dy_density={"a": 0.3, "b": 0.3}, nm=(2, 8))
     ex = perf.iteration(net, ARRAY_2X2, backend="exact", **kw)
     st = perf.iteration(net, ARRAY_2X2, **kw)
@@ -150,7 +156,7 @@ def test_exact_backend_runs_through_iteration():
     assert ex.layers[0].phases["bp"].skipped
     assert ex.total() == pytest.approx(st.total(), rel=TOL)
     with pytest.raises(ValueError, match="needs nm"):
-        perf.exact_phase_cycles(net.layers[1], "fp", ARRAY_2X2, weight_density=0.25)
+        perf.exact_phase_cycles(net.compute[1], "fp", ARRAY_2X2, weight_density=0.25)
 
 
 def test_phase_cycles_rejects_bad_arguments():
@@ -167,7 +173,7 @@ def test_phase_cycles_rejects_bad_arguments():
 
 def test_monotone_in_density_and_bounded_by_ideal():
     cfg = preset("ecp5")
-    lay = W.load("resnet18-cifar").layer("layer2.1.conv1")
+    lay = load_network("resnet18-cifar").compute_layer("layer2.1.conv1")
     for ph in perf.PHASES:
         dense = perf.phase_cycles(lay, ph, cfg, dense=True)
         prev = dense.cycles
@@ -183,46 +189,60 @@ def test_bdwp_work_fraction():
     assert 1 / perf.bdwp_work_fraction(2, 4) == pytest.approx(1.5)
 
 
-# -- workloads -------------------------------------------------------------------------------
+# -- benchmark networks (gen/networks, through gen.network) ---------------------------------
 
 KNOWN_GMACS = {"vgg16-imagenet": 15.47, "resnet18-imagenet": 1.81, "resnet50-imagenet": 4.09}
 
 
-def test_workloads_load_and_chain():
-    nets = W.load_all()
-    assert set(nets) == set(W.NETWORKS)
+def test_benchmark_networks_load_and_chain():
+    nets = {n: load_network(n) for n in BENCHMARKS}
     for name, gmac in KNOWN_GMACS.items():        # published MAC counts (torchvision / papers)
         assert nets[name].dense_macs() / 1e9 == pytest.approx(gmac, abs=0.01)
-    assert nets["alexnet-imagenet"].layers[0].ho == 55
-    assert nets["resnet50-imagenet"].layers[-1].cin == 2048
+    assert nets["alexnet-imagenet"].compute[0].ho == 55
+    assert nets["resnet50-imagenet"].compute[-1].cin == 2048
     for net in nets.values():
-        assert net.layers[-1].out_shape[1:] == (1, 1)
-        assert net.layers[0].input_kind == "image"
+        assert net.batch == 1
+        assert net.compute[-1].out_shape[1:] == (1, 1)
+        assert net.compute[0].input_kind == "image"
+    r18 = nets["resnet18-imagenet"]
+    first = r18.compute_layer("layer1.0.conv1")
+    assert (first.src, r18.producer(first.src)) == ("conv1.pool", "conv1")
+    assert first.input_kind == "relu+maxpool" and r18.compute[0].grad_kind == "bn"
+    assert r18.compute_layer("layer4.1.conv2").pool_spec.is_global
+    with pytest.raises(NetworkError, match=r"layer 0 'conv1' \(conv\): "):
+        load_network("resnet18-imagenet", preset("ecp5"))   # the accelerator cannot run it
 
 
-def test_workload_errors_name_the_layer():
+def test_benchmark_network_errors_name_the_layer():
     doc = {"name": "t", "input": [3, 8, 8], "layers": [
-        {"name": "a", "type": "conv", "cin": 3, "cout": 4, "kh": 3, "kw": 3, "stride": 1,
-         "padding": 1, "h": 8, "w": 8, "relu": True},
-        {"name": "b", "type": "conv", "cin": 5, "cout": 4, "kh": 3, "kw": 3, "stride": 1,
-         "padding": 1, "h": 8, "w": 8}]}
-    with pytest.raises(W.WorkloadError, match=r"layer 1 \(b\).*does not match"):
-        W.parse(doc)
+        {"name": "a", "kind": "conv", "cin": 3, "cout": 4, "kernel": 3, "padding": 1,
+         "relu": True},
+        {"name": "b", "kind": "conv", "cin": 5, "cout": 4, "kernel": 3, "padding": 1}]}
+    with pytest.raises(NetworkError, match=r"layer 1 'b' \(conv\): expects cin=5"):
+        parse_network(doc)
     doc["layers"][1]["cin"] = 4
     doc["layers"][1]["in"] = "zz"
-    with pytest.raises(W.WorkloadError, match=r"\(b\).*'zz'"):
-        W.parse(doc)
-    del doc["layers"][1]["in"]
-    doc["layers"].append({"name": "f", "type": "fc", "cin": 100, "cout": 10, "kh": 1, "kw": 1,
-                          "stride": 1, "padding": 0, "h": 1, "w": 1})
-    with pytest.raises(W.WorkloadError, match=r"\(f\).*flattens to 4x8x8 = 256"):
-        W.parse(doc)
+    with pytest.raises(NetworkError, match=r"'b' \(conv\): input 'zz' is not"):
+        parse_network(doc)
+    doc["layers"][1]["in"] = "a"
+    doc["layers"][1]["add"] = "input"
+    with pytest.raises(NetworkError, match=r"'b' \(conv\): add 'input' is not an earlier"):
+        parse_network(doc)
+    del doc["layers"][1]["add"]
+    doc["layers"].append({"name": "f", "kind": "fc", "cin": 100, "cout": 10})
+    with pytest.raises(NetworkError, match=r"'f' \(fc\): expects cin=100 .* 256 features"):
+        parse_network(doc)
+    doc["layers"][2]["cin"] = 256
+    doc["layers"][1]["bn"] = True
+    parse_network(doc)                      # fine as a description
+    with pytest.raises(NetworkError, match=r"'b' \(conv\): the accelerator runs a chain"):
+        parse_network(doc, preset("tiny"))
 
 
 # -- sparsity sources ------------------------------------------------------------------------
 
 def test_sparsity_sources():
-    net = W.load("alexnet-imagenet")
+    net = load_network("alexnet-imagenet")
     fp, dy = sparsity.modelled(net, p=0.9, relu_zero=0.5)
     assert fp["conv1"] == 1.0 and fp["conv4"] == 0.5
     assert dy["fc8"] == 1.0

@@ -1,20 +1,19 @@
-"""Regenerate the workload tables ``sim/workloads/*.yaml`` (run once; the YAML files are the
-source of truth that :mod:`sparseforge.sim.perf.workloads` loads and validates).
+"""Regenerate the benchmark networks ``gen/networks/{alexnet,vgg16,resnet18,resnet50}-*.yaml``
+(run once; the YAML files are the source of truth that :func:`sparseforge.gen.network.load_network`
+loads and validates).
 
-``python -m sparseforge.sim.perf.workloads.generate`` rewrites the eight files. The layer shapes
-follow the cited model definitions; every file names its source in its header comment.
-Layer fields: ``name``, ``type`` (conv | fc), ``in`` (the tensor it reads: ``input`` or an
-earlier layer's name; default the previous layer), ``cin, cout, kh, kw, stride, padding, h, w``
-(input shape; FC: ``h = w = kh = kw = 1``), ``bn`` (batch norm after the layer), ``add`` (a
-layer whose output is added before the ReLU: residual), ``relu``, ``pool`` (``{type: max|avg,
-k, stride, padding}`` or ``{type: avg, global: true}``) applied after the ReLU.
+``python -m sparseforge.gen.netgen`` rewrites the eight files. The layer shapes follow the cited
+model definitions; every file names its source in its header comment. The files use the one
+network schema of :mod:`sparseforge.gen.network`: conv/fc layers (``cin`` as a chain check,
+``in``: the tensor read, ``bn``, residual ``add``, ``relu``), each pool a ``maxpool`` /
+``avgpool`` layer of its own named ``<layer>.pool`` (the name ``in`` / ``add`` then use).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "networks"
 
 SOURCES = {
     "alexnet-imagenet": (
@@ -59,6 +58,7 @@ SOURCES = {
 class _Net:
     def __init__(self, c, h, w):
         self.layers, self.shape, self.last = [], (c, h, w), "input"
+        self.input_hw = (h, w)
 
     @staticmethod
     def _out(h, k, s, p):
@@ -66,30 +66,34 @@ class _Net:
 
     def conv(self, name, cout, k, s=1, p=0, *, src=None, bn=False, relu=True, pool=None,
              add=None, shape=None):
+        """A conv layer (and its pool layer); returns the name of the tensor it leaves."""
         c, h, w = shape or self.shape
-        d = {"name": name, "type": "conv"}
+        d = {"kind": "conv", "name": name}
         if src is not None:
             d["in"] = src
-        d.update(cin=c, cout=cout, kh=k, kw=k, stride=s, padding=p, h=h, w=w, bn=bn, relu=relu)
+        d.update(cin=c, cout=cout, kernel=k, stride=s, padding=p, bn=bn, relu=relu)
         if add:
             d["add"] = add
-        ho, wo = self._out(h, k, s, p), self._out(w, k, s, p)
+        self.layers.append(d)
+        ho, wo, last = self._out(h, k, s, p), self._out(w, k, s, p), name
         if pool:
-            d["pool"] = pool
+            last = f"{name}.pool"
             if pool.get("global"):
+                self.layers.append({"kind": "avgpool", "name": last, "global": True})
                 ho = wo = 1
             else:
-                ho, wo = (self._out(ho, pool["k"], pool["stride"], pool.get("padding", 0)),
-                          self._out(wo, pool["k"], pool["stride"], pool.get("padding", 0)))
-        self.layers.append(d)
-        self.shape, self.last = (cout, ho, wo), name
-        return name
+                kind = "maxpool" if pool["type"] == "max" else "avgpool"
+                self.layers.append({"kind": kind, "name": last, "kernel": pool["k"],
+                                    "stride": pool["stride"], "padding": pool["padding"]})
+                ho, wo = (self._out(ho, pool["k"], pool["stride"], pool["padding"]),
+                          self._out(wo, pool["k"], pool["stride"], pool["padding"]))
+        self.shape, self.last = (cout, ho, wo), last
+        return last
 
     def fc(self, name, cout, relu=True):
         c, h, w = self.shape
-        self.layers.append({"name": name, "type": "fc", "cin": c * h * w, "cout": cout, "kh": 1,
-                            "kw": 1, "stride": 1, "padding": 0, "h": 1, "w": 1, "bn": False,
-                            "relu": relu})
+        self.layers.append({"kind": "fc", "name": name, "cin": c * h * w, "cout": cout,
+                            "bn": False, "relu": relu})
         self.shape, self.last = (cout, 1, 1), name
 
 
@@ -97,29 +101,20 @@ MAX3 = {"type": "max", "k": 3, "stride": 2, "padding": 0}
 MAX2 = {"type": "max", "k": 2, "stride": 2, "padding": 0}
 
 
-def alexnet_imagenet():
-    n = _Net(3, 227, 227)
-    n.conv("conv1", 96, 11, 4, 0, pool=MAX3)
-    n.conv("conv2", 256, 5, 1, 2, pool=MAX3)
-    n.conv("conv3", 384, 3, 1, 1)
-    n.conv("conv4", 384, 3, 1, 1)
-    n.conv("conv5", 256, 3, 1, 1, pool=MAX3)
+def alexnet(size, classes):
+    """AlexNet: the ImageNet form (227x227, 11x11/4 and 5x5 convs, 3x3/2 max-pools) or the CIFAR
+    form (32x32, 3x3/1 convs with torchvision's widths, 2x2/2 max-pools); pools after conv1,
+    conv2 and conv5."""
+    imagenet = size == 227
+    n = _Net(3, size, size)
+    convs = [(96, 11, 4, 0), (256, 5, 1, 2)] if imagenet else [(64, 3, 1, 1), (192, 3, 1, 1)]
+    convs += [(384, 3, 1, 1), (384 if imagenet else 256, 3, 1, 1), (256, 3, 1, 1)]
+    for i, (cout, k, s, p) in enumerate(convs, start=1):
+        n.conv(f"conv{i}", cout, k, s, p, pool=(MAX3 if imagenet else MAX2) if i in (1, 2, 5)
+               else None)
     n.fc("fc6", 4096)
     n.fc("fc7", 4096)
-    n.fc("fc8", 1000, relu=False)
-    return n
-
-
-def alexnet_cifar():
-    n = _Net(3, 32, 32)
-    n.conv("conv1", 64, 3, 1, 1, pool=MAX2)
-    n.conv("conv2", 192, 3, 1, 1, pool=MAX2)
-    n.conv("conv3", 384, 3, 1, 1)
-    n.conv("conv4", 256, 3, 1, 1)
-    n.conv("conv5", 256, 3, 1, 1, pool=MAX2)
-    n.fc("fc6", 4096)
-    n.fc("fc7", 4096)
-    n.fc("fc8", 10, relu=False)
+    n.fc("fc8", classes, relu=False)
     return n
 
 
@@ -176,8 +171,8 @@ def resnet(size, blocks, bottleneck, classes):
 
 
 NETWORKS = {
-    "alexnet-imagenet": alexnet_imagenet,
-    "alexnet-cifar": alexnet_cifar,
+    "alexnet-imagenet": lambda: alexnet(227, 1000),
+    "alexnet-cifar": lambda: alexnet(32, 10),
     "vgg16-imagenet": lambda: vgg16(224, 1000),
     "vgg16-cifar": lambda: vgg16(32, 10),
     "resnet18-imagenet": lambda: resnet(224, (2, 2, 2, 2), False, 1000),
@@ -188,26 +183,20 @@ NETWORKS = {
 
 
 def _flow(d):
-    parts = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = "{" + ", ".join(f"{a}: {str(b).lower() if isinstance(b, bool) else b}"
-                                for a, b in v.items()) + "}"
-        elif isinstance(v, bool):
-            v = str(v).lower()
-        parts.append(f"{k}: {v}")
-    return "{" + ", ".join(parts) + "}"
+    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}"
+                           for k, v in d.items()) + "}"
 
 
 def render(name) -> str:
     net = NETWORKS[name]()
     network, dataset = name.split("-")
-    c, h, w = net.layers[0]["cin"], net.layers[0]["h"], net.layers[0]["w"]
+    c, h, w = net.layers[0]["cin"], net.input_hw[0], net.input_hw[1]
     lines = [f"# {SOURCES[name]}",
-             "# Generated by sim/workloads/generate.py; validated by sparseforge.sim.perf.workloads.load.",
+             "# Generated by python -m sparseforge.gen.netgen; validated by "
+             "sparseforge.gen.network.load_network.",
              "# Batch: 1 image per iteration (the performance model scales by `batch`).",
              f"name: {name}", f"network: {network}", f"dataset: {dataset}",
-             f"input: [{c}, {h}, {w}]", "layers:"]
+             f"input: [{c}, {h}, {w}]", "batch: 1", "layers:"]
     lines += [f"  - {_flow(d)}" for d in net.layers]
     return "\n".join(lines) + "\n"
 
