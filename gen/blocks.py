@@ -7,9 +7,20 @@ every registered block for the default preset.
 
 from __future__ import annotations
 
-import importlib
+from amaranth.hdl import unsigned
 
+from sparseforge import __version__
 from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.schedule import config_hash, config_tag
+from sparseforge.hdl.accelerator import Accelerator
+from sparseforge.hdl.axil import AxiLiteRegs, config_words
+from sparseforge.hdl.compressor import Compressor
+from sparseforge.hdl.nm_selector import NMSelector
+from sparseforge.hdl.pe import PE, pe_params
+from sparseforge.hdl.pe_array import PEArray
+from sparseforge.hdl.pruner import StochasticPruner
+from sparseforge.hdl.skid import SkidBuffer
+from sparseforge.hdl.weight_pregen import WeightPregen
 
 __all__ = ["BLOCKS", "build_block"]
 
@@ -18,43 +29,33 @@ def _nm_params(cfg: AcceleratorConfig) -> dict:
     return {"m": cfg.nm_m, "n_max": cfg.nm_n_max, "width": cfg.data_width}
 
 
-#: Blocks built as ``Class(**params)``: name -> (module in ``sparseforge.hdl``, class, the
-#: parameters from the configuration; the caller's ``params`` override them).
+#: Blocks built as ``Class(**params)``: name -> (class, the parameters from the configuration;
+#: the caller's ``params`` override them).
 KEYWORD_BLOCKS = {
-    "compressor": ("compressor", "Compressor",
+    "compressor": (Compressor,
                    lambda cfg: {"data_width": cfg.data_width, "max_row_len": cfg.max_row_len}),
-    "nm_selector": ("nm_selector", "NMSelector", _nm_params),
-    "pruner": ("pruner", "StochasticPruner", lambda cfg: {"data_width": cfg.data_width}),
-    "weight_pregen": ("weight_pregen", "WeightPregen", _nm_params),
+    "nm_selector": (NMSelector, _nm_params),
+    "pruner": (StochasticPruner, lambda cfg: {"data_width": cfg.data_width}),
+    "weight_pregen": (WeightPregen, _nm_params),
+    "pe": (PE, pe_params),
 }
 
 
-def _keyword_block(module: str, cls: str, defaults):
+def _keyword_block(name: str, block, defaults):
     def factory(cfg: AcceleratorConfig, **params):
-        block = getattr(importlib.import_module(f"sparseforge.hdl.{module}"), cls)
         p = defaults(cfg)
         p.update(params)
         return block(**p), p
-    factory.__name__ = factory.__qualname__ = f"_{module}"
+    factory.__name__ = factory.__qualname__ = f"_{name}"
     return factory
 
 
-def _pe(cfg: AcceleratorConfig, **params):
-    from sparseforge.hdl.pe import PE, pe_params
-    p = pe_params(cfg)
-    p.update(params)
-    return PE(**p), p
-
-
 def _pe_array(cfg: AcceleratorConfig, **params):
-    from sparseforge.hdl.pe_array import PEArray
     array = PEArray.from_config(cfg, **params)          # params override the PE parameters
     return array, {"rows": array.rows, "cols": array.cols, **array.pe_params}
 
 
 def _axil(cfg: AcceleratorConfig, **params):
-    from sparseforge import __version__
-    from sparseforge.hdl.axil import AxiLiteRegs, config_words
     p = {"addr_width": 12, "version": __version__, "config": config_words(cfg),
          "counter_width": 48}
     p.update(params)
@@ -62,8 +63,6 @@ def _axil(cfg: AcceleratorConfig, **params):
 
 
 def _skid(cfg: AcceleratorConfig, **params):
-    from amaranth.hdl import unsigned
-    from sparseforge.hdl.skid import SkidBuffer
     p = {"width": 24}
     p.update(params)
     unknown = sorted(set(p) - {"width"})
@@ -73,17 +72,13 @@ def _skid(cfg: AcceleratorConfig, **params):
 
 
 def _accelerator(cfg: AcceleratorConfig, **params):
-    from sparseforge import __version__
-    from sparseforge.hdl.accelerator import Accelerator
-    from sparseforge.gen.schedule import config_hash, config_tag
     acc = Accelerator(cfg, config_tag=config_tag(cfg), config_hash=config_hash(cfg),
                       version=params.get("version", __version__))
     return acc, {"version": __version__}
 
 
 BLOCKS = {
-    **{name: _keyword_block(*row) for name, row in KEYWORD_BLOCKS.items()},
-    "pe": _pe,
+    **{name: _keyword_block(name, *row) for name, row in KEYWORD_BLOCKS.items()},
     "pe_array": _pe_array,
     "axil": _axil,
     "skid": _skid,

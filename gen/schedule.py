@@ -29,13 +29,10 @@ from dataclasses import asdict, dataclass, fields
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.numfmt import prune_threshold_params
 from sparseforge.gen.network import ComputeLayer, Network, NetworkError
-<<<<<<< HEAD
+from sparseforge.gen import tiling
 from sparseforge.hdl.wire import (ENTRY_LAYOUT, ENTRY_RESERVED, SCHED_ENTRY_WORDS,
                                   SCHED_HEADER_WORDS, SCHED_MAGIC, SCHED_VERSION, SchedErr,
                                   SchedFlag, SchedOp)
-=======
-from sparseforge.gen import tiling
->>>>>>> h-facts
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
            "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
