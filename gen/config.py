@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sparseforge.hdl.pe import K_MAX_LIMIT
+
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "load_config", "SUPPORTED_M", "SUPPORTED_STRIDES"]
 
 #: N:M group sizes the N:M selector supports (powers of two so indices pack densely).
@@ -45,7 +47,7 @@ class AcceleratorConfig:
     * ``name`` -- label stamped into emitted files.
     * ``pe_rows``, ``pe_cols`` [1, 64] -- PE array shape.
     * ``macs_per_pe`` [1, 16] -- multipliers per PE.
-    * ``k_max`` [1, 11] -- longest kernel row a PE accepts.
+    * ``k_max`` [1, 11] -- longest kernel row a PE accepts (``hdl.pe.K_MAX_LIMIT``).
     * ``max_row_len`` [2, 4096] -- longest activation/gradient row (row-buffer depth).
     * ``nm_m`` {2, 4, 8, 16} -- N:M group size M.
     * ``nm_n_max`` [1, nm_m] -- largest runtime N.
@@ -95,7 +97,7 @@ class AcceleratorConfig:
         rng("pe_rows", 1, 64)
         rng("pe_cols", 1, 64)
         rng("macs_per_pe", 1, 16)
-        rng("k_max", 1, 11)
+        rng("k_max", 1, K_MAX_LIMIT)
         rng("max_row_len", 2, 4096)
         if self.nm_m not in SUPPORTED_M:
             raise ValueError(f"nm_m must be one of {SUPPORTED_M}, not {self.nm_m}")

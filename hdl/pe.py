@@ -24,7 +24,7 @@ acc_width : int, [2 * data_width, 64]
     Exact accumulator width of the partial-sum banks.
 lanes : int, [1, 16]
     Multiplier lanes (taps per bundle).
-k_max : int, [1, 16]
+k_max : int, [1, K_MAX_LIMIT = 11]
     Longest kernel row; tap indices ``kw < k_max``; padding ``pad <= k_max``.
 max_row_len : int, [2, 4096]
     Longest operand (and output) row; column indices are ``clog2(max_row_len)`` bits.
@@ -146,9 +146,12 @@ from sparseforge.hdl.skid import SkidBuffer
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["PE", "pe_slot_layout", "pe_taps_layout", "pe_dense_layout", "pe_drain_layout",
-           "pe_out_layout", "COUNTER_WIDTH"]
+           "pe_out_layout", "COUNTER_WIDTH", "K_MAX_LIMIT"]
 
 COUNTER_WIDTH = 48
+#: The longest kernel row a PE (and so a configuration) accepts: AlexNet's 11x11 first layer is
+#: the longest of the target networks. One limit for the PE and ``AcceleratorConfig.k_max``.
+K_MAX_LIMIT = 11
 
 
 def _index_bits(n: int) -> int:
@@ -220,7 +223,7 @@ class PE(wiring.Component):
         self._dw = check_int("data_width", data_width, 2, 32)
         self._aw = check_int("acc_width", acc_width, 2 * data_width, 64)
         self._lanes = check_int("lanes", lanes, 1, 16)
-        self._k_max = check_int("k_max", k_max, 1, 16)
+        self._k_max = check_int("k_max", k_max, 1, K_MAX_LIMIT)
         self._max_row_len = check_int("max_row_len", max_row_len, 2, 4096)
         self._psum_depth = check_int("psum_depth", psum_depth, 2, 1 << 20)
         self._dense_depth = check_int("dense_depth", dense_depth, 2, 1 << 20)
