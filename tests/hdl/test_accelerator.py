@@ -2,8 +2,13 @@
 driver: cocotb under Verilator with the tiny preset and under Icarus with a smaller array."""
 
 import pytest
+from amaranth.hdl import Fragment, Shape
+from amaranth.lib import wiring
 
 from sparseforge.gen.config import preset
+from sparseforge.gen.schedule import config_hash, config_tag
+from sparseforge.hdl import wire
+from sparseforge.hdl.accelerator import Accelerator
 from sparseforge.sim.host.driver import PacketCodec
 
 TINY = preset("tiny")
@@ -21,6 +26,52 @@ def test_codec_roundtrip_and_errors():
         codec.ctrl_packet(bogus=1)
     with pytest.raises(ValueError, match="unknown source"):
         codec.parse_output([0xFF000001, 0])
+
+
+def test_codec_builds_no_hardware(monkeypatch):
+    """The packet tables are pure functions of the configuration (hdl/wire.py): making a
+    PacketCodec constructs no Component."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"PacketCodec constructed a {type(self).__name__}")
+    monkeypatch.setattr(wiring.Component, "__init__", refuse)
+    codec = PacketCodec(SMALL)
+    assert codec.dests[wire.DEST_CTRL].name == "ctrl" and codec.dests[wire.DEST_END].name == "end"
+
+
+@pytest.mark.parametrize("cfg", [SMALL, TINY], ids=lambda c: c.name)
+def test_wire_tables_match_the_hardware(cfg):
+    """Every destination and source of hdl/wire.py has the payload shape of the block port it
+    reaches (PE array, pruner, pre-generation, schedule controller)."""
+    acc = Accelerator(cfg, config_tag=config_tag(cfg), config_hash=config_hash(cfg))
+    Fragment.get(acc, None)               # elaborates (and so uses) every block
+    arr, ctl = acc.array, acc.ctl
+    targets = {"x": arr.x, "taps": arr.taps, "dense": arr.dense, "drain": arr.drain,
+               "prune": acc.pruner.i, "pregen": acc.pregen.i, "wbuf": acc.pregen.i,
+               "sched": ctl.load, "step": ctl.step, "col": arr.o, "out_prune": acc.pruner.o,
+               "out_pregen": acc.pregen.o}
+
+    def port(kind, index):
+        p = targets[kind]
+        for k in index:
+            p = p[k]
+        return p
+
+    dests = wire.destinations(cfg)
+    assert [d.id for d in dests] == list(range(len(dests)))
+    for d in dests:
+        if d.kind in ("ctrl", "pgctl", "end"):
+            continue
+        want = Shape.cast(port(d.kind, d.index).payload.shape())
+        assert Shape.cast(d.shape) == want, d
+    for s in wire.sources(cfg):
+        kind = s.kind if s.kind == "col" else f"out_{s.kind}"
+        assert Shape.cast(s.shape) == Shape.cast(port(kind, s.index).payload.shape()), s
+        assert s.words == wire.packet_words(s.width)
+    lay = wire.pe_layouts(cfg)
+    assert lay["taps"] == arr.taps[0][0].payload.shape() and lay["x"] == arr.x[0].payload.shape()
+    assert wire.split_header(wire.header(5, 7)) == (5, 7)
+    with pytest.raises(ValueError, match="does not fit"):
+        wire.header(2, 1 << 24)
 
 
 @pytest.mark.parametrize("test", ["accelerator_layers", "accelerator_prune_and_pregen",
