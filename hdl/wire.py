@@ -4,7 +4,8 @@ One home for each encoding that crosses a boundary (``docs/architecture.md``, "W
 The hardware imports it directly; the compiler (``gen/``), the driver (``sim/host``) and the
 report writers import it from here, never by instantiating hardware.
 
-Pure Python (``amaranth.lib.enum`` and integers): no numpy, nothing elaborated.
+Pure Python (``amaranth.lib.enum``, ``amaranth.lib.data`` layouts and integers): no numpy,
+nothing instantiated or elaborated.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Two layers:
 
-* :class:`PacketCodec` -- pure Python: the destination/source tables of a configuration and
-  the packet encoding of the top level's AXI4-Stream ports (no simulator needed; the tests
-  use it to build and parse streams);
+* :class:`PacketCodec` -- pure Python: the destination/source tables of a configuration
+  (:mod:`sparseforge.hdl.wire`, the tables the router and the merger are built from; no
+  hardware is instantiated) and the packet encoding of the top level's AXI4-Stream ports (no
+  simulator needed; the tests use it to build and parse streams);
 * :class:`Driver` -- runs jobs on a live design through cocotbext-axi: ``AxiLiteMaster`` on
   ``s_axil``, ``AxiStreamSource`` on ``s_axis``, ``AxiStreamSink`` on ``m_axis``.
 
