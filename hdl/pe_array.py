@@ -21,19 +21,20 @@ rows, cols : int, [1, 64]
 pe : dict
     The :class:`~sparseforge.hdl.pe.PE` parameters (``pe_params(cfg)``), the same for all PEs.
 
-Ports (``i`` a PE row, ``j`` a PE column; all streams are ``amaranth.lib.stream``)
------------------------------------------------------------------------------------
-x_r{i} : In(stream)  PE layout ``x``
+Ports (``i`` a PE row, ``j`` a PE column; all streams are ``amaranth.lib.stream``; the arrays
+flatten to Verilog ports such as ``x__0__valid``, ``taps__1__0__payload``, ``o__1__ready``)
+-----------------------------------------------------------------------------------------------
+x[i] : In(stream).array(rows)  PE layout ``x``
     Operand rows of PE row ``i``, **broadcast** to its ``cols`` PEs: a beat transfers when all
     of them are ready (``x.ready`` of a PE is registered state, so this adds no combinational
     path). A PE with no tap for a row consumes it with a 1-cycle skip bundle.
-taps_r{i}_c{j} : In(stream)  PE layout ``taps``
+taps[i][j] : In(stream).array(rows, cols)  PE layout ``taps``
     Tap bundles of PE ``(i, j)``.
-dense_r{i}_c{j} : In(stream)  PE layout ``dense``
+dense[i][j] : In(stream).array(rows, cols)  PE layout ``dense``
     WG: the X scratchpad of PE ``(i, j)``.
-drain_c{j} : In(stream)  PE layout ``drain``
+drain[j] : In(stream).array(cols)  PE layout ``drain``
     Drain commands of column ``j``, broadcast to its ``rows`` PEs (which always drain raw).
-o_c{j} : Out(stream)  ``{value: signed(acc_width), last, end}``
+o[j] : Out(stream).array(cols)  ``{value: signed(acc_width), last, end}``
     The column's reduced outputs (write-back applied unless ``raw``); ``last``/``end`` as the
     PE's. Honours back-pressure; ``o.valid`` is a register.
 mode, stride2, pad, out_len, in_len, skip_zero : In
@@ -43,8 +44,8 @@ raw : In(1)
     1: emit the raw ``acc_width`` column sums; 0: write-back to ``data_width``.
 cycles : Out(48)
     Cycles in which any PE is in a job (the array's job time).
-pe_sel : In(range(rows * cols)); sel_cycles, sel_busy_mac, sel_stall_in, sel_stall_out,
-sel_nnz : Out(48)
+pe_sel : In(range(rows * cols)); sel : Out(Signature) with members cycles, busy_mac,
+stall_in, stall_out, nnz : Out(48) (Verilog ``sel__cycles``, ...)
     The performance counters of PE ``pe_sel = i * cols + j`` (a read mux: summing 48-bit
     counters of hundreds of PEs in hardware would cost more than it is worth; the driver adds
     them). ``active`` (any PE active), ``error`` (any PE's sticky error).
@@ -66,11 +67,15 @@ from sparseforge.hdl.arith import writeback
 from sparseforge.hdl.pe import COUNTER_WIDTH, PE, _tree, pe_out_layout
 from sparseforge.hdl.skid import SkidBuffer
 
-__all__ = ["PEArray", "COLUMN_LATENCY"]
+__all__ = ["PEArray", "COLUMN_LATENCY", "PE_COUNTERS"]
 
 #: Extra cycles a column output takes after its PEs' drain beats (per-PE output skid buffer,
 #: sum and write-back registers).
 COLUMN_LATENCY = 3
+
+#: The per-PE performance counters readable through ``pe_sel`` (members of the ``sel`` port,
+#: named as the PE's counter outputs).
+PE_COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz")
 
 
 class PEArray(wiring.Component):
@@ -80,36 +85,28 @@ class PEArray(wiring.Component):
         self._rows = check_int("rows", rows, 1, 64)
         self._cols = check_int("cols", cols, 1, 64)
         self._pe_params = dict(pe)
-        proto = PE(**pe)                  # validates the PE parameters, gives the layouts
-        proto._MustUse__used = True       # only a prototype: never elaborated
-        self._proto = proto
-        sig = {}
-        for i in range(rows):
-            sig[f"x_r{i}"] = In(stream.Signature(proto.x_layout))
-            for j in range(cols):
-                sig[f"taps_r{i}_c{j}"] = In(stream.Signature(proto.taps_layout))
-                sig[f"dense_r{i}_c{j}"] = In(stream.Signature(proto.dense_layout))
-        for j in range(cols):
-            sig[f"drain_c{j}"] = In(stream.Signature(proto.drain_layout))
-            sig[f"o_c{j}"] = Out(stream.Signature(pe_out_layout(proto.acc_width)))
-        sig.update({
-            "mode": In(2), "stride2": In(1), "pad": In(range(proto.k_max + 1)),
-            "out_len": In(range(proto.max_row_len + 1)),
-            "in_len": In(range(proto.max_row_len + 1)),
+        # The PEs are made here (validating their parameters) and elaborated as submodules.
+        self._pes = [[PE(**pe) for _ in range(cols)] for _ in range(rows)]
+        p = self._pes[0][0]
+        super().__init__({
+            "x": In(stream.Signature(p.x_layout)).array(rows),
+            "taps": In(stream.Signature(p.taps_layout)).array(rows, cols),
+            "dense": In(stream.Signature(p.dense_layout)).array(rows, cols),
+            "drain": In(stream.Signature(p.drain_layout)).array(cols),
+            "o": Out(stream.Signature(pe_out_layout(p.acc_width))).array(cols),
+            "mode": In(2), "stride2": In(1), "pad": In(range(p.k_max + 1)),
+            "out_len": In(range(p.max_row_len + 1)),
+            "in_len": In(range(p.max_row_len + 1)),
             "skip_zero": In(1), "raw": In(1),
             "cycles": Out(COUNTER_WIDTH),
             "pe_sel": In(range(max(2, rows * cols))),
-            "sel_cycles": Out(COUNTER_WIDTH), "sel_busy_mac": Out(COUNTER_WIDTH),
-            "sel_stall_in": Out(COUNTER_WIDTH), "sel_stall_out": Out(COUNTER_WIDTH),
-            "sel_nnz": Out(COUNTER_WIDTH),
+            "sel": Out(wiring.Signature({n: Out(COUNTER_WIDTH) for n in PE_COUNTERS})),
             "active": Out(1), "error": Out(1),
         })
-        super().__init__(sig)
 
     rows = property(lambda self: self._rows)
     cols = property(lambda self: self._cols)
     pe_params = property(lambda self: dict(self._pe_params))
-    pe_proto = property(lambda self: self._proto)
 
     @classmethod
     def from_config(cls, cfg, **overrides):
@@ -121,40 +118,31 @@ class PEArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self._rows, self._cols
-        aw, dw, fb = self._proto.acc_width, self._proto.data_width, self._proto.frac_bits
-        pes = [[PE(**self._pe_params) for _ in range(C)] for _ in range(R)]
+        pes = self._pes
+        aw, dw, fb = pes[0][0].acc_width, pes[0][0].data_width, pes[0][0].frac_bits
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_r{i}_c{j}"] = pe = pes[i][j]
                 # every PE registers its own copy of the controls (for Fmax; see the PE)
-                for name in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero"):
-                    m.d.comb += getattr(pe, name).eq(getattr(self, name))
-                wiring.connect(m, wiring.flipped(getattr(self, f"taps_r{i}_c{j}")), pe.taps)
-                wiring.connect(m, wiring.flipped(getattr(self, f"dense_r{i}_c{j}")), pe.dense)
+                m.d.comb += [pe.mode.eq(self.mode), pe.stride2.eq(self.stride2),
+                             pe.pad.eq(self.pad), pe.out_len.eq(self.out_len),
+                             pe.in_len.eq(self.in_len), pe.skip_zero.eq(self.skip_zero)]
+                wiring.connect(m, wiring.flipped(self.taps[i][j]), pe.taps)
+                wiring.connect(m, wiring.flipped(self.dense[i][j]), pe.dense)
 
         # operand broadcast along a PE row: one beat goes to all PEs at once
         for i in range(R):
-            x = getattr(self, f"x_r{i}")
-            all_ready = _tree([pes[i][j].x.ready for j in range(C)], lambda a, b: a & b)
-            m.d.comb += x.ready.eq(all_ready)
-            for j in range(C):
-                m.d.comb += [pes[i][j].x.valid.eq(x.valid & all_ready),
-                             pes[i][j].x.payload.eq(x.payload)]
+            _broadcast(m, self.x[i], [pes[i][j].x for j in range(C)])
 
         col_v = []                        # column pipeline registers holding a beat
         for j in range(C):
             # drain broadcast down a column (PEs drain raw; the column writes back)
-            dr = getattr(self, f"drain_c{j}")
-            d_ready = _tree([pes[i][j].drain.ready for i in range(R)], lambda a, b: a & b)
-            m.d.comb += dr.ready.eq(d_ready)
-            for i in range(R):
-                m.d.comb += [pes[i][j].drain.valid.eq(dr.valid & d_ready),
-                             pes[i][j].drain.payload.eq(dr.payload),
-                             pes[i][j].drain.payload.raw.eq(1)]
+            _broadcast(m, self.drain[j], [pes[i][j].drain for i in range(R)])
+            m.d.comb += [pes[i][j].drain.payload.raw.eq(1) for i in range(R)]
 
             # join + adder tree (stage 1) + write-back (stage 2), a 2-stage pipeline whose
             # stages advance when the next one is empty or moving
-            o = getattr(self, f"o_c{j}")
+            o = self.o[j]
             # Every PE's output enters a 2-entry skid buffer beside it (for Fmax: the PE's drain
             # pipeline then stalls on a local register, not on the column's join of all its
             # PEs, which was the ECP5 critical path, 8.6 ns, nearly all routing). One cycle of
@@ -207,19 +195,26 @@ class PEArray(wiring.Component):
         # column pipelines are empty
         col_busy = _tree(col_v, lambda a, b: a | b)
         in_job = Signal()
-        starting = _tree([getattr(self, f"x_r{i}").valid for i in range(R)] +
-                         [getattr(self, f"drain_c{j}").valid for j in range(C)] +
-                         [getattr(self, f"taps_r{i}_c{j}").valid
-                          for i in range(R) for j in range(C)], lambda a, b: a | b)
+        starting = _tree([x.valid for x in self.x] + [d.valid for d in self.drain] +
+                         [t.valid for row in self.taps for t in row], lambda a, b: a | b)
         m.d.comb += in_job.eq(any_active | col_busy | starting)
         with m.If(in_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         m.d.comb += [self.active.eq(any_active | col_busy),
                      self.error.eq(_tree([p.error for p in flat], lambda a, b: a | b))]
-        for name in ("cycles", "busy_mac", "stall_in", "stall_out", "nnz"):
-            out = getattr(self, f"sel_{name}")
-            with m.Switch(self.pe_sel):
-                for k, p in enumerate(flat):
-                    with m.Case(k):
-                        m.d.comb += out.eq(getattr(p, name))
+        with m.Switch(self.pe_sel):
+            for k, p in enumerate(flat):
+                with m.Case(k):
+                    # the PE's counter outputs carry the names of the sel members
+                    m.d.comb += [getattr(self.sel, n).eq(getattr(p, n))
+                                 for n in self.sel.signature.members]
         return m
+
+
+def _broadcast(m, src, dsts):
+    """One stream to several consumers at once: a beat transfers when all of them are ready
+    (so ``src.ready`` is the AND of their readies; no buffering, no latency)."""
+    ready = _tree([d.ready for d in dsts], lambda a, b: a & b)
+    m.d.comb += src.ready.eq(ready)
+    for d in dsts:
+        m.d.comb += [d.valid.eq(src.valid & ready), d.payload.eq(src.payload)]

@@ -4,14 +4,22 @@ One home for each encoding that crosses a boundary (``docs/architecture.md``, "W
 The hardware imports it directly; the compiler (``gen/``), the driver (``sim/host``) and the
 report writers import it from here, never by instantiating hardware.
 
-Pure Python (``amaranth.lib.enum`` and integers): no numpy, nothing elaborated.
+Pure Python (``amaranth.lib.enum``, ``amaranth.lib.data`` layouts and integers): no numpy,
+nothing instantiated or elaborated.
 """
 
 from __future__ import annotations
 
-from amaranth.lib import enum
+from typing import NamedTuple
 
-__all__ = ["Phase"]
+from amaranth.hdl import Shape, unsigned
+from amaranth.lib import data, enum
+
+__all__ = ["Phase",
+           # host packets (the Accelerator's AXI4-Stream framing)
+           "DEST_CTRL", "DEST_END", "ERR_BAD_DEST", "ERR_SHORT", "HEADER_COUNT_BITS",
+           "packet_words", "header", "split_header", "axis_word_layout", "ctrl_layout",
+           "pgctl_layout", "PHASE_CONTROLS", "pe_layouts", "Packet", "destinations", "sources"]
 
 
 # -- layer phases ---------------------------------------------------------------------------------
@@ -30,6 +38,155 @@ class Phase(enum.Enum, shape=2):
         except (KeyError, AttributeError):
             raise ValueError(f"phase must be one of {[p.name.lower() for p in cls]}, "
                              f"not {name!r}") from None
+
+
+# =================================================================================================
+# Host packets: the framing of the Accelerator's AXI4-Stream ports (s_axis in, m_axis out).
+# Used by the hardware (hdl/router.py, hdl/merger.py, hdl/accelerator.py) and the host
+# (sim/host/driver.py) alike; pure functions of the configuration, nothing is instantiated.
+# =================================================================================================
+
+#: Destination ids with a fixed meaning (the others follow :func:`destinations`).
+DEST_CTRL, DEST_END = 0, 1
+#: ERROR_CODE values of the packet router (*ours*): a header naming an unknown destination; a
+#: packet whose words end with ``tlast`` early.
+ERR_BAD_DEST, ERR_SHORT = 1, 2
+#: A header word is ``id[31:24] | count[23:0]`` (in: destination id and beats; out: source id
+#: and words).
+HEADER_COUNT_BITS = 24
+
+
+def packet_words(width: int) -> int:
+    """32-bit words that carry a beat of ``width`` bits (bit 0 of the beat in bit 0 of the
+    first, little-endian word); 0 for an empty beat."""
+    return -(-width // 32)
+
+
+def header(ident: int, count: int) -> int:
+    """The header word ``ident[31:24] | count[23:0]``."""
+    if not 0 <= count < 1 << HEADER_COUNT_BITS:
+        raise ValueError(f"packet count {count} does not fit {HEADER_COUNT_BITS} bits")
+    return (ident << HEADER_COUNT_BITS) | count
+
+
+def split_header(word: int) -> tuple[int, int]:
+    """``(ident, count)`` of a header word."""
+    return word >> HEADER_COUNT_BITS, word & ((1 << HEADER_COUNT_BITS) - 1)
+
+
+def axis_word_layout() -> data.StructLayout:
+    """One AXI4-Stream word as a stream payload: ``data`` (tdata), ``last`` (tlast)."""
+    return data.StructLayout({"data": unsigned(32), "last": unsigned(1)})
+
+
+#: The phase controls (the PE array's inputs of the same names), in CTRL packets and in
+#: schedule entries alike.
+PHASE_CONTROLS = ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero")
+
+
+def ctrl_layout(cfg) -> data.StructLayout:
+    """The CTRL packet's single beat: the job's control inputs (array mode, stride, padding,
+    row lengths, skip_zero, raw; pruner tau/k_p/shift, seed + seed_load, clear; N of the
+    pre-generation; ``pe_sel`` of the counter registers)."""
+    R, C = cfg.pe_rows, cfg.pe_cols
+    return data.StructLayout({
+        "mode": unsigned(2), "stride2": unsigned(1), "pad": unsigned(8),
+        "out_len": unsigned(16), "in_len": unsigned(16), "skip_zero": unsigned(1),
+        "raw": unsigned(1), "pe_sel": unsigned(max(1, (R * C - 1).bit_length())),
+        "tau": unsigned(cfg.data_width - 1), "k_p": unsigned(32), "shift": unsigned(6),
+        "seed": unsigned(32), "seed_load": unsigned(1), "clear": unsigned(1),
+        "nm_n": unsigned(8),
+    })
+
+
+def pgctl_layout(cfg) -> data.StructLayout:
+    """The PGCTL packet's single beat: start an on-chip pre-generation run over the first
+    ``count`` groups of the weight buffer with ``n`` kept per group."""
+    return data.StructLayout({"n": unsigned(8), "count": unsigned(24), "go": unsigned(1)})
+
+
+def pe_layouts(cfg) -> dict:
+    """The payload layouts of the PE array's streams: ``x``, ``taps``, ``dense``, ``drain``
+    (inputs) and ``out`` (a column output), from :mod:`sparseforge.hdl.pe`'s functions."""
+    # imported here, not at the top: the hardware modules may import this one (no cycle)
+    from sparseforge.hdl.layouts import sparse_elem_layout
+    from sparseforge.hdl.pe import (pe_dense_layout, pe_drain_layout, pe_out_layout,
+                                    pe_taps_layout)
+    return {
+        # the PE's column index is clog2(max_row_len) bits, cfg.col_width
+        "x": sparse_elem_layout(cfg.data_width, cfg.col_width),
+        "taps": pe_taps_layout(cfg.macs_per_pe, cfg.data_width, cfg.k_max, cfg.psum_buf_depth,
+                               cfg.act_buf_depth),
+        "dense": pe_dense_layout(cfg.data_width),
+        "drain": pe_drain_layout(cfg.psum_buf_depth),
+        "out": pe_out_layout(cfg.acc_width),
+    }
+
+
+class Packet(NamedTuple):
+    """One destination (or source) of the packet streams.
+
+    ``id`` is the header's id; ``name`` the host's name (``x_r0``, ``taps_r0_c1``, ``o_c0``,
+    ...); ``kind`` the router's (merger's) port and ``index`` the position in that port's
+    array (``()``, ``(i,)`` or ``(i, j)``); ``shape`` the beat's payload shape."""
+    id: int
+    name: str
+    kind: str
+    index: tuple
+    shape: object
+
+    @property
+    def width(self) -> int:
+        return Shape.cast(self.shape).width
+
+    @property
+    def words(self) -> int:
+        return packet_words(self.width)
+
+
+def _numbered(entries):
+    return [Packet(k, *e) for k, e in enumerate(entries)]
+
+
+def destinations(cfg) -> list[Packet]:
+    """The ``s_axis`` destinations in id order: ``ctrl`` (0, one :func:`ctrl_layout` beat),
+    ``end`` (1, no beats: the end of a job), the PE array's ``x_r{i}``, ``taps_r{i}_c{j}``,
+    ``dense_r{i}_c{j}``, ``drain_c{j}``, the pruner's ``prune``, the pre-generation's
+    ``pregen`` (groups sent by the host), ``wbuf`` (groups into the weight buffer),
+    ``pgctl`` (one :func:`pgctl_layout` beat), the schedule controller's ``sched`` (32-bit
+    words of a schedule binary) and ``step`` (an 8-bit opcode)."""
+    from sparseforge.hdl.pruner import grad_elem_layout
+    from sparseforge.hdl.weight_pregen import pregen_in_layout
+    R, C = cfg.pe_rows, cfg.pe_cols
+    pe = pe_layouts(cfg)
+    group = pregen_in_layout(cfg.nm_m, cfg.data_width)
+    out = [("ctrl", "ctrl", (), ctrl_layout(cfg)), ("end", "end", (), unsigned(0))]
+    out += [(f"x_r{i}", "x", (i,), pe["x"]) for i in range(R)]
+    out += [(f"taps_r{i}_c{j}", "taps", (i, j), pe["taps"]) for i in range(R) for j in range(C)]
+    out += [(f"dense_r{i}_c{j}", "dense", (i, j), pe["dense"])
+            for i in range(R) for j in range(C)]
+    out += [(f"drain_c{j}", "drain", (j,), pe["drain"]) for j in range(C)]
+    out += [("prune", "prune", (), grad_elem_layout(cfg.data_width)),
+            ("pregen", "pregen", (), group), ("wbuf", "wbuf", (), group),
+            ("pgctl", "pgctl", (), pgctl_layout(cfg)), ("sched", "sched", (), unsigned(32)),
+            ("step", "step", (), unsigned(8))]
+    assert len(out) <= 1 << (32 - HEADER_COUNT_BITS)
+    return _numbered(out)
+
+
+def sources(cfg) -> list[Packet]:
+    """The ``m_axis`` sources in id order (which is also the output merger's priority): the
+    column outputs ``o_c{j}`` (kind ``col``), the pruner's ``prune``, the pre-generation's
+    ``pregen`` (selected groups)."""
+    from sparseforge.hdl.pruner import grad_elem_layout
+    from sparseforge.hdl.weight_pregen import pregen_out_layout
+    out = [(f"o_c{j}", "col", (j,), pe_layouts(cfg)["out"]) for j in range(cfg.pe_cols)]
+    out += [("prune", "prune", (), grad_elem_layout(cfg.data_width)),
+            ("pregen", "pregen", (), pregen_out_layout(cfg.nm_m, cfg.nm_n_max, cfg.data_width))]
+    return _numbered(out)
+
+
+# =================================================================================================
 
 
 # -- schedule binary (docs/schedule.md) -----------------------------------------------------------

@@ -5,7 +5,7 @@ preset's ``pe_array``, under Icarus and Verilator, through :mod:`sparseforge.sim
 
 (also ``make bench BENCH_ARGS=--sim``, which runs it after the model benchmark).
 
-Workload: ``tests/cocotb_pe_array.py::pe_array_layer`` with :data:`WORKLOAD` -- a 3x3 FP layer
+Workload: ``tests/hdl/cocotb_pe_array.py::pe_array_layer`` with :data:`WORKLOAD` -- a 3x3 FP layer
 (2:4 weights, half-zero activations, seed :data:`SEED`) mapped onto the 2x2 array, run three
 times after a reset (no idle/back-pressure; random idle + random back-pressure; bursty idle +
 ``1110`` back-pressure), every output
@@ -35,7 +35,7 @@ from sparseforge.sim.testkit import runner as R
 BLOCK = "pe_array"
 TEST_MODULE = "cocotb_pe_array"
 TESTCASE = "pe_array_layer"
-CLOCK_NS = 10                       # tests/cocotb_pe_array.py: Clock(dut.clk, 10, unit="ns")
+CLOCK_NS = 10                       # tests/hdl/cocotb_pe_array.py: Clock(dut.clk, 10, unit="ns")
 SEED = 900
 WORKLOAD = dict(mode="fp", kernel=3, stride=1, padding=1, zero_frac=0.5, nm=[2, 4], raw=False,
                 mapping="interleaved", cin=8, cout=8, height=10, width=10,
@@ -43,7 +43,8 @@ WORKLOAD = dict(mode="fp", kernel=3, stride=1, padding=1, zero_frac=0.5, nm=[2, 
 
 
 def _tests_dir() -> Path:
-    """The repository's ``tests/`` (the cocotb module imports ``test_pe_array`` from it)."""
+    """The repository's ``tests/hdl/`` (the cocotb module imports ``test_pe_array`` from it,
+    whose helpers name the ``pe_array`` ports ``x__{i}``, ``taps__{i}__{j}``, ``o__{j}``, ...)."""
     here = Path(__file__).resolve().parent.parent / "tests" / "hdl"
     if not (here / f"{TEST_MODULE}.py").exists():
         raise FileNotFoundError(f"{TEST_MODULE}.py not found under {here} (needs a source "
@@ -106,7 +107,7 @@ def run(out="build/bench-sim", sims=R.SIMULATORS, preset_name="tiny", log=print)
                      "cycles_per_s": round(cycles / run_s, 1),
                      "cycles_per_s_test": round(cycles / test_s, 1)})
         log(f"simbench: {sim}: build {build_s:.1f} s, run {run_s:.1f} s, {cycles} cycles")
-    return {"preset": cfg.name, "block": BLOCK, "test": f"tests/{TEST_MODULE}.py::{TESTCASE}",
+    return {"preset": cfg.name, "block": BLOCK, "test": f"tests/hdl/{TEST_MODULE}.py::{TESTCASE}",
             "params": params, "clock_ns": CLOCK_NS, "verilog_s": round(verilog_s, 2),
             "rows": rows}
 

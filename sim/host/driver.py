@@ -2,9 +2,10 @@
 
 Two layers:
 
-* :class:`PacketCodec` -- pure Python: the destination/source tables of a configuration and
-  the packet encoding of the top level's AXI4-Stream ports (no simulator needed; the tests
-  use it to build and parse streams);
+* :class:`PacketCodec` -- pure Python: the destination/source tables of a configuration
+  (:mod:`sparseforge.hdl.wire`, the tables the router and the merger are built from; no
+  hardware is instantiated) and the packet encoding of the top level's AXI4-Stream ports (no
+  simulator needed; the tests use it to build and parse streams);
 * :class:`Driver` -- runs jobs on a live design through cocotbext-axi: ``AxiLiteMaster`` on
   ``s_axil``, ``AxiStreamSource`` on ``s_axis``, ``AxiStreamSink`` on ``m_axis``.
 
@@ -22,51 +23,46 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparseforge.hdl.accelerator import (DEST_CTRL, DEST_END, Accelerator, ctrl_layout,
-                                         destinations, pgctl_layout, sources)
 from sparseforge.hdl.axil import REGS, STATUS_DONE, STATUS_ERROR
+from sparseforge.hdl.wire import (DEST_END, ctrl_layout, destinations, header, pe_layouts,
+                                  pgctl_layout, sources, split_header)
 from sparseforge.sim.testkit.amaranth_streams import pack_beats
 
 __all__ = ["PacketCodec", "Driver"]
 
 
-def _words(width):
-    return -(-width // 32)
-
-
 class PacketCodec:
-    """Packet tables and encoding for configuration ``cfg``."""
+    """Packet tables and encoding for configuration ``cfg``: pure functions of the
+    configuration (:mod:`sparseforge.hdl.wire`), no hardware is instantiated.
+
+    ``dests`` / ``srcs``: the :class:`~sparseforge.hdl.wire.Packet` tables (``.id``,
+    ``.name``, ``.shape``, ``.width``, ``.words``) in id order; ``dest_id`` / ``src_id``: name
+    -> id."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        from sparseforge.gen.schedule import config_hash, config_tag
-        acc = Accelerator(cfg, config_tag=config_tag(cfg), config_hash=config_hash(cfg))
-        for e in (acc, acc.array, acc.pruner, acc.pregen, acc.regs, acc.ctl):
-            e._MustUse__used = True        # only used for its port tables, never elaborated
-        self._acc = acc
-        self.dests = destinations(acc.array, acc.pruner, acc.pregen, cfg, acc.ctl)
-        self.dest_id = {name: k for k, (name, _, _) in enumerate(self.dests)}
-        self.srcs = sources(acc.array, acc.pruner, acc.pregen, cfg)
-        self.src_id = {name: k for k, (name, _, _) in enumerate(self.srcs)}
+        self.dests = destinations(cfg)
+        self.dest_id = {d.name: d.id for d in self.dests}
+        self.srcs = sources(cfg)
+        self.src_id = {s.name: s.id for s in self.srcs}
         self.ctrl = ctrl_layout(cfg)
         self.pgctl_layout = pgctl_layout(cfg)
-        p = acc.array.pe_proto
-        self.layouts = {"x": p.x_layout, "taps": p.taps_layout, "dense": p.dense_layout,
-                        "drain": p.drain_layout}
-        self.out_layout = acc.array.o_c0.payload.shape()
+        pe = pe_layouts(cfg)
+        self.layouts = {k: pe[k] for k in ("x", "taps", "dense", "drain")}
+        self.out_layout = pe["out"]
 
     # -- input packets ------------------------------------------------------------------------
     def packet(self, dest: str, beats: list[int]) -> list[int]:
         """Header + words of ``beats`` (ints of the destination's payload width)."""
-        k = self.dest_id[dest]
-        w = self.dests[k][2]
-        if len(beats) >= 1 << 24:
-            raise ValueError(f"packet for {dest} too long: {len(beats)} beats")
-        words = [(k << 24) | len(beats)]
+        d = self.dests[self.dest_id[dest]]
+        try:
+            words = [header(d.id, len(beats))]
+        except ValueError:
+            raise ValueError(f"packet for {dest} too long: {len(beats)} beats") from None
         for b in beats:
-            if b < 0 or b >> w:
-                raise ValueError(f"beat {b:#x} does not fit the {w}-bit payload of {dest}")
-            words += [(b >> (32 * i)) & 0xFFFFFFFF for i in range(_words(w))]
+            if b < 0 or b >> d.width:
+                raise ValueError(f"beat {b:#x} does not fit the {d.width}-bit payload of {dest}")
+            words += [(b >> (32 * i)) & 0xFFFFFFFF for i in range(d.words)]
         return words
 
     def ctrl_packet(self, **fields) -> list[int]:
@@ -78,7 +74,7 @@ class PacketCodec:
         return self.packet("ctrl", [int(self.ctrl.const(full).as_bits())])
 
     def end_packet(self) -> list[int]:
-        return [DEST_END << 24]
+        return [header(DEST_END, 0)]
 
     def sched_packet(self, binary) -> list[int]:
         """The schedule binary (bytes or 32-bit words) as one ``sched`` packet: the schedule
@@ -172,16 +168,16 @@ class PacketCodec:
         out, k = [], 0
         while k < len(words):
             hdr = words[k]
-            src, n = hdr >> 24, hdr & 0xFFFFFF
+            src, n = split_header(hdr)
             if src >= len(self.srcs):
                 raise ValueError(f"output header {hdr:#010x}: unknown source {src}")
-            name, _, w = self.srcs[src]
-            if n != _words(w):
-                raise ValueError(f"output header {hdr:#010x}: {n} words, expected {_words(w)}")
+            s = self.srcs[src]
+            if n != s.words:
+                raise ValueError(f"output header {hdr:#010x}: {n} words, expected {s.words}")
             beat = 0
             for i in range(n):
                 beat |= words[k + 1 + i] << (32 * i)
-            out.append((name, beat & ((1 << w) - 1)))
+            out.append((s.name, beat & ((1 << s.width) - 1)))
             k += 1 + n
         return out
 
@@ -324,7 +320,7 @@ class Driver:
         flat = [int(v) for v in g.ravel()]
         if not flat:
             raise ValueError("g must not be empty")
-        lay = codec.dests[codec.dest_id["prune"]][1].payload.shape()
+        lay = codec.dests[codec.dest_id["prune"]].shape
         beats = [int(lay.const({"value": v, "last": int(k == len(flat) - 1)}).as_bits())
                  for k, v in enumerate(flat)]
         recv = cocotb.start_soon(self._collect(len(flat)))

@@ -9,7 +9,7 @@ from cocotb.triggers import ClockCycles
 
 from sparseforge.sim.testkit.layers import random_array_layer
 from sparseforge.gen.config import AcceleratorConfig
-from sparseforge.hdl.accelerator import ERR_BAD_DEST
+from sparseforge.hdl.wire import ERR_BAD_DEST
 from sparseforge.hdl.axil import CTRL_SOFT_RESET, ID_VALUE, STATUS_DONE, STATUS_ERROR, config_words
 from sparseforge.gen.mapper import array as am
 from sparseforge.sim.reference import golden

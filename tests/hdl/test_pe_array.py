@@ -1,7 +1,7 @@
 """PE array: whole layers on a rows x cols array in amaranth-sim, bit-exact against the golden
 model, every PE's counters and the array's cycles against the exact array cycle model;
 interleaved vs in-order mapping on uneven channels; the cocotb run is in
-tests/cocotb_pe_array.py."""
+tests/hdl/cocotb_pe_array.py."""
 
 import numpy as np
 import pytest
@@ -9,33 +9,48 @@ from amaranth.sim import Simulator
 
 from sparseforge.sim.testkit import layers
 from sparseforge.gen.config import preset
-from sparseforge.hdl.pe_array import COLUMN_LATENCY, PEArray
+from sparseforge.hdl.pe_array import COLUMN_LATENCY, PE_COUNTERS, PEArray
+from sparseforge.hdl.wire import pe_layouts
 from sparseforge.gen.mapper import array as am
 from sparseforge.gen.mapper import pe as pm
 from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
 from sparseforge.sim.testkit.patterns import make_pattern
 
 CFG = preset("tiny").replace(max_row_len=16, k_max=5, psum_buf_depth=64, act_buf_depth=512)
-PE_COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz")
 
 
-def array_streams(dut, job):
-    """``(sources, dense loads)``: per input stream of the array, its packed beats."""
+def array_streams(job):
+    """``(sources, dense loads)``: per input stream of the array, ``((port, *index), packed
+    beats)``, e.g. ``(("taps", i, j), [...])`` for ``taps[i][j]``."""
     R, C = job.rows, job.cols
-    p = dut.pe_proto
+    lay = pe_layouts(job.cfg)
     cat = lambda tiles, f: [b for t in tiles for b in f(t)]      # noqa: E731
     srcs = []
     for i in range(R):
-        srcs.append((f"x_r{i}", pack_beats(p.x_layout, cat(job.grid[i][0], pm.PEJob.x_beats))))
+        srcs.append((("x", i), pack_beats(lay["x"], cat(job.grid[i][0], pm.PEJob.x_beats))))
         for j in range(C):
-            srcs.append((f"taps_r{i}_c{j}",
-                         pack_beats(p.taps_layout, cat(job.grid[i][j], pm.PEJob.tap_beats))))
+            srcs.append((("taps", i, j),
+                         pack_beats(lay["taps"], cat(job.grid[i][j], pm.PEJob.tap_beats))))
     for j in range(C):
-        srcs.append((f"drain_c{j}", pack_beats(p.drain_layout, cat(job.grid[0][j],
-                                                                 pm.PEJob.drain_beats))))
-    dense = [(f"dense_r{i}_c{j}", pack_beats(p.dense_layout, job.grid[i][j][0].dense_beats()))
+        srcs.append((("drain", j), pack_beats(lay["drain"], cat(job.grid[0][j],
+                                                              pm.PEJob.drain_beats))))
+    dense = [(("dense", i, j), pack_beats(lay["dense"], job.grid[i][j][0].dense_beats()))
              for i in range(R) for j in range(C)]
     return srcs, dense
+
+
+def port_of(dut, key):
+    """The stream ``key = (port, *index)`` of a PEArray, e.g. ``dut.taps[i][j]``."""
+    port = {"x": dut.x, "taps": dut.taps, "dense": dut.dense, "drain": dut.drain}[key[0]]
+    for k in key[1:]:
+        port = port[k]
+    return port
+
+
+def verilog_name(key):
+    """The Verilog port prefix of ``key = (port, *index)``: Amaranth flattens ``taps[1][0]``
+    to ``taps__1__0``."""
+    return "__".join(map(str, key))
 
 
 def run_array(job, *, src="always", sink="always", seed=0):
@@ -44,10 +59,10 @@ def run_array(job, *, src="always", sink="always", seed=0):
     cfg = job.cfg
     dut = PEArray.from_config(cfg)
     R, C = job.rows, job.cols
-    srcs, dense = array_streams(dut, job)
-    ports = [(getattr(dut, n), beats, make_pattern(src, seed + 2 + k))
-             for k, (n, beats) in enumerate(srcs)]
-    outs = [getattr(dut, f"o_c{j}") for j in range(C)]
+    srcs, dense = array_streams(job)
+    ports = [(port_of(dut, key), beats, make_pattern(src, seed + 2 + k))
+             for k, (key, beats) in enumerate(srcs)]
+    outs = dut.o
     n_out = [job.n_outputs(j) for j in range(C)]
     spats = [make_pattern(sink, seed + 100 + j) for j in range(C)]
     got = [[] for _ in range(C)]
@@ -58,8 +73,8 @@ def run_array(job, *, src="always", sink="always", seed=0):
         for k, v in job.control().items():
             ctx.set(getattr(dut, k), v)
         await ctx.tick()                     # the array registers its controls once per PE
-        for name, beats in dense:                        # WG: the X scratchpads first
-            s = getattr(dut, name)
+        for key, beats in dense:                         # WG: the X scratchpads first
+            s = port_of(dut, key)
             for v in beats:
                 ctx.set(s.valid, 1)
                 ctx.set(s.payload.as_value(), v)
@@ -89,7 +104,7 @@ def run_array(job, *, src="always", sink="always", seed=0):
                     pos[k] += 1
             for j in range(C):
                 if held[j] is not None:
-                    assert ov[j] and op[j] == held[j], f"stream rule broken on o_c{j}"
+                    assert ov[j] and op[j] == held[j], f"stream rule broken on o[{j}]"
                 if ov[j] and rdy[j]:
                     got[j].append(int(op[j]))
                     held[j] = None
@@ -110,13 +125,13 @@ def run_array(job, *, src="always", sink="always", seed=0):
         res["pe"] = []
         for k in range(R * C):
             ctx.set(dut.pe_sel, k)
-            res["pe"].append({c: ctx.get(getattr(dut, f"sel_{c}")) for c in PE_COUNTERS})
+            res["pe"].append({c: ctx.get(getattr(dut.sel, c)) for c in PE_COUNTERS})
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    vals = [[unpack(dut.o_c0.payload.shape(), v) for v in g] for g in got]
+    vals = [[unpack(pe_layouts(cfg)["out"], v) for v in g] for g in got]
     return vals, res
 
 
@@ -132,7 +147,7 @@ def check_array(job, ref, vals, res, ideal):
         want = []
         for t in job.grid[0][j]:
             want += [0] * (t.n_outputs() - 1) + [1]
-        assert ends == want, f"o_c{j}.end must close every tile"
+        assert ends == want, f"o[{j}].end must close every tile"
     st = am.cycles(job)
     for k, got in enumerate(res["pe"]):
         model = st.pe[k // job.cols][k % job.cols]
@@ -233,7 +248,7 @@ def test_pe_array_fewer_operand_rows_than_pe_rows(mode):
 
 
 # --------------------------------------------------------------------------------------------
-# cocotb on the emitted Verilog (Icarus, Verilator): tests/cocotb_pe_array.py
+# cocotb on the emitted Verilog (Icarus, Verilator): tests/hdl/cocotb_pe_array.py
 # --------------------------------------------------------------------------------------------
 
 # Each case runs the layer twice after a reset: always/always (every counter exact) and with
