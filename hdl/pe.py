@@ -140,7 +140,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl._validate import check_int
-from sparseforge.hdl.arith import writeback
+from sparseforge.hdl.arith import tree, writeback
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.skid import SkidBuffer
 from sparseforge.hdl.wire import Phase
@@ -196,15 +196,6 @@ def pe_drain_layout(psum_depth) -> data.StructLayout:
 
 def pe_out_layout(acc_width) -> data.StructLayout:
     return data.StructLayout({"value": signed(acc_width), "last": unsigned(1), "end": unsigned(1)})
-
-
-def _tree(values, op):
-    """Balanced binary reduction (keeps Icarus fast and the adder depth logarithmic)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [op(values[k], values[k + 1]) if k + 1 < len(values) else values[k]
-                  for k in range(0, len(values), 2)]
-    return values[0]
 
 
 def pe_params(cfg) -> dict:
@@ -510,7 +501,7 @@ class PE(wiring.Component):
             flags_q.i.valid.eq(self.taps.valid),
             self.taps.ready.eq(taps_q.i.ready),          # == flags_q.i.ready (lockstep)
             taps_q.i.payload.eq(tin),
-            flags_q.i.payload.any_en.eq(_tree([tin.slots[l].en for l in range(self._lanes)],
+            flags_q.i.payload.any_en.eq(tree([tin.slots[l].en for l in range(self._lanes)],
                                               lambda a, b: a | b)),
             flags_q.i.payload.par.eq(ctl.split & tin.parity),
             flags_q.i.payload.row_end.eq(tin.last | tin.eot),
@@ -764,7 +755,7 @@ class PE(wiring.Component):
         tok_b = Signal(5)
         m.d.sync += [tok.eq(Cat(seq.proc, tok[:4])), tok_b.eq(Cat(seq.eb, tok_b[:4]))]
         db = Signal()                     # half the drain reads (the oldest undrained tile)
-        flushed = ~_tree([tok[k] & (tok_b[k] == db) for k in range(5)], lambda a, b: a | b)
+        flushed = ~tree([tok[k] & (tok_b[k] == db) for k in range(5)], lambda a, b: a | b)
         d_addr = Signal(pa_w)
         d_left = Signal(range(self._psum_depth + 1))
         d_raw = Signal()
@@ -838,7 +829,7 @@ class PE(wiring.Component):
 
     def _busy_counter(self, m, ln):
         """``busy_mac``: the valid products of the cycle (S4), a balanced popcount."""
-        pop = _tree([ln.s4_ok[l].as_unsigned() for l in range(self._lanes)], lambda a, b: a + b)
+        pop = tree([ln.s4_ok[l].as_unsigned() for l in range(self._lanes)], lambda a, b: a + b)
         m.d.sync += self.busy_mac.eq(self.busy_mac + Mux(ln.s4v, pop, 0))
 
     def _drain_readout(self, m, banks, dc):
@@ -862,7 +853,7 @@ class PE(wiring.Component):
         # ---------------------------------------------------------------- D1r: bank sum
         d2v, d2_last, d2_end, d2_raw = Signal(), Signal(), Signal(), Signal()
         d2_sum = Signal(signed(aw))
-        total = _tree(d1r_data, lambda a, b: (a + b)[:aw].as_signed())
+        total = tree(d1r_data, lambda a, b: (a + b)[:aw].as_signed())
         with m.If(~stall):
             m.d.sync += [d2v.eq(d1rv), d2_sum.eq(total), d2_last.eq(d1r_last),
                          d2_end.eq(d1r_end), d2_raw.eq(d1r_raw)]

@@ -63,8 +63,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl._validate import check_int
-from sparseforge.hdl.arith import writeback
-from sparseforge.hdl.pe import COUNTER_WIDTH, PE, _tree, pe_out_layout
+from sparseforge.hdl.arith import tree, writeback
+from sparseforge.hdl.pe import COUNTER_WIDTH, PE, pe_out_layout
 from sparseforge.hdl.skid import SkidBuffer
 
 __all__ = ["PEArray", "COLUMN_LATENCY", "PE_COUNTERS"]
@@ -153,7 +153,7 @@ class PEArray(wiring.Component):
                 m.submodules[f"o_q_r{i}_c{j}"] = q
                 wiring.connect(m, pes[i][j].o, q.i)
                 outs.append(q.o)
-            v_all = _tree([p.valid for p in outs], lambda a, b: a & b)
+            v_all = tree([p.valid for p in outs], lambda a, b: a & b)
             s1v, s1_last, s1_end = Signal(name=f"c{j}_s1v"), Signal(), Signal()
             s1_sum = Signal(signed(aw), name=f"c{j}_sum")
             col_v += [s1v, o.valid]
@@ -171,7 +171,7 @@ class PEArray(wiring.Component):
             take = v_all & ~skv
             for p in outs:                 # all of a column's PEs hand over together
                 m.d.comb += p.ready.eq(take)
-            total = _tree([p.payload.value for p in outs], lambda a, b: (a + b)[:aw].as_signed())
+            total = tree([p.payload.value for p in outs], lambda a, b: (a + b)[:aw].as_signed())
             with m.If(s1_go):
                 with m.If(skv):
                     m.d.sync += [s1v.eq(1), s1_sum.eq(sk_sum), s1_last.eq(sk_last),
@@ -190,18 +190,18 @@ class PEArray(wiring.Component):
                              o.payload.last.eq(s1_last), o.payload.end.eq(s1_end)]
 
         flat = [pes[i][j] for i in range(R) for j in range(C)]
-        any_active = _tree([p.active for p in flat], lambda a, b: a | b)
+        any_active = tree([p.active for p in flat], lambda a, b: a | b)
         # the array's job: from the first cycle any PE counts until no PE is active and the
         # column pipelines are empty
-        col_busy = _tree(col_v, lambda a, b: a | b)
+        col_busy = tree(col_v, lambda a, b: a | b)
         in_job = Signal()
-        starting = _tree([x.valid for x in self.x] + [d.valid for d in self.drain] +
+        starting = tree([x.valid for x in self.x] + [d.valid for d in self.drain] +
                          [t.valid for row in self.taps for t in row], lambda a, b: a | b)
         m.d.comb += in_job.eq(any_active | col_busy | starting)
         with m.If(in_job):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         m.d.comb += [self.active.eq(any_active | col_busy),
-                     self.error.eq(_tree([p.error for p in flat], lambda a, b: a | b))]
+                     self.error.eq(tree([p.error for p in flat], lambda a, b: a | b))]
         with m.Switch(self.pe_sel):
             for k, p in enumerate(flat):
                 with m.Case(k):
@@ -214,7 +214,7 @@ class PEArray(wiring.Component):
 def _broadcast(m, src, dsts):
     """One stream to several consumers at once: a beat transfers when all of them are ready
     (so ``src.ready`` is the AND of their readies; no buffering, no latency)."""
-    ready = _tree([d.ready for d in dsts], lambda a, b: a & b)
+    ready = tree([d.ready for d in dsts], lambda a, b: a & b)
     m.d.comb += src.ready.eq(ready)
     for d in dsts:
         m.d.comb += [d.valid.eq(src.valid & ready), d.payload.eq(src.payload)]
