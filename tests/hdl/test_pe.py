@@ -18,11 +18,10 @@ from sparseforge.hdl.pe import PE
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit import layers
 from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
+from sparseforge.sim.testkit.layer_cases import PE_CFG as CFG
+from sparseforge.sim.testkit.layer_cases import PE_RTL_CASES as RTL_CASES
 from sparseforge.sim.testkit.patterns import make_pattern
 
-# Small rows and buffers keep pysim fast; 4 lanes.
-CFG = preset("tiny").replace(macs_per_pe=4, max_row_len=16, k_max=5, psum_buf_depth=512,
-                             act_buf_depth=512)
 COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz", "active", "error")
 
 
@@ -151,36 +150,6 @@ def check_run(jobs, expected, vals, res, ideal):
 # --------------------------------------------------------------------------------------------
 # 1. RTL (amaranth-sim): whole small layers, bit-exact, counters == model
 # --------------------------------------------------------------------------------------------
-
-def _rtl_case(mode, K, S, pad, zf, nm, dense, raw, io="always/always", chans=(4, 4), hw=6):
-    """One :data:`RTL_CASES` entry: ``io`` = source/sink patterns, ``chans`` = (cin, cout),
-    ``hw`` = H = W."""
-    return (mode, K, S, pad, zf, nm, dense, raw, *io.split("/"), *chans, hw, hw)
-
-
-# (mode, K, S, pad, zero fraction, N:M, dense mode, raw, src, sink, cin, cout, H, W)
-RTL_CASES = [
-    _rtl_case("fp", 3, 1, 1, 0.5, (2, 4), False, True),
-    _rtl_case("fp", 3, 2, 1, 0.5, None, False, False, io="random/random", hw=7),
-    _rtl_case("fp", 5, 1, 2, 0.9, (2, 8), False, True, chans=(8, 4)),
-    _rtl_case("fp", 1, 1, 0, 0.0, (1, 8), False, False, io="bursty/cycle", chans=(8, 4)),
-    _rtl_case("fp", 5, 2, 2, 1.0, None, False, True, hw=7),
-    _rtl_case("fp", 3, 2, 0, 0.0, None, True, True, chans=(2, 4), hw=7),
-    _rtl_case("fp", 1, 2, 1, 0.5, (2, 4), False, False, io="always/random"),
-    _rtl_case("bp", 3, 1, 1, 0.5, (2, 4), False, True),
-    _rtl_case("bp", 3, 2, 1, 0.9, (2, 8), False, False, io="random/random", chans=(4, 8), hw=7),
-    _rtl_case("bp", 5, 1, 2, 0.5, None, False, True),
-    _rtl_case("bp", 1, 2, 0, 0.0, (1, 8), False, False, chans=(4, 8)),
-    _rtl_case("bp", 5, 2, 1, 1.0, (2, 4), False, True, io="cycle/bursty", hw=7),
-    _rtl_case("bp", 3, 1, 0, 0.0, None, True, True, chans=(4, 2)),
-    _rtl_case("wg", 3, 1, 1, 0.5, None, False, True),
-    _rtl_case("wg", 3, 2, 1, 0.9, None, False, False, io="random/random", hw=7),
-    _rtl_case("wg", 5, 1, 2, 0.0, None, False, True, chans=(2, 4)),
-    _rtl_case("wg", 1, 1, 0, 1.0, None, False, True),
-    _rtl_case("wg", 5, 2, 0, 0.5, None, False, False, io="bursty/always", hw=7),
-    _rtl_case("wg", 3, 1, 1, 0.0, None, True, True, chans=(2, 2)),
-]
-
 
 @pytest.mark.parametrize("case", RTL_CASES,
                          ids=lambda c: "-".join(map(str, c[:8])).replace(" ", ""))

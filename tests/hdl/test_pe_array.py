@@ -8,15 +8,15 @@ import pytest
 from amaranth.sim import Simulator
 
 from sparseforge.sim.testkit import layers
-from sparseforge.gen.config import preset
 from sparseforge.hdl.pe_array import COLUMN_LATENCY, PE_COUNTERS, PEArray
 from sparseforge.hdl.wire import pe_layouts
 from sparseforge.gen.mapper import array as am
 from sparseforge.gen.mapper import pe as pm
 from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
+from sparseforge.sim.testkit.layer_cases import ARRAY_CASES as CASES
+from sparseforge.sim.testkit.layer_cases import ARRAY_CFG as CFG
 from sparseforge.sim.testkit.patterns import make_pattern
 
-CFG = preset("tiny").replace(max_row_len=16, k_max=5, psum_buf_depth=64, act_buf_depth=512)
 
 
 def array_streams(job):
@@ -160,18 +160,6 @@ def check_array(job, ref, vals, res, ideal):
     return st
 
 
-# (mode, K, S, pad, zero fraction, N:M, dense, raw, mapping, src, sink, cin, cout, H, W)
-CASES = [
-    ("fp", 3, 1, 1, 0.5, (2, 4), False, False, "interleaved", "always", "always", 4, 4, 6, 6),
-    ("fp", 3, 2, 1, 0.9, None, False, True, "in_order", "always", "always", 5, 3, 7, 7),
-    ("bp", 3, 1, 1, 0.5, None, False, True, "in_order", "always", "always", 3, 5, 6, 6),
-    ("fp", 1, 1, 0, 0.0, None, True, True, "interleaved", "random", "random", 4, 4, 5, 5),
-    ("bp", 3, 1, 1, 0.5, (2, 4), False, True, "interleaved", "always", "always", 4, 4, 6, 6),
-    ("bp", 5, 2, 2, 0.9, None, False, False, "interleaved", "bursty", "cycle", 3, 4, 7, 7),
-    ("wg", 3, 1, 1, 0.5, None, False, True, "interleaved", "always", "always", 4, 4, 6, 6),
-    ("wg", 3, 2, 0, 0.99, None, False, False, "in_order", "random", "random", 3, 4, 7, 7),
-    ("fp", 5, 1, 2, 1.0, (1, 8), False, True, "interleaved", "always", "always", 8, 2, 6, 6),
-]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[:9])).replace(" ", ""))

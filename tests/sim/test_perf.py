@@ -20,17 +20,11 @@ cases within 4% (seed noise alone gives ~2%).
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-# the RTL-tested cases live in tests/hdl (importable whatever order the paths are collected in)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hdl"))
-import test_pe as tpe  # noqa: E402
-import test_pe_array as tpa  # noqa: E402
-from sparseforge.sim.testkit import layers
+from sparseforge.sim.testkit import layer_cases, layers
 from sparseforge import bench
 from sparseforge.gen.config import preset
 from sparseforge.gen.mapper import array as am
@@ -95,12 +89,12 @@ def _capture(monkeypatch, module, names):
     return got
 
 
-@pytest.mark.parametrize("case", tpa.CASES, ids=lambda c: "-".join(map(str, c[:9])))
+@pytest.mark.parametrize("case", layer_cases.ARRAY_CASES, ids=lambda c: "-".join(map(str, c[:9])))
 def test_exact_backend_equals_rtl_tested_array_layers(case, monkeypatch):
     mode, K, S, p, zf, nm, dense, raw, mapping, src, sink, cin, cout, h, w = case
-    seed = 700 + tpa.CASES.index(case)                 # the seed test_pe_array uses
+    seed = 700 + layer_cases.ARRAY_CASES.index(case)                 # the seed test_pe_array uses
     got = _capture(monkeypatch, am, ["map_array"])
-    job, _ = layers.random_array_layer(mode, cfg=tpa.CFG, kernel=K, stride=S, padding=p,
+    job, _ = layers.random_array_layer(mode, cfg=layer_cases.ARRAY_CFG, kernel=K, stride=S, padding=p,
                                    zero_frac=zf, nm=nm, seed=seed, cin=cin, cout=cout,
                                    height=h, width=w, dense=dense, raw=raw, mapping=mapping)
     monkeypatch.undo()
@@ -109,7 +103,7 @@ def test_exact_backend_equals_rtl_tested_array_layers(case, monkeypatch):
          "dy": kw.get("dy"), "mask": kw.get("mask")}
     if mode == "wg":
         t["w"] = np.zeros(kw["w_shape"])
-    st = perf.exact_tensors_cycles(m, tpa.CFG, stride=S, padding=p, dense=dense,
+    st = perf.exact_tensors_cycles(m, layer_cases.ARRAY_CFG, stride=S, padding=p, dense=dense,
                                    mapping=mapping, **t)
     want = am.cycles(job)
     print(f"seed={seed} {case}: exact backend {st.cycles} array model {want.cycles}")
@@ -117,12 +111,12 @@ def test_exact_backend_equals_rtl_tested_array_layers(case, monkeypatch):
     assert st.busy_mac == want.busy_mac
 
 
-@pytest.mark.parametrize("case", tpe.RTL_CASES, ids=lambda c: "-".join(map(str, c[:8])))
+@pytest.mark.parametrize("case", layer_cases.PE_RTL_CASES, ids=lambda c: "-".join(map(str, c[:8])))
 def test_exact_backend_equals_rtl_tested_pe_layers(case, monkeypatch):
     mode, K, S, p, zf, nm, dense, raw, src, sink, cin, cout, h, w = case
-    seed = 100 + tpe.RTL_CASES.index(case)             # the seed test_pe uses
+    seed = 100 + layer_cases.PE_RTL_CASES.index(case)             # the seed test_pe uses
     got = _capture(monkeypatch, pm, ["map_conv_fp", "map_conv_bp", "map_conv_wg"])
-    job, _ = layers.random_layer(mode, cfg=tpe.CFG, kernel=K, stride=S, padding=p, zero_frac=zf,
+    job, _ = layers.random_layer(mode, cfg=layer_cases.PE_CFG, kernel=K, stride=S, padding=p, zero_frac=zf,
                              nm=nm, seed=seed, cin=cin, cout=cout, height=h, width=w,
                              dense=dense, raw=raw)
     monkeypatch.undo()
@@ -133,7 +127,7 @@ def test_exact_backend_equals_rtl_tested_pe_layers(case, monkeypatch):
         t = dict(dy=a[0], w=a[1], x=np.zeros(a[2]), mask=kw.get("mask"))
     else:
         t = dict(x=a[0], dy=a[1], w=np.zeros(a[2]))
-    one_pe = tpe.CFG.replace(pe_rows=1, pe_cols=1)
+    one_pe = layer_cases.PE_CFG.replace(pe_rows=1, pe_cols=1)
     st = perf.exact_tensors_cycles(mode, one_pe, stride=S, padding=p, dense=dense, **t)
     want = pm.cycles(job)
     print(f"seed={seed} {case}: exact backend {st.cycles} PE model {want.cycles}")
