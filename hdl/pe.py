@@ -22,15 +22,15 @@ data_width : int, [2, 32]
     Operand width (signed two's complement fixed point).
 acc_width : int, [2 * data_width, 64]
     Exact accumulator width of the partial-sum banks.
-lanes : int, [1, 16]
-    Multiplier lanes (taps per bundle).
+macs_per_pe : int, [1, 16]
+    Multiplier lanes (taps per bundle); the configuration field of the same name.
 k_max : int, [1, K_MAX_LIMIT = 11]
     Longest kernel row; tap indices ``kw < k_max``; padding ``pad <= k_max``.
 max_row_len : int, [2, 4096]
     Longest operand (and output) row; column indices are ``clog2(max_row_len)`` bits.
-psum_depth : int, [2, 1 << 20]
+psum_buf_depth : int, [2, 1 << 20]
     Words per partial-sum bank (there are ``lanes`` banks of ``acc_width`` bits).
-dense_depth : int, [2, 1 << 20]
+act_buf_depth : int, [2, 1 << 20]
     Words of the dense activation scratchpad (WG operand ``X``).
 frac_bits : int, [0, data_width - 1]
     Fractional bits of the write-back rule.
@@ -83,7 +83,7 @@ active : Out(1)
 error : Out(1)
     Sticky: an operand row overflowed its buffer (more than ``max_row_len`` stored entries, or
     more than ``ceil(max_row_len / 2)`` of one column parity in stride-2 FP), or a dense load
-    ran past ``dense_depth`` without ``last``. Cleared by reset.
+    ran past ``act_buf_depth`` without ``last``. Cleared by reset.
 
 Arithmetic per product (lane ``l``, operand entry ``(a, col)``, slot ``(w, kw, base, rowbase)``,
 ``S`` the stride)::
@@ -146,7 +146,8 @@ from sparseforge.hdl.skid import SkidBuffer
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["PE", "pe_slot_layout", "pe_taps_layout", "pe_dense_layout", "pe_drain_layout",
-           "pe_out_layout", "COUNTER_WIDTH", "K_MAX_LIMIT"]
+           "pe_out_layout", "pe_params", "PE_PARAMS", "COUNTER_WIDTH",
+           "K_MAX_LIMIT"]
 
 COUNTER_WIDTH = 48
 #: The longest kernel row a PE (and so a configuration) accepts: AlexNet's 11x11 first layer is
@@ -159,22 +160,23 @@ def _index_bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
 
-def pe_slot_layout(data_width, k_max, psum_depth, dense_depth) -> data.StructLayout:
+def pe_slot_layout(data_width, k_max, psum_buf_depth, act_buf_depth) -> data.StructLayout:
     """One lane's slot of a tap bundle."""
     return data.StructLayout({
         "value": signed(data_width),
         "kw": unsigned(_index_bits(k_max)),
-        "base": unsigned(_index_bits(psum_depth)),
-        "rowbase": unsigned(_index_bits(dense_depth)),
+        "base": unsigned(_index_bits(psum_buf_depth)),
+        "rowbase": unsigned(_index_bits(act_buf_depth)),
         "en": unsigned(1),
     })
 
 
-def pe_taps_layout(lanes, data_width, k_max, psum_depth, dense_depth) -> data.StructLayout:
-    """A tap bundle: ``slots[lanes]`` (slot 0 in the least significant bits), then flags."""
+def pe_taps_layout(macs_per_pe, data_width, k_max, psum_buf_depth,
+                   act_buf_depth) -> data.StructLayout:
+    """A tap bundle: ``slots[macs_per_pe]`` (slot 0 in the least significant bits), then flags."""
     return data.StructLayout({
-        "slots": data.ArrayLayout(pe_slot_layout(data_width, k_max, psum_depth, dense_depth),
-                                  lanes),
+        "slots": data.ArrayLayout(pe_slot_layout(data_width, k_max, psum_buf_depth, act_buf_depth),
+                                  macs_per_pe),
         "parity": unsigned(1),
         "last": unsigned(1),
         "eot": unsigned(1),
@@ -185,10 +187,10 @@ def pe_dense_layout(data_width) -> data.StructLayout:
     return data.StructLayout({"value": signed(data_width), "last": unsigned(1)})
 
 
-def pe_drain_layout(psum_depth) -> data.StructLayout:
+def pe_drain_layout(psum_buf_depth) -> data.StructLayout:
     return data.StructLayout({
-        "base": unsigned(_index_bits(psum_depth)),
-        "count": unsigned(psum_depth.bit_length()),
+        "base": unsigned(_index_bits(psum_buf_depth)),
+        "count": unsigned(psum_buf_depth.bit_length()),
         "raw": unsigned(1),
         "last": unsigned(1),
     })
@@ -198,33 +200,36 @@ def pe_out_layout(acc_width) -> data.StructLayout:
     return data.StructLayout({"value": signed(acc_width), "last": unsigned(1), "end": unsigned(1)})
 
 
+#: The PE's parameters: each is the ``AcceleratorConfig`` field of the same name.
+PE_PARAMS = ("data_width", "acc_width", "macs_per_pe", "k_max", "max_row_len", "psum_buf_depth",
+             "act_buf_depth", "frac_bits")
+
+
 def pe_params(cfg) -> dict:
-    """The :class:`PE` constructor arguments of an ``AcceleratorConfig``."""
-    return dict(data_width=cfg.data_width, acc_width=cfg.acc_width, lanes=cfg.macs_per_pe,
-                k_max=cfg.k_max, max_row_len=cfg.max_row_len, psum_depth=cfg.psum_buf_depth,
-                dense_depth=cfg.act_buf_depth, frac_bits=cfg.frac_bits)
+    """The :class:`PE` constructor arguments of an ``AcceleratorConfig`` (same names)."""
+    return {name: getattr(cfg, name) for name in PE_PARAMS}
 
 
 class PE(wiring.Component):
     __doc__ = __doc__
 
-    def __init__(self, *, data_width: int = 16, acc_width: int = 48, lanes: int = 2,
-                 k_max: int = 7, max_row_len: int = 64, psum_depth: int = 256,
-                 dense_depth: int = 256, frac_bits: int = 8):
+    def __init__(self, *, data_width: int = 16, acc_width: int = 48, macs_per_pe: int = 2,
+                 k_max: int = 7, max_row_len: int = 64, psum_buf_depth: int = 256,
+                 act_buf_depth: int = 256, frac_bits: int = 8):
         self._dw = check_int("data_width", data_width, 2, 32)
         self._aw = check_int("acc_width", acc_width, 2 * data_width, 64)
-        self._lanes = check_int("lanes", lanes, 1, 16)
+        self._lanes = check_int("macs_per_pe", macs_per_pe, 1, 16)
         self._k_max = check_int("k_max", k_max, 1, K_MAX_LIMIT)
         self._max_row_len = check_int("max_row_len", max_row_len, 2, 4096)
-        self._psum_depth = check_int("psum_depth", psum_depth, 2, 1 << 20)
-        self._dense_depth = check_int("dense_depth", dense_depth, 2, 1 << 20)
+        self._psum_depth = check_int("psum_buf_depth", psum_buf_depth, 2, 1 << 20)
+        self._dense_depth = check_int("act_buf_depth", act_buf_depth, 2, 1 << 20)
         self._frac_bits = check_int("frac_bits", frac_bits, 0, data_width - 1)
         self._col_width = _index_bits(max_row_len)
         # derived geometry of the hardware
         self._rh = (max_row_len + 1) // 2     # capacity of one operand parity sub-list
         self._half = 2 * self._rh             # words per operand-buffer half (>= max_row_len)
-        self._pa_w = _index_bits(psum_depth)  # psum address bits
-        self._da_w = _index_bits(dense_depth)  # dense-scratchpad address bits
+        self._pa_w = _index_bits(psum_buf_depth)  # psum address bits
+        self._da_w = _index_bits(act_buf_depth)  # dense-scratchpad address bits
         # signed width of t = col*2 + kw - pad (and col + pad - kw)
         self._t_w = (2 * max_row_len + 2 * k_max + 2).bit_length() + 1
         super().__init__({
@@ -251,11 +256,11 @@ class PE(wiring.Component):
     # -- read-only parameters ----------------------------------------------------------------
     data_width = property(lambda self: self._dw)
     acc_width = property(lambda self: self._aw)
-    lanes = property(lambda self: self._lanes)
+    macs_per_pe = property(lambda self: self._lanes)
     k_max = property(lambda self: self._k_max)
     max_row_len = property(lambda self: self._max_row_len)
-    psum_depth = property(lambda self: self._psum_depth)
-    dense_depth = property(lambda self: self._dense_depth)
+    psum_buf_depth = property(lambda self: self._psum_depth)
+    act_buf_depth = property(lambda self: self._dense_depth)
     frac_bits = property(lambda self: self._frac_bits)
     col_width = property(lambda self: self._col_width)
 
@@ -458,7 +463,7 @@ class PE(wiring.Component):
         return SimpleNamespace(rds=d_rds, loading=dense_loading)
 
     def _psum_banks(self, m):
-        """``banks[lane][half] = (read port, write port)``, ``psum_depth`` words of
+        """``banks[lane][half] = (read port, write port)``, ``psum_buf_depth`` words of
         ``acc_width`` bits each; the read port is transparent for the write port."""
         # Ping-pong (*ours*): every lane has two banks (halves 0 and 1), each a simple 1R1W
         # memory. Tile t accumulates into half t % 2 while the drain reads and clears the other

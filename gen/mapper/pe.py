@@ -93,7 +93,7 @@ class PEJob:
     out_len: int
     in_len: int
     skip_zero: bool
-    lanes: int
+    macs_per_pe: int
     cfg: AcceleratorConfig
     rows: list
     dense: np.ndarray
@@ -134,7 +134,7 @@ class PEJob:
         """Per row, its bundles: ``(slots, parity, last, eot)``, ``slots`` a list of ``lanes``
         tuples ``(value, kw, base, rowbase, en)``."""
         if self._bundles is None:
-            L = self.lanes
+            L = self.macs_per_pe
             per_row = []
             for r, row in enumerate(self.rows):
                 bl = []
@@ -205,8 +205,8 @@ class PEStats(NamedTuple):
     def work(self) -> int:
         return self.cycles - self.stall_in
 
-    def utilisation(self, lanes: int) -> float:
-        return self.busy_mac / (lanes * self.cycles) if self.cycles else 0.0
+    def utilisation(self, macs_per_pe: int) -> float:
+        return self.busy_mac / (macs_per_pe * self.cycles) if self.cycles else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def map_conv_fp(x, w, *, stride=1, padding=0, cfg, mask=None, dense=False, raw=T
                 rows.append(mk(*_operand_row(x[b, c, h], dense)))
     rows.sort(key=lambda r: r.label)
     job = dict(mode="fp", stride=stride, pad=padding, out_len=Wo, in_len=W,
-               skip_zero=not dense, lanes=cfg.macs_per_pe, cfg=cfg,
+               skip_zero=not dense, macs_per_pe=cfg.macs_per_pe, cfg=cfg,
                dense=np.zeros(0, np.int64),
                drains=_drains(cfg, B * Cout * Ho * Wo, raw, drain_chunk),
                out_shape=(B, Cout, Ho, Wo), dense_mode=dense, raw=raw)
@@ -408,7 +408,7 @@ def map_conv_bp(dy, w, x_shape, *, stride=1, padding=0, cfg, mask=None, dense=Fa
                 rows.append(mk(*_operand_row(dy[b, n, y], dense)))
     rows.sort(key=lambda r: r.label)
     job = dict(mode="bp", stride=stride, pad=padding, out_len=W, in_len=W,
-               skip_zero=not dense, lanes=cfg.macs_per_pe, cfg=cfg,
+               skip_zero=not dense, macs_per_pe=cfg.macs_per_pe, cfg=cfg,
                dense=np.zeros(0, np.int64), drains=_drains(cfg, B * Cin * H * W, raw, drain_chunk),
                out_shape=(B, Cin, H, W), dense_mode=dense, raw=raw)
     return _finish(job, rows, empty_rows)
@@ -446,7 +446,7 @@ def map_conv_wg(x, dy, w_shape, *, stride=1, padding=0, cfg, dense=False, raw=Tr
                                  np.zeros(k, np.int64), ("dy", b, n, y))
                 rows.append(mk(*_operand_row(dy[b, n, y], dense)))
     job = dict(mode="wg", stride=stride, pad=padding, out_len=Wo, in_len=W,
-               skip_zero=not dense, lanes=cfg.macs_per_pe, cfg=cfg,
+               skip_zero=not dense, macs_per_pe=cfg.macs_per_pe, cfg=cfg,
                dense=x.ravel().copy(), drains=_drains(cfg, Cout * Cin * Kh * Kw, raw, drain_chunk),
                out_shape=(Cout, Cin, Kh, Kw), dense_mode=dense, raw=raw)
     return _finish(job, rows, empty_rows)
@@ -461,7 +461,7 @@ def _products(job, row, entries):
     RTL forms them (vectorized over taps x stored entries)."""
     S, p = job.stride, job.pad
     addrs, prods = [], []
-    L = job.lanes
+    L = job.macs_per_pe
     for par in (0, 1):
         sel = np.flatnonzero(row.t_parity == par)
         if not sel.size:
@@ -503,7 +503,7 @@ def execute(job: PEJob):
     mapped job), the drain sums the banks and applies ``writeback`` unless ``raw``.
     """
     cfg = job.cfg
-    banks = np.zeros((job.lanes, cfg.psum_buf_depth), dtype=np.int64)   # the mapper's
+    banks = np.zeros((job.macs_per_pe, cfg.psum_buf_depth), dtype=np.int64)   # the mapper's
     busy = 0                                          # check_reduction keeps int64 exact
     for row in job.rows:
         addrs, prods = _products(job, row, job.stored(row))
@@ -525,7 +525,7 @@ def row_cost(job: PEJob, row: OperandRow):
     """``(load cycles, processing cycles, stored entries)`` of one operand row."""
     entries = job.stored(row)
     n = [e[0].size for e in entries] if job.split else [entries[0][0].size, entries[0][0].size]
-    L = job.lanes
+    L = job.macs_per_pe
     proc = 0
     for par in (0, 1):
         k = int(np.count_nonzero(row.t_parity == par))
@@ -698,7 +698,7 @@ def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
                                    base, row.t_rowbase[sel], row.t_parity[sel], row.label))
         drains = _drains(cfg, n, job.raw, min(chunk, n))
         kw = dict(mode=job.mode, stride=job.stride, pad=job.pad, out_len=job.out_len,
-                  in_len=job.in_len, skip_zero=job.skip_zero, lanes=job.lanes, cfg=cfg,
+                  in_len=job.in_len, skip_zero=job.skip_zero, macs_per_pe=job.macs_per_pe, cfg=cfg,
                   dense=job.dense, drains=drains, out_shape=(n,), dense_mode=job.dense_mode,
                   raw=job.raw)
         tile = _finish(kw, rows, job.empty_rows)

@@ -28,9 +28,9 @@ async def pe_layer(dut):
     kw = pm.pe_kwargs(cfg)
     col_width = max(1, (cfg.max_row_len - 1).bit_length())
     xs = pack_beats(sparse_elem_layout(cfg.data_width, col_width), job.x_beats())
-    ts = pack_beats(pe_taps_layout(kw["lanes"], cfg.data_width, cfg.k_max, kw["psum_depth"],
-                               kw["dense_depth"]), job.tap_beats())
-    dr = pack_beats(pe_drain_layout(kw["psum_depth"]), job.drain_beats())
+    ts = pack_beats(pe_taps_layout(kw["macs_per_pe"], cfg.data_width, cfg.k_max, kw["psum_buf_depth"],
+                               kw["act_buf_depth"]), job.tap_beats())
+    dr = pack_beats(pe_drain_layout(kw["psum_buf_depth"]), job.drain_beats())
     ds = pack_beats(pe_dense_layout(cfg.data_width), job.dense_beats())
     n_out = job.n_outputs()
 

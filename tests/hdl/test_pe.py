@@ -189,7 +189,7 @@ def test_pe_rtl_back_to_back_same_address():
     job = pm.map_conv_wg(x, dy, (1, 4, 1, 1), cfg=cfg)
     assert all(r.values.size == 16 for r in job.rows)
     dut = PE.from_config(cfg)
-    assert (dut.lanes, dut.k_max, dut.max_row_len, dut.psum_depth, dut.dense_depth) == \
+    assert (dut.macs_per_pe, dut.k_max, dut.max_row_len, dut.psum_buf_depth, dut.act_buf_depth) == \
         (cfg.macs_per_pe, cfg.k_max, cfg.max_row_len, cfg.psum_buf_depth, cfg.act_buf_depth)
     vals, res = run_pe(job, dut=dut)
     check_run(job, golden.conv2d_backward_weight(x, dy, (1, 4, 1, 1)), vals, res, ideal=True)

@@ -204,7 +204,7 @@ def test_pe_array_model_column_latency_constant():
 @pytest.mark.parametrize("kwargs,match", [
     ({"rows": 0}, "rows must be in"),
     ({"cols": 65}, "cols must be in"),
-    ({"lanes": 0}, "lanes must be in"),
+    ({"macs_per_pe": 0}, "macs_per_pe must be in"),
 ])
 def test_pe_array_rejects_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):

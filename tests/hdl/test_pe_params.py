@@ -17,12 +17,12 @@ from sparseforge.hdl.wire import Phase
     ({"data_width": 1}, ValueError, "data_width must be in"),
     ({"data_width": "16"}, TypeError, "data_width must be an integer"),
     ({"acc_width": 20}, ValueError, "acc_width must be in"),
-    ({"lanes": 0}, ValueError, "lanes must be in"),
-    ({"lanes": 17}, ValueError, "lanes must be in"),
+    ({"macs_per_pe": 0}, ValueError, "macs_per_pe must be in"),
+    ({"macs_per_pe": 17}, ValueError, "macs_per_pe must be in"),
     ({"k_max": 0}, ValueError, "k_max must be in"),
     ({"max_row_len": 1}, ValueError, "max_row_len must be in"),
-    ({"psum_depth": 1}, ValueError, "psum_depth must be in"),
-    ({"dense_depth": 1.5}, TypeError, "dense_depth must be an integer"),
+    ({"psum_buf_depth": 1}, ValueError, "psum_buf_depth must be in"),
+    ({"act_buf_depth": 1.5}, TypeError, "act_buf_depth must be an integer"),
     ({"frac_bits": 16}, ValueError, "frac_bits must be in"),
 ])
 def test_pe_rejects_bad_parameters(kwargs, exc, match):
@@ -40,6 +40,6 @@ def test_pe_mode_input_is_the_phase_encoding():
     the PE's ``mode`` input is as wide as ``Phase``."""
     assert pm.MODES == {"fp": Phase.FP.value, "bp": Phase.BP.value, "wg": Phase.WG.value}
     assert pm.MODES == {"fp": 0, "bp": 1, "wg": 2}          # the encoding on the wire
-    dut = PE(lanes=1, k_max=3, max_row_len=8, psum_depth=16, dense_depth=16)
+    dut = PE(macs_per_pe=1, k_max=3, max_row_len=8, psum_buf_depth=16, act_buf_depth=16)
     assert dut.mode.shape().width == Phase.as_shape().width == 2
     Fragment.get(dut, None)                               # it elaborates (and is used)
