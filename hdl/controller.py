@@ -62,6 +62,8 @@ Latency: a ``step`` is accepted 11 cycles after it is presented with the data pa
 word by two cycles.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import crc, stream, wiring
 from amaranth.lib.memory import Memory
@@ -134,6 +136,17 @@ class ScheduleController(wiring.Component):
         rd = mem.read_port(transparent_for=())
 
         m.d.sync += [self.err.eq(0), self.pg_go.eq(0)]
+        # Stage order matters: the verdict's and the executor's error reports come after the
+        # loader's resets, so the later assignment wins, as in one flat description.
+        ld = self._loader(m, wr, D)
+        self._verdict(m, ld, D)
+        self._executor(m, rd, ld, D)
+        return m
+
+    def _loader(self, m, wr, D):
+        """Load side: one schedule word per cycle (through one input register) into the
+        memory, the header checks, the entry checks and the CRC-32; returns the load state the
+        verdict and the executor read."""
 
         # ---------------------------------------------------------------- loader + checks
         nwords = Signal(24)
@@ -146,6 +159,8 @@ class ScheduleController(wiring.Component):
             Signal(name=f"bad_{k}") for k in ("magic", "version", "len", "crc", "cfg", "w7"))
         cur_op_bad, cur_other_bad = Signal(), Signal()
         ent_code = Signal(3)              # first failing entry's code (6 or 7), 0 = none
+        ent_state = SimpleNamespace(ewi=ewi, ent=ent, n=n, cur_op_bad=cur_op_bad,
+                                    cur_other_bad=cur_other_bad, ent_code=ent_code)
         # The load inputs pass one register first (for Fmax: the router's destination decode
         # must not reach the checks); begin and words are delayed alike, so their order holds.
         w = Signal(32)
@@ -202,31 +217,48 @@ class ScheduleController(wiring.Component):
                     m.d.sync += bad_w7.eq(w != 0)
                 with m.Default():
                     with m.If(~last):          # an entry word
-                        op_bad = Signal()
-                        op = _field({0: w}, "opcode")
-                        m.d.comb += op_bad.eq(~Cat(*(op == code for code in SchedOp)).any())
-                        other = Signal()
-                        with m.Switch(ewi):
-                            with m.Case(0):
-                                m.d.comb += other.eq(
-                                    (_field({0: w}, "flags") & (0xFFFF & ~SchedFlag.ALL)).any() |
-                                    ((op == SchedOp.END) != (ent + 1 == n)))
-                            for wi, mask in ENTRY_RESERVED.items():
-                                with m.Case(wi):
-                                    m.d.comb += other.eq((w & mask).any())
-                        op_now = Mux(ewi == 0, op_bad, cur_op_bad)
-                        other_now = cur_other_bad | other
-                        with m.If(ewi == ENTRY_WORDS - 1):
-                            m.d.sync += [ewi.eq(0), ent.eq(ent + 1), cur_op_bad.eq(0),
-                                         cur_other_bad.eq(0)]
-                            with m.If((ent_code == 0) & (op_now | other_now)):
-                                m.d.sync += ent_code.eq(
-                                    Mux(op_now, SchedErr.OPCODE, SchedErr.ENTRY))
-                        with m.Else():
-                            m.d.sync += [ewi.eq(ewi + 1), cur_op_bad.eq(op_now),
-                                         cur_other_bad.eq(other_now)]
+                        self._entry_word(m, w, ent_state)
+        return SimpleNamespace(nwords=nwords, n=n, lbegin=lbegin, verdict=verdict,
+                               bad_magic=bad_magic, bad_version=bad_version, bad_len=bad_len,
+                               bad_crc=bad_crc, bad_cfg=bad_cfg, bad_w7=bad_w7,
+                               ent_code=ent_code)
 
-        # the verdict, in validate()'s order
+    def _entry_word(self, m, w, st):
+        """The checks of one entry word ``w`` (word ``st.ewi`` of entry ``st.ent``): opcode
+        known, undefined flag bits clear, END exactly last, reserved bits clear; the first
+        failing entry's code is kept in ``st.ent_code``."""
+        ewi, ent, n = st.ewi, st.ent, st.n
+        cur_op_bad, cur_other_bad, ent_code = st.cur_op_bad, st.cur_other_bad, st.ent_code
+        op_bad = Signal()
+        op = _field({0: w}, "opcode")
+        m.d.comb += op_bad.eq(~Cat(*(op == code for code in SchedOp)).any())
+        other = Signal()
+        with m.Switch(ewi):
+            with m.Case(0):
+                m.d.comb += other.eq(
+                    (_field({0: w}, "flags") & (0xFFFF & ~SchedFlag.ALL)).any() |
+                    ((op == SchedOp.END) != (ent + 1 == n)))
+            for wi, mask in ENTRY_RESERVED.items():
+                with m.Case(wi):
+                    m.d.comb += other.eq((w & mask).any())
+        op_now = Mux(ewi == 0, op_bad, cur_op_bad)
+        other_now = cur_other_bad | other
+        with m.If(ewi == ENTRY_WORDS - 1):
+            m.d.sync += [ewi.eq(0), ent.eq(ent + 1), cur_op_bad.eq(0),
+                         cur_other_bad.eq(0)]
+            with m.If((ent_code == 0) & (op_now | other_now)):
+                m.d.sync += ent_code.eq(
+                    Mux(op_now, SchedErr.OPCODE, SchedErr.ENTRY))
+        with m.Else():
+            m.d.sync += [ewi.eq(ewi + 1), cur_op_bad.eq(op_now),
+                         cur_other_bad.eq(other_now)]
+
+    def _verdict(self, m, ld, D):
+        """The load's verdict, in :func:`~sparseforge.gen.schedule.validate`'s order: LOADED or
+        an error code, the cycle after the last word."""
+        nwords, ent_code, verdict = ld.nwords, ld.ent_code, ld.verdict
+        bad_magic, bad_version, bad_len = ld.bad_magic, ld.bad_version, ld.bad_len
+        bad_crc, bad_cfg, bad_w7 = ld.bad_crc, ld.bad_cfg, ld.bad_w7
         code = Signal(4)
         too_long = nwords > D
         short = nwords < 2
@@ -245,7 +277,10 @@ class ScheduleController(wiring.Component):
             with m.Else():
                 m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED | code)]
 
-        # ---------------------------------------------------------------- executor
+    def _executor(self, m, rd, ld, D):
+        """Executor: on a step from the data path, fetch the current entry's words (an FSM:
+        WAIT, FETCH, DECIDE), check the step against it and drive the phase controls."""
+        n, lbegin = ld.n, ld.lbegin
         base = Signal(range(D + ENTRY_WORDS * (1 << 16)))   # word address of entry pc
         k = Signal(range(len(_FETCH) + 1))                 # FETCH: the word addressed now
         got = {word: Signal(32, name=f"e_w{word}") for word in _FETCH}
@@ -311,7 +346,6 @@ class ScheduleController(wiring.Component):
                     m.d.sync += [self.pc.eq(self.pc + adv), base.eq(base + _times20(adv))]
                     m.next = "WAIT"
                     self._drive_controls(m, got, op)
-        return m
 
     def _drive_controls(self, m, got, op):
         """The phase controls of the entry just accepted (``op``: its opcode)."""
