@@ -35,14 +35,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sparseforge.gen import numfmt, tiling
 from sparseforge.gen.config import AcceleratorConfig
-from sparseforge.gen import numfmt
-from sparseforge.gen import tiling
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
            "execute", "cycles", "cycles_tiles", "cycles_grid", "split_tiles", "assemble_tiles",
-           "tile_expected", "row_cost", "pe_kwargs", "MODES",
+           "tile_expected", "row_cost", "MODES",
            "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE", "DRAIN_ACCEPT"]
 
 MODES = {p.name.lower(): p.value for p in Phase}     # the PE's ``mode`` input per phase name
@@ -55,12 +54,6 @@ RELEASE = 2
 #: Cycles from accepting a drain command to its first read (the command is registered
 #: first; a command is accepted after the previous one's last read).
 DRAIN_ACCEPT = 1
-
-
-def pe_kwargs(cfg: AcceleratorConfig) -> dict:
-    """The :class:`~sparseforge.hdl.pe.PE` constructor arguments of a configuration."""
-    from sparseforge.hdl.pe import pe_params
-    return pe_params(cfg)
 
 
 @dataclass

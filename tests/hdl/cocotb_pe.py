@@ -8,7 +8,7 @@ from cocotb.triggers import FallingEdge
 
 from sparseforge.gen.mapper import pe as pm
 from sparseforge.hdl.layouts import sparse_elem_layout
-from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
+from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_params, pe_taps_layout
 from sparseforge.sim.testkit.amaranth_streams import pack_beats
 from sparseforge.sim.testkit.cocotb_layers import layer_from_params
 from sparseforge.sim.testkit.cocotb_streams import (StreamSink, StreamSource, env_params, reset,
@@ -25,7 +25,7 @@ async def pe_layer(dut):
     cfg, job, ref = layer_from_params(p)
     stats = pm.cycles(job)
     dut._log.info(f"seed={seed} {p['mode']} src={p['src']} sink={p['sink']} model={stats}")
-    kw = pm.pe_kwargs(cfg)
+    kw = pe_params(cfg)
     col_width = max(1, (cfg.max_row_len - 1).bit_length())
     xs = pack_beats(sparse_elem_layout(cfg.data_width, col_width), job.x_beats())
     ts = pack_beats(pe_taps_layout(kw["macs_per_pe"], cfg.data_width, cfg.k_max, kw["psum_buf_depth"],

@@ -17,7 +17,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from sparseforge.sim.testkit import layers
-from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.sim.testkit.cocotb_layers import layer_from_params
 from sparseforge.hdl.pe_array import PE_COUNTERS
 from sparseforge.hdl.wire import pe_layouts
 from sparseforge.sim.testkit.amaranth_streams import unpack
@@ -88,13 +88,8 @@ async def run_layer(dut, job, src, sink, seed):
 async def pe_array_layer(dut):
     p = env_params()
     seed = p["seed"]
-    cfg = AcceleratorConfig.from_dict(p["config"])
-    job, ref = layers.random_array_layer(p["mode"], cfg=cfg, kernel=p["kernel"], stride=p["stride"],
-                                     padding=p["padding"], zero_frac=p["zero_frac"],
-                                     nm=tuple(p["nm"]) if p["nm"] else None, seed=seed,
-                                     cin=p["cin"], cout=p["cout"], height=p["height"],
-                                     width=p["width"], raw=p["raw"], mapping=p["mapping"],
-                                     value_range=p.get("value_range"))
+    cfg, job, ref = layer_from_params(p, layers.random_array_layer, mapping=p["mapping"],
+                                      value_range=p.get("value_range"))
     assert (cfg.pe_rows, cfg.pe_cols) == (job.rows, job.cols)
     Clock(dut.clk, 10, unit="ns").start()
     for src, sink in p["runs"]:

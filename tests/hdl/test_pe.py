@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from sparseforge.gen.config import preset
 from sparseforge.gen.mapper import pe as pm
-from sparseforge.hdl.pe import PE
+from sparseforge.hdl.pe import PE, pe_params
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit import layers
 from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
@@ -37,7 +37,7 @@ def run_pe(jobs, *, src="always", sink="always", seed=0, dut=None, cfg=None):
     jobs = jobs if isinstance(jobs, list) else [jobs]
     assert all(j.control() == jobs[0].control() for j in jobs), "jobs need the same control"
     cfg = cfg or jobs[0].cfg
-    dut = dut or PE(**pm.pe_kwargs(cfg))
+    dut = dut or PE(**pe_params(cfg))
     cat = lambda f: [b for j in jobs for b in f(j)]      # noqa: E731
     srcs = [(dut.x, pack_beats(dut.x_layout, cat(pm.PEJob.x_beats)), make_pattern(src, seed + 2)),
             (dut.taps, pack_beats(dut.taps_layout, cat(pm.PEJob.tap_beats)),
@@ -250,7 +250,7 @@ def test_pe_rtl_tiles_overlap_drain(case):
 def test_pe_rtl_operand_overflow_sets_error():
     """A row with more entries than max_row_len (no last) is not stored past the buffer; the
     sticky error flag says so."""
-    dut = PE(**pm.pe_kwargs(CFG.replace(max_row_len=4, k_max=3)))
+    dut = PE(**pe_params(CFG.replace(max_row_len=4, k_max=3)))
     seen = {}
 
     async def bench(ctx):
