@@ -64,7 +64,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl._validate import check_int
 from sparseforge.hdl.arith import tree, writeback
-from sparseforge.hdl.pe import COUNTER_WIDTH, PE, pe_out_layout
+from sparseforge.hdl.pe import COUNTER_WIDTH, PE, pe_out_layout, pe_params
 from sparseforge.hdl.skid import SkidBuffer
 
 __all__ = ["PEArray", "COLUMN_LATENCY", "PE_COUNTERS"]
@@ -110,7 +110,6 @@ class PEArray(wiring.Component):
 
     @classmethod
     def from_config(cls, cfg, **overrides):
-        from sparseforge.hdl.pe import pe_params
         p = pe_params(cfg)
         p.update(overrides)
         return cls(rows=cfg.pe_rows, cols=cfg.pe_cols, **p)

@@ -170,7 +170,10 @@ def destinations(cfg) -> list[Packet]:
             ("pregen", "pregen", (), group), ("wbuf", "wbuf", (), group),
             ("pgctl", "pgctl", (), pgctl_layout(cfg)), ("sched", "sched", (), unsigned(32)),
             ("step", "step", (), unsigned(8))]
-    assert len(out) <= 1 << (32 - HEADER_COUNT_BITS)
+    if len(out) > 1 << (32 - HEADER_COUNT_BITS):
+        raise ValueError(f"a {R}x{C} PE array needs {len(out)} packet destinations; the "
+                         f"{32 - HEADER_COUNT_BITS}-bit header id holds "
+                         f"{1 << (32 - HEADER_COUNT_BITS)}")
     return _numbered(out)
 
 
@@ -184,9 +187,6 @@ def sources(cfg) -> list[Packet]:
     out += [("prune", "prune", (), grad_elem_layout(cfg.data_width)),
             ("pregen", "pregen", (), pregen_out_layout(cfg.nm_m, cfg.nm_n_max, cfg.data_width))]
     return _numbered(out)
-
-
-# =================================================================================================
 
 
 # -- schedule binary (docs/schedule.md) -----------------------------------------------------------

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparseforge.hdl.axil import REGS, STATUS_DONE, STATUS_ERROR
+from sparseforge.hdl.axil import CTRL_START, REGS, SCHED_LOADED, STATUS_DONE, STATUS_ERROR
 from sparseforge.hdl.wire import (DEST_END, ctrl_layout, destinations, header, pe_layouts,
                                   pgctl_layout, sources, split_header)
-from sparseforge.sim.testkit.amaranth_streams import pack_beats
+from sparseforge.sim.host.pregen import pregen_beats, pregen_reassemble, unpack_pregen_out
+from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
 
 __all__ = ["PacketCodec", "Driver"]
 
@@ -183,7 +184,6 @@ class PacketCodec:
 
     def column_values(self, parsed, cols) -> list[list[dict]]:
         """Per column, the unpacked ``{value, last, end}`` beats in arrival order."""
-        from sparseforge.sim.testkit.amaranth_streams import unpack
         res = [[] for _ in range(cols)]
         for name, beat in parsed:
             if name.startswith("o_c"):
@@ -277,7 +277,6 @@ class Driver:
         """Send a schedule binary (``sched`` packet) and wait for the controller's verdict;
         returns ``(SCHED_STATUS, STATUS, ERROR_CODE)``. A rejected binary leaves STATUS.error
         and ERROR_CODE = ``0x10 | code`` (:data:`sparseforge.gen.schedule.ERR`)."""
-        from sparseforge.hdl.axil import SCHED_LOADED
         await self.send([self.codec.sched_packet(binary)])
         for _ in range(max_polls):
             sst, st = await self.read("SCHED_STATUS"), await self.read("STATUS")
@@ -287,7 +286,6 @@ class Driver:
 
     async def start_schedule(self):
         """CTRL.start: run the loaded schedule from its first entry; returns SCHED_STATUS."""
-        from sparseforge.hdl.axil import CTRL_START
         await self.write("CTRL", CTRL_START | (await self.read("CTRL")))
         return await self.read("SCHED_STATUS")
 
@@ -347,7 +345,6 @@ class Driver:
         m)`` when the RTL is right; the full result (compressed values and indices too) is
         kept in :attr:`last_pregen`."""
         import cocotb
-        from sparseforge.sim.host.pregen import pregen_beats
         cfg = self.codec.cfg
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
@@ -365,7 +362,6 @@ class Driver:
         like :meth:`pregen`; ``n`` is only used to reassemble (the hardware takes N from the
         schedule)."""
         import cocotb
-        from sparseforge.sim.host.pregen import pregen_beats
         cfg, codec = self.codec.cfg, self.codec
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
@@ -391,7 +387,6 @@ class Driver:
         run feeds one group per cycle without the input stream, so the packets sent next (a
         WG job) overlap it; its output beats arrive on ``m_axis`` among the others
         (:attr:`side` when collected by :meth:`run_array_job`). Returns the number of groups."""
-        from sparseforge.sim.host.pregen import pregen_beats
         cfg = self.codec.cfg
         beats = pregen_beats(np.asarray(w), cfg.nm_m, cfg.data_width)
         if len(beats) > cfg.weight_buf_depth:
@@ -407,7 +402,6 @@ class Driver:
         """Reassemble pre-generation output beats (ints, :func:`~sparseforge.hdl.weight_pregen.
         pregen_schedule` order) of :meth:`pregen`, :meth:`pregen_scheduled` or
         :meth:`start_pregen_run`."""
-        from sparseforge.sim.host.pregen import pregen_reassemble, unpack_pregen_out
         cfg = self.codec.cfg
         out = [unpack_pregen_out(b, m=cfg.nm_m, n_max=cfg.nm_n_max, width=cfg.data_width)
                for b in beats]

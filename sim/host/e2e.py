@@ -59,6 +59,9 @@ import numpy as np
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.network import NETWORKS_DIR, Network, parse_network
 from sparseforge.gen.mapper import array as am
+from sparseforge.gen.schedule import Op
+from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_DONE, STATUS_ERROR
+from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
 from sparseforge.sim.reference import golden
 
 __all__ = ["TrainState", "StepResult", "GoldenBackend", "ModelBackend", "RTLBackend",
@@ -408,7 +411,6 @@ class ModelBackend(GoldenBackend):
         return self._run("wg", x=x, dy=g, w_shape=w_shape, stride=stride, padding=padding)
 
     async def pregen(self, w, n):
-        from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
         cfg = self.cfg
         self.log.append({"layer": self.layer, "phase": "pregen"})
         flat = np.asarray(w).ravel()
@@ -447,8 +449,6 @@ class RTLBackend(ModelBackend):
         starting the schedule the first time."""
         if self.schedule is None:
             return None
-        from sparseforge.gen.schedule import Op
-        from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_ERROR
         if not self._started:
             sst, st, code = await self.drv.load_schedule(self.schedule)
             if st & STATUS_ERROR:
@@ -471,7 +471,6 @@ class RTLBackend(ModelBackend):
         return {k: await self.drv.counter(k) for k in ("cycles", "busy_mac", "nnz")}
 
     async def _run_rtl(self, mode, **kw):
-        from sparseforge.hdl.axil import STATUS_DONE, STATUS_ERROR
         t0 = time.perf_counter()
         job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
         st = am.cycles(job)

@@ -48,8 +48,10 @@ import numpy as np
 
 from sparseforge.gen import tiling
 from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.mapper import array as am
 from sparseforge.gen.mapper.array import COLUMN_LATENCY
 from sparseforge.gen.mapper.pe import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, RELEASE
+from sparseforge.sim.reference import golden
 
 __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cycles",
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
@@ -587,7 +589,6 @@ def exact_tensors_cycles(phase, cfg, *, x=None, w=None, dy=None, mask=None, stri
     ``array_model.cycles`` (equal to the RTL's ``cycles`` counter, tests/test_pe_array.py).
     FP: ``x``, ``w``, ``mask`` (forward); BP: ``dy``, ``w``, ``x`` (its shape), ``mask``
     (backward); WG: ``x``, ``dy``, ``w`` (its shape). Returns the ``ArrayStats``."""
-    from sparseforge.gen.mapper import array as am
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
     kw = dict(cfg=cfg, stride=stride, padding=padding, dense=dense, raw=True, mapping=mapping)
@@ -605,7 +606,6 @@ def random_tensors(layer, phase, *, operand_density, nm=None, batch=1, seed=0):
     streamed operand (x in FP, dY in BP/WG) with each element kept with probability
     ``operand_density``; ``nm``: BDWP masks of the weights (FP: the forward mask, BP: the
     backward one). Returns ``dict(x=, w=, dy=, mask=)``."""
-    from sparseforge.sim.reference import golden
     rng = np.random.default_rng(seed)
     sign = lambda shape: rng.choice((-1, 1), shape)                        # noqa: E731
     x = rng.integers(1, 100, (batch, layer.cin, layer.h, layer.w))

@@ -26,6 +26,8 @@ import math
 from pathlib import Path
 from statistics import NormalDist
 
+from sparseforge.gen.stats_schema import validate
+
 __all__ = ["MEASURED", "MODELLED", "load_digits_stats", "measured", "modelled",
            "SNAPSHOT", "summarise_stats_dir"]
 
@@ -39,7 +41,6 @@ VARIANTS = ("dense", "prune0.9", "bdwp2-8_prune0.9")
 def summarise_stats_dir(path) -> dict:
     """Seed-averaged figures of ``build/stats``: per variant, the digits layers' FP operand
     density, ReLU-mask density and dY density after pruning."""
-    from sparseforge.gen.stats_schema import validate
     path = Path(path)
     out = {}
     for v in VARIANTS:

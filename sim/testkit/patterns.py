@@ -14,6 +14,7 @@ Named patterns (:data:`PATTERNS`):
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from typing import Iterator
 
@@ -44,5 +45,4 @@ def make_pattern(name: str, seed: int = 0) -> Iterator[bool]:
 
 def soak_scale() -> float:
     """``SF_SOAK=short`` (what `make test` sets) scales soaks down; ``long`` runs them fully."""
-    import os
     return {"short": 1.0, "long": 10.0}.get(os.environ.get("SF_SOAK", "short"), 1.0)
