@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from sparseforge.gen.cliutil import OneLineParser, error_line, guarded
 from sparseforge.gen.config import DEFAULT_PRESET, PRESETS, load_config
 from sparseforge.gen.network import NetworkError
 
@@ -35,7 +36,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="sparseforge e2e",
         description="Training steps of a network on the accelerator RTL (cocotb), every tensor "
                     "checked against the golden model; writes OUT/report.json.")
@@ -91,7 +92,7 @@ def plan(args):
     except NetworkError as exc:
         raise UsageError(str(exc)) from None
     words = len(build_schedule(net, cfg).encode()) // 4
-    depth = getattr(cfg, "sched_depth", 4096)
+    depth = cfg.sched_depth
     if words > depth:
         raise UsageError(f"the schedule of {net.name} at batch {net.batch} needs {words} "
                          f"words; the schedule memory of {cfg.name} holds {depth}")
@@ -187,11 +188,15 @@ def summary(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    return guarded(_main, argv)
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     try:
         report, passed = run(args)
-    except (UsageError, ValueError, TypeError, OSError) as exc:
-        print(f"sparseforge: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(summary(report))
     print(f"wrote {Path(args.output) / 'report.json'}")

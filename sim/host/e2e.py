@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparseforge.gen.config import AcceleratorConfig
-from sparseforge.gen.network import NETWORKS_DIR, Network, parse_network
+from sparseforge.gen.network import NETWORKS_DIR, Network, load_network
 from sparseforge.gen.mapper import array as am
 from sparseforge.gen.schedule import Op
 from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_DONE, STATUS_ERROR
@@ -78,18 +78,13 @@ MASK32 = 0xFFFF_FFFF
 # ------------------------------------------------------------------------------------------
 
 def load_net(name: str, cfg: AcceleratorConfig, *, batch: int | None = None) -> Network:
-    """An example network (``gen/networks/<name>.yaml``) with its batch replaced by ``batch``."""
-    import yaml
+    """An example network (``gen/networks/<name>.yaml``) with its batch replaced by ``batch``
+    (:func:`sparseforge.gen.network.load_network` restricted to the shipped examples)."""
     path = NETWORKS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown network {name!r}; known: "
                          f"{sorted(p.stem for p in NETWORKS_DIR.glob('*.yaml'))}")
-    data = yaml.safe_load(path.read_text())
-    if batch is not None:
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, not {batch!r}")
-        data["batch"] = batch
-    return parse_network(data, cfg)
+    return load_network(path, cfg, batch=batch)
 
 
 @dataclass
