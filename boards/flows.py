@@ -51,7 +51,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from sparseforge.gen.cliutil import OneLineParser, error_line, guarded, positive_float
+from sparseforge.gen.cliutil import OneLineParser, error_line, guarded, plain, positive_float
 from sparseforge.gen.paths import inside
 from sparseforge.boards.ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform,
                                      parse_critical_path, parse_fmax, parse_utilisation, tool_path,
@@ -569,7 +569,7 @@ def select_blocks(blocks=None, exclude=None, env=None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="sparseforge", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="sparseforge", description=plain(__doc__.split("\n\n")[0]))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("bitstream", help="board build (VCU1525 Vivado tree, ECPIX-5 bitstream)")

@@ -10,7 +10,8 @@ import os
 import subprocess
 import sys
 
-__all__ = ["PROG", "OneLineParser", "positive_float", "guarded", "error_line", "EXPECTED"]
+__all__ = ["PROG", "OneLineParser", "positive_float", "guarded", "error_line", "EXPECTED",
+           "plain"]
 
 PROG = "sparseforge"
 #: Failures a command reports as one line: bad values and files (ValueError covers the
@@ -32,6 +33,14 @@ class OneLineParser(argparse.ArgumentParser):
         sub = self.prog[len(PROG):].strip() if self.prog.startswith(PROG) else self.prog
         sys.stderr.write(error_line(f"{sub}: {message}" if sub else message) + "\n")
         sys.exit(2)
+
+
+def plain(doc: str) -> str:
+    """A docstring as ``--help`` text: Sphinx roles (``:mod:`x``` -> ``x``) and double
+    backticks removed."""
+    import re
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
+    return doc.replace("``", "")
 
 
 def positive_float(text: str) -> float:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from sparseforge.gen.cliutil import OneLineParser, guarded
+from sparseforge.gen.cliutil import OneLineParser, guarded, plain
 from sparseforge.sim.perf import model as perf
 from sparseforge.sim.perf import sparsity
 from sparseforge.gen.config import preset
@@ -261,7 +261,7 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="sparseforge bench", description=__doc__,
+    ap = OneLineParser(prog="sparseforge bench", description=plain(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--out", default="build/bench",
                     help="output folder (default build/bench)")
