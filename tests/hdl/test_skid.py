@@ -248,7 +248,7 @@ def test_skid_block_registered(tmp_path):
     with pytest.raises(TypeError, match="unexpected parameter"):
         build_block("skid", CFG, depth=3)
     assert main(["verilog", "skid", "--preset", "tiny", "-o", str(tmp_path)]) == 0
-    text = (tmp_path / "skid.v").read_text()
+    text = (tmp_path / "tiny" / "skid.v").read_text()
     assert text.splitlines()[2] == '// params: {"width": 24}'
     assert "module skid(" in text and "input [23:0] i__payload;" in text
 
