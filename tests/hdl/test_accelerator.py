@@ -92,7 +92,7 @@ def test_router_timing_and_errors():
     """PacketRouter alone (amaranth-sim), words offered every cycle: a beat of ``w`` bits
     costs ``ceil(w / 32) + 1`` cycles (i.ready low in PRESENT) and reaches a registered
     destination one cycle after PRESENT; an unknown destination pulses ERR_BAD_DEST and the
-    words up to tlast are discarded; tlast inside a packet pulses ERR_SHORT."""
+    words up to tlast are discarded; tlast inside a packet pulses ERR_EARLY_TLAST."""
     from amaranth.sim import Simulator
 
     from sparseforge.hdl.router import PacketRouter
@@ -128,4 +128,4 @@ def test_router_timing_and_errors():
     assert ready[:4] == [0, 1, 3, 5], log
     assert [(c, p) for c, _, v, p, _, _ in log if v] == [(3, 5), (5, 6)], log
     errs = [(c, code) for c, *_, e, code in log if e]
-    assert errs == [(5, wire.ERR_BAD_DEST), (9, wire.ERR_SHORT)], log
+    assert errs == [(5, wire.ERR_BAD_DEST), (9, wire.ERR_EARLY_TLAST)], log
