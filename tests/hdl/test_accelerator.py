@@ -76,6 +76,7 @@ def test_wire_tables_match_the_hardware(cfg):
 
 @pytest.mark.parametrize("test", ["accelerator_layers", "accelerator_prune_and_pregen",
                                   "accelerator_errors_and_soft_reset",
+                                  "accelerator_strict_framing",
                                   "accelerator_pregen_overlaps_wg", "accelerator_schedule"])
 def test_accelerator_cocotb(sim, cocotb_run, test):
     cfg = TINY if sim == "verilator" else SMALL
