@@ -44,8 +44,8 @@ err : Out(1), err_code : Out(8)
     a zero-word packet; :func:`~sparseforge.hdl.wire.frame_check` is the reference the tests
     compare with): ``ERR_BAD_DEST`` (unknown destination; words up to and including the next
     ``tlast`` are discarded unless the header carries it), ``ERR_EARLY_TLAST`` (``tlast``
-    before the packet's last word: the packet ends there, a beat with missing words is not
-    presented), ``ERR_MISSING_TLAST`` (no ``tlast`` on the last word: the last beat is not
+    before the packet's last word: the packet ends there; the beat that word belongs to is
+    not presented, even when the word completes it), ``ERR_MISSING_TLAST`` (no ``tlast`` on the last word: the last beat is not
     presented, an END is not taken, and the words up to and including the next ``tlast`` are
     discarded, never parsed as a header). Beats presented before an error stay delivered. A
     malformed stream never hangs the router.

@@ -65,8 +65,9 @@ HEADER_COUNT_BITS = 24
 # 3. A header naming no destination -> ERR_BAD_DEST; the packet ends at the header if it carries
 #    ``tlast``, else every word up to and including the next ``tlast`` is discarded.
 # 4. ``tlast`` on a word before the packet's last (the header of a packet with payload, or a
-#    payload word but the last) -> ERR_EARLY_TLAST; the packet ends at that word (a beat whose
-#    words are incomplete is not delivered) and the next word is a header.
+#    payload word but the last) -> ERR_EARLY_TLAST; the packet ends at that word, the beat
+#    that word belongs to is not delivered (even when the word completes it), and the next
+#    word is a header.
 # 5. No ``tlast`` on the packet's last word (a zero-word header without it, or the last payload
 #    word without it) -> ERR_MISSING_TLAST; the packet's last beat is *not* delivered (an END is
 #    not executed) and every following word up to and including the next ``tlast`` is

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from sparseforge.gen.config import preset
 from sparseforge.hdl import wire
 from sparseforge.hdl.router import PacketRouter, packet_port
-from sparseforge.hdl.wire import (DEST_CTRL, DEST_END, ERR_BAD_DEST, ERR_EARLY_TLAST,
+from sparseforge.hdl.wire import (DEST_END, ERR_BAD_DEST, ERR_EARLY_TLAST,
                                   ERR_MISSING_TLAST, Frame, frame_check, header)
+from sparseforge.sim.host.driver import PacketCodec
+from sparseforge.sim.testkit.layers import random_array_layer
 
 SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
                                max_row_len=16, k_max=3, name="small")
@@ -92,6 +94,33 @@ def test_frame_check_errors():
         Frame(0, 1, 0, (), ERR_MISSING_TLAST, 2)]
     # destinations() as the table
     assert frame_check(pk("ctrl", beats_of("ctrl", 1)), DESTS)[0].error == 0
+
+
+def as_frame(packet):
+    """A host packet as ``Driver.send`` puts it on ``s_axis``: one frame, tlast on its last
+    word (cocotbext-axi's ``AxiStreamSource.send`` of the packet's bytes)."""
+    return [(w, int(k == len(packet) - 1)) for k, w in enumerate(packet)]
+
+
+def test_driver_packets_are_well_framed():
+    """Every packet the host driver builds (CTRL, END, array jobs of each phase, scrub, schedule,
+    step, a zero-beat packet), sent one frame per packet, is a well-framed packet for
+    frame_check: executed, its count of beats delivered, nothing discarded."""
+    codec = PacketCodec(SMALL)
+    packets = [codec.ctrl_packet(), codec.end_packet(), codec.packet("x_r0", []),
+               codec.step_packet(3), codec.sched_packet(bytes(range(16)))]
+    packets += codec.scrub_packets()[0]
+    for k, (mode, nm) in enumerate([("fp", (2, 4)), ("bp", None), ("wg", None)]):
+        job, _ = random_array_layer(mode, cfg=SMALL, nm=nm, seed=900 + k, cin=4, cout=4,
+                                    height=5, width=5)
+        packets += codec.array_job_packets(job)
+    words = [w for p in packets for w in as_frame(p)]
+    frames = frame_check(words, DESTS)
+    assert len(frames) == len(packets)
+    for f, p in zip(frames, packets):
+        assert f.executed and f.end - f.start == len(p), (f, p[:2])
+        if f.dest != DEST_END:
+            assert len(f.beats) == f.count, f
 
 
 # -- the router against the reference -------------------------------------------------------------
