@@ -51,6 +51,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from sparseforge.gen.cliutil import OneLineParser, error_line, guarded, plain, positive_float
+from sparseforge.gen.paths import inside
 from sparseforge.boards.ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform,
                                      parse_critical_path, parse_fmax, parse_utilisation, tool_path,
                                      yowasp_env)
@@ -180,7 +182,7 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     build_dir.mkdir(parents=True, exist_ok=True)
     report = {"board": board, "block": block, "preset": preset, "config": cfg.to_dict(),
               "params": used, "build_dir": str(build_dir), "versions": _versions()}
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a, **k: None) if quiet else print
     t0 = time.perf_counter()
 
     if board == "vcu1525":
@@ -373,7 +375,8 @@ def synth_block(block: str, cfg, out_dir: Path, *, params: dict | None = None,
     folder = Path(out_dir) / block
     folder.mkdir(parents=True, exist_ok=True)
     write_verilog(component, block, folder / f"{block}.v", config=cfg, params=used)
-    entry = {"block": block, "preset": cfg.name, "params": used, "runtime_s": {}}
+    entry = {"block": block, "preset": cfg.name, "config_key": cfg.key(), "params": used,
+             "runtime_s": {}}
     for fam in families:
         cells, dt = _run_yosys(folder, f"{block}.v", block, fam)
         entry[fam] = _SYNTH[fam][1](cells)
@@ -383,7 +386,15 @@ def synth_block(block: str, cfg, out_dir: Path, *, params: dict | None = None,
 
 
 def _baseline_path(block: str, preset: str, baselines_dir=None) -> Path:
-    return Path(baselines_dir or BASELINES_DIR) / f"{block}.{preset}.json"
+    return inside(baselines_dir or BASELINES_DIR, f"{block}.{preset}.json")
+
+
+def preset_matches(cfg) -> bool:
+    """Baselines are keyed by (block, preset name) and belong to that preset's exact
+    configuration: a configuration named like a preset but changed by ``--set`` (or a custom
+    name) has no baseline, is not compared and cannot write one."""
+    from sparseforge.gen.config import PRESETS
+    return cfg.name in PRESETS and cfg == PRESETS[cfg.name]
 
 
 def load_baseline(block: str, preset: str, baselines_dir=None) -> dict | None:
@@ -392,6 +403,15 @@ def load_baseline(block: str, preset: str, baselines_dir=None) -> dict | None:
 
 
 def write_baseline(entry: dict, baselines_dir=None) -> Path:
+    """Store ``entry`` (from :func:`synth_block`) as the baseline of its block and preset;
+    ``ValueError`` (nothing written) when its configuration is not exactly the preset's."""
+    from sparseforge.gen.config import PRESETS
+    want = PRESETS[entry["preset"]].key() if entry["preset"] in PRESETS else None
+    if entry.get("config_key") != want:
+        raise ValueError(f"{entry['block']}: the synthesized configuration "
+                         f"({entry.get('config_key')}) is not the preset "
+                         f"{entry['preset']!r}'s ({want}); baselines are kept only for the "
+                         f"presets as shipped")
     path = _baseline_path(entry["block"], entry["preset"], baselines_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     keep = {k: entry[k] for k in ("block", "preset", "params") if k in entry}
@@ -444,13 +464,14 @@ def synth_report(preset: str = "tiny", blocks=None, out_dir: str | Path | None =
     """
     from sparseforge.gen.blocks import BLOCKS
     cfg = _config(preset, sets)
-    out_dir = Path(out_dir or Path("build") / "synth" / preset)
+    out_dir = Path(out_dir) if out_dir else inside(Path("build") / "synth", preset)
     out_dir.mkdir(parents=True, exist_ok=True)
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a, **k: None) if quiet else print
     names = list(blocks) if blocks else sorted(BLOCKS)
     report = {"preset": preset, "families": list(families), "versions": _versions(),
               "blocks": [], "regressions": {}, "skipped": {}, "failed": {}}
-    for name in names:
+    for k, name in enumerate(names, 1):
+        say(f"[{k}/{len(names)}] {name}: synthesizing ({', '.join(families)}) ...", flush=True)
         try:
             entry = synth_block(name, cfg, out_dir, params=(params or {}).get(name),
                                 families=families)
@@ -466,7 +487,8 @@ def synth_report(preset: str = "tiny", blocks=None, out_dir: str | Path | None =
             report["failed"][name] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
             say(f"FAILED {name}: {report['failed'][name]}")
             continue
-        base = load_baseline(name, preset, baselines_dir)
+        # only the preset as shipped has a baseline (preset_matches)
+        base = load_baseline(name, preset, baselines_dir) if preset_matches(cfg) else None
         entry["baseline"] = None if base is None else str(_baseline_path(name, preset,
                                                                           baselines_dir))
         if base is not None:
@@ -547,13 +569,13 @@ def select_blocks(blocks=None, exclude=None, env=None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sparseforge.boards.flows",
-                                     description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="sparseforge", description=plain(__doc__.split("\n\n")[0]))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("bitstream", help="board build (VCU1525 Vivado tree, ECPIX-5 bitstream)")
-    p.add_argument("--board", required=True, choices=BOARDS)
-    p.add_argument("--block", default="compressor")
+    p.add_argument("--board", required=True, choices=BOARDS, help="target board")
+    p.add_argument("--block", default="compressor",
+                   help="block to build (default compressor; see sparseforge verilog --help)")
     p.add_argument("--preset", default=None, help="default: vcu1525 -> vcu1525, ecpix5 -> ecp5")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="configuration override (repeatable)")
@@ -567,25 +589,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "standalone board-top tree")
     g.add_argument("--no-block-design", action="store_true",
                    help="vcu1525 + accelerator: only the standalone board-top tree")
-    p.add_argument("--core-mhz", type=float, default=None, metavar="N",
+    p.add_argument("--core-mhz", type=positive_float, default=None, metavar="N",
                    help="vcu1525 + accelerator block design: the core's clock (clk_wiz from the "
                         "XDMA's 250 MHz axi_aclk), whole MHz 10..250 (default 125)")
-    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+    p.add_argument("--clock-mhz", type=positive_float, default=None, metavar="F",
                    help="ecpix5: clock the design from an ECP5 PLL at F MHz (default: the "
                         "board's 100 MHz oscillator directly)")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="ecpix5: nextpnr placement seed (integer >= 1; default nextpnr's)")
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="tiny", help="preset to synthesize (default tiny)")
     p.add_argument("--blocks", nargs="*", default=None, metavar="BLOCK",
                    help="blocks to synthesize, space- or comma-separated (default: $SYNTH_BLOCKS, "
                         "else every registered block)")
     p.add_argument("--exclude", nargs="*", default=None, metavar="BLOCK",
                    help="blocks to leave out, space- or comma-separated (default: $SYNTH_EXCLUDE)")
     p.add_argument("--families", nargs="*", default=["xilinx", "ecp5"],
-                   choices=["xilinx", "ecp5"])
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+                   choices=["xilinx", "ecp5"], help="synthesis families (default both)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="configuration override (repeatable; no baseline is compared or "
+                        "written for a changed preset)")
     p.add_argument("--param", action="append", default=[], metavar="[BLOCK.]NAME=VALUE",
                    help="block parameter override; without BLOCK. it applies to every block")
     p.add_argument("-o", "--output", default=None, metavar="DIR",
@@ -598,39 +622,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "bitstream":
-            bitstream(args.board, args.block, args.preset, args.output,
-                      params=_parse_params(args.param), sets=args.set,
-                      block_design=False if args.no_block_design else (True if args.bd_only
-                                                                         else None),
-                      standalone=not args.bd_only, core_mhz=args.core_mhz,
-                      clock_mhz=args.clock_mhz, seed=args.seed)
-            return 0
-        bp = _block_params(args.param)
-        names = select_blocks(args.blocks, args.exclude)
-        params = {n: {**bp.get("*", {}), **bp.get(n, {})} for n in names}
-        unknown = set(bp) - {"*"} - set(names)
-        if unknown:
-            raise ValueError(f"--param names block(s) {sorted(unknown)} not being synthesized")
-        report = synth_report(args.preset, names, args.output,
-                              params={n: p for n, p in params.items() if p},
-                              families=tuple(args.families), sets=args.set,
-                              skip_missing=not (args.blocks or os.environ.get("SYNTH_BLOCKS")))
-        if report["failed"]:
-            for name, err in report["failed"].items():
-                print(f"flows: error: {name}: {err}", file=sys.stderr)
-            return 2
-        if args.update_baselines:
-            for entry in report["blocks"]:
-                print(f"baseline written: {write_baseline(entry)}")
-            return 0
-        if args.check and report["regressions"]:
-            return 1
+    return guarded(_run, args)
+
+
+def _run(args) -> int:
+    if args.command == "bitstream":
+        bitstream(args.board, args.block, args.preset, args.output,
+                  params=_parse_params(args.param), sets=args.set,
+                  block_design=False if args.no_block_design else (True if args.bd_only
+                                                                     else None),
+                  standalone=not args.bd_only, core_mhz=args.core_mhz,
+                  clock_mhz=args.clock_mhz, seed=args.seed)
         return 0
-    except (ValueError, TypeError, RuntimeError) as e:
-        print(f"flows: error: {e}", file=sys.stderr)
+    if args.update_baselines and not preset_matches(_config(args.preset, args.set)):
+        # refused before any synthesis: --set (or a renamed configuration) would write
+        # another configuration's figures under the preset's name
+        raise ValueError(f"--update-baselines: the configuration is not the preset "
+                         f"{args.preset!r} as shipped (--set given); baselines are kept "
+                         f"only for the presets")
+    bp = _block_params(args.param)
+    names = select_blocks(args.blocks, args.exclude)
+    params = {n: {**bp.get("*", {}), **bp.get(n, {})} for n in names}
+    unknown = set(bp) - {"*"} - set(names)
+    if unknown:
+        raise ValueError(f"--param names block(s) {sorted(unknown)} not being synthesized")
+    report = synth_report(args.preset, names, args.output,
+                          params={n: p for n, p in params.items() if p},
+                          families=tuple(args.families), sets=args.set,
+                          skip_missing=not (args.blocks or os.environ.get("SYNTH_BLOCKS")))
+    if report["failed"]:
+        for name, err in report["failed"].items():
+            print(error_line(f"{name}: {err}"), file=sys.stderr)
         return 2
+    if args.update_baselines:
+        for entry in report["blocks"]:
+            print(f"baseline written: {write_baseline(entry)}")
+        return 0
+    if args.check and report["regressions"]:
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

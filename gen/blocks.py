@@ -73,7 +73,7 @@ def _skid(cfg: AcceleratorConfig, **params):
 
 def _accelerator(cfg: AcceleratorConfig, **params):
     acc = Accelerator(cfg, config_tag=config_tag(cfg), config_hash=config_hash(cfg),
-                      version=params.get("version", __version__))
+                      version=params.get("version", __version__), sched_depth=cfg.sched_depth)
     return acc, {"version": __version__}
 
 

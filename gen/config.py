@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 
 from sparseforge.hdl.pe import K_MAX_LIMIT
 
-__all__ = ["AcceleratorConfig", "PRESETS", "preset", "load_config", "SUPPORTED_M", "SUPPORTED_STRIDES"]
+__all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset", "load_config", "parse_table_file",
+           "NAME_RE", "SUPPORTED_M", "SUPPORTED_STRIDES"]
 
 #: N:M group sizes the N:M selector supports (powers of two so indices pack densely).
 SUPPORTED_M = (2, 4, 8, 16)
@@ -36,6 +38,10 @@ SUPPORTED_STRIDES = (1, 2)
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Names that may become file names (configurations, networks).
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class AcceleratorConfig:
     * ``acc_width`` [2 * data_width, 64] -- exact accumulator width.
     * ``weight_buf_depth``, ``act_buf_depth``, ``psum_buf_depth`` [16, 1 << 20] -- scratchpad
       depths in words.
+    * ``sched_depth`` [16, 1 << 20] -- the on-chip schedule memory in 32-bit words (the
+      controller refuses a longer binary; ``gen.schedule.validate(data, cfg)`` too).
     * ``prng_width`` {32} -- width of the xorshift PRNG state of the stochastic pruner.
     * ``strides`` -- subset of (1, 2): strides the PE supports.
     """
@@ -74,6 +82,7 @@ class AcceleratorConfig:
     weight_buf_depth: int = 1024
     act_buf_depth: int = 1024
     psum_buf_depth: int = 1024
+    sched_depth: int = 4096
     prng_width: int = 32
     strides: tuple = (1, 2)
 
@@ -81,6 +90,11 @@ class AcceleratorConfig:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty string, not {self.name!r}")
+        # the name reaches file names (build folders, baselines, manifests): no separators,
+        # no "." / "..", nothing a shell or a path would interpret
+        if not NAME_RE.fullmatch(self.name) or self.name in (".", ".."):
+            raise ValueError(f"name must match [A-Za-z0-9_.-]+ (and not be '.' or '..'), not "
+                             f"{self.name!r}")
         if isinstance(self.strides, list):
             object.__setattr__(self, "strides", tuple(self.strides))
         for f in fields(self):
@@ -105,7 +119,7 @@ class AcceleratorConfig:
         rng("data_width", 2, 32)
         rng("frac_bits", 0, self.data_width - 1)
         rng("acc_width", 2 * self.data_width, 64)
-        for depth in ("weight_buf_depth", "act_buf_depth", "psum_buf_depth"):
+        for depth in ("weight_buf_depth", "act_buf_depth", "psum_buf_depth", "sched_depth"):
             rng(depth, 16, 1 << 20)
         if self.prng_width != 32:
             raise ValueError(f"prng_width must be 32 (xorshift32), not {self.prng_width}")
@@ -238,16 +252,71 @@ def preset(name: str) -> AcceleratorConfig:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
 
 
-def parse_table_file(path: Path, what: str, error=ValueError):
-    """Parse a ``.toml``, ``.yaml`` or ``.yml`` file (configurations, networks); another
-    suffix raises ``error`` naming ``what``."""
-    text = path.read_text()
+class ConfigError(ValueError):
+    """A configuration file that cannot be used (parse error, duplicate key, empty, wrong
+    type); the message names the file and, where known, the line."""
+
+
+def _unique_key_loader():
+    """A ``yaml.SafeLoader`` that refuses duplicate mapping keys (YAML's default keeps the
+    last one silently; TOML refuses them) and, being safe, any ``!!python/...`` tag."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def parse_table_file(path: Path, what: str, error=ConfigError):
+    """Parse a ``.toml``, ``.yaml`` or ``.yml`` file (configurations, networks) into a dict.
+
+    Every problem raises ``error`` (a ``ValueError`` subclass) with one line naming the file
+    and, for syntax errors, the line: another suffix, a parse error, a duplicate key, a YAML
+    tag the safe loader refuses (``!!python/object``), an empty file, a top level that is not
+    a table."""
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise error(f"{what} file must end in .toml, .yaml or .yml, not {path.suffix!r}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a text file ({exc.reason})") from None
     if path.suffix == ".toml":
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise error(f"{path}: invalid TOML: {exc}") from None
+    else:
         import yaml
-        return yaml.safe_load(text)
-    raise error(f"{what} file must end in .toml, .yaml or .yml, not {path.suffix!r}")
+        try:
+            data = yaml.load(text, Loader=_unique_key_loader())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            ctx = getattr(exc, "context", None)
+            raise error(f"{where}: invalid YAML: {problem}" + (f" ({ctx})" if ctx else "")) \
+                from None
+    if data is None or data == {}:
+        raise error(f"{path}: the {what} file is empty")
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} file must hold a table of keys, not a "
+                    f"{type(data).__name__}")
+    return data
 
 
 def load_config(path: str | Path | None = None, *, base: str | None = None,
@@ -263,11 +332,11 @@ def load_config(path: str | Path | None = None, *, base: str | None = None,
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"configuration file {str(path)!r} does not exist")
-        data = parse_table_file(path, "configuration") or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"configuration file {str(path)!r} must hold a table of fields")
+        data = parse_table_file(path, "configuration")
         if "accelerator" in data and isinstance(data["accelerator"], dict):
             data = data["accelerator"]
+        if not data:
+            raise ConfigError(f"{path}: the configuration file is empty")
     if base is not None and "preset" not in data:
         data["preset"] = base
     if overrides:

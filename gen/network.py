@@ -283,23 +283,27 @@ class Network:
 
 # -- loading ------------------------------------------------------------------------------------
 
-def load_network(src, cfg: AcceleratorConfig | None = None) -> Network:
+def load_network(src, cfg: AcceleratorConfig | None = None, *, batch: int | None = None) -> Network:
     """Load and validate a network: a ``.yaml``/``.yml``/``.toml`` path, a dict, or the name of
     a network in :data:`NETWORKS_DIR` (e.g. ``"digits-cnn"``, ``"resnet18-cifar"``). ``cfg``:
-    the configuration it must run on, or None (structural checks only; module doc)."""
+    the configuration it must run on, or None (structural checks only; module doc). ``batch``:
+    replaces the description's batch size."""
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise NetworkError(f"batch must be an integer >= 1, not {batch!r}")
     if isinstance(src, dict):
-        return parse_network(src, cfg)
+        return parse_network(src if batch is None else {**src, "batch": batch}, cfg)
     if isinstance(src, str) and not Path(src).suffix and (NETWORKS_DIR / f"{src}.yaml").is_file():
         src = NETWORKS_DIR / f"{src}.yaml"
     if not isinstance(src, (str, Path)):
         raise TypeError(f"network must be a path, an example name or a dict, not {type(src).__name__}")
     path = Path(src)
     if not path.is_file():
-        raise NetworkError(f"network file {str(path)!r} does not exist (examples: {examples()})")
+        raise NetworkError(f"unknown network {str(src)!r}: no such file or example (examples: "
+                           f"{examples()})")
     data = parse_table_file(path, "network", NetworkError)
-    if not isinstance(data, dict):
-        raise NetworkError(f"network file {str(path)!r} must hold a table")
     data.setdefault("name", path.stem)
+    if batch is not None:
+        data["batch"] = batch
     return parse_network(data, cfg)
 
 

@@ -188,7 +188,8 @@ def encode(schedule: Schedule) -> bytes:
 def validate(data, cfg: AcceleratorConfig | None = None) -> list[int]:
     """Check a binary in the controller's order; return its words or raise :class:`ScheduleError`.
 
-    Order: whole words and at least header + END + CRC (length); magic; version; header length
+    Order: whole words and at least header + END + CRC (length); with ``cfg``: no longer than
+    ``cfg.sched_depth`` (length; the controller's memory); magic; version; header length
     fields against the actual length (length); CRC-32 over everything before the last word
     (checksum); configuration tag and hash against ``cfg`` when given (config); every entry's
     opcode (opcode); reserved bits zero, END exactly once and last (entry)."""
@@ -202,6 +203,10 @@ def validate(data, cfg: AcceleratorConfig | None = None) -> list[int]:
     if nwords < 1 + 1:
         raise ScheduleError("length", f"{nwords} words is shorter than a header")
     words = list(struct.unpack(f"<{nwords}I", data))
+    if cfg is not None and nwords > cfg.sched_depth:
+        # the controller's hardware-only rule, checked first as it is (hdl/controller.py)
+        raise ScheduleError("length", f"{nwords} words do not fit the schedule memory "
+                                      f"(sched_depth={cfg.sched_depth} words of {cfg.name})")
     if words[0] != MAGIC:
         raise ScheduleError("magic", f"magic {words[0]:#010x}, expected {MAGIC:#010x} ('SFSC')")
     if words[1] != VERSION:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from sparseforge.gen.cliutil import OneLineParser, guarded, plain
 from sparseforge.sim.perf import model as perf
 from sparseforge.sim.perf import sparsity
 from sparseforge.gen.config import preset
@@ -259,21 +260,34 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
     return doc, text
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sparseforge.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-o", "--out", default="build/bench")
-    ap.add_argument("--presets", default="vcu1525,ecp5")
-    ap.add_argument("--networks", default="all")
-    ap.add_argument("--batch", type=int, default=1)
+def build_parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog="sparseforge bench", description=plain(__doc__),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-o", "--out", default="build/bench",
+                    help="output folder (default build/bench)")
+    ap.add_argument("--presets", default="vcu1525,ecp5",
+                    help="comma-separated presets (default vcu1525,ecp5)")
+    ap.add_argument("--networks", default="all",
+                    help="comma-separated benchmark networks, or all (default)")
+    ap.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     ap.add_argument("--p", type=float, default=0.9, help="gradient pruning rate")
     ap.add_argument("--relu-zero", type=float, default=0.5, help="modelled ReLU zero fraction")
-    ap.add_argument("--stats-dir", default="build/stats")
-    ap.add_argument("--no-plots", action="store_true")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stats-dir", default="build/stats",
+                    help="measured statistics of make train-stats (default build/stats)")
+    ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--sim", action="store_true",
                     help="add the simulator sections (Verilog generation time per preset, "
                          "cocotb cycles/s under Icarus and Verilator)")
+    return ap
+
+
+def main(argv=None) -> int:
+    return guarded(_main, argv)
+
+
+def _main(argv) -> int:
+    ap = build_parser()
     a = ap.parse_args(argv)
     nets = BENCHMARKS if a.networks == "all" else tuple(a.networks.split(","))
     for n in nets:

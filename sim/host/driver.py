@@ -206,6 +206,12 @@ class Driver:
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
         self.prev: dict = {}
         self.side: list = []              # output beats of other sources seen by _collect
+        #: 32-bit AXI4-Stream words sent to ``s_axis`` / received from ``m_axis`` so far (the
+        #: host traffic the e2e report counts per phase)
+        self.words_in = 0
+        self.words_out = 0
+        #: the last :meth:`run_phase`'s figures (``cycles``, ``array_cycles``, words, status)
+        self.last_phase: dict = {}
 
     @classmethod
     async def start(cls, dut, cfg, *, period_ns: int = 10):
@@ -236,6 +242,7 @@ class Driver:
     async def send(self, packets):
         for p in packets:
             data = b"".join(w.to_bytes(4, "little") for w in p)
+            self.words_in += len(p)
             await self.src.send(data)
         await self.src.wait()
 
@@ -247,6 +254,7 @@ class Driver:
             frame = await self.sink.recv()
             data = bytes(frame.tdata)
             words = [int.from_bytes(data[k:k + 4], "little") for k in range(0, len(data), 4)]
+            self.words_out += len(words)
             for name, beat in self.codec.parse_output(words):
                 if prefix is None or name.startswith(prefix):
                     parsed.append((name, beat))
@@ -302,6 +310,53 @@ class Driver:
         cols = self.codec.column_values(parsed, job.cols)
         out = job.assemble([[v["value"] for v in c] for c in cols])
         return out, status, cols
+
+    async def run_phase(self, phase: str, *, x=None, w=None, dy=None, mask=None, x_shape=None,
+                        w_shape=None, stride: int = 1, padding: int = 0, raw: bool = False,
+                        step=None) -> np.ndarray:
+        """Run one layer phase on host tensors and return its result (the stable public call,
+        ``docs/accelerator.md``, "Running one layer phase").
+
+        ``phase``: ``"fp"`` (``x`` ``(B, Cin, H, W)``, ``w`` ``(Cout, Cin, Kh, Kw)``, ``mask``
+        the forward N:M mask or None for dense) -> ``y`` ``(B, Cout, Ho, Wo)``; ``"bp"``
+        (``dy``, ``w``, ``x_shape``, ``mask`` the backward mask) -> ``dx`` of ``x_shape``;
+        ``"wg"`` (``x``, ``dy``, ``w_shape``) -> ``dW`` of ``w_shape``. Integer tensors in the
+        signed ``data_width`` range. ``raw=False`` applies the write-back rule (round, shift
+        by ``frac_bits``, saturate: :func:`sparseforge.sim.reference.golden.writeback`), so the
+        result equals the golden model's phase; ``raw=True`` returns the raw column sums.
+        ``step``: the schedule opcode when a schedule is running (else None).
+
+        Raises ``ValueError`` for a phase the configuration cannot map (e.g. a WG input larger
+        than ``act_buf_depth``) and ``RuntimeError`` when the accelerator reports an error.
+        After the call :attr:`last_phase` holds ``cycles`` (the CYCLES counter's increment),
+        ``array_cycles`` (the exact array model's cycles for the same work), ``words_in`` /
+        ``words_out`` (stream words) and ``status``."""
+        from sparseforge.gen.mapper import array as am
+        if phase not in ("fp", "bp", "wg"):
+            raise ValueError(f"phase must be 'fp', 'bp' or 'wg', not {phase!r}")
+        need = {"fp": ("x", "w"), "bp": ("dy", "w", "x_shape"), "wg": ("x", "dy", "w_shape")}
+        given = {"x": x, "w": w, "dy": dy, "x_shape": x_shape, "w_shape": w_shape}
+        missing = [k for k in need[phase] if given[k] is None]
+        if missing:
+            raise ValueError(f"run_phase({phase!r}) needs {', '.join(need[phase])}; missing: "
+                             f"{', '.join(missing)}")
+        kw = {k: given[k] for k in need[phase]}
+        if phase != "wg":
+            kw["mask"] = mask
+        job = am.map_array(phase, cfg=self.codec.cfg, stride=stride, padding=padding, raw=raw,
+                           **kw)
+        c0 = await self.counter("cycles")
+        w0, o0 = self.words_in, self.words_out
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        out, status, _ = await self.run_array_job(job, step=step)
+        if status & STATUS_ERROR or not status & STATUS_DONE:
+            raise RuntimeError(f"{phase} phase: STATUS {status:#x}, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}")
+        self.last_phase = {"phase": phase, "cycles": await self.counter("cycles") - c0,
+                           "array_cycles": am.cycles(job).cycles,
+                           "words_in": self.words_in - w0, "words_out": self.words_out - o0,
+                           "status": status}
+        return out
 
     # -- pruner and pre-generation (used by sim/e2e.py and tests/cocotb_accelerator.py) -------
     async def prune(self, g, tau: int, seed: int, *, step=None):

@@ -57,16 +57,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparseforge.gen.config import AcceleratorConfig
-from sparseforge.gen.network import NETWORKS_DIR, Network, parse_network
+from sparseforge.gen.network import NETWORKS_DIR, Network, load_network
 from sparseforge.gen.mapper import array as am
 from sparseforge.gen.schedule import Op
 from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_DONE, STATUS_ERROR
+from sparseforge.hdl.wire import Phase
 from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
 from sparseforge.sim.reference import golden
 
 __all__ = ["TrainState", "StepResult", "GoldenBackend", "ModelBackend", "RTLBackend",
            "load_net", "init_state", "make_batch", "layer_seed", "train_step", "compare",
-           "maxpool_forward", "maxpool_backward", "cycle_table"]
+           "maxpool_forward", "maxpool_backward", "cycle_table", "report_phase",
+           "report_step", "REPORT_SCHEMA_VERSION", "PHASE_CODES"]
 
 MASK32 = 0xFFFF_FFFF
 
@@ -76,18 +78,13 @@ MASK32 = 0xFFFF_FFFF
 # ------------------------------------------------------------------------------------------
 
 def load_net(name: str, cfg: AcceleratorConfig, *, batch: int | None = None) -> Network:
-    """An example network (``gen/networks/<name>.yaml``) with its batch replaced by ``batch``."""
-    import yaml
+    """An example network (``gen/networks/<name>.yaml``) with its batch replaced by ``batch``
+    (:func:`sparseforge.gen.network.load_network` restricted to the shipped examples)."""
     path = NETWORKS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown network {name!r}; known: "
                          f"{sorted(p.stem for p in NETWORKS_DIR.glob('*.yaml'))}")
-    data = yaml.safe_load(path.read_text())
-    if batch is not None:
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, not {batch!r}")
-        data["batch"] = batch
-    return parse_network(data, cfg)
+    return load_network(path, cfg, batch=batch)
 
 
 @dataclass
@@ -463,6 +460,20 @@ class RTLBackend(ModelBackend):
                                    f"{await self.drv.read('ERROR_CODE'):#x}")
         return getattr(Op, op)
 
+    def _words(self, since=None):
+        """The driver's stream word counts, or (``since`` a previous result) the increments
+        as ``words_in`` / ``words_out``."""
+        now = (self.drv.words_in, self.drv.words_out)
+        if since is None:
+            return now
+        return {"words_in": now[0] - since[0], "words_out": now[1] - since[1]}
+
+    async def restart(self):
+        """Run the loaded schedule again from its first entry (the next training step)."""
+        if self.schedule is not None and self._started:
+            if not await self.drv.start_schedule() & SCHED_RUNNING:
+                raise RuntimeError("the schedule did not restart")
+
     def _now(self):
         from cocotb.utils import get_sim_time
         return int(get_sim_time("ns")) // self.clock_ns
@@ -477,9 +488,10 @@ class RTLBackend(ModelBackend):
         if self.prev is None:
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        c0 = self._now()
+        c0, w0 = self._now(), self._words()
         out, status, _ = await self.drv.run_array_job(job, step=await self._step(mode.upper()))
         io = self._now() - c0
+        words = self._words(w0)
         if not status & STATUS_DONE or status & STATUS_ERROR:
             raise RuntimeError(f"{self.layer} {mode}: STATUS {status:#x} (done without error "
                                f"expected)")
@@ -489,7 +501,7 @@ class RTLBackend(ModelBackend):
         rec = {"layer": self.layer, "phase": mode, "cycles": d["cycles"],
                "model_cycles": st.cycles, "busy_mac0": d["busy_mac"],
                "model_busy_mac0": st.pe[0][0].busy_mac, "nnz0": d["nnz"],
-               "model_nnz0": st.pe[0][0].nnz, "io_cycles": io,
+               "model_nnz0": st.pe[0][0].nnz, "io_cycles": io, **words,
                "host_s": time.perf_counter() - t0}
         self.log.append(rec)
         if self.strict and (d["busy_mac"] != st.pe[0][0].busy_mac or
@@ -511,15 +523,15 @@ class RTLBackend(ModelBackend):
                                    padding=padding)
 
     async def prune(self, g, tau, seed):
-        t0, c0 = time.perf_counter(), self._now()
+        t0, c0, w0 = time.perf_counter(), self._now(), self._words()
         out = await self.drv.prune(g, tau, seed, step=await self._step("PRUNE"))
         self.log.append({"layer": self.layer, "phase": "prune", "io_cycles": self._now() - c0,
-                         "elements": int(np.asarray(g).size),
+                         "elements": int(np.asarray(g).size), **self._words(w0),
                          "host_s": time.perf_counter() - t0})
         return out
 
     async def pregen(self, w, n):
-        t0, c0 = time.perf_counter(), self._now()
+        t0, c0, w0 = time.perf_counter(), self._now(), self._words()
         step = await self._step("PREGEN")
         if step is None:
             out = await self.drv.pregen(w, n)
@@ -527,6 +539,7 @@ class RTLBackend(ModelBackend):
             out = await self.drv.pregen_scheduled(w, n, step=step)
         self.log.append({"layer": self.layer, "phase": "pregen", "io_cycles": self._now() - c0,
                          "groups": 2 * int(np.asarray(w).size) // self.cfg.nm_m,
+                         **self._words(w0),
                          "host_s": time.perf_counter() - t0})
         return out
 
@@ -541,3 +554,51 @@ def cycle_table(log: list[dict]) -> str:
     wid = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, wid))   # noqa: E731
     return "\n".join([line(cols)] + [line(r) for r in rows])
+
+
+# ------------------------------------------------------------------------------------------
+# build/e2e/report.json (docs/e2e.md, "The report")
+# ------------------------------------------------------------------------------------------
+
+#: Version of the report's schema; bumped when a field changes meaning.
+REPORT_SCHEMA_VERSION = 1
+#: The report's phase codes: the array phases (the PE's ``mode``, :class:`hdl.wire.Phase`),
+#: then the accelerator's other phases. ``update`` and ``stage`` (ReLU, pooling, loss) are
+#: still host work in this version and do not appear in a report yet.
+PHASE_CODES = tuple(p.name.lower() for p in Phase) + ("prune", "pregen", "update", "stage")
+ARRAY_PHASES = tuple(p.name.lower() for p in Phase)
+
+
+def report_phase(rec: dict) -> dict:
+    """One ``phases[]`` entry of the report from an :class:`RTLBackend` log record.
+
+    ``cycles``: simulated clock cycles from the phase's first packet to its done (the
+    host-visible time of the phase at the top level); ``array_cycles``: the exact array
+    model's cycles for the same work fed at full rate (0 for phases that are not array work);
+    ``dma_cycles``: transfer cycles not hidden under compute -- 0 here, because the host-fed
+    data plane has no separate transfer: every operand word crosses the stream inside
+    ``cycles``; ``host_words_in`` / ``host_words_out``: 32-bit AXI4-Stream words to and from
+    the accelerator; ``debug_words``: words read only for checking (none). ``counter_cycles``
+    (array phases): the CYCLES counter's increment over AXI4-Lite."""
+    phase = rec["phase"]
+    if phase not in PHASE_CODES:
+        raise ValueError(f"unknown phase code {phase!r}; known: {PHASE_CODES}")
+    arr = phase in ARRAY_PHASES
+    out = {"layer": rec["layer"], "phase": phase, "cycles": int(rec["io_cycles"]),
+           "array_cycles": int(rec["model_cycles"]) if arr else 0, "dma_cycles": 0,
+           "host_words_in": int(rec.get("words_in", 0)),
+           "host_words_out": int(rec.get("words_out", 0)), "debug_words": 0}
+    if arr:
+        out["counter_cycles"] = int(rec["cycles"])
+    return out
+
+
+def report_step(log: list[dict], *, tensors_compared: int, mismatched: list[str]) -> dict:
+    """One ``steps[]`` entry: the phases of ``log`` and the step's sums."""
+    phases = [report_phase(r) for r in log]
+    tot = {k: sum(p[k] for p in phases) for k in ("cycles", "array_cycles", "dma_cycles",
+                                                   "host_words_in", "host_words_out",
+                                                   "debug_words")}
+    return {"tensors_compared": int(tensors_compared),
+            "tensors_mismatched": len(mismatched), "mismatches": list(mismatched),
+            **tot, "phases": phases}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sparseforge.gen.cliutil import OneLineParser, guarded
 from sparseforge.formal.harnesses import FormalHarness, SelectorHarness
 from sparseforge.formal.mutants import BrokenStage, TiesToHigherSelector
 from sparseforge.formal.sby import (ENGINES, FormalError, ProofResult, run_comb_check, run_sby,
@@ -207,7 +208,11 @@ def run_proofs(proofs: list[Proof], build_dir: str | Path, *, timeout: float = 6
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sparseforge.formal",
+    return guarded(_main, argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog="sparseforge formal",
                                  description="Run the SymbiYosys proofs and print a table.")
     ap.add_argument("-o", "--build-dir", default="build/formal",
                     help="work folder (one subfolder per proof; default build/formal)")
@@ -221,7 +226,11 @@ def main(argv=None) -> int:
                     help="override the depth of the selector-invariant BMC proofs")
     ap.add_argument("--trace", metavar="VCD", default=None,
                     help="print the DUT ports of a counterexample trace as a table and exit")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.trace:
         print(trace_table(args.trace))

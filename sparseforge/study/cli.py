@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from sparseforge.gen.cliutil import OneLineParser, guarded
+
 QUICK = {"variants": "dense,bdwp2-8,prune0.9,bdwp2-8_prune0.9", "seeds": "0", "epochs": 6}
 TOLERANCE_POINTS = 1.5
 
@@ -63,8 +65,8 @@ def _parse_variants(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sparseforge.study.cli",
+    p = OneLineParser(
+        prog="sparseforge train-stats",
         description="Train the digits CNN per variant and seed; write hardware sparsity "
                     "statistics (JSON), an accuracy summary and a plot.")
     p.add_argument("--variants", default="all",
@@ -81,11 +83,14 @@ def build_parser():
     p.add_argument("--quick", action="store_true",
                    help=f"CI-sized run: variants {QUICK['variants']}, seed {QUICK['seeds']}, "
                         f"{QUICK['epochs']} epochs (explicit flags still win)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size (default: the study's, docs/training.md)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the study's, docs/training.md)")
     p.add_argument("--stats-epochs", type=int, default=None,
                    help="sample the statistics over the last this-many epochs (default 1)")
-    p.add_argument("--srste-decay", type=float, default=None)
+    p.add_argument("--srste-decay", type=float, default=None,
+                   help="SR-STE decay of the pruned weights (variants with _srste)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -268,6 +273,10 @@ def plot_accuracy(results, variants, seeds, path):
 
 
 def main(argv=None):
+    return guarded(_main, argv)
+
+
+def _main(argv):
     from sparseforge.gen import stats_schema
     from sparseforge.study import train
     parser = build_parser()

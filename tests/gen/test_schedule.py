@@ -106,9 +106,12 @@ def _order(sched):
 
 
 def test_digits_cnn_schedule():
-    net = load_network("digits-cnn", CFG)
-    s = build_schedule(net, CFG)
-    check_schedule(s, net, CFG)
+    # at its default batch (64) the digits CNN needs 9,849 words: more than tiny's 4,096-word
+    # schedule memory (test_schedule_must_fit_the_schedule_memory); a core with a larger one
+    cfg = CFG.replace(sched_depth=1 << 14)
+    net = load_network("digits-cnn", cfg)
+    s = build_schedule(net, cfg)
+    check_schedule(s, net, cfg)
     print(s.phases())
     # FP of every layer; then backwards: PRUNE (conv layers, p = 0.9), BP (not conv1), WG,
     # PREGEN (BDWP layers conv2 and fc1 only).
@@ -140,14 +143,34 @@ def test_digits_cnn_schedule():
                                                                  2 * 16 * 8 * 9 // 8]
     assert all([e.tile for e in v] == list(range(len(v))) and
                {e.n_tiles for e in v} == {len(v)} for v in by_layer.values())
-    assert decode(encode(s), CFG) == s
+    assert decode(encode(s), cfg) == s
+
+
+def test_schedule_must_fit_the_schedule_memory():
+    """validate() with a configuration refuses a binary longer than its sched_depth (the
+    controller's length error), before any other check."""
+    tiny = preset("tiny")
+    net = load_network("digits-cnn", tiny)
+    data = encode(build_schedule(net, tiny))
+    assert len(data) // 4 == 9849 > tiny.sched_depth == 4096
+    with pytest.raises(ScheduleError, match=r"length error \(code 1\): 9849 words do not fit "
+                                            r"the schedule memory \(sched_depth=4096 words of "
+                                            r"tiny\)"):
+        validate(data, tiny)
+    assert validate(data)[0] == MAGIC                     # without a configuration: no limit
+    small = load_network("digits-cnn", tiny, batch=1)
+    assert len(validate(encode(build_schedule(small, tiny)), tiny)) == 989
+    with pytest.raises(ValueError, match=r"sched_depth must be in \[16, 1048576\], not 8"):
+        tiny.replace(sched_depth=8)
 
 
 @pytest.mark.parametrize("p", ["tiny", "ecp5", "vcu1525"])
 @pytest.mark.parametrize("name", ["digits-cnn", "tiny-cnn"])
 @pytest.mark.parametrize("mapping,sparse", [("interleaved", True), ("in-order", False)])
 def test_example_schedules_cover_and_fit(p, name, mapping, sparse):
-    cfg = preset(p)
+    # the examples at their default batch; the digits CNN at batch 64 needs a larger schedule
+    # memory than the presets' 4,096 words (test_schedule_must_fit_the_schedule_memory)
+    cfg = preset(p).replace(sched_depth=1 << 16)
     net = load_network(name, cfg)
     s = build_schedule(net, cfg, mapping=mapping, sparse=sparse)
     check_schedule(s, net, cfg, sparse=sparse)
@@ -235,7 +258,7 @@ def networks(draw):
        st.sampled_from(["interleaved", "in-order"]), st.booleans())
 def test_random_networks_schedule_covers_and_fits(desc, shape, psum, wbuf, abuf, mapping, sparse):
     cfg = CFG.replace(pe_rows=shape[0], pe_cols=shape[1], psum_buf_depth=psum,
-                      weight_buf_depth=wbuf, act_buf_depth=abuf)
+                      weight_buf_depth=wbuf, act_buf_depth=abuf, sched_depth=1 << 20)
     try:
         net = parse_network(desc, cfg)
         s = build_schedule(net, cfg, mapping=mapping, sparse=sparse)

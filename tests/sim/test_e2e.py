@@ -154,8 +154,24 @@ def test_e2e_cocotb(sim, cocotb_run, test, tmp_path):
     assert cocotb_run("accelerator", sim, "cocotb_e2e", config=cfg, params=params,
                       testcase=test) == 1
     res = json.loads(log_path.read_text())
-    print(e2e.cycle_table(res["log"]))
+    (run,) = res["steps"]
+    print(e2e.cycle_table(run["log"]))
     print(f"simulated cycles {res['sim_cycles']}, RTL step {res['wall_s']:.1f} s wall")
-    arr = [r for r in res["log"] if r["phase"] in ("fp", "bp", "wg")]
+    arr = [r for r in run["log"] if r["phase"] in ("fp", "bp", "wg")]
     assert arr and all(r["busy_mac0"] == r["model_busy_mac0"] and r["nnz0"] == r["model_nnz0"]
                        for r in arr)
+    # the report entry (build/e2e/report.json's steps[]) made from the same log
+    step = e2e.report_step(run["log"], tensors_compared=run["tensors_compared"],
+                           mismatched=run["mismatched"])
+    assert step["tensors_mismatched"] == 0 and step["tensors_compared"] > 0
+    net = e2e.load_net(name, cfg, batch=batch)
+    assert [(q["layer"], q["phase"]) for q in step["phases"]] == \
+        [(r["layer"], r["phase"]) for r in run["log"]]
+    for q in step["phases"]:
+        assert q["phase"] in e2e.PHASE_CODES and q["cycles"] > 0
+        assert (q["array_cycles"] > 0) == (q["phase"] in ("fp", "bp", "wg"))
+        assert q["host_words_in"] > 0 and q["host_words_out"] > 0 and q["debug_words"] == 0
+    assert step["array_cycles"] == sum(r["model_cycles"] for r in arr)
+    assert step["cycles"] == sum(r["io_cycles"] for r in run["log"])
+    # the model array cycles of a phase are those of map_array for the same layer
+    assert len(arr) == 3 * len(net.compute) - 1

@@ -1,0 +1,207 @@
+"""``make e2e``: training steps of a network on the ``accelerator`` RTL, checked against the
+golden model, with the per-phase cycle and traffic report ``build/e2e/report.json``.
+
+    python -m sparseforge.e2e [--net digits-cnn] [--preset tiny] [--batch 1]
+                              [--sim verilator|icarus] [--steps 1] [-o build/e2e]
+
+(``make e2e E2E_ARGS="--preset ecp5 --sim icarus"``). The run emits the ``accelerator``
+Verilog of the configuration, builds it for the simulator (once per configuration, kept under
+``<out>/sim-<config key>-<sim>/``), runs :mod:`sparseforge.sim.host.e2e_cocotb` there and
+writes ``<out>/report.json`` (schema: ``docs/e2e.md``, "The report") and ``<out>/log.json``
+(the raw per-phase records). Exit status 0 when every tensor of every step equals the golden
+model's, 1 when the run completed with a mismatch or a failed check, 2 on bad arguments (one
+line ``sparseforge: error: ...``), e.g. a network the configuration cannot map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from sparseforge.gen.cliutil import OneLineParser, error_line, guarded
+from sparseforge.gen.config import DEFAULT_PRESET, PRESETS, load_config
+from sparseforge.gen.network import NetworkError
+
+DEFAULT_NET = "digits-cnn"
+SEED, PRUNE_SEED, LR_SHIFT = 2024, 77, 4
+
+
+class UsageError(Exception):
+    """A request the run cannot serve (reported as one line, exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="sparseforge e2e",
+        description="Training steps of a network on the accelerator RTL (cocotb), every tensor "
+                    "checked against the golden model; writes OUT/report.json.")
+    p.add_argument("--net", default=DEFAULT_NET,
+                   help=f"network name or YAML file (default {DEFAULT_NET})")
+    p.add_argument("--preset", default=None,
+                   help=f"configuration preset ({', '.join(sorted(PRESETS))}; default "
+                        f"{DEFAULT_PRESET})")
+    p.add_argument("--config", default=None, metavar="FILE", help="TOML/YAML configuration file")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one configuration field (repeatable)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--steps", type=int, default=1,
+                   help="consecutive training steps, weights carried over (default 1)")
+    p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                   help="simulator (default verilator)")
+    p.add_argument("--seed", type=int, default=SEED,
+                   help=f"seed of the initial weights and of the batches (default {SEED})")
+    p.add_argument("--prune-seed", type=int, default=PRUNE_SEED,
+                   help=f"base seed of the stochastic pruner (default {PRUNE_SEED})")
+    p.add_argument("--lr-shift", type=int, default=LR_SHIFT,
+                   help=f"SGD step as a right shift of dW (default {LR_SHIFT})")
+    p.add_argument("--waves", action="store_true",
+                   help="dump waveforms (the simulator's default format, in the run folder)")
+    p.add_argument("-o", "--output", default="build/e2e", metavar="DIR",
+                   help="output folder (default build/e2e)")
+    return p
+
+
+def _check_args(args):
+    for name, lo in (("batch", 1), ("steps", 1)):
+        v = getattr(args, name)
+        if v < lo:
+            raise UsageError(f"--{name} must be >= {lo}, not {v}")
+    if not 0 <= args.lr_shift <= 62:
+        raise UsageError(f"--lr-shift must be in [0, 62], not {args.lr_shift}")
+    if not 1 <= args.prune_seed <= 2**32 - 1:
+        raise UsageError(f"--prune-seed must be in [1, 2**32 - 1], not {args.prune_seed}")
+
+
+def plan(args):
+    """The configuration and network of a run, checked before anything is built: the step
+    must map on the configuration (the array model runs it once, in Python) and its schedule
+    must fit the schedule memory. Returns ``(cfg, net, schedule_words)``."""
+    from sparseforge.gen.schedule import build_schedule
+    from sparseforge.sim.host import e2e
+    base = args.preset if args.preset is not None else DEFAULT_PRESET
+    if args.preset == "":
+        raise UsageError("--preset must name a preset, not ''")
+    cfg = load_config(args.config, base=base, overrides=args.set)
+    try:
+        net = e2e.load_net(args.net, cfg, batch=args.batch)
+    except NetworkError as exc:
+        raise UsageError(str(exc)) from None
+    words = len(build_schedule(net, cfg).encode()) // 4
+    depth = cfg.sched_depth
+    if words > depth:
+        raise UsageError(f"the schedule of {net.name} at batch {net.batch} needs {words} "
+                         f"words; the schedule memory of {cfg.name} holds {depth}")
+    state = e2e.init_state(net, cfg, seed=args.seed)
+    x, y = e2e.make_batch(net, cfg, seed=args.seed)
+    try:
+        asyncio.run(e2e.train_step(net, cfg, state, x, y, e2e.ModelBackend(cfg),
+                                   lr_shift=args.lr_shift, base_seed=args.prune_seed))
+    except ValueError as exc:
+        raise UsageError(f"{net.name} at batch {net.batch} does not map on {cfg.name}: "
+                         f"{exc}") from None
+    return cfg, net, words
+
+
+def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
+    """``report.json`` from the cocotb run's log (``res``)."""
+    from sparseforge.gen.schedule import config_hash
+    from sparseforge.sim.host import e2e
+    steps = [e2e.report_step(r["log"], tensors_compared=r["tensors_compared"],
+                             mismatched=r["mismatched"]) for r in res["steps"]]
+    return {"schema_version": e2e.REPORT_SCHEMA_VERSION, "preset": cfg.name,
+            "config_hash": f"{config_hash(cfg):08x}", "network": net.name,
+            "batch": net.batch, "simulator": args.sim, "steps": steps,
+            "data_plane": "host-stream",
+            "sim_cycles": res["sim_cycles"], "sim_wall_s": round(res["wall_s"], 3),
+            "sim_cycles_per_s": round(res["sim_cycles"] / res["wall_s"]) if res["wall_s"] else 0,
+            "build_s": round(wall_build, 3), "schedule_words": res["schedule_words"],
+            "seed": args.seed, "prune_seed": args.prune_seed, "lr_shift": args.lr_shift,
+            "command": "python -m sparseforge.e2e " + " ".join(sys.argv[1:])}
+
+
+def run(args, log=print) -> tuple[dict, bool]:
+    """Plan, build, simulate; returns ``(report, passed)``."""
+    from sparseforge.gen.blocks import build_block
+    from sparseforge.gen.verilog import write_verilog
+    from sparseforge.sim.testkit import runner as R
+    _check_args(args)
+    cfg, net, words = plan(args)
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not R.simulator_available(args.sim):
+        raise UsageError(f"{args.sim} is not installed (run `make setup`)")
+    if args.waves:
+        os.environ["WAVES"] = "1"
+    work = out / f"sim-{cfg.key()}-{args.sim}"
+    rtl = work / "rtl" / "accelerator.v"
+    t0 = time.perf_counter()
+    if not rtl.exists():
+        log(f"emitting the accelerator for {cfg.name} ...")
+        component, used = build_block("accelerator", cfg)
+        write_verilog(component, "accelerator", rtl, config=cfg, params=used)
+    build_dir = work / ("build-waves" if args.waves else "build")
+    if not (build_dir / ".built").exists():
+        log(f"building it for {args.sim} (once per configuration) ...")
+        R.build(args.sim, [rtl], "accelerator", build_dir)
+        (build_dir / ".built").touch()
+    wall_build = time.perf_counter() - t0
+    log_path = out / "log.json"
+    log_path.unlink(missing_ok=True)
+    params = {"config": cfg.to_dict(), "seed": args.seed, "prune_seed": args.prune_seed,
+              "lr_shift": args.lr_shift, "network": args.net, "batch": args.batch,
+              "steps": args.steps, "log_path": str(log_path)}
+    log(f"running {args.steps} step(s) of {net.name} (batch {net.batch}, schedule {words} "
+        f"words) on {cfg.name} under {args.sim} ...")
+    passed = True
+    try:
+        R.run_test(args.sim, "accelerator", "sparseforge.sim.host.e2e_cocotb", build_dir,
+                   params=params, testcase="e2e_training_step", test_dir=work / "run")
+    except AssertionError as exc:
+        passed = False
+        log(f"the run failed: {exc}")
+    if not log_path.exists():
+        raise RuntimeError("the cocotb run wrote no log (see the simulator output above)")
+    res = json.loads(log_path.read_text())
+    report = build_report(args, cfg, net, res, wall_build)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    passed = passed and all(s["tensors_mismatched"] == 0 for s in report["steps"])
+    return report, passed
+
+
+def summary(report: dict) -> str:
+    lines = [f"{report['network']} batch {report['batch']} on {report['preset']} "
+             f"({report['simulator']}), data plane: {report['data_plane']}"]
+    for k, s in enumerate(report["steps"]):
+        ratio = s["cycles"] / s["array_cycles"] if s["array_cycles"] else float("nan")
+        lines.append(f"step {k}: {s['tensors_compared'] - s['tensors_mismatched']}/"
+                     f"{s['tensors_compared']} tensors equal the golden model; {s['cycles']} "
+                     f"cycles for {s['array_cycles']} array cycles ({ratio:.2f}x); host words "
+                     f"in {s['host_words_in']}, out {s['host_words_out']}")
+    lines.append(f"{report['sim_cycles']} simulated cycles in {report['sim_wall_s']:.1f} s "
+                 f"({report['sim_cycles_per_s']} cycles/s)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    return guarded(_main, argv)
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report, passed = run(args)
+    except UsageError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 2
+    print(summary(report))
+    print(f"wrote {Path(args.output) / 'report.json'}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

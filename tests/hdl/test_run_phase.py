@@ -1,0 +1,19 @@
+"""``Driver.run_phase`` (the documented one-phase host call) on the accelerator RTL under both
+simulators (Verilator: tiny preset; Icarus: the smaller array of test_accelerator.py, so each
+simulator model is built once per session)."""
+
+from sparseforge.gen.config import preset
+
+TINY = preset("tiny")
+# the Icarus config of test_accelerator.py (same key: its simulator model is reused)
+SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
+                               max_row_len=16, k_max=3, name="small")
+
+
+def test_run_phase_cocotb(sim, cocotb_run):
+    cfg = TINY if sim == "verilator" else SMALL
+    params = {"config": cfg.to_dict(), "seed": 31, "cin": 4, "cout": 4,
+              "hw": 6 if sim == "verilator" else 5}
+    print(f"seed=31 sim={sim} config={cfg.name}")
+    assert cocotb_run("accelerator", sim, "cocotb_run_phase", config=cfg, params=params,
+                      testcase="run_phase_equals_golden") == 1
