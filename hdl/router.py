@@ -173,8 +173,11 @@ class PacketRouter(wiring.Component):
 
         # strict framing (wire.py's rules): tlast exactly on a packet's last word -- the header
         # of a zero-word packet (no beats, or END), else the last word of the last beat
+        # (a compare with the ids of the payload-less destinations -- END --, not nwords_in:
+        # that would put the full destination decode in front of the error and END logic)
         zero = Signal()                  # the header taken in IDLE opens a zero-word packet
-        m.d.comb += zero.eq((hdr_count == 0) | (nwords_in == 0))
+        m.d.comb += zero.eq((hdr_count == 0) |
+                            Cat(hdr_id == d.id for d in dests if d.words == 0).any())
         framed = Signal()                # ... and carries tlast exactly when it should
         m.d.comb += framed.eq(known & (last == zero))
         beat_done = Signal()             # LOAD: the word taken completes a beat

@@ -125,12 +125,13 @@ def test_driver_packets_are_well_framed():
 
 # -- the router against the reference -------------------------------------------------------------
 
-def run_router(words, seed, *, p_idle=0.3, p_stall=0.4, max_cycles=None):
-    """Drive ``words`` into a PacketRouter(SMALL) with random idle cycles and random ready on
-    every destination; returns (delivered beats per id, error codes, END pulses, begin pulses,
-    busy at the end)."""
+def run_router(words, seed, *, p_idle=0.3, p_stall=0.4, max_cycles=None, make=PacketRouter):
+    """Drive ``words`` into ``make(SMALL)`` (the PacketRouter, or whatever replaces it with the
+    same ports: ``i``, the destination streams, ``err``/``err_code``/``end``/``busy``/``held``)
+    with random idle cycles and random ready on every destination; returns (delivered beats
+    per id, error codes, END pulses, begin pulses, busy at the end)."""
     rng = random.Random(seed)
-    dut = PacketRouter(SMALL)
+    dut = make(SMALL)
     ports = [(d.id, packet_port(dut, d)) for d in DESTS if d.width]
     got = {i: [] for i, _ in ports}
     errs, ends, begins = [], [], []
@@ -195,6 +196,9 @@ def expect(words):
 
 
 def check(words, seed, **kw):
+    """Run the router on ``words`` and compare with :func:`wire.frame_check`: the beats
+    delivered to each destination, the error codes in order, the END pulses; a stream ending
+    with ``tlast`` leaves the router waiting for a header."""
     frames, want, errs, ends = expect(words)
     got, gerrs, gends, begins, busy = run_router(words, seed, **kw)
     assert gerrs == errs, (gerrs, errs, frames)
