@@ -27,10 +27,14 @@ last, end}``; ``prune``: a pruned gradient; ``pregen``: a selected group), ``tla
 last word. Sources are served in a fixed priority (lowest id first); every source is finite,
 so none starves for ever.
 
-Errors (*ours*): a header naming an unknown destination or a packet whose words end with
-``tlast`` early raises STATUS.error with ERROR_CODE ``ERR_BAD_DEST`` (1) or ``ERR_SHORT`` (2);
-the router then discards words up to and including the next ``tlast`` and returns to waiting
-for a header: a malformed stream never hangs the core. CTRL.soft_reset resets the whole
+Errors (*ours*): the stream's framing is strict (``tlast`` exactly on each packet's last word:
+the header of a zero-word packet such as END; rules and reference checker in
+:mod:`sparseforge.hdl.wire`). A header naming an unknown destination, ``tlast`` before a
+packet's last word, or none on it raise STATUS.error with ERROR_CODE ``ERR_BAD_DEST`` (1),
+``ERR_EARLY_TLAST`` (2) or ``ERR_MISSING_TLAST`` (3); after an unknown destination (without
+``tlast``) or a missing ``tlast`` the router discards words up to and including the next
+``tlast`` (never parsing them as a header: an END among them is not taken), and it returns to
+waiting for a header: a malformed stream never hangs the core. CTRL.soft_reset resets the whole
 datapath (array, pruner, pre-generation, router, merger).
 
 AXI4-Lite: :class:`~sparseforge.hdl.axil.AxiLiteRegs` (``docs/register-map.md``); counters:

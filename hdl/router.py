@@ -31,16 +31,24 @@ pregen_hold : In(1)
     Holds the ``pregen`` output register empty (an on-chip pre-generation run drives the
     pre-generation's input itself).
 end : Out(1)
-    Pulse: an END header (``DEST_END``) was taken.
+    Pulse: an END header (``DEST_END``) carrying ``tlast`` was taken.
 wbuf_begin : Out(1)
-    Pulse: a ``wbuf`` header was taken (the weight buffer is written from address 0).
+    Pulse: a well-framed ``wbuf`` header was taken (the weight buffer is written from
+    address 0).
 sched_begin : Out(1), sched_len : Out(24)
-    Pulse with the beat count: a ``sched`` header was taken (a schedule load begins).
+    Pulse with the beat count: a well-framed ``sched`` header was taken (a schedule load
+    begins). (Well-framed: ``tlast`` on the header exactly when the packet has no payload.)
 err : Out(1), err_code : Out(8)
-    Pulse with ``ERR_BAD_DEST`` (a header naming an unknown destination; the router then
-    discards words up to and including the next ``tlast``) or ``ERR_SHORT`` (``tlast`` before
-    the packet's last word; the router returns to waiting for a header). A malformed stream
-    never hangs the router.
+    Pulse with an ``ERR_*`` code of :mod:`sparseforge.hdl.wire` when the stream breaks its
+    framing rules (strict: ``tlast`` exactly on each packet's last word, the header itself for
+    a zero-word packet; :func:`~sparseforge.hdl.wire.frame_check` is the reference the tests
+    compare with): ``ERR_BAD_DEST`` (unknown destination; words up to and including the next
+    ``tlast`` are discarded unless the header carries it), ``ERR_EARLY_TLAST`` (``tlast``
+    before the packet's last word: the packet ends there; the beat that word belongs to is
+    not presented, even when the word completes it), ``ERR_MISSING_TLAST`` (no ``tlast`` on the last word: the last beat is not
+    presented, an END is not taken, and the words up to and including the next ``tlast`` are
+    discarded, never parsed as a header). Beats presented before an error stay delivered. A
+    malformed stream never hangs the router.
 busy : Out(1)
     In a packet (not waiting for a header).
 held : Out(1)
@@ -57,8 +65,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl.wire import (DEST_END, ERR_BAD_DEST, ERR_SHORT, HEADER_COUNT_BITS,
-                                  axis_word_layout, destinations)
+from sparseforge.hdl.wire import (DEST_END, ERR_BAD_DEST, ERR_EARLY_TLAST, ERR_MISSING_TLAST,
+                                  HEADER_COUNT_BITS, axis_word_layout, destinations)
 
 __all__ = ["PacketRouter", "REGISTERED_KINDS", "packet_ports", "packet_port"]
 
@@ -163,26 +171,42 @@ class PacketRouter(wiring.Component):
                         port = packet_port(self, d)
                         m.d.comb += [port.valid.eq(present), present_ready.eq(port.ready)]
 
+        # strict framing (wire.py's rules): tlast exactly on a packet's last word -- the header
+        # of a zero-word packet (no beats, or END), else the last word of the last beat
+        # (a compare with the ids of the payload-less destinations -- END --, not nwords_in:
+        # that would put the full destination decode in front of the error and END logic)
+        zero = Signal()                  # the header taken in IDLE opens a zero-word packet
+        m.d.comb += zero.eq((hdr_count == 0) |
+                            Cat(hdr_id == d.id for d in dests if d.words == 0).any())
+        framed = Signal()                # ... and carries tlast exactly when it should
+        m.d.comb += framed.eq(known & (last == zero))
+        beat_done = Signal()             # LOAD: the word taken completes a beat
+        final = Signal()                 # LOAD: ... and is the packet's last word
+        m.d.comb += [beat_done.eq(widx + 1 == nwords), final.eq(beat_done & (beats_left == 1))]
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
                     m.d.sync += [hdr_dest.eq(hdr_id), beats_left.eq(hdr_count), widx.eq(0),
                                  nwords.eq(nwords_in)]
-                    m.d.comb += [self.wbuf_begin.eq(hdr_id == dest_id["wbuf"]),
-                                 self.sched_begin.eq(hdr_id == dest_id["sched"]),
+                    m.d.comb += [self.wbuf_begin.eq(framed & (hdr_id == dest_id["wbuf"])),
+                                 self.sched_begin.eq(framed & (hdr_id == dest_id["sched"])),
                                  self.sched_len.eq(hdr_count)]
                     with m.If(~known):
                         m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_BAD_DEST)]
                         with m.If(~last):
                             m.next = "DISCARD"
-                    with m.Elif(hdr_id == DEST_END):
-                        m.d.comb += self.end.eq(1)
-                    with m.Elif(hdr_count != 0):
-                        with m.If(last):
-                            m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_SHORT)]
-                        with m.Else():
-                            m.next = "LOAD"
+                    with m.Elif(zero):
+                        with m.If(~last):            # missing tlast: never an END, discard
+                            m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_MISSING_TLAST)]
+                            m.next = "DISCARD"
+                        with m.Elif(hdr_id == DEST_END):
+                            m.d.comb += self.end.eq(1)
+                    with m.Elif(last):               # a packet with payload ends at its header
+                        m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_EARLY_TLAST)]
+                    with m.Else():
+                        m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [self.i.ready.eq(1), self.busy.eq(1)]
                 with m.If(take):
@@ -190,17 +214,18 @@ class PacketRouter(wiring.Component):
                         for k in range(max_words):
                             with m.Case(k):
                                 m.d.sync += buf[32 * k:32 * (k + 1)].eq(word)
-                    with m.If(widx + 1 == nwords):
+                    with m.If(beat_done):
                         m.d.sync += widx.eq(0)
-                        m.next = "PRESENT"
-                        with m.If(last & (beats_left != 1)):
-                            m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_SHORT)]
-                            m.next = "IDLE"
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
-                        with m.If(last):
-                            m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_SHORT)]
-                            m.next = "IDLE"
+                    with m.If(final & ~last):        # missing / late tlast: the beat is not
+                        m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_MISSING_TLAST)]
+                        m.next = "DISCARD"           # presented; discard to the next tlast
+                    with m.Elif(~final & last):      # early tlast: a beat not presented
+                        m.d.comb += [self.err.eq(1), self.err_code.eq(ERR_EARLY_TLAST)]
+                        m.next = "IDLE"
+                    with m.Elif(beat_done):
+                        m.next = "PRESENT"
             with m.State("PRESENT"):
                 m.d.comb += [present.eq(1), self.busy.eq(1)]
                 with m.If(present_ready):

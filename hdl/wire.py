@@ -17,7 +17,8 @@ from amaranth.lib import data, enum
 
 __all__ = ["Phase",
            # host packets (the Accelerator's AXI4-Stream framing)
-           "DEST_CTRL", "DEST_END", "ERR_BAD_DEST", "ERR_SHORT", "HEADER_COUNT_BITS",
+           "DEST_CTRL", "DEST_END", "ERR_BAD_DEST", "ERR_EARLY_TLAST", "ERR_MISSING_TLAST",
+           "HEADER_COUNT_BITS", "Frame", "frame_check",
            "packet_words", "header", "split_header", "axis_word_layout", "ctrl_layout",
            "pgctl_layout", "PHASE_CONTROLS", "pe_layouts", "Packet", "destinations", "sources"]
 
@@ -48,12 +49,36 @@ class Phase(enum.Enum, shape=2):
 
 #: Destination ids with a fixed meaning (the others follow :func:`destinations`).
 DEST_CTRL, DEST_END = 0, 1
-#: ERROR_CODE values of the packet router (*ours*): a header naming an unknown destination; a
-#: packet whose words end with ``tlast`` early.
-ERR_BAD_DEST, ERR_SHORT = 1, 2
 #: A header word is ``id[31:24] | count[23:0]`` (in: destination id and beats; out: source id
 #: and words).
 HEADER_COUNT_BITS = 24
+
+# -- framing of the s_axis packets (*ours*, strict; issue 19) -----------------------------------
+# The rules any receiver of the ``s_axis`` word stream obeys (hdl/router.py today, whatever
+# replaces it in the data plane tomorrow); :func:`frame_check` is their executable reference.
+#
+# 1. A packet is a header word ``dest | count`` and then ``count * words`` payload words, where
+#    ``words`` is the destination's words per beat (:attr:`Packet.words`; 0 for ``end``).
+# 2. ``tlast`` is set on the packet's last word and on no other: on the header itself when the
+#    packet has no payload words (a *zero-word* packet: ``count == 0``, or ``end`` whatever its
+#    count), else on the last payload word.
+# 3. A header naming no destination -> ERR_BAD_DEST; the packet ends at the header if it carries
+#    ``tlast``, else every word up to and including the next ``tlast`` is discarded.
+# 4. ``tlast`` on a word before the packet's last (the header of a packet with payload, or a
+#    payload word but the last) -> ERR_EARLY_TLAST; the packet ends at that word, the beat
+#    that word belongs to is not delivered (even when the word completes it), and the next
+#    word is a header.
+# 5. No ``tlast`` on the packet's last word (a zero-word header without it, or the last payload
+#    word without it) -> ERR_MISSING_TLAST; the packet's last beat is *not* delivered (an END is
+#    not executed) and every following word up to and including the next ``tlast`` is
+#    discarded: they are never parsed as a header.
+# 6. Beats completed before an error are delivered (a receiver streams them on; it cannot take
+#    them back). After any error the receiver waits for a header again: it never hangs.
+
+#: ERROR_CODE values of the packet router (*ours*; the schedule controller's are 0x10 and up):
+#: a header naming an unknown destination (rule 3); ``tlast`` before the packet's last word
+#: (rule 4); no ``tlast`` on the packet's last word (rule 5: missing or late ``tlast``).
+ERR_BAD_DEST, ERR_EARLY_TLAST, ERR_MISSING_TLAST = 1, 2, 3
 
 
 def packet_words(width: int) -> int:
@@ -177,6 +202,93 @@ def destinations(cfg) -> list[Packet]:
     return _numbered(out)
 
 
+class Frame(NamedTuple):
+    """One packet as :func:`frame_check` reads it: ``start`` the index of its header word,
+    ``dest`` and ``count`` the header's fields, ``beats`` the beats delivered (ints, the words
+    of each little-endian), ``error`` 0 or the ERR_* code, ``end`` the index one past its last
+    word (the discarded words included)."""
+    start: int
+    dest: int
+    count: int
+    beats: tuple
+    error: int
+    end: int
+
+    @property
+    def executed(self) -> bool:
+        """Delivered as a whole: no error (an ``end`` packet: STATUS.done may rise)."""
+        return self.error == 0
+
+
+def frame_check(words, table) -> list[Frame]:
+    """The framing rules above, as a reference: ``words`` an iterable of ``(data, tlast)``;
+    ``table`` the destinations (:func:`destinations`' list, or a mapping id -> words per beat).
+    Returns the :class:`Frame` s in stream order. An error counts where it is found (a receiver
+    reports it there), even when the stream stops before the discard's ``tlast`` (``end`` is
+    then ``len(words)``); a packet the stream stops inside without an error has ``error == -1``
+    (incomplete: its completed beats are delivered, nothing is reported)."""
+    if isinstance(table, dict):
+        per_beat = dict(table)
+    else:
+        per_beat = {d.id: d.words for d in table}
+    words = [(int(w), bool(t)) for w, t in words]
+    out = []
+    k, n = 0, len(words)
+    while k < n:
+        start = k
+        ident, count = split_header(words[k][0])
+        tlast = words[k][1]
+        k += 1
+
+        def discard(k):
+            """Index past the next word with tlast from ``k`` on (``n`` if none comes)."""
+            while k < n:
+                k += 1
+                if words[k - 1][1]:
+                    return k
+            return n
+
+        if ident not in per_beat:
+            k = k if tlast else discard(k)
+            out.append(Frame(start, ident, count, (), ERR_BAD_DEST, k))
+            continue
+        wpb = per_beat[ident]
+        total = count * wpb
+        if total == 0:                                   # zero-word packet: tlast on the header
+            if tlast:
+                out.append(Frame(start, ident, count, (), 0, k))
+            else:
+                k = discard(k)
+                out.append(Frame(start, ident, count, (), ERR_MISSING_TLAST, k))
+            continue
+        if tlast:                                        # header of a packet with payload
+            out.append(Frame(start, ident, count, (), ERR_EARLY_TLAST, k))
+            continue
+        beats, value, j, error = [], 0, 0, -1
+        while k < n:
+            w, t = words[k]
+            k += 1
+            value |= w << (32 * j)
+            j += 1
+            final = len(beats) == count - 1 and j == wpb
+            if t and not final:
+                error = ERR_EARLY_TLAST          # the incomplete beat is not delivered
+                break
+            if final and not t:
+                error = ERR_MISSING_TLAST        # nor is the last beat without its tlast
+                break
+            if j == wpb:
+                beats.append(value)
+                value, j = 0, 0
+                if final:
+                    error = 0
+                    break
+        if error == ERR_MISSING_TLAST:
+            k = discard(k)
+        out.append(Frame(start, ident, count, tuple(beats), error, k))
+    return out
+
+
 def sources(cfg) -> list[Packet]:
     """The ``m_axis`` sources in id order (which is also the output merger's priority): the
     column outputs ``o_c{j}`` (kind ``col``), the pruner's ``prune``, the pre-generation's
@@ -293,7 +405,7 @@ class SchedErr(enum.IntEnum, shape=4):
     ENTRY = 7       # reserved bits set, END missing / not last, field out of range
 
 
-#: ERROR_CODE values of the schedule controller (the router's own are 1 and 2).
+#: ERROR_CODE values of the schedule controller (the router's own are 1 to 3).
 ERR_SCHED = 0x10                # | SchedErr: the loaded binary was refused
 ERR_NO_SCHEDULE = 0x20          # CTRL.start or a step without a loaded / running schedule
 ERR_SCHED_END = 0x21            # a step after the schedule's last phase

@@ -9,7 +9,8 @@ from cocotb.triggers import ClockCycles
 
 from sparseforge.sim.testkit.layers import random_array_layer
 from sparseforge.gen.config import AcceleratorConfig
-from sparseforge.hdl.wire import ERR_BAD_DEST
+from sparseforge.hdl.wire import (DEST_END, ERR_BAD_DEST, ERR_EARLY_TLAST, ERR_MISSING_TLAST,
+                                  header)
 from sparseforge.hdl.axil import CTRL_SOFT_RESET, ID_VALUE, STATUS_DONE, STATUS_ERROR, config_words
 from sparseforge.gen.mapper import array as am
 from sparseforge.sim.reference import golden
@@ -109,6 +110,58 @@ async def accelerator_errors_and_soft_reset(dut):
     assert status & STATUS_DONE and not status & STATUS_ERROR
     dut._log.info("bad destination -> ERROR_CODE 1; soft reset mid-job + scrub -> next job "
                   "exact")
+
+
+@cocotb.test()
+async def accelerator_strict_framing(dut):
+    """Strict s_axis framing (issue 19; the rules in hdl/wire.py): an extra word (an END header)
+    after a CTRL packet's last word, in the same frame -> ERROR_CODE 3, STATUS.done does not
+    rise, a following job is exact; a short CTRL packet without tlast followed by a good one in
+    one frame -> ERROR_CODE 3, then an END raises done without error (recovery); tlast inside a
+    CTRL packet -> ERROR_CODE 2, then recovery; an END header without tlast is not taken; then
+    a last job is exact."""
+    p, cfg, drv = await setup(dut)
+    codec = drv.codec
+    clear = STATUS_DONE | STATUS_ERROR
+    ctrl = codec.ctrl_packet()
+    end = codec.end_packet()
+    assert len(ctrl) >= 4, "the cases below need a CTRL packet of >= 3 payload words"
+
+    async def error_without_done(frame, code, what):
+        await drv.send([frame])           # one frame: tlast on its last word only
+        st = await drv.wait_done()
+        await ClockCycles(dut.clk, 50)    # an END taken by mistake would raise done by now
+        st = await drv.read("STATUS")
+        got = await drv.read("ERROR_CODE")
+        assert st & STATUS_ERROR and not st & STATUS_DONE and got == code, \
+            (what, hex(st), got, code)
+        await drv.write("STATUS", clear)
+
+    async def recovers(what):
+        await drv.send([end])
+        st = await drv.wait_done()
+        assert st & STATUS_DONE and not st & STATUS_ERROR, (what, hex(st))
+        await drv.write("STATUS", clear)
+
+    mode, job, ref = next(layers(p, cfg))
+    await error_without_done(ctrl + [header(DEST_END, 0)], ERR_MISSING_TLAST,
+                             "extra word after CTRL")
+    out, status, _ = await drv.run_array_job(job)
+    assert np.array_equal(out, ref), "the job after the extra word differs"
+    assert status & STATUS_DONE and not status & STATUS_ERROR, hex(status)
+    await drv.write("STATUS", clear)
+
+    await error_without_done(ctrl[:3] + ctrl, ERR_MISSING_TLAST, "short CTRL without tlast")
+    await recovers("after a short packet")
+    await error_without_done(ctrl[:3], ERR_EARLY_TLAST, "early tlast")
+    await recovers("after an early tlast")
+    await error_without_done(end + [0], ERR_MISSING_TLAST, "END without tlast")
+    await recovers("after an END without tlast")
+    out, status, _ = await drv.run_array_job(job)
+    assert np.array_equal(out, ref), "the job after the framing errors differs"
+    assert status & STATUS_DONE and not status & STATUS_ERROR, hex(status)
+    dut._log.info("strict framing: extra word -> ERROR_CODE 3 and no done, short packet -> 3, "
+                  "early tlast -> 2, END without tlast -> 3; recovery after each; jobs exact")
 
 
 @cocotb.test()

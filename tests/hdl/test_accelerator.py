@@ -76,6 +76,7 @@ def test_wire_tables_match_the_hardware(cfg):
 
 @pytest.mark.parametrize("test", ["accelerator_layers", "accelerator_prune_and_pregen",
                                   "accelerator_errors_and_soft_reset",
+                                  "accelerator_strict_framing",
                                   "accelerator_pregen_overlaps_wg", "accelerator_schedule"])
 def test_accelerator_cocotb(sim, cocotb_run, test):
     cfg = TINY if sim == "verilator" else SMALL
@@ -92,7 +93,7 @@ def test_router_timing_and_errors():
     """PacketRouter alone (amaranth-sim), words offered every cycle: a beat of ``w`` bits
     costs ``ceil(w / 32) + 1`` cycles (i.ready low in PRESENT) and reaches a registered
     destination one cycle after PRESENT; an unknown destination pulses ERR_BAD_DEST and the
-    words up to tlast are discarded; tlast inside a packet pulses ERR_SHORT."""
+    words up to tlast are discarded; tlast inside a packet pulses ERR_EARLY_TLAST."""
     from amaranth.sim import Simulator
 
     from sparseforge.hdl.router import PacketRouter
@@ -128,4 +129,4 @@ def test_router_timing_and_errors():
     assert ready[:4] == [0, 1, 3, 5], log
     assert [(c, p) for c, _, v, p, _, _ in log if v] == [(3, 5), (5, 6)], log
     errs = [(c, code) for c, *_, e, code in log if e]
-    assert errs == [(5, wire.ERR_BAD_DEST), (9, wire.ERR_SHORT)], log
+    assert errs == [(5, wire.ERR_BAD_DEST), (9, wire.ERR_EARLY_TLAST)], log
