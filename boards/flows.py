@@ -51,7 +51,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from sparseforge.gen.cliutil import OneLineParser, error_line, guarded, plain, positive_float
+from sparseforge.gen.cliutil import (OneLineParser, error_line, guarded, plain, positive_float,
+                                     preset_name)
 from sparseforge.gen.paths import inside
 from sparseforge.boards.ecp5 import (ECP5_KEY_BELS, KEEP_FF_SCRIPT, NEXTPNR_OPTS, ecpix5_platform,
                                      parse_critical_path, parse_fmax, parse_utilisation, tool_path,
@@ -576,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, choices=BOARDS, help="target board")
     p.add_argument("--block", default="compressor",
                    help="block to build (default compressor; see sparseforge verilog --help)")
-    p.add_argument("--preset", default=None, help="default: vcu1525 -> vcu1525, ecpix5 -> ecp5")
+    p.add_argument("--preset", default=None, type=preset_name,
+                   help="default: vcu1525 -> vcu1525, ecpix5 -> ecp5")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="configuration override (repeatable)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -599,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ecpix5: nextpnr placement seed (integer >= 1; default nextpnr's)")
 
     p = sub.add_parser("synth-report", help="yosys synth_xilinx / synth_ecp5 estimates per block")
-    p.add_argument("--preset", default="tiny", help="preset to synthesize (default tiny)")
+    p.add_argument("--preset", default="tiny", type=preset_name,
+                   help="preset to synthesize (default tiny)")
     p.add_argument("--blocks", nargs="*", default=None, metavar="BLOCK",
                    help="blocks to synthesize, space- or comma-separated (default: $SYNTH_BLOCKS, "
                         "else every registered block)")

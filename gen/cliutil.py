@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 __all__ = ["PROG", "OneLineParser", "positive_float", "guarded", "error_line", "EXPECTED",
-           "plain"]
+           "plain", "preset_name"]
 
 PROG = "sparseforge"
 #: Failures a command reports as one line: bad values and files (ValueError covers the
@@ -41,6 +41,13 @@ def plain(doc: str) -> str:
     import re
     doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
     return doc.replace("``", "")
+
+
+def preset_name(text: str) -> str:
+    """argparse type: a non-empty preset name (``--preset ""`` must not mean the default)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a preset, not ''")
+    return text
 
 
 def positive_float(text: str) -> float:
