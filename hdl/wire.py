@@ -406,11 +406,17 @@ class SchedErr(enum.IntEnum, shape=4):
 
 
 #: ERROR_CODE values of the schedule controller (the router's own are 1 to 3).
+#: Phase codes of the accelerator's work as reports name it (``build/e2e/report.json``): the
+#: array phases (:class:`Phase`, the PE's ``mode``), then the other phases: stochastic
+#: pruning, N:M pre-generation, the SGD update and the between-layer stages (ReLU, pooling,
+#: loss). ``update`` and ``stage`` are host work in this version.
+PHASE_CODES = tuple(p.name.lower() for p in Phase) + ("prune", "pregen", "update", "stage")
+
 ERR_SCHED = 0x10                # | SchedErr: the loaded binary was refused
 ERR_NO_SCHEDULE = 0x20          # CTRL.start or a step without a loaded / running schedule
 ERR_SCHED_END = 0x21            # a step after the schedule's last phase
 ERR_SCHED_MISMATCH = 0x22       # the step's opcode is not the next entry's
 
 __all__ += ["SCHED_MAGIC", "SCHED_VERSION", "SCHED_HEADER_WORDS", "SCHED_ENTRY_WORDS", "SchedOp",
-            "SchedFlag", "ENTRY_LAYOUT", "ENTRY_FIELD", "ENTRY_RESERVED", "SchedErr", "ERR_SCHED",
+            "PHASE_CODES", "SchedFlag", "ENTRY_LAYOUT", "ENTRY_FIELD", "ENTRY_RESERVED", "SchedErr", "ERR_SCHED",
             "ERR_NO_SCHEDULE", "ERR_SCHED_END", "ERR_SCHED_MISMATCH"]

@@ -61,7 +61,7 @@ from sparseforge.gen.network import NETWORKS_DIR, Network, load_network
 from sparseforge.gen.mapper import array as am
 from sparseforge.gen.schedule import Op
 from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_DONE, STATUS_ERROR
-from sparseforge.hdl.wire import Phase
+from sparseforge.hdl.wire import PHASE_CODES, Phase
 from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
 from sparseforge.sim.reference import golden
 
@@ -562,10 +562,8 @@ def cycle_table(log: list[dict]) -> str:
 
 #: Version of the report's schema; bumped when a field changes meaning.
 REPORT_SCHEMA_VERSION = 1
-#: The report's phase codes: the array phases (the PE's ``mode``, :class:`hdl.wire.Phase`),
-#: then the accelerator's other phases. ``update`` and ``stage`` (ReLU, pooling, loss) are
-#: still host work in this version and do not appear in a report yet.
-PHASE_CODES = tuple(p.name.lower() for p in Phase) + ("prune", "pregen", "update", "stage")
+#: The report's phase codes (:data:`sparseforge.hdl.wire.PHASE_CODES`); ``update`` and
+#: ``stage`` are still host work in this version and do not appear in a report yet.
 ARRAY_PHASES = tuple(p.name.lower() for p in Phase)
 
 
