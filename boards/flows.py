@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -146,6 +147,10 @@ def bitstream(board: str, block: str = "compressor", preset: str | None = None,
     """
     if clock_mhz is not None and board != "ecpix5":
         raise ValueError(f"clock_mhz (a PLL clock) is for the ecpix5 build, not {board!r}")
+    if clock_mhz is not None and not (isinstance(clock_mhz, (int, float)) and
+                                      math.isfinite(clock_mhz) and clock_mhz > 0):
+        # checked before anything is written (a nan reached nextpnr and left half a folder)
+        raise ValueError(f"clock_mhz must be a finite number > 0, not {clock_mhz!r}")
     if seed is not None:
         if board != "ecpix5":
             raise ValueError(f"seed (nextpnr's placement seed) is for the ecpix5 build, not "

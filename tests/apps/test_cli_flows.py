@@ -154,3 +154,11 @@ def test_broken_pipe_is_quiet():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("mhz", [float("nan"), float("inf"), 0, -5])
+def test_bitstream_api_refuses_bad_clocks_before_writing(mhz, tmp_path):
+    from sparseforge.boards import flows
+    with pytest.raises(ValueError, match="clock_mhz must be a finite number > 0"):
+        flows.bitstream("ecpix5", "compressor", None, tmp_path / "bs", clock_mhz=mhz)
+    assert not (tmp_path / "bs").exists()
