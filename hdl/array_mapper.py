@@ -1,0 +1,616 @@
+"""Array mapper: the PE array's FP / BP input streams generated on chip from plain tensors.
+
+The RTL twin of :func:`sparseforge.gen.mapper.array.map_array` (the offline reference, which
+stays the specification): given one layer phase (a *job*) and read ports into on-chip
+memories that hold the operands in plain C order, it produces, beat for beat, the streams
+the reference mapping sends to :class:`~sparseforge.hdl.pe_array.PEArray`:
+
+* ``x[i]``: the operand rows of PE row ``i`` (interleaved dealing: row ``(b, a, r)`` goes to
+  PE row ``((b*Rn + r)*A + a) % rows``; taken in ``(b, a, r)`` order), compressed on the fly
+  (the non-zeros and always the final column with ``last``, :func:`numfmt.compress_row`);
+* ``taps[i][j]``: per operand row the tap bundles of PE ``(i, j)`` (taps in ``(o_local, kr,
+  kw)`` order, stride-2 FP grouped by column parity, cut into ``lanes`` slots, the last one
+  padded; ``last`` on a row's final bundle, ``eot`` on the tile's final one), a 1-cycle skip
+  bundle for a PE without taps for a row another PE of its row needs;
+* ``drain[j]``: one drain command per tile (``raw = 1``: the PEs drain raw, the column writes
+  back).
+
+Per tile (the y-major row bands of :mod:`sparseforge.gen.tiling`, ``psum_buf_depth //
+out_row_len`` output rows each) a PE row streams only the operand rows at least one of its PEs
+has a tap for (``_align``); a tile in which none is needed streams the PE row's first operand
+row (``(0, 0, 0)`` when the PE row has none at all) as a skip row.
+
+Naming (one loop nest for both phases): the streamed operand ``a[b, a, r, :]`` has ``A``
+channels, ``Rn`` rows of ``Lin`` columns; the outputs ``(b, o, y, :)`` ``O`` channels, ``Ro``
+rows of ``Lout`` columns; column ``j`` holds ``o = ol * cols + j`` for ``ol < Ocl = ceil(O /
+cols)`` (padded channels ``o >= O`` have no taps).
+
+====  ===========  ================  =============  ===========================================
+mode  operand       A, Rn, Lin        O, Ro, Lout    weight index of tap (o, a, kr, kw)
+====  ===========  ================  =============  ===========================================
+FP    x  (act)     Cin, H, W         Cout, Ho, Wo   ``((o*Cin + a)*Kh + kr)*Kw + kw``
+BP    dy (grad)    Cout, Ho, Wo      Cin, H, W      ``((a*Cin + o)*Kh + kr)*Kw + kw``
+====  ===========  ================  =============  ===========================================
+
+FP: output row ``y = (r + pad - kr) / S`` (valid when non-negative, divisible, ``< Ho``); BP:
+``y = r*S + kr - pad`` (valid in ``[0, H)``). The tap's psum address is ``(q - lo) * Lout``
+with ``q = y*(B*Ocl) + b*Ocl + ol`` the output row's y-major index and ``lo`` the tile's first.
+
+Parameters
+----------
+rows, cols, macs_per_pe, data_width, k_max, max_row_len, psum_buf_depth, act_buf_depth :
+    As the PE array's (:meth:`from_config`); they fix the stream layouts.
+addr_width : int, [4, 32]
+    Word-address width of the memory read ports.
+
+Ports
+-----
+job : In(job_layout(addr_width))
+    ``mode`` (Phase: FP 0, BP 1), ``batch``, ``cin``, ``cout``, ``h``, ``w``, ``kh``, ``kw``,
+    ``stride2``, ``pad``, ``raw``, ``act_base`` (x), ``grad_base`` (dy), ``w_base`` (weights),
+    ``m_base`` (the mask: FP the forward mask, BP the backward mask, in the weights' layout).
+    Sampled when ``start`` is high while idle.
+start : In(1);  busy : Out(1)
+    Start a job; ``busy`` is high from the cycle after ``start`` until every stream is done.
+mode, stride2, pad, out_len, in_len, skip_zero, raw : Out
+    The PE array's control inputs of the job (registered; valid from the cycle after
+    ``start``, at least 3 cycles before the first beat).
+act_rd[i] : Out(read_signature(addr_width, signed(data_width))).array(rows)
+    Operand reads of PE row ``i``: ``addr``, ``en``; ``data`` is expected one cycle after an
+    ``en`` cycle and must hold while ``en`` is low (an ``amaranth.lib.memory`` read port,
+    not transparent). One element per word.
+w_rd[i][j], m_rd[i][j] : Out(read_signature(...)).array(rows, cols)
+    Weight (``signed(data_width)``) and mask (1 bit) reads of PE ``(i, j)``'s tap generator;
+    the two ports always carry the same address offset from ``w_base`` / ``m_base`` and the
+    same ``en`` (one memory holding weight and mask bit side by side serves both).
+x[i], taps[i][j], drain[j] : Out(stream.Signature(pe_layouts(cfg)[...]))
+    The PE array's input streams (``dense[i][j]`` is not generated: WG is not done yet).
+    ``valid``/``payload`` are registers; every stream honours back-pressure.
+
+Structure, latency, throughput
+------------------------------
+One *row unit* per PE row walks the tiles and, per tile, the operand rows of its PE row; per
+operand row it first lets its ``cols`` *tap generators* (one per PE, in parallel) probe
+whether any of them has a tap (stopping at the first one found), then streams the row: the
+*x emitter* reads ``Lin`` elements (one per cycle) and emits the compressed beats while each
+tap generator scans its ``Ocl*Kh*Kw`` candidate taps (one per cycle, twice in stride-2 FP,
+once per parity) and emits a bundle each time ``lanes`` taps are found. A generator holds its
+latest bundle back until the next one exists or the row / tile ends (that is how ``last`` and
+``eot`` are known without look-ahead). One *drain unit* per column emits the tile's drain
+commands. Each stream is an output register: at most one beat per cycle. The x emitter runs
+at one beat per stored element (plus the zero columns it reads and drops); a tap generator at
+one bundle per ``lanes`` kept candidates (one candidate per cycle), so taps are the limit
+when the mask is sparse or the kernel small -- see ``docs/array_mapper.md`` for measured
+rates. First beats leave about 8 cycles after ``start``.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
+from sparseforge.hdl.layouts import sparse_elem_layout
+from sparseforge.hdl.wire import Phase
+
+__all__ = ["ArrayMapper", "job_layout", "read_signature"]
+
+_DIM = 16        # bits of a tensor dimension in the job
+_WIDE = 32       # bits of the internal row / word counts
+
+
+def job_layout(addr_width: int) -> data.StructLayout:
+    """The job: one layer phase's geometry and the base addresses of its operands."""
+    a = unsigned(addr_width)
+    return data.StructLayout({
+        "mode": unsigned(2), "batch": unsigned(_DIM), "cin": unsigned(_DIM),
+        "cout": unsigned(_DIM), "h": unsigned(_DIM), "w": unsigned(_DIM),
+        "kh": unsigned(8), "kw": unsigned(8), "stride2": unsigned(1), "pad": unsigned(8),
+        "raw": unsigned(1),
+        "act_base": a, "grad_base": a, "w_base": a, "m_base": a,
+    })
+
+
+def read_signature(addr_width: int, shape) -> wiring.Signature:
+    """A synchronous memory read port seen from the reader: ``addr``, ``en`` out, ``data`` in
+    (valid the cycle after an ``en`` cycle, held while ``en`` is low)."""
+    return wiring.Signature({"addr": Out(addr_width), "en": Out(1), "data": In(shape)})
+
+
+class _Geometry:
+    """The job's derived quantities, registered once per job (shared by every unit)."""
+
+    def __init__(self, addr_width):
+        self.fp = Signal()
+        self.stride2 = Signal()
+        self.pad = Signal(8)
+        self.kh = Signal(8)
+        self.kw = Signal(8)
+        self.batch = Signal(_DIM)
+        self.a_n = Signal(_DIM)          # operand channels A
+        self.rn = Signal(_DIM)           # operand rows Rn
+        self.lin = Signal(_DIM)          # operand row length
+        self.o_n = Signal(_DIM)          # output channels O (unpadded)
+        self.ro = Signal(_DIM)           # output rows Ro
+        self.lout = Signal(_DIM)         # output row length
+        self.ocl = Signal(_DIM)          # output channels per column
+        self.planes = Signal(_WIDE)      # B * Ocl
+        self.per = Signal(_WIDE)         # output rows per tile
+        self.total = Signal(_WIDE)       # output rows of a column: Ro * B * Ocl
+        self.so = Signal(_WIDE)          # weight stride of o
+        self.sa = Signal(_WIDE)          # weight stride of a
+        self.op_base = Signal(addr_width)
+        self.w_base = Signal(addr_width)
+        self.m_base = Signal(addr_width)
+
+
+class _XEmitter(wiring.Component):
+    """Reads one operand row (``lin`` words from ``base``) and emits its compressed beats.
+    ``start`` (one cycle, while not ``busy``) begins a row; ``busy`` until its last beat left
+    the scan (the output register may still hold it)."""
+
+    def __init__(self, addr_width, data_width, col_width):
+        self._aw, self._dw = addr_width, data_width
+        super().__init__({
+            "start": In(1), "base": In(addr_width), "lin": In(_DIM), "busy": Out(1),
+            "rd": Out(read_signature(addr_width, signed(data_width))),
+            "o": Out(stream.Signature(sparse_elem_layout(data_width, col_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        col = Signal(_DIM)
+        run = Signal()
+        s1_valid = Signal()
+        s1_col = Signal(_DIM)
+        s1_last = Signal()
+        out_free = ~self.o.valid | self.o.ready
+        emit = s1_valid & ((self.rd.data != 0) | s1_last)
+        adv = ~(emit & ~out_free)                    # stage 1 can retire its element
+        m.d.comb += [self.busy.eq(run | s1_valid),
+                     self.rd.addr.eq(self.base + col), self.rd.en.eq(run & adv)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(run), s1_col.eq(col), s1_last.eq(col == self.lin - 1)]
+            with m.If(run):
+                m.d.sync += col.eq(col + 1)
+                with m.If(col == self.lin - 1):
+                    m.d.sync += run.eq(0)
+            with m.If(emit):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.value.eq(self.rd.data),
+                             self.o.payload.col.eq(s1_col), self.o.payload.last.eq(s1_last)]
+        with m.If(self.start):
+            m.d.sync += [run.eq(1), col.eq(0)]
+        return m
+
+
+# tap generator operations
+_PROBE, _EMIT, _SKIP, _FLUSH = range(4)
+
+
+class _TapGen(wiring.Component):
+    """The tap bundles of one PE for one operand row (``op`` = EMIT), or whether it has any
+    tap (PROBE: ``found``), or a skip bundle (SKIP), or the tile's end (FLUSH: the held bundle
+    leaves with ``eot``). ``start`` (one cycle, while not ``busy``) begins an operation on
+    the row ``(b, a, r)`` of the tile starting at output row ``lo``."""
+
+    def __init__(self, geo, j, cols, lanes, taps_layout, addr_width, data_width):
+        self._geo, self._j, self._cols, self._lanes = geo, j, cols, lanes
+        self._tl = taps_layout
+        super().__init__({
+            "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
+            "lo": In(_WIDE), "busy": Out(1), "found": Out(1),
+            "w_rd": Out(read_signature(addr_width, signed(data_width))),
+            "m_rd": Out(read_signature(addr_width, unsigned(1))),
+            "o": Out(stream.Signature(taps_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, L = self._geo, self._lanes
+        op = Signal(2)
+        ol, kr, kw = Signal(_DIM), Signal(8), Signal(8)
+        par = Signal()                   # the parity pass (stride-2 FP emits two passes)
+        split = Signal()                 # this operation walks two parity passes
+        scanning = Signal()
+        s1_valid, s1_ok, s1_kw, s1_base = Signal(), Signal(), Signal(8), Signal(_WIDE)
+        cnt = Signal(range(L + 1))       # slots filled in the bundle being built
+        bld = Signal(self._tl)           # the bundle being built (unused slots all zero)
+        held = Signal(self._tl)          # the latest complete bundle, not yet released
+        held_valid = Signal()
+        pushed = Signal()                # this row has pushed a bundle
+
+        # -- stage 0: the candidate tap (ol, kr, kw) -> geometry, psum address, memory read
+        o = Signal(_WIDE)
+        m.d.comb += o.eq(ol * self._cols + self._j)
+        y = Signal(signed(_WIDE + 2))
+        g_ok = Signal()
+        t = Signal(signed(_WIDE + 2))
+        with m.If(g.fp):
+            m.d.comb += t.eq(self.r + g.pad - kr)
+            m.d.comb += y.eq(Mux(g.stride2, t >> 1, t))
+            m.d.comb += g_ok.eq((t >= 0) & ~(g.stride2 & t[0]) & (y < g.ro))
+        with m.Else():
+            m.d.comb += y.eq(Mux(g.stride2, self.r << 1, self.r) + kr - g.pad)
+            m.d.comb += g_ok.eq((y >= 0) & (y < g.ro))
+        q = Signal(_WIDE)
+        m.d.comb += q.eq(y[:_WIDE] * g.planes + self.b * g.ocl + ol)
+        in_tile = (q >= self.lo) & (q < self.lo + g.per)
+        par_ok = ~split | ((g.pad + kw)[0] == par)
+        cand_ok = g_ok & (o < g.o_n) & in_tile & par_ok
+        woff = Signal(_WIDE)
+        m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
+        last_cand = (kw == g.kw - 1) & (kr == g.kh - 1) & (ol == g.ocl - 1)
+
+        # -- stage 1: the mask bit and the weight arrive; a kept tap joins the bundle
+        out_free = ~self.o.valid | self.o.ready
+        can_push = ~held_valid | out_free
+        tap_ok = s1_valid & s1_ok & self.m_rd.data[0]
+        emitting = op == _EMIT
+        full = emitting & tap_ok & (cnt == L - 1)
+        adv = ~(full & ~can_push)                    # stage 1 retires its candidate
+
+        # only a candidate that can be a tap reads: a padded channel (o >= O) has no weights,
+        # so its address would leave the tensor (stage 1 ignores the held data: s1_ok = 0)
+        rd_en = scanning & adv & cand_ok
+        m.d.comb += [self.w_rd.addr.eq(g.w_base + woff), self.m_rd.addr.eq(g.m_base + woff),
+                     self.w_rd.en.eq(rd_en), self.m_rd.en.eq(rd_en)]
+
+        slot = {"value": self.w_rd.data, "kw": s1_kw, "base": s1_base, "rowbase": 0, "en": 1}
+        nb = Signal(self._tl)                        # bld with the stage-1 tap added
+        m.d.comb += nb.eq(bld)
+        for k in range(L):
+            with m.If(cnt == k):
+                m.d.comb += [getattr(nb.slots[k], f).eq(v) for f, v in slot.items()]
+
+        def push(bundle_value, last):
+            """The held bundle leaves (if any), ``bundle_value`` becomes the held one."""
+            with m.If(held_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(held)]
+            m.d.sync += [held.eq(bundle_value), held.parity.eq(par), held.last.eq(last),
+                         held.eot.eq(0), held_valid.eq(1), pushed.eq(1)]
+
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
+                         s1_base.eq((q - self.lo) * g.lout)]
+            with m.If(scanning):
+                m.d.sync += kw.eq(kw + 1)
+                with m.If(kw == g.kw - 1):
+                    m.d.sync += [kw.eq(0), kr.eq(kr + 1)]
+                    with m.If(kr == g.kh - 1):
+                        m.d.sync += [kr.eq(0), ol.eq(ol + 1)]
+                with m.If(last_cand):
+                    m.d.sync += scanning.eq(0)
+            with m.If(emitting & tap_ok):
+                with m.If(cnt == L - 1):
+                    push(nb, 0)
+                    m.d.sync += [bld.eq(0), cnt.eq(0)]
+                with m.Else():
+                    m.d.sync += [bld.eq(nb), cnt.eq(cnt + 1)]
+
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
+                                 ol.eq(0), kr.eq(0), kw.eq(0), cnt.eq(0), bld.eq(0),
+                                 self.found.eq(0),
+                                 split.eq((self.op == _EMIT) & g.fp & g.stride2)]
+                    with m.Switch(self.op):
+                        with m.Case(_PROBE, _EMIT):
+                            m.d.sync += scanning.eq(1)
+                            m.next = "SCAN"
+                        with m.Case(_SKIP):
+                            m.next = "FIN"
+                        with m.Case(_FLUSH):
+                            m.next = "FLUSH"
+            with m.State("SCAN"):
+                with m.If((op == _PROBE) & tap_ok):
+                    m.d.sync += [self.found.eq(1), scanning.eq(0), s1_valid.eq(0), busy.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(~scanning & ~s1_valid):
+                    m.next = "FIN"
+            with m.State("FIN"):
+                final = ~split | par
+                with m.If(op == _PROBE):
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
+                with m.Elif(cnt != 0):
+                    with m.If(can_push):
+                        push(bld, final)
+                        m.d.sync += [bld.eq(0), cnt.eq(0)]
+                        with m.If(final):
+                            m.d.sync += busy.eq(0)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "PASS2"
+                with m.Elif(~final):
+                    m.next = "PASS2"
+                with m.Elif(~pushed):
+                    with m.If(can_push):           # no tap at all: a skip bundle
+                        push(Const(0, self._tl.size), 1)
+                        m.d.sync += [held.parity.eq(0), busy.eq(0)]
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [held.last.eq(1), busy.eq(0)]
+                    m.next = "IDLE"
+            with m.State("PASS2"):
+                m.d.sync += [par.eq(1), ol.eq(0), kr.eq(0), kw.eq(0), scanning.eq(1)]
+                m.next = "SCAN"
+            with m.State("FLUSH"):
+                with m.If(~held_valid):
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
+                with m.Elif(out_free):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(held),
+                                 self.o.payload.eot.eq(1), held_valid.eq(0), busy.eq(0)]
+                    m.next = "IDLE"
+        return m
+
+
+class _RowUnit(wiring.Component):
+    """Walks the tiles and the operand rows of PE row ``i``; drives its x emitter and its tap
+    generators."""
+
+    def __init__(self, geo, i, rows, cols):
+        self._geo, self._i, self._rows, self._cols = geo, i, rows, cols
+        super().__init__({
+            "go": In(1), "busy": Out(1),
+            "xe_start": Out(1), "xe_base": Out(len(geo.op_base)), "xe_busy": In(1),
+            "tg_start": Out(1), "tg_op": Out(2), "b": Out(_DIM), "a": Out(_DIM),
+            "r": Out(_DIM), "lo": Out(_WIDE),
+            "tg_busy": In(cols), "tg_found": In(cols),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, R = self._geo, self._rows
+        ib, ia, ir = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # the walk
+        fb, fa, fr = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # first row of mine
+        have_first, tile_any = Signal(), Signal()
+        key = Signal(_WIDE + _DIM)
+        m.d.comb += key.eq((ib * g.rn + ir) * g.a_n + ia)
+        mine = (key % R) == self._i if R > 1 else Const(1)
+        idle_all = ~self.xe_busy & ~self.tg_busy.any()
+        m.d.comb += self.xe_base.eq(g.op_base + ((self.b * g.a_n + self.a) * g.rn + self.r)
+                                    * g.lin)
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+
+        def reset_walk():
+            m.d.sync += [ib.eq(0), ia.eq(0), ir.eq(0), tile_any.eq(0)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    reset_walk()
+                    m.d.sync += [self.lo.eq(0), have_first.eq(0), busy.eq(1)]
+                    m.next = "WALK"
+            with m.State("WALK"):
+                with m.If(ib == g.batch):
+                    m.next = "TEND"
+                with m.Else():
+                    # advance (b, a, r) in C order
+                    m.d.sync += ir.eq(ir + 1)
+                    with m.If(ir == g.rn - 1):
+                        m.d.sync += [ir.eq(0), ia.eq(ia + 1)]
+                        with m.If(ia == g.a_n - 1):
+                            m.d.sync += [ia.eq(0), ib.eq(ib + 1)]
+                    with m.If(mine):
+                        m.d.sync += [self.b.eq(ib), self.a.eq(ia), self.r.eq(ir)]
+                        with m.If(~have_first):
+                            m.d.sync += [fb.eq(ib), fa.eq(ia), fr.eq(ir), have_first.eq(1)]
+                        m.next = "PROBE"
+            with m.State("PROBE"):
+                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_PROBE)]
+                m.next = "PROBE_WAIT"
+            with m.State("PROBE_WAIT"):
+                with m.If(~self.tg_busy.any()):
+                    with m.If(self.tg_found.any()):
+                        m.next = "EMIT"
+                    with m.Else():
+                        m.next = "WALK"
+            with m.State("EMIT"):
+                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT), self.xe_start.eq(1)]
+                m.d.sync += tile_any.eq(1)
+                m.next = "ROW_WAIT"
+            with m.State("ROW_WAIT"):
+                with m.If(idle_all):
+                    m.next = "WALK"
+            with m.State("TEND"):
+                with m.If(tile_any):
+                    m.next = "FLUSH"
+                with m.Else():
+                    # no row needed in this tile: the first row of mine (or row (0, 0, 0)
+                    # when this PE row has none) ends the tile as a skip row
+                    m.d.sync += [self.b.eq(Mux(have_first, fb, 0)),
+                                 self.a.eq(Mux(have_first, fa, 0)),
+                                 self.r.eq(Mux(have_first, fr, 0))]
+                    m.next = "SKIP"
+            with m.State("SKIP"):
+                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_SKIP), self.xe_start.eq(1)]
+                m.next = "SKIP_WAIT"
+            with m.State("SKIP_WAIT"):
+                with m.If(idle_all):
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):
+                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_FLUSH)]
+                m.next = "FLUSH_WAIT"
+            with m.State("FLUSH_WAIT"):
+                with m.If(idle_all):
+                    m.d.sync += self.lo.eq(self.lo + g.per)
+                    reset_walk()
+                    with m.If(self.lo + g.per >= g.total):
+                        m.d.sync += busy.eq(0)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "WALK"
+        return m
+
+
+class _DrainUnit(wiring.Component):
+    """Column ``j``'s drain commands: one per tile, ``{base 0, count, raw 1, last 1}``."""
+
+    def __init__(self, geo, layout):
+        self._geo = geo
+        super().__init__({"go": In(1), "busy": Out(1), "o": Out(stream.Signature(layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geo
+        lo = Signal(_WIDE)
+        run = Signal()
+        rows = Mux(g.total - lo < g.per, g.total - lo, g.per)
+        m.d.comb += self.busy.eq(run | self.o.valid)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(run & (~self.o.valid | self.o.ready)):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.base.eq(0),
+                         self.o.payload.count.eq(rows * g.lout), self.o.payload.raw.eq(1),
+                         self.o.payload.last.eq(1), lo.eq(lo + g.per)]
+            with m.If(lo + g.per >= g.total):
+                m.d.sync += run.eq(0)
+        with m.If(self.go):
+            m.d.sync += [run.eq(1), lo.eq(0)]
+        return m
+
+
+class ArrayMapper(wiring.Component):
+    __doc__ = __doc__
+
+    def __init__(self, *, rows=2, cols=2, macs_per_pe=2, data_width=16, k_max=7,
+                 max_row_len=64, psum_buf_depth=1024, act_buf_depth=1024, addr_width=20):
+        self._rows = check_int("rows", rows, 1, 64)
+        self._cols = check_int("cols", cols, 1, 64)
+        self._lanes = check_int("macs_per_pe", macs_per_pe, 1, 16)
+        self._dw = check_int("data_width", data_width, 2, 32)
+        self._k_max = check_int("k_max", k_max, 1, 11)
+        self._max_row_len = check_int("max_row_len", max_row_len, 2, 4096)
+        self._psum = check_int("psum_buf_depth", psum_buf_depth, 2, 1 << 20)
+        self._act = check_int("act_buf_depth", act_buf_depth, 2, 1 << 20)
+        self._aw = check_int("addr_width", addr_width, 4, 32)
+        col_width = max(1, (max_row_len - 1).bit_length())
+        self.layouts = {
+            "x": sparse_elem_layout(data_width, col_width),
+            "taps": pe_taps_layout(macs_per_pe, data_width, k_max, psum_buf_depth, act_buf_depth),
+            "dense": pe_dense_layout(data_width),
+            "drain": pe_drain_layout(psum_buf_depth),
+        }
+        R, C, aw = rows, cols, addr_width
+        super().__init__({
+            "job": In(job_layout(aw)), "start": In(1), "busy": Out(1),
+            "mode": Out(2), "stride2": Out(1), "pad": Out(range(k_max + 1)),
+            "out_len": Out(range(max_row_len + 1)), "in_len": Out(range(max_row_len + 1)),
+            "skip_zero": Out(1), "raw": Out(1),
+            "act_rd": Out(read_signature(aw, signed(data_width))).array(R),
+            "w_rd": Out(read_signature(aw, signed(data_width))).array(R, C),
+            "m_rd": Out(read_signature(aw, unsigned(1))).array(R, C),
+            "x": Out(stream.Signature(self.layouts["x"])).array(R),
+            "taps": Out(stream.Signature(self.layouts["taps"])).array(R, C),
+            "drain": Out(stream.Signature(self.layouts["drain"])).array(C),
+        })
+
+    rows = property(lambda self: self._rows)
+    cols = property(lambda self: self._cols)
+
+    @classmethod
+    def from_config(cls, cfg, **overrides):
+        p = dict(rows=cfg.pe_rows, cols=cfg.pe_cols, macs_per_pe=cfg.macs_per_pe,
+                 data_width=cfg.data_width, k_max=cfg.k_max, max_row_len=cfg.max_row_len,
+                 psum_buf_depth=cfg.psum_buf_depth, act_buf_depth=cfg.act_buf_depth)
+        p.update(overrides)
+        return cls(**p)
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self._rows, self._cols
+        g = _Geometry(self._aw)
+        job = Signal(job_layout(self._aw))
+        units = []
+        for i in range(R):
+            ru = _RowUnit(g, i, R, C)
+            xe = _XEmitter(self._aw, self._dw, len(self.x[i].payload.col))
+            m.submodules[f"row{i}"], m.submodules[f"x{i}"] = ru, xe
+            m.d.comb += [xe.start.eq(ru.xe_start), xe.base.eq(ru.xe_base), xe.lin.eq(g.lin),
+                         ru.xe_busy.eq(xe.busy)]
+            wiring.connect(m, xe.rd, wiring.flipped(self.act_rd[i]))
+            wiring.connect(m, xe.o, wiring.flipped(self.x[i]))
+            for j in range(C):
+                tg = _TapGen(g, j, C, self._lanes, self.layouts["taps"], self._aw, self._dw)
+                m.submodules[f"taps{i}_{j}"] = tg
+                m.d.comb += [tg.start.eq(ru.tg_start), tg.op.eq(ru.tg_op), tg.b.eq(ru.b),
+                             tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
+                             ru.tg_busy[j].eq(tg.busy), ru.tg_found[j].eq(tg.found)]
+                wiring.connect(m, tg.w_rd, wiring.flipped(self.w_rd[i][j]))
+                wiring.connect(m, tg.m_rd, wiring.flipped(self.m_rd[i][j]))
+                wiring.connect(m, tg.o, wiring.flipped(self.taps[i][j]))
+            units.append(ru)
+        for j in range(C):
+            du = _DrainUnit(g, self.layouts["drain"])
+            m.submodules[f"drain{j}"] = du
+            wiring.connect(m, du.o, wiring.flipped(self.drain[j]))
+            units.append(du)
+
+        go = Signal()
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+        for u in units:
+            m.d.comb += u.go.eq(go)
+        fp = job.mode == Phase.FP
+        ho = Signal(_DIM)
+        wo = Signal(_DIM)
+        # output geometry; S in {1, 2}: the division is a shift
+        m.d.comb += [ho.eq(((job.h + 2 * job.pad - job.kh) >> job.stride2) + 1),
+                     wo.eq(((job.w + 2 * job.pad - job.kw) >> job.stride2) + 1)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [job.eq(self.job), busy.eq(1)]
+                    m.next = "GEO1"
+            with m.State("GEO1"):
+                khkw = job.kh * job.kw
+                m.d.sync += [
+                    g.fp.eq(fp), g.stride2.eq(job.stride2), g.pad.eq(job.pad),
+                    g.kh.eq(job.kh), g.kw.eq(job.kw), g.batch.eq(job.batch),
+                    g.a_n.eq(Mux(fp, job.cin, job.cout)), g.rn.eq(Mux(fp, job.h, ho)),
+                    g.lin.eq(Mux(fp, job.w, wo)), g.o_n.eq(Mux(fp, job.cout, job.cin)),
+                    g.ro.eq(Mux(fp, ho, job.h)), g.lout.eq(Mux(fp, wo, job.w)),
+                    g.so.eq(Mux(fp, job.cin * khkw, khkw)),
+                    g.sa.eq(Mux(fp, khkw, job.cin * khkw)),
+                    g.op_base.eq(Mux(fp, job.act_base, job.grad_base)),
+                    g.w_base.eq(job.w_base), g.m_base.eq(job.m_base),
+                    self.mode.eq(job.mode), self.stride2.eq(job.stride2), self.pad.eq(job.pad),
+                    self.out_len.eq(Mux(fp, wo, job.w)), self.in_len.eq(job.w),
+                    self.skip_zero.eq(1), self.raw.eq(job.raw),
+                ]
+                m.next = "GEO2"
+            with m.State("GEO2"):
+                m.d.sync += [g.ocl.eq((g.o_n + C - 1) // C),
+                             g.per.eq(self._psum // g.lout)]
+                m.next = "GEO3"
+            with m.State("GEO3"):
+                m.d.sync += [g.planes.eq(g.batch * g.ocl), g.total.eq(g.ro * g.batch * g.ocl)]
+                m.next = "GO"
+            with m.State("GO"):
+                m.d.comb += go.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                # done when every unit is idle and every stream register is empty
+                streams = [s.valid for s in [*self.x, *self.drain]]
+                streams += [self.taps[i][j].valid for i in range(R) for j in range(C)]
+                with m.If(~go & ~_any([u.busy for u in units] + streams)):
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
+        return m
+
+
+def _any(values):
+    v = Const(0)
+    for x in values:
+        v = v | x
+    return v
