@@ -518,6 +518,13 @@ class ArrayMapper(wiring.Component):
     rows = property(lambda self: self._rows)
     cols = property(lambda self: self._cols)
 
+    @property
+    def params(self) -> dict:
+        """The constructor parameters (stamped into the Verilog header)."""
+        return {"macs_per_pe": self._lanes, "data_width": self._dw, "k_max": self._k_max,
+                "max_row_len": self._max_row_len, "psum_buf_depth": self._psum,
+                "act_buf_depth": self._act, "addr_width": self._aw}
+
     @classmethod
     def from_config(cls, cfg, **overrides):
         p = dict(rows=cfg.pe_rows, cols=cfg.pe_cols, macs_per_pe=cfg.macs_per_pe,

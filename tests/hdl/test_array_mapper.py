@@ -322,11 +322,15 @@ ARRAY_LAYERS = [
                 zero_frac=0.5, raw=False, seed=901)),
     ("fp", dict(batch=2, cin=3, cout=5, h=7, w=7, kh=3, kw=3, stride=2, padding=1, nm=None,
                 zero_frac=0.5, raw=True, seed=902)),
+    ("bp", dict(batch=1, cin=4, cout=4, h=6, w=6, kh=3, kw=3, stride=1, padding=1, nm=(2, 4),
+                zero_frac=0.5, raw=False, seed=903)),
+    ("bp", dict(batch=2, cin=5, cout=3, h=7, w=7, kh=3, kw=3, stride=2, padding=1, nm=None,
+                zero_frac=0.5, raw=True, seed=904)),
 ]
 
 
 @pytest.mark.parametrize("mode,p", ARRAY_LAYERS, ids=lambda v: v if isinstance(v, str) else
-                         f"b{v['batch']}s{v['stride']}")
+                         f"b{v['batch']}-s{v['stride']}")
 def test_array_mapper_feeds_pe_array(mode, p):
     """The mapper drives a PEArray: outputs equal the golden model; cycles reported against the
     reference cycle model (which assumes never-idle input streams)."""
@@ -340,3 +344,22 @@ def test_array_mapper_feeds_pe_array(mode, p):
     print(f"array cycles RTL (mapper-fed) {res['array_cycles']}, reference model {model}, "
           f"difference {res['array_cycles'] - model}; first beat at cycle {res['first_beat']} "
           f"after start; to last output {res['cycles_to_last_output']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# cocotb on the emitted Verilog (Icarus, Verilator): tests/hdl/cocotb_array_mapper.py
+# ---------------------------------------------------------------------------------------------
+
+COCOTB_LAYER = dict(batch=2, cin=3, cout=3, h=5, w=5, kh=3, kw=3, stride=1, padding=1,
+                    nm=None, zero_frac=0.5, raw=False)
+
+
+def test_array_mapper_cocotb(sim, cocotb_run):
+    seed = 950
+    cfg = ARRAY_CFG
+    print(f"seed={seed} sim={sim} layer={COCOTB_LAYER}")
+    n = cocotb_run("array_mapper", sim, "cocotb_array_mapper", config=cfg,
+                   params={"seed": seed, "config": cfg.to_dict(), "mode": "fp",
+                           "layer": COCOTB_LAYER, "sink": "random"},
+                   testcase="array_mapper_layer")
+    assert n == 1
