@@ -167,8 +167,9 @@ class _XEmitter(wiring.Component):
         out_free = ~self.o.valid | self.o.ready
         emit = s1_valid & ((self.rd.data != 0) | s1_last)
         adv = ~(emit & ~out_free)                    # stage 1 can retire its element
+        base = Signal(self._aw)          # latched: the row unit moves on to the next row
         m.d.comb += [self.busy.eq(run | s1_valid),
-                     self.rd.addr.eq(self.base + col), self.rd.en.eq(run & adv)]
+                     self.rd.addr.eq(base + col), self.rd.en.eq(run & adv)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(adv):
@@ -181,26 +182,32 @@ class _XEmitter(wiring.Component):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.value.eq(self.rd.data),
                              self.o.payload.col.eq(s1_col), self.o.payload.last.eq(s1_last)]
         with m.If(self.start):
-            m.d.sync += [run.eq(1), col.eq(0)]
+            m.d.sync += [run.eq(1), col.eq(0), base.eq(self.base)]
         return m
 
 
 # tap generator operations
-_PROBE, _EMIT, _SKIP, _FLUSH = range(4)
+_EMIT, _SKIP, _FLUSH = range(3)
 
 
 class _TapGen(wiring.Component):
-    """The tap bundles of one PE for one operand row (``op`` = EMIT), or whether it has any
-    tap (PROBE: ``found``), or a skip bundle (SKIP), or the tile's end (FLUSH: the held bundle
-    leaves with ``eot``). ``start`` (one cycle, while not ``busy``) begins an operation on
-    the row ``(b, a, r)`` of the tile starting at output row ``lo``."""
+    """The tap bundles of one PE for one operand row (``op`` = EMIT), a skip bundle (SKIP), or
+    the tile's end (FLUSH: the held bundle leaves with ``eot``). ``start`` (one cycle, while
+    not ``busy``) begins an operation on the row ``(b, a, r)`` of the tile starting at output
+    row ``lo``.
+
+    EMIT: ``found`` rises with the first tap. A generator that found none does not know
+    whether the row is streamed (another PE of its row may need it): it raises ``waiting``
+    and, when the row unit raises ``resolve``, pushes a skip bundle if ``need`` else ends
+    without a beat (the row is dropped from every stream of the PE row)."""
 
     def __init__(self, geo, j, cols, lanes, taps_layout, addr_width, data_width):
         self._geo, self._j, self._cols, self._lanes = geo, j, cols, lanes
         self._tl = taps_layout
         super().__init__({
             "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
-            "lo": In(_WIDE), "busy": Out(1), "found": Out(1),
+            "lo": In(_WIDE), "busy": Out(1), "found": Out(1), "waiting": Out(1),
+            "resolve": In(1), "need": In(1),
             "w_rd": Out(read_signature(addr_width, signed(data_width))),
             "m_rd": Out(read_signature(addr_width, unsigned(1))),
             "o": Out(stream.Signature(taps_layout)),
@@ -221,7 +228,11 @@ class _TapGen(wiring.Component):
         held_valid = Signal()
         pushed = Signal()                # this row has pushed a bundle
 
-        # -- stage 0: the candidate tap (ol, kr, kw) -> geometry, psum address, memory read
+        # -- stage 0: the candidate tap (ol, kr, kw) -> geometry, psum address, memory read.
+        # In a parity pass only the kw of that parity are visited (kw0, kw0 + 2, ...).
+        kw0 = Signal(8)
+        m.d.comb += kw0.eq(Mux(split, (g.pad[0] ^ par), 0))
+        kw_step = Mux(split, 2, 1)
         o = Signal(_WIDE)
         m.d.comb += o.eq(ol * self._cols + self._j)
         y = Signal(signed(_WIDE + 2))
@@ -237,18 +248,20 @@ class _TapGen(wiring.Component):
         q = Signal(_WIDE)
         m.d.comb += q.eq(y[:_WIDE] * g.planes + self.b * g.ocl + ol)
         in_tile = (q >= self.lo) & (q < self.lo + g.per)
-        par_ok = ~split | ((g.pad + kw)[0] == par)
-        cand_ok = g_ok & (o < g.o_n) & in_tile & par_ok
+        # whether kernel row (ol, kr) can hold a tap at all: else its kw run is skipped in
+        # one cycle (tiles make most kernel rows of an operand row out of range)
+        krow_ok = g_ok & (o < g.o_n) & in_tile & (kw < g.kw)
+        cand_ok = krow_ok
+        kw_more = krow_ok & (kw + kw_step < g.kw)
+        last_cand = ~kw_more & (kr == g.kh - 1) & (ol == g.ocl - 1)
         woff = Signal(_WIDE)
         m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
-        last_cand = (kw == g.kw - 1) & (kr == g.kh - 1) & (ol == g.ocl - 1)
 
         # -- stage 1: the mask bit and the weight arrive; a kept tap joins the bundle
         out_free = ~self.o.valid | self.o.ready
         can_push = ~held_valid | out_free
         tap_ok = s1_valid & s1_ok & self.m_rd.data[0]
-        emitting = op == _EMIT
-        full = emitting & tap_ok & (cnt == L - 1)
+        full = tap_ok & (cnt == L - 1)
         adv = ~(full & ~can_push)                    # stage 1 retires its candidate
 
         # only a candidate that can be a tap reads: a padded channel (o >= O) has no weights,
@@ -271,6 +284,10 @@ class _TapGen(wiring.Component):
             m.d.sync += [held.eq(bundle_value), held.parity.eq(par), held.last.eq(last),
                          held.eot.eq(0), held_valid.eq(1), pushed.eq(1)]
 
+        def push_skip():
+            push(Const(0, self._tl.size), 1)
+            m.d.sync += held.parity.eq(0)
+
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
@@ -278,14 +295,16 @@ class _TapGen(wiring.Component):
             m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
                          s1_base.eq((q - self.lo) * g.lout)]
             with m.If(scanning):
-                m.d.sync += kw.eq(kw + 1)
-                with m.If(kw == g.kw - 1):
-                    m.d.sync += [kw.eq(0), kr.eq(kr + 1)]
+                with m.If(kw_more):
+                    m.d.sync += kw.eq(kw + kw_step)
+                with m.Else():
+                    m.d.sync += [kw.eq(kw0), kr.eq(kr + 1)]
                     with m.If(kr == g.kh - 1):
                         m.d.sync += [kr.eq(0), ol.eq(ol + 1)]
                 with m.If(last_cand):
                     m.d.sync += scanning.eq(0)
-            with m.If(emitting & tap_ok):
+            with m.If(tap_ok):
+                m.d.sync += self.found.eq(1)
                 with m.If(cnt == L - 1):
                     push(nb, 0)
                     m.d.sync += [bld.eq(0), cnt.eq(0)]
@@ -297,30 +316,24 @@ class _TapGen(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
+                    sp = (self.op == _EMIT) & g.fp & g.stride2
                     m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
-                                 ol.eq(0), kr.eq(0), kw.eq(0), cnt.eq(0), bld.eq(0),
-                                 self.found.eq(0),
-                                 split.eq((self.op == _EMIT) & g.fp & g.stride2)]
+                                 ol.eq(0), kr.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
+                                 bld.eq(0), self.found.eq(0), split.eq(sp)]
                     with m.Switch(self.op):
-                        with m.Case(_PROBE, _EMIT):
+                        with m.Case(_EMIT):
                             m.d.sync += scanning.eq(1)
                             m.next = "SCAN"
                         with m.Case(_SKIP):
-                            m.next = "FIN"
+                            m.next = "SKIP"
                         with m.Case(_FLUSH):
                             m.next = "FLUSH"
             with m.State("SCAN"):
-                with m.If((op == _PROBE) & tap_ok):
-                    m.d.sync += [self.found.eq(1), scanning.eq(0), s1_valid.eq(0), busy.eq(0)]
-                    m.next = "IDLE"
-                with m.Elif(~scanning & ~s1_valid):
+                with m.If(~scanning & ~s1_valid):
                     m.next = "FIN"
             with m.State("FIN"):
                 final = ~split | par
-                with m.If(op == _PROBE):
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
-                with m.Elif(cnt != 0):
+                with m.If(cnt != 0):
                     with m.If(can_push):
                         push(bld, final)
                         m.d.sync += [bld.eq(0), cnt.eq(0)]
@@ -332,16 +345,26 @@ class _TapGen(wiring.Component):
                 with m.Elif(~final):
                     m.next = "PASS2"
                 with m.Elif(~pushed):
-                    with m.If(can_push):           # no tap at all: a skip bundle
-                        push(Const(0, self._tl.size), 1)
-                        m.d.sync += [held.parity.eq(0), busy.eq(0)]
-                        m.next = "IDLE"
+                    m.next = "NOTAP"
                 with m.Else():
                     m.d.sync += [held.last.eq(1), busy.eq(0)]
                     m.next = "IDLE"
             with m.State("PASS2"):
-                m.d.sync += [par.eq(1), ol.eq(0), kr.eq(0), kw.eq(0), scanning.eq(1)]
+                m.d.sync += [par.eq(1), ol.eq(0), kr.eq(0), kw.eq(~g.pad[0]), scanning.eq(1)]
                 m.next = "SCAN"
+            with m.State("NOTAP"):
+                m.d.comb += self.waiting.eq(1)
+                with m.If(self.resolve):
+                    with m.If(self.need):
+                        m.next = "SKIP"
+                    with m.Else():
+                        m.d.sync += busy.eq(0)
+                        m.next = "IDLE"
+            with m.State("SKIP"):                   # no tap: a skip bundle releases the row
+                with m.If(can_push):
+                    push_skip()
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
             with m.State("FLUSH"):
                 with m.If(~held_valid):
                     m.d.sync += busy.eq(0)
@@ -363,20 +386,22 @@ class _RowUnit(wiring.Component):
             "go": In(1), "busy": Out(1),
             "xe_start": Out(1), "xe_base": Out(len(geo.op_base)), "xe_busy": In(1),
             "tg_start": Out(1), "tg_op": Out(2), "b": Out(_DIM), "a": Out(_DIM),
-            "r": Out(_DIM), "lo": Out(_WIDE),
-            "tg_busy": In(cols), "tg_found": In(cols),
+            "r": Out(_DIM), "lo": Out(_WIDE), "resolve": Out(1), "need": Out(1),
+            "tg_busy": In(cols), "tg_found": In(cols), "tg_waiting": In(cols),
         })
 
     def elaborate(self, platform):
         m = Module()
-        g, R = self._geo, self._rows
+        g, R, C = self._geo, self._rows, self._cols
         ib, ia, ir = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # the walk
         fb, fa, fr = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # first row of mine
-        have_first, tile_any = Signal(), Signal()
+        have_first, tile_any, x_started = Signal(), Signal(), Signal()
         key = Signal(_WIDE + _DIM)
         m.d.comb += key.eq((ib * g.rn + ir) * g.a_n + ia)
         mine = (key % R) == self._i if R > 1 else Const(1)
-        idle_all = ~self.xe_busy & ~self.tg_busy.any()
+        gens_idle = ~self.tg_busy.any()
+        # every generator has finished its scan (idle, or waiting for the row's verdict)
+        settled = (~self.tg_busy | self.tg_waiting).all()
         m.d.comb += self.xe_base.eq(g.op_base + ((self.b * g.a_n + self.a) * g.rn + self.r)
                                     * g.lin)
         busy = Signal()
@@ -393,7 +418,8 @@ class _RowUnit(wiring.Component):
                     m.next = "WALK"
             with m.State("WALK"):
                 with m.If(ib == g.batch):
-                    m.next = "TEND"
+                    with m.If(~self.xe_busy):
+                        m.next = "TEND"
                 with m.Else():
                     # advance (b, a, r) in C order
                     m.d.sync += ir.eq(ir + 1)
@@ -402,25 +428,27 @@ class _RowUnit(wiring.Component):
                         with m.If(ia == g.a_n - 1):
                             m.d.sync += [ia.eq(0), ib.eq(ib + 1)]
                     with m.If(mine):
-                        m.d.sync += [self.b.eq(ib), self.a.eq(ia), self.r.eq(ir)]
+                        m.d.sync += [self.b.eq(ib), self.a.eq(ia), self.r.eq(ir),
+                                     x_started.eq(0)]
                         with m.If(~have_first):
                             m.d.sync += [fb.eq(ib), fa.eq(ia), fr.eq(ir), have_first.eq(1)]
-                        m.next = "PROBE"
-            with m.State("PROBE"):
-                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_PROBE)]
-                m.next = "PROBE_WAIT"
-            with m.State("PROBE_WAIT"):
-                with m.If(~self.tg_busy.any()):
-                    with m.If(self.tg_found.any()):
-                        m.next = "EMIT"
-                    with m.Else():
-                        m.next = "WALK"
-            with m.State("EMIT"):
-                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT), self.xe_start.eq(1)]
-                m.d.sync += tile_any.eq(1)
-                m.next = "ROW_WAIT"
-            with m.State("ROW_WAIT"):
-                with m.If(idle_all):
+                        m.next = "ROW"
+            with m.State("ROW"):
+                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
+                m.next = "ROW_SCAN"
+            with m.State("ROW_SCAN"):
+                # the row is streamed as soon as one PE has a tap for it; its x beats start
+                # then, alongside the bundles
+                found = self.tg_found.any()
+                with m.If(found & ~x_started & ~self.xe_busy):
+                    m.d.comb += self.xe_start.eq(1)
+                    m.d.sync += [x_started.eq(1), tile_any.eq(1)]
+                with m.If(settled & (x_started | ~found)):
+                    m.d.sync += self.need.eq(found)
+                    m.next = "ROW_END"
+            with m.State("ROW_END"):
+                m.d.comb += self.resolve.eq(1)
+                with m.If(gens_idle):
                     m.next = "WALK"
             with m.State("TEND"):
                 with m.If(tile_any):
@@ -436,13 +464,13 @@ class _RowUnit(wiring.Component):
                 m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_SKIP), self.xe_start.eq(1)]
                 m.next = "SKIP_WAIT"
             with m.State("SKIP_WAIT"):
-                with m.If(idle_all):
+                with m.If(gens_idle & ~self.xe_busy):
                     m.next = "FLUSH"
             with m.State("FLUSH"):
                 m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_FLUSH)]
                 m.next = "FLUSH_WAIT"
             with m.State("FLUSH_WAIT"):
-                with m.If(idle_all):
+                with m.If(gens_idle):
                     m.d.sync += self.lo.eq(self.lo + g.per)
                     reset_walk()
                     with m.If(self.lo + g.per >= g.total):
@@ -552,7 +580,9 @@ class ArrayMapper(wiring.Component):
                 m.submodules[f"taps{i}_{j}"] = tg
                 m.d.comb += [tg.start.eq(ru.tg_start), tg.op.eq(ru.tg_op), tg.b.eq(ru.b),
                              tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
-                             ru.tg_busy[j].eq(tg.busy), ru.tg_found[j].eq(tg.found)]
+                             ru.tg_busy[j].eq(tg.busy), ru.tg_found[j].eq(tg.found),
+                             ru.tg_waiting[j].eq(tg.waiting), tg.resolve.eq(ru.resolve),
+                             tg.need.eq(ru.need)]
                 wiring.connect(m, tg.w_rd, wiring.flipped(self.w_rd[i][j]))
                 wiring.connect(m, tg.m_rd, wiring.flipped(self.m_rd[i][j]))
                 wiring.connect(m, tg.o, wiring.flipped(self.taps[i][j]))
