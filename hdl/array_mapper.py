@@ -393,9 +393,14 @@ class _RowUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, R, C = self._geo, self._rows, self._cols
-        ib, ia, ir = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # the walk
+        # The walker runs ahead of the row FSM: it steps (b, a, r) in C order, one row per
+        # cycle, and parks on the next row of this PE row (``nxt``) until the FSM takes it,
+        # so rows of other PE rows cost no cycle of the FSM.
+        ib, ia, ir = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # the walk position
+        nb, na, nr, nxt = Signal(_DIM), Signal(_DIM), Signal(_DIM), Signal()
         fb, fa, fr = Signal(_DIM), Signal(_DIM), Signal(_DIM)       # first row of mine
         have_first, tile_any, x_started = Signal(), Signal(), Signal()
+        walk_done = ib == g.batch
         key = Signal(_WIDE + _DIM)
         m.d.comb += key.eq((ib * g.rn + ir) * g.a_n + ia)
         mine = (key % R) == self._i if R > 1 else Const(1)
@@ -406,36 +411,37 @@ class _RowUnit(wiring.Component):
                                     * g.lin)
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
+        walking = Signal()
+
+        with m.If(walking & ~nxt & ~walk_done):
+            m.d.sync += ir.eq(ir + 1)
+            with m.If(ir == g.rn - 1):
+                m.d.sync += [ir.eq(0), ia.eq(ia + 1)]
+                with m.If(ia == g.a_n - 1):
+                    m.d.sync += [ia.eq(0), ib.eq(ib + 1)]
+            with m.If(mine):
+                m.d.sync += [nb.eq(ib), na.eq(ia), nr.eq(ir), nxt.eq(1)]
+                with m.If(~have_first):
+                    m.d.sync += [fb.eq(ib), fa.eq(ia), fr.eq(ir), have_first.eq(1)]
 
         def reset_walk():
-            m.d.sync += [ib.eq(0), ia.eq(0), ir.eq(0), tile_any.eq(0)]
+            m.d.sync += [ib.eq(0), ia.eq(0), ir.eq(0), nxt.eq(0), tile_any.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
                     reset_walk()
-                    m.d.sync += [self.lo.eq(0), have_first.eq(0), busy.eq(1)]
+                    m.d.sync += [self.lo.eq(0), have_first.eq(0), busy.eq(1), walking.eq(1)]
                     m.next = "WALK"
             with m.State("WALK"):
-                with m.If(ib == g.batch):
-                    with m.If(~self.xe_busy):
-                        m.next = "TEND"
-                with m.Else():
-                    # advance (b, a, r) in C order
-                    m.d.sync += ir.eq(ir + 1)
-                    with m.If(ir == g.rn - 1):
-                        m.d.sync += [ir.eq(0), ia.eq(ia + 1)]
-                        with m.If(ia == g.a_n - 1):
-                            m.d.sync += [ia.eq(0), ib.eq(ib + 1)]
-                    with m.If(mine):
-                        m.d.sync += [self.b.eq(ib), self.a.eq(ia), self.r.eq(ir),
-                                     x_started.eq(0)]
-                        with m.If(~have_first):
-                            m.d.sync += [fb.eq(ib), fa.eq(ia), fr.eq(ir), have_first.eq(1)]
-                        m.next = "ROW"
-            with m.State("ROW"):
-                m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
-                m.next = "ROW_SCAN"
+                with m.If(nxt & gens_idle):
+                    # the generators read (b, a, r) from the cycle after their start on
+                    m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
+                    m.d.sync += [self.b.eq(nb), self.a.eq(na), self.r.eq(nr), nxt.eq(0),
+                                 x_started.eq(0)]
+                    m.next = "ROW_SCAN"
+                with m.Elif(walk_done & ~nxt & gens_idle & ~self.xe_busy):
+                    m.next = "TEND"
             with m.State("ROW_SCAN"):
                 # the row is streamed as soon as one PE has a tap for it; its x beats start
                 # then, alongside the bundles
@@ -444,11 +450,8 @@ class _RowUnit(wiring.Component):
                     m.d.comb += self.xe_start.eq(1)
                     m.d.sync += [x_started.eq(1), tile_any.eq(1)]
                 with m.If(settled & (x_started | ~found)):
-                    m.d.sync += self.need.eq(found)
-                    m.next = "ROW_END"
-            with m.State("ROW_END"):
-                m.d.comb += self.resolve.eq(1)
-                with m.If(gens_idle):
+                    # the verdict: generators without a tap skip (found) or drop the row
+                    m.d.comb += [self.resolve.eq(1), self.need.eq(found)]
                     m.next = "WALK"
             with m.State("TEND"):
                 with m.If(tile_any):
@@ -474,7 +477,7 @@ class _RowUnit(wiring.Component):
                     m.d.sync += self.lo.eq(self.lo + g.per)
                     reset_walk()
                     with m.If(self.lo + g.per >= g.total):
-                        m.d.sync += busy.eq(0)
+                        m.d.sync += [busy.eq(0), walking.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "WALK"

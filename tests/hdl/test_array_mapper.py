@@ -45,7 +45,7 @@ def reference_streams(job):
 
 
 def make_layer(mode, cfg, *, batch, cin, cout, h, w, kh, kw, stride, padding, nm, zero_frac,
-               raw, seed, value_range=(-2000, 2000)):
+               raw, seed, value_range=(-2000, 2000), mask_density=0.7):
     """Random operands, the reference job, the golden result and the mapper's job fields and
     memory images."""
     rng = np.random.default_rng(seed)
@@ -57,7 +57,7 @@ def make_layer(mode, cfg, *, batch, cin, cout, h, w, kh, kw, stride, padding, nm
     sparse = x if mode == "fp" else dy
     sparse[rng.random(sparse.shape) < zero_frac] = 0
     if nm is None:
-        mask = rng.random(wt.shape) < 0.7
+        mask = rng.random(wt.shape) < mask_density
     else:
         mask = golden.nm_mask(wt, nm[0], nm[1], axis=1 if mode == "fp" else 0)
     kwargs = dict(cfg=cfg, stride=stride, padding=padding, raw=raw)
@@ -150,7 +150,7 @@ def run_mapper(cfg, fields, mems, want, *, sink="random", seed=0):
     keys = list(streams)
     pats = {k: make_pattern(sink, seed + 10 + n) for n, k in enumerate(keys)}
     got = {k: [] for k in keys}
-    res = {"oob": []}
+    res = {"oob": [], "t": {k: [] for k in keys}}
     reads = _read_ports(d, mems)
     limit = 40 * sum(len(v) for v in want.values()) + 4000
 
@@ -175,6 +175,7 @@ def run_mapper(cfg, fields, mems, want, *, sink="random", seed=0):
             for q, k in enumerate(keys):
                 if smp[2 * q] and rdy[k]:
                     got[k].append(int(smp[2 * q + 1]))
+                    res["t"][k].append(n)
             base = 2 * len(keys)
             for q, (_, lo, hi) in enumerate(reads):
                 en, addr = smp[base + 2 * q], smp[base + 2 * q + 1]
@@ -363,3 +364,42 @@ def test_array_mapper_cocotb(sim, cocotb_run):
                            "layer": COCOTB_LAYER, "sink": "random"},
                    testcase="array_mapper_layer")
     assert n == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# throughput
+# ---------------------------------------------------------------------------------------------
+
+def _longest_burst(times):
+    """The longest run of beats in consecutive cycles."""
+    best = run = 1 if times else 0
+    for a, b in zip(times, times[1:]):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    return best
+
+
+def test_array_mapper_throughput():
+    """Never back-pressured streams: each stream type reaches one beat per cycle in steady
+    state (a dense operand row: ``W`` x beats back to back; one lane and a dense mask: a
+    bundle per candidate tap, a whole kernel row back to back); the average rates are
+    reported (the tap scan, one candidate per cycle, is the limit: docs/array_mapper.md)."""
+    cfg = ARRAY_CFG.replace(macs_per_pe=1)
+    p = dict(batch=1, cin=2, cout=2, h=5, w=8, kh=3, kw=3, stride=1, padding=1, nm=None,
+             zero_frac=0.0, raw=True, seed=960, mask_density=1.0)
+    print(f"seed={p['seed']} {p}")
+    job, _, fields, mems = make_layer("fp", cfg, **p)
+    want = reference_streams(job)
+    got, res = run_mapper(cfg, fields, mems, want, sink="always", seed=p["seed"])
+    check_streams(got, want)
+    cyc = res["cycles"]
+    rates = {}
+    for k, times in res["t"].items():
+        rates[k] = (len(times), len(times) / cyc, _longest_burst(times))
+        print(f"{k}: {len(times)} beats in {cyc} cycles = {len(times) / cyc:.3f} beats/cycle, "
+              f"longest back-to-back burst {_longest_burst(times)}")
+    total = sum(len(t) for t in res["t"].values())
+    print(f"all streams: {total} beats / {cyc} cycles = {total / cyc:.3f} beats/cycle")
+    assert all(rates[("x", i)][2] >= p["w"] for i in range(cfg.pe_rows))
+    assert all(rates[("taps", i, j)][2] >= p["kw"] for i in range(cfg.pe_rows)
+               for j in range(cfg.pe_cols))
