@@ -217,7 +217,7 @@ class _TapGen(wiring.Component):
         m = Module()
         g, L = self._geo, self._lanes
         op = Signal(2)
-        ol, kr, kw = Signal(_DIM), Signal(8), Signal(8)
+        ol, kri, kw = Signal(_DIM), Signal(8), Signal(8)
         par = Signal()                   # the parity pass (stride-2 FP emits two passes)
         split = Signal()                 # this operation walks two parity passes
         scanning = Signal()
@@ -233,6 +233,29 @@ class _TapGen(wiring.Component):
         kw0 = Signal(8)
         m.d.comb += kw0.eq(Mux(split, (g.pad[0] ^ par), 0))
         kw_step = Mux(split, 2, 1)
+        # only the kernel rows kr the operand row reaches are visited: kr = kr_lo + kri *
+        # kr_step up to kr_hi (FP: 0 <= r + pad - kr <= (Ro - 1) * S, divisible by S; BP:
+        # 0 <= r*S + kr - pad < Ro)
+        rp = Signal(signed(_DIM + 10))
+        kr_lo = Signal(signed(_DIM + 12))
+        kr_hi = Signal(signed(_DIM + 12))
+        lo_raw = Signal(signed(_DIM + 12))
+        m.d.comb += rp.eq(self.r + g.pad)
+        with m.If(g.fp):
+            m.d.comb += lo_raw.eq(rp - ((g.ro - 1) << g.stride2))
+            m.d.comb += kr_hi.eq(Mux(rp < g.kh - 1, rp, g.kh - 1))
+        with m.Else():
+            rs = Mux(g.stride2, self.r << 1, self.r)
+            m.d.comb += lo_raw.eq(g.pad - rs)
+            hi_raw = g.ro - 1 + g.pad - rs
+            m.d.comb += kr_hi.eq(Mux(hi_raw < g.kh - 1, hi_raw, g.kh - 1))
+        lo0 = Mux(lo_raw < 0, 0, lo_raw)
+        # stride-2 FP: kr has the parity of r + pad (lo_raw has it; clamping to 0 may not)
+        m.d.comb += kr_lo.eq(lo0 + (g.fp & g.stride2 & (lo0[0] ^ rp[0])))
+        kr_step = Mux(g.fp & g.stride2, 2, 1)
+        kr = Signal(_DIM + 12)
+        m.d.comb += kr.eq(kr_lo + Mux(g.fp & g.stride2, kri << 1, kri))
+        kr_last = kr_lo + Mux(g.fp & g.stride2, kri << 1, kri) + kr_step > kr_hi
         o = Signal(_WIDE)
         m.d.comb += o.eq(ol * self._cols + self._j)
         y = Signal(signed(_WIDE + 2))
@@ -250,10 +273,10 @@ class _TapGen(wiring.Component):
         in_tile = (q >= self.lo) & (q < self.lo + g.per)
         # whether kernel row (ol, kr) can hold a tap at all: else its kw run is skipped in
         # one cycle (tiles make most kernel rows of an operand row out of range)
-        krow_ok = g_ok & (o < g.o_n) & in_tile & (kw < g.kw)
+        krow_ok = g_ok & (o < g.o_n) & in_tile & (kw < g.kw) & (kr <= kr_hi)
         cand_ok = krow_ok
         kw_more = krow_ok & (kw + kw_step < g.kw)
-        last_cand = ~kw_more & (kr == g.kh - 1) & (ol == g.ocl - 1)
+        last_cand = ~kw_more & kr_last & (ol == g.ocl - 1)
         woff = Signal(_WIDE)
         m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
 
@@ -298,9 +321,9 @@ class _TapGen(wiring.Component):
                 with m.If(kw_more):
                     m.d.sync += kw.eq(kw + kw_step)
                 with m.Else():
-                    m.d.sync += [kw.eq(kw0), kr.eq(kr + 1)]
-                    with m.If(kr == g.kh - 1):
-                        m.d.sync += [kr.eq(0), ol.eq(ol + 1)]
+                    m.d.sync += [kw.eq(kw0), kri.eq(kri + 1)]
+                    with m.If(kr_last):
+                        m.d.sync += [kri.eq(0), ol.eq(ol + 1)]
                 with m.If(last_cand):
                     m.d.sync += scanning.eq(0)
             with m.If(tap_ok):
@@ -318,7 +341,7 @@ class _TapGen(wiring.Component):
                 with m.If(self.start):
                     sp = (self.op == _EMIT) & g.fp & g.stride2
                     m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
-                                 ol.eq(0), kr.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
+                                 ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
                                  bld.eq(0), self.found.eq(0), split.eq(sp)]
                     with m.Switch(self.op):
                         with m.Case(_EMIT):
@@ -350,7 +373,7 @@ class _TapGen(wiring.Component):
                     m.d.sync += [held.last.eq(1), busy.eq(0)]
                     m.next = "IDLE"
             with m.State("PASS2"):
-                m.d.sync += [par.eq(1), ol.eq(0), kr.eq(0), kw.eq(~g.pad[0]), scanning.eq(1)]
+                m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0]), scanning.eq(1)]
                 m.next = "SCAN"
             with m.State("NOTAP"):
                 m.d.comb += self.waiting.eq(1)

@@ -403,3 +403,29 @@ def test_array_mapper_throughput():
     assert all(rates[("x", i)][2] >= p["w"] for i in range(cfg.pe_rows))
     assert all(rates[("taps", i, j)][2] >= p["kw"] for i in range(cfg.pe_rows)
                for j in range(cfg.pe_cols))
+
+
+EDGE_LAYERS = [
+    # fewer operand rows than PE rows (an FC-like BP at batch 1): PE rows 2, 3 stream one
+    # skip row (row (0, 0, 0)) per tile
+    ("bp", (4, 2, 2, 64), dict(batch=1, cin=3, cout=2, h=3, w=3, kh=3, kw=3, stride=1,
+                               padding=0, nm=None, zero_frac=0.3, raw=True, seed=971)),
+    # many small tiles (16-word banks, rows of 6): tiles where a PE row needs no row
+    ("fp", (3, 2, 2, 16), dict(batch=2, cin=2, cout=3, h=6, w=6, kh=3, kw=3, stride=1,
+                               padding=1, nm=None, zero_frac=0.5, raw=False, seed=972)),
+    # stride 2 with an even kernel and odd padding (both parity passes, kw0 = 1 first)
+    ("fp", (2, 2, 3, 32), dict(batch=1, cin=3, cout=4, h=8, w=8, kh=2, kw=2, stride=2,
+                               padding=1, nm=None, zero_frac=0.5, raw=True, seed=973)),
+]
+
+
+@pytest.mark.parametrize("mode,arr,p", EDGE_LAYERS, ids=["bp-fc", "fp-small-tiles", "fp-s2-k2"])
+def test_array_mapper_edge_layers(mode, arr, p):
+    rows, cols, lanes, psum = arr
+    cfg = ARRAY_CFG.replace(pe_rows=rows, pe_cols=cols, macs_per_pe=lanes, psum_buf_depth=psum)
+    print(f"seed={p['seed']} {mode} {arr} {p}")
+    job, _, fields, mems = make_layer(mode, cfg, **p)
+    want = reference_streams(job)
+    got, res = run_mapper(cfg, fields, mems, want, sink="random", seed=p["seed"])
+    check_streams(got, want)
+    assert res["oob"] == []
