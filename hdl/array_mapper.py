@@ -142,6 +142,9 @@ class _Geometry:
         self.op_base = Signal(addr_width)
         self.w_base = Signal(addr_width)
         self.m_base = Signal(addr_width)
+        self.wg = Signal()
+        self.win = Signal(_DIM)          # WG: the x row length W (scratchpad row base)
+        self.x_base = Signal(addr_width) # WG: x, the scratchpad's source
 
 
 class _XEmitter(wiring.Component):
@@ -273,8 +276,13 @@ class _TapGen(wiring.Component):
         in_tile = (q >= self.lo) & (q < self.lo + g.per)
         # whether kernel row (ol, kr) can hold a tap at all: else its kw run is skipped in
         # one cycle (tiles make most kernel rows of an operand row out of range)
-        krow_ok = g_ok & (o < g.o_n) & in_tile & (kw < g.kw) & (kr <= kr_hi)
-        cand_ok = krow_ok
+        # WG: the tap's psum address is its weight-gradient index (every tap kept, padded
+        # channels too: their scratchpad rows are zeros); tiles cut through the kernel
+        wgq = Signal(_WIDE)
+        m.d.comb += wgq.eq(((self.a * g.ocl + ol) * g.kh + kr) * g.kw + kw)
+        wg_in_tile = (wgq >= self.lo) & (wgq < self.lo + g.per)
+        krow_ok = (g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) & (kr <= kr_hi))
+        cand_ok = krow_ok & (~g.wg | wg_in_tile)
         kw_more = krow_ok & (kw + kw_step < g.kw)
         last_cand = ~kw_more & kr_last & (ol == g.ocl - 1)
         woff = Signal(_WIDE)
@@ -283,17 +291,21 @@ class _TapGen(wiring.Component):
         # -- stage 1: the mask bit and the weight arrive; a kept tap joins the bundle
         out_free = ~self.o.valid | self.o.ready
         can_push = ~held_valid | out_free
-        tap_ok = s1_valid & s1_ok & self.m_rd.data[0]
+        tap_ok = s1_valid & s1_ok & (g.wg | self.m_rd.data[0])
         full = tap_ok & (cnt == L - 1)
         adv = ~(full & ~can_push)                    # stage 1 retires its candidate
 
         # only a candidate that can be a tap reads: a padded channel (o >= O) has no weights,
         # so its address would leave the tensor (stage 1 ignores the held data: s1_ok = 0)
-        rd_en = scanning & adv & cand_ok
+        rd_en = scanning & adv & cand_ok & ~g.wg
         m.d.comb += [self.w_rd.addr.eq(g.w_base + woff), self.m_rd.addr.eq(g.m_base + woff),
                      self.w_rd.en.eq(rd_en), self.m_rd.en.eq(rd_en)]
 
-        slot = {"value": self.w_rd.data, "kw": s1_kw, "base": s1_base, "rowbase": 0, "en": 1}
+        s1_rowbase = Signal(_WIDE)
+        slot = {"value": Mux(g.wg, 0, self.w_rd.data), "kw": s1_kw, "base": s1_base,
+                "rowbase": s1_rowbase, "en": 1}
+        rowbase = Signal(_WIDE)          # WG: scratchpad address of x[b, ol, y, 0]
+        m.d.comb += rowbase.eq(((self.b * g.ocl + ol) * g.ro + y[:_WIDE]) * g.win)
         nb = Signal(self._tl)                        # bld with the stage-1 tap added
         m.d.comb += nb.eq(bld)
         for k in range(L):
@@ -316,7 +328,8 @@ class _TapGen(wiring.Component):
 
         with m.If(adv):
             m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
-                         s1_base.eq((q - self.lo) * g.lout)]
+                         s1_base.eq(Mux(g.wg, wgq - self.lo, (q - self.lo) * g.lout)),
+                         s1_rowbase.eq(Mux(g.wg, rowbase, 0))]
             with m.If(scanning):
                 with m.If(kw_more):
                     m.d.sync += kw.eq(kw + kw_step)
@@ -425,7 +438,8 @@ class _RowUnit(wiring.Component):
         have_first, tile_any, x_started = Signal(), Signal(), Signal()
         walk_done = ib == g.batch
         key = Signal(_WIDE + _DIM)
-        m.d.comb += key.eq((ib * g.rn + ir) * g.a_n + ia)
+        # interleaved dealing: FP/BP channel fastest, WG y fastest (gen/mapper/array.py)
+        m.d.comb += key.eq(Mux(g.wg, (ib * g.a_n + ia) * g.rn + ir, (ib * g.rn + ir) * g.a_n + ia))
         mine = (key % R) == self._i if R > 1 else Const(1)
         gens_idle = ~self.tg_busy.any()
         # every generator has finished its scan (idle, or waiting for the row's verdict)
@@ -534,6 +548,69 @@ class _DrainUnit(wiring.Component):
         return m
 
 
+class _DenseUnit(wiring.Component):
+    """WG: column ``j``'s scratchpad image ``x[:, c % cols == j]`` (``(b, cl, h, w)`` order,
+    channels past ``Cin`` as zeros, ``last`` on the final word), sent to the ``rows`` PEs of
+    the column at once (a fork: each stream takes the beat in its own cycle; the next beat
+    waits for all)."""
+
+    def __init__(self, geo, j, cols, rows, layout, addr_width, data_width):
+        self._geo, self._j, self._cols, self._rows = geo, j, cols, rows
+        self._aw = addr_width
+        super().__init__({
+            "go": In(1), "busy": Out(1),
+            "rd": Out(read_signature(addr_width, signed(data_width))),
+            "o": Out(stream.Signature(layout)).array(rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, R = self._geo, self._rows
+        b, cl, h, w = Signal(_DIM), Signal(_DIM), Signal(_DIM), Signal(_DIM)
+        run = Signal()
+        c = Signal(_WIDE)
+        m.d.comb += c.eq(cl * self._cols + self._j)
+        real = c < g.o_n
+        final = (w == g.win - 1) & (h == g.ro - 1) & (cl == g.ocl - 1) & (b == g.batch - 1)
+        s1_valid, s1_real, s1_last = Signal(), Signal(), Signal()
+        valid = Signal()
+        payload = Signal.like(self.o[0].payload)
+        sent = Signal(R)
+        taken = Signal(R)
+        for k in range(R):
+            m.d.comb += [self.o[k].valid.eq(valid & ~sent[k]), self.o[k].payload.eq(payload),
+                         taken[k].eq(sent[k] | self.o[k].ready)]
+        out_free = ~valid | taken.all()
+        adv = ~(s1_valid & ~out_free)
+        m.d.comb += [self.rd.addr.eq(g.x_base + ((b * g.o_n + c) * g.ro + h) * g.win + w),
+                     self.rd.en.eq(run & adv & real),
+                     self.busy.eq(run | s1_valid | valid)]
+        with m.If(valid):
+            with m.If(taken.all()):
+                m.d.sync += [valid.eq(0), sent.eq(0)]
+            with m.Else():
+                m.d.sync += sent.eq(taken)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(run), s1_real.eq(real), s1_last.eq(final)]
+            with m.If(run):
+                m.d.sync += w.eq(w + 1)
+                with m.If(w == g.win - 1):
+                    m.d.sync += [w.eq(0), h.eq(h + 1)]
+                    with m.If(h == g.ro - 1):
+                        m.d.sync += [h.eq(0), cl.eq(cl + 1)]
+                        with m.If(cl == g.ocl - 1):
+                            m.d.sync += [cl.eq(0), b.eq(b + 1)]
+                with m.If(final):
+                    m.d.sync += run.eq(0)
+            with m.If(s1_valid):
+                m.d.sync += [valid.eq(1), sent.eq(0),
+                             payload.value.eq(Mux(s1_real, self.rd.data, 0)),
+                             payload.last.eq(s1_last)]
+        with m.If(self.go & g.wg):
+            m.d.sync += [run.eq(1), b.eq(0), cl.eq(0), h.eq(0), w.eq(0)]
+        return m
+
+
 class ArrayMapper(wiring.Component):
     __doc__ = __doc__
 
@@ -567,6 +644,8 @@ class ArrayMapper(wiring.Component):
             "x": Out(stream.Signature(self.layouts["x"])).array(R),
             "taps": Out(stream.Signature(self.layouts["taps"])).array(R, C),
             "drain": Out(stream.Signature(self.layouts["drain"])).array(C),
+            "dense_rd": Out(read_signature(aw, signed(data_width))).array(C),
+            "dense": Out(stream.Signature(self.layouts["dense"])).array(R, C),
         })
 
     rows = property(lambda self: self._rows)
@@ -618,6 +697,12 @@ class ArrayMapper(wiring.Component):
             m.submodules[f"drain{j}"] = du
             wiring.connect(m, du.o, wiring.flipped(self.drain[j]))
             units.append(du)
+            dn = _DenseUnit(g, j, C, R, self.layouts["dense"], self._aw, self._dw)
+            m.submodules[f"dense{j}"] = dn
+            wiring.connect(m, dn.rd, wiring.flipped(self.dense_rd[j]))
+            for i in range(R):
+                wiring.connect(m, dn.o[i], wiring.flipped(self.dense[i][j]))
+            units.append(dn)
 
         go = Signal()
         busy = Signal()
@@ -625,6 +710,7 @@ class ArrayMapper(wiring.Component):
         for u in units:
             m.d.comb += u.go.eq(go)
         fp = job.mode == Phase.FP
+        wg = job.mode == Phase.WG
         ho = Signal(_DIM)
         wo = Signal(_DIM)
         # output geometry; S in {1, 2}: the division is a shift
@@ -642,13 +728,14 @@ class ArrayMapper(wiring.Component):
                     g.kh.eq(job.kh), g.kw.eq(job.kw), g.batch.eq(job.batch),
                     g.a_n.eq(Mux(fp, job.cin, job.cout)), g.rn.eq(Mux(fp, job.h, ho)),
                     g.lin.eq(Mux(fp, job.w, wo)), g.o_n.eq(Mux(fp, job.cout, job.cin)),
-                    g.ro.eq(Mux(fp, ho, job.h)), g.lout.eq(Mux(fp, wo, job.w)),
+                    g.ro.eq(Mux(fp, ho, job.h)), g.lout.eq(Mux(fp, wo, Mux(wg, 1, job.w))),
+                    g.wg.eq(wg), g.win.eq(job.w), g.x_base.eq(job.act_base),
                     g.so.eq(Mux(fp, job.cin * khkw, khkw)),
                     g.sa.eq(Mux(fp, khkw, job.cin * khkw)),
                     g.op_base.eq(Mux(fp, job.act_base, job.grad_base)),
                     g.w_base.eq(job.w_base), g.m_base.eq(job.m_base),
                     self.mode.eq(job.mode), self.stride2.eq(job.stride2), self.pad.eq(job.pad),
-                    self.out_len.eq(Mux(fp, wo, job.w)), self.in_len.eq(job.w),
+                    self.out_len.eq(Mux(fp | wg, wo, job.w)), self.in_len.eq(job.w),
                     self.skip_zero.eq(1), self.raw.eq(job.raw),
                 ]
                 m.next = "GEO2"
@@ -657,7 +744,9 @@ class ArrayMapper(wiring.Component):
                              g.per.eq(self._psum // g.lout)]
                 m.next = "GEO3"
             with m.State("GEO3"):
-                m.d.sync += [g.planes.eq(g.batch * g.ocl), g.total.eq(g.ro * g.batch * g.ocl)]
+                m.d.sync += [g.planes.eq(g.batch * g.ocl),
+                             g.total.eq(Mux(g.wg, g.a_n * g.ocl * g.kh * g.kw,
+                                            g.ro * g.batch * g.ocl))]
                 m.next = "GO"
             with m.State("GO"):
                 m.d.comb += go.eq(1)
@@ -666,6 +755,7 @@ class ArrayMapper(wiring.Component):
                 # done when every unit is idle and every stream register is empty
                 streams = [s.valid for s in [*self.x, *self.drain]]
                 streams += [self.taps[i][j].valid for i in range(R) for j in range(C)]
+                streams += [self.dense[i][j].valid for i in range(R) for j in range(C)]
                 with m.If(~go & ~_any([u.busy for u in units] + streams)):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"

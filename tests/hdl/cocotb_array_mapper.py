@@ -1,7 +1,7 @@
 """cocotb smoke test of the emitted ``array_mapper``: one random layer (FP or BP) run by the
 mapper against Python memory models of its read ports (Verilog ``act_rd__{i}__addr/en/data``,
-``w_rd__{i}__{j}__*``, ``m_rd__{i}__{j}__*``: data one cycle after an ``en`` cycle, held
-otherwise); every output stream (``x__{i}``, ``taps__{i}__{j}``, ``drain__{j}``) is taken under
+``dense_rd__{j}__*``, ``w_rd__{i}__{j}__*``, ``m_rd__{i}__{j}__*``: data one cycle after an ``en`` cycle, held
+otherwise); every output stream (``x__{i}``, ``taps__{i}__{j}``, ``drain__{j}``, ``dense__{i}__{j}``) is taken under
 a back-pressure pattern, and the collected beats must equal the reference mapper's
 (``reference_streams`` of tests/hdl/test_array_mapper.py) beat for beat; every read address
 must lie inside its tensor."""
@@ -23,13 +23,15 @@ async def array_mapper_layer(dut):
     p = env_params()
     cfg = AcceleratorConfig.from_dict(p["config"])
     seed = p["seed"]
-    job, _, fields, mems = make_layer(p["mode"], cfg, **p["layer"], seed=seed)
+    job, _, fields, mems, _ = make_layer(p["mode"], cfg, **p["layer"], seed=seed)
     want = reference_streams(job)
     R, C = cfg.pe_rows, cfg.pe_cols
     name = {("x", i): f"x__{i}" for i in range(R)}
     name.update({("taps", i, j): f"taps__{i}__{j}" for i in range(R) for j in range(C)})
     name.update({("drain", j): f"drain__{j}" for j in range(C)})
+    name.update({("dense", i, j): f"dense__{i}__{j}" for i in range(R) for j in range(C)})
     reads = [(f"act_rd__{i}", "act") for i in range(R)]
+    reads += [(f"dense_rd__{j}", "act") for j in range(C)]
     reads += [(f"{k}_rd__{i}__{j}", k) for k in ("w", "m") for i in range(R) for j in range(C)]
     image = {k: dict((b + n, int(v)) for n, v in enumerate(vals))
              for k, (b, vals) in mems.items()}

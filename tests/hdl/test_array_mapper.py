@@ -41,6 +41,9 @@ def reference_streams(job):
             out[("taps", i, j)] = pack_beats(lay["taps"], cat(job.grid[i][j], pm.PEJob.tap_beats))
     for j in range(job.cols):
         out[("drain", j)] = pack_beats(lay["drain"], cat(job.grid[0][j], pm.PEJob.drain_beats))
+    for i in range(job.rows):            # WG: the scratchpad is loaded once per job
+        for j in range(job.cols):
+            out[("dense", i, j)] = pack_beats(lay["dense"], job.grid[i][j][0].dense_beats())
     return out
 
 
@@ -65,18 +68,31 @@ def make_layer(mode, cfg, *, batch, cin, cout, h, w, kh, kw, stride, padding, nm
         job = am.map_array("fp", x=x, w=wt, mask=mask, **kwargs)
         ref = golden.conv2d_forward(x, wt * mask, stride, padding)
         op = x
+    elif mode == "wg":
+        job = am.map_array("wg", x=x, dy=dy, w_shape=wt.shape, **kwargs)
+        ref = golden.conv2d_backward_weight(x, dy, wt.shape, stride, padding)
+        op = dy
     else:
         job = am.map_array("bp", dy=dy, w=wt, x_shape=x.shape, mask=mask, **kwargs)
         ref = golden.conv2d_backward_input(dy, wt * mask, x.shape, stride, padding)
         op = dy
     if not raw:
         ref = golden.writeback(ref, cfg.frac_bits, cfg.data_width)
+    # one activation memory: x at ACT_BASE, dy after it (WG reads both)
+    grad_base = ACT_BASE + x.size + 2
+    act = np.concatenate([x.ravel(), [0, 0], dy.ravel()])
     fields = dict(mode=Phase.from_name(mode).value, batch=batch, cin=cin, cout=cout, h=h, w=w,
                   kh=kh, kw=kw, stride2=int(stride == 2), pad=padding, raw=int(raw),
-                  act_base=ACT_BASE, grad_base=ACT_BASE, w_base=W_BASE, m_base=M_BASE)
-    mems = dict(act=(ACT_BASE, op.ravel()), w=(W_BASE, wt.ravel()),
-                m=(M_BASE, mask.ravel().astype(int)))
-    return job, ref, fields, mems
+                  act_base=ACT_BASE, grad_base=grad_base, w_base=W_BASE, m_base=M_BASE)
+    if mode == "wg":                     # no weights: any weight / mask read is out of bounds
+        mems = dict(act=(ACT_BASE, act), w=(W_BASE, []), m=(M_BASE, []))
+    else:
+        mems = dict(act=(ACT_BASE, act), w=(W_BASE, wt.ravel()),
+                    m=(M_BASE, mask.ravel().astype(int)))
+    op_base = ACT_BASE if mode == "fp" else grad_base
+    bounds = {"act": (op_base, op_base + op.size), "dense": (ACT_BASE, ACT_BASE + x.size),
+              "w": (W_BASE, W_BASE + len(mems["w"][1])), "m": (M_BASE, M_BASE + len(mems["m"][1]))}
+    return job, ref, fields, mems, bounds
 
 
 class Harness(Elaboratable):
@@ -94,7 +110,7 @@ class Harness(Elaboratable):
         m.submodules.dut = d
         shapes = {"act": signed(self.cfg.data_width), "w": signed(self.cfg.data_width),
                   "m": unsigned(1)}
-        ports = {"act": [d.act_rd[i] for i in range(R)],
+        ports = {"act": [d.act_rd[i] for i in range(R)] + [d.dense_rd[j] for j in range(C)],
                  "w": [d.w_rd[i][j] for i in range(R) for j in range(C)],
                  "m": [d.m_rd[i][j] for i in range(R) for j in range(C)]}
         for name, (base, vals) in self.mems.items():
@@ -116,6 +132,11 @@ class Harness(Elaboratable):
                     s, t = d.taps[i][j], a.taps[i][j]
                     m.d.comb += [t.valid.eq(s.valid), t.payload.eq(s.payload),
                                  s.ready.eq(t.ready)]
+            for i in range(R):
+                for j in range(C):
+                    s, t = d.dense[i][j], a.dense[i][j]
+                    m.d.comb += [t.valid.eq(s.valid), t.payload.eq(s.payload),
+                                 s.ready.eq(t.ready)]
             for j in range(C):
                 m.d.comb += [a.drain[j].valid.eq(d.drain[j].valid),
                              a.drain[j].payload.eq(d.drain[j].payload),
@@ -127,20 +148,21 @@ def _streams(d):
     out = {("x", i): d.x[i] for i in range(d.rows)}
     out.update({("taps", i, j): d.taps[i][j] for i in range(d.rows) for j in range(d.cols)})
     out.update({("drain", j): d.drain[j] for j in range(d.cols)})
+    out.update({("dense", i, j): d.dense[i][j] for i in range(d.rows) for j in range(d.cols)})
     return out
 
 
-def _read_ports(d, mems):
+def _read_ports(d, rng):
     """``(port, lo, hi)``: each read port and the address range of its tensor."""
     R, C = d.rows, d.cols
-    rng = {k: (b, b + len(v)) for k, (b, v) in mems.items()}
     out = [(d.act_rd[i], *rng["act"]) for i in range(R)]
+    out += [(d.dense_rd[j], *rng["dense"]) for j in range(C)]
     out += [(d.w_rd[i][j], *rng["w"]) for i in range(R) for j in range(C)]
     out += [(d.m_rd[i][j], *rng["m"]) for i in range(R) for j in range(C)]
     return out
 
 
-def run_mapper(cfg, fields, mems, want, *, sink="random", seed=0):
+def run_mapper(cfg, fields, mems, bounds, want, *, sink="random", seed=0):
     """Start the job; collect every stream (``sink`` readiness per stream); returns the
     collected packed beats per stream, the cycles from ``start`` to ``busy`` low and the
     out-of-bounds reads seen."""
@@ -151,7 +173,7 @@ def run_mapper(cfg, fields, mems, want, *, sink="random", seed=0):
     pats = {k: make_pattern(sink, seed + 10 + n) for n, k in enumerate(keys)}
     got = {k: [] for k in keys}
     res = {"oob": [], "t": {k: [] for k in keys}}
-    reads = _read_ports(d, mems)
+    reads = _read_ports(d, bounds)
     limit = 40 * sum(len(v) for v in want.values()) + 4000
 
     async def bench(ctx):
@@ -238,7 +260,7 @@ def _check_random_layer(mode, p):
     if nm is not None and (p["cin"] if mode == "fp" else p["cout"]) % nm[1]:
         nm = None                                   # nm_mask needs whole groups
     try:
-        job, ref, fields, mems = make_layer(
+        job, ref, fields, mems, bounds = make_layer(
             mode, cfg, batch=p["batch"], cin=p["cin"], cout=p["cout"], h=p["h"], w=p["w"],
             kh=p["kh"], kw=p["kw"], stride=p["stride"], padding=p["padding"], nm=nm,
             zero_frac=p["zero_frac"], raw=p["raw"], seed=p["seed"])
@@ -246,7 +268,7 @@ def _check_random_layer(mode, p):
         print(f"reference rejects the layer: {e}")
         assume(False)
     want = reference_streams(job)
-    got, res = run_mapper(cfg, fields, mems, want, sink="random", seed=p["seed"])
+    got, res = run_mapper(cfg, fields, mems, bounds, want, sink="random", seed=p["seed"])
     check_streams(got, want)
     assert res["oob"] == []
 
@@ -263,6 +285,13 @@ def test_array_mapper_fp_streams_equal_reference(p):
 @given(layers_fp_bp("bp"))
 def test_array_mapper_bp_streams_equal_reference(p):
     _check_random_layer("bp", p)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(layers_fp_bp("wg"))
+def test_array_mapper_wg_streams_equal_reference(p):
+    _check_random_layer("wg", p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +356,10 @@ ARRAY_LAYERS = [
                 zero_frac=0.5, raw=False, seed=903)),
     ("bp", dict(batch=2, cin=5, cout=3, h=7, w=7, kh=3, kw=3, stride=2, padding=1, nm=None,
                 zero_frac=0.5, raw=True, seed=904)),
+    ("wg", dict(batch=1, cin=3, cout=4, h=6, w=6, kh=3, kw=3, stride=1, padding=1, nm=None,
+                zero_frac=0.5, raw=False, seed=905)),
+    ("wg", dict(batch=2, cin=3, cout=2, h=7, w=7, kh=3, kw=3, stride=2, padding=1, nm=None,
+                zero_frac=0.5, raw=True, seed=906)),
 ]
 
 
@@ -337,7 +370,7 @@ def test_array_mapper_feeds_pe_array(mode, p):
     reference cycle model (which assumes never-idle input streams)."""
     cfg = ARRAY_CFG
     print(f"seed={p['seed']} {mode} {p}")
-    job, ref, fields, mems = make_layer(mode, cfg, **p)
+    job, ref, fields, mems, _ = make_layer(mode, cfg, **p)
     got, res = run_with_array(cfg, job, fields, mems)
     out = job.assemble(got)
     assert np.array_equal(out, ref)
@@ -355,12 +388,13 @@ COCOTB_LAYER = dict(batch=2, cin=3, cout=3, h=5, w=5, kh=3, kw=3, stride=1, padd
                     nm=None, zero_frac=0.5, raw=False)
 
 
-def test_array_mapper_cocotb(sim, cocotb_run):
-    seed = 950
+@pytest.mark.parametrize("mode", ["fp", "wg"])
+def test_array_mapper_cocotb(sim, cocotb_run, mode):
+    seed = 950 + ["fp", "wg"].index(mode)
     cfg = ARRAY_CFG
-    print(f"seed={seed} sim={sim} layer={COCOTB_LAYER}")
+    print(f"seed={seed} sim={sim} mode={mode} layer={COCOTB_LAYER}")
     n = cocotb_run("array_mapper", sim, "cocotb_array_mapper", config=cfg,
-                   params={"seed": seed, "config": cfg.to_dict(), "mode": "fp",
+                   params={"seed": seed, "config": cfg.to_dict(), "mode": mode,
                            "layer": COCOTB_LAYER, "sink": "random"},
                    testcase="array_mapper_layer")
     assert n == 1
@@ -388,9 +422,9 @@ def test_array_mapper_throughput():
     p = dict(batch=1, cin=2, cout=2, h=5, w=8, kh=3, kw=3, stride=1, padding=1, nm=None,
              zero_frac=0.0, raw=True, seed=960, mask_density=1.0)
     print(f"seed={p['seed']} {p}")
-    job, _, fields, mems = make_layer("fp", cfg, **p)
+    job, _, fields, mems, bounds = make_layer("fp", cfg, **p)
     want = reference_streams(job)
-    got, res = run_mapper(cfg, fields, mems, want, sink="always", seed=p["seed"])
+    got, res = run_mapper(cfg, fields, mems, bounds, want, sink="always", seed=p["seed"])
     check_streams(got, want)
     cyc = res["cycles"]
     rates = {}
@@ -424,8 +458,8 @@ def test_array_mapper_edge_layers(mode, arr, p):
     rows, cols, lanes, psum = arr
     cfg = ARRAY_CFG.replace(pe_rows=rows, pe_cols=cols, macs_per_pe=lanes, psum_buf_depth=psum)
     print(f"seed={p['seed']} {mode} {arr} {p}")
-    job, _, fields, mems = make_layer(mode, cfg, **p)
+    job, _, fields, mems, bounds = make_layer(mode, cfg, **p)
     want = reference_streams(job)
-    got, res = run_mapper(cfg, fields, mems, want, sink="random", seed=p["seed"])
+    got, res = run_mapper(cfg, fields, mems, bounds, want, sink="random", seed=p["seed"])
     check_streams(got, want)
     assert res["oob"] == []
