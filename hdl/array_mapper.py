@@ -1,4 +1,4 @@
-"""Array mapper: the PE array's FP / BP input streams generated on chip from plain tensors.
+"""Array mapper: the PE array's FP / BP / WG input streams generated on chip from plain tensors.
 
 The RTL twin of :func:`sparseforge.gen.mapper.array.map_array` (the offline reference, which
 stays the specification): given one layer phase (a *job*) and read ports into on-chip
@@ -13,7 +13,9 @@ the reference mapping sends to :class:`~sparseforge.hdl.pe_array.PEArray`:
   padded; ``last`` on a row's final bundle, ``eot`` on the tile's final one), a 1-cycle skip
   bundle for a PE without taps for a row another PE of its row needs;
 * ``drain[j]``: one drain command per tile (``raw = 1``: the PEs drain raw, the column writes
-  back).
+  back);
+* ``dense[i][j]`` (WG): the scratchpad image of column ``j``, ``x[:, c % cols == j]`` in
+  ``(b, c_local, h, w)`` order (channels past ``Cin`` as zeros), once per job.
 
 Per tile (the y-major row bands of :mod:`sparseforge.gen.tiling`, ``psum_buf_depth //
 out_row_len`` output rows each) a PE row streams only the operand rows at least one of its PEs
@@ -30,7 +32,13 @@ mode  operand       A, Rn, Lin        O, Ro, Lout    weight index of tap (o, a, 
 ====  ===========  ================  =============  ===========================================
 FP    x  (act)     Cin, H, W         Cout, Ho, Wo   ``((o*Cin + a)*Kh + kr)*Kw + kw``
 BP    dy (grad)    Cout, Ho, Wo      Cin, H, W      ``((a*Cin + o)*Kh + kr)*Kw + kw``
+WG    dy (grad)    Cout, Ho, Wo      Cin, H, 1      none (every tap; psum address
+                                                    ``((a*Ocl + ol)*Kh + kr)*Kw + kw``)
 ====  ===========  ================  =============  ===========================================
+
+WG deals rows by ``((b*Cout + n)*Ho + y) % rows`` (``y`` fastest), its taps carry the
+scratchpad row base ``((b*Ocl + ol)*H + h)*W`` and its tiles are bands of ``psum_buf_depth``
+weight-gradient addresses.
 
 FP: output row ``y = (r + pad - kr) / S`` (valid when non-negative, divisible, ``< Ho``); BP:
 ``y = r*S + kr - pad`` (valid in ``[0, H)``). The tap's psum address is ``(q - lo) * Lout``
@@ -46,7 +54,7 @@ addr_width : int, [4, 32]
 Ports
 -----
 job : In(job_layout(addr_width))
-    ``mode`` (Phase: FP 0, BP 1), ``batch``, ``cin``, ``cout``, ``h``, ``w``, ``kh``, ``kw``,
+    ``mode`` (Phase: FP 0, BP 1, WG 2), ``batch``, ``cin``, ``cout``, ``h``, ``w``, ``kh``, ``kw``,
     ``stride2``, ``pad``, ``raw``, ``act_base`` (x), ``grad_base`` (dy), ``w_base`` (weights),
     ``m_base`` (the mask: FP the forward mask, BP the backward mask, in the weights' layout).
     Sampled when ``start`` is high while idle.
@@ -63,9 +71,12 @@ w_rd[i][j], m_rd[i][j] : Out(read_signature(...)).array(rows, cols)
     Weight (``signed(data_width)``) and mask (1 bit) reads of PE ``(i, j)``'s tap generator;
     the two ports always carry the same address offset from ``w_base`` / ``m_base`` and the
     same ``en`` (one memory holding weight and mask bit side by side serves both).
-x[i], taps[i][j], drain[j] : Out(stream.Signature(pe_layouts(cfg)[...]))
-    The PE array's input streams (``dense[i][j]`` is not generated: WG is not done yet).
-    ``valid``/``payload`` are registers; every stream honours back-pressure.
+dense_rd[j] : Out(read_signature(addr_width, signed(data_width))).array(cols)
+    WG: reads of ``x`` (from ``act_base``) for column ``j``'s scratchpad image.
+x[i], taps[i][j], dense[i][j], drain[j] : Out(stream.Signature(pe_layouts(cfg)[...]))
+    The PE array's input streams. ``valid``/``payload`` are registers; every stream honours
+    back-pressure. ``dense[.][j]`` of a column carry the same words, each stream at its own
+    pace (a fork; the next word waits until all took the current one).
 
 Structure, latency, throughput
 ------------------------------
@@ -77,7 +88,8 @@ tap generator scans its ``Ocl*Kh*Kw`` candidate taps (one per cycle, twice in st
 once per parity) and emits a bundle each time ``lanes`` taps are found. A generator holds its
 latest bundle back until the next one exists or the row / tile ends (that is how ``last`` and
 ``eot`` are known without look-ahead). One *drain unit* per column emits the tile's drain
-commands. Each stream is an output register: at most one beat per cycle. The x emitter runs
+commands; one *dense unit* per column (WG) reads its scratchpad image, one word per cycle.
+Each stream is an output register: at most one beat per cycle. The x emitter runs
 at one beat per stored element (plus the zero columns it reads and drops); a tap generator at
 one bundle per ``lanes`` kept candidates (one candidate per cycle), so taps are the limit
 when the mask is sparse or the kernel small -- see ``docs/array_mapper.md`` for measured
@@ -522,7 +534,8 @@ class _RowUnit(wiring.Component):
 
 
 class _DrainUnit(wiring.Component):
-    """Column ``j``'s drain commands: one per tile, ``{base 0, count, raw 1, last 1}``."""
+    """Column ``j``'s drain commands: one per tile, ``{base 0, count, raw 1, last 1}``
+    (``count`` = the tile's output rows x ``Lout``; WG: ``Lout = 1``, words)."""
 
     def __init__(self, geo, layout):
         self._geo = geo

@@ -437,6 +437,17 @@ def test_array_mapper_throughput():
     assert all(rates[("x", i)][2] >= p["w"] for i in range(cfg.pe_rows))
     assert all(rates[("taps", i, j)][2] >= p["kw"] for i in range(cfg.pe_rows)
                for j in range(cfg.pe_cols))
+    # WG: each scratchpad image leaves back to back, one word per cycle
+    pw = dict(p, zero_frac=0.5, seed=961)
+    job, _, fields, mems, bounds = make_layer("wg", cfg, **pw)
+    want = reference_streams(job)
+    got, res = run_mapper(cfg, fields, mems, bounds, want, sink="always", seed=pw["seed"])
+    check_streams(got, want)
+    for i in range(cfg.pe_rows):
+        for j in range(cfg.pe_cols):
+            t = res["t"][("dense", i, j)]
+            print(f"WG dense[{i}][{j}]: {len(t)} words, longest burst {_longest_burst(t)}")
+            assert _longest_burst(t) == len(t) == len(want[("dense", i, j)])
 
 
 EDGE_LAYERS = [
