@@ -1,10 +1,11 @@
-"""cocotb smoke test of the emitted ``array_mapper``: one random layer (FP or BP) run by the
-mapper against Python memory models of its read ports (Verilog ``act_rd__{i}__addr/en/data``,
-``dense_rd__{j}__*``, ``w_rd__{i}__{j}__*``, ``m_rd__{i}__{j}__*``: data one cycle after an ``en`` cycle, held
-otherwise); every output stream (``x__{i}``, ``taps__{i}__{j}``, ``drain__{j}``, ``dense__{i}__{j}``) is taken under
-a back-pressure pattern, and the collected beats must equal the reference mapper's
-(``reference_streams`` of tests/hdl/test_array_mapper.py) beat for beat; every read address
-must lie inside its tensor."""
+"""cocotb smoke test of the emitted ``array_mapper``: one random layer (FP or WG) run by the
+mapper against Python memory models of its read ports (Verilog ``act_rd__{i}__*``,
+``dense_rd__{j}__*``, ``w_rd__{i}__{j}__*``, ``m_rd__{i}__{j}__*``: ``data`` one cycle after an
+``en`` cycle, held otherwise); every output stream (``x__{i}``, ``taps__{i}__{j}``,
+``dense__{i}__{j}``, ``drain__{j}``) is taken under a back-pressure pattern, and the collected
+beats must equal the reference mapper's (``reference_streams`` of
+tests/hdl/test_array_mapper.py) beat for beat; every read address must lie inside the
+memory image."""
 
 import cocotb
 from cocotb.clock import Clock

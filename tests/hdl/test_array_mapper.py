@@ -2,8 +2,9 @@
 
 * Property test: random small layers (shapes, strides, padding, batch, N:M masks, tile edges
   through small ``psum_buf_depth``, array shapes) -- the mapper's ``x[i]``, ``taps[i][j]``,
-  ``drain[j]`` streams, collected under random back-pressure, equal the reference's beat lists
-  (``map_array``'s tiles concatenated) beat for beat; every memory read is inside its tensor.
+  ``dense[i][j]``, ``drain[j]`` streams (FP, BP, WG), collected under random back-pressure,
+  equal the reference's beat lists (``map_array``'s tiles concatenated) beat for beat; every
+  memory read is inside its tensor.
 * The mapper feeding a real ``PEArray``: the assembled column outputs equal the golden model;
   the cycle count is compared with ``gen.mapper.array.cycles``.
 * Throughput: beats per cycle of the streams without back-pressure.
