@@ -13,6 +13,7 @@ from sparseforge import __version__
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.schedule import config_hash, config_tag
 from sparseforge.hdl.accelerator import Accelerator
+from sparseforge.hdl.array_mapper import ArrayMapper
 from sparseforge.hdl.axil import AxiLiteRegs, config_words
 from sparseforge.hdl.compressor import Compressor
 from sparseforge.hdl.nm_selector import NMSelector
@@ -55,6 +56,11 @@ def _pe_array(cfg: AcceleratorConfig, **params):
     return array, {"rows": array.rows, "cols": array.cols, **array.pe_params}
 
 
+def _array_mapper(cfg: AcceleratorConfig, **params):
+    mapper = ArrayMapper.from_config(cfg, **params)     # params override (e.g. addr_width)
+    return mapper, {"rows": mapper.rows, "cols": mapper.cols, **mapper.params}
+
+
 def _axil(cfg: AcceleratorConfig, **params):
     p = {"addr_width": 12, "version": __version__, "config": config_words(cfg),
          "counter_width": 48}
@@ -80,6 +86,7 @@ def _accelerator(cfg: AcceleratorConfig, **params):
 BLOCKS = {
     **{name: _keyword_block(name, *row) for name, row in KEYWORD_BLOCKS.items()},
     "pe_array": _pe_array,
+    "array_mapper": _array_mapper,
     "axil": _axil,
     "skid": _skid,
     "accelerator": _accelerator,
