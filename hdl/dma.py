@@ -222,6 +222,9 @@ class DmaEngine(wiring.Component):
         m.d.comb += [
             self.mem.buf.eq(d.buf),
             self.mem.wdata.eq(self.m_axi_rdata),
+            # The current beat's word, so a store's first beat is read while the address
+            # handshake runs (overridden by the read-ahead in DATA).
+            self.mem.addr.eq(wptr),
         ]
 
         # -- AXI constant fields ----------------------------------------------------------
@@ -279,7 +282,7 @@ class DmaEngine(wiring.Component):
                     m.next = "DONE"
             with m.State("DATA"):
                 with m.If(d.dir == DIR_LOAD):
-                    m.d.comb += [self.m_axi_rready.eq(1), self.mem.addr.eq(wptr)]
+                    m.d.comb += self.m_axi_rready.eq(1)
                     with m.If(r_fire):
                         bad = self.m_axi_rresp[1]
                         m.d.comb += self.mem.we.eq(Mux(kill | bad, 0, beat_mask))
@@ -305,7 +308,7 @@ class DmaEngine(wiring.Component):
                 with m.If(tmo_hit):
                     m.next = "DONE"
             with m.State("RESP"):
-                m.d.comb += [self.m_axi_bready.eq(1), self.mem.addr.eq(wptr)]
+                m.d.comb += self.m_axi_bready.eq(1)
                 with m.If(b_fire):
                     with m.If(self.m_axi_bresp[1]):
                         first_err(DmaErr.BUS_ERROR)
