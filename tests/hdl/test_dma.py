@@ -213,9 +213,10 @@ def test_dma_throughput(width, max_burst):
     load, store = res["cycles"]
     print(f"width={width} max_burst={max_burst}: load {load} cycles, store {store} cycles for "
           f"{beats} beats in {bursts} bursts: {beats / load:.3f} / {beats / store:.3f} beats/cycle")
-    # The model slave answers AR in the same or the next cycle (testbench order), hence bounds.
-    assert beats + bursts <= load <= beats + 2 * bursts + 3
-    assert beats + 2 * bursts <= store <= beats + 3 * bursts + 3
+    # The model slave answers AR, W->B in the same or the next cycle (its testbenches wake in
+    # either order at an edge), hence bounds; docs/dma.md gives the engine's own figures.
+    assert beats + bursts <= load <= beats + 3 * bursts + 3
+    assert beats + 2 * bursts <= store <= beats + 4 * bursts + 3
 
 
 # --------------------------------------------------------------------------------------------
