@@ -5,7 +5,7 @@ completion beat on ``done``. Its buffer side is :func:`hdl.tensor_mem.dma_port_s
 (connect it to :class:`hdl.tensor_mem.TensorMemory`'s ``dma`` port); its memory side is an AXI4
 memory-mapped master whose ports are named like AXI4 with the ``m_axi_`` prefix
 (``m_axi_awaddr`` ... ``m_axi_rready``), so ``cocotbext.axi.AxiBus.from_prefix(dut, "m_axi")``
-binds the emitted Verilog. IDs are fixed 0; ``bid``/``rid`` are not used (one burst at a time).
+binds the emitted Verilog. IDs are fixed 0; ``bid``/``rid`` are inputs but ignored (one burst at a time).
 
 Descriptor (``desc.payload``, :func:`desc_layout`): ``buf`` (buffer id), ``base`` (element
 offset in the buffer), ``length`` (elements), ``dir`` (0: memory -> buffer "load",
@@ -134,11 +134,13 @@ class DmaEngine(wiring.Component):
             "m_axi_awready": In(1),
             "m_axi_wdata": Out(dw), "m_axi_wstrb": Out(dw // 8), "m_axi_wlast": Out(1),
             "m_axi_wvalid": Out(1), "m_axi_wready": In(1),
-            "m_axi_bresp": In(2), "m_axi_bvalid": In(1), "m_axi_bready": Out(1),
+            # bid/rid: present because AXI4 (and cocotbext-axi) require them; ignored (id 0).
+            "m_axi_bid": In(1), "m_axi_bresp": In(2), "m_axi_bvalid": In(1),
+            "m_axi_bready": Out(1),
             "m_axi_arid": Out(1), "m_axi_araddr": Out(aw), "m_axi_arlen": Out(8),
             "m_axi_arsize": Out(3), "m_axi_arburst": Out(2), "m_axi_arvalid": Out(1),
             "m_axi_arready": In(1),
-            "m_axi_rdata": In(dw), "m_axi_rresp": In(2), "m_axi_rlast": In(1),
+            "m_axi_rid": In(1), "m_axi_rdata": In(dw), "m_axi_rresp": In(2), "m_axi_rlast": In(1),
             "m_axi_rvalid": In(1), "m_axi_rready": Out(1),
             "busy_cycles": Out(counter_width), "beat_count": Out(counter_width),
             "stall_cycles": Out(counter_width),

@@ -381,3 +381,37 @@ def test_dma_blocks_registered(name):
         block, params = build_block(name, cfg)
         assert params["data_width" if name == "dma" else "word_width"] == cfg.dma_width
         assert tuple(params["sizes"]) == cfg.tensor_mem_elems
+
+
+# --------------------------------------------------------------------------------------------
+# cocotb (emitted Verilog, Icarus and Verilator), memory = cocotbext-axi AxiRam
+# --------------------------------------------------------------------------------------------
+
+COCOTB_TIMEOUT = 256
+
+
+def _cocotb_cfg(width):
+    return preset("tiny").replace(dma_width=width, dma_addr_width=16, act_mem_elems=512,
+                                  grad_mem_elems=512, wgt_mem_elems=256, out_mem_elems=256)
+
+
+@pytest.mark.parametrize("width,seed", [(32, 7000), (128, 7001)])
+def test_dma_cocotb_scoreboard(sim, cocotb_run, width, seed):
+    cfg = _cocotb_cfg(width)
+    print(f"seed={seed} width={width} sim={sim}")
+    n = cocotb_run("dma", sim, "cocotb_dma", testcase="dma_scoreboard", config=cfg,
+                   params={"seed": seed, "count": 12, "width": width, "addr_width": 16,
+                           "sizes": list(cfg.tensor_mem_elems)},
+                   timeout=COCOTB_TIMEOUT)
+    assert n == 1
+
+
+@pytest.mark.parametrize("width,seed", [(32, 7100), (128, 7101)])
+def test_dma_cocotb_errors(sim, cocotb_run, width, seed):
+    cfg = _cocotb_cfg(width)
+    print(f"seed={seed} width={width} sim={sim}")
+    n = cocotb_run("dma", sim, "cocotb_dma", testcase="dma_errors", config=cfg,
+                   params={"seed": seed, "width": width, "addr_width": 16,
+                           "sizes": list(cfg.tensor_mem_elems)},
+                   timeout=COCOTB_TIMEOUT)
+    assert n == 1
