@@ -16,11 +16,13 @@ from sparseforge.hdl.accelerator import Accelerator
 from sparseforge.hdl.array_mapper import ArrayMapper
 from sparseforge.hdl.axil import AxiLiteRegs, config_words
 from sparseforge.hdl.compressor import Compressor
+from sparseforge.hdl.dma import DmaSystem
 from sparseforge.hdl.nm_selector import NMSelector
 from sparseforge.hdl.pe import PE, pe_params
 from sparseforge.hdl.pe_array import PEArray
 from sparseforge.hdl.pruner import StochasticPruner
 from sparseforge.hdl.skid import SkidBuffer
+from sparseforge.hdl.tensor_mem import TensorMemory
 from sparseforge.hdl.weight_pregen import WeightPregen
 
 __all__ = ["BLOCKS", "build_block"]
@@ -39,6 +41,14 @@ KEYWORD_BLOCKS = {
     "pruner": (StochasticPruner, lambda cfg: {"data_width": cfg.data_width}),
     "weight_pregen": (WeightPregen, _nm_params),
     "pe": (PE, pe_params),
+    # DmaEngine wired to the tensor buffers (hdl/dma.py, docs/dma.md).
+    "dma": (DmaSystem, lambda cfg: {
+        "sizes": list(cfg.tensor_mem_elems), "data_width": cfg.dma_width,
+        "elem_width": cfg.data_width, "addr_width": cfg.dma_addr_width,
+        "max_burst": cfg.dma_max_burst, "timeout": cfg.dma_timeout}),
+    "tensor_mem": (TensorMemory, lambda cfg: {
+        "sizes": list(cfg.tensor_mem_elems), "word_width": cfg.dma_width,
+        "elem_width": cfg.data_width}),
 }
 
 

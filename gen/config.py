@@ -66,6 +66,17 @@ class AcceleratorConfig:
       controller refuses a longer binary; ``gen.schedule.validate(data, cfg)`` too).
     * ``prng_width`` {32} -- width of the xorshift PRNG state of the stochastic pruner.
     * ``strides`` -- subset of (1, 2): strides the PE supports.
+    * ``dma_width`` {32, 64, 128, 256, 512} -- data width in bits of the DMA engine's AXI4
+      memory-mapped master (one beat carries ``dma_width // data_width`` elements; docs/dma.md).
+    * ``dma_addr_width`` [12, 64] -- byte-address width of that master (32 on the small parts;
+      34 on ``vcu1525``: one 16 GiB DDR4 channel of the card per DMA master).
+    * ``dma_max_burst`` {1, 2, 4, ..., 256} -- most beats of one INCR burst.
+    * ``dma_timeout`` [16, 1 << 24] -- cycles without any handshake on the bus before a
+      transfer is abandoned with ``DmaErr.TIMEOUT``.
+    * ``act_mem_elems``, ``grad_mem_elems``, ``wgt_mem_elems``, ``out_mem_elems``
+      [64, 1 << 24] -- on-chip tensor buffers (``hdl.tensor_mem.TensorMemory``: buffer ids 0..3
+      in this order), in ``data_width`` elements; each a multiple of 64 so it is a whole
+      number of words at every ``dma_width``.
     """
 
     name: str = "custom"
@@ -85,6 +96,14 @@ class AcceleratorConfig:
     sched_depth: int = 4096
     prng_width: int = 32
     strides: tuple = (1, 2)
+    dma_width: int = 32
+    dma_addr_width: int = 32
+    dma_max_burst: int = 16
+    dma_timeout: int = 4096
+    act_mem_elems: int = 4096
+    grad_mem_elems: int = 4096
+    wgt_mem_elems: int = 4096
+    out_mem_elems: int = 4096
 
     # -- validation -------------------------------------------------------------------------
     def __post_init__(self):
@@ -129,10 +148,28 @@ class AcceleratorConfig:
         bad = [s for s in self.strides if s not in SUPPORTED_STRIDES]
         if bad:
             raise ValueError(f"strides must be a subset of {SUPPORTED_STRIDES}, not {self.strides}")
+        if self.dma_width not in (32, 64, 128, 256, 512):
+            raise ValueError(f"dma_width must be one of (32, 64, 128, 256, 512), not {self.dma_width}")
+        rng("dma_addr_width", 12, 64)
+        if not 1 <= self.dma_max_burst <= 256 or self.dma_max_burst & (self.dma_max_burst - 1):
+            raise ValueError(f"dma_max_burst must be a power of 2 in [1, 256], not {self.dma_max_burst}")
+        rng("dma_timeout", 16, 1 << 24)
+        for mem in self.tensor_mem_fields:
+            rng(mem, 64, 1 << 24)
+            if getattr(self, mem) % 64:
+                raise ValueError(f"{mem} must be a multiple of 64, not {getattr(self, mem)}")
         if self.max_row_len < self.k_max:
             raise ValueError(f"max_row_len must be >= k_max ({self.k_max}), not {self.max_row_len}")
 
     # -- derived quantities -----------------------------------------------------------------
+    #: The tensor-buffer size fields, in buffer-id order (``hdl.tensor_mem``).
+    tensor_mem_fields = ("act_mem_elems", "grad_mem_elems", "wgt_mem_elems", "out_mem_elems")
+
+    @property
+    def tensor_mem_elems(self) -> tuple:
+        """Sizes of the tensor buffers in elements, by buffer id."""
+        return tuple(getattr(self, f) for f in self.tensor_mem_fields)
+
     @property
     def col_width(self) -> int:
         """Bits of a column index within a row (0 .. max_row_len - 1)."""
@@ -220,14 +257,20 @@ PRESETS: dict[str, AcceleratorConfig] = {
     "tiny": AcceleratorConfig(name="tiny", pe_rows=2, pe_cols=2, macs_per_pe=2, k_max=7,
                               max_row_len=64, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                               acc_width=48, weight_buf_depth=256, act_buf_depth=256,
-                              psum_buf_depth=512),
+                              psum_buf_depth=512, dma_width=32, dma_addr_width=32,
+                              act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=2048,
+                              out_mem_elems=2048),
     # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, 208 DP16KD, 83.6k LUT4. Sized by synthesis so
     # the whole accelerator fits with room: one PE (4 lanes, 128-word ping-pong psum halves,
     # 512-word X scratchpad) is 2.0k LUT4 + 21 DP16KD (docs/fpga.md), so 2x2 PEs.
     "ecp5": AcceleratorConfig(name="ecp5", pe_rows=2, pe_cols=2, macs_per_pe=4, k_max=7,
                               max_row_len=256, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                               acc_width=48, weight_buf_depth=512, act_buf_depth=512,
-                              psum_buf_depth=128),
+                              psum_buf_depth=128,
+                              # Tensor buffers: 4 x 8192 x 16 bit = 512 kbit = 32 DP16KD (at 1 k
+                              # x 18 each), next to the 56 the tiny accelerator maps today.
+                              dma_width=32, dma_addr_width=32, act_mem_elems=8192,
+                              grad_mem_elems=8192, wgt_mem_elems=8192, out_mem_elems=8192),
     # VCU1525 (xcvu9p): 6840 DSP48E2, 2160 BRAM36, 960 URAM, 1.18M LUT. Memory, not DSPs,
     # bounds the array (every lane owns two psum memories and a scratchpad read port): one PE
     # (8 lanes, 512-word halves, 1024-word X scratchpad) is 4.4k LUT + 8 RAMB18 + 17 RAMB36,
@@ -235,7 +278,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
     "vcu1525": AcceleratorConfig(name="vcu1525", pe_rows=8, pe_cols=8, macs_per_pe=8, k_max=11,
                                  max_row_len=512, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                                  acc_width=48, weight_buf_depth=4096, act_buf_depth=1024,
-                                 psum_buf_depth=512),
+                                 psum_buf_depth=512,
+                                 # 512-bit DMA (one DDR4 channel: 34-bit bytes addresses, 16 GiB);
+                                 # 4 x 256 K elements = 4 Mbit per buffer in URAM (8192 x 512 bit
+                                 # = 8 wide x 2 deep URAM288 = 16), 64 of the 960 URAM in all.
+                                 dma_width=512, dma_addr_width=34, dma_max_burst=64,
+                                 act_mem_elems=1 << 18, grad_mem_elems=1 << 18,
+                                 wgt_mem_elems=1 << 18, out_mem_elems=1 << 18),
 }
 
 #: The preset `make verilog` uses.
