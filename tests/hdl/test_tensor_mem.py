@@ -71,6 +71,7 @@ def test_tensor_mem_random_ports(width, seed):
     run_sim(dut, tb)
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")   # built, not simulated
 def test_tensor_mem_params():
     assert TensorMemory(sizes=(64, 256), word_width=64).addr_width == 6
     with pytest.raises(ValueError, match=r"sizes\[0\] must be a multiple of 4"):
