@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 __all__ = ["PROG", "OneLineParser", "positive_float", "guarded", "error_line", "EXPECTED",
-           "plain", "preset_name"]
+           "plain", "preset_name", "add_config_args", "config_from_args"]
 
 PROG = "sparseforge"
 #: Failures a command reports as one line: bad values and files (ValueError covers the
@@ -33,6 +33,28 @@ class OneLineParser(argparse.ArgumentParser):
         sub = self.prog[len(PROG):].strip() if self.prog.startswith(PROG) else self.prog
         sys.stderr.write(error_line(f"{sub}: {message}" if sub else message) + "\n")
         sys.exit(2)
+
+
+def add_config_args(p: argparse.ArgumentParser):
+    """``--preset``, ``--config``, ``--set``: the configuration options every command that
+    builds a configuration takes (read by :func:`config_from_args`)."""
+    from sparseforge.gen.config import DEFAULT_PRESET, PRESETS
+    p.add_argument("--preset", default=None,
+                   help=f"base preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML/YAML configuration file (a table of fields, optionally preset)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one configuration field (repeatable)")
+
+
+def config_from_args(args):
+    """The configuration of :func:`add_config_args`' options; ``--preset ''`` and a
+    ``--preset`` that contradicts the file's own ``preset`` are errors."""
+    from sparseforge.gen.config import DEFAULT_PRESET, ConfigError, load_config
+    if args.preset is not None and not args.preset:
+        raise ConfigError("--preset must name a preset, not ''")
+    return load_config(args.config, base=DEFAULT_PRESET, preset=args.preset,
+                       overrides=args.set)
 
 
 def plain(doc: str) -> str:

@@ -18,6 +18,7 @@ accumulator. Only the write-back to ``data_width`` saturates.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import tomllib
@@ -306,8 +307,9 @@ class ConfigError(ValueError):
     type); the message names the file and, where known, the line."""
 
 
+@functools.cache
 def _unique_key_loader():
-    """A ``yaml.SafeLoader`` that refuses duplicate mapping keys (YAML's default keeps the
+    """(Built once.) A ``yaml.SafeLoader`` that refuses duplicate mapping keys (YAML's default keeps the
     last one silently; TOML refuses them) and, being safe, any ``!!python/...`` tag."""
     import yaml
 
@@ -369,12 +371,15 @@ def parse_table_file(path: Path, what: str, error=ConfigError):
 
 
 def load_config(path: str | Path | None = None, *, base: str | None = None,
+                preset: str | None = None,
                 overrides: list[str] | dict[str, Any] | None = None) -> AcceleratorConfig:
     """Load a configuration.
 
     ``path``: a ``.toml`` or ``.yaml``/``.yml`` file holding a flat table of fields (and
     optionally ``preset``); ``base``: a preset name used when the file names none;
-    ``overrides``: ``["field=value", ...]`` strings (CLI ``--set``) or a dict, applied last.
+    ``preset``: a preset asked for explicitly (CLI ``--preset``): it is the base, and a file
+    naming another preset is a ``ConfigError``, not a silent choice; ``overrides``:
+    ``["field=value", ...]`` strings (CLI ``--set``) or a dict, applied last.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -386,6 +391,11 @@ def load_config(path: str | Path | None = None, *, base: str | None = None,
             data = data["accelerator"]
         if not data:
             raise ConfigError(f"{path}: the configuration file is empty")
+        if preset is not None and data.get("preset", preset) != preset:
+            raise ConfigError(f"--preset {preset} contradicts preset = {data['preset']!r} "
+                              f"in {path}")
+    if preset is not None:
+        base = preset
     if base is not None and "preset" not in data:
         data["preset"] = base
     if overrides:

@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 from sparseforge.gen import blocks as _blocks
-from sparseforge.gen.cliutil import OneLineParser, guarded
-from sparseforge.gen.config import (DEFAULT_PRESET, PRESETS, ConfigError, load_config,
-                                    parse_table_file)
+from sparseforge.gen.cliutil import OneLineParser, add_config_args, config_from_args, guarded
+from sparseforge.gen.config import PRESETS
 
 #: Commands served by another module's ``main(argv)`` (their own options and ``--help``).
 DELEGATED = {
@@ -46,32 +45,6 @@ DELEGATED = {
     "formal": ("sparseforge.formal.runner", None,
                "SymbiYosys proofs (stream rules, N:M selector invariants, must-fail mutants)"),
 }
-
-
-def _add_config_args(p: argparse.ArgumentParser):
-    p.add_argument("--preset", default=None,
-                   help=f"base preset ({', '.join(sorted(PRESETS))}; default {DEFAULT_PRESET})")
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="TOML/YAML configuration file (a table of fields, optionally preset)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one configuration field (repeatable)")
-
-
-def _config(args):
-    """The configuration of ``--preset`` / ``--config`` / ``--set``; a ``--preset`` that
-    contradicts the file's own ``preset`` is an error, not a silent choice."""
-    if args.preset is not None and not args.preset:
-        raise ConfigError("--preset must name a preset, not ''")
-    if args.config and args.preset is not None:
-        path = Path(args.config)
-        data = parse_table_file(path, "configuration") if path.is_file() else {}
-        data = data.get("accelerator", data) if isinstance(data.get("accelerator"), dict) \
-            else data
-        if "preset" in data and data["preset"] != args.preset:
-            raise ConfigError(f"--preset {args.preset} contradicts preset = {data['preset']!r} "
-                              f"in {args.config}")
-    base = args.preset if args.preset is not None else DEFAULT_PRESET
-    return load_config(args.config, base=base, overrides=args.set)
 
 
 # -- verilog ---------------------------------------------------------------------------------
@@ -100,7 +73,7 @@ def _check_block_flags(args, names):
 def cmd_verilog(args) -> int:
     from sparseforge import __version__
     from sparseforge.gen.verilog import write_verilog
-    cfg = _config(args)
+    cfg = config_from_args(args)
     names = args.blocks or sorted(_blocks.BLOCKS)
     unknown = sorted(set(names) - set(_blocks.BLOCKS))
     if unknown:
@@ -133,7 +106,7 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_config(args) -> int:
-    cfg = _config(args)
+    cfg = config_from_args(args)
     for k, v in cfg.to_dict().items():
         print(f"{k} = {v!r}")
     return 0
@@ -154,7 +127,7 @@ def cmd_schedule(args) -> int:
     schedule memory; ``-o`` writes the binary (only when it fits)."""
     from sparseforge.gen.network import load_network
     from sparseforge.gen.schedule import build_schedule, validate
-    cfg = _config(args)
+    cfg = config_from_args(args)
     net = load_network(args.net, cfg, batch=args.batch)
     sched = build_schedule(net, cfg)
     binary = sched.encode()
@@ -185,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "manifest.json (or one block into a .v file).")
     p.add_argument("blocks", nargs="*", metavar="BLOCK",
                    help=f"blocks to emit (default: all of {', '.join(sorted(_blocks.BLOCKS))})")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("-o", "--output", default="build/verilog", metavar="DIR",
                    help="output folder (files go to DIR/<config name>/) or, for one block, a "
                         ".v file (default build/verilog)")
@@ -197,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the resolved configuration",
                        description="Print the configuration the other commands would use.")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("presets", help="list the presets", description="List the presets.")
@@ -211,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network name (gen/networks) or YAML/TOML file (default digits-cnn)")
     p.add_argument("--batch", type=int, default=None,
                    help="batch size (default: the network's own)")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="write the binary to FILE (little-endian 32-bit words)")
     p.set_defaults(func=cmd_schedule)

@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from sparseforge.gen.cliutil import OneLineParser, error_line, guarded
-from sparseforge.gen.config import DEFAULT_PRESET, PRESETS, load_config
+from sparseforge.gen.cliutil import (OneLineParser, add_config_args, config_from_args,
+                                     error_line, guarded)
 from sparseforge.gen.network import NetworkError
 
 DEFAULT_NET = "digits-cnn"
@@ -42,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "checked against the golden model; writes OUT/report.json.")
     p.add_argument("--net", default=DEFAULT_NET,
                    help=f"network name or YAML file (default {DEFAULT_NET})")
-    p.add_argument("--preset", default=None,
-                   help=f"configuration preset ({', '.join(sorted(PRESETS))}; default "
-                        f"{DEFAULT_PRESET})")
-    p.add_argument("--config", default=None, metavar="FILE", help="TOML/YAML configuration file")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one configuration field (repeatable)")
+    add_config_args(p)
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--steps", type=int, default=1,
                    help="consecutive training steps, weights carried over (default 1)")
@@ -81,21 +76,14 @@ def plan(args):
     """The configuration and network of a run, checked before anything is built: the step
     must map on the configuration (the array model runs it once, in Python) and its schedule
     must fit the schedule memory. Returns ``(cfg, net, schedule_words)``."""
-    from sparseforge.gen.schedule import build_schedule
+    from sparseforge.gen.schedule import build_schedule, validate
     from sparseforge.sim.host import e2e
-    base = args.preset if args.preset is not None else DEFAULT_PRESET
-    if args.preset == "":
-        raise UsageError("--preset must name a preset, not ''")
-    cfg = load_config(args.config, base=base, overrides=args.set)
+    cfg = config_from_args(args)
     try:
         net = e2e.load_net(args.net, cfg, batch=args.batch)
     except NetworkError as exc:
         raise UsageError(str(exc)) from None
-    words = len(build_schedule(net, cfg).encode()) // 4
-    depth = cfg.sched_depth
-    if words > depth:
-        raise UsageError(f"the schedule of {net.name} at batch {net.batch} needs {words} "
-                         f"words; the schedule memory of {cfg.name} holds {depth}")
+    words = len(validate(build_schedule(net, cfg).encode(), cfg))   # fits sched_depth
     state = e2e.init_state(net, cfg, seed=args.seed)
     x, y = e2e.make_batch(net, cfg, seed=args.seed)
     try:
