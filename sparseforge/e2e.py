@@ -114,8 +114,6 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
 
 def run(args, log=print) -> tuple[dict, bool]:
     """Plan, build, simulate; returns ``(report, passed)``."""
-    from sparseforge.gen.blocks import build_block
-    from sparseforge.gen.verilog import write_verilog
     from sparseforge.sim.testkit import runner as R
     _check_args(args)
     cfg, net, words = plan(args)
@@ -126,17 +124,11 @@ def run(args, log=print) -> tuple[dict, bool]:
     if args.waves:
         os.environ["WAVES"] = "1"
     work = out / f"sim-{cfg.key()}-{args.sim}"
-    rtl = work / "rtl" / "accelerator.v"
     t0 = time.perf_counter()
-    if not rtl.exists():
-        log(f"emitting the accelerator for {cfg.name} ...")
-        component, used = build_block("accelerator", cfg)
-        write_verilog(component, "accelerator", rtl, config=cfg, params=used)
-    build_dir = work / ("build-waves" if args.waves else "build")
-    if not (build_dir / ".built").exists():
-        log(f"building it for {args.sim} (once per configuration) ...")
-        R.build(args.sim, [rtl], "accelerator", build_dir)
-        (build_dir / ".built").touch()
+    log(f"the accelerator for {cfg.name} under {args.sim} (emitted and built once per "
+        f"configuration) ...")
+    build_dir = R.build_once("accelerator", cfg, args.sim, work,
+                             build_name="build-waves" if args.waves else "build")
     wall_build = time.perf_counter() - t0
     log_path = out / "log.json"
     log_path.unlink(missing_ok=True)

@@ -36,9 +36,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def cocotb_run(tmp_path_factory, worker_id):
-    from sparseforge.gen.blocks import build_block
     from sparseforge.gen.config import preset
-    from sparseforge.gen.verilog import write_verilog
 
     # Shared by all xdist workers of this session (each worker's basetemp is a child of it), so
     # each (block, config) is emitted once and each simulator model is compiled once per
@@ -53,15 +51,9 @@ def cocotb_run(tmp_path_factory, worker_id):
         cfg = config if config is not None else preset("tiny")
         digest = hashlib.sha1(json.dumps(block_params, sort_keys=True).encode()).hexdigest()[:8]
         key = f"{block}-{cfg.key()}-{digest}"
-        rtl = base / key / "rtl" / f"{block}.v"
-        build_dir = base / key / sim
         with _locked(base / f"{key}.lock"):
-            if not rtl.exists():
-                component, used = build_block(block, cfg, **block_params)
-                write_verilog(component, block, rtl, config=cfg, params=used)
-            if not (build_dir / ".built").exists():
-                _runner.build(sim, [rtl], block, build_dir)
-                (build_dir / ".built").touch()
+            build_dir = _runner.build_once(block, cfg, sim, base / key,
+                                           block_params=block_params)
         counter["n"] += 1
         test_dir = build_dir / f"run-{worker_id}-{counter['n']}"
         return _runner.run_test(sim, block, test_module, build_dir, params=params,

@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "run_test",
+__all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "build_once", "run_test",
            "VERILATOR_MAKEFLAGS"]
 
 SIMULATORS = ("icarus", "verilator")
@@ -110,6 +110,26 @@ def build(sim: str, sources: list[Path], toplevel: str, build_dir: Path) -> Path
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = saved
+    return build_dir
+
+
+def build_once(block: str, cfg, sim: str, folder: Path, *, block_params: dict | None = None,
+               build_name: str | None = None) -> Path:
+    """``block``'s Verilog for ``cfg`` emitted into ``folder/rtl/`` and built for ``sim`` into
+    ``folder/<build_name or sim>/``, each only if not done before (a ``.built`` marker);
+    returns the build folder. The caller keys ``folder`` by block, configuration and
+    parameters (and serialises concurrent callers)."""
+    from sparseforge.gen.blocks import build_block
+    from sparseforge.gen.verilog import write_verilog
+    folder = Path(folder)
+    rtl = folder / "rtl" / f"{block}.v"
+    if not rtl.exists():
+        component, used = build_block(block, cfg, **(block_params or {}))
+        write_verilog(component, block, rtl, config=cfg, params=used)
+    build_dir = folder / (build_name or sim)
+    if not (build_dir / ".built").exists():
+        build(sim, [rtl], block, build_dir)
+        (build_dir / ".built").touch()
     return build_dir
 
 
