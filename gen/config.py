@@ -35,6 +35,8 @@ __all__ = ["AcceleratorConfig", "ConfigError", "PRESETS", "preset", "load_config
 SUPPORTED_M = (2, 4, 8, 16)
 #: Convolution strides the PE supports.
 SUPPORTED_STRIDES = (1, 2)
+#: Values of ``AcceleratorConfig.data_plane``.
+DATA_PLANES = ("dma", "host-stream")
 
 
 def _is_int(value) -> bool:
@@ -78,6 +80,12 @@ class AcceleratorConfig:
       [64, 1 << 24] -- on-chip tensor buffers (``hdl.tensor_mem.TensorMemory``: buffer ids 0..3
       in this order), in ``data_width`` elements; each a multiple of 64 so it is a whole
       number of words at every ``dma_width``.
+    * ``data_plane`` {"dma", "host-stream"} -- how the PE array is fed. ``"dma"`` (*ours*,
+      issue 16): the accelerator has the on-chip data plane (``hdl.dataplane.DataPlane``: the
+      DMA engine's AXI4 master ``m_axi_*``, the tensor buffers above, the hardware mapper and
+      the result store), driven by ``dp`` command packets; the host-fed streams stay
+      available. ``"host-stream"``: only the host-fed streams (no ``m_axi_*`` port; the
+      ``vcu1525`` preset until its block design connects the master).
     """
 
     name: str = "custom"
@@ -105,6 +113,7 @@ class AcceleratorConfig:
     grad_mem_elems: int = 4096
     wgt_mem_elems: int = 4096
     out_mem_elems: int = 4096
+    data_plane: str = "dma"
 
     # -- validation -------------------------------------------------------------------------
     def __post_init__(self):
@@ -155,6 +164,8 @@ class AcceleratorConfig:
         if not 1 <= self.dma_max_burst <= 256 or self.dma_max_burst & (self.dma_max_burst - 1):
             raise ValueError(f"dma_max_burst must be a power of 2 in [1, 256], not {self.dma_max_burst}")
         rng("dma_timeout", 16, 1 << 24)
+        if self.data_plane not in DATA_PLANES:
+            raise ValueError(f"data_plane must be one of {DATA_PLANES}, not {self.data_plane!r}")
         for mem in self.tensor_mem_fields:
             rng(mem, 64, 1 << 24)
             if getattr(self, mem) % 64:
@@ -285,7 +296,11 @@ PRESETS: dict[str, AcceleratorConfig] = {
                                  # = 8 wide x 2 deep URAM288 = 16), 64 of the 960 URAM in all.
                                  dma_width=512, dma_addr_width=34, dma_max_burst=64,
                                  act_mem_elems=1 << 18, grad_mem_elems=1 << 18,
-                                 wgt_mem_elems=1 << 18, out_mem_elems=1 << 18),
+                                 wgt_mem_elems=1 << 18, out_mem_elems=1 << 18,
+                                 # the block design does not connect the DMA master yet, and
+                                 # the 8x8 array's 64 weight readers need a banked weight
+                                 # buffer instead of replicas (docs/dataplane.md)
+                                 data_plane="host-stream"),
 }
 
 #: The preset `make verilog` uses.

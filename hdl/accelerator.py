@@ -58,6 +58,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl.axil import AxiLiteRegs, config_words
 from sparseforge.hdl.controller import ScheduleController
+from sparseforge.hdl.dataplane import DataPlane
 from sparseforge.hdl.merger import OutputMerger
 from sparseforge.hdl.pe_array import PEArray
 from sparseforge.hdl.pregen_seq import PregenSequencer
@@ -87,6 +88,9 @@ class Accelerator(wiring.Component):
         self.router = PacketRouter(cfg)
         self.seq = PregenSequencer(self.pregen.i.payload.shape(), depth=cfg.weight_buf_depth)
         self.merger = OutputMerger(cfg)
+        # the on-chip data plane (cfg.data_plane == "dma"): DMA + tensor buffers + hardware
+        # mapper + result store, fed by `dp` command packets
+        self.dp = DataPlane.from_config(cfg) if cfg.data_plane == "dma" else None
         members = {n: (In if f.flow == wiring.In else Out)(f.shape)
                    for n, f in self.regs.signature.members.items() if n.startswith("s_axil_")}
         members.update({
@@ -96,6 +100,9 @@ class Accelerator(wiring.Component):
             "m_axis_tlast": Out(1),
             "irq": Out(1),
         })
+        if self.dp is not None:              # the DMA engine's AXI4 master, named as its own
+            members.update({n: f for n, f in self.dp.signature.members.items()
+                            if n.startswith("m_axi_")})
         super().__init__(members)
 
     @property
@@ -134,10 +141,40 @@ class Accelerator(wiring.Component):
                      self.m_axis_tvalid.eq(merger.o.valid), merger.o.ready.eq(self.m_axis_tready)]
 
         # ------------------------------------------------------------------ router -> targets
-        _connect(m, router.x, array.x)
-        _connect(m, router.taps, array.taps)
-        _connect(m, router.dense, array.dense)
-        _connect(m, router.drain, array.drain)
+        dp = self.dp
+        dp_sel = Signal()          # the PE array belongs to the data plane's job
+        if dp is None:
+            _connect(m, router.x, array.x)
+            _connect(m, router.taps, array.taps)
+            _connect(m, router.dense, array.dense)
+            _connect(m, router.drain, array.drain)
+            _connect(m, array.o, merger.col)
+        else:
+            # Not under the soft reset's ResetInserter: the DMA master must finish its burst
+            # (AXI forbids dropping a valid); the soft reset aborts it instead, held until the
+            # data plane is idle again (the pulse alone could fall between two checks).
+            m.submodules.dp = dp
+            aborting = Signal()
+            with m.If(soft):
+                m.d.sync += aborting.eq(1)
+            with m.Elif(~dp.busy):
+                m.d.sync += aborting.eq(0)
+            m.d.comb += [dp.abort.eq(soft | aborting), dp_sel.eq(dp.job_active)]
+            wiring.connect(m, router.dp, dp.cmd)
+            for n in self.signature.members:
+                if n.startswith("m_axi_"):
+                    if self.signature.members[n].flow == wiring.In:
+                        m.d.comb += getattr(dp, n).eq(getattr(self, n))
+                    else:
+                        m.d.comb += getattr(self, n).eq(getattr(dp, n))
+            for kind in ("x", "taps", "dense", "drain"):
+                _select(m, dp_sel, getattr(dp, kind), getattr(router, kind), getattr(array, kind))
+            # the column outputs go to the result store during a data-plane job, else out
+            for j in range(cfg.pe_cols):
+                src, a, b = array.o[j], dp.o[j], merger.col[j]
+                m.d.comb += [a.payload.eq(src.payload), b.payload.eq(src.payload),
+                             a.valid.eq(src.valid & dp_sel), b.valid.eq(src.valid & ~dp_sel),
+                             src.ready.eq(Mux(dp_sel, a.ready, b.ready))]
         wiring.connect(m, router.prune, pruner.i)
         wiring.connect(m, router.pregen, seq.host)
         wiring.connect(m, router.wbuf, seq.wbuf)
@@ -150,7 +187,6 @@ class Accelerator(wiring.Component):
                      router.pregen_hold.eq(seq.active)]
 
         # ------------------------------------------------------------------ outputs -> merger
-        _connect(m, array.o, merger.col)
         wiring.connect(m, pruner.o, merger.prune)
         wiring.connect(m, pregen.o, merger.pregen)
 
@@ -166,10 +202,14 @@ class Accelerator(wiring.Component):
         # them are ignored); raw, pe_sel, tau and the seed stay with the host.
         # The choice is registered (for Fmax: the PEs' mode-dependent logic starts at a
         # register); a control changes >= 2 cycles before the first beat that uses it.
+        # A data-plane job's controls come from its mapper (valid >= 3 cycles before its
+        # first beat, so this register still sets them >= 2 cycles early).
         for name in PHASE_CONTROLS:                     # named alike in ctl, sc and array
+            host = Mux(sc.running, getattr(sc, name), getattr(ctl, name))
             m.d.sync += getattr(array, name).eq(
-                Mux(sc.running, getattr(sc, name), getattr(ctl, name)))
-        m.d.comb += [array.raw.eq(ctl.raw), array.pe_sel.eq(ctl.pe_sel)]
+                host if dp is None else Mux(dp_sel, getattr(dp, name), host))
+        m.d.comb += [array.raw.eq(ctl.raw if dp is None else Mux(dp_sel, dp.raw, ctl.raw)),
+                     array.pe_sel.eq(ctl.pe_sel)]
         m.d.comb += [pruner.tau.eq(ctl.tau), pruner.seed.eq(ctl.seed)]
         m.d.sync += [pruner.k_p.eq(Mux(sc.running, sc.k_p, ctl.k_p)),
                      pruner.shift.eq(Mux(sc.running, sc.shift, ctl.shift))]
@@ -199,8 +239,9 @@ class Accelerator(wiring.Component):
         # controller's next step
         held_data = Cat(merger.held[s.id] for s in sources(cfg) if s.kind != "pregen").any()
         end_seen = Signal()
+        dp_busy = Const(0) if dp is None else dp.busy
         idle = ~array.active & ~router.busy & ~router.held & ~merger.busy & ~pruner.o.valid & \
-            ~pregen.o.valid & ~seq.active & ~merger.held.any()
+            ~pregen.o.valid & ~seq.active & ~merger.held.any() & ~dp_busy
         done = Signal()
         m.d.comb += done.eq(end_seen & idle)
         # the controller takes a step only once the previous phase has left the data path (an
@@ -208,7 +249,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             sc.start.eq(regs.start),
             sc.dp_idle.eq(~array.active & ~router.held & ~merger.busy & ~pruner.o.valid &
-                          ~held_data),
+                          ~held_data & ~dp_busy),
             sc.pg_busy.eq(seq.active | router.pregen.valid),
         ]
         with m.If(router.end):
@@ -221,8 +262,11 @@ class Accelerator(wiring.Component):
         # packet checks -> ERROR_CODE was the ECP5 critical path); STATUS.error rises a cycle later
         err_q = Signal()
         code_q = Signal(8)
-        m.d.sync += [err_q.eq(router.err | sc.err),
-                     code_q.eq(Mux(router.err, router.err_code, sc.err_code))]
+        dp_err = Const(0) if dp is None else dp.err
+        dp_code = Const(0, 8) if dp is None else dp.err_code
+        m.d.sync += [err_q.eq(router.err | sc.err | dp_err),
+                     code_q.eq(Mux(router.err, router.err_code,
+                                   Mux(sc.err, sc.err_code, dp_code)))]
         m.d.comb += [
             regs.busy.eq(~idle | end_seen),
             regs.done_pulse.eq(done),
@@ -235,7 +279,22 @@ class Accelerator(wiring.Component):
             regs.stall_out.eq(array.sel.stall_out),
             regs.nnz.eq(array.sel.nnz),
         ]
+        if dp is not None:
+            m.d.comb += [regs.job_cycles.eq(dp.job_cycles), regs.dma_busy.eq(dp.dma_busy_cycles),
+                         regs.dma_exposed.eq(dp.dma_exposed_cycles),
+                         regs.dma_beats.eq(dp.dma_beats)]
         return m
+
+
+def _select(m, sel, a, b, dst):
+    """Stream (array) ``dst`` fed by ``a`` while ``sel``, else by ``b``; the other waits."""
+    if isinstance(dst, list):
+        for x, y, z in zip(a, b, dst):
+            _select(m, sel, x, y, z)
+        return
+    m.d.comb += [dst.valid.eq(Mux(sel, a.valid, b.valid)),
+                 dst.payload.eq(Mux(sel, a.payload, b.payload)),
+                 a.ready.eq(dst.ready & sel), b.ready.eq(dst.ready & ~sel)]
 
 
 def _connect(m, a, b):

@@ -22,9 +22,13 @@ ID_VALUE = 0x53465247
 RESP_OKAY = 0b00
 RESP_SLVERR = 0b10
 
-#: Performance counters, in register order; each is a LO/HI pair starting at 0x040.
-COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz")
+#: Performance counters, in register order; each is a LO/HI pair: the array's five from
+#: 0x040, the data plane's (``hdl/dataplane.py``; 0 without one) from 0x090.
+COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz",
+            "job_cycles", "dma_busy", "dma_exposed", "dma_beats")
 _COUNTER_BASE = 0x040
+_DP_COUNTER_BASE = 0x090
+_N_ARRAY_COUNTERS = 5
 
 #: Register name -> byte offset.
 REGS = {
@@ -44,8 +48,10 @@ REGS = {
     "SCHED_BASE": 0x034,
 }
 for _k, _name in enumerate(COUNTERS):
-    REGS[f"{_name.upper()}_LO"] = _COUNTER_BASE + 8 * _k
-    REGS[f"{_name.upper()}_HI"] = _COUNTER_BASE + 8 * _k + 4
+    _base = _COUNTER_BASE + 8 * _k if _k < _N_ARRAY_COUNTERS else \
+        _DP_COUNTER_BASE + 8 * (_k - _N_ARRAY_COUNTERS)
+    REGS[f"{_name.upper()}_LO"] = _base
+    REGS[f"{_name.upper()}_HI"] = _base + 4
 #: Read-only state of the on-chip schedule controller (hdl/controller.py).
 REGS["SCHED_STATUS"] = 0x080
 
@@ -147,8 +153,8 @@ class AxiLiteRegs(wiring.Component):
     sched_status : In(32)
         Read live as SCHED_STATUS (read-only): the schedule controller's loaded / running /
         at_end bits and, in [31:16], the index of its next entry.
-    cycles, busy_mac, stall_in, stall_out, nnz : In(counter_width)
-        Performance counters kept by the core. Reading a LO register latches the HI half of the
+    cycles, busy_mac, stall_in, stall_out, nnz, job_cycles, dma_busy, dma_exposed, dma_beats : In(counter_width)
+        Performance counters kept by the core (:data:`COUNTERS`). Reading a LO register latches the HI half of the
         same counter at the same instant, so a LO-then-HI read pair is an atomic 64-bit read.
 
     Timing

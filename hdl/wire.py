@@ -179,7 +179,9 @@ def destinations(cfg) -> list[Packet]:
     ``dense_r{i}_c{j}``, ``drain_c{j}``, the pruner's ``prune``, the pre-generation's
     ``pregen`` (groups sent by the host), ``wbuf`` (groups into the weight buffer),
     ``pgctl`` (one :func:`pgctl_layout` beat), the schedule controller's ``sched`` (32-bit
-    words of a schedule binary) and ``step`` (an 8-bit opcode)."""
+    words of a schedule binary) and ``step`` (an 8-bit opcode), and with
+    ``cfg.data_plane == "dma"`` the data plane's ``dp`` (one
+    :func:`sparseforge.hdl.dataplane.cmd_layout` command per beat)."""
     from sparseforge.hdl.pruner import grad_elem_layout
     from sparseforge.hdl.weight_pregen import pregen_in_layout
     R, C = cfg.pe_rows, cfg.pe_cols
@@ -195,6 +197,10 @@ def destinations(cfg) -> list[Packet]:
             ("pregen", "pregen", (), group), ("wbuf", "wbuf", (), group),
             ("pgctl", "pgctl", (), pgctl_layout(cfg)), ("sched", "sched", (), unsigned(32)),
             ("step", "step", (), unsigned(8))]
+    if getattr(cfg, "data_plane", "host-stream") == "dma":
+        # the on-chip data plane's commands (DMA descriptors and jobs, executed in order)
+        from sparseforge.hdl.dataplane import cmd_layout
+        out.append(("dp", "dp", (), cmd_layout(cfg)))
     if len(out) > 1 << (32 - HEADER_COUNT_BITS):
         raise ValueError(f"a {R}x{C} PE array needs {len(out)} packet destinations; the "
                          f"{32 - HEADER_COUNT_BITS}-bit header id holds "

@@ -104,7 +104,7 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
     return {"schema_version": e2e.REPORT_SCHEMA_VERSION, "preset": cfg.name,
             "config_hash": f"{config_hash(cfg):08x}", "network": net.name,
             "batch": net.batch, "simulator": args.sim, "steps": steps,
-            "data_plane": "host-stream",
+            "data_plane": cfg.data_plane,
             "sim_cycles": res["sim_cycles"], "sim_wall_s": round(res["wall_s"], 3),
             "sim_cycles_per_s": round(res["sim_cycles"] / res["wall_s"]) if res["wall_s"] else 0,
             "build_s": round(wall_build, 3), "schedule_words": res["schedule_words"],

@@ -32,6 +32,12 @@ from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
 __all__ = ["PacketCodec", "Driver"]
 
 
+def am_cycles(job) -> int:
+    """The exact array model's cycles of an ArrayJob (full-rate inputs)."""
+    from sparseforge.gen.mapper import array as am
+    return am.cycles(job).cycles
+
+
 class PacketCodec:
     """Packet tables and encoding for configuration ``cfg``: pure functions of the
     configuration (:mod:`sparseforge.hdl.wire`), no hardware is instantiated.
@@ -73,6 +79,22 @@ class PacketCodec:
             raise ValueError(f"unknown CTRL fields {sorted(unknown)}; known: {sorted(full)}")
         full.update(fields)
         return self.packet("ctrl", [int(self.ctrl.const(full).as_bits())])
+
+    def dp_packet(self, cmds: list[dict]) -> list[int]:
+        """A ``dp`` packet of data-plane commands (``hdl/dataplane.py``, executed in order):
+        each a dict ``{"kind": CMD_DESC, "desc": {buf, base, length, dir, addr}}`` or
+        ``{"kind": CMD_JOB, "job": {mode, batch, cin, cout, h, w, kh, kw, stride2, pad, raw,
+        act_base, grad_base, w_base, m_base, out_base}}`` (missing fields are 0)."""
+        if "dp" not in self.dest_id:
+            raise ValueError(f"configuration {self.cfg.name!r} has no data plane "
+                             f"(data_plane={self.cfg.data_plane!r})")
+        layout = self.dests[self.dest_id["dp"]].shape
+        beats = []
+        for c in cmds:
+            full = {"kind": c["kind"], "desc": dict(c.get("desc", {})),
+                    "job": dict(c.get("job", {}))}
+            beats.append(int(layout.const(full).as_bits()))
+        return self.packet("dp", beats)
 
     def end_packet(self) -> list[int]:
         return [header(DEST_END, 0)]
@@ -194,9 +216,12 @@ class PacketCodec:
 class Driver:
     """Runs jobs on a live ``accelerator`` design (cocotb coroutines)."""
 
+    #: Bytes of the simulated card memory (an ``AxiRam`` on the data plane's ``m_axi``).
+    CARD_BYTES = 1 << 22
+
     def __init__(self, dut, cfg, *, clk=None, rst=None):
-        from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink,
-                                   AxiStreamSource)
+        from cocotbext.axi import (AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiStreamBus,
+                                   AxiStreamSink, AxiStreamSource)
         self.dut = dut
         self.codec = PacketCodec(cfg)
         clk = clk or dut.clk
@@ -204,6 +229,16 @@ class Driver:
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), clk, rst)
         self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), clk, rst)
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
+        #: the card memory the data plane's DMA master reads and writes (None without one):
+        #: the host places tensors in it directly (as XDMA's AXI-MM port does on the card)
+        self.ram = None
+        if cfg.data_plane == "dma":
+            self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), clk, rst, size=self.CARD_BYTES)
+            for ch in (self.ram.write_if, self.ram.read_if):
+                ch.log.setLevel("WARNING")
+        #: 32-bit words the host wrote into / read from the card memory so far
+        self.card_words_in = 0
+        self.card_words_out = 0
         self.prev: dict = {}
         self.side: list = []              # output beats of other sources seen by _collect
         #: 32-bit AXI4-Stream words sent to ``s_axis`` / received from ``m_axis`` so far (the
@@ -345,6 +380,8 @@ class Driver:
             kw["mask"] = mask
         job = am.map_array(phase, cfg=self.codec.cfg, stride=stride, padding=padding, raw=raw,
                            **kw)
+        if self.ram is not None and not raw:
+            return await self._run_phase_dma(phase, job, kw, stride, padding, step)
         c0 = await self.counter("cycles")
         w0, o0 = self.words_in, self.words_out
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -357,6 +394,140 @@ class Driver:
                            "words_in": self.words_in - w0, "words_out": self.words_out - o0,
                            "status": status}
         return out
+
+    # -- the on-chip data plane (cfg.data_plane == "dma") -------------------------------------
+    def card_write(self, addr: int, values, *, width=None):
+        """Place ``values`` (signed integers, ``data_width`` bits each, little endian) in the
+        card memory at byte ``addr``."""
+        cfg = self.codec.cfg
+        width = width or cfg.data_width
+        nbytes = width // 8
+        mask = (1 << width) - 1
+        data = b"".join((int(v) & mask).to_bytes(nbytes, "little")
+                        for v in np.asarray(values).reshape(-1))
+        self.ram.write(addr, data)
+        self.card_words_in += -(-len(data) // 4)
+
+    def card_read(self, addr: int, count: int) -> np.ndarray:
+        """``count`` signed ``data_width``-bit elements from the card memory at ``addr``."""
+        cfg = self.codec.cfg
+        nbytes = cfg.data_width // 8
+        data = self.ram.read(addr, count * nbytes)
+        self.card_words_out += -(-len(data) // 4)
+        raw = [int.from_bytes(data[k:k + nbytes], "little", signed=True)
+               for k in range(0, len(data), nbytes)]
+        return np.asarray(raw, dtype=np.int64)
+
+    def phase_commands(self, phase: str, shapes: dict, *, stride: int, padding: int,
+                       addrs: dict, bases: dict | None = None) -> list[dict]:
+        """The data-plane commands of one layer phase: the loads of its operands (card
+        memory byte addresses ``addrs[name]`` for ``x``, ``dy``, ``w``, ``mask``; on-chip
+        element offsets ``bases``, 0 by default), the job, the store of its result to
+        ``addrs["out"]``. ``shapes``: ``x`` (the input's ``(B, Cin, H, W)``), ``w`` (``(Cout,
+        Cin, Kh, Kw)``), ``out`` (the result's)."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
+        bases = {"x": 0, "dy": 0, "w": 0, "mask": 0, "out": 0, **(bases or {})}
+        B, Cin, H, W = shapes["x"]
+        Cout, _, Kh, Kw = shapes["w"]
+        size = {k: int(np.prod(v)) for k, v in shapes.items()}
+        Ho = (H + 2 * padding - Kh) // stride + 1
+        Wo = (W + 2 * padding - Kw) // stride + 1
+        size["dy"] = B * Cout * Ho * Wo
+        size["mask"] = size["w"]
+        bufs = {"x": dpm.BUF_ACT, "dy": dpm.BUF_GRAD, "w": dpm.BUF_WGT, "mask": dpm.BUF_MASK}
+        reads = {"fp": ("x", "w", "mask"), "bp": ("dy", "w", "mask"), "wg": ("x", "dy")}[phase]
+        cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": bufs[t], "base": bases[t],
+                                                "length": size[t], "dir": DIR_LOAD,
+                                                "addr": addrs[t]}} for t in reads]
+        cmds.append({"kind": dpm.CMD_JOB, "job": {
+            "mode": {"fp": 0, "bp": 1, "wg": 2}[phase], "batch": B, "cin": Cin, "cout": Cout,
+            "h": H, "w": W, "kh": Kh, "kw": Kw, "stride2": int(stride == 2), "pad": padding,
+            "raw": 0, "act_base": bases["x"], "grad_base": bases["dy"], "w_base": bases["w"],
+            "m_base": bases["mask"], "out_base": bases["out"]}})
+        cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_OUT, "base": bases["out"],
+                                                    "length": size["out"], "dir": DIR_STORE,
+                                                    "addr": addrs["out"]}})
+        return cmds
+
+    def card_layout(self, tensors: dict) -> dict:
+        """Byte addresses in the card memory for ``tensors`` (name -> element count), each
+        aligned to a 4 KiB page."""
+        addrs, a = {}, 0
+        nbytes = self.codec.cfg.data_width // 8
+        for name, n in tensors.items():
+            addrs[name] = a
+            a += -(-(n * nbytes) // 4096) * 4096
+        if a > self.CARD_BYTES:
+            raise ValueError(f"the tensors need {a} bytes of card memory, the simulated card "
+                             f"has {self.CARD_BYTES}")
+        return addrs
+
+    async def _run_phase_dma(self, phase, job, kw, stride, padding, step):
+        """:meth:`run_phase` through the data plane: the operands are placed in the card
+        memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
+        hardware mapper and stores the result, which is read back from the card memory."""
+        cfg = self.codec.cfg
+        if phase == "fp":
+            x, w = np.asarray(kw["x"]), np.asarray(kw["w"])
+            shapes = {"x": x.shape, "w": w.shape}
+        elif phase == "bp":
+            w = np.asarray(kw["w"])
+            shapes = {"x": tuple(kw["x_shape"]), "w": w.shape}
+        else:
+            x = np.asarray(kw["x"])
+            shapes = {"x": x.shape, "w": tuple(kw["w_shape"])}
+        shapes["out"] = tuple(job.out_shape)
+        tensors = {"fp": {"x": kw.get("x"), "w": kw.get("w")},
+                   "bp": {"dy": kw.get("dy"), "w": kw.get("w")},
+                   "wg": {"x": kw.get("x"), "dy": kw.get("dy")}}[phase]
+        if phase != "wg":
+            m = kw.get("mask")
+            tensors["mask"] = (np.ones(shapes["w"], np.int64) if m is None
+                               else np.asarray(m).astype(np.int64))
+        sizes = {k: int(np.asarray(v).size) for k, v in tensors.items()}
+        sizes["out"] = int(np.prod(shapes["out"]))
+        self.check_fits(phase, sizes)
+        addrs = self.card_layout(sizes)
+        for name, t in tensors.items():
+            self.card_write(addrs[name], t)
+        cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs)
+        before = {k: await self.counter(k) for k in ("cycles", "job_cycles", "dma_exposed",
+                                                     "dma_busy", "dma_beats")}
+        w0, o0, c0, d0 = self.words_in, self.words_out, self.card_words_in, self.card_words_out
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        pk = [] if step is None else [self.codec.step_packet(step)]
+        await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
+        status = await self.wait_done()
+        if status & STATUS_ERROR or not status & STATUS_DONE:
+            raise RuntimeError(f"{phase} phase: STATUS {status:#x}, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}")
+        out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
+        after = {k: await self.counter(k) for k in before}
+        d = {k: after[k] - before[k] for k in before}
+        self.last_phase = {"phase": phase, "cycles": d["job_cycles"],
+                           "array_cycles": am_cycles(job), "array_counter_cycles": d["cycles"],
+                           "dma_cycles": d["dma_exposed"], "dma_busy_cycles": d["dma_busy"],
+                           "dma_beats": d["dma_beats"],
+                           "words_in": self.words_in - w0, "words_out": self.words_out - o0,
+                           "card_words_in": self.card_words_in - c0,
+                           "card_words_out": self.card_words_out - d0,
+                           "status": status, "data_plane": "dma"}
+        return out
+
+    def check_fits(self, phase: str, sizes: dict):
+        """``ValueError`` (before anything is sent) when a tensor of the phase is larger than
+        its on-chip buffer."""
+        cfg = self.codec.cfg
+        room = {"x": ("act_mem_elems", cfg.act_mem_elems), "dy": ("grad_mem_elems",
+                cfg.grad_mem_elems), "w": ("wgt_mem_elems", cfg.wgt_mem_elems),
+                "mask": ("wgt_mem_elems", cfg.wgt_mem_elems),
+                "out": ("out_mem_elems", cfg.out_mem_elems)}
+        for name, n in sizes.items():
+            field, cap = room[name]
+            if n > cap:
+                raise ValueError(f"{phase}: tensor {name} has {n} elements, more than the "
+                                 f"{field}={cap} of {cfg.name}")
 
     # -- pruner and pre-generation (used by sim/e2e.py and tests/cocotb_accelerator.py) -------
     async def prune(self, g, tau: int, seed: int, *, step=None):

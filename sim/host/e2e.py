@@ -489,7 +489,18 @@ class RTLBackend(ModelBackend):
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
         c0, w0 = self._now(), self._words()
-        out, status, _ = await self.drv.run_array_job(job, step=await self._step(mode.upper()))
+        step = await self._step(mode.upper())
+        dp = {}
+        if self.drv.ram is not None:
+            # the self-feeding data plane: tensors in card memory, one dp packet per phase
+            out = await self.drv.run_phase(mode, step=step, raw=False, **kw)
+            lp = self.drv.last_phase
+            status = lp["status"]
+            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
+                  "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
+                  "card_words_in": lp["card_words_in"], "card_words_out": lp["card_words_out"]}
+        else:
+            out, status, _ = await self.drv.run_array_job(job, step=step)
         io = self._now() - c0
         words = self._words(w0)
         if not status & STATUS_DONE or status & STATUS_ERROR:
@@ -501,7 +512,7 @@ class RTLBackend(ModelBackend):
         rec = {"layer": self.layer, "phase": mode, "cycles": d["cycles"],
                "model_cycles": st.cycles, "busy_mac0": d["busy_mac"],
                "model_busy_mac0": st.pe[0][0].busy_mac, "nnz0": d["nnz"],
-               "model_nnz0": st.pe[0][0].nnz, "io_cycles": io, **words,
+               "model_nnz0": st.pe[0][0].nnz, "io_cycles": io, **words, **dp,
                "host_s": time.perf_counter() - t0}
         self.log.append(rec)
         if self.strict and (d["busy_mac"] != st.pe[0][0].busy_mac or
@@ -586,6 +597,14 @@ def report_phase(rec: dict) -> dict:
            "array_cycles": int(rec["model_cycles"]) if arr else 0, "dma_cycles": 0,
            "host_words_in": int(rec.get("words_in", 0)),
            "host_words_out": int(rec.get("words_out", 0)), "debug_words": 0}
+    if rec.get("data_plane") == "dma":
+        # self-fed: the phase's top-level time is its job (start to last result stored,
+        # JOB_CYCLES); the DMA time outside any job is dma_cycles; the host's traffic is the
+        # dp packet plus each tensor written to / read from the card memory once
+        out.update(cycles=int(rec["job_cycles"]), dma_cycles=int(rec["dma_cycles"]),
+                   host_words_in=out["host_words_in"] + int(rec["card_words_in"]),
+                   host_words_out=out["host_words_out"] + int(rec["card_words_out"]),
+                   io_cycles=int(rec["io_cycles"]))
     if arr:
         out["counter_cycles"] = int(rec["cycles"])
     return out
