@@ -392,7 +392,7 @@ class Driver:
         self.last_phase = {"phase": phase, "cycles": await self.counter("cycles") - c0,
                            "array_cycles": am.cycles(job).cycles,
                            "words_in": self.words_in - w0, "words_out": self.words_out - o0,
-                           "status": status}
+                           "status": status, "data_plane": "host-stream"}
         return out
 
     # -- the on-chip data plane (cfg.data_plane == "dma") -------------------------------------
