@@ -1,0 +1,538 @@
+"""Data plane: the accelerator feeds itself -- DMA engine, tensor buffers, array mapper and a
+result store, so one layer phase runs from card memory to card memory (issue 16).
+
+:class:`DataPlane` executes a stream of commands **in order** (``cmd``, :func:`cmd_layout`):
+
+* ``kind = CMD_DESC``: a :class:`~sparseforge.hdl.dma.DmaEngine` descriptor. A **load**
+  (memory -> buffer) is issued as soon as the engine is idle, also while a job runs (double
+  buffering: load the next job's operands into another region). A **store** (buffer -> memory)
+  additionally waits until no job is running.
+* ``kind = CMD_JOB``: one layer phase (:func:`dp_job_layout`: the
+  :func:`~sparseforge.hdl.array_mapper.job_layout` fields plus ``out_base``). It waits until
+  every earlier descriptor has completed and no job runs, is checked (:class:`JobErr`) in 4
+  cycles, then starts the :class:`~sparseforge.hdl.array_mapper.ArrayMapper`; the result
+  store writes the PE array's column outputs ``o[j]`` into ``BUF_OUT`` at ``out_base`` in C
+  order (FP ``y (B, Cout, Ho, Wo)``, BP ``dx (B, Cin, H, W)``, WG ``dW (Cout, Cin, Kh, Kw)``).
+
+``cmd.ready`` is high only when the head command can be issued (or is being discarded).
+
+Buffers (element offsets, ``data_width`` elements; sizes from the config): ``BUF_ACT`` (x),
+``BUF_GRAD`` (dy), ``BUF_WGT`` (weights), ``BUF_MASK`` (the N:M mask in the weights' layout;
+loaded as ``data_width`` elements, kept as one bit ``elem != 0`` per element, stored back as 0/1),
+``BUF_OUT`` (results). Each buffer is ``dma_width``-bit words (``epw`` elements, per-element
+write enables) replicated once per mapper read port (every DMA load writes all replicas of its
+buffer): ACT ``rows + cols`` (operand rows in FP, the WG scratchpad images), GRAD ``rows``,
+WGT and MASK ``rows * cols``, OUT one (the result store's write port and the DMA's port).
+A DMA store reads replica 0.
+
+Errors: ``err`` pulses one cycle with ``err_code`` = ``0x30 | DmaErr`` (a DMA completion
+with a non-OK status) or ``0x40 | JobErr`` (a refused job: nothing reaches the array). After an
+error every following command is discarded (taken and dropped) until ``abort``, except
+``ABORTED`` (``0x36``): the abort that caused it already is the reset, so commands after it
+run normally. ``abort`` (level) is the soft reset: the DMA engine drains its burst
+(``ABORTED``), the mapper, the result store, the job state and the loaded ranges reset, the
+discard state clears, and commands offered while ``abort`` is high are discarded.
+
+Loaded ranges: per buffer one interval of elements written by successful DMA loads since the
+last reset/abort; a load that overlaps or touches it extends it, another replaces it. A job
+whose operands are not inside their buffer's interval is refused with ``NOT_LOADED``.
+
+Ports
+-----
+cmd : In(stream.Signature(cmd_layout(cfg)))
+abort : In(1)
+err : Out(1), err_code : Out(8)
+busy : Out(1)
+    A command in progress: a DMA transfer, a job being checked or running.
+job_active : Out(1)
+    From the job's start until its last result is stored (the array belongs to the data plane).
+x[i], taps[i][j], dense[i][j], drain[j] : Out(stream), o[j] : In(stream)
+    The PE array's streams (connect straight to :class:`~sparseforge.hdl.pe_array.PEArray`).
+mode, stride2, pad, out_len, in_len, skip_zero, raw : Out
+    The PE array's controls (the mapper's).
+m_axi_* : the DMA engine's AXI4 master.
+dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles : Out(32)
+    Free-running counters: the engine's busy / beat / stall counts, cycles with
+    ``job_active``, cycles with the engine busy and no job active (DMA time not hidden).
+
+Latency/throughput: a job starts 6 cycles after its command is taken (4 cycles of checks,
+the mapper's 3 cycles of geometry follow, docs/array_mapper.md); the result store takes one
+element per column per cycle and writes at most one element per cycle into ``BUF_OUT``
+(round-robin over the columns), so with ``cols`` columns draining at once each gets
+``1 / cols`` elements per cycle (padded output channels are dropped without a write slot).
+The job ends 1 cycle after its last result is written. DMA timing: docs/dma.md.
+"""
+
+import enum
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sparseforge.hdl import dma
+from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
+from sparseforge.hdl.pe import pe_out_layout
+from sparseforge.hdl.wire import Phase
+
+__all__ = ["DataPlane", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
+           "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
+           "LEN_WIDTH"]
+
+BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
+CMD_DESC, CMD_JOB = 0, 1
+#: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
+LEN_WIDTH = 24
+_DATA_BUFS = (BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK)    # the buffers a job reads
+
+
+class JobErr(enum.IntEnum):
+    """Why a job was refused (``err_code = 0x40 | code``); checked in this order."""
+    RAW = 1           # raw = 1: results are stored as data_width elements
+    SHAPE = 4         # geometry the array cannot take
+    BEYOND = 2        # an operand or the result extends past its buffer
+    NOT_LOADED = 3    # an operand range not loaded by a successful DMA load since reset/abort
+
+
+def buf_sizes(cfg) -> tuple:
+    """Elements per buffer id (the mask buffer is as large as the weights')."""
+    return (cfg.act_mem_elems, cfg.grad_mem_elems, cfg.wgt_mem_elems, cfg.wgt_mem_elems,
+            cfg.out_mem_elems)
+
+
+def addr_width_of(cfg) -> int:
+    """Element-address width of the buffers (and of the mapper's read ports)."""
+    return max(4, (max(buf_sizes(cfg)) - 1).bit_length())
+
+
+def dp_job_layout(addr_width: int) -> data.StructLayout:
+    fields = {name: f.shape for name, f in job_layout(addr_width)}
+    fields["out_base"] = unsigned(addr_width)
+    return data.StructLayout(fields)
+
+
+def cmd_layout(cfg) -> data.StructLayout:
+    return data.StructLayout({
+        "kind": 1,
+        "desc": dma.desc_layout(5, LEN_WIDTH, cfg.dma_addr_width),
+        "job": dp_job_layout(addr_width_of(cfg)),
+    })
+
+
+class _ResultStore(wiring.Component):
+    """One column's result unit: takes ``o`` beats, computes each value's C-order address in
+    ``BUF_OUT`` (loops outer1, outer2, ol, inner; see :class:`DataPlane`), holds one pending
+    write (``pend``) until ``grant``. ``start`` loads the counters (``first`` = the column's
+    first address, ``total`` = its output count); ``done`` when all were taken and written."""
+
+    def __init__(self, aw, dw, acc_width):
+        self._aw, self._dw = aw, dw
+        super().__init__({
+            "start": In(1), "first": In(aw + 2), "total": In(40), "ch0": In(16),
+            "n1": In(16), "s1": In(40), "n2": In(16), "s2": In(40),
+            "nol": In(16), "sol": In(40), "ninner": In(32), "o_n": In(16), "cols": In(16),
+            "o": In(stream.Signature(pe_out_layout(acc_width))),
+            "pend": Out(1), "addr": Out(aw + 2), "data": Out(dw), "grant": In(1),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # the loop parameters, latched at start
+        prm = {n: Signal.like(getattr(self, n), name=f"p_{n}")
+               for n in ("ch0", "n2", "s1", "s2", "nol", "sol", "ninner", "o_n", "cols")}
+        with m.If(self.start):
+            m.d.sync += [v.eq(getattr(self, n)) for n, v in prm.items()]
+        P = type("P", (), prm)
+        c1, c2, col, inner = Signal(16), Signal(16), Signal(16), Signal(32)
+        b1, b2, bol, addr = Signal(42), Signal(42), Signal(42), Signal(42)
+        ch = Signal(17)                       # the output channel of the current value
+        left = Signal(40)
+        pend, keep = Signal(), Signal()
+        m.d.comb += [self.pend.eq(pend & keep), self.done.eq((left == 0) & ~pend)]
+        free = ~pend | (keep & self.grant) | ~keep
+        m.d.comb += self.o.ready.eq(free & (left != 0))
+        with m.If(pend & (~keep | self.grant)):
+            m.d.sync += pend.eq(0)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [pend.eq(1), keep.eq(ch < P.o_n), self.addr.eq(addr),
+                         self.data.eq(self.o.payload.value[:self._dw]), left.eq(left - 1)]
+            with m.If(inner == P.ninner - 1):
+                m.d.sync += inner.eq(0)
+                with m.If(col == P.nol - 1):
+                    m.d.sync += col.eq(0)
+                    with m.If(c2 == P.n2 - 1):
+                        m.d.sync += [c2.eq(0), c1.eq(c1 + 1), b1.eq(b1 + P.s1),
+                                     b2.eq(b1 + P.s1), bol.eq(b1 + P.s1),
+                                     addr.eq(b1 + P.s1), ch.eq(P.ch0)]
+                    with m.Else():
+                        m.d.sync += [c2.eq(c2 + 1), b2.eq(b2 + P.s2), bol.eq(b2 + P.s2),
+                                     addr.eq(b2 + P.s2), ch.eq(P.ch0)]
+                with m.Else():
+                    m.d.sync += [col.eq(col + 1), bol.eq(bol + P.sol),
+                                 addr.eq(bol + P.sol), ch.eq(ch + P.cols)]
+            with m.Else():
+                m.d.sync += [inner.eq(inner + 1), addr.eq(addr + 1)]
+        with m.If(self.start):
+            m.d.sync += [c1.eq(0), c2.eq(0), col.eq(0), inner.eq(0), b1.eq(self.first),
+                         b2.eq(self.first), bol.eq(self.first), addr.eq(self.first),
+                         ch.eq(self.ch0), left.eq(self.total), pend.eq(0)]
+        return m
+
+
+class DataPlane(wiring.Component):
+    __doc__ = __doc__
+
+    def __init__(self, *, rows=2, cols=2, macs_per_pe=2, data_width=16, acc_width=48, k_max=7,
+                 max_row_len=64, psum_buf_depth=1024, act_buf_depth=1024, dma_width=32,
+                 dma_addr_width=32, dma_max_burst=16, dma_timeout=4096,
+                 sizes=(4096, 4096, 4096, 4096, 4096), counter_width=32):
+        self._rows, self._cols = rows, cols
+        self._dw, self._acc = data_width, acc_width
+        self._k_max, self._max_row_len = k_max, max_row_len
+        self._psum, self._act = psum_buf_depth, act_buf_depth
+        self._sizes = tuple(sizes)
+        if len(self._sizes) != 5:
+            raise ValueError(f"sizes must name the 5 buffers, not {len(self._sizes)}")
+        self._aw = max(4, (max(self._sizes) - 1).bit_length())
+        self.engine = dma.DmaEngine(sizes=self._sizes, data_width=dma_width,
+                                    elem_width=data_width, addr_width=dma_addr_width,
+                                    max_burst=dma_max_burst, timeout=dma_timeout,
+                                    len_width=LEN_WIDTH, counter_width=counter_width)
+        self.mapper = ArrayMapper(rows=rows, cols=cols, macs_per_pe=macs_per_pe,
+                                  data_width=data_width, k_max=k_max, max_row_len=max_row_len,
+                                  psum_buf_depth=psum_buf_depth, act_buf_depth=act_buf_depth,
+                                  addr_width=self._aw)
+        self._epw = self.engine.epw
+        lay = self.mapper.layouts
+        R, C = rows, cols
+        mp = self.mapper.signature.members
+        members = {
+            "cmd": In(stream.Signature(data.StructLayout({
+                "kind": 1, "desc": dma.desc_layout(5, LEN_WIDTH, dma_addr_width),
+                "job": dp_job_layout(self._aw)}))),
+            "abort": In(1), "err": Out(1), "err_code": Out(8),
+            "busy": Out(1), "job_active": Out(1),
+            "x": Out(stream.Signature(lay["x"])).array(R),
+            "taps": Out(stream.Signature(lay["taps"])).array(R, C),
+            "dense": Out(stream.Signature(lay["dense"])).array(R, C),
+            "drain": Out(stream.Signature(lay["drain"])).array(C),
+            "o": In(stream.Signature(pe_out_layout(acc_width))).array(C),
+        }
+        for n in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw"):
+            members[n] = mp[n]
+        for name, member in self.engine.signature.members.items():
+            if name.startswith("m_axi_"):
+                members[name] = member
+        for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
+                  "dma_exposed_cycles"):
+            members[n] = Out(counter_width)
+        self._cw = counter_width
+        super().__init__(members)
+
+    @classmethod
+    def from_config(cls, cfg, **overrides):
+        p = dict(rows=cfg.pe_rows, cols=cfg.pe_cols, macs_per_pe=cfg.macs_per_pe,
+                 data_width=cfg.data_width, acc_width=cfg.acc_width, k_max=cfg.k_max,
+                 max_row_len=cfg.max_row_len, psum_buf_depth=cfg.psum_buf_depth,
+                 act_buf_depth=cfg.act_buf_depth, dma_width=cfg.dma_width,
+                 dma_addr_width=cfg.dma_addr_width, dma_max_burst=cfg.dma_max_burst,
+                 dma_timeout=cfg.dma_timeout, sizes=buf_sizes(cfg))
+        p.update(overrides)
+        return cls(**p)
+
+    sizes = property(lambda self: self._sizes)
+    epw = property(lambda self: self._epw)
+    addr_width = property(lambda self: self._aw)
+
+    @property
+    def params(self) -> dict:
+        return {"addr_width": self._aw, "epw": self._epw, "sizes": list(self._sizes)}
+
+    # -- buffers -------------------------------------------------------------------------
+    def _buffers(self, m, eng, mp, mode_fp, store_wr):
+        R, C, epw, dw = self._rows, self._cols, self._epw, self._dw
+        sel_w = (epw - 1).bit_length()
+        mem_port = eng.mem
+        rdata = {}
+        buf_q = Signal.like(mem_port.buf)
+        m.d.sync += buf_q.eq(mem_port.buf)
+
+        def elem_reader(mem, rd, width):
+            """An element read port (the mapper's contract) on a word memory."""
+            p = mem.read_port()
+            m.d.comb += [p.addr.eq(rd.addr >> sel_w), p.en.eq(rd.en)]
+            if sel_w == 0:
+                return p.data[:width]
+            sel = Signal(sel_w)
+            with m.If(rd.en):
+                m.d.sync += sel.eq(rd.addr[:sel_w])
+            return p.data.word_select(sel, width)
+
+        def replicas(k, n, name):
+            mask = k == BUF_MASK
+            width = epw if mask else epw * dw
+            mems = []
+            for r in range(n):
+                mem = m.submodules[f"{name}{r}"] = Memory(shape=width, depth=self._sizes[k] // epw,
+                                                         init=[])
+                wr = mem.write_port(granularity=1 if mask else dw)
+                wdata = (Cat(*(mem_port.wdata.word_select(e, dw) != 0 for e in range(epw)))
+                         if mask else mem_port.wdata)
+                m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(wdata),
+                             wr.en.eq(mem_port.we & (mem_port.buf == k).replicate(epw))]
+                mems.append(mem)
+            # the DMA's read port (stores) on replica 0
+            p = mems[0].read_port()
+            m.d.comb += p.addr.eq(mem_port.addr)
+            rdata[k] = (Cat(*(Cat(p.data[e], Const(0, dw - 1)) for e in range(epw)))
+                        if mask else p.data)
+            return mems
+
+        act = replicas(BUF_ACT, R + C, "act")
+        grad = replicas(BUF_GRAD, R, "grad")
+        wgt = replicas(BUF_WGT, R * C, "wgt")
+        msk = replicas(BUF_MASK, R * C, "mask")
+        out = replicas(BUF_OUT, 1, "out")
+        swr = out[0].write_port(granularity=dw)
+        m.d.comb += [swr.addr.eq(store_wr["addr"] >> sel_w),
+                     swr.data.eq(store_wr["data"].replicate(epw)),
+                     swr.en.eq(Mux(store_wr["en"], Const(1, epw) << (
+                         store_wr["addr"][:sel_w] if sel_w else 0), 0))]
+        for k, v in rdata.items():
+            with m.If(buf_q == k):
+                m.d.comb += mem_port.rdata.eq(v)
+        for i in range(R):
+            rd = mp.act_rd[i]
+            a = elem_reader(act[i], rd, dw)
+            g = elem_reader(grad[i], rd, dw)
+            m.d.comb += rd.data.eq(Mux(mode_fp, a, g))
+            for j in range(C):
+                m.d.comb += mp.w_rd[i][j].data.eq(elem_reader(wgt[i * C + j], mp.w_rd[i][j], dw))
+                m.d.comb += mp.m_rd[i][j].data.eq(elem_reader(msk[i * C + j], mp.m_rd[i][j], 1))
+        for j in range(C):
+            m.d.comb += mp.dense_rd[j].data.eq(elem_reader(act[R + j], mp.dense_rd[j], dw))
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C, aw = self._rows, self._cols, self._aw
+        dw, sizes = self._dw, self._sizes
+        eng = m.submodules.engine = self.engine
+        # the mapper and the result stores have no reset input: abort resets them
+        m.submodules.mapper = ResetInserter({"sync": self.abort})(self.mapper)
+        mp = self.mapper
+        stores = [_ResultStore(aw, dw, self._acc) for _ in range(C)]
+        for j, st in enumerate(stores):
+            m.submodules[f"store{j}"] = ResetInserter({"sync": self.abort})(st)
+
+        job = Signal(dp_job_layout(aw))          # the job being checked / run
+        mode_fp = Signal()
+        m.d.comb += mode_fp.eq(job.mode == Phase.FP)
+
+        # -- result store arbitration: one BUF_OUT write per cycle, round robin ------------
+        grant = Signal(C)
+        rr = Signal(range(C))
+        with m.Switch(rr):
+            for r in range(C):
+                with m.Case(r):
+                    for off in range(C):
+                        idx = (r + off) % C
+                        cond = stores[idx].pend
+                        with (m.If if off == 0 else m.Elif)(cond):
+                            m.d.comb += grant[idx].eq(1)
+                            m.d.sync += rr.eq((idx + 1) % C)
+        st_addr, st_data = Signal(aw + 2), Signal(dw)
+        for j, st in enumerate(stores):
+            m.d.comb += st.grant.eq(grant[j])
+            with m.If(grant[j]):
+                m.d.comb += [st_addr.eq(st.addr), st_data.eq(st.data)]
+            wiring.connect(m, wiring.flipped(self.o[j]), st.o)
+        self._buffers(m, eng, mp, mode_fp, {"addr": st_addr, "data": st_data,
+                                            "en": grant.any()})
+
+        # -- the mapper's streams and controls go straight out ---------------------------
+        for i in range(R):
+            wiring.connect(m, mp.x[i], wiring.flipped(self.x[i]))
+            for j in range(C):
+                wiring.connect(m, mp.taps[i][j], wiring.flipped(self.taps[i][j]))
+                wiring.connect(m, mp.dense[i][j], wiring.flipped(self.dense[i][j]))
+        for j in range(C):
+            wiring.connect(m, mp.drain[j], wiring.flipped(self.drain[j]))
+        for n in ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw"):
+            m.d.comb += getattr(self, n).eq(getattr(mp, n))
+        for name, _ in job_layout(aw):
+            m.d.comb += getattr(mp.job, name).eq(getattr(job, name))
+
+        # -- the DMA engine's AXI master and counters -------------------------------------
+        for name, member in eng.signature.members.items():
+            if name.startswith("m_axi_"):
+                if member.flow == Out:
+                    m.d.comb += getattr(self, name).eq(getattr(eng, name))
+                else:
+                    m.d.comb += getattr(eng, name).eq(getattr(self, name))
+        m.d.comb += [eng.abort.eq(self.abort), eng.done.ready.eq(1),
+                     eng.desc.payload.eq(self.cmd.payload.desc),
+                     self.dma_busy_cycles.eq(eng.busy_cycles), self.dma_beats.eq(eng.beat_count),
+                     self.dma_stall_cycles.eq(eng.stall_cycles)]
+
+        # -- loaded ranges ---------------------------------------------------------------
+        lv = [Signal(name=f"loaded{k}") for k in range(4)]
+        llo = [Signal(aw + 1, name=f"loaded_lo{k}") for k in range(4)]
+        lhi = [Signal(aw + 1, name=f"loaded_hi{k}") for k in range(4)]
+        cur = Signal(dma.desc_layout(5, LEN_WIDTH, self.engine.addr_width))
+        discard = Signal()
+        job_running = Signal()
+        m.d.sync += self.err.eq(0)
+        with m.If(eng.done.valid):
+            st = eng.done.payload.status
+            with m.If(st != dma.DmaErr.OK):
+                m.d.sync += [self.err.eq(1), self.err_code.eq(0x30 | st)]
+                with m.If(st != dma.DmaErr.ABORTED):
+                    m.d.sync += discard.eq(1)
+            with m.Elif(cur.dir == dma.DIR_LOAD):
+                nlo, nhi = cur.base, cur.base + cur.length
+                for k in range(4):
+                    with m.If(cur.buf == k):
+                        with m.If(lv[k] & (nlo <= lhi[k]) & (nhi >= llo[k])):
+                            m.d.sync += [llo[k].eq(Mux(nlo < llo[k], nlo, llo[k])),
+                                         lhi[k].eq(Mux(nhi > lhi[k], nhi, lhi[k]))]
+                        with m.Else():
+                            m.d.sync += [lv[k].eq(1), llo[k].eq(nlo), lhi[k].eq(nhi)]
+
+        # -- job checks (4 registered stages) --------------------------------------------
+        W = 64
+        ho, wo, khkw = Signal(17), Signal(17), Signal(16)
+        bcin, bcout, hw, cico = Signal(32), Signal(32), Signal(32), Signal(32)
+        shape_bad = Signal()
+        howo, x_n, w_n, ocl, o_n = Signal(34), Signal(W), Signal(W), Signal(16), Signal(16)
+        dy_n, bocl, x_tot = Signal(W), Signal(32), Signal(W)
+        wg_img = Signal(W)
+        fp, bp, wg = job.mode == Phase.FP, job.mode == Phase.BP, job.mode == Phase.WG
+        hp, wp = job.h + 2 * job.pad, job.w + 2 * job.pad
+        code = Signal(4)
+        # per data buffer: needed by the job, first element, count
+        need = [Signal(name=f"need{k}") for k in range(5)]
+        lo = [Signal(aw, name=f"lo{k}") for k in range(5)]
+        cnt = [Signal(W, name=f"cnt{k}") for k in range(5)]
+        m.d.comb += [
+            need[BUF_ACT].eq(fp | wg), lo[BUF_ACT].eq(job.act_base), cnt[BUF_ACT].eq(x_n),
+            need[BUF_GRAD].eq(bp | wg), lo[BUF_GRAD].eq(job.grad_base), cnt[BUF_GRAD].eq(dy_n),
+            need[BUF_WGT].eq(fp | bp), lo[BUF_WGT].eq(job.w_base), cnt[BUF_WGT].eq(w_n),
+            need[BUF_MASK].eq(fp | bp), lo[BUF_MASK].eq(job.m_base), cnt[BUF_MASK].eq(w_n),
+            need[BUF_OUT].eq(1), lo[BUF_OUT].eq(job.out_base),
+            cnt[BUF_OUT].eq(Mux(fp, dy_n, Mux(bp, x_n, w_n))),
+        ]
+        beyond = Const(0)
+        unloaded = Const(0)
+        for k in range(5):
+            end = lo[k] + cnt[k]
+            beyond = beyond | (need[k] & (end > sizes[k]))
+            if k < 4:
+                unloaded = unloaded | (need[k] & ~(lv[k] & (lo[k] >= llo[k]) & (end <= lhi[k])))
+        # store loop parameters (see _ResultStore)
+        X = Signal(W)
+        lout = Signal(17)
+        for j, st in enumerate(stores):
+            m.d.comb += [st.ch0.eq(j), st.cols.eq(C), st.o_n.eq(o_n), st.nol.eq(ocl)]
+
+        with m.FSM(name="dp_fsm") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.abort | discard):
+                    m.d.comb += self.cmd.ready.eq(1)
+                with m.Elif(self.cmd.payload.kind == CMD_DESC):
+                    can = eng.desc.ready & ((self.cmd.payload.desc.dir == dma.DIR_LOAD) |
+                                            ~job_running)
+                    m.d.comb += [self.cmd.ready.eq(can), eng.desc.valid.eq(self.cmd.valid & can)]
+                    with m.If(self.cmd.valid & can):
+                        m.d.sync += cur.eq(self.cmd.payload.desc)
+                with m.Else():
+                    can = eng.desc.ready & ~job_running
+                    m.d.comb += self.cmd.ready.eq(can)
+                    with m.If(self.cmd.valid & can):
+                        m.d.sync += job.eq(self.cmd.payload.job)
+                        m.next = "CK1"
+            with m.State("CK1"):
+                m.d.sync += [
+                    ho.eq(((hp - job.kh) >> job.stride2) + 1),
+                    wo.eq(((wp - job.kw) >> job.stride2) + 1),
+                    khkw.eq(job.kh * job.kw), bcin.eq(job.batch * job.cin),
+                    bcout.eq(job.batch * job.cout), hw.eq(job.h * job.w),
+                    cico.eq(job.cin * job.cout), o_n.eq(Mux(fp, job.cout, job.cin)),
+                    shape_bad.eq((job.mode == 3) | (job.batch == 0) | (job.cin == 0) |
+                                 (job.cout == 0) | (job.h == 0) | (job.w == 0) |
+                                 (job.kh == 0) | (job.kw == 0) | (job.kh > self._k_max) |
+                                 (job.kw > self._k_max) | (job.pad > self._k_max) |
+                                 (hp < job.kh) | (wp < job.kw) |
+                                 (job.w > self._max_row_len)),
+                ]
+                m.next = "CK2"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("CK2"):
+                m.d.sync += [howo.eq(ho * wo), x_n.eq(bcin * hw), w_n.eq(cico * khkw),
+                             ocl.eq((o_n + C - 1) // C),
+                             lout.eq(Mux(fp, wo, Mux(wg, 1, job.w))),
+                             shape_bad.eq(shape_bad | (wo > self._max_row_len))]
+                m.next = "CK3"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("CK3"):
+                m.d.sync += [dy_n.eq(bcout * howo), bocl.eq(job.batch * ocl),
+                             X.eq(Mux(fp, howo, Mux(bp, hw, khkw))),
+                             shape_bad.eq(shape_bad | (lout > self._psum))]
+                m.next = "CK4"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("CK4"):
+                m.d.sync += [wg_img.eq(bocl * hw),
+                             x_tot.eq(Mux(wg, job.cout * ocl, bocl * Mux(fp, ho, job.h)))]
+                m.next = "CK5"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("CK5"):
+                with m.If(job.raw):
+                    m.d.comb += code.eq(JobErr.RAW)
+                with m.Elif(shape_bad | (wg & (wg_img > self._act))):
+                    m.d.comb += code.eq(JobErr.SHAPE)
+                with m.Elif(beyond):
+                    m.d.comb += code.eq(JobErr.BEYOND)
+                with m.Elif(unloaded):
+                    m.d.comb += code.eq(JobErr.NOT_LOADED)
+                with m.If(code != 0):
+                    m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += mp.start.eq(1)
+                    m.d.sync += job_running.eq(1)
+                    for j, st in enumerate(stores):
+                        m.d.comb += [
+                            st.start.eq(1), st.first.eq(job.out_base + j * X),
+                            st.total.eq(x_tot * Mux(wg, khkw, lout)),
+                            st.n1.eq(Mux(wg, job.cout, Mux(fp, ho, job.h))),
+                            st.s1.eq(Mux(wg, job.cin * khkw, lout)),
+                            st.n2.eq(Mux(wg, 1, job.batch)),
+                            st.s2.eq(Mux(wg, 0, o_n * X)),
+                            st.sol.eq(C * X), st.ninner.eq(Mux(wg, khkw, lout)),
+                        ]
+                    m.next = "RUN"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                m.next = "IDLE"
+
+        # the stores' loop parameters must hold during the job (registered copies)
+        done_all = Const(1)
+        for st in stores:
+            done_all = done_all & st.done
+        with m.If(job_running & fsm.ongoing("IDLE") & ~mp.busy & done_all):
+            m.d.sync += job_running.eq(0)
+        with m.If(self.abort):
+            m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]
+
+        cw = self._cw
+        jc, ex = Signal(cw), Signal(cw)
+        m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running))]
+        m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
+                     self.job_active.eq(job_running),
+                     self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running)]
+        return m
