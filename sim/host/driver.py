@@ -489,12 +489,13 @@ class Driver:
         sizes["out"] = int(np.prod(shapes["out"]))
         self.check_fits(phase, sizes)
         addrs = self.card_layout(sizes)
+        c0, d0 = self.card_words_in, self.card_words_out
         for name, t in tensors.items():
             self.card_write(addrs[name], t)
         cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs)
         before = {k: await self.counter(k) for k in ("cycles", "job_cycles", "dma_exposed",
                                                      "dma_busy", "dma_beats")}
-        w0, o0, c0, d0 = self.words_in, self.words_out, self.card_words_in, self.card_words_out
+        w0, o0 = self.words_in, self.words_out
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
         pk = [] if step is None else [self.codec.step_packet(step)]
         await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
