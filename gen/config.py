@@ -270,8 +270,10 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               max_row_len=64, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                               acc_width=48, weight_buf_depth=256, act_buf_depth=256,
                               psum_buf_depth=512, dma_width=32, dma_addr_width=32,
-                              act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=2048,
-                              out_mem_elems=2048),
+                              # the digits CNN at batch 1: fc1's 256x32 weights and their
+                              # gradient are the largest weight / result tensors (8192)
+                              act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=8192,
+                              out_mem_elems=8192),
     # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, 208 DP16KD, 83.6k LUT4. Sized by synthesis so
     # the whole accelerator fits with room: one PE (4 lanes, 128-word ping-pong psum halves,
     # 512-word X scratchpad) is 2.0k LUT4 + 21 DP16KD (docs/fpga.md), so 2x2 PEs.
