@@ -270,8 +270,8 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               max_row_len=64, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                               acc_width=48, weight_buf_depth=256, act_buf_depth=256,
                               psum_buf_depth=512, dma_width=32, dma_addr_width=32,
-                              # the digits CNN at batch 1: fc1's 256x32 weights and their
-                              # gradient are the largest weight / result tensors (8192)
+                              # the digits CNN at batch 1 (schedule.buffer_demand): x 512,
+                              # dy 2048, w 8192 (fc1), results 8192 (fc1 dW)
                               act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=8192,
                               out_mem_elems=8192),
     # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, 208 DP16KD, 83.6k LUT4. Sized by synthesis so
@@ -281,9 +281,11 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               max_row_len=256, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                               acc_width=48, weight_buf_depth=512, act_buf_depth=512,
                               psum_buf_depth=128,
-                              # Tensor buffers: 4 x 8192 x 16 bit = 512 kbit = 32 DP16KD (at 1 k
-                              # x 18 each), next to the 56 the tiny accelerator maps today.
-                              dma_width=32, dma_addr_width=32, act_mem_elems=8192,
+                              # Tensor buffers sized for the digits CNN at batch 4 (x 2048, dy
+                              # 8192, w 8192, results 8192); with one copy per reader (act 4,
+                              # grad 2, wgt 4 + 2x4 one-bit masks, out 1) 72 DP16KD next to the
+                              # accelerator's 96: 168 of 208 (docs/fpga.md "Tensor buffers").
+                              dma_width=32, dma_addr_width=32, act_mem_elems=2048,
                               grad_mem_elems=8192, wgt_mem_elems=8192, out_mem_elems=8192),
     # VCU1525 (xcvu9p): 6840 DSP48E2, 2160 BRAM36, 960 URAM, 1.18M LUT. Memory, not DSPs,
     # bounds the array (every lane owns two psum memories and a scratchpad read port): one PE
@@ -293,15 +295,18 @@ PRESETS: dict[str, AcceleratorConfig] = {
                                  max_row_len=512, nm_m=8, nm_n_max=4, data_width=16, frac_bits=8,
                                  acc_width=48, weight_buf_depth=4096, act_buf_depth=1024,
                                  psum_buf_depth=512,
-                                 # 512-bit DMA (one DDR4 channel: 34-bit bytes addresses, 16 GiB);
-                                 # 4 x 256 K elements = 4 Mbit per buffer in URAM (8192 x 512 bit
-                                 # = 8 wide x 2 deep URAM288 = 16), 64 of the 960 URAM in all.
+                                 # 512-bit DMA (one DDR4 channel: 34-bit bytes addresses, 16 GiB).
+                                 # Tensor buffers in URAM288 (16 K elements each) with one copy
+                                 # per reader: act 256 K x 16 copies = 256, grad 256 K x 8 = 128,
+                                 # wgt 64 K x 64 = 256 (+ 2 x 64 one-bit masks = 128), out 256 K
+                                 # x 1 = 16: 784 of 960 URAM (docs/fpga.md "Tensor buffers").
                                  dma_width=512, dma_addr_width=34, dma_max_burst=64,
                                  act_mem_elems=1 << 18, grad_mem_elems=1 << 18,
-                                 wgt_mem_elems=1 << 18, out_mem_elems=1 << 18,
-                                 # the block design does not connect the DMA master yet, and
-                                 # the 8x8 array's 64 weight readers need a banked weight
-                                 # buffer instead of replicas (docs/dataplane.md)
+                                 wgt_mem_elems=1 << 16, out_mem_elems=1 << 18,
+                                 # not yet "dma": the data plane of an 8x8 array (64 weight
+                                 # replicas, the mapper's 64 tap generators) has not been
+                                 # synthesized or run, and the block design's card memory
+                                 # has not met Vivado (docs/dataplane.md)
                                  data_plane="host-stream"),
 }
 

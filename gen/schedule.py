@@ -35,7 +35,7 @@ from sparseforge.hdl.wire import (ENTRY_LAYOUT, ENTRY_RESERVED, SCHED_ENTRY_WORD
                                   SchedFlag, SchedOp)
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
-           "decode", "validate", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
+           "decode", "validate", "check_fits", "buffer_demand", "BUFFERS", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
            "ENTRY_WORDS", "ERR"]
 
 #: The binary format's constants, opcodes, flags, entry layout and error codes have one home,
@@ -498,6 +498,64 @@ def build_schedule(net: Network, cfg: AcceleratorConfig, *, mapping: str = "inte
     b.check_entry_fit()
     return Schedule(entries=tuple(b.entries), config_tag=config_tag(cfg),
                     config_hash=config_hash(cfg))
+
+
+# -- the tensor buffers (issue 16) ----------------------------------------------------------------
+
+#: Buffer field -> what it holds (docs/dma.md): the DMA moves whole tensors into these.
+BUFFERS = {"act_mem_elems": "activation buffer (x)",
+           "grad_mem_elems": "output-gradient buffer (dy)",
+           "wgt_mem_elems": "weight buffer (w; the N:M masks have buffers of the same size)",
+           "out_mem_elems": "result buffer (y, dx, dW)"}
+
+
+def _layer_tensors(lay: ComputeLayer) -> list[tuple[str, str, str, int]]:
+    """``[(phase, tensor, buffer field, elements)]`` of one layer at its network's batch:
+    FP x, w, y; BP (not the first layer) dy, w, dx; WG x, dy, dW. A BDWP layer's masks hold
+    one bit per weight in buffers of ``wgt_mem_elems`` entries, so they fit when w does."""
+    x = lay.batch * lay.cin * lay.h * lay.w
+    y = lay.batch * lay.cout * lay.ho * lay.wo
+    w = lay.cout * lay.cin * lay.kh * lay.kw
+    out = [("FP", "x", "act_mem_elems", x), ("FP", "w", "wgt_mem_elems", w),
+           ("FP", "y", "out_mem_elems", y)]
+    if lay.id > 0:
+        out += [("BP", "dy", "grad_mem_elems", y), ("BP", "w", "wgt_mem_elems", w),
+                ("BP", "dx", "out_mem_elems", x)]
+    out += [("WG", "x", "act_mem_elems", x), ("WG", "dy", "grad_mem_elems", y),
+            ("WG", "dW", "out_mem_elems", w)]
+    return out
+
+
+def buffer_demand(net: Network) -> dict:
+    """Per buffer field, the largest tensor of any layer phase of ``net`` (at its batch):
+    ``{field: (elements, layer label, phase, tensor)}`` -- the buffer sizes the network needs."""
+    best = {}
+    for lay in net.compute:
+        for ph, name, buf, n in _layer_tensors(lay):
+            if n > best.get(buf, (0,))[0]:
+                best[buf] = (n, lay.label, ph, name)
+    return best
+
+
+def check_fits(net: Network, cfg: AcceleratorConfig) -> None:
+    """Refuse (``NetworkError``, one line) a network whose tensors of some layer phase exceed
+    the on-chip tensor buffers of ``cfg`` (``act_mem_elems`` x, ``grad_mem_elems`` dy,
+    ``wgt_mem_elems`` w and its masks, ``out_mem_elems`` y / dx / dW; elements of
+    ``data_width`` bits). The batch is the network's (``load_network(..., batch=B)``). The
+    first offending tensor (layer by layer; FP, BP, WG; inputs before the result) is named: layer, phase, tensor, its size, the
+    buffer and its size."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a Network (gen.network.load_network), not {type(net).__name__}")
+    if not isinstance(cfg, AcceleratorConfig):
+        raise TypeError(f"cfg must be an AcceleratorConfig, not {type(cfg).__name__}")
+    for lay in net.compute:
+        for ph, name, buf, n in _layer_tensors(lay):
+            size = getattr(cfg, buf)
+            if n > size:
+                raise NetworkError(
+                    f"{lay.label}: {ph} tensor {name} has {n} elements > {buf}={size} "
+                    f"(the {BUFFERS[buf].split(' (')[0]}; batch {net.batch}, "
+                    f"configuration {cfg.name})")
 
 
 def entry_fields() -> list[str]:

@@ -124,9 +124,10 @@ def cmd_presets(args) -> int:
 
 def cmd_schedule(args) -> int:
     """Compile ``--net`` at ``--batch`` for the configuration; report its size against the
-    schedule memory; ``-o`` writes the binary (only when it fits)."""
+    schedule memory and its largest tensor per on-chip buffer against the buffer
+    (``schedule.check_fits``); ``-o`` writes the binary (only when both fit)."""
     from sparseforge.gen.network import load_network
-    from sparseforge.gen.schedule import build_schedule, validate
+    from sparseforge.gen.schedule import buffer_demand, build_schedule, check_fits, validate
     cfg = config_from_args(args)
     net = load_network(args.net, cfg, batch=args.batch)
     sched = build_schedule(net, cfg)
@@ -136,6 +137,11 @@ def cmd_schedule(args) -> int:
           f"{words} words; schedule memory {cfg.sched_depth} words "
           f"({100 * words / cfg.sched_depth:.1f}%)")
     validate(binary, cfg)            # refuses a binary that does not fit (length error)
+    check_fits(net, cfg)             # refuses tensors larger than the on-chip buffers
+    need = buffer_demand(net)
+    print("tensor buffers: " + ", ".join(
+        f"{buf} {need[buf][0]}/{getattr(cfg, buf)}" for buf in cfg.tensor_mem_fields
+        if buf in need))
     if args.output:
         Path(args.output).write_bytes(binary)
         print(f"wrote {args.output}")

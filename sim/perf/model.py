@@ -32,6 +32,20 @@ model; sparse cases are checked against it in tests/test_perf.py. FP strides > 2
 PE) use S column-residue sub-lists (the parity split generalised); kernels wider than ``k_max``
 and rows longer than ``max_row_len`` are not rejected here (the exact backend rejects them).
 
+DMA (issue 16; ``docs/dma.md``, ``docs/benchmarks.md`` "DMA cost"): tensors live in card memory
+and the DMA engine (``hdl/dma.py``) moves each whole tensor between memory and its on-chip buffer
+by one descriptor per buffer-full. :func:`phase_dma` prices a layer phase's traffic at the
+configured ``dma_width``: FP loads x, w and (BDWP) the forward mask and stores y; BP loads dy, w
+and the backward mask and stores dx; WG loads x and dy and stores dW. Per descriptor
+:data:`DMA_DESC_OVERHEAD` cycles; per INCR burst (``dma_max_burst`` beats, split at 4 KiB) a
+load costs ``1 + read_latency + beats`` and a store ``2 + write_latency + beats``
+(:func:`dma_transfer_cycles`, equal to the engine's measured cycles with the registered
+amaranth-sim slave). :func:`iteration` then applies the double-buffering rule
+(:func:`expose_dma`): only the first phase's loads, the part of each later phase's loads plus
+the previous phase's store that exceeds the previous phase's compute, and the last store are
+exposed. ``PhaseResult.cycles`` stays the array's; ``IterationResult.total()`` adds the exposed
+DMA (``total(dma=False)`` / :meth:`IterationResult.array_total` without).
+
 Backends plug in through :func:`register_backend`: ``fn(layer, phase, cfg, *,
 operand_density, weight_density, dense, batch, nm) -> PhaseResult``; :func:`iteration` takes
 ``backend=``. Pre-generation of the next iteration's W_fwd / W_bwd (the N:M selector) is assumed
@@ -54,6 +68,8 @@ from sparseforge.gen.mapper.pe import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, R
 from sparseforge.sim.reference import golden
 
 __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cycles",
+           "DmaCost", "phase_dma", "phase_tensors", "dma_bursts", "dma_transfer_cycles", "expose_dma",
+           "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "DMA_DESC_OVERHEAD",
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
            "bdwp_applies", "exact_phase_cycles", "validate_against_exact"]
 
@@ -167,7 +183,13 @@ class PhaseResult:
     """One layer, one phase. ``cycles``: predicted; ``valid_macs``: products a dense-mode PE
     does (padding squashed); ``useful_macs``: expected products with both factors non-zero
     (the work of an ideal zero-skipping engine); ``tiles``; ``proc``: processing cycles summed
-    over tiles (max over PE rows); ``drain``: drained words (addresses) summed over tiles."""
+    over tiles (max over PE rows); ``drain``: drained words (addresses) summed over tiles.
+
+    DMA (:func:`phase_dma`): ``dma_cycles`` the engine's cycles for all of the phase's
+    transfers (loads + store), ``dma_load`` / ``dma_store`` their parts, ``dma_beats`` the data
+    beats; ``dma_exposed`` the part not hidden under compute (a phase alone: all of it;
+    inside :func:`iteration`: the double-buffering rule of :func:`expose_dma`). ``cycles``
+    is the array's alone; :attr:`total_cycles` adds ``dma_exposed``."""
     cycles: float
     valid_macs: float
     useful_macs: float
@@ -175,6 +197,15 @@ class PhaseResult:
     proc: float = 0.0
     drain: float = 0.0
     skipped: bool = False
+    dma_cycles: float = 0.0
+    dma_exposed: float = 0.0
+    dma_load: float = 0.0
+    dma_store: float = 0.0
+    dma_beats: int = 0
+
+    @property
+    def total_cycles(self) -> float:
+        return self.cycles + self.dma_exposed
 
     def utilisation(self, cfg: AcceleratorConfig, macs=None) -> float:
         macs = self.valid_macs if macs is None else macs
@@ -188,25 +219,42 @@ class LayerResult:
 
     @property
     def cycles(self) -> float:
+        """Array cycles of the layer's phases (no DMA)."""
         return sum(p.cycles for p in self.phases.values() if not p.skipped)
+
+    @property
+    def dma_exposed(self) -> float:
+        return sum(p.dma_exposed for p in self.phases.values() if not p.skipped)
 
 
 @dataclass
 class IterationResult:
+    """``total()``: array cycles + exposed DMA cycles; ``array_total()`` / ``total(dma=False)``:
+    the array alone; ``dma_total(exposed=)``: the DMA's (exposed or all) cycles;
+    ``utilisation()``: of the array alone (``dma=True``: over the total)."""
     network: str
     layers: list
     cfg: AcceleratorConfig
 
-    def total(self, phase=None) -> float:
-        return sum(p.cycles for lay in self.layers for ph, p in lay.phases.items()
-                   if not p.skipped and (phase is None or ph == phase))
+    def _phases(self, phase):
+        return [p for lay in self.layers for ph, p in lay.phases.items()
+                if not p.skipped and (phase is None or ph == phase)]
+
+    def total(self, phase=None, dma=True) -> float:
+        return sum(p.cycles + (p.dma_exposed if dma else 0.0) for p in self._phases(phase))
+
+    def array_total(self, phase=None) -> float:
+        return self.total(phase, dma=False)
+
+    def dma_total(self, phase=None, exposed=True) -> float:
+        return sum(p.dma_exposed if exposed else p.dma_cycles for p in self._phases(phase))
 
     def macs(self, kind="valid_macs", phase=None) -> float:
         return sum(getattr(p, kind) for lay in self.layers for ph, p in lay.phases.items()
                    if not p.skipped and (phase is None or ph == phase))
 
-    def utilisation(self, kind="valid_macs") -> float:
-        c = self.total()
+    def utilisation(self, kind="valid_macs", dma=False) -> float:
+        c = self.total(dma=dma)
         return self.macs(kind) / (self.cfg.num_pes * self.cfg.macs_per_pe * c) if c else 0.0
 
 
@@ -339,6 +387,176 @@ def _pe_row_moments(rows, R, sub_lens, d, wd, lanes, dense):
     # a PE row with no row in the tile still ends it with one skip row (load + skip beat)
     mean[mean == 0] = 2.0
     return mean, var, first
+
+
+# --------------------------------------------------------------------------------------------
+# DMA cost (issue 16)
+# --------------------------------------------------------------------------------------------
+
+#: Cycles from an AR handshake to the first R beat beyond the address cycle (the registered
+#: amaranth-sim slave of ``sim/testkit/axi_mem_model.py``: 1; docs/dma.md "Timing"). A real
+#: DDR4 controller answers after tens of cycles: pass ``read_latency=``.
+DMA_READ_LATENCY = 1
+#: A store burst's slave delays: AW handshake -> ``wready`` plus last W beat -> ``bvalid``
+#: (that slave: 1 + 1).
+DMA_WRITE_LATENCY = 2
+#: Per descriptor: the cycle that accepts it, the check cycle, the completion cycle.
+DMA_DESC_OVERHEAD = 3
+
+
+def dma_bursts(n_elems: int, cfg: AcceleratorConfig, addr: int = 0) -> tuple:
+    """``(beats, bursts)`` of one descriptor of ``n_elems`` elements at byte address ``addr``
+    (beat-aligned): ``beats = ceil(n / epw)`` with ``epw = dma_width // data_width``; bursts
+    of at most ``dma_max_burst`` beats that never cross a 4 KiB boundary, issued as the engine
+    does (``min(max_burst, beats left, beats to the boundary)``)."""
+    bpb = cfg.dma_width // 8
+    epw = cfg.dma_width // cfg.data_width
+    if addr % bpb:
+        raise ValueError(f"addr {addr:#x} is not a multiple of the beat ({bpb} bytes)")
+    beats = _ceil_div(int(n_elems), epw)
+    if beats <= 0:
+        return 0, 0
+    mb, page = cfg.dma_max_burst, 4096 // bpb
+    first = min(beats, page - (addr % 4096) // bpb)       # beats up to the first boundary
+    rest = beats - first
+    full, tail = divmod(rest, page)
+    bursts = _ceil_div(first, mb) + full * _ceil_div(page, mb) + _ceil_div(tail, mb)
+    return beats, bursts
+
+
+def dma_transfer_cycles(n_elems: int, store: bool, cfg: AcceleratorConfig, *, addr: int = 0,
+                        read_latency: int = DMA_READ_LATENCY,
+                        write_latency: int = DMA_WRITE_LATENCY) -> int:
+    """Engine cycles of one descriptor with an always-ready slave of the given latencies,
+    from the cycle ``desc`` is offered to the completion's handshake:
+    ``DMA_DESC_OVERHEAD + sum over bursts of (1 + read_latency + beats)`` for a load,
+    ``(2 + write_latency + beats)`` per burst for a store (address cycle, data, B
+    handshake). ``n_elems == 0``: 0 (no descriptor is sent)."""
+    beats, bursts = dma_bursts(n_elems, cfg, addr)
+    if beats == 0:
+        return 0
+    per = (2 + write_latency) if store else (1 + read_latency)
+    return DMA_DESC_OVERHEAD + beats + bursts * per
+
+
+def _tensor_cycles(n: int, buf_elems: int, store: bool, cfg, read_latency, write_latency):
+    """A tensor of ``n`` elements stored contiguously from a 4 KiB-aligned address and moved
+    in descriptors of at most ``buf_elems`` elements (one per buffer-full; a tensor that fits
+    is one descriptor). Returns ``(cycles, beats, descriptors)``. Chunk addresses repeat
+    modulo 4 KiB, so equal chunks are priced once per residue."""
+    if n <= 0:
+        return 0, 0, 0
+    eb = cfg.data_width // 8
+    chunk = max(buf_elems, 1)
+    nfull, rem = divmod(n, chunk)
+    cb = chunk * eb
+    period = 4096 // math.gcd(cb, 4096)
+    cyc = beats = 0
+    kw = dict(read_latency=read_latency, write_latency=write_latency)
+    for k in range(min(nfull, period)):
+        cnt = (nfull - k + period - 1) // period
+        cyc += cnt * dma_transfer_cycles(chunk, store, cfg, addr=(k * cb) % 4096, **kw)
+        beats += cnt * dma_bursts(chunk, cfg)[0]
+    if rem:
+        cyc += dma_transfer_cycles(rem, store, cfg, addr=(nfull * cb) % 4096, **kw)
+        beats += dma_bursts(rem, cfg)[0]
+    return cyc, beats, nfull + (1 if rem else 0)
+
+
+@dataclass
+class DmaCost:
+    """One layer phase's transfers: ``tensors`` = ``[(name, buffer, elements, beats,
+    descriptors, cycles, store)]``; ``load`` / ``store`` / ``cycles`` the engine cycles."""
+    tensors: list
+    load: int
+    store: int
+
+    @property
+    def cycles(self) -> int:
+        return self.load + self.store
+
+    @property
+    def beats(self) -> int:
+        return sum(t[3] for t in self.tensors)
+
+
+def phase_tensors(layer, phase: str, *, batch: int = 1, masked: bool = False,
+                  data_width: int = 16) -> list:
+    """``[(name, buffer field, elements, store)]`` a layer phase moves: FP x, w, (mask_fwd),
+    store y; BP dy, w, (mask_bwd), store dx; WG x, dy, store dW. ``batch`` multiplies the
+    per-image geometry (a network parsed with batch B has ``layer.batch`` = B, FC layers 1
+    with the batch in ``w``: pass ``batch=layer.batch``). A mask is one bit per weight,
+    packed ``data_width`` to an element (it shares the weight buffer's size)."""
+    x = batch * layer.cin * layer.h * layer.w
+    y = batch * layer.cout * layer.ho * layer.wo
+    w = layer.cout * layer.cin * layer.kh * layer.kw
+    return _phase_tensor_list(phase, x, y, w, masked, data_width)
+
+
+def _phase_tensor_list(phase, x, y, w, masked, data_width):
+    mask = [("mask", "wgt_mem_elems", -(-w // data_width), False)] if masked else []
+    if phase == "fp":
+        return ([("x", "act_mem_elems", x, False), ("w", "wgt_mem_elems", w, False)] + mask
+                + [("y", "out_mem_elems", y, True)])
+    if phase == "bp":
+        return ([("dy", "grad_mem_elems", y, False), ("w", "wgt_mem_elems", w, False)] + mask
+                + [("dx", "out_mem_elems", x, True)])
+    if phase == "wg":
+        return [("x", "act_mem_elems", x, False), ("dy", "grad_mem_elems", y, False),
+                ("dW", "out_mem_elems", w, True)]
+    raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+
+
+def phase_dma(layer, phase: str, cfg: AcceleratorConfig, *, batch: int = 1, masked: bool = False,
+              read_latency: int = DMA_READ_LATENCY,
+              write_latency: int = DMA_WRITE_LATENCY) -> DmaCost:
+    """The DMA engine's cycles for one layer phase (:func:`phase_tensors`), each tensor in
+    descriptors of at most its buffer's size (``cfg.*_mem_elems``), one after the other (one
+    descriptor at a time)."""
+    out, load, store = [], 0, 0
+    for name, buf, n, st in phase_tensors(layer, phase, batch=batch, masked=masked,
+                                          data_width=cfg.data_width):
+        cyc, beats, nd = _tensor_cycles(n, getattr(cfg, buf), st, cfg, read_latency,
+                                        write_latency)
+        out.append((name, buf, n, beats, nd, cyc, st))
+        if st:
+            store += cyc
+        else:
+            load += cyc
+    return DmaCost(out, load, store)
+
+
+def _attach_dma(r: PhaseResult, cost: DmaCost) -> PhaseResult:
+    r.dma_load, r.dma_store = float(cost.load), float(cost.store)
+    r.dma_cycles = float(cost.cycles)
+    r.dma_exposed = float(cost.cycles)          # alone: nothing to hide under
+    r.dma_beats = cost.beats
+    return r
+
+
+def expose_dma(seq) -> float:
+    """Apply the double-buffering rule to phases in execution order (``seq``: PhaseResults
+    with ``cycles``, ``dma_load``, ``dma_store``); sets each ``dma_exposed``; returns the sum.
+
+    While phase k computes, the engine (one descriptor at a time) stores phase k-1's result
+    and loads phase k+1's inputs into the other half of each buffer. So phase 1 exposes its
+    loads; phase k >= 2 exposes ``max(0, load_k + store_{k-1} - compute_{k-1})``; the last
+    phase also exposes its own store. (Until ReLU/pooling move on chip, the next layer's x
+    is computed by the host from this layer's y, which this rule does not charge: it is the
+    target data plane's cost, not today's host round trip.)"""
+    seq = list(seq)
+    total = 0.0
+    for k, p in enumerate(seq):
+        if k == 0:
+            e = p.dma_load
+        else:
+            q = seq[k - 1]
+            e = max(0.0, p.dma_load + q.dma_store - q.cycles)
+        if k == len(seq) - 1:
+            e += p.dma_store
+        p.dma_exposed = e
+        total += e
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,8 +731,10 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
             first = load
         tiles.append((mean, var, words))
     cyc, proc, drain = _run_tiles(tiles, R, first or 0.0)
-    return PhaseResult(cycles=cyc, valid_macs=valid, useful_macs=useful, tiles=len(tiles),
-                       proc=proc, drain=drain)
+    res = PhaseResult(cycles=cyc, valid_macs=valid, useful_macs=useful, tiles=len(tiles),
+                      proc=proc, drain=drain)
+    return _attach_dma(res, phase_dma(layer, phase, cfg, batch=batch,
+                                      masked=(phase != "wg" and wd < 1.0)))
 
 
 BACKENDS = {"statistical": phase_cycles}
@@ -545,14 +765,20 @@ def bdwp_work_fraction(n: int, m: int) -> float:
 
 
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
-              dense=False, batch=1, backend="statistical", progress=None) -> IterationResult:
+              dense=False, batch=1, backend="statistical", progress=None,
+              read_latency: int = DMA_READ_LATENCY,
+              write_latency: int = DMA_WRITE_LATENCY) -> IterationResult:
     """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
     ``load_network(name)``): FP of every conv/fc layer, then BP (not for the first layer: the
     input needs no gradient) and WG of every layer.
 
     ``fp_density`` / ``dy_density``: ``{layer name: density}`` (missing: 1.0); ``nm``: ``(n, m)``
     BDWP (applied to the layers :func:`bdwp_applies` accepts) or None; ``dense``: dense-mode
-    baseline (densities ignored). Pre-generation is hidden under WG (no cycles)."""
+    baseline (densities ignored). Pre-generation is hidden under WG (no cycles).
+
+    DMA: every phase gets :func:`phase_dma` (masks read where BDWP applies) at
+    ``read_latency`` / ``write_latency``; the exposed part follows :func:`expose_dma` over the
+    execution order (every layer's FP, then per layer backwards its BP and WG)."""
     fn = BACKENDS[backend]
     fp_density, dy_density = fp_density or {}, dy_density or {}
     out = []
@@ -565,10 +791,19 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                    nm=nm if wd < 1.0 else None)
             if ph == "bp" and i == 0:
                 r = PhaseResult(0.0, 0.0, 0.0, skipped=True)
+            else:
+                _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
+                                         masked=(ph != "wg" and wd < 1.0),
+                                         read_latency=read_latency,
+                                         write_latency=write_latency))
             lr.phases[ph] = r
         out.append(lr)
         if progress is not None:
             progress(1)
+    order = [lr.phases["fp"] for lr in out]
+    for lr in reversed(out):
+        order += [lr.phases[ph] for ph in ("bp", "wg") if not lr.phases[ph].skipped]
+    expose_dma(order)
     return IterationResult(net.name, out, cfg)
 
 

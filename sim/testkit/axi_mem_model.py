@@ -11,6 +11,14 @@ never answer (timeout tests).
 Counters for the scoreboard: ``ar_bursts``, ``aw_bursts``, ``r_beats``, ``w_beats``,
 ``b_resps`` and ``r_beats_issued`` (beats the slave owes), so a test can check that every burst
 was finished.
+
+Latency (deterministic, independent of the order in which the simulator wakes the channel
+processes at an edge): every answer comes at the earliest one cycle after the handshake that
+caused it -- the first R beat of a burst one cycle after its AR handshake is seen (``rvalid``
+from the cycle after the AR edge), ``wready`` from the cycle after the AW edge, ``bvalid`` from
+the cycle after the last W edge. With ``pattern="always"`` a load burst of ``b`` beats thus
+takes ``1 + 1 + b`` engine cycles and a store burst ``1 + 1 + b + 2`` (``DMA_READ_LATENCY`` /
+``DMA_WRITE_LATENCY`` of :mod:`sparseforge.sim.perf.model`).
 """
 
 from __future__ import annotations
@@ -61,17 +69,19 @@ class AxiMemModel:
         sigs = [getattr(d, f"m_axi_{pre}{f}") for f in ("addr", "len", "size", "burst")]
         pat = self._pat(k)
         held = None
+        t = 0                                   # edges seen by this process
         while True:
             rdy = next(pat) and kind not in self.hang
             ctx.set(ready, rdy)
             _, _, v, *vals = await ctx.tick().sample(valid, *sigs)
+            t += 1
             vals = tuple(int(x) for x in vals)
             if held is not None and (not v or vals != held):
                 self.errors.append(f"{pre}: valid/payload changed before ready {held} -> {v} {vals}")
             held = None
             if v and rdy:
                 self._check_burst(pre, *vals)
-                q.append((vals[0], vals[1] + 1))
+                q.append((vals[0], vals[1] + 1, t))
                 if pre == "ar":
                     self.ar_bursts += 1
                     self.r_owed += vals[1] + 1
@@ -89,17 +99,21 @@ class AxiMemModel:
 
     async def r_chan(self, ctx):
         d, pat = self.dut, self._pat(2)
+        t = 0
         while True:
-            if not self.rq or "r" in self.hang:
+            # a burst whose AR handshake happened at this very edge waits one cycle
+            if not self.rq or self.rq[0][2] >= t or "r" in self.hang:
                 ctx.set(d.m_axi_rvalid, 0)
                 await ctx.tick()
+                t += 1
                 continue
-            addr, n = self.rq.popleft()
+            addr, n, _ = self.rq.popleft()
             resp = self.r_err.get(addr, 0)
             for i in range(n):
                 while not next(pat):
                     ctx.set(d.m_axi_rvalid, 0)
                     await ctx.tick()
+                    t += 1
                 a = addr + i * self.bpb
                 ctx.set(d.m_axi_rdata, int.from_bytes(self.mem[a:a + self.bpb], "little"))
                 ctx.set(d.m_axi_rresp, resp)
@@ -107,6 +121,7 @@ class AxiMemModel:
                 ctx.set(d.m_axi_rvalid, 1)
                 while True:
                     _, _, rdy = await ctx.tick().sample(d.m_axi_rready)
+                    t += 1
                     if rdy:
                         break
                 self.r_beats += 1
@@ -117,18 +132,22 @@ class AxiMemModel:
         d, pat = self.dut, self._pat(3)
         held = None
         cur = None          # (addr, beats, beat index, buffered writes)
+        t = 0
         while True:
-            rdy = bool(self.wq or cur) and next(pat) and "w" not in self.hang
+            # ready for a burst from the cycle after its AW edge
+            rdy = (bool(cur or (self.wq and self.wq[0][2] < t)) and next(pat)
+                   and "w" not in self.hang)
             ctx.set(d.m_axi_wready, rdy)
             _, _, v, data, strb, last = await ctx.tick().sample(
                 d.m_axi_wvalid, d.m_axi_wdata, d.m_axi_wstrb, d.m_axi_wlast)
+            t += 1
             vals = (int(data), int(strb), int(last))
             if held is not None and (not v or vals != held):
                 self.errors.append(f"w: valid/payload changed before ready {held} -> {v} {vals}")
             held = None
             if v and rdy:
                 if cur is None:
-                    addr, n = self.wq.popleft()
+                    addr, n, _ = self.wq.popleft()
                     cur = [addr, n, 0, []]
                 addr, n, i, writes = cur
                 if bool(vals[2]) != (i == n - 1):
@@ -145,25 +164,30 @@ class AxiMemModel:
                     if resp == 0:
                         for a, byte in writes:
                             self.mem[a] = byte
-                    self.bq.append(resp)
+                    self.bq.append((resp, t))
                     cur = None
             elif v:
                 held = vals
 
     async def b_chan(self, ctx):
         d, pat = self.dut, self._pat(4)
+        t = 0
         while True:
-            if not self.bq or "b" in self.hang:
+            # a response whose last W beat was taken at this very edge waits one cycle
+            if not self.bq or self.bq[0][1] >= t or "b" in self.hang:
                 ctx.set(d.m_axi_bvalid, 0)
                 await ctx.tick()
+                t += 1
                 continue
             while not next(pat):
                 ctx.set(d.m_axi_bvalid, 0)
                 await ctx.tick()
-            ctx.set(d.m_axi_bresp, self.bq[0])
+                t += 1
+            ctx.set(d.m_axi_bresp, self.bq[0][0])
             ctx.set(d.m_axi_bvalid, 1)
             while True:
                 _, _, rdy = await ctx.tick().sample(d.m_axi_bready)
+                t += 1
                 if rdy:
                     break
             self.bq.popleft()

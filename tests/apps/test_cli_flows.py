@@ -109,6 +109,9 @@ def test_verilog_per_preset_folder_and_manifest(tmp_path, capsys):
     (["schedule", "--net", "digits-cnn"], "9849 words do not fit the schedule memory "
                                           "(sched_depth=4096 words of tiny)"),
     (["schedule", "--net", "no-such-net"], "unknown network 'no-such-net'"),
+    (["schedule", "--net", "digits-cnn", "--batch", "8", "--preset", "ecp5", "-o", "{tmp}/o"],
+     "layer 0 'conv1' (conv): FP tensor y has 16384 elements > out_mem_elems=8192 (the result "
+     "buffer; batch 8, configuration ecp5)"),
     (["bitstream", "--board", "ecpix5", "--clock-mhz", "nan", "-o", "{tmp}/bs"],
      "argument --clock-mhz: must be a finite number > 0, not 'nan'"),
     (["bitstream", "--board", "ecpix5", "--clock-mhz", "-5", "-o", "{tmp}/bs"],
@@ -123,7 +126,8 @@ def test_verilog_per_preset_folder_and_manifest(tmp_path, capsys):
     (["synth-report", "--preset", "", "-o", "{tmp}/s"], "argument --preset: must name a preset"),
     (["nope"], "invalid choice: 'nope'"),
 ], ids=["one-file-many-blocks", "inapplicable-flag", "empty-preset", "preset-conflict",
-        "bad-name", "unwritable", "schedule-too-long", "unknown-net", "clock-nan",
+        "bad-name", "unwritable", "schedule-too-long", "unknown-net", "tensor-beyond-buffer",
+        "clock-nan",
         "clock-negative", "core-inf", "baseline-of-changed-preset", "bench-batch", "bitstream-empty-preset",
         "synth-empty-preset", "unknown"])
 def test_errors_are_one_line_and_write_nothing(argv, msg, tmp_path):
@@ -139,7 +143,10 @@ def test_errors_are_one_line_and_write_nothing(argv, msg, tmp_path):
 def test_schedule_fits_and_writes_the_binary(tmp_path, capsys):
     out = tmp_path / "s.bin"
     assert main(["schedule", "--net", "digits-cnn", "--batch", "1", "-o", str(out)]) == 0
-    assert "49 entries, 989 words; schedule memory 4096 words (24.1%)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "49 entries, 989 words; schedule memory 4096 words (24.1%)" in text
+    assert ("tensor buffers: act_mem_elems 512/2048, grad_mem_elems 2048/2048, "
+            "wgt_mem_elems 8192/8192, out_mem_elems 8192/8192") in text
     from sparseforge.gen.config import preset
     from sparseforge.gen.schedule import validate
     assert len(validate(out.read_bytes(), preset("tiny"))) == 989

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sparseforge.gen.config import preset
 from sparseforge.gen.network import NetworkError, load_network, parse_network
-from sparseforge.gen.schedule import (ENTRY_WORDS, ERR, HEADER_WORDS, MAGIC, Entry, Flag, Op,
+from sparseforge.gen.schedule import (buffer_demand, check_fits, ENTRY_WORDS, ERR, HEADER_WORDS, MAGIC, Entry, Flag, Op,
                                       Schedule, ScheduleError, build_schedule, config_hash, decode,
                                       encode, validate)
 from sparseforge.hdl.wire import ENTRY_LAYOUT
@@ -405,3 +405,66 @@ def test_entry_field_range_errors():
         Entry(opcode=Op.FP, cin=65536).words()
     with pytest.raises(ValueError, match="entry field flags"):
         Entry(opcode=Op.FP, flags=-1).words()
+
+
+# -- the tensor buffers (issue 16): check_fits / buffer_demand ------------------------------------
+
+def _tensor_net(batch):
+    return parse_network({"name": "t", "input": [4, 8, 8], "batch": batch, "layers": [
+        {"name": "a", "kind": "conv", "cin": 4, "cout": 8, "kernel": 3, "stride": 1,
+         "padding": 1, "relu": True},
+        {"name": "b", "kind": "conv", "cin": 8, "cout": 16, "kernel": 3, "stride": 2,
+         "padding": 1}]}, preset("tiny"))
+
+
+def test_buffer_demand_is_the_largest_tensor_per_buffer():
+    net = _tensor_net(3)
+    a, b = net.compute
+    xa, ya = 3 * 4 * 8 * 8, 3 * 8 * 8 * 8                 # a: x, y (= b's x)
+    yb, wb = 3 * 16 * b.ho * b.wo, 16 * 8 * 9
+    assert (b.ho, b.wo) == (4, 4)
+    got = buffer_demand(net)
+    assert got["act_mem_elems"] == (ya, b.label, "FP", "x")
+    assert got["grad_mem_elems"] == (ya, a.label, "WG", "dy")
+    assert got["wgt_mem_elems"] == (wb, b.label, "FP", "w")
+    assert got["out_mem_elems"] == (ya, a.label, "FP", "y")
+    assert xa < ya and yb < ya
+
+
+@pytest.mark.parametrize("field,msg", [
+    ("act_mem_elems", "layer 1 'b' (conv): FP tensor x has 1536 elements > act_mem_elems=1472 "
+                      "(the activation buffer; batch 3, configuration tiny)"),
+    ("grad_mem_elems", "layer 0 'a' (conv): WG tensor dy has 1536 elements > "
+                       "grad_mem_elems=1472 (the output-gradient buffer"),
+    ("wgt_mem_elems", "layer 1 'b' (conv): FP tensor w has 1152 elements > wgt_mem_elems=1088 "
+                      "(the weight buffer"),
+    ("out_mem_elems", "layer 0 'a' (conv): FP tensor y has 1536 elements > out_mem_elems=1472 "
+                      "(the result buffer")])
+def test_check_fits_names_layer_tensor_and_buffer(field, msg):
+    """Each buffer one 64-element step below the network's largest tensor for it: refused with
+    a one-line message naming the layer, phase, tensor, sizes and buffer; exactly the demand
+    fits."""
+    net = _tensor_net(3)
+    need = buffer_demand(net)
+    fits = preset("tiny").replace(**{f: max(64, -(-n // 64) * 64) for f, (n, *_) in need.items()})
+    check_fits(net, fits)
+    n = need[field][0]
+    assert n % 64 == 0
+    bad = fits.replace(**{field: n - 64})
+    with pytest.raises(NetworkError) as e:
+        check_fits(net, bad)
+    assert str(e.value).startswith(msg) and "\n" not in str(e.value)
+
+
+def test_check_fits_presets_hold_the_digits_cnn():
+    """The acceptance's cases: digits CNN at batch 1 on tiny, at batch 4 on ecp5 and vcu1525;
+    batch 2 exceeds tiny, batch 8 exceeds ecp5."""
+    for name, batch in (("tiny", 1), ("ecp5", 4), ("vcu1525", 4)):
+        cfg = preset(name)
+        check_fits(load_network("digits-cnn", cfg, batch=batch), cfg)
+    for name, batch in (("tiny", 2), ("ecp5", 8)):
+        cfg = preset(name)
+        with pytest.raises(NetworkError, match=f"> .*_mem_elems=.*batch {batch}, configuration {name}"):
+            check_fits(load_network("digits-cnn", cfg, batch=batch), cfg)
+    with pytest.raises(TypeError):
+        check_fits("digits-cnn", preset("tiny"))

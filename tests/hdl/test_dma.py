@@ -415,3 +415,37 @@ def test_dma_cocotb_errors(sim, cocotb_run, width, seed):
                            "sizes": list(cfg.tensor_mem_elems)},
                    timeout=COCOTB_TIMEOUT)
     assert n == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The performance model's DMA cost equals the engine (sim/perf/model.dma_transfer_cycles)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("width,max_burst,n,addr", [
+    (32, 16, 1000, 4000),       # the first burst stops at the 4 KiB boundary after 24 beats
+    (32, 16, 101, 0),           # partial last beat
+    (64, 8, 777, 24),
+    (512, 64, 4096, 0),         # max_burst x 64 bytes = one 4 KiB page
+    (512, 64, 1000, 640)])      # 32 beats from mid-page, crossing the boundary
+def test_dma_cycles_equal_perf_model(width, max_burst, n, addr):
+    """An always-ready registered slave (AxiMemModel, pattern "always"): the engine's cycles
+    per descriptor, from offering ``desc`` to taking ``done``, equal
+    ``perf.dma_transfer_cycles`` at its default latencies (difference 0), for a load and a
+    store; beats and bursts equal ``perf.dma_bursts``."""
+    from sparseforge.sim.perf import model as perf
+    print(f"width={width} max_burst={max_burst} n={n} addr={addr:#x}")
+    sizes = (4096,)
+    dut = make_dut(width, sizes=sizes, max_burst=max_burst)
+    mem0, bufs0 = random_state(random.Random(7), sizes)
+    descs = [Desc(0, 0, n, DIR_LOAD, addr), Desc(0, 0, n, DIR_STORE, 0x8000 + addr)]
+    res, out_bufs, slave = run_dma(dut, descs, mem=bytearray(mem0), bufs=bufs0, pattern="always")
+    check_clean(slave)
+    scoreboard(descs, res["status"], mem0, bufs0, slave.mem, out_bufs)
+    cfg = preset("tiny").replace(dma_width=width, dma_max_burst=max_burst)
+    beats, bursts = perf.dma_bursts(n, cfg, addr)
+    assert res["beats"] == [beats, beats]
+    assert (slave.ar_bursts, slave.aw_bursts) == (bursts, bursts)
+    want = [perf.dma_transfer_cycles(n, False, cfg, addr=addr),
+            perf.dma_transfer_cycles(n, True, cfg, addr=addr)]
+    print(f"measured {res['cycles']} model {want} ({beats} beats, {bursts} bursts)")
+    assert res["cycles"] == want

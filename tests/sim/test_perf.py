@@ -278,3 +278,84 @@ def test_bench_cli_errors(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--networks", "lenet"])
     assert "unknown network" in capsys.readouterr().err
+
+
+# -- DMA cost (issue 16) -------------------------------------------------------------------------
+
+def test_dma_cost_equals_hand_formula():
+    """Beats, bursts and cycles of a few tensors worked out by hand from docs/dma.md
+    (load: 3 + beats + 2 per burst; store: 3 + beats + 4 per burst at the default latencies)."""
+    tiny = preset("tiny")                          # 32-bit beats = 2 elements, 16-beat bursts
+    assert (tiny.dma_width, tiny.data_width, tiny.dma_max_burst) == (32, 16, 16)
+    # 1000 elements from 0: 500 beats, ceil(500 / 16) = 32 bursts
+    assert perf.dma_bursts(1000, tiny) == (500, 32)
+    assert perf.dma_transfer_cycles(1000, False, tiny) == 3 + 500 + 2 * 32
+    assert perf.dma_transfer_cycles(1000, True, tiny) == 3 + 500 + 4 * 32
+    # from byte 4000: 24 beats to the 4 KiB boundary (16 + 8), then 476 beats (30 bursts)
+    assert perf.dma_bursts(1000, tiny, addr=4000) == (500, 2 + 30)
+    # 101 elements: the last beat is partial -> 51 beats, 4 bursts
+    assert perf.dma_transfer_cycles(101, False, tiny) == 3 + 51 + 2 * 4
+    vcu = preset("vcu1525")                        # 512-bit beats = 32 elements, 64-beat bursts
+    assert (vcu.dma_width, vcu.dma_max_burst) == (512, 64)
+    # 10,000 elements: 313 beats; a 4 KiB page is 64 beats -> ceil(313 / 64) = 5 bursts
+    assert perf.dma_bursts(10_000, vcu) == (313, 5)
+    assert perf.dma_transfer_cycles(10_000, True, vcu, write_latency=30) == 3 + 313 + 5 * 32
+    assert perf.dma_transfer_cycles(10_000, False, vcu, read_latency=40) == 3 + 313 + 5 * 41
+    assert perf.dma_transfer_cycles(0, False, vcu) == 0
+
+
+def test_phase_dma_tensors_and_buffers():
+    """A conv layer's phases move x, w, (mask), y / dy, w, (mask), dx / x, dy, dW, each in
+    descriptors of at most its buffer; the sums are the per-tensor formula's."""
+    net = parse_network({"name": "t", "input": [4, 8, 8], "layers": [
+        {"name": "a", "kind": "conv", "cin": 4, "cout": 16, "kernel": 3, "stride": 1,
+         "padding": 1}]})
+    lay = net.compute[0]                           # x 4*8*8, y 16*8*8, w 16*4*9 per image
+    cfg = preset("tiny").replace(act_mem_elems=512, out_mem_elems=1024)
+    x, y, w = 2 * 256, 2 * 1024, 576               # batch 2
+    fp = perf.phase_dma(lay, "fp", cfg, batch=2, masked=True)
+    got = {t[0]: (t[2], t[3], t[4]) for t in fp.tensors}
+    # mask: one bit per weight, 16 to an element -> 36 elements; y: 2048 > 1024 -> 2 descriptors
+    assert got == {"x": (x, x // 2, 1), "w": (w, w // 2, 1), "mask": (36, 18, 1),
+                   "y": (y, y // 2, 2)}
+    t = perf.dma_transfer_cycles
+    assert fp.load == t(x, False, cfg) + t(w, False, cfg) + t(36, False, cfg)
+    # the second y descriptor starts 2048 bytes on (same 4 KiB residue rule as the engine)
+    assert fp.store == t(1024, True, cfg) + t(1024, True, cfg, addr=2048)
+    bp = perf.phase_dma(lay, "bp", cfg, batch=2)
+    assert [(n, e) for n, _, e, *_ in bp.tensors] == [("dy", y), ("w", w), ("dx", x)]
+    wg = perf.phase_dma(lay, "wg", cfg, batch=2)
+    assert [(n, e, s) for n, _, e, _, _, _, s in wg.tensors] == [
+        ("x", x, False), ("dy", y, False), ("dW", w, True)]
+    assert wg.cycles == t(x, False, cfg) + t(y, False, cfg) + t(w, True, cfg)
+
+
+def test_dma_exposure_rule():
+    """exposed = first phase's loads + max(0, load_k + store_{k-1} - compute_{k-1}) for the
+    later phases + the last store (docs/benchmarks.md)."""
+    ps = [perf.PhaseResult(cycles=c, valid_macs=0, useful_macs=0, dma_load=lo, dma_store=st)
+          for c, lo, st in [(100, 30, 20), (10, 50, 5), (200, 40, 60)]]
+    total = perf.expose_dma(ps)
+    assert [p.dma_exposed for p in ps] == [30, max(0, 50 + 20 - 100), max(0, 40 + 5 - 10) + 60]
+    assert total == 30 + 0 + 95
+
+
+def test_iteration_total_includes_exposed_dma():
+    cfg = preset("ecp5")
+    net = load_network("digits-cnn")
+    it = perf.iteration(net, cfg, nm=(2, 8))
+    dma = it.dma_total()
+    assert dma > 0 and math.isclose(it.total(), it.array_total() + dma)
+    assert it.total(dma=False) == it.array_total()
+    assert it.dma_total(exposed=False) >= dma
+    assert math.isclose(it.total("fp"), it.array_total("fp") + it.dma_total("fp"))
+    # the first phase exposes its loads; every phase carries its whole DMA cost
+    first = it.layers[0].phases["fp"]
+    assert first.dma_exposed >= first.dma_load > 0
+    for lay in it.layers:
+        for ph, p in lay.phases.items():
+            if not p.skipped:
+                assert p.dma_cycles == p.dma_load + p.dma_store > 0
+    # a larger read latency never hides more
+    slow = perf.iteration(net, cfg, nm=(2, 8), read_latency=40)
+    assert slow.dma_total() > dma and slow.array_total() == it.array_total()
