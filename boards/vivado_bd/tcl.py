@@ -67,8 +67,8 @@ def _tcl_project(core_mhz: int, core_file: str, wrapper_file: str, xdc_file: str
         mem_diagram = f"""\
 #   card memory ({ui_mhz} MHz c0_ddr4_ui_clk of {DDR4_CELL}):
 #     {CORE_CELL}/m_axi ({dw} b, {CORE_CLK}) --> mem_cc ({dw} b) --> mem_smc/S00_AXI --+
-#     XDMA --M_AXI_BYPASS (BAR, {DDR4_AXI_DATA_WIDTH} b, axi_aclk) --> bypass_cc --> mem_smc/S01 --+--> \
-{DDR4_CELL} (DDR4 C0)
+#     XDMA --M_AXI_BYPASS (BAR, {DDR4_AXI_DATA_WIDTH} b, axi_aclk) --> bypass_cc --> \
+mem_smc/S01 --+--> {DDR4_CELL} (DDR4 C0)
 """
         mem_board = f"""\
 # Card memory: {DDR4_CELL} is bound to the board interfaces {DDR4_BOARD_INTERFACE} and
@@ -308,7 +308,8 @@ connect_bd_net [get_bd_pins xdma_0/axi_aclk] [get_bd_pins core_clk_wiz/clk_in1] 
 connect_bd_net [get_bd_pins xdma_0/axi_aresetn] [get_bd_pins core_clk_wiz/resetn] \\
     [get_bd_pins core_rst/ext_reset_in] [get_bd_pins axil_cc/s_axi_aresetn] \\
     [get_bd_pins h2c_dwidth/aresetn] [get_bd_pins h2c_cc/s_axis_aresetn] \\
-    [get_bd_pins c2h_cc/m_axis_aresetn] [get_bd_pins c2h_dwidth/aresetn]{more("bypass_cc/s_axi_aresetn")}
+    [get_bd_pins c2h_cc/m_axis_aresetn] [get_bd_pins c2h_dwidth/aresetn]\
+{more("bypass_cc/s_axi_aresetn")}
 # {CORE_CLK} ({core_mhz} MHz) domain: the core, the SmartConnect, core side of every crossing
 connect_bd_net [get_bd_pins core_clk_wiz/{CORE_CLK}] [get_bd_pins core_rst/slowest_sync_clk] \\
     [get_bd_pins {CORE_CELL}/clk] [get_bd_pins axil_cc/m_axi_aclk] [get_bd_pins axil_smc/aclk] \\
@@ -345,7 +346,8 @@ def _tcl_card_memory(itf: CoreInterfaces) -> str:
 # {DDR4_BOARD_INTERFACE} / {DDR4_CLOCK_BOARD_INTERFACE} and set to the values of the board store's
 # ddr4_sdram_c0_preset (Xilinx/XilinxBoardStore boards/Xilinx/vcu1525/1.4/preset.xml; the same
 # interface names and C0_* keys as firesim's Alveo U200 design): one 16 GiB RDIMM, 72 bits with
-# ECC, DDR4-2400 (tCK 833 ps), 300 MHz reference; AXI slave C0_DDR4_S_AXI {DDR4_AXI_DATA_WIDTH} bits, 34-bit
+# ECC, DDR4-2400 (tCK 833 ps), 300 MHz reference; AXI slave C0_DDR4_S_AXI \
+{DDR4_AXI_DATA_WIDTH} bits, 34-bit
 # address, on c0_ddr4_ui_clk ({ui_mhz} MHz = memory clock / 4). Its ECC control slave
 # C0_DDR4_S_AXI_CTRL stays unconnected (inputs tied inactive by IP Integrator).
 set ddr4 [create_bd_cell -type ip -vlnv xilinx.com:ip:ddr4 {DDR4_CELL}]
@@ -384,8 +386,10 @@ def _tcl_card_memory_addresses(itf: CoreInterfaces) -> str:
     ui_mhz = DDR4_UI_CLK_HZ // 1_000_000
     return f"""\
 # -- card memory: connections ----------------------------------------------------------------
-connect_bd_intf_net [get_bd_intf_ports {DDR4_BOARD_INTERFACE}] [get_bd_intf_pins {DDR4_CELL}/C0_DDR4]
-connect_bd_intf_net [get_bd_intf_ports {DDR4_CLOCK_BOARD_INTERFACE}] [get_bd_intf_pins {DDR4_CELL}/C0_SYS_CLK]
+connect_bd_intf_net [get_bd_intf_ports {DDR4_BOARD_INTERFACE}] \
+[get_bd_intf_pins {DDR4_CELL}/C0_DDR4]
+connect_bd_intf_net [get_bd_intf_ports {DDR4_CLOCK_BOARD_INTERFACE}] \
+[get_bd_intf_pins {DDR4_CELL}/C0_SYS_CLK]
 connect_bd_net [get_bd_pins mem_sys_rst/Res] [get_bd_pins {DDR4_CELL}/sys_rst]
 connect_bd_intf_net [get_bd_intf_pins {CORE_CELL}/m_axi] [get_bd_intf_pins mem_cc/S_AXI]
 connect_bd_intf_net [get_bd_intf_pins mem_cc/M_AXI] [get_bd_intf_pins mem_smc/S00_AXI]

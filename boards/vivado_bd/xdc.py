@@ -70,8 +70,8 @@ def pcie_xdc(*, lanes: int = 16, card_memory: bool = False) -> str:
         p0, n0 = SYSCLK_PINS[0]
         out += [
             "",
-            f"# Card memory ({DDR4_CELL}, DDR4 channel 0): nothing here. The controller is bound to "
-            "the board",
+            f"# Card memory ({DDR4_CELL}, DDR4 channel 0): nothing here. The controller is bound "
+            "to the board",
             f"# interfaces {DDR4_BOARD_INTERFACE} and {DDR4_CLOCK_BOARD_INTERFACE} ({BOARD_PART}), "
             "so its pins,",
             "# I/O standards and the 300 MHz reference clock (create_clock) come from the board "
