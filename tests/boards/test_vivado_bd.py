@@ -655,6 +655,11 @@ def test_vcu1525_card_memory_tcl_runs_stubbed(bd_mem_tree, tmp_path):
         assert reset_of[pin] == "mem_rst/interconnect_aresetn", pin
     perst = next(c for c in calls if c[:2] == ("connect_bd_net", "pcie_perstn"))
     assert set(perst[1:]) == {"pcie_perstn", "xdma_0/sys_rst_n", "mem_sys_rst/Op1"}
+    # Without the VCU1525 board files the script stops before the block design, saying why.
+    import tkinter
+    with pytest.raises(tkinter.TclError, match="board files .*vcu1525.* are not installed"):
+        run_tcl_stubbed(bd / "create_bd.tcl", ["bd_only"],
+                        prelude="proc get_board_parts {args} { return {} }")
 
 
 def test_vcu1525_card_memory_wrapper(bd_mem_tree):
