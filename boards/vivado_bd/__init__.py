@@ -58,6 +58,14 @@ Public examples this follows (cited again next to the lines they shaped):
   resetn``, ``CLK_OUT1_PORT``) and the ``axis_clock_converter`` ports and parameters
   (``s_axis_aclk`` / ``m_axis_aclk``, ``TDATA_NUM_BYTES``, ``HAS_TLAST``, ``HAS_TKEEP``).
 
+With the DMA engine's AXI4 master (``m_axi_*`` ports, :mod:`sparseforge.hdl.dma`) the core also
+gets card memory: the DDR4 controller on channel 0 (board-bound to the VCU1525's
+``ddr4_sdram_c0`` / ``default_300mhz_clk0``, the board store's ``ddr4_sdram_c0_preset``
+values), ``m_axi`` crossing into the DDR4's 300 MHz UI clock at its full width, the XDMA's
+DMA-bypass BAR (``M_AXI_BYPASS``, the streams stay) as the host's path into card memory, a
+SmartConnect joining both, card memory at AXI address 0 for the core and the host. A core
+without ``m_axi`` gets exactly the design above (docs/fpga.md, "Card memory").
+
 Nothing here has been run through Vivado: the tests check the Tcl textually and by sourcing it in
 a plain Tcl interpreter with every Vivado command stubbed, and compile the wrapper plus the core
 with Icarus Verilog.
@@ -75,11 +83,16 @@ The package, by job (every public name is importable from here):
 """
 
 from sparseforge.boards.vivado_bd.design import (AXI_CLK_HZ, AXIL_BAR_BYTES, BD_FILES, BD_NAME,
-                                                 BITSTREAM_NAME, CORE_CELL, CORE_CLK,
+                                                 BITSTREAM_NAME, BOARD_PART, BYPASS_BAR_BYTES,
+                                                 CARD_MEM_BASE, CORE_CELL, CORE_CLK,
                                                  CORE_MHZ_DEFAULT, CORE_MHZ_MAX, CORE_MHZ_MIN,
-                                                 CORE_MODULE, PART, PROJECT_NAME,
-                                                 WRAPPER_MODULE, XDMA_CONFIG, XDMA_STREAM_BYTES,
-                                                 check_core_mhz)
+                                                 CORE_MODULE, DDR4_AXI_ADDR_WIDTH,
+                                                 DDR4_AXI_DATA_WIDTH, DDR4_BOARD_INTERFACE,
+                                                 DDR4_BYTES, DDR4_CELL,
+                                                 DDR4_CLOCK_BOARD_INTERFACE, DDR4_CONFIG,
+                                                 DDR4_UI_CLK_HZ, PART, PROJECT_NAME,
+                                                 WRAPPER_MODULE, XDMA_BYPASS_CONFIG, XDMA_CONFIG,
+                                                 XDMA_STREAM_BYTES, check_core_mhz)
 from sparseforge.boards.vivado_bd.ports import (CoreInterfaces, CorePort, classify_ports,
                                                 parse_verilog_ports)
 from sparseforge.boards.vivado_bd.tcl import block_design_tcl, build_script
@@ -90,6 +103,9 @@ from sparseforge.boards.vivado_bd.xdc import cdc_xdc, pcie_xdc
 __all__ = ["CorePort", "CoreInterfaces", "PART", "CORE_MODULE", "WRAPPER_MODULE", "BD_NAME",
            "PROJECT_NAME", "CORE_CELL", "BITSTREAM_NAME", "AXI_CLK_HZ", "CORE_MHZ_DEFAULT",
            "CORE_MHZ_MIN", "CORE_MHZ_MAX", "CORE_CLK", "XDMA_STREAM_BYTES", "XDMA_CONFIG",
-           "AXIL_BAR_BYTES", "BD_FILES", "check_core_mhz", "parse_verilog_ports",
+           "AXIL_BAR_BYTES", "BD_FILES", "BOARD_PART", "DDR4_CELL", "DDR4_BOARD_INTERFACE",
+           "DDR4_CLOCK_BOARD_INTERFACE", "DDR4_CONFIG", "DDR4_AXI_DATA_WIDTH",
+           "DDR4_AXI_ADDR_WIDTH", "DDR4_BYTES", "DDR4_UI_CLK_HZ", "CARD_MEM_BASE",
+           "BYPASS_BAR_BYTES", "XDMA_BYPASS_CONFIG", "check_core_mhz", "parse_verilog_ports",
            "classify_ports", "wrapper_verilog", "block_design_tcl", "pcie_xdc", "cdc_xdc",
            "build_script", "write_block_design"]

@@ -13,6 +13,9 @@ from sparseforge.boards.vcu1525 import PCIE_GT_QUAD, VCU1525Platform
 __all__ = ["PART", "CORE_MODULE", "WRAPPER_MODULE", "PROJECT_NAME", "BD_NAME", "CORE_CELL",
            "BITSTREAM_NAME", "BD_FILES", "AXI_CLK_HZ", "CORE_CLK", "CORE_MHZ_DEFAULT",
            "CORE_MHZ_MIN", "CORE_MHZ_MAX", "XDMA_STREAM_BYTES", "AXIL_BAR_BYTES", "XDMA_CONFIG",
+           "BOARD_PART", "DDR4_CELL", "DDR4_BOARD_INTERFACE", "DDR4_CLOCK_BOARD_INTERFACE",
+           "DDR4_CONFIG", "DDR4_AXI_DATA_WIDTH", "DDR4_AXI_ADDR_WIDTH", "DDR4_BYTES",
+           "DDR4_UI_CLK_HZ", "CARD_MEM_BASE", "BYPASS_BAR_BYTES", "XDMA_BYPASS_CONFIG",
            "check_core_mhz"]
 
 #: The VCU1525's part (the same string the standalone tree uses).
@@ -71,6 +74,71 @@ XDMA_CONFIG = (
     ("axilite_master_scale", "Megabytes"),
     ("pciebar2axibar_axil_master", "0x00000000"),
     ("xdma_num_usr_irq", "1"),
+)
+
+# -- card memory: only when the core has the AXI4 master m_axi (the DMA engine) ---------------
+#: The board part the project gets when the design has the DDR4 (board-bound interfaces need
+#: the VCU1525 board files: Xilinx/XilinxBoardStore boards/Xilinx/vcu1525/1.4).
+BOARD_PART = "xilinx.com:vcu1525:part0:1.4"
+#: The DDR4 controller cell and the board interfaces it is bound to (board.xml of the VCU1525
+#: board files: interface ``ddr4_sdram_c0`` (``ddr4_rtl``, DIMM slot 0, preset
+#: ``ddr4_sdram_c0_preset``) and its reference clock ``default_300mhz_clk0``; the same names
+#: firesim's Alveo U200 design (same die, package and DIMM layout) binds its ``ddr4_0`` to).
+DDR4_CELL = "ddr4_0"
+DDR4_BOARD_INTERFACE = "ddr4_sdram_c0"
+DDR4_CLOCK_BOARD_INTERFACE = "default_300mhz_clk0"
+#: AXI side of the DDR4 controller: 512-bit data, 34-bit byte address (16 GiB: one
+#: MTA18ASF2G72PZ-2G3 RDIMM, 2G x 72 with ECC).
+DDR4_AXI_DATA_WIDTH = 512
+DDR4_AXI_ADDR_WIDTH = 34
+DDR4_BYTES = 1 << DDR4_AXI_ADDR_WIDTH
+#: The controller's user-interface clock ``c0_ddr4_ui_clk``: memory clock 1200 MHz
+#: (``DDR4_TimePeriod`` 833 ps, DDR4-2400) / 4 = 300 MHz. The DDR4 side of both clock converters
+#: and the memory SmartConnect run on it.
+DDR4_UI_CLK_HZ = 300_000_000
+#: DDR4 configuration, in the order ``create_bd.tcl`` sets it: the board interfaces, then every
+#: value of the board store's ``ddr4_sdram_c0_preset`` (boards/Xilinx/vcu1525/1.4/preset.xml),
+#: repeated so that the design does not depend on the preset being applied.
+DDR4_CONFIG = (
+    ("C0_DDR4_BOARD_INTERFACE", DDR4_BOARD_INTERFACE),
+    ("C0_CLOCK_BOARD_INTERFACE", DDR4_CLOCK_BOARD_INTERFACE),
+    ("C0.ControllerType", "DDR4_SDRAM"),
+    ("C0.DDR4_MemoryType", "RDIMMs"),
+    ("C0.DDR4_MemoryPart", "MTA18ASF2G72PZ-2G3"),
+    ("C0.DDR4_DataWidth", "72"),
+    ("C0.DDR4_Ecc", "true"),
+    ("C0.DDR4_DataMask", "NONE"),
+    ("C0.DDR4_InputClockPeriod", "3332"),
+    ("C0.DDR4_TimePeriod", "833"),
+    ("C0.DDR4_CasLatency", "17"),
+    ("C0.DDR4_CasWriteLatency", "12"),
+    ("C0.DDR4_CLKOUT0_DIVIDE", "5"),
+    ("C0.BANK_GROUP_WIDTH", "2"),
+    ("C0.CKE_WIDTH", "1"),
+    ("C0.CS_WIDTH", "1"),
+    ("C0.ODT_WIDTH", "1"),
+    ("C0.DDR4_AxiDataWidth", str(DDR4_AXI_DATA_WIDTH)),
+    ("C0.DDR4_AxiAddressWidth", str(DDR4_AXI_ADDR_WIDTH)),
+    ("ADDN_UI_CLKOUT1_FREQ_HZ", "100"),
+)
+#: Where card memory sits in both AXI address spaces (the core's m_axi and the host's bypass
+#: BAR): at 0, so a DMA descriptor's ``addr`` and a host offset into the BAR are the same number.
+CARD_MEM_BASE = 0
+#: The host's window onto card memory: XDMA's DMA-bypass BAR (AXI4 master ``M_AXI_BYPASS``),
+#: the whole DDR4 channel, so that it needs a 64-bit (prefetchable) BAR.
+BYPASS_BAR_BYTES = DDR4_BYTES
+#: XDMA settings added when the design has card memory: the DMA stays in AXI4-Stream mode (the
+#: two channels keep feeding s_axis / m_axis); the "PCIe to DMA bypass" BAR gives the host an AXI4
+#: memory-mapped master into the DDR4. Names as public XDMA 4.1 block designs write them
+#: (``axist_bypass_en``, ``axist_bypass_size`` / ``_scale``, ``pciebar2axibar_axist_bypass``,
+#: ``axi_bypass_64bit_en``, ``axi_bypass_prefetchable``).
+XDMA_BYPASS_CONFIG = (
+    ("axist_bypass_en", "true"),
+    ("axist_bypass_size", str(BYPASS_BAR_BYTES >> 30)),
+    ("axist_bypass_scale", "Gigabytes"),
+    ("axi_bypass_64bit_en", "true"),
+    ("axi_bypass_prefetchable", "true"),
+    ("pciebar2axibar_axist_bypass", f"0x{CARD_MEM_BASE:016X}"),
 )
 
 

@@ -2,14 +2,17 @@
 ``X_INTERFACE_INFO`` / ``X_INTERFACE_PARAMETER`` attributes, so that IP Integrator infers the
 core's bus interfaces, clocks, reset and interrupt; it also registers the reset, synchronizes
 the interrupt into the XDMA's clock and drops the null words of a partial H2C beat.
+
+A core with the DMA engine's AXI4 master (``m_axi_*``) gets a fourth bus interface ``m_axi``
+(``PROTOCOL AXI4``) on the same clock; its ports pass straight through.
 """
 
 from __future__ import annotations
 
 from sparseforge.boards.vivado_bd.design import (AXI_CLK_HZ, CORE_MHZ_DEFAULT, CORE_MODULE,
                                                  WRAPPER_MODULE)
-from sparseforge.boards.vivado_bd.ports import (_AXIL_SLAVE, CoreInterfaces, CorePort,
-                                                classify_ports)
+from sparseforge.boards.vivado_bd.ports import (_AXI4_MASTER, _AXIL_SLAVE, CoreInterfaces,
+                                                CorePort, classify_ports)
 
 __all__ = ["wrapper_verilog"]
 
@@ -44,6 +47,14 @@ def wrapper_verilog(ports: list[CorePort], *, core: str = CORE_MODULE,
     words the host sent; host transfers must be a whole number of 32-bit words. The core's
     packets are word-counted, so a TLAST on such a dropped word only matters to its error
     recovery (discard up to the next TLAST).
+
+    ``m_axi`` (only when the core has ``m_axi_*`` ports): ``xilinx.com:interface:aximm:1.0``
+    master, ``PROTOCOL AXI4``, the core's data / address / ID widths, ``HAS_BURST 1``,
+    ``HAS_WSTRB 1``, ``HAS_LOCK`` / ``HAS_CACHE`` / ``HAS_PROT`` / ``HAS_QOS`` as the core has
+    them (IP Integrator drives the defaults otherwise), one outstanding transaction per
+    direction (the DMA engine's rule), ``MAX_BURST_LENGTH 256`` (AXI4's bound: the engine's own
+    ``dma_max_burst`` is not visible in its ports), and the core clock's ``FREQ_HZ``; ``clk``
+    lists it in ``ASSOCIATED_BUSIF``. Every ``m_axi_*`` port is connected unchanged.
     """
     itf = classify_ports(ports)
     decls, extra_assigns, rename = _port_decls(itf, clk_hz, irq_clk_hz)
@@ -115,8 +126,9 @@ def _port_decls(itf: CoreInterfaces, clk_hz: int, irq_clk_hz: int):
         lines.append(f"{direction} wire {rng}{name}")
         decls.append(lines)
 
+    busif = "s_axil:s_axis:m_axis" + (":m_axi" if itf.m_axi is not None else "")
     port("input", 1, "clk", "xilinx.com:signal:clock:1.0 clk CLK",
-         f"XIL_INTERFACENAME clk, ASSOCIATED_BUSIF s_axil:s_axis:m_axis, "
+         f"XIL_INTERFACENAME clk, ASSOCIATED_BUSIF {busif}, "
          f"ASSOCIATED_RESET aresetn, FREQ_HZ {clk_hz}")
     port("input", 1, "aresetn", "xilinx.com:signal:reset:1.0 aresetn RST",
          "XIL_INTERFACENAME aresetn, POLARITY ACTIVE_LOW")
@@ -165,6 +177,27 @@ def _port_decls(itf: CoreInterfaces, clk_hz: int, irq_clk_hz: int):
             if p is None:
                 continue
             port(p.direction, p.width, p.name, f"xilinx.com:interface:axis:1.0 {name} {logical}",
+                 param if first else None)
+            first = False
+
+    if itf.m_axi is not None:
+        sigs = itf.m_axi
+
+        def has(*names):
+            return int(all(n in sigs for n in names))
+        param = (f"XIL_INTERFACENAME m_axi, PROTOCOL AXI4, DATA_WIDTH {itf.mem_data_width}, "
+                 f"ADDR_WIDTH {itf.mem_addr_width}, ID_WIDTH {itf.mem_id_width}, "
+                 f"READ_WRITE_MODE READ_WRITE, HAS_BURST 1, HAS_LOCK {has('AWLOCK', 'ARLOCK')}, "
+                 f"HAS_PROT {has('AWPROT', 'ARPROT')}, HAS_CACHE {has('AWCACHE', 'ARCACHE')}, "
+                 f"HAS_QOS {has('AWQOS', 'ARQOS')}, HAS_REGION 0, HAS_WSTRB 1, HAS_BRESP 1, "
+                 f"HAS_RRESP 1, SUPPORTS_NARROW_BURST 0, NUM_READ_OUTSTANDING 1, "
+                 f"NUM_WRITE_OUTSTANDING 1, MAX_BURST_LENGTH 256, FREQ_HZ {clk_hz}")
+        first = True
+        for logical in _AXI4_MASTER:
+            p = sigs.get(logical)
+            if p is None:
+                continue
+            port(p.direction, p.width, p.name, f"xilinx.com:interface:aximm:1.0 m_axi {logical}",
                  param if first else None)
             first = False
 

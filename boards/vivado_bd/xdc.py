@@ -7,15 +7,23 @@ from __future__ import annotations
 from sparseforge.boards.vcu1525 import (CONFIG_CONSTRAINTS, PCIE_GT_QUAD, PCIE_PERST_IOSTANDARD,
                                         PCIE_PERST_PIN, PCIE_REFCLK_HZ, PCIE_REFCLK_PINS,
                                         PCIE_RX_PINS, PCIE_TX_PINS)
-from sparseforge.boards.vivado_bd.design import (AXI_CLK_HZ, CORE_CELL, CORE_CLK,
-                                                 CORE_MHZ_DEFAULT, WRAPPER_MODULE,
-                                                 check_core_mhz)
+from sparseforge.boards.vcu1525 import SYSCLK_PINS
+from sparseforge.boards.vivado_bd.design import (AXI_CLK_HZ, BOARD_PART, CORE_CELL, CORE_CLK,
+                                                 CORE_MHZ_DEFAULT, DDR4_BOARD_INTERFACE,
+                                                 DDR4_CELL, DDR4_CLOCK_BOARD_INTERFACE,
+                                                 WRAPPER_MODULE, check_core_mhz)
 
 __all__ = ["pcie_xdc", "cdc_xdc"]
 
 
-def pcie_xdc(*, lanes: int = 16) -> str:
+def pcie_xdc(*, lanes: int = 16, card_memory: bool = False) -> str:
     """XDC for the block design's top: PCIe reference clock, PERST#, lanes, configuration.
+
+    ``card_memory`` (the core has ``m_axi``): a closing comment says where the DDR4's
+    constraints come from -- nowhere in this file: the DDR4 controller is bound to the board
+    interfaces ``ddr4_sdram_c0`` / ``default_300mhz_clk0``, so Vivado takes its pins, I/O
+    standards and the 300 MHz reference clock's ``create_clock`` from the VCU1525 board files
+    and the IP's own XDC; writing them here too would duplicate (and could contradict) them.
 
     Port names are those ``make_wrapper`` gives the block design's external ports:
     ``pcie_refclk`` (``diff_clock_rtl``) -> ``pcie_refclk_clk_p/n``, ``pcie_mgt``
@@ -58,6 +66,19 @@ def pcie_xdc(*, lanes: int = 16) -> str:
         for side, pins in (("rxp", PCIE_RX_PINS), ("txp", PCIE_TX_PINS)):
             port = f"{{pcie_mgt_{side}[{i}]}}"
             out.append(f"set_property PACKAGE_PIN {pins[i][0]} [get_ports {port}]")
+    if card_memory:
+        p0, n0 = SYSCLK_PINS[0]
+        out += [
+            "",
+            f"# Card memory ({DDR4_CELL}, DDR4 channel 0): nothing here. The controller is bound "
+            "to the board",
+            f"# interfaces {DDR4_BOARD_INTERFACE} and {DDR4_CLOCK_BOARD_INTERFACE} ({BOARD_PART}), "
+            "so its pins,",
+            "# I/O standards and the 300 MHz reference clock (create_clock) come from the board "
+            "files and",
+            f"# the DDR4 IP's own constraints (the reference clock is on {p0}/{n0}, SYSCLK0 of",
+            "# sparseforge.boards.vcu1525, per the board files and the public VCU1525 designs).",
+        ]
     return "\n".join(out) + "\n"
 
 

@@ -477,3 +477,226 @@ def test_vcu1525_pcie_resource():
     assert sub["perst"].ios[0].names == ["BD21"] and sub["perst"].ios[0].invert
     assert sub["rx"].ios[0].p.names == _RX_P and sub["rx"].ios[0].n.names == _RX_N
     assert sub["tx"].ios[0].p.names == _TX_P and sub["tx"].ios[0].n.names == _TX_N
+
+
+# -- card memory: a core with the DMA engine's AXI4 master m_axi ---------------------------------
+# The accelerator gains m_axi_* with `data_plane = "dma"`; until it does, a stand-in core with the
+# accelerator's outer ports and a real DmaEngine (512-bit data, 34-bit address: the vcu1525
+# preset's dma_width / dma_addr_width) whose m_axi_* are the core's goes through the same
+# write_block_design as the accelerator.
+_AXIL_W = {"AWADDR": 12, "ARADDR": 12, "WDATA": 32, "RDATA": 32, "WSTRB": 4, "BRESP": 2,
+           "RRESP": 2, "AWPROT": 3, "ARPROT": 3}
+
+
+def _core_with_dma(data_width: int, addr_width: int):
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import Flow, In, Out
+
+    from sparseforge.boards.vivado_bd.ports import _AXIL_SLAVE
+    from sparseforge.hdl.dma import DmaEngine
+
+    class CoreWithDma(wiring.Component):
+        def __init__(self):
+            self.dma = DmaEngine(sizes=(64,), data_width=data_width, addr_width=addr_width)
+            members = {f"s_axil_{k.lower()}": (In if d == "input" else Out)(_AXIL_W.get(k, 1))
+                       for k, d in _AXIL_SLAVE.items()}
+            members.update({"s_axis_tdata": In(32), "s_axis_tvalid": In(1),
+                            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+                            "m_axis_tdata": Out(32), "m_axis_tvalid": Out(1),
+                            "m_axis_tready": In(1), "m_axis_tlast": Out(1), "irq": Out(1)})
+            members.update({n: m for n, m in self.dma.signature.members.items()
+                            if n.startswith("m_axi_")})
+            super().__init__(members)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.dma = dma = self.dma
+            for name, member in dma.signature.members.items():
+                if name.startswith("m_axi_"):
+                    ours, theirs = getattr(self, name), getattr(dma, name)
+                    m.d.comb += (ours.eq(theirs) if member.flow == Flow.Out else theirs.eq(ours))
+            m.d.comb += [self.s_axis_tready.eq(1), dma.done.ready.eq(1)]
+            m.d.sync += self.irq.eq(dma.done.valid)
+            return m
+    return CoreWithDma()
+
+
+@pytest.fixture(scope="module")
+def bd_mem_tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vcu1525_mem") / "bd"
+    core = _core_with_dma(512, 34)
+    info = vivado_bd.write_block_design(core, out)
+    info["engine_m_axi"] = sorted(n for n in core.dma.signature.members if n.startswith("m_axi_"))
+    return out, info
+
+
+def test_vcu1525_card_memory_tree(bd_mem_tree):
+    bd, info = bd_mem_tree
+    for name in vivado_bd.BD_FILES:
+        assert (bd / name).is_file(), name
+    core = _core_ports((bd / "accelerator.v").read_text())
+    m_axi = {n: v for n, v in core.items() if n.startswith("m_axi_")}
+    assert m_axi["m_axi_wdata"] == ("output", 512) and m_axi["m_axi_awaddr"] == ("output", 34)
+    assert m_axi["m_axi_rdata"] == ("input", 512) and m_axi["m_axi_wstrb"] == ("output", 64)
+    assert info["interfaces"]["m_axi"] == sorted(n[6:].upper() for n in m_axi)
+    readme = (bd / "README").read_text()
+    assert "/dev/xdma0_bypass" in readme and "0x400000000 bytes" in readme
+    assert "xilinx.com:vcu1525:part0:1.4" in readme
+    xdc = (bd / "pcie.xdc").read_text()
+    assert xdc == vivado_bd.pcie_xdc(card_memory=True)
+    assert xdc.startswith(vivado_bd.pcie_xdc())         # the PCIe part unchanged, a note added
+    note = xdc[len(vivado_bd.pcie_xdc()):]
+    assert "ddr4_sdram_c0" in note and "default_300mhz_clk0" in note and "board files" in note
+    assert all(ln.startswith("#") for ln in note.splitlines() if ln)   # comments only
+
+
+def test_vcu1525_card_memory_tcl(bd_mem_tree):
+    tcl = (bd_mem_tree[0] / "create_bd.tcl").read_text()
+    flat = tcl.replace("\\\n", " ")
+    # The board part (the DDR4 is board-bound), before the block design is created.
+    assert "get_board_parts -quiet -latest_file_version {xilinx.com:vcu1525:part0:*}" in tcl
+    assert "set_property board_part $sf_board_part [current_project]" in tcl
+    assert tcl.index("board_part") < tcl.index("create_bd_design")
+    # The XDMA keeps its streams and gains the DMA-bypass BAR (16 GiB, 64-bit).
+    for key, value in (("xdma_axi_intf_mm", "AXI_Stream"), ("axist_bypass_en", "true"),
+                       ("axist_bypass_size", "16"), ("axist_bypass_scale", "Gigabytes"),
+                       ("axi_bypass_64bit_en", "true"),
+                       ("pciebar2axibar_axist_bypass", "0x0000000000000000"),
+                       ("xdma_rnum_chnl", "1"), ("xdma_wnum_chnl", "1")):
+        assert f"CONFIG.{key} {{{value}}}" in tcl, key
+    # The DDR4 controller: board interfaces and the board store's ddr4_sdram_c0_preset values.
+    assert "create_bd_cell -type ip -vlnv xilinx.com:ip:ddr4 ddr4_0]" in tcl
+    for key, value in (("C0_DDR4_BOARD_INTERFACE", "ddr4_sdram_c0"),
+                       ("C0_CLOCK_BOARD_INTERFACE", "default_300mhz_clk0"),
+                       ("C0.DDR4_AxiDataWidth", "512"), ("C0.DDR4_AxiAddressWidth", "34"),
+                       ("C0.DDR4_MemoryPart", "MTA18ASF2G72PZ-2G3"),
+                       ("C0.DDR4_MemoryType", "RDIMMs"), ("C0.DDR4_DataWidth", "72"),
+                       ("C0.DDR4_Ecc", "true"), ("C0.DDR4_InputClockPeriod", "3332"),
+                       ("C0.DDR4_TimePeriod", "833"), ("C0.DDR4_CasLatency", "17")):
+        assert f"CONFIG.{key} {{{value}}}" in tcl, key
+    assert "xilinx.com:interface:ddr4_rtl:1.0 ddr4_sdram_c0" in tcl
+    assert "xilinx.com:interface:diff_clock_rtl:1.0 default_300mhz_clk0]" in flat
+    for cell, vlnv in (("mem_cc", "axi_clock_converter"), ("bypass_cc", "axi_clock_converter"),
+                       ("mem_smc", "smartconnect"), ("mem_rst", "proc_sys_reset"),
+                       ("mem_sys_rst", "util_vector_logic")):
+        assert f"create_bd_cell -type ip -vlnv xilinx.com:ip:{vlnv} {cell}]" in tcl, cell
+    assert "set_property -dict [list CONFIG.NUM_SI {2} CONFIG.NUM_MI {1}] $mem_smc" in tcl
+    assert "CONFIG.C_OPERATION {not}" in tcl and "CONFIG.C_EXT_RESET_HIGH {1} $mem_rst" in tcl
+    for a, b in (("accel_0/m_axi", "mem_cc/S_AXI"), ("mem_cc/M_AXI", "mem_smc/S00_AXI"),
+                 ("xdma_0/M_AXI_BYPASS", "bypass_cc/S_AXI"),
+                 ("bypass_cc/M_AXI", "mem_smc/S01_AXI"),
+                 ("mem_smc/M00_AXI", "ddr4_0/C0_DDR4_S_AXI")):
+        assert f"connect_bd_intf_net [get_bd_intf_pins {a}] [get_bd_intf_pins {b}]" in tcl, a
+    # Address map: card memory at 0 in the core's space (2^34 bytes = the whole 16 GiB) and in
+    # the bypass BAR's (16 GiB), after the register window.
+    assigns = re.findall(r"assign_bd_address -target_address_space \[get_bd_addr_spaces "
+                         r"([\w/]+)\]\s+-offset (0x[0-9A-F]+) -range (0x[0-9A-F]+) \$(\w+)", flat)
+    assert assigns == [("xdma_0/M_AXI_LITE", "0x00000000", "0x00001000", "core_segs"),
+                       ("accel_0/m_axi", "0x0000000000000000", "0x400000000", "mem_segs"),
+                       ("xdma_0/M_AXI_BYPASS", "0x0000000000000000", "0x400000000", "mem_segs")]
+    assert "set mem_segs [get_bd_addr_segs ddr4_0/C0_DDR4_MEMORY_MAP/*]" in tcl
+    assert not re.search(r"xilinx\.com:ip:\w+:\d", tcl), "IP VLNVs must not pin a version"
+
+
+def test_vcu1525_card_memory_tcl_runs_stubbed(bd_mem_tree, tmp_path):
+    """The card-memory Tcl in a plain Tcl interpreter (Vivado stubbed): every connection ends at
+    a created cell or port, no pin twice, every AXI connection joins two interfaces on the same
+    clock net, and the core's m_axi crosses into the DDR4's UI clock through mem_cc (core_clk
+    -> c0_ddr4_ui_clk), the host's bypass master through bypass_cc (axi_aclk -> UI clock)."""
+    bd = tmp_path / "bd"
+    shutil.copytree(bd_mem_tree[0], bd)
+    calls = run_tcl_stubbed(bd / "create_bd.tcl", ["bd_only"])
+    names = [c[0] for c in calls]
+    assert names.index("create_project") < names.index("get_board_parts") \
+        < names.index("create_bd_design") < names.index("validate_bd_design")
+    cells = {c[-1] for c in calls if c[0] == "create_bd_cell"}
+    assert cells == {"refclk_buf", "xdma_0", "h2c_dwidth", "c2h_dwidth", "axil_smc", "accel_0",
+                     "core_clk_wiz", "core_rst", "axil_cc", "h2c_cc", "c2h_cc", "ddr4_0",
+                     "mem_sys_rst", "mem_rst", "mem_cc", "bypass_cc", "mem_smc"}
+    ports = {c[-1] for c in calls if c[0] in ("create_bd_port", "create_bd_intf_port")}
+    assert ports == {"pcie_mgt", "pcie_refclk", "pcie_perstn", "ddr4_sdram_c0",
+                     "default_300mhz_clk0"}
+    ends = [e for c in calls if c[0] in ("connect_bd_net", "connect_bd_intf_net") for e in c[1:]]
+    for e in ends:
+        assert e.split("/")[0] in cells | ports, e
+    assert len(ends) == len(set(ends)), "a pin connected twice"
+    for pin in ("accel_0/m_axi", "xdma_0/M_AXI_BYPASS", "ddr4_0/C0_DDR4_S_AXI", "ddr4_0/C0_DDR4",
+                "ddr4_0/C0_SYS_CLK", "ddr4_0/sys_rst", "ddr4_0/c0_ddr4_aresetn",
+                "mem_rst/dcm_locked", "mem_sys_rst/Op1"):
+        assert pin in ends, pin
+    clocks = ("xdma_0/axi_aclk", "core_clk_wiz/core_clk", "ddr4_0/c0_ddr4_ui_clk")
+    clock_of = {pin: c[1] for c in calls if c[0] == "connect_bd_net" and c[1] in clocks
+                for pin in c[1:]}
+    itf_clock = {
+        "accel_0/m_axi": "accel_0/clk", "mem_cc/S_AXI": "mem_cc/s_axi_aclk",
+        "mem_cc/M_AXI": "mem_cc/m_axi_aclk", "xdma_0/M_AXI_BYPASS": "xdma_0/axi_aclk",
+        "bypass_cc/S_AXI": "bypass_cc/s_axi_aclk", "bypass_cc/M_AXI": "bypass_cc/m_axi_aclk",
+        "mem_smc/S00_AXI": "mem_smc/aclk", "mem_smc/S01_AXI": "mem_smc/aclk",
+        "mem_smc/M00_AXI": "mem_smc/aclk", "ddr4_0/C0_DDR4_S_AXI": "ddr4_0/c0_ddr4_ui_clk"}
+    nets = [c[1:] for c in calls if c[0] == "connect_bd_intf_net"
+            and all(e in itf_clock for e in c[1:])]
+    assert len(nets) == 5
+    for a, b in nets:
+        assert clock_of[itf_clock[a]] == clock_of[itf_clock[b]], (a, b)
+    assert clock_of["accel_0/clk"] == "core_clk_wiz/core_clk"
+    assert (clock_of["mem_cc/s_axi_aclk"], clock_of["mem_cc/m_axi_aclk"]) == \
+        ("core_clk_wiz/core_clk", "ddr4_0/c0_ddr4_ui_clk")
+    assert (clock_of["bypass_cc/s_axi_aclk"], clock_of["bypass_cc/m_axi_aclk"]) == \
+        ("xdma_0/axi_aclk", "ddr4_0/c0_ddr4_ui_clk")
+    # Resets: each side of each converter from the reset of its own clock domain.
+    reset_of = {pin: c[1] for c in calls if c[0] == "connect_bd_net" and c[1] in (
+        "xdma_0/axi_aresetn", "core_rst/interconnect_aresetn", "mem_rst/interconnect_aresetn")
+        for pin in c[1:]}
+    assert reset_of["mem_cc/s_axi_aresetn"] == "core_rst/interconnect_aresetn"
+    assert reset_of["bypass_cc/s_axi_aresetn"] == "xdma_0/axi_aresetn"
+    for pin in ("mem_cc/m_axi_aresetn", "bypass_cc/m_axi_aresetn", "mem_smc/aresetn",
+                "ddr4_0/c0_ddr4_aresetn"):
+        assert reset_of[pin] == "mem_rst/interconnect_aresetn", pin
+    perst = next(c for c in calls if c[:2] == ("connect_bd_net", "pcie_perstn"))
+    assert set(perst[1:]) == {"pcie_perstn", "xdma_0/sys_rst_n", "mem_sys_rst/Op1"}
+    # Without the VCU1525 board files the script stops before the block design, saying why.
+    import tkinter
+    with pytest.raises(tkinter.TclError, match="board files .*vcu1525.* are not installed"):
+        run_tcl_stubbed(bd / "create_bd.tcl", ["bd_only"],
+                        prelude="proc get_board_parts {args} { return {} }")
+
+
+def test_vcu1525_card_memory_wrapper(bd_mem_tree):
+    bd = bd_mem_tree[0]
+    core = _core_ports((bd / "accelerator.v").read_text())
+    wrapper = (bd / "accelerator_wrapper.v").read_text()
+    inst = wrapper[wrapper.index("accelerator core ("):]
+    conns = dict(re.findall(r"\.(\w+)\(([^)]*)\)", inst[:inst.index(");")]))
+    assert set(conns) == set(core)
+    m_axi = [n for n in core if n.startswith("m_axi_")]
+    assert sorted(m_axi) == bd_mem_tree[1]["engine_m_axi"]           # the DmaEngine's, all
+    assert all(conns[n] == n for n in m_axi)                             # straight through
+    decl = dict((m.group(3), (m.group(1), int(m.group(2)) + 1 if m.group(2) else 1)) for m in
+                re.finditer(r"^\s*(input|output) wire (?:\[(\d+):0\] )?(\w+),?$", wrapper, re.M))
+    assert {n: decl[n] for n in m_axi} == {n: core[n] for n in m_axi}
+    infos = dict(re.findall(r'X_INTERFACE_INFO = "xilinx.com:interface:aximm:1.0 m_axi (\w+)" '
+                            r'\*\)\n(?:  \(\* X_INTERFACE_PARAMETER = "[^"]+" \*\)\n)?  '
+                            r'(?:input|output) wire (?:\[\d+:0\] )?(\w+)', wrapper))
+    assert {port: logical for logical, port in infos.items()} == \
+        {n: n[6:].upper() for n in m_axi}
+    params = re.findall(r'X_INTERFACE_PARAMETER = "([^"]+)"', wrapper)
+    assert len(params) == 8                                # one per interface, m_axi added
+    axi = next(p for p in params if p.startswith("XIL_INTERFACENAME m_axi,"))
+    for item in ("PROTOCOL AXI4", "DATA_WIDTH 512", "ADDR_WIDTH 34", "ID_WIDTH 1", "HAS_BURST 1",
+                 "HAS_WSTRB 1", "HAS_PROT 0", "HAS_CACHE 0", "NUM_READ_OUTSTANDING 1",
+                 "MAX_BURST_LENGTH 256", "FREQ_HZ 125000000"):
+        assert f" {item}," in axi + ",", item
+    assert ("XIL_INTERFACENAME clk, ASSOCIATED_BUSIF s_axil:s_axis:m_axis:m_axi, "
+            "ASSOCIATED_RESET aresetn, FREQ_HZ 125000000") in params
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+def test_vcu1525_card_memory_wrapper_elaborates(bd_mem_tree, tmp_path):
+    """Icarus elaborates the wrapper around a core with a real DmaEngine's 512-bit m_axi."""
+    bd = bd_mem_tree[0]
+    proc = subprocess.run(["iverilog", "-g2012", "-s", "accelerator_wrapper", "-o",
+                           str(tmp_path / "w.vvp"), str(bd / "accelerator_wrapper.v"),
+                           str(bd / "accelerator.v")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning" not in proc.stderr.lower().replace("timescale", ""), proc.stderr
