@@ -485,8 +485,11 @@ def phase_tensors(layer, phase: str, *, batch: int = 1, masked: bool = False,
     """``[(name, buffer field, elements, store)]`` a layer phase moves: FP x, w, (mask_fwd),
     store y; BP dy, w, (mask_bwd), store dx; WG x, dy, store dW. ``batch`` multiplies the
     per-image geometry (a network parsed with batch B has ``layer.batch`` = B, FC layers 1
-    with the batch in ``w``: pass ``batch=layer.batch``). A mask is one bit per weight,
-    packed ``data_width`` to an element (it shares the weight buffer's size)."""
+    with the batch in ``w``: pass ``batch=layer.batch``). The mask is moved as the data
+    plane moves it (``Driver.phase_commands``, ``hdl/dataplane.py``): one ``data_width``
+    element per weight (the MASK buffer keeps one bit of each), and an FP / BP job always
+    reads one (all ones for a dense layer) -- ``masked`` is kept for the callers but no
+    longer shrinks the transfer."""
     x = batch * layer.cin * layer.h * layer.w
     y = batch * layer.cout * layer.ho * layer.wo
     w = layer.cout * layer.cin * layer.kh * layer.kw
@@ -494,7 +497,7 @@ def phase_tensors(layer, phase: str, *, batch: int = 1, masked: bool = False,
 
 
 def _phase_tensor_list(phase, x, y, w, masked, data_width):
-    mask = [("mask", "wgt_mem_elems", -(-w // data_width), False)] if masked else []
+    mask = [("mask", "wgt_mem_elems", w, False)]
     if phase == "fp":
         return ([("x", "act_mem_elems", x, False), ("w", "wgt_mem_elems", w, False)] + mask
                 + [("y", "out_mem_elems", y, True)])

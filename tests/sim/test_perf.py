@@ -315,15 +315,16 @@ def test_phase_dma_tensors_and_buffers():
     x, y, w = 2 * 256, 2 * 1024, 576               # batch 2
     fp = perf.phase_dma(lay, "fp", cfg, batch=2, masked=True)
     got = {t[0]: (t[2], t[3], t[4]) for t in fp.tensors}
-    # mask: one bit per weight, 16 to an element -> 36 elements; y: 2048 > 1024 -> 2 descriptors
-    assert got == {"x": (x, x // 2, 1), "w": (w, w // 2, 1), "mask": (36, 18, 1),
+    # mask: one element per weight, as the data plane loads it; y: 2048 > 1024 -> 2 descriptors
+    assert got == {"x": (x, x // 2, 1), "w": (w, w // 2, 1), "mask": (w, w // 2, 1),
                    "y": (y, y // 2, 2)}
     t = perf.dma_transfer_cycles
-    assert fp.load == t(x, False, cfg) + t(w, False, cfg) + t(36, False, cfg)
+    assert fp.load == t(x, False, cfg) + t(w, False, cfg) + t(w, False, cfg)
     # the second y descriptor starts 2048 bytes on (same 4 KiB residue rule as the engine)
     assert fp.store == t(1024, True, cfg) + t(1024, True, cfg, addr=2048)
     bp = perf.phase_dma(lay, "bp", cfg, batch=2)
-    assert [(n, e) for n, _, e, *_ in bp.tensors] == [("dy", y), ("w", w), ("dx", x)]
+    assert [(n, e) for n, _, e, *_ in bp.tensors] == [("dy", y), ("w", w), ("mask", w),
+                                                       ("dx", x)]
     wg = perf.phase_dma(lay, "wg", cfg, batch=2)
     assert [(n, e, s) for n, _, e, _, _, _, s in wg.tensors] == [
         ("x", x, False), ("dy", y, False), ("dW", w, True)]
