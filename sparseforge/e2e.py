@@ -76,7 +76,7 @@ def plan(args):
     """The configuration and network of a run, checked before anything is built: the step
     must map on the configuration (the array model runs it once, in Python) and its schedule
     must fit the schedule memory. Returns ``(cfg, net, schedule_words)``."""
-    from sparseforge.gen.schedule import build_schedule, validate
+    from sparseforge.gen.schedule import build_schedule, check_fits, validate
     from sparseforge.sim.host import e2e
     cfg = config_from_args(args)
     try:
@@ -92,6 +92,12 @@ def plan(args):
     except ValueError as exc:
         raise UsageError(f"{net.name} at batch {net.batch} does not map on {cfg.name}: "
                          f"{exc}") from None
+    if cfg.data_plane == "dma":       # the tensors go through the on-chip buffers
+        try:
+            check_fits(net, cfg)
+        except NetworkError as exc:
+            raise UsageError(f"{net.name} at batch {net.batch} does not fit {cfg.name}'s "
+                             f"tensor buffers: {exc}") from None
     return cfg, net, words
 
 
