@@ -83,14 +83,24 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
                         seed=seed, pattern=pattern, r_err=r_err)
     res = {"now": 0, "errs": [], "taken": 0, "overlap": 0}
 
-    async def main(ctx):
-        for c in cmds:
-            await stream_put(ctx, dp.cmd, pack_cmd(cfg, c))
-            res["taken"] += 1
+    async def wait_idle(ctx):
         idle = 0
         while idle < 8:
             await ctx.tick()
             idle = 0 if ctx.get(dp.busy) else idle + 1
+
+    async def main(ctx):
+        for c in cmds:
+            if c == "abort":             # wait until idle, then the soft reset
+                await wait_idle(ctx)
+                slave.r_err.clear()      # injected faults are transient: gone after the reset
+                ctx.set(dp.abort, 1)
+                await ctx.tick().repeat(2)
+                ctx.set(dp.abort, 0)
+                continue
+            await stream_put(ctx, dp.cmd, pack_cmd(cfg, c))
+            res["taken"] += 1
+        await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
                   "dma_exposed_cycles"):
             res[n] = ctx.get(getattr(dp, n))
@@ -220,3 +230,156 @@ def test_dataplane_phase(case):
     print(f"{mode}: phase {res['end']} cycles, job {res['job_cycles']}, DMA busy "
           f"{res['dma_busy_cycles']} (exposed {res['dma_exposed_cycles']}), beats "
           f"{res['dma_beats']}")
+
+
+def _total_cmds(cmds):
+    return sum(c != "abort" for c in cmds)
+
+
+# ---------------------------------------------------------------------------------------------
+# random layers (seeded loop)
+# ---------------------------------------------------------------------------------------------
+
+def test_dataplane_random_layers():
+    """A seeded loop of random small layers (mode, batch, channels, size, kernel, stride,
+    padding, N:M or random mask, memory gap pattern): whole results equal the golden model."""
+    rng = np.random.default_rng(1200)
+    for n in range(4):
+        mode = ["fp", "bp", "wg"][n % 3]
+        k = int(rng.integers(1, 4))
+        stride = int(rng.integers(1, 3))
+        pad = int(rng.integers(0, k))
+        h, w = int(rng.integers(k + 1, 8)), int(rng.integers(k + 1, 8))
+        cin, cout = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        nm = (2, 4) if (cin if mode == "fp" else cout) == 4 and mode != "wg" else None
+        batch = int(rng.integers(1, 3))
+        pattern = ["random", "bursty", "cycle", "always"][int(rng.integers(0, 4))]
+        seed = 1200 + n
+        print(f"seed={seed} {mode} b{batch} {cin}->{cout} {h}x{w} k{k} s{stride} p{pad} "
+              f"nm={nm} {pattern}")
+        loads, job, store, ref, writes = make_phase(mode, CFG, batch=batch, cin=cin, cout=cout,
+                                                    h=h, w=w, k=k, stride=stride, pad=pad,
+                                                    nm=nm, seed=seed)
+        mem = fresh_mem(seed, writes)
+        before = bytearray(mem)
+        res, slave = run_plane(CFG, mem, loads + [job, store], seed=seed, pattern=pattern)
+        assert res["errs"] == []
+        assert np.array_equal(read_result(mem, ADDR["out"], ref), ref)
+        check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
+
+
+# ---------------------------------------------------------------------------------------------
+# double buffering: the next job's operands load while a job runs
+# ---------------------------------------------------------------------------------------------
+
+def test_dataplane_double_buffering():
+    seed = 1300
+    print(f"seed={seed}")
+    la, ja, sa, ra, wa = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6, k=3, stride=1,
+                                    pad=1, nm=(2, 4), seed=seed)
+    out_b = 6 + ((ra.size + 1) // 2) * 2
+    addr_b = {"x": 0x5000, "w": 0x6000, "m": 0x7000, "dy": 0x8000, "out": 0x9000}
+    lb, jb, sb, rb, wb = make_phase("bp", CFG, batch=2, cin=3, cout=4, h=6, w=6, k=3, stride=2,
+                                    pad=1, nm=(2, 4), seed=seed + 1, addr=addr_b,
+                                    bases={"grad": 1000, "w": 1000, "m": 1000},
+                                    out_base=out_b)
+    mem = fresh_mem(seed, {**wa, **wb})
+    before = bytearray(mem)
+    res, slave = run_plane(CFG, mem, la + [ja] + lb + [jb, sa, sb], seed=seed, pattern="random")
+    assert res["errs"] == []
+    assert np.array_equal(read_result(mem, ADDR["out"], ra), ra)
+    assert np.array_equal(read_result(mem, addr_b["out"], rb), rb)
+    check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ra.size),
+                                  (addr_b["out"], addr_b["out"] + 2 * rb.size)])
+    hidden = res["dma_busy_cycles"] - res["dma_exposed_cycles"]
+    print(f"phase pair {res['end']} cycles; DMA busy {res['dma_busy_cycles']}, hidden under "
+          f"the job {hidden}, exposed {res['dma_exposed_cycles']}; job cycles "
+          f"{res['job_cycles']}")
+    assert hidden > 0            # the second job's loads ran under the first job
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: pulse + code, later commands discarded until abort, no hang, memory untouched
+# ---------------------------------------------------------------------------------------------
+
+OUT_DISCARDED = 0xA000          # where the discarded phase would have stored its result
+
+
+def _error_case(bad, code, *, r_err=None, abort_at=None, seed=1400, expect_more=()):
+    """``bad`` commands, then a whole phase (to be discarded, its store aimed at
+    OUT_DISCARDED), then abort, then the phase again (must run exactly)."""
+    print(f"seed={seed} expecting {code:#x}")
+    loads, job, store, ref, writes = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6,
+                                                k=3, stride=1, pad=1, nm=(2, 4), seed=seed)
+    store_d = desc(BUF_OUT, 6, ref.size, DIR_STORE, OUT_DISCARDED)
+    cmds = bad + loads + [job, store_d, "abort"] + loads + [job, store]
+    mem = fresh_mem(seed, writes)
+    before = bytearray(mem)
+    res, slave = run_plane(CFG, mem, cmds, seed=seed, r_err=r_err, abort_at=abort_at)
+    assert [c for _, c in res["errs"]] == [code, *expect_more]
+    assert res["taken"] == _total_cmds(cmds)         # every command taken: nothing hangs
+    assert np.array_equal(read_result(mem, ADDR["out"], ref), ref)
+    check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
+    assert slave.r_owed == 0 and slave.w_owed == 0 and not slave.rq and not slave.bq
+    return res, slave
+
+
+def test_dataplane_err_beyond_buffer():
+    _error_case([desc(BUF_ACT, CFG.act_mem_elems - 4, 8, DIR_LOAD, 0x0)],
+                0x30 | DmaErr.BEYOND_BUFFER)
+
+
+def test_dataplane_err_length_zero():
+    _error_case([desc(BUF_WGT, 0, 0, DIR_LOAD, 0x0)], 0x30 | DmaErr.LEN_ZERO)
+
+
+def test_dataplane_err_slverr_on_load():
+    # the first phase's weight load gets SLVERR: its job and store are discarded
+    _error_case([], 0x30 | DmaErr.BUS_ERROR, r_err={ADDR["w"]: 2})
+
+
+def test_dataplane_err_abort_mid_transfer():
+    """abort while the first load is on the bus: ABORTED (0x36), the burst drained; the load
+    is not marked loaded, so the job refuses (0x43) and its store is discarded."""
+    _error_case([], 0x30 | DmaErr.ABORTED, abort_at=25,
+                expect_more=(0x40 | JobErr.NOT_LOADED,))
+
+
+def _bad_job(**over):
+    loads, job, _, _, _ = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6, k=3,
+                                     stride=1, pad=1, nm=(2, 4), seed=1400)
+    j = {"kind": CMD_JOB, "job": dict(job["job"], **over)}
+    return loads, j
+
+
+def test_dataplane_err_job_raw():
+    loads, j = _bad_job(raw=1)
+    _error_case(loads + [j], 0x40 | JobErr.RAW)
+
+
+def test_dataplane_err_job_beyond():
+    loads, j = _bad_job(out_base=CFG.out_mem_elems - 10)
+    _error_case(loads + [j], 0x40 | JobErr.BEYOND)
+
+
+def test_dataplane_err_job_not_loaded():
+    loads, j = _bad_job()
+    _error_case(loads[:2] + [j], 0x40 | JobErr.NOT_LOADED)     # the mask never loaded
+
+
+def test_dataplane_err_job_shape():
+    loads, j = _bad_job(kh=CFG.k_max + 1)
+    _error_case(loads + [j], 0x40 | JobErr.SHAPE)
+
+
+def test_dataplane_verilog_tiny():
+    from amaranth.back import verilog
+    from sparseforge.gen.config import preset
+    cfg = preset("tiny")
+    dp = DataPlane.from_config(cfg)
+    text = verilog.convert(dp, name="dataplane")
+    assert "module dataplane" in text
+    for port in ("m_axi_araddr", "m_axi_wstrb", "cmd__valid", "err_code", "job_active",
+                 "dma_exposed_cycles", "o__1__ready", "taps__1__1__payload"):
+        assert port in text, port
+    assert addr_width_of(cfg) == 11
