@@ -135,7 +135,7 @@ ADDR = {"x": 0x0000, "w": 0x1000, "m": 0x2000, "dy": 0x3000, "out": 0x4000}
 
 
 def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, zero_frac=0.5,
-               bases=None, addr=None, out_base=6):
+               bases=None, addr=None, out_base=6, want_job=False):
     """Operands written into ``mem`` (int16 little endian), the load / job / store commands
     and the golden result. Returns ``(cmds_load, cmd_job, cmd_store, golden, out_addr)``."""
     rng = np.random.default_rng(seed)
@@ -174,6 +174,12 @@ def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, z
                   act_base=bases["act"], grad_base=bases["grad"], w_base=bases["w"],
                   m_base=bases["m"], out_base=out_base)
     store = desc(BUF_OUT, out_base, ref.size, DIR_STORE, addr["out"])
+    if want_job:                     # the reference mapping (for its cycle model)
+        kw = dict(cfg=cfg, stride=stride, padding=pad, raw=False)
+        arr = {"fp": lambda: am.map_array("fp", x=x, w=wt, mask=mask, **kw),
+               "bp": lambda: am.map_array("bp", dy=dy, w=wt, x_shape=x.shape, mask=mask, **kw),
+               "wg": lambda: am.map_array("wg", x=x, dy=dy, w_shape=wt.shape, **kw)}[mode]()
+        return loads, job, store, ref, writes, arr
     return loads, job, store, ref, writes
 
 
@@ -216,9 +222,9 @@ PHASES = [
 def test_dataplane_phase(case):
     mode, batch, cin, cout, h, w, k, stride, pad, nm, pattern, seed = case
     print(f"seed={seed} {case}")
-    loads, job, store, ref, writes = make_phase(mode, CFG, batch=batch, cin=cin, cout=cout, h=h,
-                                                w=w, k=k, stride=stride, pad=pad, nm=nm,
-                                                seed=seed)
+    loads, job, store, ref, writes, arr = make_phase(
+        mode, CFG, batch=batch, cin=cin, cout=cout, h=h, w=w, k=k, stride=stride, pad=pad,
+        nm=nm, seed=seed, want_job=True)
     mem = fresh_mem(seed, writes)
     before = bytearray(mem)
     res, slave = run_plane(CFG, mem, loads + [job, store], seed=seed, pattern=pattern)
@@ -229,7 +235,7 @@ def test_dataplane_phase(case):
     assert slave.r_owed == 0 and slave.w_owed == 0
     print(f"{mode}: phase {res['end']} cycles, job {res['job_cycles']}, DMA busy "
           f"{res['dma_busy_cycles']} (exposed {res['dma_exposed_cycles']}), beats "
-          f"{res['dma_beats']}")
+          f"{res['dma_beats']}; reference array model am.cycles {am.cycles(arr).cycles}")
 
 
 def _total_cmds(cmds):
