@@ -9,7 +9,7 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   additionally waits until no job is running.
 * ``kind = CMD_JOB``: one layer phase (:func:`dp_job_layout`: the
   :func:`~sparseforge.hdl.array_mapper.job_layout` fields plus ``out_base``). It waits until
-  every earlier descriptor has completed and no job runs, is checked (:class:`JobErr`) in 4
+  every earlier descriptor has completed and no job runs, is checked (:class:`JobErr`) in 5
   cycles, then starts the :class:`~sparseforge.hdl.array_mapper.ArrayMapper`; the result
   store writes the PE array's column outputs ``o[j]`` into ``BUF_OUT`` at ``out_base`` in C
   order (FP ``y (B, Cout, Ho, Wo)``, BP ``dx (B, Cin, H, W)``, WG ``dW (Cout, Cin, Kh, Kw)``).
@@ -55,8 +55,8 @@ dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles : O
     Free-running counters: the engine's busy / beat / stall counts, cycles with
     ``job_active``, cycles with the engine busy and no job active (DMA time not hidden).
 
-Latency/throughput: a job starts 6 cycles after its command is taken (4 cycles of checks,
-the mapper's 3 cycles of geometry follow, docs/array_mapper.md); the result store takes one
+Latency/throughput: a job starts 5 cycles after its command is taken (5 check stages; the
+mapper's 3 cycles of geometry follow, docs/array_mapper.md); the result store takes one
 element per column per cycle and writes at most one element per cycle into ``BUF_OUT``
 (round-robin over the columns), so with ``cols`` columns draining at once each gets
 ``1 / cols`` elements per cycle (padded output channels are dropped without a write slot).
@@ -399,7 +399,7 @@ class DataPlane(wiring.Component):
                         with m.Else():
                             m.d.sync += [lv[k].eq(1), llo[k].eq(nlo), lhi[k].eq(nhi)]
 
-        # -- job checks (4 registered stages) --------------------------------------------
+        # -- job checks (5 registered stages) --------------------------------------------
         W = 64
         ho, wo, khkw = Signal(17), Signal(17), Signal(16)
         bcin, bcout, hw, cico = Signal(32), Signal(32), Signal(32), Signal(32)
@@ -520,7 +520,6 @@ class DataPlane(wiring.Component):
             with m.State("RUN"):
                 m.next = "IDLE"
 
-        # the stores' loop parameters must hold during the job (registered copies)
         done_all = Const(1)
         for st in stores:
             done_all = done_all & st.done
