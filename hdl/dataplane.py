@@ -75,7 +75,7 @@ from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
 from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
-__all__ = ["DataPlane", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
+__all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
            "LEN_WIDTH"]
 
@@ -534,4 +534,52 @@ class DataPlane(wiring.Component):
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
                      self.job_active.eq(job_running),
                      self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running)]
+        return m
+
+
+class DataPlaneSystem(wiring.Component):
+    """A :class:`DataPlane` wired to its :class:`~sparseforge.hdl.pe_array.PEArray` (the
+    ``dataplane`` block with ``with_array=True``: a self-contained datapath for Verilog tests).
+
+    Ports: the data plane's ``cmd``, ``abort``, ``err``, ``err_code``, ``busy``, ``job_active``,
+    ``m_axi_*`` and counters, plus the array's ``cycles``. Latency and throughput: the data
+    plane's and the array's."""
+
+    _CONTROLS = ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw")
+
+    def __init__(self, cfg, **overrides):
+        from sparseforge.hdl.pe_array import PEArray
+        self.dp = DataPlane.from_config(cfg, **overrides)
+        self.array = PEArray.from_config(cfg)
+        keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
+                "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles"}
+        members = {n: mb for n, mb in self.dp.signature.members.items()
+                   if n in keep or n.startswith("m_axi_")}
+        members["array_cycles"] = Out(len(self.array.cycles))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        dp, a = self.dp, self.array
+        m.submodules.dp, m.submodules.array = dp, a
+        for n in self._CONTROLS:
+            m.d.comb += getattr(a, n).eq(getattr(dp, n))
+        for i in range(a.rows):
+            wiring.connect(m, dp.x[i], a.x[i])
+            for j in range(a.cols):
+                wiring.connect(m, dp.taps[i][j], a.taps[i][j])
+                wiring.connect(m, dp.dense[i][j], a.dense[i][j])
+        for j in range(a.cols):
+            wiring.connect(m, dp.drain[j], a.drain[j])
+            wiring.connect(m, a.o[j], dp.o[j])
+        wiring.connect(m, wiring.flipped(self.cmd), dp.cmd)
+        for name, member in self.signature.members.items():
+            if name == "cmd":
+                continue
+            if name == "array_cycles":
+                m.d.comb += self.array_cycles.eq(a.cycles)
+            elif member.flow == Out:
+                m.d.comb += getattr(self, name).eq(getattr(dp, name))
+            else:
+                m.d.comb += getattr(dp, name).eq(getattr(self, name))
         return m

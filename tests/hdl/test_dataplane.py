@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
-
 from sparseforge.gen.mapper import array as am
 from sparseforge.hdl.dataplane import (BUF_ACT, BUF_GRAD, BUF_MASK, BUF_OUT, BUF_WGT, CMD_DESC,
-                                       CMD_JOB, DataPlane, JobErr, addr_width_of, cmd_layout)
+                                       CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of, cmd_layout)
 from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE, DmaErr
-from sparseforge.hdl.pe_array import PEArray
 from sparseforge.hdl.wire import Phase
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit.amaranth_streams import pack, run_sim, stream_put
@@ -28,31 +24,6 @@ from sparseforge.sim.testkit.layer_cases import ARRAY_CFG
 
 CFG = ARRAY_CFG
 MEM_BYTES = 1 << 16
-CONTROLS = ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw")
-
-
-class Top(Elaboratable):
-    """DataPlane + PEArray, wired as the accelerator will."""
-
-    def __init__(self, cfg):
-        self.dp = DataPlane.from_config(cfg)
-        self.array = PEArray.from_config(cfg)
-
-    def elaborate(self, platform):
-        m = Module()
-        dp, a = self.dp, self.array
-        m.submodules.dp, m.submodules.array = dp, a
-        for n in CONTROLS:
-            m.d.comb += getattr(a, n).eq(getattr(dp, n))
-        for i in range(a.rows):
-            wiring.connect(m, dp.x[i], a.x[i])
-            for j in range(a.cols):
-                wiring.connect(m, dp.taps[i][j], a.taps[i][j])
-                wiring.connect(m, dp.dense[i][j], a.dense[i][j])
-        for j in range(a.cols):
-            wiring.connect(m, dp.drain[j], a.drain[j])
-            wiring.connect(m, a.o[j], dp.o[j])
-        return m
 
 
 def desc(buf, base, length, direction, addr):
@@ -77,8 +48,8 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
     """Send ``cmds`` (each taken when ``cmd.ready``), wait until idle. ``abort_at``: raise
     ``abort`` for 2 cycles that many cycles after the first command was taken.
     Returns ``(errors [(cycle, code)], slave, dataplane counters, res)``."""
-    top = Top(cfg)
-    dp = top.dp
+    top = DataPlaneSystem(cfg)          # DataPlane + PEArray
+    dp = top
     slave = AxiMemModel(dp, mem, data_width=cfg.dma_width, max_burst=cfg.dma_max_burst,
                         seed=seed, pattern=pattern, r_err=r_err)
     res = {"now": 0, "errs": [], "taken": 0, "overlap": 0}
@@ -311,46 +282,6 @@ def test_dataplane_double_buffering():
 OUT_DISCARDED = 0xA000          # where the discarded phase would have stored its result
 
 
-def _error_case(bad, code, *, r_err=None, abort_at=None, seed=1400, expect_more=()):
-    """``bad`` commands, then a whole phase (to be discarded, its store aimed at
-    OUT_DISCARDED), then abort, then the phase again (must run exactly)."""
-    print(f"seed={seed} expecting {code:#x}")
-    loads, job, store, ref, writes = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6,
-                                                k=3, stride=1, pad=1, nm=(2, 4), seed=seed)
-    store_d = desc(BUF_OUT, 6, ref.size, DIR_STORE, OUT_DISCARDED)
-    cmds = bad + loads + [job, store_d, "abort"] + loads + [job, store]
-    mem = fresh_mem(seed, writes)
-    before = bytearray(mem)
-    res, slave = run_plane(CFG, mem, cmds, seed=seed, r_err=r_err, abort_at=abort_at)
-    assert [c for _, c in res["errs"]] == [code, *expect_more]
-    assert res["taken"] == _total_cmds(cmds)         # every command taken: nothing hangs
-    assert np.array_equal(read_result(mem, ADDR["out"], ref), ref)
-    check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
-    assert slave.r_owed == 0 and slave.w_owed == 0 and not slave.rq and not slave.bq
-    return res, slave
-
-
-def test_dataplane_err_beyond_buffer():
-    _error_case([desc(BUF_ACT, CFG.act_mem_elems - 4, 8, DIR_LOAD, 0x0)],
-                0x30 | DmaErr.BEYOND_BUFFER)
-
-
-def test_dataplane_err_length_zero():
-    _error_case([desc(BUF_WGT, 0, 0, DIR_LOAD, 0x0)], 0x30 | DmaErr.LEN_ZERO)
-
-
-def test_dataplane_err_slverr_on_load():
-    # the first phase's weight load gets SLVERR: its job and store are discarded
-    _error_case([], 0x30 | DmaErr.BUS_ERROR, r_err={ADDR["w"]: 2})
-
-
-def test_dataplane_err_abort_mid_transfer():
-    """abort while the first load is on the bus: ABORTED (0x36), the burst drained; the load
-    is not marked loaded, so the job refuses (0x43) and its store is discarded."""
-    _error_case([], 0x30 | DmaErr.ABORTED, abort_at=25,
-                expect_more=(0x40 | JobErr.NOT_LOADED,))
-
-
 def _bad_job(**over):
     loads, job, _, _, _ = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6, k=3,
                                      stride=1, pad=1, nm=(2, 4), seed=1400)
@@ -358,24 +289,96 @@ def _bad_job(**over):
     return loads, j
 
 
-def test_dataplane_err_job_raw():
-    loads, j = _bad_job(raw=1)
-    _error_case(loads + [j], 0x40 | JobErr.RAW)
+#: error scenarios: name -> (bad commands, expected err codes, SLVERR window, abort_at)
+def _error_scenarios(cfg):
+    loads, _ = _bad_job()
+    return {
+        "err_beyond": (lambda: [desc(BUF_ACT, cfg.act_mem_elems - 4, 8, DIR_LOAD, 0x0)],
+                       [0x30 | DmaErr.BEYOND_BUFFER], None, None),
+        "err_len0": (lambda: [desc(BUF_WGT, 0, 0, DIR_LOAD, 0x0)], [0x30 | DmaErr.LEN_ZERO],
+                     None, None),
+        # the first phase's weight load gets SLVERR: its job and store are discarded
+        "err_slverr": (lambda: [], [0x30 | DmaErr.BUS_ERROR], (ADDR["w"], ADDR["w"] + 0x100),
+                       None),
+        # abort while the first load is on the bus: ABORTED, the burst drained; the load is
+        # not marked loaded, so the job refuses (0x43) and its store is discarded
+        "err_abort": (lambda: [], [0x30 | DmaErr.ABORTED, 0x40 | JobErr.NOT_LOADED], None, 25),
+        "err_raw": (lambda: loads + [_bad_job(raw=1)[1]], [0x40 | JobErr.RAW], None, None),
+        "err_job_beyond": (lambda: loads + [_bad_job(out_base=cfg.out_mem_elems - 10)[1]],
+                           [0x40 | JobErr.BEYOND], None, None),
+        "err_not_loaded": (lambda: loads[:2] + [_bad_job()[1]], [0x40 | JobErr.NOT_LOADED],
+                           None, None),     # the mask never loaded
+        "err_shape": (lambda: loads + [_bad_job(kh=cfg.k_max + 1)[1]], [0x40 | JobErr.SHAPE],
+                      None, None),
+    }
 
 
-def test_dataplane_err_job_beyond():
-    loads, j = _bad_job(out_base=CFG.out_mem_elems - 10)
-    _error_case(loads + [j], 0x40 | JobErr.BEYOND)
+#: good scenarios: name -> make_phase arguments
+GOOD_SCENARIOS = {
+    "fp": dict(mode="fp", batch=2, cin=4, cout=3, h=6, w=6, k=3, stride=2, pad=1, nm=(2, 4)),
+    "bp": dict(mode="bp", batch=1, cin=3, cout=4, h=6, w=6, k=3, stride=1, pad=1, nm=(2, 4)),
+    "wg": dict(mode="wg", batch=2, cin=3, cout=2, h=5, w=5, k=3, stride=1, pad=0, nm=None),
+}
 
 
-def test_dataplane_err_job_not_loaded():
-    loads, j = _bad_job()
-    _error_case(loads[:2] + [j], 0x40 | JobErr.NOT_LOADED)     # the mask never loaded
+def scenario(name, cfg, seed):
+    """A named scenario: ``mem`` (the initial memory image), ``cmds`` (command dicts and
+    ``"abort"``), ``errs`` (the expected err codes), ``want`` (the expected final image),
+    ``bad`` (an SLVERR byte window or None), ``abort_at``.
+
+    Error scenarios: the bad commands, then a whole FP phase whose store aims at
+    OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
+    if name in GOOD_SCENARIOS:
+        a = dict(GOOD_SCENARIOS[name])
+        loads, job, store, ref, writes = make_phase(a.pop("mode"), cfg, seed=seed, **a)
+        cmds, errs, bad, abort_at = loads + [job, store], [], None, None
+    else:
+        make_bad, errs, bad, abort_at = _error_scenarios(cfg)[name]
+        loads, job, store, ref, writes = make_phase("fp", cfg, batch=1, cin=4, cout=4, h=6,
+                                                    w=6, k=3, stride=1, pad=1, nm=(2, 4),
+                                                    seed=1400)
+        store_d = desc(BUF_OUT, 6, ref.size, DIR_STORE, OUT_DISCARDED)
+        cmds = make_bad() + loads + [job, store_d, "abort"] + loads + [job, store]
+    mem = fresh_mem(seed, writes)
+    want = bytearray(mem)
+    want[ADDR["out"]:ADDR["out"] + 2 * ref.size] = ref.ravel().astype("<i2").tobytes()
+    return {"mem": mem, "cmds": cmds, "errs": errs, "want": want, "bad": bad,
+            "abort_at": abort_at, "ref": ref}
 
 
-def test_dataplane_err_job_shape():
-    loads, j = _bad_job(kh=CFG.k_max + 1)
-    _error_case(loads + [j], 0x40 | JobErr.SHAPE)
+def _error_case(name, seed=1400):
+    sc = scenario(name, CFG, seed)
+    print(f"seed={seed} {name}: expecting {[hex(c) for c in sc['errs']]}")
+    r_err = None
+    if sc["bad"]:
+        r_err = {a: 2 for a in range(sc["bad"][0], sc["bad"][1], CFG.dma_width // 8)}
+    mem = sc["mem"]
+    res, slave = run_plane(CFG, mem, sc["cmds"], seed=seed, r_err=r_err,
+                           abort_at=sc["abort_at"])
+    assert [c for _, c in res["errs"]] == sc["errs"]
+    assert res["taken"] == _total_cmds(sc["cmds"])        # every command taken: nothing hangs
+    assert np.array_equal(read_result(mem, ADDR["out"], sc["ref"]), sc["ref"])
+    check_untouched(sc["want"], mem, [])                  # the whole image as expected
+    assert slave.r_owed == 0 and slave.w_owed == 0 and not slave.rq and not slave.bq
+    return res, slave
+
+
+@pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_slverr", "err_abort",
+                                  "err_raw", "err_job_beyond", "err_not_loaded", "err_shape"])
+def test_dataplane_errors(name):
+    _error_case(name)
+
+
+def test_dataplane_cocotb(sim, cocotb_run):
+    """The emitted Verilog (DataPlane + PEArray) with cocotbext-axi AxiRam: three phases and
+    every error scenario, whole RAM compared."""
+    seed = 1500
+    names = list(GOOD_SCENARIOS) + list(_error_scenarios(CFG))
+    print(f"seed={seed} sim={sim} scenarios={names}")
+    n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
+                   params={"seed": seed, "config": CFG.to_dict(), "scenarios": names},
+                   testcase="dataplane_scenarios", with_array=True)
+    assert n == 1
 
 
 def test_dataplane_verilog_tiny():
