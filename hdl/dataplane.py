@@ -27,11 +27,12 @@ A DMA store reads replica 0.
 
 Errors: ``err`` pulses one cycle with ``err_code`` = ``0x30 | DmaErr`` (a DMA completion
 with a non-OK status) or ``0x40 | JobErr`` (a refused job: nothing reaches the array). After an
-error every following command is discarded (taken and dropped) until ``abort``, except
-``ABORTED`` (``0x36``): the abort that caused it already is the reset, so commands after it
-run normally. ``abort`` (level) is the soft reset: the DMA engine drains its burst
-(``ABORTED``), the mapper, the result store, the job state and the loaded ranges reset, the
-discard state clears, and commands offered while ``abort`` is high are discarded.
+error every following command is discarded (taken and dropped) until ``abort``.
+``abort`` (level) is the soft reset: the DMA engine drains its burst (``ABORTED``), the
+mapper, the result store, the job state and the loaded ranges reset, the discard state
+clears, and commands offered while ``abort`` is high are discarded. An ``ABORTED`` completion
+is an error like the others: held until ``busy`` falls, ``abort`` also clears the discard
+state it causes; after a shorter pulse the data plane discards until the next ``abort``.
 
 Loaded ranges: per buffer one interval of elements written by successful DMA loads since the
 last reset/abort; a load that overlaps or touches it extends it, another replaces it. A job
@@ -83,7 +84,6 @@ BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
 CMD_DESC, CMD_JOB = 0, 1
 #: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
 LEN_WIDTH = 24
-_DATA_BUFS = (BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK)    # the buffers a job reads
 
 
 class JobErr(enum.IntEnum):
@@ -386,9 +386,7 @@ class DataPlane(wiring.Component):
         with m.If(eng.done.valid):
             st = eng.done.payload.status
             with m.If(st != dma.DmaErr.OK):
-                m.d.sync += [self.err.eq(1), self.err_code.eq(0x30 | st)]
-                with m.If(st != dma.DmaErr.ABORTED):
-                    m.d.sync += discard.eq(1)
+                m.d.sync += [self.err.eq(1), self.err_code.eq(0x30 | st), discard.eq(1)]
             with m.Elif(cur.dir == dma.DIR_LOAD):
                 nlo, nhi = cur.base, cur.base + cur.length
                 for k in range(4):

@@ -300,9 +300,9 @@ def _error_scenarios(cfg):
         # the first phase's weight load gets SLVERR: its job and store are discarded
         "err_slverr": (lambda: [], [0x30 | DmaErr.BUS_ERROR], (ADDR["w"], ADDR["w"] + 0x100),
                        None),
-        # abort while the first load is on the bus: ABORTED, the burst drained; the load is
-        # not marked loaded, so the job refuses (0x43) and its store is discarded
-        "err_abort": (lambda: [], [0x30 | DmaErr.ABORTED, 0x40 | JobErr.NOT_LOADED], None, 25),
+        # a 2-cycle abort while the first load is on the bus: ABORTED, the burst drained,
+        # the rest of the phase discarded until the next abort
+        "err_abort": (lambda: [], [0x30 | DmaErr.ABORTED], None, 25),
         "err_raw": (lambda: loads + [_bad_job(raw=1)[1]], [0x40 | JobErr.RAW], None, None),
         "err_job_beyond": (lambda: loads + [_bad_job(out_base=cfg.out_mem_elems - 10)[1]],
                            [0x40 | JobErr.BEYOND], None, None),
@@ -392,3 +392,29 @@ def test_dataplane_verilog_tiny():
                  "dma_exposed_cycles", "o__1__ready", "taps__1__1__payload"):
         assert port in text, port
     assert addr_width_of(cfg) == 11
+
+
+def test_dataplane_loaded_ranges_merge():
+    """The x load split in two descriptors (upper half first) after an unrelated ACT load: the
+    halves replace the unrelated range, then merge (they touch) -> the job runs exactly. With
+    a one-word gap between the halves the job refuses (0x43)."""
+    seed = 1600
+    print(f"seed={seed}")
+    loads, job, store, ref, writes = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6,
+                                                k=3, stride=1, pad=1, nm=(2, 4), seed=seed)
+    xl = loads[0]["desc"]
+    n, h2 = xl["length"], 64
+    for gap, errs in ((0, []), (2, [0x40 | JobErr.NOT_LOADED])):
+        split = [desc(BUF_ACT, 1000, 8, DIR_LOAD, 0x0),
+                 desc(BUF_ACT, xl["base"] + h2 + gap, n - h2 - gap, DIR_LOAD,
+                      xl["addr"] + 2 * (h2 + gap)),
+                 desc(BUF_ACT, xl["base"], h2, DIR_LOAD, xl["addr"])]
+        mem = fresh_mem(seed, writes)
+        before = bytearray(mem)
+        res, _ = run_plane(CFG, mem, split + loads[1:] + [job, store], seed=seed)
+        assert [c for _, c in res["errs"]] == errs
+        if not errs:
+            assert np.array_equal(read_result(mem, ADDR["out"], ref), ref)
+            check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
+        else:
+            check_untouched(before, mem, [])
