@@ -16,6 +16,7 @@ from sparseforge.hdl.accelerator import Accelerator
 from sparseforge.hdl.array_mapper import ArrayMapper
 from sparseforge.hdl.axil import AxiLiteRegs, config_words
 from sparseforge.hdl.compressor import Compressor
+from sparseforge.hdl.dataplane import DataPlane, DataPlaneSystem
 from sparseforge.hdl.dma import DmaSystem
 from sparseforge.hdl.nm_selector import NMSelector
 from sparseforge.hdl.pe import PE, pe_params
@@ -71,6 +72,17 @@ def _array_mapper(cfg: AcceleratorConfig, **params):
     return mapper, {"rows": mapper.rows, "cols": mapper.cols, **mapper.params}
 
 
+def _dataplane(cfg: AcceleratorConfig, *, with_array: bool = False, **params):
+    # DMA + tensor buffers + array mapper + result store (hdl/dataplane.py, docs/dataplane.md);
+    # with_array: wired to its PEArray (DataPlaneSystem, the Verilog tests' top level)
+    if with_array:
+        system = DataPlaneSystem(cfg, **params)
+        return system, {"rows": cfg.pe_rows, "cols": cfg.pe_cols, "with_array": True,
+                        **system.dp.params}
+    dp = DataPlane.from_config(cfg, **params)
+    return dp, {"rows": cfg.pe_rows, "cols": cfg.pe_cols, **dp.params}
+
+
 def _axil(cfg: AcceleratorConfig, **params):
     p = {"addr_width": 12, "version": __version__, "config": config_words(cfg),
          "counter_width": 48}
@@ -97,6 +109,7 @@ BLOCKS = {
     **{name: _keyword_block(name, *row) for name, row in KEYWORD_BLOCKS.items()},
     "pe_array": _pe_array,
     "array_mapper": _array_mapper,
+    "dataplane": _dataplane,
     "axil": _axil,
     "skid": _skid,
     "accelerator": _accelerator,

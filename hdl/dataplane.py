@@ -9,7 +9,7 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   additionally waits until no job is running.
 * ``kind = CMD_JOB``: one layer phase (:func:`dp_job_layout`: the
   :func:`~sparseforge.hdl.array_mapper.job_layout` fields plus ``out_base``). It waits until
-  every earlier descriptor has completed and no job runs, is checked (:class:`JobErr`) in 4
+  every earlier descriptor has completed and no job runs, is checked (:class:`JobErr`) in 5
   cycles, then starts the :class:`~sparseforge.hdl.array_mapper.ArrayMapper`; the result
   store writes the PE array's column outputs ``o[j]`` into ``BUF_OUT`` at ``out_base`` in C
   order (FP ``y (B, Cout, Ho, Wo)``, BP ``dx (B, Cin, H, W)``, WG ``dW (Cout, Cin, Kh, Kw)``).
@@ -27,11 +27,12 @@ A DMA store reads replica 0.
 
 Errors: ``err`` pulses one cycle with ``err_code`` = ``0x30 | DmaErr`` (a DMA completion
 with a non-OK status) or ``0x40 | JobErr`` (a refused job: nothing reaches the array). After an
-error every following command is discarded (taken and dropped) until ``abort``, except
-``ABORTED`` (``0x36``): the abort that caused it already is the reset, so commands after it
-run normally. ``abort`` (level) is the soft reset: the DMA engine drains its burst
-(``ABORTED``), the mapper, the result store, the job state and the loaded ranges reset, the
-discard state clears, and commands offered while ``abort`` is high are discarded.
+error every following command is discarded (taken and dropped) until ``abort``.
+``abort`` (level) is the soft reset: the DMA engine drains its burst (``ABORTED``), the
+mapper, the result store, the job state and the loaded ranges reset, the discard state
+clears, and commands offered while ``abort`` is high are discarded. An ``ABORTED`` completion
+is an error like the others: held until ``busy`` falls, ``abort`` also clears the discard
+state it causes; after a shorter pulse the data plane discards until the next ``abort``.
 
 Loaded ranges: per buffer one interval of elements written by successful DMA loads since the
 last reset/abort; a load that overlaps or touches it extends it, another replaces it. A job
@@ -55,8 +56,8 @@ dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles : O
     Free-running counters: the engine's busy / beat / stall counts, cycles with
     ``job_active``, cycles with the engine busy and no job active (DMA time not hidden).
 
-Latency/throughput: a job starts 6 cycles after its command is taken (4 cycles of checks,
-the mapper's 3 cycles of geometry follow, docs/array_mapper.md); the result store takes one
+Latency/throughput: a job starts 5 cycles after its command is taken (5 check stages; the
+mapper's 3 cycles of geometry follow, docs/array_mapper.md); the result store takes one
 element per column per cycle and writes at most one element per cycle into ``BUF_OUT``
 (round-robin over the columns), so with ``cols`` columns draining at once each gets
 ``1 / cols`` elements per cycle (padded output channels are dropped without a write slot).
@@ -75,7 +76,7 @@ from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
 from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
-__all__ = ["DataPlane", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
+__all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
            "LEN_WIDTH"]
 
@@ -83,7 +84,6 @@ BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
 CMD_DESC, CMD_JOB = 0, 1
 #: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
 LEN_WIDTH = 24
-_DATA_BUFS = (BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK)    # the buffers a job reads
 
 
 class JobErr(enum.IntEnum):
@@ -386,9 +386,7 @@ class DataPlane(wiring.Component):
         with m.If(eng.done.valid):
             st = eng.done.payload.status
             with m.If(st != dma.DmaErr.OK):
-                m.d.sync += [self.err.eq(1), self.err_code.eq(0x30 | st)]
-                with m.If(st != dma.DmaErr.ABORTED):
-                    m.d.sync += discard.eq(1)
+                m.d.sync += [self.err.eq(1), self.err_code.eq(0x30 | st), discard.eq(1)]
             with m.Elif(cur.dir == dma.DIR_LOAD):
                 nlo, nhi = cur.base, cur.base + cur.length
                 for k in range(4):
@@ -399,7 +397,7 @@ class DataPlane(wiring.Component):
                         with m.Else():
                             m.d.sync += [lv[k].eq(1), llo[k].eq(nlo), lhi[k].eq(nhi)]
 
-        # -- job checks (4 registered stages) --------------------------------------------
+        # -- job checks (5 registered stages) --------------------------------------------
         W = 64
         ho, wo, khkw = Signal(17), Signal(17), Signal(16)
         bcin, bcout, hw, cico = Signal(32), Signal(32), Signal(32), Signal(32)
@@ -520,7 +518,6 @@ class DataPlane(wiring.Component):
             with m.State("RUN"):
                 m.next = "IDLE"
 
-        # the stores' loop parameters must hold during the job (registered copies)
         done_all = Const(1)
         for st in stores:
             done_all = done_all & st.done
@@ -535,4 +532,52 @@ class DataPlane(wiring.Component):
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
                      self.job_active.eq(job_running),
                      self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running)]
+        return m
+
+
+class DataPlaneSystem(wiring.Component):
+    """A :class:`DataPlane` wired to its :class:`~sparseforge.hdl.pe_array.PEArray` (the
+    ``dataplane`` block with ``with_array=True``: a self-contained datapath for Verilog tests).
+
+    Ports: the data plane's ``cmd``, ``abort``, ``err``, ``err_code``, ``busy``, ``job_active``,
+    ``m_axi_*`` and counters, plus the array's ``cycles``. Latency and throughput: the data
+    plane's and the array's."""
+
+    _CONTROLS = ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw")
+
+    def __init__(self, cfg, **overrides):
+        from sparseforge.hdl.pe_array import PEArray
+        self.dp = DataPlane.from_config(cfg, **overrides)
+        self.array = PEArray.from_config(cfg)
+        keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
+                "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles"}
+        members = {n: mb for n, mb in self.dp.signature.members.items()
+                   if n in keep or n.startswith("m_axi_")}
+        members["array_cycles"] = Out(len(self.array.cycles))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        dp, a = self.dp, self.array
+        m.submodules.dp, m.submodules.array = dp, a
+        for n in self._CONTROLS:
+            m.d.comb += getattr(a, n).eq(getattr(dp, n))
+        for i in range(a.rows):
+            wiring.connect(m, dp.x[i], a.x[i])
+            for j in range(a.cols):
+                wiring.connect(m, dp.taps[i][j], a.taps[i][j])
+                wiring.connect(m, dp.dense[i][j], a.dense[i][j])
+        for j in range(a.cols):
+            wiring.connect(m, dp.drain[j], a.drain[j])
+            wiring.connect(m, a.o[j], dp.o[j])
+        wiring.connect(m, wiring.flipped(self.cmd), dp.cmd)
+        for name, member in self.signature.members.items():
+            if name == "cmd":
+                continue
+            if name == "array_cycles":
+                m.d.comb += self.array_cycles.eq(a.cycles)
+            elif member.flow == Out:
+                m.d.comb += getattr(self, name).eq(getattr(dp, name))
+            else:
+                m.d.comb += getattr(dp, name).eq(getattr(self, name))
         return m

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
-
 from sparseforge.gen.mapper import array as am
 from sparseforge.hdl.dataplane import (BUF_ACT, BUF_GRAD, BUF_MASK, BUF_OUT, BUF_WGT, CMD_DESC,
-                                       CMD_JOB, DataPlane, JobErr, addr_width_of, cmd_layout)
+                                       CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of, cmd_layout)
 from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE, DmaErr
-from sparseforge.hdl.pe_array import PEArray
 from sparseforge.hdl.wire import Phase
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit.amaranth_streams import pack, run_sim, stream_put
@@ -28,31 +24,6 @@ from sparseforge.sim.testkit.layer_cases import ARRAY_CFG
 
 CFG = ARRAY_CFG
 MEM_BYTES = 1 << 16
-CONTROLS = ("mode", "stride2", "pad", "out_len", "in_len", "skip_zero", "raw")
-
-
-class Top(Elaboratable):
-    """DataPlane + PEArray, wired as the accelerator will."""
-
-    def __init__(self, cfg):
-        self.dp = DataPlane.from_config(cfg)
-        self.array = PEArray.from_config(cfg)
-
-    def elaborate(self, platform):
-        m = Module()
-        dp, a = self.dp, self.array
-        m.submodules.dp, m.submodules.array = dp, a
-        for n in CONTROLS:
-            m.d.comb += getattr(a, n).eq(getattr(dp, n))
-        for i in range(a.rows):
-            wiring.connect(m, dp.x[i], a.x[i])
-            for j in range(a.cols):
-                wiring.connect(m, dp.taps[i][j], a.taps[i][j])
-                wiring.connect(m, dp.dense[i][j], a.dense[i][j])
-        for j in range(a.cols):
-            wiring.connect(m, dp.drain[j], a.drain[j])
-            wiring.connect(m, a.o[j], dp.o[j])
-        return m
 
 
 def desc(buf, base, length, direction, addr):
@@ -77,20 +48,30 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
     """Send ``cmds`` (each taken when ``cmd.ready``), wait until idle. ``abort_at``: raise
     ``abort`` for 2 cycles that many cycles after the first command was taken.
     Returns ``(errors [(cycle, code)], slave, dataplane counters, res)``."""
-    top = Top(cfg)
-    dp = top.dp
+    top = DataPlaneSystem(cfg)          # DataPlane + PEArray
+    dp = top
     slave = AxiMemModel(dp, mem, data_width=cfg.dma_width, max_burst=cfg.dma_max_burst,
                         seed=seed, pattern=pattern, r_err=r_err)
     res = {"now": 0, "errs": [], "taken": 0, "overlap": 0}
 
-    async def main(ctx):
-        for c in cmds:
-            await stream_put(ctx, dp.cmd, pack_cmd(cfg, c))
-            res["taken"] += 1
+    async def wait_idle(ctx):
         idle = 0
         while idle < 8:
             await ctx.tick()
             idle = 0 if ctx.get(dp.busy) else idle + 1
+
+    async def main(ctx):
+        for c in cmds:
+            if c == "abort":             # wait until idle, then the soft reset
+                await wait_idle(ctx)
+                slave.r_err.clear()      # injected faults are transient: gone after the reset
+                ctx.set(dp.abort, 1)
+                await ctx.tick().repeat(2)
+                ctx.set(dp.abort, 0)
+                continue
+            await stream_put(ctx, dp.cmd, pack_cmd(cfg, c))
+            res["taken"] += 1
+        await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
                   "dma_exposed_cycles"):
             res[n] = ctx.get(getattr(dp, n))
@@ -125,7 +106,7 @@ ADDR = {"x": 0x0000, "w": 0x1000, "m": 0x2000, "dy": 0x3000, "out": 0x4000}
 
 
 def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, zero_frac=0.5,
-               bases=None, addr=None, out_base=6):
+               bases=None, addr=None, out_base=6, want_job=False):
     """Operands written into ``mem`` (int16 little endian), the load / job / store commands
     and the golden result. Returns ``(cmds_load, cmd_job, cmd_store, golden, out_addr)``."""
     rng = np.random.default_rng(seed)
@@ -164,6 +145,12 @@ def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, z
                   act_base=bases["act"], grad_base=bases["grad"], w_base=bases["w"],
                   m_base=bases["m"], out_base=out_base)
     store = desc(BUF_OUT, out_base, ref.size, DIR_STORE, addr["out"])
+    if want_job:                     # the reference mapping (for its cycle model)
+        kw = dict(cfg=cfg, stride=stride, padding=pad, raw=False)
+        arr = {"fp": lambda: am.map_array("fp", x=x, w=wt, mask=mask, **kw),
+               "bp": lambda: am.map_array("bp", dy=dy, w=wt, x_shape=x.shape, mask=mask, **kw),
+               "wg": lambda: am.map_array("wg", x=x, dy=dy, w_shape=wt.shape, **kw)}[mode]()
+        return loads, job, store, ref, writes, arr
     return loads, job, store, ref, writes
 
 
@@ -206,9 +193,9 @@ PHASES = [
 def test_dataplane_phase(case):
     mode, batch, cin, cout, h, w, k, stride, pad, nm, pattern, seed = case
     print(f"seed={seed} {case}")
-    loads, job, store, ref, writes = make_phase(mode, CFG, batch=batch, cin=cin, cout=cout, h=h,
-                                                w=w, k=k, stride=stride, pad=pad, nm=nm,
-                                                seed=seed)
+    loads, job, store, ref, writes, arr = make_phase(
+        mode, CFG, batch=batch, cin=cin, cout=cout, h=h, w=w, k=k, stride=stride, pad=pad,
+        nm=nm, seed=seed, want_job=True)
     mem = fresh_mem(seed, writes)
     before = bytearray(mem)
     res, slave = run_plane(CFG, mem, loads + [job, store], seed=seed, pattern=pattern)
@@ -219,4 +206,215 @@ def test_dataplane_phase(case):
     assert slave.r_owed == 0 and slave.w_owed == 0
     print(f"{mode}: phase {res['end']} cycles, job {res['job_cycles']}, DMA busy "
           f"{res['dma_busy_cycles']} (exposed {res['dma_exposed_cycles']}), beats "
-          f"{res['dma_beats']}")
+          f"{res['dma_beats']}; reference array model am.cycles {am.cycles(arr).cycles}")
+
+
+def _total_cmds(cmds):
+    return sum(c != "abort" for c in cmds)
+
+
+# ---------------------------------------------------------------------------------------------
+# random layers (seeded loop)
+# ---------------------------------------------------------------------------------------------
+
+def test_dataplane_random_layers():
+    """A seeded loop of random small layers (mode, batch, channels, size, kernel, stride,
+    padding, N:M or random mask, memory gap pattern): whole results equal the golden model."""
+    rng = np.random.default_rng(1200)
+    for n in range(4):
+        mode = ["fp", "bp", "wg"][n % 3]
+        k = int(rng.integers(1, 4))
+        stride = int(rng.integers(1, 3))
+        pad = int(rng.integers(0, k))
+        h, w = int(rng.integers(k + 1, 8)), int(rng.integers(k + 1, 8))
+        cin, cout = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        nm = (2, 4) if (cin if mode == "fp" else cout) == 4 and mode != "wg" else None
+        batch = int(rng.integers(1, 3))
+        pattern = ["random", "bursty", "cycle", "always"][int(rng.integers(0, 4))]
+        seed = 1200 + n
+        print(f"seed={seed} {mode} b{batch} {cin}->{cout} {h}x{w} k{k} s{stride} p{pad} "
+              f"nm={nm} {pattern}")
+        loads, job, store, ref, writes = make_phase(mode, CFG, batch=batch, cin=cin, cout=cout,
+                                                    h=h, w=w, k=k, stride=stride, pad=pad,
+                                                    nm=nm, seed=seed)
+        mem = fresh_mem(seed, writes)
+        before = bytearray(mem)
+        res, slave = run_plane(CFG, mem, loads + [job, store], seed=seed, pattern=pattern)
+        assert res["errs"] == []
+        assert np.array_equal(read_result(mem, ADDR["out"], ref), ref)
+        check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
+
+
+# ---------------------------------------------------------------------------------------------
+# double buffering: the next job's operands load while a job runs
+# ---------------------------------------------------------------------------------------------
+
+def test_dataplane_double_buffering():
+    seed = 1300
+    print(f"seed={seed}")
+    la, ja, sa, ra, wa = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6, k=3, stride=1,
+                                    pad=1, nm=(2, 4), seed=seed)
+    out_b = 6 + ((ra.size + 1) // 2) * 2
+    addr_b = {"x": 0x5000, "w": 0x6000, "m": 0x7000, "dy": 0x8000, "out": 0x9000}
+    lb, jb, sb, rb, wb = make_phase("bp", CFG, batch=2, cin=3, cout=4, h=6, w=6, k=3, stride=2,
+                                    pad=1, nm=(2, 4), seed=seed + 1, addr=addr_b,
+                                    bases={"grad": 1000, "w": 1000, "m": 1000},
+                                    out_base=out_b)
+    mem = fresh_mem(seed, {**wa, **wb})
+    before = bytearray(mem)
+    res, slave = run_plane(CFG, mem, la + [ja] + lb + [jb, sa, sb], seed=seed, pattern="random")
+    assert res["errs"] == []
+    assert np.array_equal(read_result(mem, ADDR["out"], ra), ra)
+    assert np.array_equal(read_result(mem, addr_b["out"], rb), rb)
+    check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ra.size),
+                                  (addr_b["out"], addr_b["out"] + 2 * rb.size)])
+    hidden = res["dma_busy_cycles"] - res["dma_exposed_cycles"]
+    print(f"phase pair {res['end']} cycles; DMA busy {res['dma_busy_cycles']}, hidden under "
+          f"the job {hidden}, exposed {res['dma_exposed_cycles']}; job cycles "
+          f"{res['job_cycles']}")
+    assert hidden > 0            # the second job's loads ran under the first job
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: pulse + code, later commands discarded until abort, no hang, memory untouched
+# ---------------------------------------------------------------------------------------------
+
+OUT_DISCARDED = 0xA000          # where the discarded phase would have stored its result
+
+
+def _bad_job(**over):
+    loads, job, _, _, _ = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6, k=3,
+                                     stride=1, pad=1, nm=(2, 4), seed=1400)
+    j = {"kind": CMD_JOB, "job": dict(job["job"], **over)}
+    return loads, j
+
+
+#: error scenarios: name -> (bad commands, expected err codes, SLVERR window, abort_at)
+def _error_scenarios(cfg):
+    loads, _ = _bad_job()
+    return {
+        "err_beyond": (lambda: [desc(BUF_ACT, cfg.act_mem_elems - 4, 8, DIR_LOAD, 0x0)],
+                       [0x30 | DmaErr.BEYOND_BUFFER], None, None),
+        "err_len0": (lambda: [desc(BUF_WGT, 0, 0, DIR_LOAD, 0x0)], [0x30 | DmaErr.LEN_ZERO],
+                     None, None),
+        # the first phase's weight load gets SLVERR: its job and store are discarded
+        "err_slverr": (lambda: [], [0x30 | DmaErr.BUS_ERROR], (ADDR["w"], ADDR["w"] + 0x100),
+                       None),
+        # a 2-cycle abort while the first load is on the bus: ABORTED, the burst drained,
+        # the rest of the phase discarded until the next abort
+        "err_abort": (lambda: [], [0x30 | DmaErr.ABORTED], None, 25),
+        "err_raw": (lambda: loads + [_bad_job(raw=1)[1]], [0x40 | JobErr.RAW], None, None),
+        "err_job_beyond": (lambda: loads + [_bad_job(out_base=cfg.out_mem_elems - 10)[1]],
+                           [0x40 | JobErr.BEYOND], None, None),
+        "err_not_loaded": (lambda: loads[:2] + [_bad_job()[1]], [0x40 | JobErr.NOT_LOADED],
+                           None, None),     # the mask never loaded
+        "err_shape": (lambda: loads + [_bad_job(kh=cfg.k_max + 1)[1]], [0x40 | JobErr.SHAPE],
+                      None, None),
+    }
+
+
+#: good scenarios: name -> make_phase arguments
+GOOD_SCENARIOS = {
+    "fp": dict(mode="fp", batch=2, cin=4, cout=3, h=6, w=6, k=3, stride=2, pad=1, nm=(2, 4)),
+    "bp": dict(mode="bp", batch=1, cin=3, cout=4, h=6, w=6, k=3, stride=1, pad=1, nm=(2, 4)),
+    "wg": dict(mode="wg", batch=2, cin=3, cout=2, h=5, w=5, k=3, stride=1, pad=0, nm=None),
+}
+
+
+def scenario(name, cfg, seed):
+    """A named scenario: ``mem`` (the initial memory image), ``cmds`` (command dicts and
+    ``"abort"``), ``errs`` (the expected err codes), ``want`` (the expected final image),
+    ``bad`` (an SLVERR byte window or None), ``abort_at``.
+
+    Error scenarios: the bad commands, then a whole FP phase whose store aims at
+    OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
+    if name in GOOD_SCENARIOS:
+        a = dict(GOOD_SCENARIOS[name])
+        loads, job, store, ref, writes = make_phase(a.pop("mode"), cfg, seed=seed, **a)
+        cmds, errs, bad, abort_at = loads + [job, store], [], None, None
+    else:
+        make_bad, errs, bad, abort_at = _error_scenarios(cfg)[name]
+        loads, job, store, ref, writes = make_phase("fp", cfg, batch=1, cin=4, cout=4, h=6,
+                                                    w=6, k=3, stride=1, pad=1, nm=(2, 4),
+                                                    seed=1400)
+        store_d = desc(BUF_OUT, 6, ref.size, DIR_STORE, OUT_DISCARDED)
+        cmds = make_bad() + loads + [job, store_d, "abort"] + loads + [job, store]
+    mem = fresh_mem(seed, writes)
+    want = bytearray(mem)
+    want[ADDR["out"]:ADDR["out"] + 2 * ref.size] = ref.ravel().astype("<i2").tobytes()
+    return {"mem": mem, "cmds": cmds, "errs": errs, "want": want, "bad": bad,
+            "abort_at": abort_at, "ref": ref}
+
+
+def _error_case(name, seed=1400):
+    sc = scenario(name, CFG, seed)
+    print(f"seed={seed} {name}: expecting {[hex(c) for c in sc['errs']]}")
+    r_err = None
+    if sc["bad"]:
+        r_err = {a: 2 for a in range(sc["bad"][0], sc["bad"][1], CFG.dma_width // 8)}
+    mem = sc["mem"]
+    res, slave = run_plane(CFG, mem, sc["cmds"], seed=seed, r_err=r_err,
+                           abort_at=sc["abort_at"])
+    assert [c for _, c in res["errs"]] == sc["errs"]
+    assert res["taken"] == _total_cmds(sc["cmds"])        # every command taken: nothing hangs
+    assert np.array_equal(read_result(mem, ADDR["out"], sc["ref"]), sc["ref"])
+    check_untouched(sc["want"], mem, [])                  # the whole image as expected
+    assert slave.r_owed == 0 and slave.w_owed == 0 and not slave.rq and not slave.bq
+    return res, slave
+
+
+@pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_slverr", "err_abort",
+                                  "err_raw", "err_job_beyond", "err_not_loaded", "err_shape"])
+def test_dataplane_errors(name):
+    _error_case(name)
+
+
+def test_dataplane_cocotb(sim, cocotb_run):
+    """The emitted Verilog (DataPlane + PEArray) with cocotbext-axi AxiRam: three phases and
+    every error scenario, whole RAM compared."""
+    seed = 1500
+    names = list(GOOD_SCENARIOS) + list(_error_scenarios(CFG))
+    print(f"seed={seed} sim={sim} scenarios={names}")
+    n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
+                   params={"seed": seed, "config": CFG.to_dict(), "scenarios": names},
+                   testcase="dataplane_scenarios", with_array=True)
+    assert n == 1
+
+
+def test_dataplane_verilog_tiny():
+    from amaranth.back import verilog
+    from sparseforge.gen.config import preset
+    cfg = preset("tiny")
+    dp = DataPlane.from_config(cfg)
+    text = verilog.convert(dp, name="dataplane")
+    assert "module dataplane" in text
+    for port in ("m_axi_araddr", "m_axi_wstrb", "cmd__valid", "err_code", "job_active",
+                 "dma_exposed_cycles", "o__1__ready", "taps__1__1__payload"):
+        assert port in text, port
+    assert addr_width_of(cfg) == 11
+
+
+def test_dataplane_loaded_ranges_merge():
+    """The x load split in two descriptors (upper half first) after an unrelated ACT load: the
+    halves replace the unrelated range, then merge (they touch) -> the job runs exactly. With
+    a one-word gap between the halves the job refuses (0x43)."""
+    seed = 1600
+    print(f"seed={seed}")
+    loads, job, store, ref, writes = make_phase("fp", CFG, batch=1, cin=4, cout=4, h=6, w=6,
+                                                k=3, stride=1, pad=1, nm=(2, 4), seed=seed)
+    xl = loads[0]["desc"]
+    n, h2 = xl["length"], 64
+    for gap, errs in ((0, []), (2, [0x40 | JobErr.NOT_LOADED])):
+        split = [desc(BUF_ACT, 1000, 8, DIR_LOAD, 0x0),
+                 desc(BUF_ACT, xl["base"] + h2 + gap, n - h2 - gap, DIR_LOAD,
+                      xl["addr"] + 2 * (h2 + gap)),
+                 desc(BUF_ACT, xl["base"], h2, DIR_LOAD, xl["addr"])]
+        mem = fresh_mem(seed, writes)
+        before = bytearray(mem)
+        res, _ = run_plane(CFG, mem, split + loads[1:] + [job, store], seed=seed)
+        assert [c for _, c in res["errs"]] == errs
+        if not errs:
+            assert np.array_equal(read_result(mem, ADDR["out"], ref), ref)
+            check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
+        else:
+            check_untouched(before, mem, [])
