@@ -49,6 +49,8 @@ def test_wire_tables_match_the_hardware(cfg):
                "prune": acc.pruner.i, "pregen": acc.pregen.i, "wbuf": acc.pregen.i,
                "sched": ctl.load, "step": ctl.step, "col": arr.o, "out_prune": acc.pruner.o,
                "out_pregen": acc.pregen.o}
+    if acc.dp is not None:
+        targets["dp"] = acc.dp.cmd
 
     def port(kind, index):
         p = targets[kind]
