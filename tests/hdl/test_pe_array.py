@@ -21,7 +21,9 @@ from sparseforge.sim.testkit.patterns import make_pattern
 
 def array_streams(job):
     """``(sources, dense loads)``: per input stream of the array, ``((port, *index), packed
-    beats)``, e.g. ``(("taps", i, j), [...])`` for ``taps[i][j]``."""
+    beats)``, e.g. ``(("taps", i, j), [...])`` for ``taps[i][j]``; the dense loads are the
+    scratchpad images loaded before the job, the images a chunked WG job reloads during the
+    job are sources (``("dense", i, j)``) like the others."""
     R, C = job.rows, job.cols
     lay = pe_layouts(job.cfg)
     cat = lambda tiles, f: [b for t in tiles for b in f(t)]      # noqa: E731
@@ -36,6 +38,12 @@ def array_streams(job):
                                                               pm.PEJob.drain_beats))))
     dense = [(("dense", i, j), pack_beats(lay["dense"], job.grid[i][j][0].dense_beats()))
              for i in range(R) for j in range(C)]
+    for i in range(R):
+        for j in range(C):
+            re = [b for t, tile in enumerate(job.grid[i][j])
+                  for load in tile.reload_beats(t == 0) for b in load]
+            if re:
+                srcs.append((("dense", i, j), pack_beats(lay["dense"], re)))
     return srcs, dense
 
 
