@@ -208,13 +208,14 @@ class PEJob:
         return out
 
     @staticmethod
-    def _image_beats(img) -> list:
+    def image_beats(img) -> list:
+        """``dense`` beats of one scratchpad image (``last`` on its final word)."""
         k = img.size
         return [{"value": int(v), "last": int(j == k - 1)} for j, v in enumerate(img)]
 
     def dense_beats(self) -> list:
         """``dense`` beats of the image loaded before the job (the first tile's first one)."""
-        return self._image_beats(self.chunks[self.runs()[0][0]] if self.chunked else self.dense)
+        return self.image_beats(self.chunks[self.runs()[0][0]] if self.chunked else self.dense)
 
     def reload_beats(self, first: bool) -> list:
         """``dense`` beats of the images this tile loads *during* the job (chunked WG), one
@@ -223,7 +224,7 @@ class PEJob:
         loads = self.loads(first)
         if not self.chunked:
             return []
-        return [self._image_beats(self.chunks[c]) for c in (loads[1:] if first else loads)]
+        return [self.image_beats(self.chunks[c]) for c in (loads[1:] if first else loads)]
 
     def drain_beats(self) -> list:
         return [{"base": b, "count": c, "raw": int(r), "last": int(last)}
