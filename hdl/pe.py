@@ -46,13 +46,19 @@ taps : In(stream.Signature(taps_layout))
     ``{value (weight; unused in WG), kw, base (psum address of the destination row; the
     accumulator address in WG), rowbase (WG: dense-scratchpad address of the X row), en}``
     and ``parity`` (stride-2 FP: which column-parity sub-list the bundle walks), ``last``
-    (last bundle of this operand row: the row's buffer is released) and ``eot`` (end of tile:
-    last bundle of the tile, implies ``last``; the engine then waits for drain commands). A
+    (last bundle of this operand row: the row's buffer is released), ``eot`` (end of tile:
+    last bundle of the tile, implies ``last``; the engine then waits for drain commands) and
+    ``eoc`` (chunked WG, on a row's last bundle: the last bundle that reads the current
+    scratchpad image; the engine then holds WG bundles until the next load has ended). A
     bundle with no enabled slot is a 1-cycle *skip* beat (used to release a row with no taps).
 dense : In(stream.Signature(dense_layout))
     ``{value, last}``: X values written to the dense scratchpad at consecutive addresses from
     0; ``last`` ends the load (the next load starts at address 0 again). Load it before the WG
-    job: the engine does not start a WG bundle while a load is in progress.
+    job: the engine does not start a WG bundle while a load is in progress. ``dense.ready``
+    (a register) is 0 from a load's ``last`` beat until the image is released, 3 cycles after
+    the last processing cycle of an ``eoc`` or ``eot`` bundle (its last scratchpad read is
+    then issued): a reload offered early waits, and never overwrites a word still to be read
+    (chunked WG: ``docs/pe.md``, "Chunked WG scratchpad").
 drain : In(stream.Signature(drain_layout))
     ``{base, count, raw, last}``: after an ``eot``, read ``count`` (``0`` counts as 1)
     addresses from ``base`` in all banks, sum them, emit them on ``o`` and clear them to 0;
@@ -107,7 +113,9 @@ The buffer is double-buffered: with ``E_{-1} = E_{-2} = 0`` and ``F_{-1} = 0``::
     S_r = max(F_r, E_{r-1})       # processing start
     E_r = S_r + P_r               # processing end
 
-and the job takes ``cycles = E_last + 5 + 1 + C + 4`` (``C`` = drained addresses): 5 cycles
+(chunked WG: a row that starts another image's run waits for its reload, ``S_r >= E_{r-1} +
+2 + |image|``, :data:`sparseforge.gen.mapper.pe.RELOAD_GAP`), and the job takes ``cycles =
+E_last + 5 + 1 + C + 4`` (``C`` = drained addresses): 5 cycles
 of engine pipeline flush, 1 cycle to register each drain command, one cycle per drained
 address, 4 cycles of drain pipeline (one command per tile: ``E_last + 5 + 1 + C + 4``).
 ``stall_in = cycles - sum P_r - C - 10`` with ideal (never idle, never back-pressured)
