@@ -25,7 +25,12 @@ Schedule rules (*ours*):
   column parity they need (``(pad + kw) % 2``), parity 0 first; each group is cut into bundles
   of ``lanes`` slots, the last one padded with disabled slots.
 * Psum layout: FP ``((b*Cout + n)*Ho + y)*Wo + x``; BP ``((b*Cin + c)*H + h)*W + x``; WG
-  ``((n*Cin + c)*Kh + kr)*Kw + kw``. Dense scratchpad (WG): ``((b*Cin + c)*H + h)*W + x``.
+  ``((n*Cin + c)*Kh + kr)*Kw + kw``. Dense scratchpad (WG): ``((b*Cin + c)*H + h)*W + x``,
+  minus the chunk's first word when the input is chunked.
+* WG inputs larger than ``act_buf_depth`` (*ours*): chunks of whole ``(b, c)`` planes
+  (:func:`wg_chunks`), rows taken chunk by chunk, ``eoc`` on each run's last bundle; per tile
+  each run's chunk is loaded (all but the first tile's first during the job), costing
+  ``RELOAD_GAP`` + its words before the run's first row (:func:`cycles_grid`).
 """
 
 from __future__ import annotations
