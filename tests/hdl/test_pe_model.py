@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sparseforge.gen.config import preset
+from sparseforge.gen.mapper import array as am
 from sparseforge.gen.mapper import pe as pm
 from sparseforge.sim.testkit import layers
 
@@ -137,6 +138,26 @@ def test_pe_model_chunked_wg(mode_seed):
         assert np.array_equal(pm.assemble_tiles(job, tiles, got), ref), case
         assert all(t.loads(k == 0) == [c for c, _, _ in t.runs()] for k, t in enumerate(tiles))
         print(f"{case}: {len(job.chunks)} chunks, cycles {st.cycles} (one image: {one.cycles})")
+
+
+def test_pe_model_chunked_wg_cost():
+    """The reload cost on the tiny preset's 2x2 array (act_buf_depth 256): WG 3x3, 2 -> 8
+    channels, 16x16 (one 256-word plane per PE column and sample), batch 1 / 2 / 4 against the
+    same layer with one image; chunks of whole samples, so the extra cycles are at most the
+    reloads (2 + 256 each, one per extra chunk per tile)."""
+    cfg = preset("tiny")
+    for B in (1, 2, 4):
+        st = {}
+        for depth in (cfg.act_buf_depth, 1 << 14):
+            job, ref = layers.random_array_layer("wg", cfg=cfg.replace(act_buf_depth=depth),
+                                                 kernel=3, stride=1, padding=1, seed=1, batch=B,
+                                                 cin=2, cout=8, height=16, width=16)
+            st[depth] = (am.cycles(job).cycles, len(job.grid[0][0][0].chunks),
+                         len(job.grid[0][0]))
+        (c, k, t), (one, _, _) = st[cfg.act_buf_depth], st[1 << 14]
+        assert k == B and c - one <= t * (B - 1) * (pm.RELOAD_GAP + 256) and (c > one) == (B > 1)
+        print(f"batch {B}: {k} chunk(s), {t} tile(s): {c} cycles, one image {one} "
+              f"(+{100 * (c / one - 1):.1f}%)")
 
 
 # --------------------------------------------------------------------------------------------
