@@ -97,7 +97,8 @@ def test_pe_model_chunked_wg(mode_seed):
     rng = np.random.default_rng(mode_seed)
     for _ in range(12):
         B, K, S = int(rng.integers(1, 4)), int(rng.choice([1, 3, 5])), int(rng.choice([1, 2]))
-        p, cin, hw = int(rng.integers(0, min(K, 3))), int(rng.integers(1, 6)), int(rng.integers(5, 9))
+        p, cin = int(rng.integers(0, min(K, 3))), int(rng.integers(1, 6))
+        hw = int(rng.integers(5, 9))
         dense = bool(rng.random() < 0.3)
         plane = hw * hw
         depth = max(16, plane * int(rng.integers(1, 4)))
