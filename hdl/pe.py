@@ -46,13 +46,19 @@ taps : In(stream.Signature(taps_layout))
     ``{value (weight; unused in WG), kw, base (psum address of the destination row; the
     accumulator address in WG), rowbase (WG: dense-scratchpad address of the X row), en}``
     and ``parity`` (stride-2 FP: which column-parity sub-list the bundle walks), ``last``
-    (last bundle of this operand row: the row's buffer is released) and ``eot`` (end of tile:
-    last bundle of the tile, implies ``last``; the engine then waits for drain commands). A
+    (last bundle of this operand row: the row's buffer is released), ``eot`` (end of tile:
+    last bundle of the tile, implies ``last``; the engine then waits for drain commands) and
+    ``eoc`` (chunked WG, on a row's last bundle: the last bundle that reads the current
+    scratchpad image; the engine then holds WG bundles until the next load has ended). A
     bundle with no enabled slot is a 1-cycle *skip* beat (used to release a row with no taps).
 dense : In(stream.Signature(dense_layout))
     ``{value, last}``: X values written to the dense scratchpad at consecutive addresses from
     0; ``last`` ends the load (the next load starts at address 0 again). Load it before the WG
-    job: the engine does not start a WG bundle while a load is in progress.
+    job: the engine does not start a WG bundle while a load is in progress. ``dense.ready``
+    (a register) is 0 from a load's ``last`` beat until the image is released, 3 cycles after
+    the last processing cycle of an ``eoc`` or ``eot`` bundle (its last scratchpad read is
+    then issued): a reload offered early waits, and never overwrites a word still to be read
+    (chunked WG: ``docs/pe.md``, "Chunked WG scratchpad").
 drain : In(stream.Signature(drain_layout))
     ``{base, count, raw, last}``: after an ``eot``, read ``count`` (``0`` counts as 1)
     addresses from ``base`` in all banks, sum them, emit them on ``o`` and clear them to 0;
@@ -107,7 +113,9 @@ The buffer is double-buffered: with ``E_{-1} = E_{-2} = 0`` and ``F_{-1} = 0``::
     S_r = max(F_r, E_{r-1})       # processing start
     E_r = S_r + P_r               # processing end
 
-and the job takes ``cycles = E_last + 5 + 1 + C + 4`` (``C`` = drained addresses): 5 cycles
+(chunked WG: a row that starts another image's run waits for its reload, ``S_r >= E_{r-1} +
+2 + |image|``, :data:`sparseforge.gen.mapper.pe.RELOAD_GAP`), and the job takes ``cycles =
+E_last + 5 + 1 + C + 4`` (``C`` = drained addresses): 5 cycles
 of engine pipeline flush, 1 cycle to register each drain command, one cycle per drained
 address, 4 cycles of drain pipeline (one command per tile: ``E_last + 5 + 1 + C + 4``).
 ``stall_in = cycles - sum P_r - C - 10`` with ideal (never idle, never back-pressured)
@@ -173,13 +181,15 @@ def pe_slot_layout(data_width, k_max, psum_buf_depth, act_buf_depth) -> data.Str
 
 def pe_taps_layout(macs_per_pe, data_width, k_max, psum_buf_depth,
                    act_buf_depth) -> data.StructLayout:
-    """A tap bundle: ``slots[macs_per_pe]`` (slot 0 in the least significant bits), then flags."""
+    """A tap bundle: ``slots[macs_per_pe]`` (slot 0 in the least significant bits), then flags
+    (``eoc`` last: it was added after the others, so their bit positions did not move)."""
     return data.StructLayout({
         "slots": data.ArrayLayout(pe_slot_layout(data_width, k_max, psum_buf_depth, act_buf_depth),
                                   macs_per_pe),
         "parity": unsigned(1),
         "last": unsigned(1),
         "eot": unsigned(1),
+        "eoc": unsigned(1),
     })
 
 
@@ -445,22 +455,33 @@ class PE(wiring.Component):
         d_wr = dmem.write_port()
         d_rds = [dmem.read_port() for _ in range(self._lanes)]
         dptr = Signal(self._da_w)
+        # ``own``: the scratchpad holds an image the engine may still read: set by a load's
+        # last beat, cleared by the sequencer RELOAD_GAP cycles after an ``eoc``/``eot`` bundle
+        # (``dense.ready`` is this register, inverted: a load never overwrites words a bundle
+        # received before the load's chunk end still reads).
+        own = Signal()
+        take = Signal()
         m.d.comb += [
-            self.dense.ready.eq(1),
+            self.dense.ready.eq(~own),
+            take.eq(self.dense.valid & ~own),
             d_wr.addr.eq(dptr),
             d_wr.data.eq(self.dense.payload.value),
-            d_wr.en.eq(self.dense.valid),
+            d_wr.en.eq(take),
         ]
-        # dense_loading == (dptr != 0), kept as a register (for Fmax: it gates the engine)
+        # dense_loading: the engine holds WG bundles -- a load is in progress (dptr != 0), or an
+        # ``eoc`` bundle consumed the image and the next load has not ended (the sequencer sets
+        # it); a register (for Fmax: it gates the engine)
         dense_loading = Signal()
-        with m.If(self.dense.valid):
+        with m.If(take & self.dense.payload.last):
+            m.d.sync += own.eq(1)
+        with m.If(take):
             with m.If(self.dense.payload.last):
                 m.d.sync += [dptr.eq(0), dense_loading.eq(0)]
             with m.Elif(dptr == self._dense_depth - 1):
                 m.d.sync += [dptr.eq(0), self.error.eq(1), dense_loading.eq(0)]
             with m.Else():
                 m.d.sync += [dptr.eq(dptr + 1), dense_loading.eq(1)]
-        return SimpleNamespace(rds=d_rds, loading=dense_loading)
+        return SimpleNamespace(rds=d_rds, loading=dense_loading, own=own)
 
     def _psum_banks(self, m):
         """``banks[lane][half] = (read port, write port)``, ``psum_buf_depth`` words of
@@ -497,7 +518,7 @@ class PE(wiring.Component):
         # The bundle goes into a ring-style queue (wide; its consumers are pipelined), its
         # accept flags into a shift-style queue in lockstep (narrow; the flags of the head are
         # plain registers feeding the accept decision, no read multiplexer in the loop).
-        fl_layout = data.StructLayout({"any_en": 1, "par": 1, "row_end": 1, "eot": 1})
+        fl_layout = data.StructLayout({"any_en": 1, "par": 1, "row_end": 1, "eot": 1, "eoc": 1})
         m.submodules.taps_q = taps_q = SkidBuffer(self.taps_layout)
         m.submodules.flags_q = flags_q = SkidBuffer(fl_layout, shift=True)
         tin = self.taps.payload
@@ -511,6 +532,7 @@ class PE(wiring.Component):
             flags_q.i.payload.par.eq(ctl.split & tin.parity),
             flags_q.i.payload.row_end.eq(tin.last | tin.eot),
             flags_q.i.payload.eot.eq(tin.eot),
+            flags_q.i.payload.eoc.eq(tin.eoc),
         ]
         m.d.comb += taps_q.o.ready.eq(flags_q.o.ready)
         return SimpleNamespace(head=flags_q.o, bundle=taps_q.o.payload)
@@ -566,6 +588,19 @@ class PE(wiring.Component):
             for h in range(2):
                 with m.If(eb != h):       # eb has moved on to the other half by now
                     m.d.sync += pend[h].eq(1)
+        # Chunked WG (``eoc``): the bundle that ends an image's run holds the engine until the
+        # next load has ended (``dense.loading``, set here, after the scratchpad's own update,
+        # so this assignment wins) and, RELOAD_GAP + 1 = 3 cycles after its last processing
+        # cycle -- when its last scratchpad read (S2) is issued; a write in that cycle does not
+        # reach the read (not transparent) -- lets the load in (``own``). An ``eot`` lets the
+        # next load in the same way (an unchunked job's next image may follow its last tile)
+        # but does not hold the engine.
+        rel = Signal(2)
+        m.d.sync += rel.eq(Cat(proc & done & (taps.payload.eoc | taps.payload.eot), rel[0]))
+        with m.If(rel[1]):
+            m.d.sync += dense.own.eq(0)
+        with m.If(proc & done & taps.payload.eoc):
+            m.d.sync += dense.loading.eq(1)
         with m.If(proc):
             with m.If(done):
                 m.d.sync += i.eq(0)
@@ -581,7 +616,7 @@ class PE(wiring.Component):
             with m.Else():
                 m.d.sync += [i.eq(i + 1), tile_open.eq(1)]
         return SimpleNamespace(proc=proc, work=work, eb=eb, pend=pend, tile_open=tile_open,
-                               slots=slots)
+                               tile_end_q=tile_end_q, slots=slots)
 
     def _addresses(self, m, ctl, ob, seq):
         """Engine S1r and S1: per lane, the product's validity and its psum and dense-scratchpad
@@ -887,7 +922,10 @@ class PE(wiring.Component):
         m.d.comb += in_job.eq(self.active | start)
         with m.If(start):
             m.d.sync += self.active.eq(1)
-        with m.If(ro.tile_end & ~pend[0] & ~pend[1] & ~seq.tile_open):
+        # (``tile_end_q``: a tile closed in the previous cycle and is marked pending only now;
+        # without it the job ended for a few cycles when a tile's ``eot`` came one cycle before
+        # the previous tile's last output beat -- chunked WG reloads made that common)
+        with m.If(ro.tile_end & ~pend[0] & ~pend[1] & ~seq.tile_open & ~seq.tile_end_q):
             m.d.sync += self.active.eq(0)
         flush = (dc.tok != 0) & ~seq.tile_open
         tail = (dc.last_acc & ~dc.issue) | (ro.d1rv & ro.d1r_end) | (ro.d2v & ro.d2_end) | \

@@ -161,7 +161,8 @@ def map_array(mode, *, cfg, x=None, w=None, dy=None, x_shape=None, w_shape=None,
             # still stream a row so its PEs end their tiles; a tapless copy is a skip row
             r0 = job.rows[0]
             kept = [pm.OperandRow(r0.values, r0.cols, r0.t_value[:0], r0.t_kw[:0],
-                                  r0.t_base[:0], r0.t_rowbase[:0], r0.t_parity[:0], r0.label)]
+                                  r0.t_base[:0], r0.t_rowbase[:0], r0.t_parity[:0], r0.label,
+                                  r0.chunk)]
         job.rows = kept
         job._bundles = None
         return job

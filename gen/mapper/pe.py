@@ -25,7 +25,12 @@ Schedule rules (*ours*):
   column parity they need (``(pad + kw) % 2``), parity 0 first; each group is cut into bundles
   of ``lanes`` slots, the last one padded with disabled slots.
 * Psum layout: FP ``((b*Cout + n)*Ho + y)*Wo + x``; BP ``((b*Cin + c)*H + h)*W + x``; WG
-  ``((n*Cin + c)*Kh + kr)*Kw + kw``. Dense scratchpad (WG): ``((b*Cin + c)*H + h)*W + x``.
+  ``((n*Cin + c)*Kh + kr)*Kw + kw``. Dense scratchpad (WG): ``((b*Cin + c)*H + h)*W + x``,
+  minus the chunk's first word when the input is chunked.
+* WG inputs larger than ``act_buf_depth`` (*ours*): chunks of whole ``(b, c)`` planes
+  (:func:`wg_chunks`), rows taken chunk by chunk, ``eoc`` on each run's last bundle; per tile
+  each run's chunk is loaded (all but the first tile's first during the job), costing
+  ``RELOAD_GAP`` + its words before the run's first row (:func:`cycles_grid`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["PEJob", "OperandRow", "PEStats", "map_conv_fp", "map_conv_bp", "map_conv_wg",
+           "wg_chunks", "RELOAD_GAP",
            "execute", "cycles", "cycles_tiles", "cycles_grid", "split_tiles", "assemble_tiles",
            "tile_expected", "row_cost", "MODES",
            "PIPE_FLUSH", "DRAIN_LATENCY", "RELEASE", "DRAIN_ACCEPT"]
@@ -51,6 +57,10 @@ PIPE_FLUSH = 5
 DRAIN_LATENCY = 4
 #: Cycles from a tile's last drain read until its psum half is free again (cleared in D1).
 RELEASE = 2
+#: WG chunked: cycles from the end of a scratchpad image's last bundle (its ``eoc``/``eot``
+#: bundle's last processing cycle + 1) to the first beat of the next image's load (the PE
+#: accepts the load once that bundle's last scratchpad reads are issued).
+RELOAD_GAP = 2
 #: Cycles from accepting a drain command to its first read (the command is registered
 #: first; a command is accepted after the previous one's last read).
 DRAIN_ACCEPT = 1
@@ -71,6 +81,8 @@ class OperandRow:
     t_rowbase: np.ndarray
     t_parity: np.ndarray
     label: tuple = ()
+    #: WG: the scratchpad chunk (index into :attr:`PEJob.chunks`) whose image the taps read
+    chunk: int = 0
 
     @property
     def n_taps(self) -> int:
@@ -95,9 +107,48 @@ class PEJob:
     dense_mode: bool
     raw: bool
     empty_rows: str = "omit"
+    #: WG: the scratchpad images (chunks of ``x``, each at most ``act_buf_depth`` words); one
+    #: image (``[dense]``) when the whole input fits. Rows name theirs (:attr:`OperandRow.chunk`)
+    chunks: list = None
     #: for a tile of :func:`split_tiles`: the whole layer's output rows it holds, in order
     out_rows: object = field(default=None, repr=False)
     _bundles: list = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.chunks is None:
+            self.chunks = [self.dense]
+
+    # -- WG scratchpad chunks ----------------------------------------------------------------
+    @property
+    def chunked(self) -> bool:
+        """WG with more than one scratchpad image: the PE reloads its scratchpad per chunk."""
+        return len(self.chunks) > 1
+
+    def runs(self) -> list:
+        """``[(chunk, first row, stop row)]``: the maximal runs of consecutive operand rows that
+        read the same scratchpad chunk, in stream order (one run when not :attr:`chunked`)."""
+        out = []
+        for r, row in enumerate(self.rows):
+            c = row.chunk if self.chunked else 0
+            if out and out[-1][0] == c:
+                out[-1][2] = r + 1
+            else:
+                out.append([c, r, r + 1])
+        return [tuple(x) for x in out]
+
+    def loads(self, first: bool) -> list:
+        """The scratchpad images (chunk indices) this tile loads, in order; ``first``: the tile
+        is the first of its PE's tile sequence. Not chunked: the one image, loaded once before
+        the first tile. Chunked: every run's image, each tile again (the first tile's first one
+        before the job, the others in the job, each after the run before it: see
+        :func:`cycles_grid`)."""
+        if not self.chunked:
+            return [0] if first else []
+        return [c for c, _, _ in self.runs()]
+
+    def image(self, row) -> np.ndarray:
+        """The scratchpad image ``row``'s taps read."""
+        return self.chunks[row.chunk] if self.chunked else self.dense
 
     # -- control inputs --------------------------------------------------------------------
     def control(self) -> dict:
@@ -124,8 +175,9 @@ class PEJob:
         return out
 
     def bundles(self) -> list:
-        """Per row, its bundles: ``(slots, parity, last, eot)``, ``slots`` a list of ``lanes``
-        tuples ``(value, kw, base, rowbase, en)``."""
+        """Per row, its bundles: ``(slots, parity, last, eot, eoc)``, ``slots`` a list of
+        ``lanes`` tuples ``(value, kw, base, rowbase, en)``; ``eoc`` (chunked WG only) on the
+        last bundle of each run of rows that read one scratchpad image (:meth:`runs`)."""
         if self._bundles is None:
             L = self.macs_per_pe
             per_row = []
@@ -138,12 +190,15 @@ class PEJob:
                         slots = [(int(row.t_value[k]), int(row.t_kw[k]), int(row.t_base[k]),
                                   int(row.t_rowbase[k]), 1) for k in chunk]
                         slots += [(0, 0, 0, 0, 0)] * (L - len(slots))
-                        bl.append([slots, p, 0, 0])
+                        bl.append([slots, p, 0, 0, 0])
                 if not bl:                                   # a skip beat releases the row
-                    bl.append([[(0, 0, 0, 0, 0)] * L, 0, 0, 0])
+                    bl.append([[(0, 0, 0, 0, 0)] * L, 0, 0, 0, 0])
                 bl[-1][2] = 1
                 per_row.append(bl)
             per_row[-1][-1][3] = 1                           # end of tile
+            if self.chunked:                                 # end of each chunk's run
+                for _, _, stop in self.runs():
+                    per_row[stop - 1][-1][4] = 1
             self._bundles = per_row
         return self._bundles
 
@@ -151,15 +206,30 @@ class PEJob:
         """``taps`` beats as field dicts (for ``layout.const``)."""
         out = []
         for bl in self.bundles():
-            for slots, p, last, eot in bl:
+            for slots, p, last, eot, eoc in bl:
                 out.append({"slots": [{"value": v, "kw": kw, "base": b, "rowbase": rb, "en": en}
                                       for v, kw, b, rb, en in slots],
-                            "parity": p, "last": last, "eot": eot})
+                            "parity": p, "last": last, "eot": eot, "eoc": eoc})
         return out
 
+    @staticmethod
+    def image_beats(img) -> list:
+        """``dense`` beats of one scratchpad image (``last`` on its final word)."""
+        k = img.size
+        return [{"value": int(v), "last": int(j == k - 1)} for j, v in enumerate(img)]
+
     def dense_beats(self) -> list:
-        k = self.dense.size
-        return [{"value": int(v), "last": int(j == k - 1)} for j, v in enumerate(self.dense)]
+        """``dense`` beats of the image loaded before the job (the first tile's first one)."""
+        return self.image_beats(self.chunks[self.runs()[0][0]] if self.chunked else self.dense)
+
+    def reload_beats(self, first: bool) -> list:
+        """``dense`` beats of the images this tile loads *during* the job (chunked WG), one
+        list per load, in order; ``first``: the tile is its PE's first (whose first image is
+        :meth:`dense_beats`, loaded before the job)."""
+        loads = self.loads(first)
+        if not self.chunked:
+            return []
+        return [self.image_beats(self.chunks[c]) for c in (loads[1:] if first else loads)]
 
     def drain_beats(self) -> list:
         return [{"base": b, "count": c, "raw": int(r), "last": int(last)}
@@ -407,10 +477,33 @@ def map_conv_bp(dy, w, x_shape, *, stride=1, padding=0, cfg, mask=None, dense=Fa
     return _finish(job, rows, empty_rows)
 
 
+def wg_chunks(x_shape, act_buf_depth: int) -> list:
+    """The scratchpad chunks of a WG input ``x`` of shape ``x_shape = (B, C, H, W)`` (one PE's
+    image, ``(b, c, h, w)`` order): ``[(first plane, stop plane)]`` over the ``B*C`` planes
+    ``(b, c)`` of ``H*W`` words. The whole image when it fits ``act_buf_depth`` (one chunk);
+    else consecutive groups of ``act_buf_depth // (H*W)`` whole planes (*ours*), so chunk ``k``
+    is the image's words ``[p0*H*W, p1*H*W)`` -- a contiguous slice, loaded from address 0.
+    A plane larger than the scratchpad raises ``ValueError``."""
+    B, C, H, W = (int(v) for v in x_shape)
+    plane, n = H * W, B * C
+    if n * plane <= act_buf_depth:
+        return [(0, n)]
+    if plane > act_buf_depth:
+        raise ValueError(f"dense scratchpad out of range: one input plane ({H}x{W} = {plane} "
+                         f"words) does not fit act_buf_depth={act_buf_depth} (WG chunks hold "
+                         f"whole planes)")
+    return tiling.bands(n, act_buf_depth // plane)
+
+
 def map_conv_wg(x, dy, w_shape, *, stride=1, padding=0, cfg, dense=False, raw=True,
                 empty_rows="omit", drain_chunk=None) -> PEJob:
     """WG: operand rows ``dy[b, n, y]``, the dense X in the scratchpad, every tap ``(c, kr,
-    kw)`` (the weight gradient is dense), output ``conv2d_backward_weight(x, dy, w_shape)``."""
+    kw)`` (the weight gradient is dense), output ``conv2d_backward_weight(x, dy, w_shape)``.
+
+    An ``x`` larger than ``act_buf_depth`` is cut into chunks of whole planes
+    (:func:`wg_chunks`): the rows are then taken chunk by chunk, each ``dy[b, n, y]`` once per
+    chunk holding planes of sample ``b``, with the taps that read that chunk (``rowbase``
+    relative to the chunk); the partial sums accumulate over the chunks."""
     cfg = _check_cfg(cfg)
     x, dy = _as_int("x", x, 4), _as_int("dy", dy, 4)
     B, Cin, H, W, Cout, Kh, Kw, Ho, Wo = _geometry(x.shape, w_shape, stride, padding,
@@ -419,28 +512,38 @@ def map_conv_wg(x, dy, w_shape, *, stride=1, padding=0, cfg, dense=False, raw=Tr
     _check_dy_shape(dy, B, Cout, Ho, Wo)
     _check_range("x", x, cfg.data_width)
     _check_range("dy", dy, cfg.data_width)
-    if x.size > cfg.act_buf_depth:
-        raise ValueError(f"dense scratchpad out of range: X needs {x.size} words but "
-                         f"act_buf_depth={cfg.act_buf_depth}")
+    bands = wg_chunks(x.shape, cfg.act_buf_depth)
     _psum_check(cfg, Cout * Cin * Kh * Kw)
     cfg.check_reduction(B * Ho * Wo, "WG weight gradient")
     c_i, kr_i, kw_i = (a.ravel() for a in np.meshgrid(np.arange(Cin), np.arange(Kh),
                                                       np.arange(Kw), indexing="ij"))
+    plane = H * W
+    flat = x.ravel()
+    chunked = len(bands) > 1
     rows = []
-    for b in range(B):
-        for n in range(Cout):
-            for y in range(Ho):
-                h = y * stride + kr_i - padding
-                ok = (h >= 0) & (h < H)
-                base = ((n * Cin + c_i) * Kh + kr_i) * Kw + kw_i
-                rowbase = ((b * Cin + c_i) * H + h) * W
-                k = int(ok.sum())
-                mk = _order_taps(np.zeros(k, np.int64), kw_i[ok], base[ok], rowbase[ok],
-                                 np.zeros(k, np.int64), ("dy", b, n, y))
-                rows.append(mk(*_operand_row(dy[b, n, y], dense)))
+    for k, (p0, p1) in enumerate(bands):
+        for b in range(B):
+            pl = b * Cin + c_i                           # each tap's plane
+            mine = (pl >= p0) & (pl < p1)
+            if not mine.any():
+                continue                                 # no plane of sample b in this chunk
+            for n in range(Cout):
+                for y in range(Ho):
+                    h = y * stride + kr_i - padding
+                    ok = (h >= 0) & (h < H) & mine
+                    base = ((n * Cin + c_i) * Kh + kr_i) * Kw + kw_i
+                    rowbase = (pl * H + h) * W - p0 * plane
+                    kk = int(ok.sum())
+                    mk = _order_taps(np.zeros(kk, np.int64), kw_i[ok], base[ok], rowbase[ok],
+                                     np.zeros(kk, np.int64), ("dy", b, n, y))
+                    row = mk(*_operand_row(dy[b, n, y], dense))
+                    row.chunk = k
+                    rows.append(row)
     job = dict(mode="wg", stride=stride, pad=padding, out_len=Wo, in_len=W,
                skip_zero=not dense, macs_per_pe=cfg.macs_per_pe, cfg=cfg,
-               dense=x.ravel().copy(), drains=_drains(cfg, Cout * Cin * Kh * Kw, raw, drain_chunk),
+               dense=flat.copy() if not chunked else flat[:bands[0][1] * plane].copy(),
+               chunks=[flat[p0 * plane:p1 * plane].copy() for p0, p1 in bands],
+               drains=_drains(cfg, Cout * Cin * Kh * Kw, raw, drain_chunk),
                out_shape=(Cout, Cin, Kh, Kw), dense_mode=dense, raw=raw)
     return _finish(job, rows, empty_rows)
 
@@ -481,8 +584,9 @@ def _products(job, row, entries):
             else:
                 ok = (t >= 0) & (t < job.in_len)
                 addr = np.broadcast_to(base, t.shape)
-                xi = np.clip(row.t_rowbase[sel][:, None] + t, 0, max(job.dense.size - 1, 0))
-                prod = a * np.where(ok, job.dense[xi] if job.dense.size else 0, 0)
+                img = job.image(row)
+                xi = np.clip(row.t_rowbase[sel][:, None] + t, 0, max(img.size - 1, 0))
+                prod = a * np.where(ok, img[xi] if img.size else 0, 0)
         ok = ok & np.ones(t.shape, dtype=bool)
         addrs.append((np.broadcast_to(lane, t.shape)[ok], addr[ok]))
         prods.append(prod[ok])
@@ -559,6 +663,8 @@ def cycles_tiles(tiles: list) -> PEStats:
     previous drain released its half (``RELEASE`` cycles after its last read)::
 
         S_first(t) = max(F_r, E_{r-1}, Rel_{t-2})
+        S_r = max(F_r, E_{r-1}, E_{r-1} + RELOAD_GAP + |image|)   # chunked WG: a row that
+                                      # starts a run (a tile's first row too, but tile 0's)
         D_t = max(E_t + PIPE_FLUSH, Rel_{t-1});  I_t = D_t + C_t - 1;  Rel_t = I_t + RELEASE
         cycles = I_last + 1 + DRAIN_LATENCY
 
@@ -606,6 +712,12 @@ def cycles_grid(grid: list):
                     _, proc, stored = costs[j]
                     a = acc[i][j]
                     s = max(f, e1[i][j])
+                    job = grid[i][j][t]
+                    if job.chunked and (r > 0 and rows[j][r].chunk != rows[j][r - 1].chunk
+                                        or r == 0 and t > 0):
+                        # a new scratchpad image: its load starts RELOAD_GAP cycles after the
+                        # previous image's last bundle and takes one cycle per word
+                        s = max(s, e1[i][j] + RELOAD_GAP + job.chunks[rows[j][r].chunk].size)
                     if r == 0:
                         s = max(s, rel[j][t % 2])
                         if a["flush_from"] is not None:
@@ -617,7 +729,6 @@ def cycles_grid(grid: list):
                     a["iv"].append((s, e))
                     a["proc"] += proc
                     a["nnz"] += stored
-                    job = grid[i][j][t]
                     addrs, _ = _products(job, rows[j][r], job.stored(rows[j][r]))
                     a["busy"] += sum(x.size for _, x in addrs)
         for j in range(C):
@@ -688,12 +799,13 @@ def split_tiles(job: PEJob, tile_words: int | None = None, *, cfg=None) -> list:
             sel = tile_of[dest] == k
             base = pos_of[dest[sel]] * unit + row.t_base[sel] % unit
             rows.append(OperandRow(row.values, row.cols, row.t_value[sel], row.t_kw[sel],
-                                   base, row.t_rowbase[sel], row.t_parity[sel], row.label))
+                                   base, row.t_rowbase[sel], row.t_parity[sel], row.label,
+                                   row.chunk))
         drains = _drains(cfg, n, job.raw, min(chunk, n))
         kw = dict(mode=job.mode, stride=job.stride, pad=job.pad, out_len=job.out_len,
                   in_len=job.in_len, skip_zero=job.skip_zero, macs_per_pe=job.macs_per_pe, cfg=cfg,
-                  dense=job.dense, drains=drains, out_shape=(n,), dense_mode=job.dense_mode,
-                  raw=job.raw)
+                  dense=job.dense, chunks=job.chunks, drains=drains, out_shape=(n,),
+                  dense_mode=job.dense_mode, raw=job.raw)
         tile = _finish(kw, rows, job.empty_rows)
         tile.out_rows = mine
         tiles.append(tile)

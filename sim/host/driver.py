@@ -10,24 +10,36 @@ Two layers:
   ``s_axil``, ``AxiStreamSource`` on ``s_axis``, ``AxiStreamSink`` on ``m_axis``.
 
 A PE-array layer phase (:class:`sparseforge.gen.mapper.array.ArrayJob`) is sent as: the CTRL
-packet, the WG X scratchpads, then the tiles in a deadlock-free order -- tile ``t``'s rows
-(per PE row: an operand row, then each PE's bundles for it) are followed by tile ``t - 1``'s
-drain commands, so tile ``t`` is processed while tile ``t - 1`` drains -- and END. The router
-serves one packet at a time, so a packet must never wait for one sent after it: a row's
-bundles need the row (sent before), a row needs a free buffer half (the bundles of the row two
-back, sent before), a tile's first bundle needs its psum half (tile ``t - 2`` drained, sent
-before), and a drain needs its tile finished (all its rows sent before).
+packet, the WG X scratchpads (the first image of each PE), then the tiles in a deadlock-free
+order -- tile ``t``'s rows (per PE row: an operand row, then each PE's bundles for it) are
+followed by tile ``t - 1``'s drain commands, so tile ``t`` is processed while tile ``t - 1``
+drains -- and END. A chunked WG phase (an input larger than ``act_buf_depth``) adds, per PE
+row and tile, before each run of rows that reads another scratchpad chunk, that chunk's image
+for each PE of the row (``dense_r{i}_c{j}``). The router serves one packet at a time, so a
+packet must never wait for one sent after it: a row's bundles need the row (sent before), a
+row needs a free buffer half (the bundles of the row two back, sent before), a tile's first
+bundle needs its psum half (tile ``t - 2`` drained, sent before), a drain needs its tile
+finished (all its rows sent before), and a reload needs its PE to have finished the previous
+chunk's last bundle (``eoc``: its rows and bundles, sent before; they need nothing sent
+after the reload).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from sparseforge.gen.mapper.pe import PEJob
 from sparseforge.hdl.axil import CTRL_START, REGS, SCHED_LOADED, STATUS_DONE, STATUS_ERROR
 from sparseforge.hdl.wire import (DEST_END, ctrl_layout, destinations, header, pe_layouts,
                                   pgctl_layout, sources, split_header)
 from sparseforge.sim.host.pregen import pregen_beats, pregen_reassemble, unpack_pregen_out
 from sparseforge.sim.testkit.amaranth_streams import pack_beats, unpack
+
+
+def pm_image_beats(img) -> list[dict]:
+    """``dense`` beats of one scratchpad image (``last`` on its final word)."""
+    from sparseforge.gen.mapper.pe import PEJob
+    return PEJob._image_beats(img)
 
 __all__ = ["PacketCodec", "Driver"]
 
@@ -139,10 +151,23 @@ class PacketCodec:
                                                              .drain_beats()))
                     for j in range(C)]
 
+        def rows_of(tiles, t):
+            """Row indices of a PE row's tile in stream order, with the chunk reloads (per
+            run of rows reading one scratchpad chunk, but the job's very first) before them."""
+            for k, (c, r0, r1) in enumerate(tiles[0].runs()):
+                if tiles[0].chunked and (t or k):
+                    yield [(j, tiles[j].chunks[c]) for j in range(C)]
+                yield from range(r0, r1)
+
         for t in range(n_tiles):
             for i in range(R):
                 tiles = [job.grid[i][j][t] for j in range(C)]
-                for r in range(len(tiles[0].rows)):
+                for r in rows_of(tiles, t):
+                    if isinstance(r, list):                   # a chunk reload
+                        for j, img in r:
+                            pk.append(self.packet(f"dense_r{i}_c{j}", self._packed(
+                                "dense", PEJob.image_beats(img))))
+                        continue
                     row = tiles[0].rows[r]
                     k = row.values.size
                     xb = [{"value": int(v), "col": int(c), "last": int(q == k - 1)}
@@ -152,8 +177,8 @@ class PacketCodec:
                         bundles = tiles[j].bundles()[r]
                         tb = [{"slots": [{"value": v, "kw": kw, "base": b, "rowbase": rb,
                                           "en": en} for v, kw, b, rb, en in slots],
-                               "parity": p, "last": last, "eot": eot}
-                              for slots, p, last, eot in bundles]
+                               "parity": p, "last": last, "eot": eot, "eoc": eoc}
+                              for slots, p, last, eot, eoc in bundles]
                         pk.append(self.packet(f"taps_r{i}_c{j}", self._packed("taps", tb)))
             if t >= 1:
                 pk += drains(t - 1)
@@ -361,8 +386,11 @@ class Driver:
         result equals the golden model's phase; ``raw=True`` returns the raw column sums.
         ``step``: the schedule opcode when a schedule is running (else None).
 
-        Raises ``ValueError`` for a phase the configuration cannot map (e.g. a WG input larger
-        than ``act_buf_depth``) and ``RuntimeError`` when the accelerator reports an error.
+        A WG input larger than ``act_buf_depth`` runs in scratchpad chunks of whole ``(b,
+        c)`` planes, reloaded per tile (:func:`sparseforge.gen.mapper.pe.wg_chunks`).
+        Raises ``ValueError`` for a phase the configuration cannot map (e.g. a WG input plane
+        ``H*W`` larger than ``act_buf_depth``, a row longer than ``max_row_len``) and
+        ``RuntimeError`` when the accelerator reports an error.
         After the call :attr:`last_phase` holds ``cycles`` (the CYCLES counter's increment),
         ``array_cycles`` (the exact array model's cycles for the same work), ``words_in`` /
         ``words_out`` (stream words) and ``status``."""
@@ -380,7 +408,7 @@ class Driver:
             kw["mask"] = mask
         job = am.map_array(phase, cfg=self.codec.cfg, stride=stride, padding=padding, raw=raw,
                            **kw)
-        if self.ram is not None and not raw:
+        if self.ram is not None and not raw and not self._chunked_wg(phase, kw):
             return await self._run_phase_dma(phase, job, kw, stride, padding, step)
         c0 = await self.counter("cycles")
         w0, o0 = self.words_in, self.words_out
@@ -515,6 +543,16 @@ class Driver:
                            "card_words_out": self.card_words_out - d0,
                            "status": status, "data_plane": "dma"}
         return out
+
+    def _chunked_wg(self, phase, kw) -> bool:
+        """A WG phase whose per-column scratchpad image exceeds ``act_buf_depth`` (the chunked
+        reload of gen/mapper/pe.py, which the hardware mapper does not do yet: such a phase
+        takes the host-fed path)."""
+        if phase != "wg":
+            return False
+        cfg = self.codec.cfg
+        B, Cin, H, W = np.asarray(kw["x"]).shape
+        return B * -(-Cin // cfg.pe_cols) * H * W > cfg.act_buf_depth
 
     def check_fits(self, phase: str, sizes: dict):
         """``ValueError`` (before anything is sent) when a tensor of the phase is larger than

@@ -865,7 +865,8 @@ def exact_phase_cycles(layer, phase, cfg: AcceleratorConfig, *, operand_density:
     equal to the RTL) on random tensors of the requested densities (:func:`random_tensors`),
     averaged over ``seeds``. ``weight_density < 1`` needs ``nm`` (the N:M pattern). Feasible
     only for layers the array model maps (row lengths <= ``max_row_len``, kernels <= ``k_max``,
-    strides 1/2, WG X within ``act_buf_depth``, every PE row fed) and small enough for numpy
+    strides 1/2, WG X planes within ``act_buf_depth`` (larger inputs
+    are chunked, reloads counted), every PE row fed) and small enough for numpy
     (ValueError otherwise, from the mapper). ``PhaseResult.useful_macs`` is the measured
     ``busy_mac`` of the first seed minus padding (products with a zero factor are counted by
     the PE only in dense mode)."""

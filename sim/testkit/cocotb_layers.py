@@ -17,10 +17,12 @@ def layer_from_params(p: dict, make=layers.random_layer, **extra):
     or :func:`~sparseforge.sim.testkit.layers.random_array_layer`) applied to the layer keys of
     ``p`` -- ``config`` (an ``AcceleratorConfig`` dict), ``mode``, ``kernel``, ``stride``,
     ``padding``, ``zero_frac``, ``nm`` (a list, or ``None`` for no pruning), ``seed``, ``cin``,
-    ``cout``, ``height``, ``width``, ``raw`` -- plus ``extra`` keyword arguments."""
+    ``cout``, ``height``, ``width``, ``raw``, optional ``batch`` (default 1) -- plus ``extra``
+    keyword arguments."""
     cfg = AcceleratorConfig.from_dict(p["config"])
     job, ref = make(p["mode"], cfg=cfg, kernel=p["kernel"], stride=p["stride"],
                     padding=p["padding"], zero_frac=p["zero_frac"],
                     nm=tuple(p["nm"]) if p["nm"] else None, seed=p["seed"], cin=p["cin"],
-                    cout=p["cout"], height=p["height"], width=p["width"], raw=p["raw"], **extra)
+                    cout=p["cout"], height=p["height"], width=p["width"], raw=p["raw"],
+                    batch=p.get("batch", 1), **extra)
     return cfg, job, ref

@@ -21,9 +21,10 @@ SMALL_SETS = ["--set", "pe_rows=1", "--set", "pe_cols=2", "--set", "psum_buf_dep
     (["--preset", ""], "--preset must name a preset"),
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--net", "no-such-net"], "unknown network"),
-    # the host mapper's WG scratchpad limit (docs/e2e.md): refused before anything is built
-    (["--batch", "2"], "digits-cnn at batch 2 does not map on tiny: dense scratchpad out of "
-                       "range"),
+    # the WG scratchpad limit (docs/e2e.md): a larger input is chunked, but one input plane
+    # must fit; refused before anything is built
+    (["--set", "act_buf_depth=128"], "WG: one input plane (16x16 = 256 words) does not fit "
+                                     "act_buf_depth=128"),
 ], ids=["batch0", "steps0", "lr", "preset-empty", "preset-unknown", "net", "unmappable"])
 def test_e2e_refuses_bad_runs(argv, msg, tmp_path, capsys):
     assert run_e2e.main(argv + ["-o", str(tmp_path / "out")]) == 2

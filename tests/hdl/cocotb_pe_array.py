@@ -2,7 +2,9 @@
 ``rows x cols`` array by :mod:`sparseforge.gen.mapper.array`, bit-exact against the golden model.
 
 Every input stream (Verilog ``x__{i}``, ``taps__{i}__{j}``, ``drain__{j}``; WG also
-``dense__{i}__{j}`` first) is driven by a :class:`StreamSource` with an idle pattern, every
+``dense__{i}__{j}`` first, and in a chunked WG the reloads during the job, offered from its
+first cycle: the PE holds them back) is driven by a :class:`StreamSource` with an idle
+pattern, every
 ``o__{j}`` is taken by a :class:`StreamSink` with a back-pressure pattern (which also checks the
 stream rule). Each ``(src, sink)`` pair in ``runs`` is one whole layer after a reset. Checks
 (``check_array`` of tests/hdl/test_pe_array.py, shared with the amaranth-sim test): the

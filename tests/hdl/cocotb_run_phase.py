@@ -1,6 +1,7 @@
 """cocotb: the documented one-phase call ``Driver.run_phase`` (docs/accelerator.md, "Running one
 layer phase from host tensors") on the ``accelerator`` Verilog -- FP with a forward N:M mask,
-BP with the backward mask, WG, stride 1 and 2, write-back and raw -- each result equal to the
+BP with the backward mask, WG, stride 1 and 2, write-back and raw, and a WG phase (batch 2) whose
+input exceeds the PE scratchpad (chunked, reloaded during the job) -- each result equal to the
 golden model's phase; bad calls raise before anything is sent."""
 
 import cocotb
@@ -62,6 +63,30 @@ async def run_phase_equals_golden(dut):
         assert np.array_equal(dw, ref if raw else wb(ref)), f"wg stride {stride} raw {raw}"
         dut._log.info(f"stride {stride} pad {pad} raw {raw}: fp/bp/wg equal the golden model "
                       f"(last: {lp['cycles']} cycles, array model {lp['array_cycles']})")
+    # WG whose scratchpad image exceeds act_buf_depth (batch 2): mapped as chunks of whole
+    # planes, each reloaded through its dense packet while the job runs
+    from sparseforge.gen.mapper import array as am
+    cpc = -(-p["cin"] // cfg.pe_cols)                  # channels per PE column
+    hw = p["chunk_hw"]
+    assert 2 * cpc * hw * hw > cfg.act_buf_depth >= hw * hw
+    for stride, pad in ((1, 1), (2, 0)):
+        xb = rng.integers(-2000, 2000, (2, p["cin"], hw, hw)) * (rng.random((2, p["cin"], hw, hw))
+                                                                < 0.6)
+        ho = (hw + 2 * pad - 3) // stride + 1
+        dyb = rng.integers(-2000, 2000, (2, p["cout"], ho, ho)) * (rng.random((2, p["cout"], ho,
+                                                                               ho)) < 0.5)
+        wsh = (p["cout"], p["cin"], 3, 3)
+        job = am.map_array("wg", cfg=cfg, x=xb, dy=dyb, w_shape=wsh, stride=stride, padding=pad)
+        chunks = len(job.grid[0][0][0].chunks)
+        assert chunks > 1
+        dw = await drv.run_phase("wg", x=xb, dy=dyb, w_shape=wsh, stride=stride, padding=pad)
+        ref = golden.conv2d_backward_weight(xb, dyb, wsh, stride, pad)
+        assert np.array_equal(dw, wb(ref)), f"chunked wg stride {stride}"
+        lp = drv.last_phase
+        assert lp["array_cycles"] == am.cycles(job).cycles and lp["cycles"] > lp["array_cycles"]
+        dut._log.info(f"chunked WG (batch 2, {hw}x{hw}, {chunks} chunks) stride {stride}: equal "
+                      f"to the golden model ({lp['cycles']} cycles, array model "
+                      f"{lp['array_cycles']})")
     # bad calls: refused before any packet is sent
     sent = drv.words_in
     for phase, kw, msg in (("xx", {}, "phase must be"),

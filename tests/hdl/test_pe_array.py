@@ -21,7 +21,9 @@ from sparseforge.sim.testkit.patterns import make_pattern
 
 def array_streams(job):
     """``(sources, dense loads)``: per input stream of the array, ``((port, *index), packed
-    beats)``, e.g. ``(("taps", i, j), [...])`` for ``taps[i][j]``."""
+    beats)``, e.g. ``(("taps", i, j), [...])`` for ``taps[i][j]``; the dense loads are the
+    scratchpad images loaded before the job, the images a chunked WG job reloads during the
+    job are sources (``("dense", i, j)``) like the others."""
     R, C = job.rows, job.cols
     lay = pe_layouts(job.cfg)
     cat = lambda tiles, f: [b for t in tiles for b in f(t)]      # noqa: E731
@@ -36,6 +38,12 @@ def array_streams(job):
                                                               pm.PEJob.drain_beats))))
     dense = [(("dense", i, j), pack_beats(lay["dense"], job.grid[i][j][0].dense_beats()))
              for i in range(R) for j in range(C)]
+    for i in range(R):
+        for j in range(C):
+            re = [b for t, tile in enumerate(job.grid[i][j])
+                  for load in tile.reload_beats(t == 0) for b in load]
+            if re:
+                srcs.append((("dense", i, j), pack_beats(lay["dense"], re)))
     return srcs, dense
 
 
@@ -235,6 +243,45 @@ def test_pe_array_fewer_operand_rows_than_pe_rows(mode):
     check_array(job, ref, vals, res, ideal=True)
 
 
+# (batch, kernel, stride, padding, cin, cout, H, W, dense mode, zero fraction, act_buf_depth,
+#  src, sink): WG layers whose per-column scratchpad image exceeds act_buf_depth
+CHUNKED_WG_CASES = [
+    (2, 3, 1, 1, 3, 8, 5, 6, False, 0.5, 32, "always", "always"),
+    (1, 1, 2, 0, 5, 4, 4, 7, True, 0.0, 32, "always", "always"),
+    (3, 5, 1, 2, 2, 3, 4, 4, False, 0.9, 32, "always", "always"),
+    (3, 3, 2, 1, 4, 3, 7, 7, False, 0.5, 128, "always", "always"),
+    (2, 3, 1, 0, 3, 2, 6, 5, False, 0.3, 64, "random", "random"),
+    (3, 3, 2, 2, 2, 4, 5, 5, False, 0.5, 32, "bursty", "cycle"),
+]
+
+
+@pytest.mark.parametrize("case", CHUNKED_WG_CASES,
+                         ids=lambda c: "b{}-k{}-s{}-p{}-d{}-{}".format(*c[:4], c[10], c[11]))
+def test_pe_array_chunked_wg(case):
+    """A WG phase whose scratchpad image (``x[:, c % cols == j]``) exceeds ``act_buf_depth``:
+    the reference maps it as chunks of whole planes, each reloaded per tile after the chunk
+    before it (``eoc``); the RTL array fed by the reference streams (the reloads are ``dense``
+    sources like any other, offered from the first cycle: the PE holds them back) equals the
+    golden result and, with ideal streams, every counter of the exact model."""
+    B, K, S, p, cin, cout, h, w, dense, zf, depth, src, sink = case
+    seed = 900 + CHUNKED_WG_CASES.index(case)
+    print(f"seed={seed} case={case}")
+    cfg = CFG.replace(act_buf_depth=depth)
+    job, ref = layers.random_array_layer("wg", cfg=cfg, kernel=K, stride=S, padding=p,
+                                         zero_frac=zf, seed=seed, batch=B, cin=cin, cout=cout,
+                                         height=h, width=w, dense=dense)
+    tiles = job.grid[0][0]
+    image = B * -(-cin // cfg.pe_cols) * h * w
+    assert image > depth and tiles[0].chunked                 # the case needs chunks
+    assert all(c.size <= depth for c in tiles[0].chunks)
+    assert np.array_equal(job.assemble(am.execute(job)), ref)
+    vals, res = run_array(job, src=src, sink=sink, seed=seed)
+    st = check_array(job, ref, vals, res, ideal=(src == sink == "always"))
+    loads = sum(len(t.loads(k == 0)) for k, t in enumerate(tiles))
+    print(f"chunks {len(tiles[0].chunks)} tiles {len(tiles)} loads/PE {loads}; array cycles "
+          f"RTL {res['cycles']} model {st.cycles}")
+
+
 # --------------------------------------------------------------------------------------------
 # cocotb on the emitted Verilog (Icarus, Verilator): tests/hdl/cocotb_pe_array.py
 # --------------------------------------------------------------------------------------------
@@ -253,11 +300,17 @@ COCOTB_CASES = [
     dict(mode="wg", kernel=3, stride=1, padding=1, zero_frac=0.5, nm=None, raw=False,
          mapping="interleaved", cin=3, cout=4, height=6, width=6, value_range=[-2000, 2000],
          runs=[["always", "always"], ["cycle", "random"]]),
+    # chunked WG: 3 samples x 3 channels per column x 8x8 = 576 words > act_buf_depth = 512,
+    # 2 chunks of whole planes, reloaded per tile during the job
+    dict(mode="wg", kernel=3, stride=2, padding=1, zero_frac=0.5, nm=None, raw=True,
+         mapping="interleaved", batch=3, cin=6, cout=3, height=8, width=8,
+         runs=[["always", "always"], ["random", "random"]]),
 ]
 
 
 @pytest.mark.parametrize("case", COCOTB_CASES,
-                         ids=lambda c: f"{c['mode']}-k{c['kernel']}-s{c['stride']}")
+                         ids=lambda c: f"{c['mode']}-k{c['kernel']}-s{c['stride']}"
+                                       f"{'-b%d' % c['batch'] if 'batch' in c else ''}")
 def test_pe_array_cocotb(sim, cocotb_run, case):
     seed = 800 + COCOTB_CASES.index(case)
     print(f"seed={seed} sim={sim} case={case}")

@@ -12,8 +12,10 @@ SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_
 
 def test_run_phase_cocotb(sim, cocotb_run):
     cfg = TINY if sim == "verilator" else SMALL
+    # chunk_hw: the chunked WG case's plane (batch 2 x 2 channels per column x 10x10 = 400
+    # words > act_buf_depth = 256 on both configs)
     params = {"config": cfg.to_dict(), "seed": 31, "cin": 4, "cout": 4,
-              "hw": 6 if sim == "verilator" else 5}
+              "hw": 6 if sim == "verilator" else 5, "chunk_hw": 10}
     print(f"seed=31 sim={sim} config={cfg.name}")
     assert cocotb_run("accelerator", sim, "cocotb_run_phase", config=cfg, params=params,
                       testcase="run_phase_equals_golden") == 1
