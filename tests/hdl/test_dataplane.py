@@ -391,7 +391,7 @@ def test_dataplane_verilog_tiny():
     for port in ("m_axi_araddr", "m_axi_wstrb", "cmd__valid", "err_code", "job_active",
                  "dma_exposed_cycles", "o__1__ready", "taps__1__1__payload"):
         assert port in text, port
-    assert addr_width_of(cfg) == 11
+    assert addr_width_of(cfg) == 13          # 8192-element weight and result buffers
 
 
 def test_dataplane_loaded_ranges_merge():
