@@ -98,6 +98,7 @@ rates. First beats leave about 8 cycles after ``start``.
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl._validate import check_int
@@ -109,6 +110,7 @@ __all__ = ["ArrayMapper", "job_layout", "read_signature"]
 
 _DIM = 16        # bits of a tensor dimension in the job
 _WIDE = 32       # bits of the internal row / word counts
+_TAP_FIFO = 4    # tap bundles buffered per tap generator
 
 
 def job_layout(addr_width: int) -> data.StructLayout:
@@ -221,7 +223,8 @@ class _TapGen(wiring.Component):
         self._tl = taps_layout
         super().__init__({
             "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
-            "lo": In(_WIDE), "busy": Out(1), "found": Out(1), "waiting": Out(1),
+            "lo": In(_WIDE), "busy": Out(1), "pending": Out(1), "found": Out(1),
+            "waiting": Out(1),
             "resolve": In(1), "need": In(1),
             "w_rd": Out(read_signature(addr_width, signed(data_width))),
             "m_rd": Out(read_signature(addr_width, unsigned(1))),
@@ -301,7 +304,15 @@ class _TapGen(wiring.Component):
         m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
 
         # -- stage 1: the mask bit and the weight arrive; a kept tap joins the bundle
-        out_free = ~self.o.valid | self.o.ready
+        # released bundles wait in a FIFO (its output register drives the stream): the scan
+        # runs ahead of the PE by up to ``_TAP_FIFO`` bundles
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self._tl.size, depth=_TAP_FIFO)
+        wr_en = Signal()
+        wr_data = Signal(self._tl)
+        m.d.comb += [fifo.w_en.eq(wr_en), fifo.w_data.eq(wr_data),
+                     self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.o.ready), self.pending.eq(fifo.level != 0)]
+        out_free = fifo.w_rdy
         can_push = ~held_valid | out_free
         tap_ok = s1_valid & s1_ok & (g.wg | self.m_rd.data[0])
         full = tap_ok & (cnt == L - 1)
@@ -327,16 +338,13 @@ class _TapGen(wiring.Component):
         def push(bundle_value, last):
             """The held bundle leaves (if any), ``bundle_value`` becomes the held one."""
             with m.If(held_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(held)]
+                m.d.comb += [wr_en.eq(1), wr_data.eq(held)]
             m.d.sync += [held.eq(bundle_value), held.parity.eq(par), held.last.eq(last),
                          held.eot.eq(0), held_valid.eq(1), pushed.eq(1)]
 
         def push_skip():
             push(Const(0, self._tl.size), 1)
             m.d.sync += held.parity.eq(0)
-
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
 
         with m.If(adv):
             m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
@@ -361,6 +369,8 @@ class _TapGen(wiring.Component):
 
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
+        self._dbg = dict(scanning=scanning, adv=adv, cand_ok=cand_ok, busy=busy,
+                         waiting=self.waiting, s1_valid=s1_valid, krow_ok=krow_ok)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -418,8 +428,8 @@ class _TapGen(wiring.Component):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
                 with m.Elif(out_free):
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(held),
-                                 self.o.payload.eot.eq(1), held_valid.eq(0), busy.eq(0)]
+                    m.d.comb += [wr_en.eq(1), wr_data.eq(held), wr_data.eot.eq(1)]
+                    m.d.sync += [held_valid.eq(0), busy.eq(0)]
                     m.next = "IDLE"
         return m
 
@@ -685,6 +695,8 @@ class ArrayMapper(wiring.Component):
         g = _Geometry(self._aw)
         job = Signal(job_layout(self._aw))
         units = []
+        tap_units = []
+        self._dbg = {"tg": tap_units, "ru": units}
         for i in range(R):
             ru = _RowUnit(g, i, R, C)
             xe = _XEmitter(self._aw, self._dw, len(self.x[i].payload.col))
@@ -696,6 +708,7 @@ class ArrayMapper(wiring.Component):
             for j in range(C):
                 tg = _TapGen(g, j, C, self._lanes, self.layouts["taps"], self._aw, self._dw)
                 m.submodules[f"taps{i}_{j}"] = tg
+                tap_units.append(tg)
                 m.d.comb += [tg.start.eq(ru.tg_start), tg.op.eq(ru.tg_op), tg.b.eq(ru.b),
                              tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
                              ru.tg_busy[j].eq(tg.busy), ru.tg_found[j].eq(tg.found),
@@ -769,7 +782,8 @@ class ArrayMapper(wiring.Component):
                 streams = [s.valid for s in [*self.x, *self.drain]]
                 streams += [self.taps[i][j].valid for i in range(R) for j in range(C)]
                 streams += [self.dense[i][j].valid for i in range(R) for j in range(C)]
-                with m.If(~go & ~_any([u.busy for u in units] + streams)):
+                pend = [tg.pending for tg in tap_units]
+                with m.If(~go & ~_any([u.busy for u in units] + streams + pend)):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
         return m
