@@ -223,7 +223,7 @@ class _TapGen(wiring.Component):
         self._tl = taps_layout
         super().__init__({
             "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
-            "lo": In(_WIDE), "busy": Out(1), "pending": Out(1), "found": Out(1),
+            "lo": In(_WIDE), "busy": Out(1), "done": Out(1), "pending": Out(1), "found": Out(1),
             "waiting": Out(1),
             "resolve": In(1), "need": In(1),
             "w_rd": Out(read_signature(addr_width, signed(data_width))),
@@ -368,45 +368,67 @@ class _TapGen(wiring.Component):
                     m.d.sync += [bld.eq(nb), cnt.eq(cnt + 1)]
 
         busy = Signal()
-        m.d.comb += self.busy.eq(busy)
+        done = Signal()                  # the operation ends this cycle (a start may follow)
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
         self._dbg = dict(scanning=scanning, adv=adv, cand_ok=cand_ok, busy=busy,
                          waiting=self.waiting, s1_valid=s1_valid, krow_ok=krow_ok)
+
+        def finish():
+            """The operation ends: ``busy`` falls, unless a new operation starts right away
+            (the row unit starts the next one in the cycle ``done`` is high)."""
+            m.d.comb += done.eq(1)
+            m.d.sync += busy.eq(0)
+            m.next = "IDLE"
+            begin()
+
+        def begin():
+            with m.If(self.start):
+                sp = (self.op == _EMIT) & g.fp & g.stride2
+                m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
+                             ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
+                             bld.eq(0), self.found.eq(0), split.eq(sp)]
+                with m.Switch(self.op):
+                    with m.Case(_EMIT):
+                        m.d.sync += scanning.eq(1)
+                        m.next = "SCAN"
+                    with m.Case(_SKIP):
+                        m.next = "SKIP"
+                    with m.Case(_FLUSH):
+                        m.next = "FLUSH"
+
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
-                    sp = (self.op == _EMIT) & g.fp & g.stride2
-                    m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
-                                 ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
-                                 bld.eq(0), self.found.eq(0), split.eq(sp)]
-                    with m.Switch(self.op):
-                        with m.Case(_EMIT):
-                            m.d.sync += scanning.eq(1)
-                            m.next = "SCAN"
-                        with m.Case(_SKIP):
-                            m.next = "SKIP"
-                        with m.Case(_FLUSH):
-                            m.next = "FLUSH"
+                begin()
             with m.State("SCAN"):
+                # the pass ends as soon as stage 1 is empty (no separate state)
                 with m.If(~scanning & ~s1_valid):
-                    m.next = "FIN"
-            with m.State("FIN"):
-                final = ~split | par
-                with m.If(cnt != 0):
-                    with m.If(can_push):
-                        push(bld, final)
-                        m.d.sync += [bld.eq(0), cnt.eq(0)]
-                        with m.If(final):
-                            m.d.sync += busy.eq(0)
-                            m.next = "IDLE"
+                    final = ~split | par
+                    with m.If(cnt != 0):
+                        with m.If(can_push):
+                            push(bld, final)
+                            m.d.sync += [bld.eq(0), cnt.eq(0)]
+                            with m.If(final):
+                                finish()
+                            with m.Else():
+                                m.next = "PASS2"
                         with m.Else():
-                            m.next = "PASS2"
-                with m.Elif(~final):
-                    m.next = "PASS2"
-                with m.Elif(~pushed):
-                    m.next = "NOTAP"
-                with m.Else():
-                    m.d.sync += [held.last.eq(1), busy.eq(0)]
-                    m.next = "IDLE"
+                            m.next = "FIN"
+                    with m.Elif(~final):
+                        m.next = "PASS2"
+                    with m.Elif(~pushed):
+                        m.next = "NOTAP"
+                    with m.Else():
+                        m.d.sync += held.last.eq(1)
+                        finish()
+            with m.State("FIN"):                    # the last bundle waits for the FIFO
+                final = ~split | par
+                with m.If(can_push):
+                    push(bld, final)
+                    m.d.sync += [bld.eq(0), cnt.eq(0)]
+                    with m.If(final):
+                        finish()
+                    with m.Else():
+                        m.next = "PASS2"
             with m.State("PASS2"):
                 m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0]), scanning.eq(1)]
                 m.next = "SCAN"
@@ -416,21 +438,18 @@ class _TapGen(wiring.Component):
                     with m.If(self.need):
                         m.next = "SKIP"
                     with m.Else():
-                        m.d.sync += busy.eq(0)
-                        m.next = "IDLE"
+                        finish()
             with m.State("SKIP"):                   # no tap: a skip bundle releases the row
                 with m.If(can_push):
                     push_skip()
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
+                    finish()
             with m.State("FLUSH"):
                 with m.If(~held_valid):
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
+                    finish()
                 with m.Elif(out_free):
                     m.d.comb += [wr_en.eq(1), wr_data.eq(held), wr_data.eot.eq(1)]
-                    m.d.sync += [held_valid.eq(0), busy.eq(0)]
-                    m.next = "IDLE"
+                    m.d.sync += held_valid.eq(0)
+                    finish()
         return m
 
 
@@ -445,7 +464,8 @@ class _RowUnit(wiring.Component):
             "xe_start": Out(1), "xe_base": Out(len(geo.op_base)), "xe_busy": In(1),
             "tg_start": Out(1), "tg_op": Out(2), "b": Out(_DIM), "a": Out(_DIM),
             "r": Out(_DIM), "lo": Out(_WIDE), "resolve": Out(1), "need": Out(1),
-            "tg_busy": In(cols), "tg_found": In(cols), "tg_waiting": In(cols),
+            "tg_busy": In(cols), "tg_done": In(cols), "tg_found": In(cols),
+            "tg_waiting": In(cols),
         })
 
     def elaborate(self, platform):
@@ -464,6 +484,8 @@ class _RowUnit(wiring.Component):
         m.d.comb += key.eq(Mux(g.wg, (ib * g.a_n + ia) * g.rn + ir, (ib * g.rn + ir) * g.a_n + ia))
         mine = (key % R) == self._i if R > 1 else Const(1)
         gens_idle = ~self.tg_busy.any()
+        # every generator is idle or ends its operation this cycle (it takes a start then)
+        gens_free = (~self.tg_busy | self.tg_done).all()
         # every generator has finished its scan (idle, or waiting for the row's verdict)
         settled = (~self.tg_busy | self.tg_waiting).all()
         m.d.comb += self.xe_base.eq(g.op_base + ((self.b * g.a_n + self.a) * g.rn + self.r)
@@ -486,6 +508,13 @@ class _RowUnit(wiring.Component):
         def reset_walk():
             m.d.sync += [ib.eq(0), ia.eq(0), ir.eq(0), nxt.eq(0), tile_any.eq(0)]
 
+        def start_row():
+            # the generators read (b, a, r) from the cycle after their start on
+            m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
+            m.d.sync += [self.b.eq(nb), self.a.eq(na), self.r.eq(nr), nxt.eq(0),
+                         x_started.eq(0)]
+            m.next = "ROW_SCAN"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
@@ -493,12 +522,8 @@ class _RowUnit(wiring.Component):
                     m.d.sync += [self.lo.eq(0), have_first.eq(0), busy.eq(1), walking.eq(1)]
                     m.next = "WALK"
             with m.State("WALK"):
-                with m.If(nxt & gens_idle):
-                    # the generators read (b, a, r) from the cycle after their start on
-                    m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
-                    m.d.sync += [self.b.eq(nb), self.a.eq(na), self.r.eq(nr), nxt.eq(0),
-                                 x_started.eq(0)]
-                    m.next = "ROW_SCAN"
+                with m.If(nxt & gens_free):
+                    start_row()
                 with m.Elif(walk_done & ~nxt & gens_idle & ~self.xe_busy):
                     m.next = "TEND"
             with m.State("ROW_SCAN"):
@@ -511,7 +536,10 @@ class _RowUnit(wiring.Component):
                 with m.If(settled & (x_started | ~found)):
                     # the verdict: generators without a tap skip (found) or drop the row
                     m.d.comb += [self.resolve.eq(1), self.need.eq(found)]
-                    m.next = "WALK"
+                    with m.If(nxt & gens_free):
+                        start_row()             # the next row's scan starts at once
+                    with m.Else():
+                        m.next = "WALK"
             with m.State("TEND"):
                 with m.If(tile_any):
                     m.next = "FLUSH"
@@ -711,7 +739,8 @@ class ArrayMapper(wiring.Component):
                 tap_units.append(tg)
                 m.d.comb += [tg.start.eq(ru.tg_start), tg.op.eq(ru.tg_op), tg.b.eq(ru.b),
                              tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
-                             ru.tg_busy[j].eq(tg.busy), ru.tg_found[j].eq(tg.found),
+                             ru.tg_busy[j].eq(tg.busy), ru.tg_done[j].eq(tg.done),
+                             ru.tg_found[j].eq(tg.found),
                              ru.tg_waiting[j].eq(tg.waiting), tg.resolve.eq(ru.resolve),
                              tg.need.eq(ru.need)]
                 wiring.connect(m, tg.w_rd, wiring.flipped(self.w_rd[i][j]))
