@@ -240,6 +240,7 @@ class _TapGen(wiring.Component):
         split = Signal()                 # this operation walks two parity passes
         scanning = Signal()
         s1_valid, s1_ok, s1_kw, s1_base = Signal(), Signal(), Signal(8), Signal(_WIDE)
+        s1_last, s1_par = Signal(), Signal()     # stage 1 holds the pass's last candidate
         cnt = Signal(range(L + 1))       # slots filled in the bundle being built
         bld = Signal(self._tl)           # the bundle being built (unused slots all zero)
         held = Signal(self._tl)          # the latest complete bundle, not yet released
@@ -316,7 +317,13 @@ class _TapGen(wiring.Component):
         can_push = ~held_valid | out_free
         tap_ok = s1_valid & s1_ok & (g.wg | self.m_rd.data[0])
         full = tap_ok & (cnt == L - 1)
-        adv = ~(full & ~can_push)                    # stage 1 retires its candidate
+        # the pass ends in stage 1 (no drain cycle): its partial bundle leaves at once
+        pass_end = s1_valid & s1_last
+        s1_final = ~split | s1_par
+        cnt_after = Signal(range(L + 2))
+        m.d.comb += cnt_after.eq(cnt + tap_ok)
+        end_push = pass_end & (cnt_after != 0)
+        adv = ~((full | end_push) & ~can_push)       # stage 1 retires its candidate
 
         # only a candidate that can be a tap reads: a padded channel (o >= O) has no weights,
         # so its address would leave the tensor (stage 1 ignores the held data: s1_ok = 0)
@@ -339,7 +346,7 @@ class _TapGen(wiring.Component):
             """The held bundle leaves (if any), ``bundle_value`` becomes the held one."""
             with m.If(held_valid):
                 m.d.comb += [wr_en.eq(1), wr_data.eq(held)]
-            m.d.sync += [held.eq(bundle_value), held.parity.eq(par), held.last.eq(last),
+            m.d.sync += [held.eq(bundle_value), held.parity.eq(s1_par), held.last.eq(last),
                          held.eot.eq(0), held_valid.eq(1), pushed.eq(1)]
 
         def push_skip():
@@ -348,6 +355,7 @@ class _TapGen(wiring.Component):
 
         with m.If(adv):
             m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
+                         s1_last.eq(last_cand), s1_par.eq(par),
                          s1_base.eq(Mux(g.wg, wgq - self.lo, (q - self.lo) * g.lout)),
                          s1_rowbase.eq(Mux(g.wg, rowbase, 0))]
             with m.If(scanning):
@@ -358,9 +366,19 @@ class _TapGen(wiring.Component):
                     with m.If(kr_last):
                         m.d.sync += [kri.eq(0), ol.eq(ol + 1)]
                 with m.If(last_cand):
-                    m.d.sync += scanning.eq(0)
+                    with m.If(split & ~par):        # stride-2 FP: the second parity pass
+                        m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0])]
+                    with m.Else():
+                        m.d.sync += scanning.eq(0)
             with m.If(tap_ok):
                 m.d.sync += self.found.eq(1)
+            with m.If(pass_end):
+                with m.If(cnt_after != 0):
+                    push(Mux(tap_ok, nb, bld), s1_final)
+                    m.d.sync += [bld.eq(0), cnt.eq(0)]
+                with m.Elif(s1_final & pushed):
+                    m.d.sync += held.last.eq(1)
+            with m.Elif(tap_ok):
                 with m.If(cnt == L - 1):
                     push(nb, 0)
                     m.d.sync += [bld.eq(0), cnt.eq(0)]
@@ -400,38 +418,11 @@ class _TapGen(wiring.Component):
             with m.State("IDLE"):
                 begin()
             with m.State("SCAN"):
-                # the pass ends as soon as stage 1 is empty (no separate state)
-                with m.If(~scanning & ~s1_valid):
-                    final = ~split | par
-                    with m.If(cnt != 0):
-                        with m.If(can_push):
-                            push(bld, final)
-                            m.d.sync += [bld.eq(0), cnt.eq(0)]
-                            with m.If(final):
-                                finish()
-                            with m.Else():
-                                m.next = "PASS2"
-                        with m.Else():
-                            m.next = "FIN"
-                    with m.Elif(~final):
-                        m.next = "PASS2"
-                    with m.Elif(~pushed):
+                with m.If(pass_end & adv & s1_final):
+                    with m.If((cnt_after != 0) | pushed):
+                        finish()
+                    with m.Else():
                         m.next = "NOTAP"
-                    with m.Else():
-                        m.d.sync += held.last.eq(1)
-                        finish()
-            with m.State("FIN"):                    # the last bundle waits for the FIFO
-                final = ~split | par
-                with m.If(can_push):
-                    push(bld, final)
-                    m.d.sync += [bld.eq(0), cnt.eq(0)]
-                    with m.If(final):
-                        finish()
-                    with m.Else():
-                        m.next = "PASS2"
-            with m.State("PASS2"):
-                m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0]), scanning.eq(1)]
-                m.next = "SCAN"
             with m.State("NOTAP"):
                 m.d.comb += self.waiting.eq(1)
                 with m.If(self.resolve):
