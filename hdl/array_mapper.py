@@ -170,6 +170,7 @@ class _XEmitter(wiring.Component):
         self._aw, self._dw = addr_width, data_width
         super().__init__({
             "start": In(1), "base": In(addr_width), "lin": In(_DIM), "busy": Out(1),
+            "free": Out(1),
             "rd": Out(read_signature(addr_width, signed(data_width))),
             "o": Out(stream.Signature(sparse_elem_layout(data_width, col_width))),
         })
@@ -185,7 +186,9 @@ class _XEmitter(wiring.Component):
         emit = s1_valid & ((self.rd.data != 0) | s1_last)
         adv = ~(emit & ~out_free)                    # stage 1 can retire its element
         base = Signal(self._aw)          # latched: the row unit moves on to the next row
-        m.d.comb += [self.busy.eq(run | s1_valid),
+        # ``free``: a new row may start (its first read follows the previous row's last
+        # element, which stage 1 still holds)
+        m.d.comb += [self.busy.eq(run | s1_valid), self.free.eq(~run),
                      self.rd.addr.eq(base + col), self.rd.en.eq(run & adv)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -207,6 +210,57 @@ class _XEmitter(wiring.Component):
 _EMIT, _SKIP, _FLUSH = range(3)
 
 
+def _kernel_rows(m, g, r):
+    """The kernel rows operand row ``r`` reaches: ``kr = kr_lo, kr_lo + S', ... <= kr_hi``
+    (``S'`` = 2 in stride-2 FP, else 1; FP: ``0 <= r + pad - kr <= (Ro - 1) * S``, divisible
+    by ``S``; BP/WG: ``0 <= r*S + kr - pad < Ro``) and ``y0``, the output row of ``kr_lo``;
+    along the visited kernel rows ``y`` moves by one per step (FP down, BP/WG up)."""
+    rp = Signal(signed(_DIM + 10))
+    kr_lo = Signal(signed(_DIM + 12))
+    kr_hi = Signal(signed(_DIM + 12))
+    lo_raw = Signal(signed(_DIM + 12))
+    m.d.comb += rp.eq(r + g.pad)
+    with m.If(g.fp):
+        m.d.comb += lo_raw.eq(rp - ((g.ro - 1) << g.stride2))
+        m.d.comb += kr_hi.eq(Mux(rp < g.kh - 1, rp, g.kh - 1))
+    with m.Else():
+        rs = Mux(g.stride2, r << 1, r)
+        m.d.comb += lo_raw.eq(g.pad - rs)
+        hi_raw = g.ro - 1 + g.pad - rs
+        m.d.comb += kr_hi.eq(Mux(hi_raw < g.kh - 1, hi_raw, g.kh - 1))
+    lo0 = Mux(lo_raw < 0, 0, lo_raw)
+    # stride-2 FP: kr has the parity of r + pad (lo_raw has it; clamping to 0 may not)
+    m.d.comb += kr_lo.eq(lo0 + (g.fp & g.stride2 & (lo0[0] ^ rp[0])))
+    y0 = Signal(signed(_WIDE + 2))
+    with m.If(g.fp):
+        t0 = r + g.pad - kr_lo
+        m.d.comb += y0.eq(Mux(g.stride2, t0 >> 1, t0))
+    with m.Else():
+        m.d.comb += y0.eq(Mux(g.stride2, r << 1, r) + kr_lo - g.pad)
+    return kr_lo, kr_hi, y0
+
+
+def _row_reach(m, g, b, a, r, lo, k_max):
+    """Whether operand row ``(b, a, r)`` may hold a tap in the tile starting at ``lo`` for
+    some column (conservative: padded channels and per-column gaps are not excluded; a
+    ``False`` row has no tap in any PE of its row and is dropped without a scan)."""
+    kr_lo, kr_hi, y0 = _kernel_rows(m, g, r)
+    s2fp = g.fp & g.stride2
+    q0 = Signal(signed(_WIDE + 4))
+    m.d.comb += q0.eq(y0 * g.planes + b * g.ocl)
+    hits = []
+    for k in range(k_max):
+        kr_k = kr_lo + Mux(s2fp, 2 * k, k)
+        q_k = Mux(g.fp, q0 - k * g.planes, q0 + k * g.planes)
+        hits.append((kr_k <= kr_hi) & (q_k + g.ocl > lo) & (q_k < lo + g.per))
+    blk = Signal(_WIDE + 8)              # WG: the psum addresses of channel a
+    m.d.comb += blk.eq(a * g.ocl * g.kh * g.kw)
+    reach = Signal()
+    m.d.comb += reach.eq(Mux(g.wg, (kr_lo <= kr_hi) & (blk + g.ocl * g.kh * g.kw > lo) &
+                             (blk < lo + g.per), _any(hits)))
+    return reach
+
+
 class _TapGen(wiring.Component):
     """The tap bundles of one PE for one operand row (``op`` = EMIT), a skip bundle (SKIP), or
     the tile's end (FLUSH: the held bundle leaves with ``eot``). ``start`` (one cycle, while
@@ -218,12 +272,14 @@ class _TapGen(wiring.Component):
     and, when the row unit raises ``resolve``, pushes a skip bundle if ``need`` else ends
     without a beat (the row is dropped from every stream of the PE row)."""
 
-    def __init__(self, geo, j, cols, lanes, taps_layout, addr_width, data_width):
+    def __init__(self, geo, j, cols, lanes, taps_layout, addr_width, data_width, k_max):
         self._geo, self._j, self._cols, self._lanes = geo, j, cols, lanes
+        self._k_max = k_max
         self._tl = taps_layout
         super().__init__({
             "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
-            "lo": In(_WIDE), "busy": Out(1), "done": Out(1), "pending": Out(1), "found": Out(1),
+            "lo": In(_WIDE), "busy": Out(1), "done": Out(1), "ending": Out(1),
+            "pending": Out(1), "found": Out(1), "found_now": Out(1),
             "waiting": Out(1),
             "resolve": In(1), "need": In(1),
             "w_rd": Out(read_signature(addr_width, signed(data_width))),
@@ -255,26 +311,40 @@ class _TapGen(wiring.Component):
         # only the kernel rows kr the operand row reaches are visited: kr = kr_lo + kri *
         # kr_step up to kr_hi (FP: 0 <= r + pad - kr <= (Ro - 1) * S, divisible by S; BP:
         # 0 <= r*S + kr - pad < Ro)
-        rp = Signal(signed(_DIM + 10))
-        kr_lo = Signal(signed(_DIM + 12))
-        kr_hi = Signal(signed(_DIM + 12))
-        lo_raw = Signal(signed(_DIM + 12))
-        m.d.comb += rp.eq(self.r + g.pad)
-        with m.If(g.fp):
-            m.d.comb += lo_raw.eq(rp - ((g.ro - 1) << g.stride2))
-            m.d.comb += kr_hi.eq(Mux(rp < g.kh - 1, rp, g.kh - 1))
-        with m.Else():
-            rs = Mux(g.stride2, self.r << 1, self.r)
-            m.d.comb += lo_raw.eq(g.pad - rs)
-            hi_raw = g.ro - 1 + g.pad - rs
-            m.d.comb += kr_hi.eq(Mux(hi_raw < g.kh - 1, hi_raw, g.kh - 1))
-        lo0 = Mux(lo_raw < 0, 0, lo_raw)
-        # stride-2 FP: kr has the parity of r + pad (lo_raw has it; clamping to 0 may not)
-        m.d.comb += kr_lo.eq(lo0 + (g.fp & g.stride2 & (lo0[0] ^ rp[0])))
+        kr_lo, kr_hi, y0 = _kernel_rows(m, g, self.r)
         kr_step = Mux(g.fp & g.stride2, 2, 1)
         kr = Signal(_DIM + 12)
-        m.d.comb += kr.eq(kr_lo + Mux(g.fp & g.stride2, kri << 1, kri))
-        kr_last = kr_lo + Mux(g.fp & g.stride2, kri << 1, kri) + kr_step > kr_hi
+        # Kernel rows that cannot hold a tap (out of the tile, a padded channel, past kr_hi)
+        # cost no cycle: all k_max kernel rows of the current ol are tested at once and the
+        # scan visits the first possible one at or after kri (kri_e). Along the visited kernel
+        # rows y moves by one per step (FP: down, BP/WG: up), so q moves by B*Ocl.
+        K = self._k_max
+        s2fp = g.fp & g.stride2
+        q0 = Signal(signed(_WIDE + 4))
+        m.d.comb += q0.eq(y0 * g.planes + self.b * g.ocl + ol)
+        wgb0 = Signal(signed(_WIDE + 4))    # WG: the first kernel row's first psum address
+        m.d.comb += wgb0.eq(((self.a * g.ocl + ol) * g.kh + kr_lo) * g.kw)
+        o_real = Signal()
+        m.d.comb += o_real.eq((ol * self._cols + self._j) < g.o_n)
+        krow_can = Signal(K)
+        for k in range(K):
+            kr_k = kr_lo + Mux(s2fp, 2 * k, k)
+            q_k = Mux(g.fp, q0 - k * g.planes, q0 + k * g.planes)
+            wb_k = wgb0 + k * g.kw
+            tile_k = Mux(g.wg, (wb_k + g.kw > self.lo) & (wb_k < self.lo + g.per),
+                         o_real & (q_k >= self.lo) & (q_k < self.lo + g.per))
+            m.d.comb += krow_can[k].eq((kr_k <= kr_hi) & tile_k)
+        kri_e = Signal(range(K))
+        any_can = Signal()
+        more_can = Signal()              # a possible kernel row after kri_e
+        for k in reversed(range(K)):     # the lowest possible k >= kri wins
+            with m.If(krow_can[k] & (kri <= k)):
+                m.d.comb += [kri_e.eq(k), any_can.eq(1)]
+        for k in range(K):
+            with m.If(krow_can[k] & (kri_e < k)):
+                m.d.comb += more_can.eq(1)
+        m.d.comb += kr.eq(kr_lo + Mux(s2fp, kri_e << 1, kri_e))
+        kr_last = ~any_can | ~more_can
         o = Signal(_WIDE)
         m.d.comb += o.eq(ol * self._cols + self._j)
         y = Signal(signed(_WIDE + 2))
@@ -297,10 +367,13 @@ class _TapGen(wiring.Component):
         wgq = Signal(_WIDE)
         m.d.comb += wgq.eq(((self.a * g.ocl + ol) * g.kh + kr) * g.kw + kw)
         wg_in_tile = (wgq >= self.lo) & (wgq < self.lo + g.per)
-        krow_ok = (g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) & (kr <= kr_hi))
+        krow_ok = (any_can & g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) &
+                   (kr <= kr_hi))
         cand_ok = krow_ok & (~g.wg | wg_in_tile)
         kw_more = krow_ok & (kw + kw_step < g.kw)
-        last_cand = ~kw_more & kr_last & (ol == g.ocl - 1)
+        # FP/BP: padded channels (o >= O) come last and hold no tap: the scan ends before
+        ol_last = (ol == g.ocl - 1) | (~g.wg & (o + self._cols >= g.o_n))
+        last_cand = ~kw_more & kr_last & ol_last
         woff = Signal(_WIDE)
         m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
 
@@ -362,7 +435,7 @@ class _TapGen(wiring.Component):
                 with m.If(kw_more):
                     m.d.sync += kw.eq(kw + kw_step)
                 with m.Else():
-                    m.d.sync += [kw.eq(kw0), kri.eq(kri + 1)]
+                    m.d.sync += [kw.eq(kw0), kri.eq(kri_e + 1)]
                     with m.If(kr_last):
                         m.d.sync += [kri.eq(0), ol.eq(ol + 1)]
                 with m.If(last_cand):
@@ -387,14 +460,19 @@ class _TapGen(wiring.Component):
 
         busy = Signal()
         done = Signal()                  # the operation ends this cycle (a start may follow)
-        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
+        ending = Signal()                # done, not from the verdict (NOTAP)
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done), self.ending.eq(ending),
+                     self.found_now.eq(self.found | (adv & tap_ok))]
         self._dbg = dict(scanning=scanning, adv=adv, cand_ok=cand_ok, busy=busy,
                          waiting=self.waiting, s1_valid=s1_valid, krow_ok=krow_ok)
 
-        def finish():
+        def finish(verdict=False):
             """The operation ends: ``busy`` falls, unless a new operation starts right away
-            (the row unit starts the next one in the cycle ``done`` is high)."""
+            (the row unit starts the next one in the cycle ``done`` is high). ``ending``: it
+            ends on its own (not on the row's verdict), so the verdict may come this cycle."""
             m.d.comb += done.eq(1)
+            if not verdict:
+                m.d.comb += ending.eq(1)
             m.d.sync += busy.eq(0)
             m.next = "IDLE"
             begin()
@@ -429,7 +507,7 @@ class _TapGen(wiring.Component):
                     with m.If(self.need):
                         m.next = "SKIP"
                     with m.Else():
-                        finish()
+                        finish(verdict=True)
             with m.State("SKIP"):                   # no tap: a skip bundle releases the row
                 with m.If(can_push):
                     push_skip()
@@ -448,14 +526,17 @@ class _RowUnit(wiring.Component):
     """Walks the tiles and the operand rows of PE row ``i``; drives its x emitter and its tap
     generators."""
 
-    def __init__(self, geo, i, rows, cols):
+    def __init__(self, geo, i, rows, cols, k_max):
         self._geo, self._i, self._rows, self._cols = geo, i, rows, cols
+        self._k_max = k_max
         super().__init__({
             "go": In(1), "busy": Out(1),
             "xe_start": Out(1), "xe_base": Out(len(geo.op_base)), "xe_busy": In(1),
+            "xe_free": In(1),
             "tg_start": Out(1), "tg_op": Out(2), "b": Out(_DIM), "a": Out(_DIM),
             "r": Out(_DIM), "lo": Out(_WIDE), "resolve": Out(1), "need": Out(1),
-            "tg_busy": In(cols), "tg_done": In(cols), "tg_found": In(cols),
+            "tg_busy": In(cols), "tg_done": In(cols), "tg_ending": In(cols),
+            "tg_found": In(cols),
             "tg_waiting": In(cols),
         })
 
@@ -474,11 +555,14 @@ class _RowUnit(wiring.Component):
         # interleaved dealing: FP/BP channel fastest, WG y fastest (gen/mapper/array.py)
         m.d.comb += key.eq(Mux(g.wg, (ib * g.a_n + ia) * g.rn + ir, (ib * g.rn + ir) * g.a_n + ia))
         mine = (key % R) == self._i if R > 1 else Const(1)
+        # rows without a possible tap in the tile are dropped by the walker (no scan)
+        reach = _row_reach(m, g, ib, ia, ir, self.lo, self._k_max)
         gens_idle = ~self.tg_busy.any()
         # every generator is idle or ends its operation this cycle (it takes a start then)
         gens_free = (~self.tg_busy | self.tg_done).all()
         # every generator has finished its scan (idle, or waiting for the row's verdict)
-        settled = (~self.tg_busy | self.tg_waiting).all()
+        # (or ends its scan this cycle: ``tg_found`` then includes its last candidate)
+        settled = (~self.tg_busy | self.tg_waiting | self.tg_ending).all()
         m.d.comb += self.xe_base.eq(g.op_base + ((self.b * g.a_n + self.a) * g.rn + self.r)
                                     * g.lin)
         busy = Signal()
@@ -491,8 +575,9 @@ class _RowUnit(wiring.Component):
                 m.d.sync += [ir.eq(0), ia.eq(ia + 1)]
                 with m.If(ia == g.a_n - 1):
                     m.d.sync += [ia.eq(0), ib.eq(ib + 1)]
-            with m.If(mine):
+            with m.If(mine & reach):
                 m.d.sync += [nb.eq(ib), na.eq(ia), nr.eq(ir), nxt.eq(1)]
+            with m.If(mine):
                 with m.If(~have_first):
                     m.d.sync += [fb.eq(ib), fa.eq(ia), fr.eq(ir), have_first.eq(1)]
 
@@ -506,7 +591,7 @@ class _RowUnit(wiring.Component):
                          x_started.eq(0)]
             m.next = "ROW_SCAN"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.go):
                     reset_walk()
@@ -521,10 +606,10 @@ class _RowUnit(wiring.Component):
                 # the row is streamed as soon as one PE has a tap for it; its x beats start
                 # then, alongside the bundles
                 found = self.tg_found.any()
-                with m.If(found & ~x_started & ~self.xe_busy):
+                with m.If(found & ~x_started & self.xe_free):
                     m.d.comb += self.xe_start.eq(1)
                     m.d.sync += [x_started.eq(1), tile_any.eq(1)]
-                with m.If(settled & (x_started | ~found)):
+                with m.If(settled & (x_started | self.xe_free | ~found)):
                     # the verdict: generators without a tap skip (found) or drop the row
                     m.d.comb += [self.resolve.eq(1), self.need.eq(found)]
                     with m.If(nxt & gens_free):
@@ -559,6 +644,9 @@ class _RowUnit(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "WALK"
+        self._dbg = {n: fsm.ongoing(n) for n in
+                     ("WALK", "ROW_SCAN", "TEND", "SKIP", "SKIP_WAIT", "FLUSH", "FLUSH_WAIT")}
+        self._dbg.update(nxt=nxt, walk_done=walk_done, x_started=x_started)
         return m
 
 
@@ -717,21 +805,22 @@ class ArrayMapper(wiring.Component):
         tap_units = []
         self._dbg = {"tg": tap_units, "ru": units}
         for i in range(R):
-            ru = _RowUnit(g, i, R, C)
+            ru = _RowUnit(g, i, R, C, self._k_max)
             xe = _XEmitter(self._aw, self._dw, len(self.x[i].payload.col))
             m.submodules[f"row{i}"], m.submodules[f"x{i}"] = ru, xe
             m.d.comb += [xe.start.eq(ru.xe_start), xe.base.eq(ru.xe_base), xe.lin.eq(g.lin),
-                         ru.xe_busy.eq(xe.busy)]
+                         ru.xe_busy.eq(xe.busy), ru.xe_free.eq(xe.free)]
             wiring.connect(m, xe.rd, wiring.flipped(self.act_rd[i]))
             wiring.connect(m, xe.o, wiring.flipped(self.x[i]))
             for j in range(C):
-                tg = _TapGen(g, j, C, self._lanes, self.layouts["taps"], self._aw, self._dw)
+                tg = _TapGen(g, j, C, self._lanes, self.layouts["taps"], self._aw, self._dw,
+                             self._k_max)
                 m.submodules[f"taps{i}_{j}"] = tg
                 tap_units.append(tg)
                 m.d.comb += [tg.start.eq(ru.tg_start), tg.op.eq(ru.tg_op), tg.b.eq(ru.b),
                              tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
                              ru.tg_busy[j].eq(tg.busy), ru.tg_done[j].eq(tg.done),
-                             ru.tg_found[j].eq(tg.found),
+                             ru.tg_found[j].eq(tg.found_now), ru.tg_ending[j].eq(tg.ending),
                              ru.tg_waiting[j].eq(tg.waiting), tg.resolve.eq(ru.resolve),
                              tg.need.eq(ru.need)]
                 wiring.connect(m, tg.w_rd, wiring.flipped(self.w_rd[i][j]))
