@@ -279,7 +279,7 @@ class _TapGen(wiring.Component):
         super().__init__({
             "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
             "lo": In(_WIDE), "busy": Out(1), "done": Out(1), "ending": Out(1),
-            "pending": Out(1), "found": Out(1), "found_now": Out(1),
+            "pending": Out(1), "found": Out(1), "found_now": Out(1), "tail": Out(1),
             "waiting": Out(1),
             "resolve": In(1), "need": In(1),
             "w_rd": Out(read_signature(addr_width, signed(data_width))),
@@ -297,6 +297,11 @@ class _TapGen(wiring.Component):
         scanning = Signal()
         s1_valid, s1_ok, s1_kw, s1_base = Signal(), Signal(), Signal(8), Signal(_WIDE)
         s1_last, s1_par = Signal(), Signal()     # stage 1 holds the pass's last candidate
+        # stage 1 holds the previous row's last candidate (the *tail*: the next row started
+        # while it was issued); it belongs to a row that has a tap, so it ends that row with
+        # ``last`` and counts for neither ``found`` nor ``pushed`` of the new row
+        s1_tail = Signal()
+        tail_ok = Signal()
         cnt = Signal(range(L + 1))       # slots filled in the bundle being built
         bld = Signal(self._tl)           # the bundle being built (unused slots all zero)
         held = Signal(self._tl)          # the latest complete bundle, not yet released
@@ -429,6 +434,7 @@ class _TapGen(wiring.Component):
         with m.If(adv):
             m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
                          s1_last.eq(last_cand), s1_par.eq(par),
+                         s1_tail.eq(tail_ok & self.start),
                          s1_base.eq(Mux(g.wg, wgq - self.lo, (q - self.lo) * g.lout)),
                          s1_rowbase.eq(Mux(g.wg, rowbase, 0))]
             with m.If(scanning):
@@ -443,14 +449,16 @@ class _TapGen(wiring.Component):
                         m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0])]
                     with m.Else():
                         m.d.sync += scanning.eq(0)
-            with m.If(tap_ok):
+            with m.If(tap_ok & ~s1_tail):
                 m.d.sync += self.found.eq(1)
             with m.If(pass_end):
                 with m.If(cnt_after != 0):
                     push(Mux(tap_ok, nb, bld), s1_final)
                     m.d.sync += [bld.eq(0), cnt.eq(0)]
-                with m.Elif(s1_final & pushed):
+                with m.Elif(s1_final & (pushed | s1_tail)):
                     m.d.sync += held.last.eq(1)
+                with m.If(s1_tail):
+                    m.d.sync += pushed.eq(0)
             with m.Elif(tap_ok):
                 with m.If(cnt == L - 1):
                     push(nb, 0)
@@ -462,7 +470,8 @@ class _TapGen(wiring.Component):
         done = Signal()                  # the operation ends this cycle (a start may follow)
         ending = Signal()                # done, not from the verdict (NOTAP)
         m.d.comb += [self.busy.eq(busy), self.done.eq(done), self.ending.eq(ending),
-                     self.found_now.eq(self.found | (adv & tap_ok))]
+                     self.found_now.eq(self.found | (adv & tap_ok & ~s1_tail)),
+                     self.tail.eq(tail_ok)]
         self._dbg = dict(scanning=scanning, adv=adv, cand_ok=cand_ok, busy=busy,
                          waiting=self.waiting, s1_valid=s1_valid, krow_ok=krow_ok)
 
@@ -480,9 +489,10 @@ class _TapGen(wiring.Component):
         def begin():
             with m.If(self.start):
                 sp = (self.op == _EMIT) & g.fp & g.stride2
+                # (cnt and bld are already empty, or emptied by the tail in stage 1)
                 m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
-                             ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
-                             bld.eq(0), self.found.eq(0), split.eq(sp)]
+                             ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)),
+                             self.found.eq(0), split.eq(sp)]
                 with m.Switch(self.op):
                     with m.Case(_EMIT):
                         m.d.sync += scanning.eq(1)
@@ -496,7 +506,13 @@ class _TapGen(wiring.Component):
             with m.State("IDLE"):
                 begin()
             with m.State("SCAN"):
-                with m.If(pass_end & adv & s1_final):
+                # the final pass issues its last candidate and the row has a tap: the next
+                # row may start now (its first candidate follows this one without a gap)
+                m.d.comb += tail_ok.eq(scanning & last_cand & adv & (~split | par) &
+                                       self.found_now)
+                with m.If(tail_ok):
+                    begin()
+                with m.If(pass_end & adv & s1_final & ~s1_tail):
                     with m.If((cnt_after != 0) | pushed):
                         finish()
                     with m.Else():
@@ -535,7 +551,7 @@ class _RowUnit(wiring.Component):
             "xe_free": In(1),
             "tg_start": Out(1), "tg_op": Out(2), "b": Out(_DIM), "a": Out(_DIM),
             "r": Out(_DIM), "lo": Out(_WIDE), "resolve": Out(1), "need": Out(1),
-            "tg_busy": In(cols), "tg_done": In(cols), "tg_ending": In(cols),
+            "tg_busy": In(cols), "tg_done": In(cols), "tg_ending": In(cols), "tg_tail": In(cols),
             "tg_found": In(cols),
             "tg_waiting": In(cols),
         })
@@ -559,10 +575,11 @@ class _RowUnit(wiring.Component):
         reach = _row_reach(m, g, ib, ia, ir, self.lo, self._k_max)
         gens_idle = ~self.tg_busy.any()
         # every generator is idle or ends its operation this cycle (it takes a start then)
-        gens_free = (~self.tg_busy | self.tg_done).all()
+        gens_free = (~self.tg_busy | self.tg_done | self.tg_tail).all()
         # every generator has finished its scan (idle, or waiting for the row's verdict)
         # (or ends its scan this cycle: ``tg_found`` then includes its last candidate)
-        settled = (~self.tg_busy | self.tg_waiting | self.tg_ending).all()
+        # or issues the last candidate of a row it has a tap for (``tg_tail``)
+        settled = (~self.tg_busy | self.tg_waiting | self.tg_ending | self.tg_tail).all()
         m.d.comb += self.xe_base.eq(g.op_base + ((self.b * g.a_n + self.a) * g.rn + self.r)
                                     * g.lin)
         busy = Signal()
@@ -821,6 +838,7 @@ class ArrayMapper(wiring.Component):
                              tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
                              ru.tg_busy[j].eq(tg.busy), ru.tg_done[j].eq(tg.done),
                              ru.tg_found[j].eq(tg.found_now), ru.tg_ending[j].eq(tg.ending),
+                             ru.tg_tail[j].eq(tg.tail),
                              ru.tg_waiting[j].eq(tg.waiting), tg.resolve.eq(ru.resolve),
                              tg.need.eq(ru.need)]
                 wiring.connect(m, tg.w_rd, wiring.flipped(self.w_rd[i][j]))

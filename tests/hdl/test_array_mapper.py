@@ -322,8 +322,13 @@ def run_with_array(cfg, job, fields, mems):
         beats = {k: 0 for k in _streams(d)}
         svalid = [(k, s.valid, s.ready) for k, s in _streams(d).items()]
         flat = [x for _, v, r in svalid for x in (v, r)]
+        ens = [("act", i) for i in range(d.rows)] + [("dense", j) for j in range(C)]
+        ens += [("mask", i, j) for i in range(d.rows) for j in range(C)]
+        en_sigs = ([d.act_rd[i].en for i in range(d.rows)] + [d.dense_rd[j].en for j in range(C)]
+                   + [d.m_rd[i][j].en for i in range(d.rows) for j in range(C)])
+        reads = {k: 0 for k in ens}
         while any(len(got[j]) < n_out[j] for j in range(C)):
-            _, _, *smp = await ctx.tick().sample(*ovalid, *opay, *flat)
+            _, _, *smp = await ctx.tick().sample(*ovalid, *opay, *flat, *en_sigs)
             n += 1
             for j in range(C):
                 if smp[j]:
@@ -334,10 +339,13 @@ def run_with_array(cfg, job, fields, mems):
                     beats[k] += 1
                     if first is None:
                         first = n
+            for q, k in enumerate(ens):
+                reads[k] += int(rest[2 * len(svalid) + q])
             assert n < 200_000
         res["cycles_to_last_output"] = n
         res["first_beat"] = first
         res["beats"] = beats
+        res["reads"] = reads
         await ctx.tick().repeat(4)
         res["array_cycles"] = ctx.get(a.cycles)
 
