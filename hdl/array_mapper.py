@@ -106,11 +106,23 @@ from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.wire import Phase
 
-__all__ = ["ArrayMapper", "job_layout", "read_signature"]
+__all__ = ["ArrayMapper", "job_layout", "read_signature", "MAPPER_OVERHEAD",
+           "MAPPER_READ_SLACK"]
 
 _DIM = 16        # bits of a tensor dimension in the job
 _WIDE = 32       # bits of the internal row / word counts
 _TAP_FIFO = 4    # tap bundles buffered per tap generator
+
+#: Cycles: mapper-fed ``PEArray`` cycles <= 1.10 * ``gen.mapper.array.cycles(job).cycles`` +
+#: the WG scratchpad words (the reference starts with them loaded) + ``MAPPER_OVERHEAD``;
+#: measured on the layers of ``test_array_mapper_feeds_pe_array`` (worst 80.2 cycles, FP
+#: stride 2). Not a bound for every layer: see :data:`MAPPER_READ_SLACK`, docs/array_mapper.md.
+MAPPER_OVERHEAD = 81
+#: Cycles: mapper-fed cycles <= max(1.10 * reference, read floor) + WG scratchpad words +
+#: ``MAPPER_READ_SLACK``, the read floor being the most reads any one read port makes (one
+#: element per cycle: ``act_rd[i]`` reads every element of every streamed row, ``m_rd[i][j]``
+#: every candidate tap); measured over 60 random small layers (worst 87.5 cycles), empirical.
+MAPPER_READ_SLACK = 88
 
 
 def job_layout(addr_width: int) -> data.StructLayout:
