@@ -80,20 +80,24 @@ x[i], taps[i][j], dense[i][j], drain[j] : Out(stream.Signature(pe_layouts(cfg)[.
 
 Structure, latency, throughput
 ------------------------------
-One *row unit* per PE row walks the tiles and, per tile, the operand rows of its PE row; per
-operand row it first lets its ``cols`` *tap generators* (one per PE, in parallel) probe
-whether any of them has a tap (stopping at the first one found), then streams the row: the
-*x emitter* reads ``Lin`` elements (one per cycle) and emits the compressed beats while each
-tap generator scans its ``Ocl*Kh*Kw`` candidate taps (one per cycle, twice in stride-2 FP,
-once per parity) and emits a bundle each time ``lanes`` taps are found. A generator holds its
-latest bundle back until the next one exists or the row / tile ends (that is how ``last`` and
-``eot`` are known without look-ahead). One *drain unit* per column emits the tile's drain
+One *row unit* per PE row walks the tiles and, per tile, the operand rows of its PE row
+(dropping rows that cannot reach an output row of the tile without a scan); per operand row
+its ``cols`` *tap generators* (one per PE, in parallel) scan their candidate taps (one per
+cycle, twice in stride-2 FP, once per parity; kernel rows that cannot hold a tap are skipped
+in no cycle) and emit a bundle each time ``lanes`` taps are found, into a 4-bundle FIFO per
+generator; as soon as one of them found a tap the *x emitter* reads the row's ``Lin``
+elements (one per cycle) and emits the compressed beats. A generator holds its latest bundle
+back until the next one exists or the row / tile ends (that is how ``last`` and ``eot`` are
+known without look-ahead). Rows are pipelined: a generator that has a tap for the row takes
+the next row's start while it issues the row's last candidate, the verdict (stream, skip,
+drop) and the next start come in the cycle the generators end. One *drain unit* per column emits the tile's drain
 commands; one *dense unit* per column (WG) reads its scratchpad image, one word per cycle.
 Each stream is an output register: at most one beat per cycle. The x emitter runs
 at one beat per stored element (plus the zero columns it reads and drops); a tap generator at
 one bundle per ``lanes`` kept candidates (one candidate per cycle), so taps are the limit
 when the mask is sparse or the kernel small -- see ``docs/array_mapper.md`` for measured
-rates. First beats leave about 8 cycles after ``start``.
+rates and the cycle bounds against the reference (:data:`MAPPER_OVERHEAD`,
+:data:`MAPPER_READ_SLACK`). First beats leave about 8 cycles after ``start``.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
@@ -175,8 +179,9 @@ class _Geometry:
 
 class _XEmitter(wiring.Component):
     """Reads one operand row (``lin`` words from ``base``) and emits its compressed beats.
-    ``start`` (one cycle, while not ``busy``) begins a row; ``busy`` until its last beat left
-    the scan (the output register may still hold it)."""
+    ``start`` (one cycle, while ``free``) begins a row; ``busy`` until its last beat left
+    the scan (the output register may still hold it); ``free``: a new row may start (``start``
+    while ``free``: its reads follow the previous row's last one without a gap)."""
 
     def __init__(self, addr_width, data_width, col_width):
         self._aw, self._dw = addr_width, data_width
@@ -276,8 +281,10 @@ def _row_reach(m, g, b, a, r, lo, k_max):
 class _TapGen(wiring.Component):
     """The tap bundles of one PE for one operand row (``op`` = EMIT), a skip bundle (SKIP), or
     the tile's end (FLUSH: the held bundle leaves with ``eot``). ``start`` (one cycle, while
-    not ``busy``) begins an operation on the row ``(b, a, r)`` of the tile starting at output
-    row ``lo``.
+    not ``busy``, or while ``done`` (the operation ends this cycle) or ``tail`` (the row's last
+    candidate is issued and the row has a tap)) begins an operation on the row ``(b, a, r)``
+    of the tile starting at output row ``lo``. ``found_now``: a tap of this row was found
+    (including this cycle's); ``pending``: bundles wait in the FIFO.
 
     EMIT: ``found`` rises with the first tap. A generator that found none does not know
     whether the row is streamed (another PE of its row may need it): it raises ``waiting``
@@ -484,8 +491,6 @@ class _TapGen(wiring.Component):
         m.d.comb += [self.busy.eq(busy), self.done.eq(done), self.ending.eq(ending),
                      self.found_now.eq(self.found | (adv & tap_ok & ~s1_tail)),
                      self.tail.eq(tail_ok)]
-        self._dbg = dict(scanning=scanning, adv=adv, cand_ok=cand_ok, busy=busy,
-                         waiting=self.waiting, s1_valid=s1_valid, krow_ok=krow_ok)
 
         def finish(verdict=False):
             """The operation ends: ``busy`` falls, unless a new operation starts right away
@@ -620,7 +625,7 @@ class _RowUnit(wiring.Component):
                          x_started.eq(0)]
             m.next = "ROW_SCAN"
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
                     reset_walk()
@@ -673,9 +678,6 @@ class _RowUnit(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "WALK"
-        self._dbg = {n: fsm.ongoing(n) for n in
-                     ("WALK", "ROW_SCAN", "TEND", "SKIP", "SKIP_WAIT", "FLUSH", "FLUSH_WAIT")}
-        self._dbg.update(nxt=nxt, walk_done=walk_done, x_started=x_started)
         return m
 
 
@@ -832,7 +834,6 @@ class ArrayMapper(wiring.Component):
         job = Signal(job_layout(self._aw))
         units = []
         tap_units = []
-        self._dbg = {"tg": tap_units, "ru": units}
         for i in range(R):
             ru = _RowUnit(g, i, R, C, self._k_max)
             xe = _XEmitter(self._aw, self._dw, len(self.x[i].payload.col))
