@@ -80,24 +80,29 @@ x[i], taps[i][j], dense[i][j], drain[j] : Out(stream.Signature(pe_layouts(cfg)[.
 
 Structure, latency, throughput
 ------------------------------
-One *row unit* per PE row walks the tiles and, per tile, the operand rows of its PE row; per
-operand row it first lets its ``cols`` *tap generators* (one per PE, in parallel) probe
-whether any of them has a tap (stopping at the first one found), then streams the row: the
-*x emitter* reads ``Lin`` elements (one per cycle) and emits the compressed beats while each
-tap generator scans its ``Ocl*Kh*Kw`` candidate taps (one per cycle, twice in stride-2 FP,
-once per parity) and emits a bundle each time ``lanes`` taps are found. A generator holds its
-latest bundle back until the next one exists or the row / tile ends (that is how ``last`` and
-``eot`` are known without look-ahead). One *drain unit* per column emits the tile's drain
+One *row unit* per PE row walks the tiles and, per tile, the operand rows of its PE row
+(dropping rows that cannot reach an output row of the tile without a scan); per operand row
+its ``cols`` *tap generators* (one per PE, in parallel) scan their candidate taps (one per
+cycle, twice in stride-2 FP, once per parity; kernel rows that cannot hold a tap are skipped
+in no cycle) and emit a bundle each time ``lanes`` taps are found, into a 4-bundle FIFO per
+generator; as soon as one of them found a tap the *x emitter* reads the row's ``Lin``
+elements (one per cycle) and emits the compressed beats. A generator holds its latest bundle
+back until the next one exists or the row / tile ends (that is how ``last`` and ``eot`` are
+known without look-ahead). Rows are pipelined: a generator that has a tap for the row takes
+the next row's start while it issues the row's last candidate, the verdict (stream, skip,
+drop) and the next start come in the cycle the generators end. One *drain unit* per column emits the tile's drain
 commands; one *dense unit* per column (WG) reads its scratchpad image, one word per cycle.
 Each stream is an output register: at most one beat per cycle. The x emitter runs
 at one beat per stored element (plus the zero columns it reads and drops); a tap generator at
 one bundle per ``lanes`` kept candidates (one candidate per cycle), so taps are the limit
 when the mask is sparse or the kernel small -- see ``docs/array_mapper.md`` for measured
-rates. First beats leave about 8 cycles after ``start``.
+rates and the cycle bounds against the reference (:data:`MAPPER_OVERHEAD`,
+:data:`MAPPER_READ_SLACK`). First beats leave about 8 cycles after ``start``.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl._validate import check_int
@@ -105,10 +110,23 @@ from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.wire import Phase
 
-__all__ = ["ArrayMapper", "job_layout", "read_signature"]
+__all__ = ["ArrayMapper", "job_layout", "read_signature", "MAPPER_OVERHEAD",
+           "MAPPER_READ_SLACK"]
 
 _DIM = 16        # bits of a tensor dimension in the job
 _WIDE = 32       # bits of the internal row / word counts
+_TAP_FIFO = 4    # tap bundles buffered per tap generator
+
+#: Cycles: mapper-fed ``PEArray`` cycles <= 1.10 * ``gen.mapper.array.cycles(job).cycles`` +
+#: the WG scratchpad words (the reference starts with them loaded) + ``MAPPER_OVERHEAD``;
+#: measured on the layers of ``test_array_mapper_feeds_pe_array`` (worst 80.2 cycles, FP
+#: stride 2). Not a bound for every layer: see :data:`MAPPER_READ_SLACK`, docs/array_mapper.md.
+MAPPER_OVERHEAD = 81
+#: Cycles: mapper-fed cycles <= max(1.10 * reference, read floor) + WG scratchpad words +
+#: ``MAPPER_READ_SLACK``, the read floor being the most reads any one read port makes (one
+#: element per cycle: ``act_rd[i]`` reads every element of every streamed row, ``m_rd[i][j]``
+#: every candidate tap); measured over 60 random small layers (worst 87.5 cycles), empirical.
+MAPPER_READ_SLACK = 88
 
 
 def job_layout(addr_width: int) -> data.StructLayout:
@@ -161,13 +179,15 @@ class _Geometry:
 
 class _XEmitter(wiring.Component):
     """Reads one operand row (``lin`` words from ``base``) and emits its compressed beats.
-    ``start`` (one cycle, while not ``busy``) begins a row; ``busy`` until its last beat left
-    the scan (the output register may still hold it)."""
+    ``start`` (one cycle, while ``free``) begins a row; ``busy`` until its last beat left
+    the scan (the output register may still hold it); ``free``: a new row may start (``start``
+    while ``free``: its reads follow the previous row's last one without a gap)."""
 
     def __init__(self, addr_width, data_width, col_width):
         self._aw, self._dw = addr_width, data_width
         super().__init__({
             "start": In(1), "base": In(addr_width), "lin": In(_DIM), "busy": Out(1),
+            "free": Out(1),
             "rd": Out(read_signature(addr_width, signed(data_width))),
             "o": Out(stream.Signature(sparse_elem_layout(data_width, col_width))),
         })
@@ -183,7 +203,9 @@ class _XEmitter(wiring.Component):
         emit = s1_valid & ((self.rd.data != 0) | s1_last)
         adv = ~(emit & ~out_free)                    # stage 1 can retire its element
         base = Signal(self._aw)          # latched: the row unit moves on to the next row
-        m.d.comb += [self.busy.eq(run | s1_valid),
+        # ``free``: a new row may start (its first read follows the previous row's last
+        # element, which stage 1 still holds)
+        m.d.comb += [self.busy.eq(run | s1_valid), self.free.eq(~run),
                      self.rd.addr.eq(base + col), self.rd.en.eq(run & adv)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -205,23 +227,79 @@ class _XEmitter(wiring.Component):
 _EMIT, _SKIP, _FLUSH = range(3)
 
 
+def _kernel_rows(m, g, r):
+    """The kernel rows operand row ``r`` reaches: ``kr = kr_lo, kr_lo + S', ... <= kr_hi``
+    (``S'`` = 2 in stride-2 FP, else 1; FP: ``0 <= r + pad - kr <= (Ro - 1) * S``, divisible
+    by ``S``; BP/WG: ``0 <= r*S + kr - pad < Ro``) and ``y0``, the output row of ``kr_lo``;
+    along the visited kernel rows ``y`` moves by one per step (FP down, BP/WG up)."""
+    rp = Signal(signed(_DIM + 10))
+    kr_lo = Signal(signed(_DIM + 12))
+    kr_hi = Signal(signed(_DIM + 12))
+    lo_raw = Signal(signed(_DIM + 12))
+    m.d.comb += rp.eq(r + g.pad)
+    with m.If(g.fp):
+        m.d.comb += lo_raw.eq(rp - ((g.ro - 1) << g.stride2))
+        m.d.comb += kr_hi.eq(Mux(rp < g.kh - 1, rp, g.kh - 1))
+    with m.Else():
+        rs = Mux(g.stride2, r << 1, r)
+        m.d.comb += lo_raw.eq(g.pad - rs)
+        hi_raw = g.ro - 1 + g.pad - rs
+        m.d.comb += kr_hi.eq(Mux(hi_raw < g.kh - 1, hi_raw, g.kh - 1))
+    lo0 = Mux(lo_raw < 0, 0, lo_raw)
+    # stride-2 FP: kr has the parity of r + pad (lo_raw has it; clamping to 0 may not)
+    m.d.comb += kr_lo.eq(lo0 + (g.fp & g.stride2 & (lo0[0] ^ rp[0])))
+    y0 = Signal(signed(_WIDE + 2))
+    with m.If(g.fp):
+        t0 = r + g.pad - kr_lo
+        m.d.comb += y0.eq(Mux(g.stride2, t0 >> 1, t0))
+    with m.Else():
+        m.d.comb += y0.eq(Mux(g.stride2, r << 1, r) + kr_lo - g.pad)
+    return kr_lo, kr_hi, y0
+
+
+def _row_reach(m, g, b, a, r, lo, k_max):
+    """Whether operand row ``(b, a, r)`` may hold a tap in the tile starting at ``lo`` for
+    some column (conservative: padded channels and per-column gaps are not excluded; a
+    ``False`` row has no tap in any PE of its row and is dropped without a scan)."""
+    kr_lo, kr_hi, y0 = _kernel_rows(m, g, r)
+    s2fp = g.fp & g.stride2
+    q0 = Signal(signed(_WIDE + 4))
+    m.d.comb += q0.eq(y0 * g.planes + b * g.ocl)
+    hits = []
+    for k in range(k_max):
+        kr_k = kr_lo + Mux(s2fp, 2 * k, k)
+        q_k = Mux(g.fp, q0 - k * g.planes, q0 + k * g.planes)
+        hits.append((kr_k <= kr_hi) & (q_k + g.ocl > lo) & (q_k < lo + g.per))
+    blk = Signal(_WIDE + 8)              # WG: the psum addresses of channel a
+    m.d.comb += blk.eq(a * g.ocl * g.kh * g.kw)
+    reach = Signal()
+    m.d.comb += reach.eq(Mux(g.wg, (kr_lo <= kr_hi) & (blk + g.ocl * g.kh * g.kw > lo) &
+                             (blk < lo + g.per), _any(hits)))
+    return reach
+
+
 class _TapGen(wiring.Component):
     """The tap bundles of one PE for one operand row (``op`` = EMIT), a skip bundle (SKIP), or
     the tile's end (FLUSH: the held bundle leaves with ``eot``). ``start`` (one cycle, while
-    not ``busy``) begins an operation on the row ``(b, a, r)`` of the tile starting at output
-    row ``lo``.
+    not ``busy``, or while ``done`` (the operation ends this cycle) or ``tail`` (the row's last
+    candidate is issued and the row has a tap)) begins an operation on the row ``(b, a, r)``
+    of the tile starting at output row ``lo``. ``found_now``: a tap of this row was found
+    (including this cycle's); ``pending``: bundles wait in the FIFO.
 
     EMIT: ``found`` rises with the first tap. A generator that found none does not know
     whether the row is streamed (another PE of its row may need it): it raises ``waiting``
     and, when the row unit raises ``resolve``, pushes a skip bundle if ``need`` else ends
     without a beat (the row is dropped from every stream of the PE row)."""
 
-    def __init__(self, geo, j, cols, lanes, taps_layout, addr_width, data_width):
+    def __init__(self, geo, j, cols, lanes, taps_layout, addr_width, data_width, k_max):
         self._geo, self._j, self._cols, self._lanes = geo, j, cols, lanes
+        self._k_max = k_max
         self._tl = taps_layout
         super().__init__({
             "start": In(1), "op": In(2), "b": In(_DIM), "a": In(_DIM), "r": In(_DIM),
-            "lo": In(_WIDE), "busy": Out(1), "found": Out(1), "waiting": Out(1),
+            "lo": In(_WIDE), "busy": Out(1), "done": Out(1), "ending": Out(1),
+            "pending": Out(1), "found": Out(1), "found_now": Out(1), "tail": Out(1),
+            "waiting": Out(1),
             "resolve": In(1), "need": In(1),
             "w_rd": Out(read_signature(addr_width, signed(data_width))),
             "m_rd": Out(read_signature(addr_width, unsigned(1))),
@@ -237,6 +315,12 @@ class _TapGen(wiring.Component):
         split = Signal()                 # this operation walks two parity passes
         scanning = Signal()
         s1_valid, s1_ok, s1_kw, s1_base = Signal(), Signal(), Signal(8), Signal(_WIDE)
+        s1_last, s1_par = Signal(), Signal()     # stage 1 holds the pass's last candidate
+        # stage 1 holds the previous row's last candidate (the *tail*: the next row started
+        # while it was issued); it belongs to a row that has a tap, so it ends that row with
+        # ``last`` and counts for neither ``found`` nor ``pushed`` of the new row
+        s1_tail = Signal()
+        tail_ok = Signal()
         cnt = Signal(range(L + 1))       # slots filled in the bundle being built
         bld = Signal(self._tl)           # the bundle being built (unused slots all zero)
         held = Signal(self._tl)          # the latest complete bundle, not yet released
@@ -251,26 +335,40 @@ class _TapGen(wiring.Component):
         # only the kernel rows kr the operand row reaches are visited: kr = kr_lo + kri *
         # kr_step up to kr_hi (FP: 0 <= r + pad - kr <= (Ro - 1) * S, divisible by S; BP:
         # 0 <= r*S + kr - pad < Ro)
-        rp = Signal(signed(_DIM + 10))
-        kr_lo = Signal(signed(_DIM + 12))
-        kr_hi = Signal(signed(_DIM + 12))
-        lo_raw = Signal(signed(_DIM + 12))
-        m.d.comb += rp.eq(self.r + g.pad)
-        with m.If(g.fp):
-            m.d.comb += lo_raw.eq(rp - ((g.ro - 1) << g.stride2))
-            m.d.comb += kr_hi.eq(Mux(rp < g.kh - 1, rp, g.kh - 1))
-        with m.Else():
-            rs = Mux(g.stride2, self.r << 1, self.r)
-            m.d.comb += lo_raw.eq(g.pad - rs)
-            hi_raw = g.ro - 1 + g.pad - rs
-            m.d.comb += kr_hi.eq(Mux(hi_raw < g.kh - 1, hi_raw, g.kh - 1))
-        lo0 = Mux(lo_raw < 0, 0, lo_raw)
-        # stride-2 FP: kr has the parity of r + pad (lo_raw has it; clamping to 0 may not)
-        m.d.comb += kr_lo.eq(lo0 + (g.fp & g.stride2 & (lo0[0] ^ rp[0])))
+        kr_lo, kr_hi, y0 = _kernel_rows(m, g, self.r)
         kr_step = Mux(g.fp & g.stride2, 2, 1)
         kr = Signal(_DIM + 12)
-        m.d.comb += kr.eq(kr_lo + Mux(g.fp & g.stride2, kri << 1, kri))
-        kr_last = kr_lo + Mux(g.fp & g.stride2, kri << 1, kri) + kr_step > kr_hi
+        # Kernel rows that cannot hold a tap (out of the tile, a padded channel, past kr_hi)
+        # cost no cycle: all k_max kernel rows of the current ol are tested at once and the
+        # scan visits the first possible one at or after kri (kri_e). Along the visited kernel
+        # rows y moves by one per step (FP: down, BP/WG: up), so q moves by B*Ocl.
+        K = self._k_max
+        s2fp = g.fp & g.stride2
+        q0 = Signal(signed(_WIDE + 4))
+        m.d.comb += q0.eq(y0 * g.planes + self.b * g.ocl + ol)
+        wgb0 = Signal(signed(_WIDE + 4))    # WG: the first kernel row's first psum address
+        m.d.comb += wgb0.eq(((self.a * g.ocl + ol) * g.kh + kr_lo) * g.kw)
+        o_real = Signal()
+        m.d.comb += o_real.eq((ol * self._cols + self._j) < g.o_n)
+        krow_can = Signal(K)
+        for k in range(K):
+            kr_k = kr_lo + Mux(s2fp, 2 * k, k)
+            q_k = Mux(g.fp, q0 - k * g.planes, q0 + k * g.planes)
+            wb_k = wgb0 + k * g.kw
+            tile_k = Mux(g.wg, (wb_k + g.kw > self.lo) & (wb_k < self.lo + g.per),
+                         o_real & (q_k >= self.lo) & (q_k < self.lo + g.per))
+            m.d.comb += krow_can[k].eq((kr_k <= kr_hi) & tile_k)
+        kri_e = Signal(range(K))
+        any_can = Signal()
+        more_can = Signal()              # a possible kernel row after kri_e
+        for k in reversed(range(K)):     # the lowest possible k >= kri wins
+            with m.If(krow_can[k] & (kri <= k)):
+                m.d.comb += [kri_e.eq(k), any_can.eq(1)]
+        for k in range(K):
+            with m.If(krow_can[k] & (kri_e < k)):
+                m.d.comb += more_can.eq(1)
+        m.d.comb += kr.eq(kr_lo + Mux(s2fp, kri_e << 1, kri_e))
+        kr_last = ~any_can | ~more_can
         o = Signal(_WIDE)
         m.d.comb += o.eq(ol * self._cols + self._j)
         y = Signal(signed(_WIDE + 2))
@@ -293,19 +391,36 @@ class _TapGen(wiring.Component):
         wgq = Signal(_WIDE)
         m.d.comb += wgq.eq(((self.a * g.ocl + ol) * g.kh + kr) * g.kw + kw)
         wg_in_tile = (wgq >= self.lo) & (wgq < self.lo + g.per)
-        krow_ok = (g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) & (kr <= kr_hi))
+        krow_ok = (any_can & g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) &
+                   (kr <= kr_hi))
         cand_ok = krow_ok & (~g.wg | wg_in_tile)
         kw_more = krow_ok & (kw + kw_step < g.kw)
-        last_cand = ~kw_more & kr_last & (ol == g.ocl - 1)
+        # FP/BP: padded channels (o >= O) come last and hold no tap: the scan ends before
+        ol_last = (ol == g.ocl - 1) | (~g.wg & (o + self._cols >= g.o_n))
+        last_cand = ~kw_more & kr_last & ol_last
         woff = Signal(_WIDE)
         m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
 
         # -- stage 1: the mask bit and the weight arrive; a kept tap joins the bundle
-        out_free = ~self.o.valid | self.o.ready
+        # released bundles wait in a FIFO (its output register drives the stream): the scan
+        # runs ahead of the PE by up to ``_TAP_FIFO`` bundles
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self._tl.size, depth=_TAP_FIFO)
+        wr_en = Signal()
+        wr_data = Signal(self._tl)
+        m.d.comb += [fifo.w_en.eq(wr_en), fifo.w_data.eq(wr_data),
+                     self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.o.ready), self.pending.eq(fifo.level != 0)]
+        out_free = fifo.w_rdy
         can_push = ~held_valid | out_free
         tap_ok = s1_valid & s1_ok & (g.wg | self.m_rd.data[0])
         full = tap_ok & (cnt == L - 1)
-        adv = ~(full & ~can_push)                    # stage 1 retires its candidate
+        # the pass ends in stage 1 (no drain cycle): its partial bundle leaves at once
+        pass_end = s1_valid & s1_last
+        s1_final = ~split | s1_par
+        cnt_after = Signal(range(L + 2))
+        m.d.comb += cnt_after.eq(cnt + tap_ok)
+        end_push = pass_end & (cnt_after != 0)
+        adv = ~((full | end_push) & ~can_push)       # stage 1 retires its candidate
 
         # only a candidate that can be a tap reads: a padded channel (o >= O) has no weights,
         # so its address would leave the tensor (stage 1 ignores the held data: s1_ok = 0)
@@ -327,32 +442,43 @@ class _TapGen(wiring.Component):
         def push(bundle_value, last):
             """The held bundle leaves (if any), ``bundle_value`` becomes the held one."""
             with m.If(held_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(held)]
-            m.d.sync += [held.eq(bundle_value), held.parity.eq(par), held.last.eq(last),
+                m.d.comb += [wr_en.eq(1), wr_data.eq(held)]
+            m.d.sync += [held.eq(bundle_value), held.parity.eq(s1_par), held.last.eq(last),
                          held.eot.eq(0), held_valid.eq(1), pushed.eq(1)]
 
         def push_skip():
             push(Const(0, self._tl.size), 1)
             m.d.sync += held.parity.eq(0)
 
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-
         with m.If(adv):
             m.d.sync += [s1_valid.eq(scanning), s1_ok.eq(cand_ok), s1_kw.eq(kw),
+                         s1_last.eq(last_cand), s1_par.eq(par),
+                         s1_tail.eq(tail_ok & self.start),
                          s1_base.eq(Mux(g.wg, wgq - self.lo, (q - self.lo) * g.lout)),
                          s1_rowbase.eq(Mux(g.wg, rowbase, 0))]
             with m.If(scanning):
                 with m.If(kw_more):
                     m.d.sync += kw.eq(kw + kw_step)
                 with m.Else():
-                    m.d.sync += [kw.eq(kw0), kri.eq(kri + 1)]
+                    m.d.sync += [kw.eq(kw0), kri.eq(kri_e + 1)]
                     with m.If(kr_last):
                         m.d.sync += [kri.eq(0), ol.eq(ol + 1)]
                 with m.If(last_cand):
-                    m.d.sync += scanning.eq(0)
-            with m.If(tap_ok):
+                    with m.If(split & ~par):        # stride-2 FP: the second parity pass
+                        m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0])]
+                    with m.Else():
+                        m.d.sync += scanning.eq(0)
+            with m.If(tap_ok & ~s1_tail):
                 m.d.sync += self.found.eq(1)
+            with m.If(pass_end):
+                with m.If(cnt_after != 0):
+                    push(Mux(tap_ok, nb, bld), s1_final)
+                    m.d.sync += [bld.eq(0), cnt.eq(0)]
+                with m.Elif(s1_final & (pushed | s1_tail)):
+                    m.d.sync += held.last.eq(1)
+                with m.If(s1_tail):
+                    m.d.sync += pushed.eq(0)
+            with m.Elif(tap_ok):
                 with m.If(cnt == L - 1):
                     push(nb, 0)
                     m.d.sync += [bld.eq(0), cnt.eq(0)]
@@ -360,67 +486,72 @@ class _TapGen(wiring.Component):
                     m.d.sync += [bld.eq(nb), cnt.eq(cnt + 1)]
 
         busy = Signal()
-        m.d.comb += self.busy.eq(busy)
+        done = Signal()                  # the operation ends this cycle (a start may follow)
+        ending = Signal()                # done, not from the verdict (NOTAP)
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done), self.ending.eq(ending),
+                     self.found_now.eq(self.found | (adv & tap_ok & ~s1_tail)),
+                     self.tail.eq(tail_ok)]
+
+        def finish(verdict=False):
+            """The operation ends: ``busy`` falls, unless a new operation starts right away
+            (the row unit starts the next one in the cycle ``done`` is high). ``ending``: it
+            ends on its own (not on the row's verdict), so the verdict may come this cycle."""
+            m.d.comb += done.eq(1)
+            if not verdict:
+                m.d.comb += ending.eq(1)
+            m.d.sync += busy.eq(0)
+            m.next = "IDLE"
+            begin()
+
+        def begin():
+            with m.If(self.start):
+                sp = (self.op == _EMIT) & g.fp & g.stride2
+                # (cnt and bld are already empty, or emptied by the tail in stage 1)
+                m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
+                             ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)),
+                             self.found.eq(0), split.eq(sp)]
+                with m.Switch(self.op):
+                    with m.Case(_EMIT):
+                        m.d.sync += scanning.eq(1)
+                        m.next = "SCAN"
+                    with m.Case(_SKIP):
+                        m.next = "SKIP"
+                    with m.Case(_FLUSH):
+                        m.next = "FLUSH"
+
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
-                    sp = (self.op == _EMIT) & g.fp & g.stride2
-                    m.d.sync += [op.eq(self.op), busy.eq(1), pushed.eq(0), par.eq(0),
-                                 ol.eq(0), kri.eq(0), kw.eq(Mux(sp, g.pad[0], 0)), cnt.eq(0),
-                                 bld.eq(0), self.found.eq(0), split.eq(sp)]
-                    with m.Switch(self.op):
-                        with m.Case(_EMIT):
-                            m.d.sync += scanning.eq(1)
-                            m.next = "SCAN"
-                        with m.Case(_SKIP):
-                            m.next = "SKIP"
-                        with m.Case(_FLUSH):
-                            m.next = "FLUSH"
+                begin()
             with m.State("SCAN"):
-                with m.If(~scanning & ~s1_valid):
-                    m.next = "FIN"
-            with m.State("FIN"):
-                final = ~split | par
-                with m.If(cnt != 0):
-                    with m.If(can_push):
-                        push(bld, final)
-                        m.d.sync += [bld.eq(0), cnt.eq(0)]
-                        with m.If(final):
-                            m.d.sync += busy.eq(0)
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.next = "PASS2"
-                with m.Elif(~final):
-                    m.next = "PASS2"
-                with m.Elif(~pushed):
-                    m.next = "NOTAP"
-                with m.Else():
-                    m.d.sync += [held.last.eq(1), busy.eq(0)]
-                    m.next = "IDLE"
-            with m.State("PASS2"):
-                m.d.sync += [par.eq(1), ol.eq(0), kri.eq(0), kw.eq(~g.pad[0]), scanning.eq(1)]
-                m.next = "SCAN"
+                # the final pass issues its last candidate and the row has a tap: the next
+                # row may start now (its first candidate follows this one without a gap)
+                m.d.comb += tail_ok.eq(scanning & last_cand & adv & (~split | par) &
+                                       self.found_now)
+                with m.If(tail_ok):
+                    begin()
+                with m.If(pass_end & adv & s1_final & ~s1_tail):
+                    with m.If((cnt_after != 0) | pushed):
+                        finish()
+                    with m.Else():
+                        m.next = "NOTAP"
             with m.State("NOTAP"):
                 m.d.comb += self.waiting.eq(1)
                 with m.If(self.resolve):
                     with m.If(self.need):
                         m.next = "SKIP"
                     with m.Else():
-                        m.d.sync += busy.eq(0)
-                        m.next = "IDLE"
+                        finish(verdict=True)
             with m.State("SKIP"):                   # no tap: a skip bundle releases the row
                 with m.If(can_push):
                     push_skip()
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
+                    finish()
             with m.State("FLUSH"):
                 with m.If(~held_valid):
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
+                    finish()
                 with m.Elif(out_free):
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(held),
-                                 self.o.payload.eot.eq(1), held_valid.eq(0), busy.eq(0)]
-                    m.next = "IDLE"
+                    m.d.comb += [wr_en.eq(1), wr_data.eq(held), wr_data.eot.eq(1)]
+                    m.d.sync += held_valid.eq(0)
+                    finish()
         return m
 
 
@@ -428,14 +559,18 @@ class _RowUnit(wiring.Component):
     """Walks the tiles and the operand rows of PE row ``i``; drives its x emitter and its tap
     generators."""
 
-    def __init__(self, geo, i, rows, cols):
+    def __init__(self, geo, i, rows, cols, k_max):
         self._geo, self._i, self._rows, self._cols = geo, i, rows, cols
+        self._k_max = k_max
         super().__init__({
             "go": In(1), "busy": Out(1),
             "xe_start": Out(1), "xe_base": Out(len(geo.op_base)), "xe_busy": In(1),
+            "xe_free": In(1),
             "tg_start": Out(1), "tg_op": Out(2), "b": Out(_DIM), "a": Out(_DIM),
             "r": Out(_DIM), "lo": Out(_WIDE), "resolve": Out(1), "need": Out(1),
-            "tg_busy": In(cols), "tg_found": In(cols), "tg_waiting": In(cols),
+            "tg_busy": In(cols), "tg_done": In(cols), "tg_ending": In(cols), "tg_tail": In(cols),
+            "tg_found": In(cols),
+            "tg_waiting": In(cols),
         })
 
     def elaborate(self, platform):
@@ -453,9 +588,15 @@ class _RowUnit(wiring.Component):
         # interleaved dealing: FP/BP channel fastest, WG y fastest (gen/mapper/array.py)
         m.d.comb += key.eq(Mux(g.wg, (ib * g.a_n + ia) * g.rn + ir, (ib * g.rn + ir) * g.a_n + ia))
         mine = (key % R) == self._i if R > 1 else Const(1)
+        # rows without a possible tap in the tile are dropped by the walker (no scan)
+        reach = _row_reach(m, g, ib, ia, ir, self.lo, self._k_max)
         gens_idle = ~self.tg_busy.any()
+        # every generator is idle or ends its operation this cycle (it takes a start then)
+        gens_free = (~self.tg_busy | self.tg_done | self.tg_tail).all()
         # every generator has finished its scan (idle, or waiting for the row's verdict)
-        settled = (~self.tg_busy | self.tg_waiting).all()
+        # (or ends its scan this cycle: ``tg_found`` then includes its last candidate)
+        # or issues the last candidate of a row it has a tap for (``tg_tail``)
+        settled = (~self.tg_busy | self.tg_waiting | self.tg_ending | self.tg_tail).all()
         m.d.comb += self.xe_base.eq(g.op_base + ((self.b * g.a_n + self.a) * g.rn + self.r)
                                     * g.lin)
         busy = Signal()
@@ -468,13 +609,21 @@ class _RowUnit(wiring.Component):
                 m.d.sync += [ir.eq(0), ia.eq(ia + 1)]
                 with m.If(ia == g.a_n - 1):
                     m.d.sync += [ia.eq(0), ib.eq(ib + 1)]
-            with m.If(mine):
+            with m.If(mine & reach):
                 m.d.sync += [nb.eq(ib), na.eq(ia), nr.eq(ir), nxt.eq(1)]
+            with m.If(mine):
                 with m.If(~have_first):
                     m.d.sync += [fb.eq(ib), fa.eq(ia), fr.eq(ir), have_first.eq(1)]
 
         def reset_walk():
             m.d.sync += [ib.eq(0), ia.eq(0), ir.eq(0), nxt.eq(0), tile_any.eq(0)]
+
+        def start_row():
+            # the generators read (b, a, r) from the cycle after their start on
+            m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
+            m.d.sync += [self.b.eq(nb), self.a.eq(na), self.r.eq(nr), nxt.eq(0),
+                         x_started.eq(0)]
+            m.next = "ROW_SCAN"
 
         with m.FSM():
             with m.State("IDLE"):
@@ -483,25 +632,24 @@ class _RowUnit(wiring.Component):
                     m.d.sync += [self.lo.eq(0), have_first.eq(0), busy.eq(1), walking.eq(1)]
                     m.next = "WALK"
             with m.State("WALK"):
-                with m.If(nxt & gens_idle):
-                    # the generators read (b, a, r) from the cycle after their start on
-                    m.d.comb += [self.tg_start.eq(1), self.tg_op.eq(_EMIT)]
-                    m.d.sync += [self.b.eq(nb), self.a.eq(na), self.r.eq(nr), nxt.eq(0),
-                                 x_started.eq(0)]
-                    m.next = "ROW_SCAN"
+                with m.If(nxt & gens_free):
+                    start_row()
                 with m.Elif(walk_done & ~nxt & gens_idle & ~self.xe_busy):
                     m.next = "TEND"
             with m.State("ROW_SCAN"):
                 # the row is streamed as soon as one PE has a tap for it; its x beats start
                 # then, alongside the bundles
                 found = self.tg_found.any()
-                with m.If(found & ~x_started & ~self.xe_busy):
+                with m.If(found & ~x_started & self.xe_free):
                     m.d.comb += self.xe_start.eq(1)
                     m.d.sync += [x_started.eq(1), tile_any.eq(1)]
-                with m.If(settled & (x_started | ~found)):
+                with m.If(settled & (x_started | self.xe_free | ~found)):
                     # the verdict: generators without a tap skip (found) or drop the row
                     m.d.comb += [self.resolve.eq(1), self.need.eq(found)]
-                    m.next = "WALK"
+                    with m.If(nxt & gens_free):
+                        start_row()             # the next row's scan starts at once
+                    with m.Else():
+                        m.next = "WALK"
             with m.State("TEND"):
                 with m.If(tile_any):
                     m.next = "FLUSH"
@@ -685,20 +833,25 @@ class ArrayMapper(wiring.Component):
         g = _Geometry(self._aw)
         job = Signal(job_layout(self._aw))
         units = []
+        tap_units = []
         for i in range(R):
-            ru = _RowUnit(g, i, R, C)
+            ru = _RowUnit(g, i, R, C, self._k_max)
             xe = _XEmitter(self._aw, self._dw, len(self.x[i].payload.col))
             m.submodules[f"row{i}"], m.submodules[f"x{i}"] = ru, xe
             m.d.comb += [xe.start.eq(ru.xe_start), xe.base.eq(ru.xe_base), xe.lin.eq(g.lin),
-                         ru.xe_busy.eq(xe.busy)]
+                         ru.xe_busy.eq(xe.busy), ru.xe_free.eq(xe.free)]
             wiring.connect(m, xe.rd, wiring.flipped(self.act_rd[i]))
             wiring.connect(m, xe.o, wiring.flipped(self.x[i]))
             for j in range(C):
-                tg = _TapGen(g, j, C, self._lanes, self.layouts["taps"], self._aw, self._dw)
+                tg = _TapGen(g, j, C, self._lanes, self.layouts["taps"], self._aw, self._dw,
+                             self._k_max)
                 m.submodules[f"taps{i}_{j}"] = tg
+                tap_units.append(tg)
                 m.d.comb += [tg.start.eq(ru.tg_start), tg.op.eq(ru.tg_op), tg.b.eq(ru.b),
                              tg.a.eq(ru.a), tg.r.eq(ru.r), tg.lo.eq(ru.lo),
-                             ru.tg_busy[j].eq(tg.busy), ru.tg_found[j].eq(tg.found),
+                             ru.tg_busy[j].eq(tg.busy), ru.tg_done[j].eq(tg.done),
+                             ru.tg_found[j].eq(tg.found_now), ru.tg_ending[j].eq(tg.ending),
+                             ru.tg_tail[j].eq(tg.tail),
                              ru.tg_waiting[j].eq(tg.waiting), tg.resolve.eq(ru.resolve),
                              tg.need.eq(ru.need)]
                 wiring.connect(m, tg.w_rd, wiring.flipped(self.w_rd[i][j]))
@@ -769,7 +922,8 @@ class ArrayMapper(wiring.Component):
                 streams = [s.valid for s in [*self.x, *self.drain]]
                 streams += [self.taps[i][j].valid for i in range(R) for j in range(C)]
                 streams += [self.dense[i][j].valid for i in range(R) for j in range(C)]
-                with m.If(~go & ~_any([u.busy for u in units] + streams)):
+                pend = [tg.pending for tg in tap_units]
+                with m.If(~go & ~_any([u.busy for u in units] + streams + pend)):
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
         return m
