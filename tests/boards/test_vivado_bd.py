@@ -123,20 +123,22 @@ def test_vcu1525_block_design_tcl(bd_tree):
         line = next(ln for ln in flat.splitlines()
                     if ln.startswith(f"connect_bd_net [get_bd_pins {driver}]"))
         return set(re.findall(r"\[get_bd_pins ([\w/]+)\]", line)) - {driver}
+    # the tiny core has the data plane's DMA master (m_axi): the card-memory clock converters
+    # (bypass_cc on the XDMA side, mem_cc on the core side) join the clock and reset nets
     assert net("xdma_0/axi_aclk") == {
         "core_clk_wiz/clk_in1", "accel_0/irq_clk", "axil_cc/s_axi_aclk", "h2c_dwidth/aclk",
-        "h2c_cc/s_axis_aclk", "c2h_cc/m_axis_aclk", "c2h_dwidth/aclk"}
+        "h2c_cc/s_axis_aclk", "c2h_cc/m_axis_aclk", "c2h_dwidth/aclk", "bypass_cc/s_axi_aclk"}
     assert net("xdma_0/axi_aresetn") == {
         "core_clk_wiz/resetn", "core_rst/ext_reset_in", "axil_cc/s_axi_aresetn",
         "h2c_dwidth/aresetn", "h2c_cc/s_axis_aresetn", "c2h_cc/m_axis_aresetn",
-        "c2h_dwidth/aresetn"}
+        "c2h_dwidth/aresetn", "bypass_cc/s_axi_aresetn"}
     assert net("core_clk_wiz/core_clk") == {
         "core_rst/slowest_sync_clk", "accel_0/clk", "axil_cc/m_axi_aclk", "axil_smc/aclk",
-        "h2c_cc/m_axis_aclk", "c2h_cc/s_axis_aclk"}
+        "h2c_cc/m_axis_aclk", "c2h_cc/s_axis_aclk", "mem_cc/s_axi_aclk"}
     assert net("core_clk_wiz/locked") == {"core_rst/dcm_locked"}
     assert net("core_rst/interconnect_aresetn") == {
         "axil_cc/m_axi_aresetn", "axil_smc/aresetn", "h2c_cc/m_axis_aresetn",
-        "c2h_cc/s_axis_aresetn"}
+        "c2h_cc/s_axis_aresetn", "mem_cc/s_axi_aresetn"}
     assert net("core_rst/peripheral_aresetn") == {"accel_0/aresetn"}
     # The core clock domain: clk_wiz from axi_aclk at 125 MHz, reset from axi_aresetn + locked.
     for cell, vlnv in (("core_clk_wiz", "clk_wiz"), ("core_rst", "proc_sys_reset"),
@@ -169,11 +171,14 @@ def test_vcu1525_block_design_tcl_runs_stubbed(bd_tree, tmp_path):
     assert "launch_runs" not in names                          # bd_only stops before synthesis
     cells = {c[-1]: c for c in calls if c[0] == "create_bd_cell"}
     assert set(cells) == {"refclk_buf", "xdma_0", "h2c_dwidth", "c2h_dwidth", "axil_smc",
-                          "accel_0", "core_clk_wiz", "core_rst", "axil_cc", "h2c_cc", "c2h_cc"}
+                          "accel_0", "core_clk_wiz", "core_rst", "axil_cc", "h2c_cc", "c2h_cc",
+                          # card memory for the core's m_axi (the data plane's DMA master)
+                          "ddr4_0", "mem_smc", "mem_cc", "bypass_cc", "mem_rst", "mem_sys_rst"}
     assert cells["accel_0"][1:] == ("-type", "module", "-reference", "accelerator_wrapper",
                                     "accel_0")
     ports = {c[-1] for c in calls if c[0] in ("create_bd_port", "create_bd_intf_port")}
-    assert ports == {"pcie_mgt", "pcie_refclk", "pcie_perstn"}
+    assert ports == {"pcie_mgt", "pcie_refclk", "pcie_perstn",
+                     "ddr4_sdram_c0", "default_300mhz_clk0"}     # the card memory's DDR4
     ends = [e for c in calls if c[0] in ("connect_bd_net", "connect_bd_intf_net") for e in c[1:]]
     for e in ends:                                   # every endpoint is a created cell or port
         assert e.split("/")[0] in set(cells) | ports, e
@@ -281,17 +286,17 @@ def test_vcu1525_block_design_wrapper(bd_tree):
     assert infos["irq"] == "xilinx.com:signal:interrupt:1.0 irq INTERRUPT"
     assert infos["irq_clk"] == "xilinx.com:signal:clock:1.0 irq_clk CLK"
     params = re.findall(r'X_INTERFACE_PARAMETER = "([^"]+)"', wrapper)
-    assert len(params) == 7                                   # one per interface
-    # The core clock and its three bus interfaces at core_mhz (default 125 MHz); irq_clk is
-    # the XDMA's 250 MHz axi_aclk.
-    assert ("XIL_INTERFACENAME clk, ASSOCIATED_BUSIF s_axil:s_axis:m_axis, "
+    assert len(params) == 8                                   # one per interface
+    # The core clock and its four bus interfaces (m_axi: the data plane's DMA master) at
+    # core_mhz (default 125 MHz); irq_clk is the XDMA's 250 MHz axi_aclk.
+    assert ("XIL_INTERFACENAME clk, ASSOCIATED_BUSIF s_axil:s_axis:m_axis:m_axi, "
             "ASSOCIATED_RESET aresetn, FREQ_HZ 125000000") in params
-    for name in ("s_axil", "s_axis", "m_axis"):
+    for name in ("s_axil", "s_axis", "m_axis", "m_axi"):
         p = next(p for p in params if p.startswith(f"XIL_INTERFACENAME {name},"))
         assert p.endswith("FREQ_HZ 125000000"), p
     assert "XIL_INTERFACENAME irq_clk, FREQ_HZ 250000000" in params
     assert [int(f) for f in re.findall(r'PARAMETER = "[^"]*FREQ_HZ (\d+)"', wrapper)] == \
-        [vivado_bd.CORE_MHZ_DEFAULT * 1_000_000] * 4 + [vivado_bd.AXI_CLK_HZ]
+        [vivado_bd.CORE_MHZ_DEFAULT * 1_000_000] * 5 + [vivado_bd.AXI_CLK_HZ]
     assert "XIL_INTERFACENAME aresetn, POLARITY ACTIVE_LOW" in params
     assert "XIL_INTERFACENAME irq, SENSITIVITY LEVEL_HIGH, PortWidth 1" in params
     axil = next(p for p in params if p.startswith("XIL_INTERFACENAME s_axil,"))
