@@ -178,6 +178,9 @@ def test_e2e_cocotb(sim, cocotb_run, test, tmp_path):
         assert (q["array_cycles"] > 0) == (q["phase"] in ("fp", "bp", "wg"))
         assert q["host_words_in"] > 0 and q["host_words_out"] > 0 and q["debug_words"] == 0
     assert step["array_cycles"] == sum(r["model_cycles"] for r in arr)
-    assert step["cycles"] == sum(r["io_cycles"] for r in run["log"])
+    # a data-plane phase reports its job cycles (JOB_CYCLES), a host-fed one its io cycles
+    assert step["cycles"] == sum(q["cycles"] for q in step["phases"])
+    assert step["cycles"] == sum(r["job_cycles"] if r.get("data_plane") == "dma" else
+                                 r["io_cycles"] for r in run["log"])
     # the model array cycles of a phase are those of map_array for the same layer
     assert len(arr) == 3 * len(net.compute) - 1
