@@ -169,7 +169,6 @@ class DmaEngine(wiring.Component):
         wkill = Signal()                                  # kill as seen by wstrb (beat-stable)
         mem_addr = Signal(self._addr_width + 1)           # next burst's byte address
         issue_left = Signal(lw + 1)                       # beats not yet requested
-        data_cnt = Signal(9)                              # beats left in the current burst
         total_left = Signal(lw + 1)                       # data beats left in the transfer
         wptr = Signal(self._buf_addr_width + 1)           # buffer word of the current beat
         tail_mask = Signal(epw)                           # element mask of the final beat
@@ -237,7 +236,6 @@ class DmaEngine(wiring.Component):
             self.m_axi_awaddr.eq(mem_addr), self.m_axi_araddr.eq(mem_addr),
             self.m_axi_awlen.eq(blen - 1), self.m_axi_arlen.eq(blen - 1),
             self.m_axi_wdata.eq(self.mem.rdata),
-            self.m_axi_wlast.eq(data_cnt == 1),
             self.done.payload.status.eq(err),
             self.done.payload.beats.eq(xfer_beats),
         ]
@@ -247,6 +245,26 @@ class DmaEngine(wiring.Component):
         def first_err(code):
             with m.If(err == 0):
                 m.d.sync += err.eq(code)
+
+        # -- run-ahead state (LOAD / STORE) ---------------------------------------------------
+        # The address channel issues bursts back to back (``a_on``: the current AR/AW is raised,
+        # its payload is mem_addr / blen); the data side follows. ``a_out``: bursts accepted on
+        # AR/AW and not yet finished (load: all its R beats taken, tracked in beats by
+        # total_left vs issue_left; store: its B taken). ``w_credit``: store bursts whose AW was
+        # accepted and whose W beats are not all sent (W beats only for committed bursts).
+        a_on = Signal()
+        a_out = Signal(lw + 1)
+        w_credit = Signal(lw + 1)
+        w_pos = Signal(8)                                 # W beat index in its burst
+        w_addr = Signal(self._addr_width + 1)             # byte address of the current W beat
+        page_last = (w_addr[size_log2:12] == page_beats - 1) if page_beats > 1 else Const(1)
+        m.d.comb += self.m_axi_wlast.eq((total_left == 1) | (w_pos == self._max_burst - 1) |
+                                        page_last)
+        # a kill raised at this edge (abort, an error response) already stops the next burst
+        kill_now = Signal()
+        m.d.comb += kill_now.eq(kill | self.abort |
+                                (r_fire & self.m_axi_rresp[1]) | (b_fire & self.m_axi_bresp[1]))
+        more = issue_left != blen                          # beats left after this burst
 
         with m.FSM(name="dma_fsm") as fsm:
             with m.State("IDLE"):
@@ -259,12 +277,14 @@ class DmaEngine(wiring.Component):
                 rem = d.length[:epw_log2] if epw_log2 else Const(0, 1)
                 m.d.sync += [
                     mem_addr.eq(d.addr),
+                    w_addr.eq(d.addr),
                     issue_left.eq(beats_total),
                     total_left.eq(beats_total),
                     wptr.eq(d.base >> epw_log2),
                     # rem elements valid in the final beat (all when rem == 0)
                     tail_mask.eq(Mux(rem == 0, all_mask, (Const(1, epw + 1) << rem) - 1)),
                     tmo.eq(0),
+                    a_on.eq(1), a_out.eq(0), w_credit.eq(0), w_pos.eq(0),
                 ]
                 with m.If(check != 0):
                     m.d.sync += err.eq(check)
@@ -272,52 +292,59 @@ class DmaEngine(wiring.Component):
                 with m.Elif(self.abort):
                     m.d.sync += err.eq(DmaErr.ABORTED)
                     m.next = "DONE"
+                with m.Elif(d.dir == DIR_LOAD):
+                    m.next = "LOAD"
                 with m.Else():
-                    m.next = "ADDR"
-            with m.State("ADDR"):
-                m.d.comb += [self.m_axi_arvalid.eq(~d.dir), self.m_axi_awvalid.eq(d.dir)]
-                with m.If(ar_fire | aw_fire):
+                    m.next = "STORE"
+            with m.State("LOAD"):
+                # AR: raised from the first cycle, the next one as soon as one is accepted;
+                # once raised it stays until arready. R: always ready (the buffer takes a beat
+                # every cycle).
+                m.d.comb += [self.m_axi_arvalid.eq(a_on), self.m_axi_rready.eq(1)]
+                with m.If(ar_fire):
                     m.d.sync += [mem_addr.eq(mem_addr + (blen << size_log2)),
-                                 issue_left.eq(issue_left - blen), data_cnt.eq(blen)]
-                    m.next = "DATA"
-                with m.If(tmo_hit):
-                    m.next = "DONE"
-            with m.State("DATA"):
-                with m.If(d.dir == DIR_LOAD):
-                    m.d.comb += self.m_axi_rready.eq(1)
-                    with m.If(r_fire):
-                        bad = self.m_axi_rresp[1]
-                        m.d.comb += self.mem.we.eq(Mux(kill | bad, 0, beat_mask))
-                        with m.If(bad):
-                            m.d.sync += kill.eq(1)
-                            first_err(DmaErr.BUS_ERROR)
-                        with m.If((data_cnt == 1) & ((issue_left == 0) | kill | bad)):
-                            m.next = "DONE"
-                        with m.Elif(data_cnt == 1):
-                            m.next = "ADDR"
-                with m.Else():
-                    m.d.comb += self.m_axi_wvalid.eq(1)
-                    # Read one word ahead: the buffer answers a cycle later, so the next beat's
-                    # word is addressed in the cycle the current one is taken (never past the
-                    # transfer's last word).
-                    m.d.comb += self.mem.addr.eq(Mux(w_fire & (total_left != 1), wptr + 1, wptr))
-                    with m.If(w_fire):
-                        with m.If(data_cnt == 1):
-                            m.next = "RESP"
-                with m.If(r_fire | w_fire):
+                                 issue_left.eq(issue_left - blen),
+                                 a_on.eq(more & ~kill_now)]
+                with m.If(r_fire):
+                    bad = self.m_axi_rresp[1]
+                    m.d.comb += self.mem.we.eq(Mux(kill | bad, 0, beat_mask))
+                    with m.If(bad):
+                        m.d.sync += kill.eq(1)
+                        first_err(DmaErr.BUS_ERROR)
                     m.d.sync += [wptr.eq(wptr + 1), total_left.eq(total_left - 1),
-                                 data_cnt.eq(data_cnt - 1), xfer_beats.eq(xfer_beats + 1)]
+                                 xfer_beats.eq(xfer_beats + 1)]
+                    # the last requested beat, no AR raised (none left, or stopped): done
+                    with m.If(~a_on & (total_left - 1 == issue_left)):
+                        m.next = "DONE"
                 with m.If(tmo_hit):
                     m.next = "DONE"
-            with m.State("RESP"):
-                m.d.comb += self.m_axi_bready.eq(1)
+            with m.State("STORE"):
+                # AW runs ahead of W; W beats stream for the committed bursts (wlast from the
+                # beat's position: max_burst, 4 KiB page end, transfer end -- the AW split
+                # rule); every B collected.
+                m.d.comb += [self.m_axi_awvalid.eq(a_on), self.m_axi_wvalid.eq(w_credit != 0),
+                             self.m_axi_bready.eq(1)]
+                # Read one word ahead: the buffer answers a cycle later, so the next beat's
+                # word is addressed in the cycle the current one is taken (never past the
+                # transfer's last word).
+                m.d.comb += self.mem.addr.eq(Mux(w_fire & (total_left != 1), wptr + 1, wptr))
+                with m.If(aw_fire):
+                    m.d.sync += [mem_addr.eq(mem_addr + (blen << size_log2)),
+                                 issue_left.eq(issue_left - blen),
+                                 a_on.eq(more & ~kill_now)]
+                wl = w_fire & self.m_axi_wlast
+                m.d.sync += [w_credit.eq(w_credit + aw_fire - wl), a_out.eq(a_out + aw_fire - b_fire)]
+                with m.If(w_fire):
+                    m.d.sync += [wptr.eq(wptr + 1), total_left.eq(total_left - 1),
+                                 xfer_beats.eq(xfer_beats + 1), w_addr.eq(w_addr + bpb),
+                                 w_pos.eq(Mux(self.m_axi_wlast, 0, w_pos + 1))]
                 with m.If(b_fire):
                     with m.If(self.m_axi_bresp[1]):
+                        m.d.sync += kill.eq(1)
                         first_err(DmaErr.BUS_ERROR)
-                    with m.If((issue_left == 0) | kill | self.m_axi_bresp[1]):
+                    # the last outstanding burst's B, no AW raised: done
+                    with m.If(~a_on & (a_out == 1)):
                         m.next = "DONE"
-                    with m.Else():
-                        m.next = "ADDR"
                 with m.If(tmo_hit):
                     m.next = "DONE"
             with m.State("DONE"):
@@ -325,7 +352,7 @@ class DmaEngine(wiring.Component):
                 with m.If(self.done.ready):
                     m.next = "IDLE"
 
-        on_bus = fsm.ongoing("ADDR") | fsm.ongoing("DATA") | fsm.ongoing("RESP")
+        on_bus = fsm.ongoing("LOAD") | fsm.ongoing("STORE")
         with m.If(on_bus):
             with m.If(self.abort):
                 m.d.sync += kill.eq(1)
