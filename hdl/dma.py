@@ -5,7 +5,8 @@ completion beat on ``done``. Its buffer side is :func:`hdl.tensor_mem.dma_port_s
 (connect it to :class:`hdl.tensor_mem.TensorMemory`'s ``dma`` port); its memory side is an AXI4
 memory-mapped master whose ports are named like AXI4 with the ``m_axi_`` prefix
 (``m_axi_awaddr`` ... ``m_axi_rready``), so ``cocotbext.axi.AxiBus.from_prefix(dut, "m_axi")``
-binds the emitted Verilog. IDs are fixed 0; ``bid``/``rid`` are inputs but ignored (one burst at a time).
+binds the emitted Verilog. IDs are fixed 0 (bursts complete in order); ``bid``/``rid`` are
+inputs but ignored.
 
 Descriptor (``desc.payload``, :func:`desc_layout`): ``buf`` (buffer id), ``base`` (element
 offset in the buffer), ``length`` (elements), ``dir`` (0: memory -> buffer "load",
@@ -19,14 +20,22 @@ Rules (docs/dma.md):
   ``base + length`` past the buffer -> ``BEYOND_BUFFER``; the memory range past
   ``2 ** addr_width`` -> ``ADDR_OVERFLOW``. All checked before any bus traffic (none at all).
 * Bursts are INCR, full-width (``awsize = log2(data_width / 8)``), at most ``max_burst`` beats,
-  never crossing a 4 KiB boundary. One burst is outstanding at a time; data beats move one per
-  cycle when the bus allows.
+  never crossing a 4 KiB boundary. Run-ahead: the next AR (load) / AW (store) is raised in the
+  cycle after the previous one is accepted, so any number of bursts may be outstanding and data
+  beats move one per cycle across burst and 4 KiB boundaries when the bus allows. A load takes
+  an R beat every cycle (``rready`` always high while loading: the buffer takes a beat per
+  cycle); a store sends W beats only for committed bursts (AW accepted), ``wlast`` from the
+  beat's place (``max_burst``-th beat of a burst, last beat of a 4 KiB page, last beat of the
+  transfer: the AW split rule), and takes every B (``bready`` high while storing).
 * The last beat of a transfer is partial when ``length % epw != 0``: a store masks the unused
   bytes with ``wstrb``, a load writes only the valid elements (per-element write enables). No
   element outside ``[base, base + length)`` is ever written.
-* ``SLVERR``/``DECERR`` on R or B -> ``BUS_ERROR``: no new burst is issued, the current burst
-  finishes (remaining R beats are accepted and dropped; remaining W beats go out with
-  ``wstrb = 0`` and the B response is collected), then the completion is sent.
+* ``SLVERR``/``DECERR`` on R or B -> ``BUS_ERROR``: no new burst is raised (an AR/AW already
+  raised stays until accepted), every burst already accepted finishes (its remaining R beats are
+  accepted and dropped; its remaining W beats go out with ``wstrb = 0`` and its B is collected),
+  then the completion is sent. With run-ahead, store bursts after the erroring one may already
+  have sent beats with data before the B error arrives (each written byte is then the
+  transfer's own, a prefix of the range after the erroring burst).
 * ``abort`` (level, from the soft reset) during a transfer -> ``ABORTED``, drained the same way.
   Every valid the engine raised stays high until its ready (AXI's rule) -- except after a
   ``TIMEOUT``: ``timeout`` cycles without any handshake while a transfer is on the bus; the
@@ -49,10 +58,14 @@ busy_cycles, beat_count, stall_cycles : Out(counter_width)
     Free-running counters: cycles not idle, data beats, cycles with a transfer on the bus but
     no handshake at all (performance model).
 
-Latency/throughput (no back-pressure, slave read latency ``L``): a load of ``n`` elements is
-``B = ceil(n / epw)`` beats in ``ceil(B / max_burst)`` bursts (more at 4 KiB boundaries); each
-burst costs ``1`` address cycle + ``L`` + its beats, a store burst ``1 + beats + 1`` (B
-response) + the slave's B latency; plus 2 cycles per descriptor (check, completion).
+Latency/throughput (no back-pressure): a transfer of ``n`` elements is ``B = ceil(n / epw)``
+beats in ``ceil(B / max_burst)`` bursts (more at 4 KiB boundaries), moved at one beat per
+cycle whatever the bursts: from offering ``desc`` to the completion's handshake, a load takes
+``3 + 1 + L_R + B`` cycles (accept, check, completion; the first AR cycle; the slave's read
+latency ``L_R`` beyond the AR cycle), a store ``3 + 2 + L_W + B`` (the first AW cycle and
+the last B handshake; ``L_W`` = the slave's AW -> ``wready`` plus last W -> ``bvalid``
+latencies), i.e. ``B + 5`` and ``B + 7`` with the registered slave of
+``sim/testkit/axi_mem_model.py`` (``sim/perf/model.dma_transfer_cycles``).
 """
 
 import enum
@@ -246,12 +259,12 @@ class DmaEngine(wiring.Component):
             with m.If(err == 0):
                 m.d.sync += err.eq(code)
 
-        # -- run-ahead state (LOAD / STORE) ---------------------------------------------------
+        # -- run-ahead state (LOAD / STORE) -------------------------------------------------
         # The address channel issues bursts back to back (``a_on``: the current AR/AW is raised,
-        # its payload is mem_addr / blen); the data side follows. ``a_out``: bursts accepted on
-        # AR/AW and not yet finished (load: all its R beats taken, tracked in beats by
-        # total_left vs issue_left; store: its B taken). ``w_credit``: store bursts whose AW was
-        # accepted and whose W beats are not all sent (W beats only for committed bursts).
+        # its payload is mem_addr / blen); the data side follows. A load's outstanding beats
+        # are total_left - issue_left (R beats requested, not yet taken). ``a_out``: store
+        # bursts accepted on AW whose B is not yet taken; ``w_credit``: store bursts whose AW
+        # was accepted and whose W beats are not all sent (W beats only for committed bursts).
         a_on = Signal()
         a_out = Signal(lw + 1)
         w_credit = Signal(lw + 1)
