@@ -346,7 +346,8 @@ class DmaEngine(wiring.Component):
                                  issue_left.eq(issue_left - blen),
                                  a_on.eq(more & ~kill_now)]
                 wl = w_fire & self.m_axi_wlast
-                m.d.sync += [w_credit.eq(w_credit + aw_fire - wl), a_out.eq(a_out + aw_fire - b_fire)]
+                m.d.sync += [w_credit.eq(w_credit + aw_fire - wl),
+                             a_out.eq(a_out + aw_fire - b_fire)]
                 with m.If(w_fire):
                     m.d.sync += [wptr.eq(wptr + 1), total_left.eq(total_left - 1),
                                  xfer_beats.eq(xfer_beats + 1), w_addr.eq(w_addr + bpb),
