@@ -5,7 +5,8 @@ completion beat on ``done``. Its buffer side is :func:`hdl.tensor_mem.dma_port_s
 (connect it to :class:`hdl.tensor_mem.TensorMemory`'s ``dma`` port); its memory side is an AXI4
 memory-mapped master whose ports are named like AXI4 with the ``m_axi_`` prefix
 (``m_axi_awaddr`` ... ``m_axi_rready``), so ``cocotbext.axi.AxiBus.from_prefix(dut, "m_axi")``
-binds the emitted Verilog. IDs are fixed 0; ``bid``/``rid`` are inputs but ignored (one burst at a time).
+binds the emitted Verilog. IDs are fixed 0 (bursts complete in order); ``bid``/``rid`` are
+inputs but ignored.
 
 Descriptor (``desc.payload``, :func:`desc_layout`): ``buf`` (buffer id), ``base`` (element
 offset in the buffer), ``length`` (elements), ``dir`` (0: memory -> buffer "load",
@@ -19,14 +20,22 @@ Rules (docs/dma.md):
   ``base + length`` past the buffer -> ``BEYOND_BUFFER``; the memory range past
   ``2 ** addr_width`` -> ``ADDR_OVERFLOW``. All checked before any bus traffic (none at all).
 * Bursts are INCR, full-width (``awsize = log2(data_width / 8)``), at most ``max_burst`` beats,
-  never crossing a 4 KiB boundary. One burst is outstanding at a time; data beats move one per
-  cycle when the bus allows.
+  never crossing a 4 KiB boundary. Run-ahead: the next AR (load) / AW (store) is raised in the
+  cycle after the previous one is accepted, so any number of bursts may be outstanding and data
+  beats move one per cycle across burst and 4 KiB boundaries when the bus allows. A load takes
+  an R beat every cycle (``rready`` always high while loading: the buffer takes a beat per
+  cycle); a store sends W beats only for committed bursts (AW accepted), ``wlast`` from the
+  beat's place (``max_burst``-th beat of a burst, last beat of a 4 KiB page, last beat of the
+  transfer: the AW split rule), and takes every B (``bready`` high while storing).
 * The last beat of a transfer is partial when ``length % epw != 0``: a store masks the unused
   bytes with ``wstrb``, a load writes only the valid elements (per-element write enables). No
   element outside ``[base, base + length)`` is ever written.
-* ``SLVERR``/``DECERR`` on R or B -> ``BUS_ERROR``: no new burst is issued, the current burst
-  finishes (remaining R beats are accepted and dropped; remaining W beats go out with
-  ``wstrb = 0`` and the B response is collected), then the completion is sent.
+* ``SLVERR``/``DECERR`` on R or B -> ``BUS_ERROR``: no new burst is raised (an AR/AW already
+  raised stays until accepted), every burst already accepted finishes (its remaining R beats are
+  accepted and dropped; its remaining W beats go out with ``wstrb = 0`` and its B is collected),
+  then the completion is sent. With run-ahead, store bursts after the erroring one may already
+  have sent beats with data before the B error arrives (each written byte is then the
+  transfer's own, a prefix of the range after the erroring burst).
 * ``abort`` (level, from the soft reset) during a transfer -> ``ABORTED``, drained the same way.
   Every valid the engine raised stays high until its ready (AXI's rule) -- except after a
   ``TIMEOUT``: ``timeout`` cycles without any handshake while a transfer is on the bus; the
@@ -49,10 +58,14 @@ busy_cycles, beat_count, stall_cycles : Out(counter_width)
     Free-running counters: cycles not idle, data beats, cycles with a transfer on the bus but
     no handshake at all (performance model).
 
-Latency/throughput (no back-pressure, slave read latency ``L``): a load of ``n`` elements is
-``B = ceil(n / epw)`` beats in ``ceil(B / max_burst)`` bursts (more at 4 KiB boundaries); each
-burst costs ``1`` address cycle + ``L`` + its beats, a store burst ``1 + beats + 1`` (B
-response) + the slave's B latency; plus 2 cycles per descriptor (check, completion).
+Latency/throughput (no back-pressure): a transfer of ``n`` elements is ``B = ceil(n / epw)``
+beats in ``ceil(B / max_burst)`` bursts (more at 4 KiB boundaries), moved at one beat per
+cycle whatever the bursts: from offering ``desc`` to the completion's handshake, a load takes
+``3 + 1 + L_R + B`` cycles (accept, check, completion; the first AR cycle; the slave's read
+latency ``L_R`` beyond the AR cycle), a store ``3 + 2 + L_W + B`` (the first AW cycle and
+the last B handshake; ``L_W`` = the slave's AW -> ``wready`` plus last W -> ``bvalid``
+latencies), i.e. ``B + 5`` and ``B + 7`` with the registered slave of
+``sim/testkit/axi_mem_model.py`` (``sim/perf/model.dma_transfer_cycles``).
 """
 
 import enum
@@ -169,7 +182,6 @@ class DmaEngine(wiring.Component):
         wkill = Signal()                                  # kill as seen by wstrb (beat-stable)
         mem_addr = Signal(self._addr_width + 1)           # next burst's byte address
         issue_left = Signal(lw + 1)                       # beats not yet requested
-        data_cnt = Signal(9)                              # beats left in the current burst
         total_left = Signal(lw + 1)                       # data beats left in the transfer
         wptr = Signal(self._buf_addr_width + 1)           # buffer word of the current beat
         tail_mask = Signal(epw)                           # element mask of the final beat
@@ -237,7 +249,6 @@ class DmaEngine(wiring.Component):
             self.m_axi_awaddr.eq(mem_addr), self.m_axi_araddr.eq(mem_addr),
             self.m_axi_awlen.eq(blen - 1), self.m_axi_arlen.eq(blen - 1),
             self.m_axi_wdata.eq(self.mem.rdata),
-            self.m_axi_wlast.eq(data_cnt == 1),
             self.done.payload.status.eq(err),
             self.done.payload.beats.eq(xfer_beats),
         ]
@@ -247,6 +258,26 @@ class DmaEngine(wiring.Component):
         def first_err(code):
             with m.If(err == 0):
                 m.d.sync += err.eq(code)
+
+        # -- run-ahead state (LOAD / STORE) -------------------------------------------------
+        # The address channel issues bursts back to back (``a_on``: the current AR/AW is raised,
+        # its payload is mem_addr / blen); the data side follows. A load's outstanding beats
+        # are total_left - issue_left (R beats requested, not yet taken). ``a_out``: store
+        # bursts accepted on AW whose B is not yet taken; ``w_credit``: store bursts whose AW
+        # was accepted and whose W beats are not all sent (W beats only for committed bursts).
+        a_on = Signal()
+        a_out = Signal(lw + 1)
+        w_credit = Signal(lw + 1)
+        w_pos = Signal(8)                                 # W beat index in its burst
+        w_addr = Signal(self._addr_width + 1)             # byte address of the current W beat
+        page_last = (w_addr[size_log2:12] == page_beats - 1) if page_beats > 1 else Const(1)
+        m.d.comb += self.m_axi_wlast.eq((total_left == 1) | (w_pos == self._max_burst - 1) |
+                                        page_last)
+        # a kill raised at this edge (abort, an error response) already stops the next burst
+        kill_now = Signal()
+        m.d.comb += kill_now.eq(kill | self.abort |
+                                (r_fire & self.m_axi_rresp[1]) | (b_fire & self.m_axi_bresp[1]))
+        more = issue_left != blen                          # beats left after this burst
 
         with m.FSM(name="dma_fsm") as fsm:
             with m.State("IDLE"):
@@ -259,12 +290,14 @@ class DmaEngine(wiring.Component):
                 rem = d.length[:epw_log2] if epw_log2 else Const(0, 1)
                 m.d.sync += [
                     mem_addr.eq(d.addr),
+                    w_addr.eq(d.addr),
                     issue_left.eq(beats_total),
                     total_left.eq(beats_total),
                     wptr.eq(d.base >> epw_log2),
                     # rem elements valid in the final beat (all when rem == 0)
                     tail_mask.eq(Mux(rem == 0, all_mask, (Const(1, epw + 1) << rem) - 1)),
                     tmo.eq(0),
+                    a_on.eq(1), a_out.eq(0), w_credit.eq(0), w_pos.eq(0),
                 ]
                 with m.If(check != 0):
                     m.d.sync += err.eq(check)
@@ -272,52 +305,60 @@ class DmaEngine(wiring.Component):
                 with m.Elif(self.abort):
                     m.d.sync += err.eq(DmaErr.ABORTED)
                     m.next = "DONE"
+                with m.Elif(d.dir == DIR_LOAD):
+                    m.next = "LOAD"
                 with m.Else():
-                    m.next = "ADDR"
-            with m.State("ADDR"):
-                m.d.comb += [self.m_axi_arvalid.eq(~d.dir), self.m_axi_awvalid.eq(d.dir)]
-                with m.If(ar_fire | aw_fire):
+                    m.next = "STORE"
+            with m.State("LOAD"):
+                # AR: raised from the first cycle, the next one as soon as one is accepted;
+                # once raised it stays until arready. R: always ready (the buffer takes a beat
+                # every cycle).
+                m.d.comb += [self.m_axi_arvalid.eq(a_on), self.m_axi_rready.eq(1)]
+                with m.If(ar_fire):
                     m.d.sync += [mem_addr.eq(mem_addr + (blen << size_log2)),
-                                 issue_left.eq(issue_left - blen), data_cnt.eq(blen)]
-                    m.next = "DATA"
-                with m.If(tmo_hit):
-                    m.next = "DONE"
-            with m.State("DATA"):
-                with m.If(d.dir == DIR_LOAD):
-                    m.d.comb += self.m_axi_rready.eq(1)
-                    with m.If(r_fire):
-                        bad = self.m_axi_rresp[1]
-                        m.d.comb += self.mem.we.eq(Mux(kill | bad, 0, beat_mask))
-                        with m.If(bad):
-                            m.d.sync += kill.eq(1)
-                            first_err(DmaErr.BUS_ERROR)
-                        with m.If((data_cnt == 1) & ((issue_left == 0) | kill | bad)):
-                            m.next = "DONE"
-                        with m.Elif(data_cnt == 1):
-                            m.next = "ADDR"
-                with m.Else():
-                    m.d.comb += self.m_axi_wvalid.eq(1)
-                    # Read one word ahead: the buffer answers a cycle later, so the next beat's
-                    # word is addressed in the cycle the current one is taken (never past the
-                    # transfer's last word).
-                    m.d.comb += self.mem.addr.eq(Mux(w_fire & (total_left != 1), wptr + 1, wptr))
-                    with m.If(w_fire):
-                        with m.If(data_cnt == 1):
-                            m.next = "RESP"
-                with m.If(r_fire | w_fire):
+                                 issue_left.eq(issue_left - blen),
+                                 a_on.eq(more & ~kill_now)]
+                with m.If(r_fire):
+                    bad = self.m_axi_rresp[1]
+                    m.d.comb += self.mem.we.eq(Mux(kill | bad, 0, beat_mask))
+                    with m.If(bad):
+                        m.d.sync += kill.eq(1)
+                        first_err(DmaErr.BUS_ERROR)
                     m.d.sync += [wptr.eq(wptr + 1), total_left.eq(total_left - 1),
-                                 data_cnt.eq(data_cnt - 1), xfer_beats.eq(xfer_beats + 1)]
+                                 xfer_beats.eq(xfer_beats + 1)]
+                    # the last requested beat, no AR raised (none left, or stopped): done
+                    with m.If(~a_on & (total_left - 1 == issue_left)):
+                        m.next = "DONE"
                 with m.If(tmo_hit):
                     m.next = "DONE"
-            with m.State("RESP"):
-                m.d.comb += self.m_axi_bready.eq(1)
+            with m.State("STORE"):
+                # AW runs ahead of W; W beats stream for the committed bursts (wlast from the
+                # beat's position: max_burst, 4 KiB page end, transfer end -- the AW split
+                # rule); every B collected.
+                m.d.comb += [self.m_axi_awvalid.eq(a_on), self.m_axi_wvalid.eq(w_credit != 0),
+                             self.m_axi_bready.eq(1)]
+                # Read one word ahead: the buffer answers a cycle later, so the next beat's
+                # word is addressed in the cycle the current one is taken (never past the
+                # transfer's last word).
+                m.d.comb += self.mem.addr.eq(Mux(w_fire & (total_left != 1), wptr + 1, wptr))
+                with m.If(aw_fire):
+                    m.d.sync += [mem_addr.eq(mem_addr + (blen << size_log2)),
+                                 issue_left.eq(issue_left - blen),
+                                 a_on.eq(more & ~kill_now)]
+                wl = w_fire & self.m_axi_wlast
+                m.d.sync += [w_credit.eq(w_credit + aw_fire - wl),
+                             a_out.eq(a_out + aw_fire - b_fire)]
+                with m.If(w_fire):
+                    m.d.sync += [wptr.eq(wptr + 1), total_left.eq(total_left - 1),
+                                 xfer_beats.eq(xfer_beats + 1), w_addr.eq(w_addr + bpb),
+                                 w_pos.eq(Mux(self.m_axi_wlast, 0, w_pos + 1))]
                 with m.If(b_fire):
                     with m.If(self.m_axi_bresp[1]):
+                        m.d.sync += kill.eq(1)
                         first_err(DmaErr.BUS_ERROR)
-                    with m.If((issue_left == 0) | kill | self.m_axi_bresp[1]):
+                    # the last outstanding burst's B, no AW raised: done
+                    with m.If(~a_on & (a_out == 1)):
                         m.next = "DONE"
-                    with m.Else():
-                        m.next = "ADDR"
                 with m.If(tmo_hit):
                     m.next = "DONE"
             with m.State("DONE"):
@@ -325,7 +366,7 @@ class DmaEngine(wiring.Component):
                 with m.If(self.done.ready):
                     m.next = "IDLE"
 
-        on_bus = fsm.ongoing("ADDR") | fsm.ongoing("DATA") | fsm.ongoing("RESP")
+        on_bus = fsm.ongoing("LOAD") | fsm.ongoing("STORE")
         with m.If(on_bus):
             with m.If(self.abort):
                 m.d.sync += kill.eq(1)

@@ -37,10 +37,11 @@ and the DMA engine (``hdl/dma.py``) moves each whole tensor between memory and i
 by one descriptor per buffer-full. :func:`phase_dma` prices a layer phase's traffic at the
 configured ``dma_width``: FP loads x, w and (BDWP) the forward mask and stores y; BP loads dy, w
 and the backward mask and stores dx; WG loads x and dy and stores dW. Per descriptor
-:data:`DMA_DESC_OVERHEAD` cycles; per INCR burst (``dma_max_burst`` beats, split at 4 KiB) a
-load costs ``1 + read_latency + beats`` and a store ``2 + write_latency + beats``
-(:func:`dma_transfer_cycles`, equal to the engine's measured cycles with the registered
-amaranth-sim slave). :func:`iteration` then applies the double-buffering rule
+:data:`DMA_DESC_OVERHEAD` cycles plus, since the engine runs ahead across its INCR bursts
+(``dma_max_burst`` beats, split at 4 KiB) and moves one beat per cycle, ``1 + read_latency +
+beats`` for a load and ``2 + write_latency + beats`` for a store, the latencies paid once per
+descriptor (:func:`dma_transfer_cycles`, equal to the engine's measured cycles with the
+registered amaranth-sim slave). :func:`iteration` then applies the double-buffering rule
 (:func:`expose_dma`): only the first phase's loads, the part of each later phase's loads plus
 the previous phase's store that exceeds the previous phase's compute, and the last store are
 exposed. ``PhaseResult.cycles`` stays the array's; ``IterationResult.total()`` adds the exposed
@@ -397,8 +398,8 @@ def _pe_row_moments(rows, R, sub_lens, d, wd, lanes, dense):
 #: amaranth-sim slave of ``sim/testkit/axi_mem_model.py``: 1; docs/dma.md "Timing"). A real
 #: DDR4 controller answers after tens of cycles: pass ``read_latency=``.
 DMA_READ_LATENCY = 1
-#: A store burst's slave delays: AW handshake -> ``wready`` plus last W beat -> ``bvalid``
-#: (that slave: 1 + 1).
+#: A store's slave delays: AW handshake -> ``wready`` plus last W beat -> ``bvalid``
+#: (that slave: 1 + 1; paid once per descriptor, the engine runs ahead).
 DMA_WRITE_LATENCY = 2
 #: Per descriptor: the cycle that accepts it, the check cycle, the completion cycle.
 DMA_DESC_OVERHEAD = 3
@@ -428,15 +429,18 @@ def dma_transfer_cycles(n_elems: int, store: bool, cfg: AcceleratorConfig, *, ad
                         read_latency: int = DMA_READ_LATENCY,
                         write_latency: int = DMA_WRITE_LATENCY) -> int:
     """Engine cycles of one descriptor with an always-ready slave of the given latencies,
-    from the cycle ``desc`` is offered to the completion's handshake:
-    ``DMA_DESC_OVERHEAD + sum over bursts of (1 + read_latency + beats)`` for a load,
-    ``(2 + write_latency + beats)`` per burst for a store (address cycle, data, B
-    handshake). ``n_elems == 0``: 0 (no descriptor is sent)."""
-    beats, bursts = dma_bursts(n_elems, cfg, addr)
+    from the cycle ``desc`` is offered to the completion's handshake. The engine runs ahead
+    (the next AR/AW is raised as soon as the previous one is accepted; docs/dma.md "Timing"),
+    so data beats move one per cycle across bursts and 4 KiB boundaries and the latencies are
+    paid once per descriptor: ``DMA_DESC_OVERHEAD + 1 + read_latency + beats`` for a load (the
+    first AR cycle), ``DMA_DESC_OVERHEAD + 2 + write_latency + beats`` for a store (the first
+    AW cycle and the last B handshake). The burst split (:func:`dma_bursts`) no longer changes
+    the cycles. ``n_elems == 0``: 0 (no descriptor is sent)."""
+    beats, _ = dma_bursts(n_elems, cfg, addr)
     if beats == 0:
         return 0
     per = (2 + write_latency) if store else (1 + read_latency)
-    return DMA_DESC_OVERHEAD + beats + bursts * per
+    return DMA_DESC_OVERHEAD + beats + per
 
 
 def _tensor_cycles(n: int, buf_elems: int, store: bool, cfg, read_latency, write_latency):

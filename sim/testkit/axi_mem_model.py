@@ -16,9 +16,10 @@ Latency (deterministic, independent of the order in which the simulator wakes th
 processes at an edge): every answer comes at the earliest one cycle after the handshake that
 caused it -- the first R beat of a burst one cycle after its AR handshake is seen (``rvalid``
 from the cycle after the AR edge), ``wready`` from the cycle after the AW edge, ``bvalid`` from
-the cycle after the last W edge. With ``pattern="always"`` a load burst of ``b`` beats thus
-takes ``1 + 1 + b`` engine cycles and a store burst ``1 + 1 + b + 2`` (``DMA_READ_LATENCY`` /
-``DMA_WRITE_LATENCY`` of :mod:`sparseforge.sim.perf.model`).
+the cycle after the last W edge. Bursts queue (any number outstanding) and are answered in
+order, back to back. With ``pattern="always"`` the DMA engine (run-ahead) thus takes
+``B + 5`` cycles for a load of ``B`` beats and ``B + 7`` for a store, whatever the bursts
+(``DMA_READ_LATENCY`` = 1 / ``DMA_WRITE_LATENCY`` = 2 of :mod:`sparseforge.sim.perf.model`).
 """
 
 from __future__ import annotations
