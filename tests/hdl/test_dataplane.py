@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from sparseforge.gen.mapper import array as am
 from sparseforge.hdl.dataplane import (BUF_ACT, BUF_GRAD, BUF_MASK, BUF_OUT, BUF_WGT, CMD_DESC,
-                                       CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of, cmd_layout)
+                                       CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of,
+                                       buf_sizes, cmd_layout)
 from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE, DmaErr
 from sparseforge.hdl.wire import Phase
 from sparseforge.sim.host.driver import pack_mask
@@ -324,6 +325,15 @@ def _error_scenarios(cfg):
                            None, None),     # the mask never loaded
         "err_shape": (lambda: loads + [_bad_job(kh=cfg.k_max + 1)[1]], [0x40 | JobErr.SHAPE],
                       None, None),
+        # the packed mask's extent: ceil(144 bits / 16) = 9 elements; one element short of
+        # it loaded -> NOT_LOADED; a job whose mask starts 8 elements before the end of the
+        # MASK buffer -> BEYOND
+        "err_mask_short": (lambda: loads[:2] + [dict(loads[2], desc=dict(
+            loads[2]["desc"], length=loads[2]["desc"]["length"] - 1)), _bad_job()[1]],
+            [0x40 | JobErr.NOT_LOADED], None, None),
+        "err_mask_beyond": (lambda: loads + [_bad_job(m_base=(buf_sizes(cfg)[BUF_MASK] - 8)
+                                                      * cfg.data_width)[1]],
+                            [0x40 | JobErr.BEYOND], None, None),
     }
 
 
@@ -378,7 +388,8 @@ def _error_case(name, seed=1400):
 
 
 @pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_slverr", "err_abort",
-                                  "err_raw", "err_job_beyond", "err_not_loaded", "err_shape"])
+                                  "err_raw", "err_job_beyond", "err_not_loaded", "err_shape",
+                                  "err_mask_short", "err_mask_beyond"])
 def test_dataplane_errors(name):
     _error_case(name)
 
