@@ -73,7 +73,7 @@ The job ends 1 cycle after its last result is written. DMA timing: docs/dma.md.
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
