@@ -505,14 +505,17 @@ def build_schedule(net: Network, cfg: AcceleratorConfig, *, mapping: str = "inte
 #: Buffer field -> what it holds (docs/dma.md): the DMA moves whole tensors into these.
 BUFFERS = {"act_mem_elems": "activation buffer (x)",
            "grad_mem_elems": "output-gradient buffer (dy)",
-           "wgt_mem_elems": "weight buffer (w; the N:M masks have buffers of the same size)",
+           "wgt_mem_elems": "weight buffer (w; the N:M mask's buffer holds as many bits, packed "
+                            "data_width per element)",
            "out_mem_elems": "result buffer (y, dx, dW)"}
 
 
 def _layer_tensors(lay: ComputeLayer) -> list[tuple[str, str, str, int]]:
     """``[(phase, tensor, buffer field, elements)]`` of one layer at its network's batch:
-    FP x, w, y; BP (not the first layer) dy, w, dx; WG x, dy, dW. A BDWP layer's masks hold
-    one bit per weight in buffers of ``wgt_mem_elems`` entries, so they fit when w does."""
+    FP x, w, y; BP (not the first layer) dy, w, dx; WG x, dy, dW. A layer's masks are one
+    bit per weight, packed ``data_width`` bits per element in a MASK buffer of
+    ``ceil(wgt_mem_elems / data_width)`` elements (``hdl/dataplane.py``), so they fit when w
+    does and are not listed."""
     x = lay.batch * lay.cin * lay.h * lay.w
     y = lay.batch * lay.cout * lay.ho * lay.wo
     w = lay.cout * lay.cin * lay.kh * lay.kw

@@ -17,13 +17,20 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
 ``cmd.ready`` is high only when the head command can be issued (or is being discarded).
 
 Buffers (element offsets, ``data_width`` elements; sizes from the config): ``BUF_ACT`` (x),
-``BUF_GRAD`` (dy), ``BUF_WGT`` (weights), ``BUF_MASK`` (the N:M mask in the weights' layout;
-loaded as ``data_width`` elements, kept as one bit ``elem != 0`` per element, stored back as 0/1),
-``BUF_OUT`` (results). Each buffer is ``dma_width``-bit words (``epw`` elements, per-element
-write enables) replicated once per mapper read port (every DMA load writes all replicas of its
-buffer): ACT ``rows + cols`` (operand rows in FP, the WG scratchpad images), GRAD ``rows``,
-WGT and MASK ``rows * cols``, OUT one (the result store's write port and the DMA's port).
-A DMA store reads replica 0.
+``BUF_GRAD`` (dy), ``BUF_WGT`` (weights), ``BUF_MASK`` (the N:M mask in the weights' layout,
+**packed**: mask bit ``k`` is bit ``k % data_width`` of element ``k // data_width``, so a mask of
+``n`` weights is ``ceil(n / data_width)`` elements, loaded and stored like any tensor; see
+:func:`buf_sizes`), ``BUF_OUT`` (results). Each buffer is ``dma_width``-bit words (``epw``
+elements, per-element write enables) replicated once per mapper read port (every DMA load
+writes all replicas of its buffer): ACT ``rows + cols`` (operand rows in FP, the WG scratchpad
+images), GRAD ``rows``, WGT and MASK ``rows * cols``, OUT one (the result store's write port and
+the DMA's port). A DMA store reads replica 0.
+
+The job's ``m_base`` counts mask **bits** (the mapper's ``m_rd`` address is ``m_base`` plus the
+weight offset; bit ``a`` of the MASK buffer is bit ``a % data_width`` of element ``a //
+data_width``): a mask loaded at element ``e`` has ``m_base = e * data_width``. The job's MASK
+range checks use the elements ``[m_base // data_width, ceil((m_base + n_weights) /
+data_width))``.
 
 Errors: ``err`` pulses one cycle with ``err_code`` = ``0x30 | DmaErr`` (a DMA completion
 with a non-OK status) or ``0x40 | JobErr`` (a refused job: nothing reaches the array). After an
@@ -66,7 +73,7 @@ The job ends 1 cycle after its last result is written. DMA timing: docs/dma.md.
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -77,6 +84,7 @@ from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
+           "buf_sizes", "mask_elems",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
            "LEN_WIDTH"]
 
@@ -94,15 +102,32 @@ class JobErr(enum.IntEnum):
     NOT_LOADED = 3    # an operand range not loaded by a successful DMA load since reset/abort
 
 
+def mask_elems(n_bits: int, data_width: int) -> int:
+    """Elements of a packed mask of ``n_bits`` bits (``ceil(n_bits / data_width)``)."""
+    return -(-n_bits // data_width)
+
+
 def buf_sizes(cfg) -> tuple:
-    """Elements per buffer id (the mask buffer is as large as the weights')."""
-    return (cfg.act_mem_elems, cfg.grad_mem_elems, cfg.wgt_mem_elems, cfg.wgt_mem_elems,
+    """Elements per buffer id. The mask buffer holds one bit per weight packed into
+    ``data_width``-bit elements: ``ceil(wgt_mem_elems / data_width)`` elements, rounded up to a
+    whole ``dma_width`` word."""
+    epw = max(1, cfg.dma_width // cfg.data_width)
+    m = mask_elems(cfg.wgt_mem_elems, cfg.data_width)
+    return (cfg.act_mem_elems, cfg.grad_mem_elems, cfg.wgt_mem_elems, -(-m // epw) * epw,
             cfg.out_mem_elems)
 
 
+def _addr_width(sizes, data_width) -> int:
+    """Bits of an element address of the largest buffer, and of a bit address of the mask
+    buffer (``m_base`` and the mapper's ``m_rd`` count mask bits), at least 4."""
+    top = max(*(s for k, s in enumerate(sizes) if k != BUF_MASK), sizes[BUF_MASK] * data_width)
+    return max(4, (top - 1).bit_length())
+
+
 def addr_width_of(cfg) -> int:
-    """Element-address width of the buffers (and of the mapper's read ports)."""
-    return max(4, (max(buf_sizes(cfg)) - 1).bit_length())
+    """Address width of the buffers and of the mapper's read ports (element addresses; bit
+    addresses in the mask buffer)."""
+    return _addr_width(buf_sizes(cfg), cfg.data_width)
 
 
 def dp_job_layout(addr_width: int) -> data.StructLayout:
@@ -186,7 +211,7 @@ class DataPlane(wiring.Component):
     def __init__(self, *, rows=2, cols=2, macs_per_pe=2, data_width=16, acc_width=48, k_max=7,
                  max_row_len=64, psum_buf_depth=1024, act_buf_depth=1024, dma_width=32,
                  dma_addr_width=32, dma_max_burst=16, dma_timeout=4096,
-                 sizes=(4096, 4096, 4096, 4096, 4096), counter_width=32):
+                 sizes=(4096, 4096, 4096, 256, 4096), counter_width=32):
         self._rows, self._cols = rows, cols
         self._dw, self._acc = data_width, acc_width
         self._k_max, self._max_row_len = k_max, max_row_len
@@ -194,7 +219,10 @@ class DataPlane(wiring.Component):
         self._sizes = tuple(sizes)
         if len(self._sizes) != 5:
             raise ValueError(f"sizes must name the 5 buffers, not {len(self._sizes)}")
-        self._aw = max(4, (max(self._sizes) - 1).bit_length())
+        if data_width & (data_width - 1):
+            raise ValueError(f"data_width must be a power of 2 (the packed mask's bit select), "
+                             f"not {data_width}")
+        self._aw = _addr_width(self._sizes, data_width)
         self.engine = dma.DmaEngine(sizes=self._sizes, data_width=dma_width,
                                     elem_width=data_width, addr_width=dma_addr_width,
                                     max_burst=dma_max_burst, timeout=dma_timeout,
@@ -269,24 +297,31 @@ class DataPlane(wiring.Component):
                 m.d.sync += sel.eq(rd.addr[:sel_w])
             return p.data.word_select(sel, width)
 
+        def bit_reader(mem, rd):
+            """A one-bit read port (the mapper's contract) on a packed word memory: bit
+            ``rd.addr`` of the buffer, i.e. bit ``addr % (epw dw)`` of word ``addr >> log2(epw
+            dw)``; the bit index registered on ``en`` like the element select."""
+            lw = (epw * dw - 1).bit_length()
+            p = mem.read_port()
+            m.d.comb += [p.addr.eq(rd.addr >> lw), p.en.eq(rd.en)]
+            bsel = Signal(lw)
+            with m.If(rd.en):
+                m.d.sync += bsel.eq(rd.addr[:lw])
+            return p.data.bit_select(bsel, 1)
+
         def replicas(k, n, name):
-            mask = k == BUF_MASK
-            width = epw if mask else epw * dw
             mems = []
             for r in range(n):
-                mem = m.submodules[f"{name}{r}"] = Memory(shape=width, depth=self._sizes[k] // epw,
-                                                         init=[])
-                wr = mem.write_port(granularity=1 if mask else dw)
-                wdata = (Cat(*(mem_port.wdata.word_select(e, dw) != 0 for e in range(epw)))
-                         if mask else mem_port.wdata)
-                m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(wdata),
+                mem = m.submodules[f"{name}{r}"] = Memory(shape=epw * dw,
+                                                         depth=self._sizes[k] // epw, init=[])
+                wr = mem.write_port(granularity=dw)
+                m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(mem_port.wdata),
                              wr.en.eq(mem_port.we & (mem_port.buf == k).replicate(epw))]
                 mems.append(mem)
             # the DMA's read port (stores) on replica 0
             p = mems[0].read_port()
             m.d.comb += p.addr.eq(mem_port.addr)
-            rdata[k] = (Cat(*(Cat(p.data[e], Const(0, dw - 1)) for e in range(epw)))
-                        if mask else p.data)
+            rdata[k] = p.data
             return mems
 
         act = replicas(BUF_ACT, R + C, "act")
@@ -309,7 +344,7 @@ class DataPlane(wiring.Component):
             m.d.comb += rd.data.eq(Mux(mode_fp, a, g))
             for j in range(C):
                 m.d.comb += mp.w_rd[i][j].data.eq(elem_reader(wgt[i * C + j], mp.w_rd[i][j], dw))
-                m.d.comb += mp.m_rd[i][j].data.eq(elem_reader(msk[i * C + j], mp.m_rd[i][j], 1))
+                m.d.comb += mp.m_rd[i][j].data.eq(bit_reader(msk[i * C + j], mp.m_rd[i][j]))
         for j in range(C):
             m.d.comb += mp.dense_rd[j].data.eq(elem_reader(act[R + j], mp.dense_rd[j], dw))
 
@@ -404,6 +439,9 @@ class DataPlane(wiring.Component):
         shape_bad = Signal()
         howo, x_n, w_n, ocl, o_n = Signal(34), Signal(W), Signal(W), Signal(16), Signal(16)
         dy_n, bocl, x_tot = Signal(W), Signal(32), Signal(W)
+        # the packed mask: elements from m_base // dw to ceil((m_base + w_n) / dw)
+        ldw = (dw - 1).bit_length()
+        m_n = Signal(W)
         wg_img = Signal(W)
         fp, bp, wg = job.mode == Phase.FP, job.mode == Phase.BP, job.mode == Phase.WG
         hp, wp = job.h + 2 * job.pad, job.w + 2 * job.pad
@@ -416,7 +454,8 @@ class DataPlane(wiring.Component):
             need[BUF_ACT].eq(fp | wg), lo[BUF_ACT].eq(job.act_base), cnt[BUF_ACT].eq(x_n),
             need[BUF_GRAD].eq(bp | wg), lo[BUF_GRAD].eq(job.grad_base), cnt[BUF_GRAD].eq(dy_n),
             need[BUF_WGT].eq(fp | bp), lo[BUF_WGT].eq(job.w_base), cnt[BUF_WGT].eq(w_n),
-            need[BUF_MASK].eq(fp | bp), lo[BUF_MASK].eq(job.m_base), cnt[BUF_MASK].eq(w_n),
+            need[BUF_MASK].eq(fp | bp), lo[BUF_MASK].eq(job.m_base >> ldw),
+            cnt[BUF_MASK].eq(m_n),
             need[BUF_OUT].eq(1), lo[BUF_OUT].eq(job.out_base),
             cnt[BUF_OUT].eq(Mux(fp, dy_n, Mux(bp, x_n, w_n))),
         ]
@@ -476,6 +515,7 @@ class DataPlane(wiring.Component):
                     m.next = "IDLE"
             with m.State("CK3"):
                 m.d.sync += [dy_n.eq(bcout * howo), bocl.eq(job.batch * ocl),
+                             m_n.eq((job.m_base[:ldw] + w_n + (dw - 1)) >> ldw),
                              X.eq(Mux(fp, howo, Mux(bp, hw, khkw))),
                              shape_bad.eq(shape_bad | (lout > self._psum))]
                 m.next = "CK4"

@@ -41,7 +41,20 @@ def pm_image_beats(img) -> list[dict]:
     from sparseforge.gen.mapper.pe import PEJob
     return PEJob._image_beats(img)
 
-__all__ = ["PacketCodec", "Driver"]
+__all__ = ["PacketCodec", "Driver", "pack_mask"]
+
+
+def pack_mask(mask, data_width: int) -> np.ndarray:
+    """A mask (any shape; an element counts as set when non-zero) packed as the data plane's
+    MASK buffer holds it (``docs/dataplane.md``): bit ``k`` of the mask in C order is bit ``k %
+    data_width`` of element ``k // data_width`` (little endian; the last element's unused bits
+    0). Returns ``ceil(mask.size / data_width)`` signed ``data_width``-bit integers (int64)."""
+    bits = (np.asarray(mask).reshape(-1) != 0).astype(np.int64)
+    n = -(-bits.size // data_width)
+    bits = np.concatenate([bits, np.zeros(n * data_width - bits.size, np.int64)])
+    words = (bits.reshape(n, data_width) << np.arange(data_width, dtype=np.int64)).sum(axis=1)
+    sign = 1 << (data_width - 1)
+    return ((words ^ sign) - sign).astype(np.int64)
 
 
 def am_cycles(job) -> int:
@@ -452,7 +465,10 @@ class Driver:
         memory byte addresses ``addrs[name]`` for ``x``, ``dy``, ``w``, ``mask``; on-chip
         element offsets ``bases``, 0 by default), the job, the store of its result to
         ``addrs["out"]``. ``shapes``: ``x`` (the input's ``(B, Cin, H, W)``), ``w`` (``(Cout,
-        Cin, Kh, Kw)``), ``out`` (the result's)."""
+        Cin, Kh, Kw)``), ``out`` (the result's). The mask is the packed one
+        (:func:`pack_mask`: ``ceil(w.size / data_width)`` elements at ``addrs["mask"]``,
+        loaded at element ``bases["mask"]``; the job's ``m_base`` counts bits:
+        ``bases["mask"] * data_width``)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
         bases = {"x": 0, "dy": 0, "w": 0, "mask": 0, "out": 0, **(bases or {})}
@@ -462,7 +478,8 @@ class Driver:
         Ho = (H + 2 * padding - Kh) // stride + 1
         Wo = (W + 2 * padding - Kw) // stride + 1
         size["dy"] = B * Cout * Ho * Wo
-        size["mask"] = size["w"]
+        dw = self.codec.cfg.data_width
+        size["mask"] = dpm.mask_elems(size["w"], dw)
         bufs = {"x": dpm.BUF_ACT, "dy": dpm.BUF_GRAD, "w": dpm.BUF_WGT, "mask": dpm.BUF_MASK}
         reads = {"fp": ("x", "w", "mask"), "bp": ("dy", "w", "mask"), "wg": ("x", "dy")}[phase]
         cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": bufs[t], "base": bases[t],
@@ -472,7 +489,7 @@ class Driver:
             "mode": {"fp": 0, "bp": 1, "wg": 2}[phase], "batch": B, "cin": Cin, "cout": Cout,
             "h": H, "w": W, "kh": Kh, "kw": Kw, "stride2": int(stride == 2), "pad": padding,
             "raw": 0, "act_base": bases["x"], "grad_base": bases["dy"], "w_base": bases["w"],
-            "m_base": bases["mask"], "out_base": bases["out"]}})
+            "m_base": bases["mask"] * dw, "out_base": bases["out"]}})
         cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_OUT, "base": bases["out"],
                                                     "length": size["out"], "dir": DIR_STORE,
                                                     "addr": addrs["out"]}})
@@ -511,8 +528,8 @@ class Driver:
                    "wg": {"x": kw.get("x"), "dy": kw.get("dy")}}[phase]
         if phase != "wg":
             m = kw.get("mask")
-            tensors["mask"] = (np.ones(shapes["w"], np.int64) if m is None
-                               else np.asarray(m).astype(np.int64))
+            tensors["mask"] = pack_mask(np.ones(shapes["w"], np.int64) if m is None
+                                        else np.asarray(m), cfg.data_width)
         sizes = {k: int(np.asarray(v).size) for k, v in tensors.items()}
         sizes["out"] = int(np.prod(shapes["out"]))
         self.check_fits(phase, sizes)
@@ -556,11 +573,12 @@ class Driver:
 
     def check_fits(self, phase: str, sizes: dict):
         """``ValueError`` (before anything is sent) when a tensor of the phase is larger than
-        its on-chip buffer."""
+        its on-chip buffer (``sizes`` in elements; the mask's packed)."""
+        from sparseforge.hdl.dataplane import BUF_MASK, buf_sizes
         cfg = self.codec.cfg
         room = {"x": ("act_mem_elems", cfg.act_mem_elems), "dy": ("grad_mem_elems",
                 cfg.grad_mem_elems), "w": ("wgt_mem_elems", cfg.wgt_mem_elems),
-                "mask": ("wgt_mem_elems", cfg.wgt_mem_elems),
+                "mask": ("the packed mask buffer", buf_sizes(cfg)[BUF_MASK]),
                 "out": ("out_mem_elems", cfg.out_mem_elems)}
         for name, n in sizes.items():
             field, cap = room[name]

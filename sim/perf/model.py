@@ -490,10 +490,12 @@ def phase_tensors(layer, phase: str, *, batch: int = 1, masked: bool = False,
     store y; BP dy, w, (mask_bwd), store dx; WG x, dy, store dW. ``batch`` multiplies the
     per-image geometry (a network parsed with batch B has ``layer.batch`` = B, FC layers 1
     with the batch in ``w``: pass ``batch=layer.batch``). The mask is moved as the data
-    plane moves it (``Driver.phase_commands``, ``hdl/dataplane.py``): one ``data_width``
-    element per weight (the MASK buffer keeps one bit of each), and an FP / BP job always
-    reads one (all ones for a dense layer) -- ``masked`` is kept for the callers but no
-    longer shrinks the transfer."""
+    plane moves it (``Driver.phase_commands``, ``hdl/dataplane.py``): packed, one bit per
+    weight, ``ceil(w / data_width)`` elements, and an FP / BP job always reads one (all ones
+    for a dense layer) -- ``masked`` is kept for the callers but does not change the
+    transfer. The mask's buffer field is ``wgt_mem_elems`` (its MASK buffer holds
+    ``ceil(wgt_mem_elems / data_width)`` elements: :func:`phase_dma` sizes its descriptors
+    so)."""
     x = batch * layer.cin * layer.h * layer.w
     y = batch * layer.cout * layer.ho * layer.wo
     w = layer.cout * layer.cin * layer.kh * layer.kw
@@ -501,7 +503,7 @@ def phase_tensors(layer, phase: str, *, batch: int = 1, masked: bool = False,
 
 
 def _phase_tensor_list(phase, x, y, w, masked, data_width):
-    mask = [("mask", "wgt_mem_elems", w, False)]
+    mask = [("mask", "wgt_mem_elems", -(-w // data_width), False)]
     if phase == "fp":
         return ([("x", "act_mem_elems", x, False), ("w", "wgt_mem_elems", w, False)] + mask
                 + [("y", "out_mem_elems", y, True)])
@@ -523,8 +525,10 @@ def phase_dma(layer, phase: str, cfg: AcceleratorConfig, *, batch: int = 1, mask
     out, load, store = [], 0, 0
     for name, buf, n, st in phase_tensors(layer, phase, batch=batch, masked=masked,
                                           data_width=cfg.data_width):
-        cyc, beats, nd = _tensor_cycles(n, getattr(cfg, buf), st, cfg, read_latency,
-                                        write_latency)
+        room = getattr(cfg, buf)
+        if name == "mask":                   # the packed MASK buffer (hdl/dataplane.py)
+            room = -(-room // cfg.data_width)
+        cyc, beats, nd = _tensor_cycles(n, room, st, cfg, read_latency, write_latency)
         out.append((name, buf, n, beats, nd, cyc, st))
         if st:
             store += cyc

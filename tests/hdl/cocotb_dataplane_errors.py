@@ -20,7 +20,7 @@ from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.hdl import dataplane as dpm
 from sparseforge.hdl.axil import CTRL_SOFT_RESET, STATUS_DONE, STATUS_ERROR
 from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE, DmaErr
-from sparseforge.sim.host.driver import Driver
+from sparseforge.sim.host.driver import Driver, pack_mask
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit.cocotb_streams import env_params
 
@@ -110,10 +110,12 @@ async def dataplane_errors(dut):
     await tb.good_phase("first")
     x, w = tb.layer()
     n_out = x.shape[0] * w.shape[0] * x.shape[2] * x.shape[3]
-    addrs = drv.card_layout({"x": x.size, "w": w.size, "mask": w.size, "out": n_out})
+    # the mask packed 16 bits per element (docs/dataplane.md): ceil(w.size / data_width)
+    n_mask = -(-w.size // cfg.data_width)
+    addrs = drv.card_layout({"x": x.size, "w": w.size, "mask": n_mask, "out": n_out})
     drv.card_write(addrs["x"], x)
     drv.card_write(addrs["w"], w)
-    drv.card_write(addrs["mask"], np.ones(w.shape, np.int64))
+    drv.card_write(addrs["mask"], pack_mask(np.ones(w.shape, np.int64), cfg.data_width))
     nb = cfg.data_width // 8
     out_lo, out_hi = addrs["out"], addrs["out"] + n_out * nb
 
@@ -138,6 +140,8 @@ async def dataplane_errors(dut):
         ("descriptor of length 0", {"1.length": 0}, 0x30 | DmaErr.LEN_ZERO, False),
         ("tensor shorter than its descriptor says (job reads unloaded words)",
          {"0.length": x.size - 4}, 0x40 | dpm.JobErr.NOT_LOADED, False),
+        ("packed mask shorter than the job reads", {"2.length": n_mask - 1},
+         0x40 | dpm.JobErr.NOT_LOADED, False),
         ("job result beyond the output buffer", {"3.out_base": cfg.out_mem_elems - 8},
          0x40 | dpm.JobErr.BEYOND, False),
         ("raw job (results wider than the buffer)", {"3.raw": 1}, 0x40 | dpm.JobErr.RAW, False),

@@ -46,9 +46,11 @@ async def run_phase_equals_golden(dut):
         assert lp["data_plane"] == ("dma" if dma else "host-stream"), lp
         if dma:
             assert lp["words_out"] == 0 and lp["card_words_out"] > 0 and lp["dma_beats"] > 0
-            # each operand (x, w, the mask) written to the card memory once
+            # each operand (x, w, the mask packed data_width bits per element) written to
+            # the card memory once
+            n_mask = -(-w.size // cfg.data_width)
             assert lp["card_words_in"] == sum(-(-n * cfg.data_width // 32)
-                                              for n in (x.size, w.size, w.size))
+                                              for n in (x.size, w.size, n_mask))
         else:
             assert lp["words_out"] > 0
         assert lp["words_in"] > 0

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from sparseforge.gen.mapper import array as am
 from sparseforge.hdl.dataplane import (BUF_ACT, BUF_GRAD, BUF_MASK, BUF_OUT, BUF_WGT, CMD_DESC,
-                                       CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of, cmd_layout)
+                                       CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of,
+                                       buf_sizes, cmd_layout)
 from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE, DmaErr
 from sparseforge.hdl.wire import Phase
+from sparseforge.sim.host.driver import pack_mask
 from sparseforge.sim.reference import golden
 from sparseforge.sim.testkit.amaranth_streams import pack, run_sim, stream_put
 from sparseforge.sim.testkit.axi_mem_model import AxiMemModel
@@ -106,9 +108,14 @@ ADDR = {"x": 0x0000, "w": 0x1000, "m": 0x2000, "dy": 0x3000, "out": 0x4000}
 
 
 def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, zero_frac=0.5,
-               bases=None, addr=None, out_base=6, want_job=False):
+               bases=None, addr=None, out_base=6, want_job=False, m_bit_off=0):
     """Operands written into ``mem`` (int16 little endian), the load / job / store commands
-    and the golden result. Returns ``(cmds_load, cmd_job, cmd_store, golden, out_addr)``."""
+    and the golden result. Returns ``(cmds_load, cmd_job, cmd_store, golden, out_addr)``.
+
+    The mask is packed (``driver.pack_mask``: bit ``k`` = bit ``k % 16`` of element ``k //
+    16``), loaded at element ``bases["m"]``; ``m_bit_off`` random filler bits come before it
+    (the job's ``m_base = bases["m"] * 16 + m_bit_off`` bits: a mask not aligned to an
+    element)."""
     rng = np.random.default_rng(seed)
     addr = dict(ADDR, **(addr or {}))
     bases = dict({"act": 2, "grad": 4, "w": 8, "m": 10}, **(bases or {}))
@@ -129,10 +136,11 @@ def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, z
     else:
         ref = golden.conv2d_backward_weight(x, dy, wt.shape, stride, pad)
     ref = golden.writeback(ref, cfg.frac_bits, cfg.data_width)
-    # the mask is stored as any non-zero value (the data plane keeps elem != 0)
-    mask_elems = mask * rng.integers(1, 30000, mask.shape)
+    # the mask packed 16 bits per element, after m_bit_off random filler bits
+    filler = rng.random(m_bit_off) < 0.5
+    packed = pack_mask(np.concatenate([filler, mask.ravel()]), cfg.data_width)
     tensors = {"x": (BUF_ACT, bases["act"], x), "w": (BUF_WGT, bases["w"], wt),
-               "m": (BUF_MASK, bases["m"], mask_elems), "dy": (BUF_GRAD, bases["grad"], dy)}
+               "m": (BUF_MASK, bases["m"], packed), "dy": (BUF_GRAD, bases["grad"], dy)}
     used = {"fp": ("x", "w", "m"), "bp": ("dy", "w", "m"), "wg": ("x", "dy")}[mode]
     loads = []
     writes = {}
@@ -143,7 +151,7 @@ def make_phase(mode, cfg, *, batch, cin, cout, h, w, k, stride, pad, nm, seed, z
     job = job_cmd(mode=Phase.from_name(mode).value, batch=batch, cin=cin, cout=cout, h=h, w=w,
                   kh=k, kw=k, stride2=int(stride == 2), pad=pad, raw=0,
                   act_base=bases["act"], grad_base=bases["grad"], w_base=bases["w"],
-                  m_base=bases["m"], out_base=out_base)
+                  m_base=bases["m"] * cfg.data_width + m_bit_off, out_base=out_base)
     store = desc(BUF_OUT, out_base, ref.size, DIR_STORE, addr["out"])
     if want_job:                     # the reference mapping (for its cycle model)
         kw = dict(cfg=cfg, stride=stride, padding=pad, raw=False)
@@ -178,24 +186,24 @@ def check_untouched(before, after, ranges):
 
 
 PHASES = [
-    # (mode, batch, cin, cout, h, w, k, stride, pad, nm, pattern, seed)
-    ("fp", 1, 4, 4, 6, 6, 3, 1, 1, (2, 4), "random", 1101),
-    ("fp", 2, 3, 5, 7, 7, 3, 2, 1, None, "bursty", 1102),
-    ("fp", 1, 4, 3, 5, 6, 2, 1, 0, (2, 4), "always", 1103),
-    ("bp", 1, 4, 4, 6, 6, 3, 1, 1, (2, 4), "random", 1104),
-    ("bp", 2, 5, 3, 7, 7, 3, 2, 0, None, "cycle", 1105),
-    ("wg", 1, 3, 4, 6, 6, 3, 1, 1, None, "random", 1106),
-    ("wg", 2, 3, 2, 7, 7, 3, 2, 0, None, "bursty", 1107),
+    # (mode, batch, cin, cout, h, w, k, stride, pad, nm, pattern, seed, mask bit offset)
+    ("fp", 1, 4, 4, 6, 6, 3, 1, 1, (2, 4), "random", 1101, 0),
+    ("fp", 2, 3, 5, 7, 7, 3, 2, 1, None, "bursty", 1102, 11),
+    ("fp", 1, 4, 3, 5, 6, 2, 1, 0, (2, 4), "always", 1103, 0),
+    ("bp", 1, 4, 4, 6, 6, 3, 1, 1, (2, 4), "random", 1104, 5),
+    ("bp", 2, 5, 3, 7, 7, 3, 2, 0, None, "cycle", 1105, 0),
+    ("wg", 1, 3, 4, 6, 6, 3, 1, 1, None, "random", 1106, 0),
+    ("wg", 2, 3, 2, 7, 7, 3, 2, 0, None, "bursty", 1107, 0),
 ]
 
 
 @pytest.mark.parametrize("case", PHASES, ids=lambda c: f"{c[0]}-b{c[1]}-s{c[7]}-p{c[8]}")
 def test_dataplane_phase(case):
-    mode, batch, cin, cout, h, w, k, stride, pad, nm, pattern, seed = case
+    mode, batch, cin, cout, h, w, k, stride, pad, nm, pattern, seed, m_off = case
     print(f"seed={seed} {case}")
     loads, job, store, ref, writes, arr = make_phase(
         mode, CFG, batch=batch, cin=cin, cout=cout, h=h, w=w, k=k, stride=stride, pad=pad,
-        nm=nm, seed=seed, want_job=True)
+        nm=nm, seed=seed, want_job=True, m_bit_off=m_off)
     mem = fresh_mem(seed, writes)
     before = bytearray(mem)
     res, slave = run_plane(CFG, mem, loads + [job, store], seed=seed, pattern=pattern)
@@ -204,6 +212,13 @@ def test_dataplane_phase(case):
     assert np.array_equal(got, ref)
     check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
     assert slave.r_owed == 0 and slave.w_owed == 0
+    # the mask descriptor moves the packed mask: ceil(bits / data_width) elements, and the
+    # engine's beats are exactly the descriptors' (the mask's ceil(elements / epw))
+    n_bits = m_off + cout * cin * k * k
+    masks = [c["desc"]["length"] for c in loads if c["desc"]["buf"] == BUF_MASK]
+    assert masks == ([] if mode == "wg" else [-(-n_bits // CFG.data_width)])
+    epw = CFG.dma_width // CFG.data_width
+    assert res["dma_beats"] == sum(-(-c["desc"]["length"] // epw) for c in loads + [store])
     print(f"{mode}: phase {res['end']} cycles, job {res['job_cycles']}, DMA busy "
           f"{res['dma_busy_cycles']} (exposed {res['dma_exposed_cycles']}), beats "
           f"{res['dma_beats']}; reference array model am.cycles {am.cycles(arr).cycles}")
@@ -258,8 +273,8 @@ def test_dataplane_double_buffering():
     addr_b = {"x": 0x5000, "w": 0x6000, "m": 0x7000, "dy": 0x8000, "out": 0x9000}
     lb, jb, sb, rb, wb = make_phase("bp", CFG, batch=2, cin=3, cout=4, h=6, w=6, k=3, stride=2,
                                     pad=1, nm=(2, 4), seed=seed + 1, addr=addr_b,
-                                    bases={"grad": 1000, "w": 1000, "m": 1000},
-                                    out_base=out_b)
+                                    bases={"grad": 1000, "w": 1000, "m": 100},
+                                    out_base=out_b, m_bit_off=3)
     mem = fresh_mem(seed, {**wa, **wb})
     before = bytearray(mem)
     res, slave = run_plane(CFG, mem, la + [ja] + lb + [jb, sa, sb], seed=seed, pattern="random")
@@ -310,6 +325,15 @@ def _error_scenarios(cfg):
                            None, None),     # the mask never loaded
         "err_shape": (lambda: loads + [_bad_job(kh=cfg.k_max + 1)[1]], [0x40 | JobErr.SHAPE],
                       None, None),
+        # the packed mask's extent: ceil(144 bits / 16) = 9 elements; one element short of
+        # it loaded -> NOT_LOADED; a job whose mask starts 8 elements before the end of the
+        # MASK buffer -> BEYOND
+        "err_mask_short": (lambda: loads[:2] + [dict(loads[2], desc=dict(
+            loads[2]["desc"], length=loads[2]["desc"]["length"] - 1)), _bad_job()[1]],
+            [0x40 | JobErr.NOT_LOADED], None, None),
+        "err_mask_beyond": (lambda: loads + [_bad_job(m_base=(buf_sizes(cfg)[BUF_MASK] - 8)
+                                                      * cfg.data_width)[1]],
+                            [0x40 | JobErr.BEYOND], None, None),
     }
 
 
@@ -364,7 +388,8 @@ def _error_case(name, seed=1400):
 
 
 @pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_slverr", "err_abort",
-                                  "err_raw", "err_job_beyond", "err_not_loaded", "err_shape"])
+                                  "err_raw", "err_job_beyond", "err_not_loaded", "err_shape",
+                                  "err_mask_short", "err_mask_beyond"])
 def test_dataplane_errors(name):
     _error_case(name)
 
@@ -418,3 +443,20 @@ def test_dataplane_loaded_ranges_merge():
             check_untouched(before, mem, [(ADDR["out"], ADDR["out"] + 2 * ref.size)])
         else:
             check_untouched(before, mem, [])
+
+
+def test_pack_mask_layout():
+    """``pack_mask`` is the documented packing: bit ``k`` of the mask (C order) is bit ``k %
+    data_width`` of element ``k // data_width``, the last element's unused bits 0; checked
+    bit by bit against that definition on random masks (seed 1700) at 8 and 16 bits."""
+    rng = np.random.default_rng(1700)
+    print("seed=1700")
+    for dw in (8, 16):
+        for n in (1, dw - 1, dw, dw + 1, 5 * dw + 3):
+            mask = rng.random((n,)) < 0.5
+            got = pack_mask(mask.reshape(1, n) * rng.integers(1, 100, (1, n)), dw)
+            assert got.shape == (-(-n // dw),)
+            assert all(-(1 << (dw - 1)) <= v < (1 << (dw - 1)) for v in got)
+            for k in range(len(got) * dw):
+                want = bool(mask[k]) if k < n else False
+                assert bool((int(got[k // dw]) >> (k % dw)) & 1) == want, (dw, n, k)

@@ -317,16 +317,24 @@ def test_phase_dma_tensors_and_buffers():
     x, y, w = 2 * 256, 2 * 1024, 576               # batch 2
     fp = perf.phase_dma(lay, "fp", cfg, batch=2, masked=True)
     got = {t[0]: (t[2], t[3], t[4]) for t in fp.tensors}
-    # mask: one element per weight, as the data plane loads it; y: 2048 > 1024 -> 2 descriptors
-    assert got == {"x": (x, x // 2, 1), "w": (w, w // 2, 1), "mask": (w, w // 2, 1),
+    # mask: packed, one bit per weight as the data plane loads it (576 bits = 36 16-bit
+    # elements, 18 beats); y: 2048 > 1024 -> 2 descriptors
+    m = -(-w // cfg.data_width)
+    assert m == 36
+    assert got == {"x": (x, x // 2, 1), "w": (w, w // 2, 1), "mask": (m, m // 2, 1),
                    "y": (y, y // 2, 2)}
     t = perf.dma_transfer_cycles
-    assert fp.load == t(x, False, cfg) + t(w, False, cfg) + t(w, False, cfg)
+    assert fp.load == t(x, False, cfg) + t(w, False, cfg) + t(m, False, cfg)
     # the second y descriptor starts 2048 bytes on (same 4 KiB residue rule as the engine)
     assert fp.store == t(1024, True, cfg) + t(1024, True, cfg, addr=2048)
     bp = perf.phase_dma(lay, "bp", cfg, batch=2)
-    assert [(n, e) for n, _, e, *_ in bp.tensors] == [("dy", y), ("w", w), ("mask", w),
+    assert [(n, e) for n, _, e, *_ in bp.tensors] == [("dy", y), ("w", w), ("mask", m),
                                                        ("dx", x)]
+    # a mask larger than its packed MASK buffer (ceil(wgt_mem_elems / 16) elements) goes in
+    # buffer-sized descriptors, like w in wgt_mem_elems ones
+    small = cfg.replace(wgt_mem_elems=256)
+    got = {t[0]: (t[2], t[4]) for t in perf.phase_dma(lay, "fp", small, batch=2).tensors}
+    assert got["w"] == (w, 3) and got["mask"] == (m, 3)    # 576 / 256, 36 / 16
     wg = perf.phase_dma(lay, "wg", cfg, batch=2)
     assert [(n, e, s) for n, _, e, _, _, _, s in wg.tensors] == [
         ("x", x, False), ("dy", y, False), ("dW", w, True)]
