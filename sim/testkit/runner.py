@@ -66,6 +66,8 @@ def waves_requested() -> bool:
 
 
 _AUTO_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
+#: ``always @*`` followed by one statement on its own line (no ``begin``).
+_BARE_ALWAYS = re.compile(r"^([ \t]*)always @\*[ \t]*\n[ \t]*(?!begin\b)([^\n]*;)[ \t]*$", re.M)
 
 
 def icarus_kick(text: str) -> str:
@@ -78,9 +80,22 @@ def icarus_kick(text: str) -> str:
     control input that is constant) never runs and its outputs stay X -- found on the
     ``accelerator`` top level, whose router decodes registers that start and stay at 0. An
     ``initial #0`` write of the dummy register raises that event. Simulation only: the
-    emitted Verilog (``make verilog``, synthesis) is not changed."""
-    return _AUTO_TRIGGER.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n"
+    emitted Verilog (``make verilog``, synthesis) is not changed.
+
+    Yosys writes a block of one assignment without the dummy (``always @*`` then ``a[7:4] =
+    b[7:4];``, where the rest of ``a`` is assigned in another block): it gets its own
+    dummy register the same way -- found on the array mapper, whose tap bundle's flag bits
+    copy a register that stays 0, so they stayed X under Icarus."""
+    text = _AUTO_TRIGGER.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n"
                                        f"{m.group(1)}initial #0 {m.group(2)} = 1'h1;", text)
+    count = iter(range(1 << 30))
+
+    def bare(m):
+        ind, body, kick = m.group(1), m.group(2), f"\\$icarus_kick${next(count)} "
+        return (f"{ind}reg {kick}= 0;\n{ind}initial #0 {kick}= 1'h1;\n"
+                f"{ind}always @* begin\n{ind}  if ({kick}) begin end\n{ind}  {body}\n"
+                f"{ind}end")
+    return _BARE_ALWAYS.sub(bare, text)
 
 
 def build(sim: str, sources: list[Path], toplevel: str, build_dir: Path) -> Path:
