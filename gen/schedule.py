@@ -35,7 +35,7 @@ from sparseforge.hdl.wire import (ENTRY_LAYOUT, ENTRY_RESERVED, SCHED_ENTRY_WORD
                                   SchedFlag, SchedOp)
 
 __all__ = ["Op", "Flag", "Entry", "Schedule", "ScheduleError", "build_schedule", "encode",
-           "decode", "validate", "check_fits", "buffer_demand", "BUFFERS", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
+           "decode", "validate", "check_fits", "check_tensors", "buffer_demand", "BUFFERS", "TENSOR_BUFFER", "config_hash", "config_tag", "MAGIC", "VERSION", "HEADER_WORDS",
            "ENTRY_WORDS", "ERR"]
 
 #: The binary format's constants, opcodes, flags, entry layout and error codes have one home,
@@ -510,6 +510,11 @@ BUFFERS = {"act_mem_elems": "activation buffer (x)",
            "out_mem_elems": "result buffer (y, dx, dW)"}
 
 
+#: The tensor buffer field that holds each tensor of a layer phase (the results share one).
+TENSOR_BUFFER = {"x": "act_mem_elems", "dy": "grad_mem_elems", "w": "wgt_mem_elems",
+                 "y": "out_mem_elems", "dx": "out_mem_elems", "dW": "out_mem_elems"}
+
+
 def _layer_tensors(lay: ComputeLayer) -> list[tuple[str, str, str, int]]:
     """``[(phase, tensor, buffer field, elements)]`` of one layer at its network's batch:
     FP x, w, y; BP (not the first layer) dy, w, dx; WG x, dy, dW. A layer's masks are one
@@ -519,14 +524,25 @@ def _layer_tensors(lay: ComputeLayer) -> list[tuple[str, str, str, int]]:
     x = lay.batch * lay.cin * lay.h * lay.w
     y = lay.batch * lay.cout * lay.ho * lay.wo
     w = lay.cout * lay.cin * lay.kh * lay.kw
-    out = [("FP", "x", "act_mem_elems", x), ("FP", "w", "wgt_mem_elems", w),
-           ("FP", "y", "out_mem_elems", y)]
-    if lay.id > 0:
-        out += [("BP", "dy", "grad_mem_elems", y), ("BP", "w", "wgt_mem_elems", w),
-                ("BP", "dx", "out_mem_elems", x)]
-    out += [("WG", "x", "act_mem_elems", x), ("WG", "dy", "grad_mem_elems", y),
-            ("WG", "dW", "out_mem_elems", w)]
-    return out
+    sizes = {"FP": {"x": x, "w": w, "y": y}, "BP": {"dy": y, "w": w, "dx": x},
+             "WG": {"x": x, "dy": y, "dW": w}}
+    return [(ph, name, TENSOR_BUFFER[name], n) for ph in ("FP", "BP", "WG")
+            if ph != "BP" or lay.id > 0 for name, n in sizes[ph].items()]
+
+
+def check_tensors(cfg: AcceleratorConfig, sizes: dict, where: str, *, batch=None) -> None:
+    """Refuse (``NetworkError``, one line) the tensors ``sizes`` (``TENSOR_BUFFER`` name ->
+    elements) of one layer phase when one exceeds its buffer of ``cfg``; ``where`` names the
+    phase in the message (e.g. ``"conv1: FP"``). The first offending tensor in ``sizes``'
+    order is named, with its size, the buffer and its size (and ``batch`` when given)."""
+    for name, n in sizes.items():
+        buf = TENSOR_BUFFER[name]
+        size = getattr(cfg, buf)
+        if n > size:
+            b = "" if batch is None else f"batch {batch}, "
+            raise NetworkError(f"{where} tensor {name} has {n} elements > {buf}={size} "
+                               f"(the {BUFFERS[buf].split(' (')[0]}; {b}configuration "
+                               f"{cfg.name})")
 
 
 def buffer_demand(net: Network) -> dict:
@@ -552,13 +568,9 @@ def check_fits(net: Network, cfg: AcceleratorConfig) -> None:
     if not isinstance(cfg, AcceleratorConfig):
         raise TypeError(f"cfg must be an AcceleratorConfig, not {type(cfg).__name__}")
     for lay in net.compute:
-        for ph, name, buf, n in _layer_tensors(lay):
-            size = getattr(cfg, buf)
-            if n > size:
-                raise NetworkError(
-                    f"{lay.label}: {ph} tensor {name} has {n} elements > {buf}={size} "
-                    f"(the {BUFFERS[buf].split(' (')[0]}; batch {net.batch}, "
-                    f"configuration {cfg.name})")
+        for ph in ("FP", "BP", "WG"):
+            sizes = {name: n for p, name, _, n in _layer_tensors(lay) if p == ph}
+            check_tensors(cfg, sizes, f"{lay.label}: {ph}", batch=net.batch)
 
 
 def entry_fields() -> list[str]:

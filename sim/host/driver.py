@@ -57,12 +57,6 @@ def pack_mask(mask, data_width: int) -> np.ndarray:
     return ((words ^ sign) - sign).astype(np.int64)
 
 
-def am_cycles(job) -> int:
-    """The exact array model's cycles of an ArrayJob (full-rate inputs)."""
-    from sparseforge.gen.mapper import array as am
-    return am.cycles(job).cycles
-
-
 class PacketCodec:
     """Packet tables and encoding for configuration ``cfg``: pure functions of the
     configuration (:mod:`sparseforge.hdl.wire`), no hardware is instantiated.
@@ -512,6 +506,7 @@ class Driver:
         """:meth:`run_phase` through the data plane: the operands are placed in the card
         memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
         hardware mapper and stores the result, which is read back from the card memory."""
+        from sparseforge.gen.mapper import array as am
         cfg = self.codec.cfg
         if phase == "fp":
             x, w = np.asarray(kw["x"]), np.asarray(kw["w"])
@@ -552,7 +547,8 @@ class Driver:
         after = {k: await self.counter(k) for k in before}
         d = {k: after[k] - before[k] for k in before}
         self.last_phase = {"phase": phase, "cycles": d["job_cycles"],
-                           "array_cycles": am_cycles(job), "array_counter_cycles": d["cycles"],
+                           "array_cycles": am.cycles(job).cycles,
+                           "array_counter_cycles": d["cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_busy_cycles": d["dma_busy"],
                            "dma_beats": d["dma_beats"],
                            "words_in": self.words_in - w0, "words_out": self.words_out - o0,
@@ -562,29 +558,26 @@ class Driver:
         return out
 
     def _chunked_wg(self, phase, kw) -> bool:
-        """A WG phase whose per-column scratchpad image exceeds ``act_buf_depth`` (the chunked
-        reload of gen/mapper/pe.py, which the hardware mapper does not do yet: such a phase
-        takes the host-fed path)."""
+        """A WG phase whose per-column scratchpad image (``(B, ceil(Cin / pe_cols), H, W)``)
+        needs more than one chunk (:func:`sparseforge.gen.mapper.pe.wg_chunks`), which the
+        hardware mapper does not do yet: such a phase takes the host-fed path."""
+        from sparseforge.gen.mapper.pe import wg_chunks
         if phase != "wg":
             return False
         cfg = self.codec.cfg
         B, Cin, H, W = np.asarray(kw["x"]).shape
-        return B * -(-Cin // cfg.pe_cols) * H * W > cfg.act_buf_depth
+        return len(wg_chunks((B, -(-Cin // cfg.pe_cols), H, W), cfg.act_buf_depth)) > 1
 
     def check_fits(self, phase: str, sizes: dict):
-        """``ValueError`` (before anything is sent) when a tensor of the phase is larger than
-        its on-chip buffer (``sizes`` in elements; the mask's packed)."""
-        from sparseforge.hdl.dataplane import BUF_MASK, buf_sizes
-        cfg = self.codec.cfg
-        room = {"x": ("act_mem_elems", cfg.act_mem_elems), "dy": ("grad_mem_elems",
-                cfg.grad_mem_elems), "w": ("wgt_mem_elems", cfg.wgt_mem_elems),
-                "mask": ("the packed mask buffer", buf_sizes(cfg)[BUF_MASK]),
-                "out": ("out_mem_elems", cfg.out_mem_elems)}
-        for name, n in sizes.items():
-            field, cap = room[name]
-            if n > cap:
-                raise ValueError(f"{phase}: tensor {name} has {n} elements, more than the "
-                                 f"{field}={cap} of {cfg.name}")
+        """``ValueError`` (:class:`~sparseforge.gen.network.NetworkError`, before anything is
+        sent) when a tensor of the phase (``sizes``: ``x``/``dy``/``w``/``out`` -> elements)
+        is larger than its on-chip buffer: :func:`sparseforge.gen.schedule.check_tensors`, the
+        rule ``sparseforge schedule`` applies to a whole network (the packed mask fits when
+        ``w`` does)."""
+        from sparseforge.gen.schedule import check_tensors
+        out = {"fp": "y", "bp": "dx", "wg": "dW"}[phase]
+        check_tensors(self.codec.cfg, {(out if k == "out" else k): n for k, n in sizes.items()
+                                       if k != "mask"}, f"run_phase({phase!r}):")
 
     # -- pruner and pre-generation (used by sim/e2e.py and tests/cocotb_accelerator.py) -------
     async def prune(self, g, tau: int, seed: int, *, step=None):

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from sparseforge.gen.config import preset
 
-__all__ = ["PE_CFG", "PE_RTL_CASES", "ARRAY_CFG", "ARRAY_CASES"]
+__all__ = ["PE_CFG", "PE_RTL_CASES", "ARRAY_CFG", "ARRAY_CASES", "SMALL_TOP_CFG"]
 
 # One PE: small rows and buffers keep pysim fast; 4 lanes.
 PE_CFG = preset("tiny").replace(macs_per_pe=4, max_row_len=16, k_max=5, psum_buf_depth=512,
                                 act_buf_depth=512)
+# The top level's small configuration (1x2 array, short rows): the router, controller and
+# accelerator tests, and the top-level cocotb runs under Icarus (Verilator runs ``tiny``).
+SMALL_TOP_CFG = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64,
+                                       act_buf_depth=256, max_row_len=16, k_max=3,
+                                       name="small")
 # The 2x2 array.
 ARRAY_CFG = preset("tiny").replace(max_row_len=16, k_max=5, psum_buf_depth=64, act_buf_depth=512)
 

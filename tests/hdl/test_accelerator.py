@@ -6,14 +6,14 @@ from amaranth.hdl import Fragment, Shape
 from amaranth.lib import wiring
 
 from sparseforge.gen.config import preset
+from sparseforge.sim.testkit.layer_cases import SMALL_TOP_CFG
 from sparseforge.gen.schedule import config_hash, config_tag
 from sparseforge.hdl import wire
 from sparseforge.hdl.accelerator import Accelerator
 from sparseforge.sim.host.driver import PacketCodec
 
 TINY = preset("tiny")
-SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
-                               max_row_len=16, k_max=3, name="small")
+SMALL = SMALL_TOP_CFG
 
 
 def test_codec_roundtrip_and_errors():

@@ -14,12 +14,12 @@ from amaranth.sim import Simulator
 
 from sparseforge.gen import schedule as gs
 from sparseforge.gen.config import preset
+from sparseforge.sim.testkit.layer_cases import SMALL_TOP_CFG
 from sparseforge.hdl import controller as hc
 from sparseforge.hdl import wire
 from sparseforge.sim.host import e2e
 
-SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
-                               max_row_len=16, k_max=3, name="small")
+SMALL = SMALL_TOP_CFG
 SEED = 4242
 
 

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sparseforge.gen.config import preset
+from sparseforge.sim.testkit.layer_cases import SMALL_TOP_CFG
 from sparseforge.hdl import wire
 from sparseforge.hdl.router import PacketRouter, packet_port
 from sparseforge.hdl.wire import (DEST_END, ERR_BAD_DEST, ERR_EARLY_TLAST,
@@ -18,8 +18,7 @@ from sparseforge.hdl.wire import (DEST_END, ERR_BAD_DEST, ERR_EARLY_TLAST,
 from sparseforge.sim.host.driver import PacketCodec
 from sparseforge.sim.testkit.layers import random_array_layer
 
-SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
-                               max_row_len=16, k_max=3, name="small")
+SMALL = SMALL_TOP_CFG
 DESTS = wire.destinations(SMALL)
 ID = {d.name: d.id for d in DESTS}
 WPB = {d.id: d.words for d in DESTS}

@@ -3,11 +3,11 @@ simulators (Verilator: tiny preset; Icarus: the smaller array of test_accelerato
 simulator model is built once per session)."""
 
 from sparseforge.gen.config import preset
+from sparseforge.sim.testkit.layer_cases import SMALL_TOP_CFG
 
 TINY = preset("tiny")
-# the Icarus config of test_accelerator.py (same key: its simulator model is reused)
-SMALL = preset("tiny").replace(pe_rows=1, pe_cols=2, psum_buf_depth=64, act_buf_depth=256,
-                               max_row_len=16, k_max=3, name="small")
+# the shared small top-level config (same key as test_accelerator.py: one simulator model)
+SMALL = SMALL_TOP_CFG
 
 
 def test_run_phase_cocotb(sim, cocotb_run):
