@@ -496,9 +496,11 @@ class RTLBackend(ModelBackend):
             out = await self.drv.run_phase(mode, step=step, raw=False, **kw)
             lp = self.drv.last_phase
             status = lp["status"]
-            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
-                  "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
-                  "card_words_in": lp["card_words_in"], "card_words_out": lp["card_words_out"]}
+            if lp["data_plane"] == "dma":        # (a chunked WG phase goes host-fed)
+                dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
+                      "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
+                      "card_words_in": lp["card_words_in"],
+                      "card_words_out": lp["card_words_out"]}
         else:
             out, status, _ = await self.drv.run_array_job(job, step=step)
         io = self._now() - c0
@@ -584,11 +586,17 @@ def report_phase(rec: dict) -> dict:
     ``cycles``: simulated clock cycles from the phase's first packet to its done (the
     host-visible time of the phase at the top level); ``array_cycles``: the exact array
     model's cycles for the same work fed at full rate (0 for phases that are not array work);
-    ``dma_cycles``: transfer cycles not hidden under compute -- 0 here, because the host-fed
-    data plane has no separate transfer: every operand word crosses the stream inside
-    ``cycles``; ``host_words_in`` / ``host_words_out``: 32-bit AXI4-Stream words to and from
-    the accelerator; ``debug_words``: words read only for checking (none). ``counter_cycles``
-    (array phases): the CYCLES counter's increment over AXI4-Lite."""
+    ``dma_cycles``: transfer cycles not hidden under compute -- 0 on the host-fed path,
+    where every operand word crosses the stream inside ``cycles``; ``host_words_in`` /
+    ``host_words_out``: 32-bit AXI4-Stream words to and from the accelerator;
+    ``debug_words``: words read only for checking (none). ``counter_cycles`` (array phases):
+    the CYCLES counter's increment over AXI4-Lite.
+
+    A phase through the data plane (``data_plane == "dma"``): ``cycles`` is its job (JOB_CYCLES:
+    start to last result stored), ``dma_cycles`` the DMA's busy cycles outside any job
+    (DMA_EXPOSED), the host words add the tensors written into / read from the card memory
+    (each once), and ``io_cycles`` keeps the phase's whole simulated time (first packet to
+    done, with the packets and the host's register reads)."""
     phase = rec["phase"]
     if phase not in PHASE_CODES:
         raise ValueError(f"unknown phase code {phase!r}; known: {PHASE_CODES}")
@@ -607,6 +615,8 @@ def report_phase(rec: dict) -> dict:
                    io_cycles=int(rec["io_cycles"]))
     if arr:
         out["counter_cycles"] = int(rec["cycles"])
+        # which path ran it: a dma configuration still runs a chunked WG phase host-fed
+        out["data_plane"] = rec.get("data_plane", "host-stream")
     return out
 
 

@@ -47,6 +47,15 @@ def test_report_entries_from_a_log():
                               "dma_cycles": 0, "host_words_in": 11, "host_words_out": 10,
                               "debug_words": 0}
     assert s["phases"][0]["counter_cycles"] == 90
+    assert s["phases"][0]["data_plane"] == "host-stream"
+    # a phase through the data plane: its job's cycles, the exposed DMA, the card traffic
+    dp = e2e.report_phase({"layer": "c1", "phase": "fp", "io_cycles": 100, "model_cycles": 40,
+                           "cycles": 95, "words_in": 6, "words_out": 0, "data_plane": "dma",
+                           "job_cycles": 60, "dma_cycles": 25, "card_words_in": 40,
+                           "card_words_out": 16})
+    assert (dp["cycles"], dp["dma_cycles"], dp["io_cycles"], dp["data_plane"]) == \
+        (60, 25, 100, "dma")
+    assert (dp["host_words_in"], dp["host_words_out"], dp["counter_cycles"]) == (46, 16, 95)
     with pytest.raises(ValueError, match="unknown phase code 'relu'"):
         e2e.report_phase({"layer": "c1", "phase": "relu", "io_cycles": 1})
     assert e2e.PHASE_CODES[:3] == ("fp", "bp", "wg")
