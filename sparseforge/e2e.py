@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
             "sim_cycles_per_s": round(res["sim_cycles"] / res["wall_s"]) if res["wall_s"] else 0,
             "build_s": round(wall_build, 3), "schedule_words": res["schedule_words"],
             "seed": args.seed, "prune_seed": args.prune_seed, "lr_shift": args.lr_shift,
-            "command": "python -m sparseforge.e2e " + " ".join(sys.argv[1:])}
+            "command": "python -m sparseforge e2e " + shlex.join(getattr(args, "argv", []))}
 
 
 def run(args, log=print) -> tuple[dict, bool]:
@@ -178,7 +179,9 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv                          # for the report's command line
     try:
         report, passed = run(args)
     except UsageError as exc:

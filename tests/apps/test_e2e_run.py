@@ -2,6 +2,7 @@
 with exit status 2; the report's schema from a run under Icarus (small array, tiny CNN)."""
 
 import json
+import shlex
 
 import pytest
 
@@ -81,3 +82,4 @@ def test_e2e_run_writes_the_report(tmp_path, capsys):
     assert step["cycles"] == sum(q["cycles"] for q in step["phases"])
     assert step["array_cycles"] == sum(q["array_cycles"] for q in step["phases"]) > 0
     assert rep["sim_cycles"] >= step["cycles"]
+    assert rep["command"] == "python -m sparseforge e2e " + shlex.join(argv)
