@@ -318,7 +318,15 @@ class DmaEngine(wiring.Component):
                     m.d.sync += [mem_addr.eq(mem_addr + (blen << size_log2)),
                                  issue_left.eq(issue_left - blen),
                                  a_on.eq(more & ~kill_now)]
-                with m.If(r_fire):
+                # an R beat nobody asked for (before its AR was accepted, or past the
+                # requested beats: a broken slave or interconnect) is taken and dropped as a
+                # BUS_ERROR -- never written, so no element outside the range can be
+                # (sparseforge formal -k dma proves it with a free slave)
+                r_asked = total_left != issue_left
+                with m.If(r_fire & ~r_asked):
+                    m.d.sync += kill.eq(1)
+                    first_err(DmaErr.BUS_ERROR)
+                with m.If(r_fire & r_asked):
                     bad = self.m_axi_rresp[1]
                     m.d.comb += self.mem.we.eq(Mux(kill | bad, 0, beat_mask))
                     with m.If(bad):

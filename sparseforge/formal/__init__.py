@@ -4,8 +4,9 @@
 The package, by job:
 
 * :mod:`~sparseforge.formal.harnesses` -- the Amaranth harnesses: :class:`FormalHarness` (the
-  stream rules on every ``lib.stream`` port of any component) and :class:`SelectorHarness` (the
-  N:M selector's latency and functional invariants);
+  stream rules on every ``lib.stream`` port of any component), :class:`SelectorHarness` (the
+  N:M selector's latency and functional invariants) and :class:`DmaBoundsHarness` (the DMA
+  engine's buffer and memory address bounds);
 * :mod:`~sparseforge.formal.mutants` -- deliberately broken designs for the negative proofs
   (:class:`TiesToHigherSelector`, :class:`BrokenStage`);
 * :mod:`~sparseforge.formal.sby` -- running SymbiYosys: tool discovery, ``.sby`` files,
@@ -19,7 +20,7 @@ Run everything and print a table with ``python -m sparseforge.formal`` (what ``m
 calls). See ``docs/formal.md``. The public names of all five modules are importable from here.
 """
 
-from sparseforge.formal.harnesses import FormalHarness, SelectorHarness, stream_ports
+from sparseforge.formal.harnesses import DmaBoundsHarness, FormalHarness, SelectorHarness, stream_ports
 from sparseforge.formal.mutants import BrokenStage, TiesToHigherSelector
 from sparseforge.formal.runner import (Proof, check_proof, default_proofs, format_table, main,
                                        run_proof, run_proofs)
@@ -28,7 +29,7 @@ from sparseforge.formal.sby import (ENGINES, FormalError, ProofResult, prewarm, 
 from sparseforge.formal.traces import read_vcd, trace_table
 
 __all__ = [
-    "ENGINES", "FormalHarness", "SelectorHarness", "TiesToHigherSelector", "BrokenStage",
+    "ENGINES", "FormalHarness", "SelectorHarness", "DmaBoundsHarness", "TiesToHigherSelector", "BrokenStage",
     "stream_ports", "tools_available", "prewarm", "run_sby", "run_comb_check", "ProofResult",
     "FormalError", "read_vcd", "trace_table", "Proof", "default_proofs", "run_proof",
     "check_proof", "run_proofs", "format_table", "main",

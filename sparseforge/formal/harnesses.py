@@ -23,7 +23,7 @@ from amaranth.hdl import (Array, Assert, Assume, Cat, Cover, Elaboratable, Modul
                           ResetSignal, Signal, Value)
 from amaranth.lib import stream, wiring
 
-__all__ = ["stream_ports", "FormalHarness", "SelectorHarness"]
+__all__ = ["stream_ports", "FormalHarness", "SelectorHarness", "DmaBoundsHarness"]
 
 
 def stream_ports(dut: wiring.Component) -> list[tuple[str, bool, object]]:
@@ -242,3 +242,74 @@ class SelectorHarness(FormalHarness):
                 Cover(beat & most_neg, "cover most negative value kept"),
                 Cover(dut.o.valid & ~dut.o.ready & full, "cover back-pressure on a full pipeline"),
             ]
+
+
+class DmaBoundsHarness(FormalHarness):
+    """Stream rules plus the address bounds of :class:`~sparseforge.hdl.dma.DmaEngine`
+    (issue 16: "address generation is proven in bounds for every buffer").
+
+    The harness keeps the descriptor the engine accepted (``desc.valid & desc.ready``) and
+    asserts, in every cycle after it until the next one:
+
+    * **buffer side**: every element the engine writes (``mem.we[k]``) is in the descriptor's
+      buffer and range: ``mem.buf == buf`` and ``base <= mem.addr * epw + k < base + length``
+      (so also ``< sizes[buf]``: a descriptor beyond its buffer is refused, never written);
+    * **memory side**: every read burst raised (``arvalid``) lies in ``[addr, addr + bytes)``
+      of a load descriptor and every write burst (``awvalid``) in that of a store, where
+      ``bytes = ceil(length / epw) * data_width / 8``; no burst crosses a 4 KiB page; and
+      each burst belongs to a descriptor that passed its checks (none for a refused one).
+
+    ``mutation="beyond"`` weakens the bound by one element (``< base + length - 1``): the
+    negative check that shows the assertion can fail.
+    """
+
+    def __init__(self, dut, *, mutation: str | None = None, **kw):
+        super().__init__(dut, **kw)
+        if mutation not in (None, "beyond"):
+            raise ValueError(f"unknown mutation {mutation!r}")
+        self.mutation = mutation
+
+    def checks(self, m):
+        d = self.dut
+        epw, sizes = d._epw, d._sizes
+        desc = d.desc.payload
+        have = Signal(name="desc_have")               # a descriptor was accepted (since reset)
+        buf, base = Signal.like(desc.buf, name="d_buf"), Signal.like(desc.base, name="d_base")
+        length = Signal.like(desc.length, name="d_length")
+        dirn, addr = Signal.like(desc.dir, name="d_dir"), Signal.like(desc.addr, name="d_addr")
+        with m.If(d.desc.valid & d.desc.ready):
+            m.d.sync += [have.eq(1), buf.eq(desc.buf), base.eq(desc.base),
+                         length.eq(desc.length), dirn.eq(desc.dir), addr.eq(desc.addr)]
+        top = base + length - (1 if self.mutation == "beyond" else 0)
+        ok_buf = Signal(name="d_buf_fits")            # the accepted descriptor fits its buffer
+        m.d.comb += ok_buf.eq(Array([Value.cast(base + length <= s) for s in sizes] +
+                                    [Value.cast(0)] * (2 ** len(buf) - len(sizes)))[buf])
+        for k in range(epw):
+            idx = d.mem.addr * epw + k
+            with m.If(d.mem.we[k]):
+                m.d.comb += [
+                    Assert(have, f"mem.we[{k}] only after a descriptor"),
+                    Assert(d.mem.buf == buf, f"mem.we[{k}] writes the descriptor's buffer"),
+                    Assert((idx >= base) & (idx < top),
+                           f"mem.we[{k}] inside [base, base + length)"),
+                    Assert(ok_buf, f"mem.we[{k}] only for a descriptor inside its buffer"),
+                ]
+        beat = d._data_width // 8
+        span = ((length + epw - 1) // epw) * beat
+        for ch, want in (("ar", 0), ("aw", 1)):
+            valid = getattr(d, f"m_axi_{ch}valid")
+            a = getattr(d, f"m_axi_{ch}addr")
+            n = (getattr(d, f"m_axi_{ch}len") + 1) * beat
+            with m.If(valid):
+                m.d.comb += [
+                    Assert(have & (dirn == want) & ok_buf,
+                           f"{ch}valid only for an accepted {('load', 'store')[want]} that fits"),
+                    Assert((a >= addr) & (a + n <= addr + span),
+                           f"{ch} burst inside [addr, addr + bytes)"),
+                    Assert((a & 0xFFF) + n <= 0x1000, f"{ch} burst inside one 4 KiB page"),
+                ]
+        if self.covers:
+            last = Signal(name="cover_last_elem")
+            m.d.comb += last.eq(d.mem.we[epw - 1] & (d.mem.addr * epw + epw - 1 == base
+                                                     + length - 1))
+            m.d.comb += Cover(have & last, "cover: the range's last element is written")

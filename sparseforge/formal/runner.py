@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from sparseforge.gen.cliutil import OneLineParser, guarded
-from sparseforge.formal.harnesses import FormalHarness, SelectorHarness
+from sparseforge.formal.harnesses import DmaBoundsHarness, FormalHarness, SelectorHarness
 from sparseforge.formal.mutants import BrokenStage, TiesToHigherSelector
 from sparseforge.formal.sby import (ENGINES, FormalError, ProofResult, run_comb_check, run_sby,
                                     tools_available)
@@ -72,6 +72,21 @@ def _pregen(**kw):
     return WeightPregen(**kw)
 
 
+def _dma(**kw):
+    from sparseforge.hdl.dma import DmaEngine
+    return DmaEngine(**kw)
+
+
+#: The DMA engine of the address-bound proof: two buffers of 6 and 10 elements (16-bit, two per
+#: 32-bit beat), 13-bit memory addresses (two 4 KiB pages), bursts of 2, lengths up to 15
+#: elements (8 beats), timeout 6. Depth 12 holds a whole transfer of any length (accept,
+#: check, 8 beats, done) with a fast slave, or several short ones; the slave is free (it may
+#: break AXI: beats never asked for are dropped, never written).
+DMA_BOUNDS = {"sizes": (6, 10), "data_width": 32, "elem_width": 16, "addr_width": 13,
+              "max_burst": 2, "timeout": 6, "len_width": 4, "counter_width": 8}
+DMA_BOUNDS_DEPTH = 12
+
+
 def _cfg(d: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in d.items())
 
@@ -120,6 +135,11 @@ def default_proofs() -> list[Proof]:
             f"selector_{tag}", "selector invariants + stream rules", "NMSelector " + _cfg(kw),
             lambda kw=kw: SelectorHarness(_selector(**kw)), mode="bmc", depth=depth,
             cover_depth=8))
+    proofs.append(Proof(
+        "dma_bounds", "buffer writes and bursts inside the descriptor (+ stream rules)",
+        "DmaEngine " + _cfg(DMA_BOUNDS),
+        lambda: DmaBoundsHarness(_dma(**DMA_BOUNDS)), mode="bmc", depth=DMA_BOUNDS_DEPTH,
+        cover_depth=DMA_BOUNDS_DEPTH))
     kw = SELECTOR_CONFIGS[0][0]
     proofs += [
         Proof("neg_selector_popcount", "NEGATIVE: harness asserts popcount == N+1",
@@ -130,6 +150,10 @@ def default_proofs() -> list[Proof]:
         Proof("neg_selector_ties", "NEGATIVE: selector bug, ties -> higher index",
               "TiesToHigherSelector " + _cfg(kw),
               lambda: SelectorHarness(TiesToHigherSelector(**kw), covers=False),
+              mode="bmc", depth=8, expect="FAIL"),
+        Proof("neg_dma_beyond", "NEGATIVE: harness bound one element short",
+              "DmaEngine " + _cfg(DMA_BOUNDS),
+              lambda: DmaBoundsHarness(_dma(**DMA_BOUNDS), mutation="beyond", covers=False),
               mode="bmc", depth=8, expect="FAIL"),
         Proof("neg_stage_payload", "NEGATIVE: stream rules, payload changes while stalled",
               "BrokenStage bug=payload", lambda: FormalHarness(BrokenStage(4), covers=False),

@@ -385,6 +385,67 @@ def test_dma_timeout(width, hang):
     assert np.array_equal(out_bufs[0][64:], bufs0[0][64:])
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["extra", "early"])
+def test_dma_unrequested_r_beats_are_dropped(early):
+    """A broken slave that sends R beats nobody asked for (``early``: in the cycle its AR is
+    accepted, before it; else: 3 more than the burst asked): BUS_ERROR, and the buffer is
+    untouched outside ``[base, base + length)`` (``sparseforge formal -k dma`` proves the
+    bound for any slave). The engine then serves a normal load (the well-behaved model)."""
+    width, n, base = 32, 6, 4                  # 3 beats into buffer 0 at element 4
+    dut = make_dut(width)
+    layout = desc_layout(len(SIZES), dut.engine.len_width, dut.engine.addr_width)
+    done_l = dut.done.payload.shape()
+    fill = 0xABCD
+    res = {}
+
+    async def main(ctx):
+        cp = dut.compute[0]
+        for w in range(SIZES[0] // 2):            # the buffer starts as a known pattern
+            ctx.set(cp.addr, w)
+            ctx.set(cp.wdata, fill | fill << 16)
+            ctx.set(cp.we, 1)
+            await ctx.tick()
+        ctx.set(cp.we, 0)
+        await stream_put(ctx, dut.desc, pack(layout, {"buf": 0, "base": base, "length": n,
+                                                      "dir": DIR_LOAD, "addr": 0x100}))
+        res["done"] = unpack(done_l, await stream_get(ctx, dut.done))
+        words = []
+        for w in range(SIZES[0] // 2):
+            ctx.set(cp.addr, w)
+            await ctx.tick()
+            words.append(ctx.get(cp.rdata))
+        res["words"] = words
+
+    async def slave(ctx):
+        # AR always ready; R: the requested beats (value 0x1111_0000 + k) then 3 extra ones,
+        # or (early) every beat in the cycle of / before its AR
+        ctx.set(dut.m_axi_arready, 1)
+        sent = 0
+        asked = 0
+        async for clk_edge, _, arv, arl, rr in ctx.tick().sample(
+                dut.m_axi_arvalid, dut.m_axi_arlen, dut.m_axi_rready):
+            if arv:
+                asked += arl + 1
+            if sent < asked + 3 or (early and sent < 8):
+                ctx.set(dut.m_axi_rvalid, 1)
+                ctx.set(dut.m_axi_rdata, 0x11110000 + sent)
+                ctx.set(dut.m_axi_rlast, 0)
+                if rr:
+                    sent += 1
+            else:
+                ctx.set(dut.m_axi_rvalid, 0)
+            if sent >= 12:
+                ctx.set(dut.m_axi_rvalid, 0)
+                return
+
+    print(f"width={width} early={early} (no seed: a fixed rogue slave)")
+    run_sim(dut, main, processes=[slave])
+    assert res["done"]["status"] == DmaErr.BUS_ERROR
+    elems = [(w >> (16 * j)) & 0xFFFF for w in res["words"] for j in range(2)]
+    outside = elems[:base] + elems[base + n:]
+    assert outside == [fill] * len(outside), "an element outside the range was written"
+
+
 # --------------------------------------------------------------------------------------------
 # Construction, config and registry
 # --------------------------------------------------------------------------------------------
