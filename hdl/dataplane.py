@@ -309,14 +309,15 @@ class DataPlane(wiring.Component):
                 m.d.sync += bsel.eq(rd.addr[:lw])
             return p.data.bit_select(bsel, 1)
 
-        def replicas(k, n, name):
+        def replicas(k, n, name, dma_load=True):
             mems = []
             for r in range(n):
                 mem = m.submodules[f"{name}{r}"] = Memory(shape=epw * dw,
                                                          depth=self._sizes[k] // epw, init=[])
-                wr = mem.write_port(granularity=dw)
-                m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(mem_port.wdata),
-                             wr.en.eq(mem_port.we & (mem_port.buf == k).replicate(epw))]
+                if dma_load:
+                    wr = mem.write_port(granularity=dw)
+                    m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(mem_port.wdata),
+                                 wr.en.eq(mem_port.we & (mem_port.buf == k).replicate(epw))]
                 mems.append(mem)
             # the DMA's read port (stores) on replica 0
             p = mems[0].read_port()
@@ -328,7 +329,10 @@ class DataPlane(wiring.Component):
         grad = replicas(BUF_GRAD, R, "grad")
         wgt = replicas(BUF_WGT, R * C, "wgt")
         msk = replicas(BUF_MASK, R * C, "mask")
-        out = replicas(BUF_OUT, 1, "out")
+        # OUT: the result store writes it, the DMA only stores from it (a load into OUT is
+        # refused): one write port, so it maps to block RAM (two write ports made the 8,192
+        # elements of the ecp5 preset 131,072 flip-flops)
+        out = replicas(BUF_OUT, 1, "out", dma_load=False)
         swr = out[0].write_port(granularity=dw)
         m.d.comb += [swr.addr.eq(store_wr["addr"] >> sel_w),
                      swr.data.eq(store_wr["data"].replicate(epw)),
@@ -476,6 +480,14 @@ class DataPlane(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.abort | discard):
                     m.d.comb += self.cmd.ready.eq(1)
+                with m.Elif((self.cmd.payload.kind == CMD_DESC) &
+                            (self.cmd.payload.desc.buf == BUF_OUT) &
+                            (self.cmd.payload.desc.dir == dma.DIR_LOAD)):
+                    # OUT takes no loads (results only): refused as BAD_BUFFER, no bus traffic
+                    m.d.comb += self.cmd.ready.eq(1)
+                    with m.If(self.cmd.valid):
+                        m.d.sync += [self.err.eq(1), discard.eq(1),
+                                     self.err_code.eq(0x30 | dma.DmaErr.BAD_BUFFER)]
                 with m.Elif(self.cmd.payload.kind == CMD_DESC):
                     can = eng.desc.ready & ((self.cmd.payload.desc.dir == dma.DIR_LOAD) |
                                             ~job_running)

@@ -312,6 +312,9 @@ def _error_scenarios(cfg):
                        [0x30 | DmaErr.BEYOND_BUFFER], None, None),
         "err_len0": (lambda: [desc(BUF_WGT, 0, 0, DIR_LOAD, 0x0)], [0x30 | DmaErr.LEN_ZERO],
                      None, None),
+        # the result buffer takes no loads (one write port: the result store)
+        "err_out_load": (lambda: [desc(BUF_OUT, 0, 8, DIR_LOAD, 0x0)],
+                         [0x30 | DmaErr.BAD_BUFFER], None, None),
         # the first phase's weight load gets SLVERR: its job and store are discarded
         "err_slverr": (lambda: [], [0x30 | DmaErr.BUS_ERROR], (ADDR["w"], ADDR["w"] + 0x100),
                        None),
@@ -387,7 +390,8 @@ def _error_case(name, seed=1400):
     return res, slave
 
 
-@pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_slverr", "err_abort",
+@pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_out_load", "err_slverr",
+                                  "err_abort",
                                   "err_raw", "err_job_beyond", "err_not_loaded", "err_shape",
                                   "err_mask_short", "err_mask_beyond"])
 def test_dataplane_errors(name):
