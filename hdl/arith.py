@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Mux, Signal, signed
 
-__all__ = ["pipelined_umul", "tree", "umul_latency", "writeback"]
+__all__ = ["pipelined_umul", "small_mul", "tree", "umul_latency", "writeback"]
 
 
 def tree(values, op):
@@ -17,6 +17,18 @@ def tree(values, op):
         values = [op(values[k], values[k + 1]) if k + 1 < len(values) else values[k]
                   for k in range(0, len(values), 2)]
     return values[0]
+
+
+def small_mul(a, b, bits: int):
+    """``a * b`` for an unsigned ``b`` below ``2 ** bits`` (a kernel size, a stride), as
+    shift-and-add in logic: ``sum(b[i] ? a << i : 0)``, a balanced adder tree of ``bits``
+    terms. *Why*: Yosys gives every ``$mul`` a DSP block whatever its operand widths, and the
+    array mapper's address generation multiplies by ``kh`` / ``kw`` in every tap generator:
+    on ECP5 those products alone took more MULT18X18D than the PEs' MACs (the part has 156).
+    Only the low ``bits`` bits of ``b`` are used (the caller guarantees ``b < 2 ** bits``)."""
+    if bits < 1:
+        raise ValueError(f"bits must be >= 1, not {bits}")
+    return tree([Mux(b[i], a << i, 0) for i in range(bits)], lambda x, y: x + y)
 
 
 def writeback(m, acc, *, acc_width: int, frac_bits: int, data_width: int, name: str = "wb"):

@@ -106,6 +106,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl._validate import check_int
+from sparseforge.hdl.arith import small_mul
 from sparseforge.hdl.pe import pe_dense_layout, pe_drain_layout, pe_taps_layout
 from sparseforge.hdl.layouts import sparse_elem_layout
 from sparseforge.hdl.wire import Phase
@@ -167,6 +168,7 @@ class _Geometry:
         self.planes = Signal(_WIDE)      # B * Ocl
         self.per = Signal(_WIDE)         # output rows per tile
         self.total = Signal(_WIDE)       # output rows of a column: Ro * B * Ocl
+        self.okk = Signal(_WIDE)         # Ocl * Kh * Kw (WG: psum addresses per channel)
         self.so = Signal(_WIDE)          # weight stride of o
         self.sa = Signal(_WIDE)          # weight stride of a
         self.op_base = Signal(addr_width)
@@ -271,9 +273,9 @@ def _row_reach(m, g, b, a, r, lo, k_max):
         q_k = Mux(g.fp, q0 - k * g.planes, q0 + k * g.planes)
         hits.append((kr_k <= kr_hi) & (q_k + g.ocl > lo) & (q_k < lo + g.per))
     blk = Signal(_WIDE + 8)              # WG: the psum addresses of channel a
-    m.d.comb += blk.eq(a * g.ocl * g.kh * g.kw)
+    m.d.comb += blk.eq(a * g.okk)
     reach = Signal()
-    m.d.comb += reach.eq(Mux(g.wg, (kr_lo <= kr_hi) & (blk + g.ocl * g.kh * g.kw > lo) &
+    m.d.comb += reach.eq(Mux(g.wg, (kr_lo <= kr_hi) & (blk + g.okk > lo) &
                              (blk < lo + g.per), _any(hits)))
     return reach
 
@@ -347,7 +349,9 @@ class _TapGen(wiring.Component):
         q0 = Signal(signed(_WIDE + 4))
         m.d.comb += q0.eq(y0 * g.planes + self.b * g.ocl + ol)
         wgb0 = Signal(signed(_WIDE + 4))    # WG: the first kernel row's first psum address
-        m.d.comb += wgb0.eq(((self.a * g.ocl + ol) * g.kh + kr_lo) * g.kw)
+        kb = self._k_max.bit_length()    # kh, kw <= k_max: products in logic, not DSPs
+        m.d.comb += wgb0.eq(small_mul(small_mul(self.a * g.ocl + ol, g.kh, kb) + kr_lo, g.kw,
+                                      kb))
         o_real = Signal()
         m.d.comb += o_real.eq((ol * self._cols + self._j) < g.o_n)
         krow_can = Signal(K)
@@ -389,7 +393,8 @@ class _TapGen(wiring.Component):
         # WG: the tap's psum address is its weight-gradient index (every tap kept, padded
         # channels too: their scratchpad rows are zeros); tiles cut through the kernel
         wgq = Signal(_WIDE)
-        m.d.comb += wgq.eq(((self.a * g.ocl + ol) * g.kh + kr) * g.kw + kw)
+        m.d.comb += wgq.eq(small_mul(small_mul(self.a * g.ocl + ol, g.kh, kb) + kr, g.kw, kb)
+                           + kw)
         wg_in_tile = (wgq >= self.lo) & (wgq < self.lo + g.per)
         krow_ok = (any_can & g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) &
                    (kr <= kr_hi))
@@ -399,7 +404,7 @@ class _TapGen(wiring.Component):
         ol_last = (ol == g.ocl - 1) | (~g.wg & (o + self._cols >= g.o_n))
         last_cand = ~kw_more & kr_last & ol_last
         woff = Signal(_WIDE)
-        m.d.comb += woff.eq(o * g.so + self.a * g.sa + kr * g.kw + kw)
+        m.d.comb += woff.eq(o * g.so + self.a * g.sa + small_mul(kr, g.kw, kb) + kw)
 
         # -- stage 1: the mask bit and the weight arrive; a kept tap joins the bundle
         # released bundles wait in a FIFO (its output register drives the stream): the scan
@@ -910,9 +915,11 @@ class ArrayMapper(wiring.Component):
                              g.per.eq(self._psum // g.lout)]
                 m.next = "GEO3"
             with m.State("GEO3"):
+                kb = self._k_max.bit_length()    # kh, kw <= k_max: products in logic
+                okk = small_mul(small_mul(g.ocl, g.kh, kb), g.kw, kb)
                 m.d.sync += [g.planes.eq(g.batch * g.ocl),
-                             g.total.eq(Mux(g.wg, g.a_n * g.ocl * g.kh * g.kw,
-                                            g.ro * g.batch * g.ocl))]
+                             g.okk.eq(okk),
+                             g.total.eq(Mux(g.wg, g.a_n * okk, g.ro * g.batch * g.ocl))]
                 m.next = "GO"
             with m.State("GO"):
                 m.d.comb += go.eq(1)

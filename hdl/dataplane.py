@@ -78,6 +78,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sparseforge.hdl.arith import small_mul
 from sparseforge.hdl import dma
 from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
 from sparseforge.hdl.pe import pe_out_layout
@@ -449,6 +450,7 @@ class DataPlane(wiring.Component):
         wg_img = Signal(W)
         fp, bp, wg = job.mode == Phase.FP, job.mode == Phase.BP, job.mode == Phase.WG
         hp, wp = job.h + 2 * job.pad, job.w + 2 * job.pad
+        kb = self._k_max.bit_length()
         code = Signal(4)
         # per data buffer: needed by the job, first element, count
         need = [Signal(name=f"need{k}") for k in range(5)]
@@ -504,7 +506,10 @@ class DataPlane(wiring.Component):
                 m.d.sync += [
                     ho.eq(((hp - job.kh) >> job.stride2) + 1),
                     wo.eq(((wp - job.kw) >> job.stride2) + 1),
-                    khkw.eq(job.kh * job.kw), bcin.eq(job.batch * job.cin),
+                    # kh, kw <= k_max for any job that runs (else SHAPE, checked before
+                    # anything uses khkw): the products in logic, not DSP blocks
+                    khkw.eq(small_mul(job.kh, job.kw, kb)),
+                    bcin.eq(job.batch * job.cin),
                     bcout.eq(job.batch * job.cout), hw.eq(job.h * job.w),
                     cico.eq(job.cin * job.cout), o_n.eq(Mux(fp, job.cout, job.cin)),
                     shape_bad.eq((job.mode == 3) | (job.batch == 0) | (job.cin == 0) |
@@ -518,7 +523,7 @@ class DataPlane(wiring.Component):
                 with m.If(self.abort):
                     m.next = "IDLE"
             with m.State("CK2"):
-                m.d.sync += [howo.eq(ho * wo), x_n.eq(bcin * hw), w_n.eq(cico * khkw),
+                m.d.sync += [howo.eq(ho * wo), x_n.eq(bcin * hw), w_n.eq(small_mul(cico, khkw, 2 * kb)),
                              ocl.eq((o_n + C - 1) // C),
                              lout.eq(Mux(fp, wo, Mux(wg, 1, job.w))),
                              shape_bad.eq(shape_bad | (wo > self._max_row_len))]
@@ -559,7 +564,7 @@ class DataPlane(wiring.Component):
                             st.start.eq(1), st.first.eq(job.out_base + j * X),
                             st.total.eq(x_tot * Mux(wg, khkw, lout)),
                             st.n1.eq(Mux(wg, job.cout, Mux(fp, ho, job.h))),
-                            st.s1.eq(Mux(wg, job.cin * khkw, lout)),
+                            st.s1.eq(Mux(wg, small_mul(job.cin, khkw, 2 * kb), lout)),
                             st.n2.eq(Mux(wg, 1, job.batch)),
                             st.s2.eq(Mux(wg, 0, o_n * X)),
                             st.sol.eq(C * X), st.ninner.eq(Mux(wg, khkw, lout)),
