@@ -350,8 +350,9 @@ class _TapGen(wiring.Component):
         m.d.comb += q0.eq(y0 * g.planes + self.b * g.ocl + ol)
         wgb0 = Signal(signed(_WIDE + 4))    # WG: the first kernel row's first psum address
         kb = self._k_max.bit_length()    # kh, kw <= k_max: products in logic, not DSPs
-        m.d.comb += wgb0.eq(small_mul(small_mul(self.a * g.ocl + ol, g.kh, kb) + kr_lo, g.kw,
-                                      kb))
+        akh = Signal(_WIDE + 4)          # (a * Ocl + ol) * Kh: shared by wgb0 and wgq
+        m.d.comb += akh.eq(small_mul(self.a * g.ocl + ol, g.kh, kb))
+        m.d.comb += wgb0.eq(small_mul(akh + kr_lo, g.kw, kb))
         o_real = Signal()
         m.d.comb += o_real.eq((ol * self._cols + self._j) < g.o_n)
         krow_can = Signal(K)
@@ -393,8 +394,7 @@ class _TapGen(wiring.Component):
         # WG: the tap's psum address is its weight-gradient index (every tap kept, padded
         # channels too: their scratchpad rows are zeros); tiles cut through the kernel
         wgq = Signal(_WIDE)
-        m.d.comb += wgq.eq(small_mul(small_mul(self.a * g.ocl + ol, g.kh, kb) + kr, g.kw, kb)
-                           + kw)
+        m.d.comb += wgq.eq(small_mul(akh + kr, g.kw, kb) + kw)
         wg_in_tile = (wgq >= self.lo) & (wgq < self.lo + g.per)
         krow_ok = (any_can & g_ok & (g.wg | ((o < g.o_n) & in_tile)) & (kw < g.kw) &
                    (kr <= kr_hi))

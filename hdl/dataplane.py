@@ -23,8 +23,8 @@ Buffers (element offsets, ``data_width`` elements; sizes from the config): ``BUF
 :func:`buf_sizes`), ``BUF_OUT`` (results). Each buffer is ``dma_width``-bit words (``epw``
 elements, per-element write enables) replicated once per mapper read port (every DMA load
 writes all replicas of its buffer): ACT ``rows + cols`` (operand rows in FP, the WG scratchpad
-images), GRAD ``rows``, WGT and MASK ``rows * cols``, OUT one (the result store's write port and
-the DMA's port). A DMA store reads replica 0.
+images), GRAD ``rows``, WGT and MASK ``rows * cols``, OUT one (written only by the result
+store: a DMA load into OUT is refused, 0x37). A DMA store reads replica 0.
 
 The job's ``m_base`` counts mask **bits** (the mapper's ``m_rd`` address is ``m_base`` plus the
 weight offset; bit ``a`` of the MASK buffer is bit ``a % data_width`` of element ``a //
