@@ -8,6 +8,8 @@ reassembly of the streams are host-side (:mod:`sparseforge.sim.host.pregen`:
 controller's address generator walks the same order.
 """
 
+import functools
+
 from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -29,6 +31,7 @@ def pregen_in_layout(m: int, width: int) -> data.StructLayout:
     })
 
 
+@functools.lru_cache(maxsize=None)      # the host unpacks every output beat with it
 def pregen_out_layout(m: int, n_max: int, width: int) -> data.StructLayout:
     """Output beat: the selector's ``mask``, ``values``, ``indices``, then ``dir`` and ``last``."""
     return data.StructLayout({

@@ -148,6 +148,9 @@ def pe_layouts(cfg) -> dict:
     }
 
 
+_WIDTHS: dict = {}
+
+
 class Packet(NamedTuple):
     """One destination (or source) of the packet streams.
 
@@ -162,7 +165,12 @@ class Packet(NamedTuple):
 
     @property
     def width(self) -> int:
-        return Shape.cast(self.shape).width
+        # cached by the shape object (layouts are not hashable): the host codec asks for
+        # it once per beat
+        hit = _WIDTHS.get(id(self.shape))
+        if hit is None or hit[0] is not self.shape:
+            hit = _WIDTHS[id(self.shape)] = (self.shape, Shape.cast(self.shape).width)
+        return hit[1]
 
     @property
     def words(self) -> int:

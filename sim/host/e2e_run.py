@@ -1,0 +1,107 @@
+"""The e2e run on a live driver, whatever simulates the design: ``steps`` consecutive training
+steps of a network on the ``accelerator`` RTL, each bit for bit against the golden model's
+step (:mod:`sparseforge.sim.host.e2e`), under the on-chip schedule controller (the network's
+compiled schedule is loaded once and restarted for every step).
+
+:func:`run_steps` runs them and returns the run's log; :func:`check_steps` asserts what a
+passing run must show. The cocotb test (:mod:`sparseforge.sim.host.e2e_cocotb`, Icarus or
+Verilator through VPI) and the fast engine (``sparseforge e2e --engine cpp``,
+:mod:`sparseforge.sim.fastsim`) both call them, so the two engines run the same step.
+
+Parameters ``p``: ``config`` (a config dict), ``network``, ``batch``, ``steps`` (default 1),
+``seed``, ``prune_seed``, ``lr_shift``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sparseforge.gen.config import AcceleratorConfig
+from sparseforge.gen.schedule import build_schedule
+from sparseforge.hdl.axil import ID_VALUE, SCHED_AT_END, SCHED_RUNNING, STATUS_ERROR
+from sparseforge.sim.host import e2e
+
+__all__ = ["run_steps", "check_steps"]
+
+
+async def run_steps(drv, p: dict, *, info=print) -> dict:
+    """Run the steps on ``drv`` (a started :class:`~sparseforge.sim.host.driver.Driver`).
+    Returns ``{"steps": [...], "wall_s", "sim_cycles", "schedule_words"}`` (the log the
+    report is built from; per step the backend's phase records, the tensors compared, the
+    mismatches and SCHED_STATUS) plus, under ``"_check"``, what :func:`check_steps` needs."""
+    cfg = AcceleratorConfig.from_dict(p["config"])
+    steps = int(p.get("steps", 1))
+    ident = await drv.read("ID")
+    if ident != ID_VALUE:
+        raise AssertionError(f"ID register reads {ident:#x}, not {ID_VALUE:#x}")
+    net = e2e.load_net(p["network"], cfg, batch=p["batch"])
+    state = e2e.init_state(net, cfg, seed=p["seed"])
+    kw = dict(lr_shift=p["lr_shift"], base_seed=p["prune_seed"])
+    info(f"seed={p['seed']} prune_seed={p['prune_seed']} config={cfg.name} "
+         f"({cfg.pe_rows}x{cfg.pe_cols} PEs) network={net.name} batch={net.batch} "
+         f"steps={steps}")
+    sched = build_schedule(net, cfg)
+    info(f"schedule: {len(sched.entries)} entries, {len(sched.encode()) // 4} words")
+    backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched.encode())
+
+    runs, wall, c_sim0 = [], 0.0, drv.now_cycles()
+    first_state = state
+    for k in range(steps):
+        # a different batch per step (the step's seed), the weights carried over
+        x, labels = e2e.make_batch(net, cfg, seed=p["seed"] + k)
+        gold = await e2e.train_step(net, cfg, state, x, labels, e2e.GoldenBackend(cfg), **kw)
+        backend.log = []
+        await backend.restart()
+        t0 = time.perf_counter()
+        rtl = await e2e.train_step(net, cfg, state, x, labels, backend, **kw)
+        wall += time.perf_counter() - t0
+        bad = e2e.compare(rtl, gold)
+        runs.append({"log": backend.log, "tensors_compared": len(gold.tensors()),
+                     "mismatched": bad, "sched_status": await drv.read("SCHED_STATUS")})
+        info(f"step {k}: per-phase counters (cycles: CYCLES over AXI; busy_mac0/nnz0: PE 0 "
+             f"over AXI; model_*: array_model.cycles; io_cycles: simulated clock cycles of "
+             f"the phase, packets in to STATUS.done):\n{e2e.cycle_table(backend.log)}")
+        state = gold.state
+    sim_cycles = drv.now_cycles() - c_sim0
+    return {"steps": runs, "wall_s": wall, "sim_cycles": sim_cycles,
+            "schedule_words": len(sched.encode()) // 4,
+            "_check": {"net": net, "sched": sched, "first": first_state, "last": state,
+                       "status": await drv.read("STATUS")}}
+
+
+def check_steps(res: dict):
+    """Assert that the run of :func:`run_steps` passed: every tensor equal to the golden
+    model's, the whole schedule ran, PE 0's counters equal the array model's, the weights
+    moved."""
+    c = res["_check"]
+    net, sched = c["net"], c["sched"]
+    for k, run in enumerate(res["steps"]):
+        bad = run["mismatched"]
+        assert not bad, f"step {k}: RTL step differs from the golden step:\n" + "\n".join(bad)
+        sst = run["sched_status"]
+        assert sst & SCHED_RUNNING and sst & SCHED_AT_END, f"step {k}: SCHED_STATUS {sst:#x}"
+        assert sst >> 16 == len(sched.entries) - 1      # every phase ran, END is next
+        log = run["log"]
+        # counters: PE 0's MAC-busy cycles and non-zero operands of every array phase, read
+        # over AXI4-Lite, equal the exact array model's
+        arr = [r for r in log if r["phase"] in ("fp", "bp", "wg")]
+        assert len(arr) == 3 * len(net.compute) - 1
+        for r in arr:
+            assert (r["busy_mac0"], r["nnz0"]) == (r["model_busy_mac0"], r["model_nnz0"]), r
+            assert r["cycles"] > 0, r
+        assert len([r for r in log if r["phase"] == "prune"]) == \
+            sum(lay.prune for lay in net.compute)
+        assert len([r for r in log if r["phase"] == "pregen"]) == \
+            sum(lay.bdwp for lay in net.compute)
+    assert not c["status"] & STATUS_ERROR
+    # the steps did something: weights moved and the masks were re-generated from them
+    for lay in net.compute:
+        assert not np.array_equal(c["last"].weights[lay.name], c["first"].weights[lay.name]), \
+            lay.name
+
+
+def public_log(res: dict) -> dict:
+    """The JSON-serialisable part of :func:`run_steps`'s result (``log.json``)."""
+    return {k: v for k, v in res.items() if not k.startswith("_")}

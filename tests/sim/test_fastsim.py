@@ -1,0 +1,224 @@
+"""The fast engine (sparseforge.sim.fastsim: the Verilated accelerator with a C++ bus harness,
+driven through ctypes): the e2e training step bit-exact against the golden model, the public
+one-phase call on random layers, bus errors of the card memory, bounded waits, waveforms, and
+the e2e command on this engine. One library per configuration and session (file lock), as
+the cocotb builds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import time
+
+import numpy as np
+import pytest
+
+from sparseforge import e2e as run_e2e
+from sparseforge.gen import numfmt
+from sparseforge.gen.config import preset
+from sparseforge.hdl.axil import STATUS_DONE, STATUS_ERROR
+from sparseforge.hdl.dma import DmaErr
+from sparseforge.sim.host import e2e
+from sparseforge.sim.host.driver import Driver, pack_mask
+from sparseforge.sim.host.e2e_run import check_steps, run_steps
+from sparseforge.sim.reference import golden
+from sparseforge.sim.testkit import runner
+
+pytestmark = [pytest.mark.cocotb,
+              pytest.mark.skipif(not runner.simulator_available("verilator"),
+                                 reason="verilator not installed (run `make setup`)")]
+
+TINY = preset("tiny")
+SEED, PRUNE_SEED, LR_SHIFT = 2024, 77, 4
+
+
+@contextlib.contextmanager
+def _locked(path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def fast_dir(tmp_path_factory, worker_id):
+    """The session's shared folder of fast-engine builds (``sparseforge e2e -o`` layout)."""
+    root = tmp_path_factory.getbasetemp()
+    base = (root.parent if worker_id != "master" else root) / "fastsim"
+    base.mkdir(exist_ok=True)
+    return base
+
+
+def _lib(fast_dir, cfg, waves=False):
+    from sparseforge.sim.fastsim.build import build_fast
+    work = fast_dir / f"fast-{cfg.key()}{'-waves' if waves else ''}"
+    with _locked(fast_dir / f"{work.name}.lock"):
+        return build_fast(cfg, work, waves=waves)
+
+
+@pytest.fixture(scope="session")
+def tiny_lib(fast_dir):
+    return _lib(fast_dir, TINY)
+
+
+def test_fast_e2e_step_is_exact(tiny_lib):
+    """The digits CNN's training step (tiny, batch 1) on the fast engine: every tensor equals
+    the golden step's, the whole schedule ran, PE 0's counters equal the array model's."""
+    p = {"config": TINY.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED, "lr_shift": LR_SHIFT,
+         "network": "digits-cnn", "batch": 1, "steps": 1}
+    print(f"seed={SEED} prune_seed={PRUNE_SEED} config=tiny network=digits-cnn batch=1")
+    drv = Driver.fast(TINY, tiny_lib)
+    t0 = time.perf_counter()
+    res = asyncio.run(run_steps(drv, p, info=print))
+    check_steps(res)
+    (run,) = res["steps"]
+    assert run["tensors_compared"] == 55 and run["mismatched"] == []
+    # every array phase went through the data plane (tensors in card memory, one dp packet)
+    arr = [r for r in run["log"] if r["phase"] in ("fp", "bp", "wg")]
+    assert arr and all(r.get("data_plane") == "dma" for r in arr)
+    assert all(r["card_words_in"] > 0 and r["card_words_out"] > 0 for r in arr)
+    assert drv.transport.sim.mem_errors == 0
+    print(f"{res['sim_cycles']} cycles, {res['sim_cycles'] / res['wall_s']:.0f} cycles/s "
+          f"(step), {time.perf_counter() - t0:.1f} s with the golden step")
+
+
+CASES = [  # (phase, Cin, Cout, H, W, K, stride, pad, zero fraction, N:M)
+    ("fp", 4, 8, 7, 7, 3, 2, 1, 0.5, (2, 4)),
+    ("fp", 4, 4, 6, 6, 3, 1, 1, 0.9, None),
+    ("bp", 8, 4, 6, 6, 3, 1, 1, 0.5, (2, 4)),
+    ("bp", 5, 4, 7, 7, 3, 2, 1, 0.0, None),
+    ("wg", 3, 4, 6, 6, 3, 1, 1, 0.5, None),
+    ("wg", 2, 3, 7, 7, 3, 2, 0, 0.9, None),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[:8])))
+def test_fast_run_phase_equals_golden(tiny_lib, case):
+    """``Driver.run_phase`` (the documented one-phase call) on the fast engine: the result
+    equals the golden model's phase; the counters advanced."""
+    phase, cin, cout, h, w_, k, s, pad, zf, nm = case
+    rng = np.random.default_rng(SEED)
+    print(f"seed={SEED} case={case}")
+    dw = TINY.data_width
+    x = rng.integers(-300, 300, (1, cin, h, w_)) * (rng.random((1, cin, h, w_)) >= zf)
+    w = rng.integers(-300, 300, (cout, cin, k, k))
+    ho, wo = (h + 2 * pad - k) // s + 1, (w_ + 2 * pad - k) // s + 1
+    dy = rng.integers(-300, 300, (1, cout, ho, wo)) * (rng.random((1, cout, ho, wo)) >= zf)
+    mask = None
+    if nm is not None:
+        fwd, bwd = golden.bdwp_masks(w, nm[0], nm[1])
+        mask = fwd if phase == "fp" else bwd
+    m = np.ones(w.shape, bool) if mask is None else np.asarray(mask, bool)
+    fb = TINY.frac_bits
+    drv = Driver.fast(TINY, tiny_lib)
+    if phase == "fp":
+        got = asyncio.run(drv.run_phase("fp", x=x, w=w, mask=mask, stride=s, padding=pad))
+        want = numfmt.writeback(golden.conv2d_forward(x, w * m, s, pad), fb, dw)
+    elif phase == "bp":
+        got = asyncio.run(drv.run_phase("bp", dy=dy, w=w, mask=mask, x_shape=x.shape,
+                                        stride=s, padding=pad))
+        want = numfmt.writeback(golden.conv2d_backward_input(dy, w * m, x.shape, s, pad), fb, dw)
+    else:
+        got = asyncio.run(drv.run_phase("wg", x=x, dy=dy, w_shape=w.shape, stride=s,
+                                        padding=pad))
+        want = numfmt.writeback(golden.conv2d_backward_weight(x, dy, w.shape, s, pad), fb, dw)
+    np.testing.assert_array_equal(got, want)
+    lp = drv.last_phase
+    assert lp["data_plane"] == "dma" and lp["cycles"] > 0 and lp["array_cycles"] > 0
+    print({k: lp[k] for k in ("cycles", "array_cycles", "dma_cycles", "card_words_in")})
+
+
+def test_fast_card_memory_error_is_reported(tiny_lib):
+    """A descriptor whose transfer runs past the card memory: the harness answers DECERR (and
+    drops nothing silently: ``mem_errors`` counts the beats), the accelerator reports
+    ``0x30 | BUS_ERROR`` without hanging; the next phase is refused with a clear error
+    until ``Driver.recover()``, then runs exactly."""
+    from sparseforge.hdl import dataplane as dpm
+    from sparseforge.hdl.dma import DIR_LOAD
+    drv = Driver.fast(TINY, tiny_lib)
+    sim = drv.transport.sim
+    end = Driver.CARD_BYTES
+    cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_ACT, "base": 0, "length": 64,
+                                            "dir": DIR_LOAD, "addr": end - 64}}]
+
+    async def bad():
+        await drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        await drv.send([drv.codec.dp_packet(cmds), drv.codec.end_packet()])
+        st = await drv.wait_done()
+        return st, await drv.read("ERROR_CODE")
+
+    st, code = asyncio.run(bad())
+    assert st & STATUS_ERROR and code == 0x30 | DmaErr.BUS_ERROR, (hex(st), hex(code))
+    assert sim.mem_errors > 0
+    # the plane now discards every command until a soft reset: the next phase says so
+    # instead of returning what the card memory happens to hold
+    rng = np.random.default_rng(SEED)
+    x = rng.integers(-100, 100, (1, 2, 5, 5))
+    w = rng.integers(-100, 100, (2, 2, 3, 3))
+    with pytest.raises(RuntimeError, match=r"discarded its commands .*ERROR_CODE 0x34.*"
+                                           r"Driver.recover\(\)"):
+        asyncio.run(drv.run_phase("fp", x=x, w=w, stride=1, padding=1))
+    # Driver.recover() (soft reset, scrub): the same phase runs exactly
+    asyncio.run(drv.recover())
+    got = asyncio.run(drv.run_phase("fp", x=x, w=w, stride=1, padding=1))
+    want = numfmt.writeback(golden.conv2d_forward(x, w, 1, 1), TINY.frac_bits, TINY.data_width)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fast_waits_are_bounded(tiny_lib):
+    """Every wait gives up with SimTimeout instead of hanging; host accesses outside the
+    card memory are refused."""
+    from sparseforge.sim.fastsim.sim import FastSim, SimTimeout
+    sim = FastSim(tiny_lib, mem_bytes=1 << 16)
+    with pytest.raises(SimTimeout, match="no m_axis packet in 200 cycles"):
+        sim.recv_frame(max_cycles=200)
+    with pytest.raises(SimTimeout, match="AXI4-Lite read of 0x0 not answered in 0 cycles"):
+        sim.axil_read(0, max_cycles=0)
+    c = sim.cycles
+    assert sim.axil_read(0) != 0 and sim.cycles > c         # the ID register, 1+ cycles
+    with pytest.raises(ValueError, match="outside its 65536 bytes"):
+        sim.mem_write((1 << 16) - 2, b"\0\0\0\0")
+    sim.mem_write(16, b"\x01\x02\x03\x04")
+    assert sim.mem_read(16, 4) == b"\x01\x02\x03\x04"
+    with pytest.raises(ValueError, match="built without them"):
+        FastSim(tiny_lib, waves="x.vcd")
+    sim.close()
+
+
+def test_fast_waves(fast_dir, tmp_path):
+    """``waves``: a library built with tracing writes a VCD of the run."""
+    lib = _lib(fast_dir, TINY, waves=True)
+    from sparseforge.sim.fastsim.sim import FastSim
+    vcd = tmp_path / "run.vcd"
+    sim = FastSim(lib, waves=vcd)
+    sim.axil_read(0)
+    sim.run(10)
+    sim.close()
+    text = vcd.read_text()
+    assert "$enddefinitions" in text and "s_axil_arvalid" in text
+    assert text.count("\n#") >= 2 * 15          # two dumps per cycle
+
+
+def test_e2e_cpp_engine_writes_the_report(fast_dir, tiny_lib, capsys):
+    """``make e2e`` (defaults: digits CNN, tiny, Verilator, batch 1) runs on the cpp engine
+    and writes the report (reusing the session's library in the same output folder)."""
+    assert run_e2e.main(["-o", str(fast_dir)]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    rep = json.loads((fast_dir / "report.json").read_text())
+    assert (rep["simulator"], rep["engine"], rep["network"], rep["batch"]) == \
+        ("verilator", "cpp", "digits-cnn", 1)
+    (step,) = rep["steps"]
+    assert step["tensors_compared"] == 55 and step["tensors_mismatched"] == 0
+    assert rep["sim_cycles"] >= step["cycles"] > step["array_cycles"] > 0
+    assert rep["sim_cycles_per_s"] > 0 and "cpp engine" in out
+
+
+def test_e2e_cpp_engine_needs_verilator(tmp_path, capsys):
+    assert run_e2e.main(["--sim", "icarus", "--engine", "cpp", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--engine cpp needs --sim verilator" in err
