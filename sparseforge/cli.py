@@ -8,6 +8,7 @@
     sparseforge synth-report [--preset P] ...                       (make synth-report)
     sparseforge bench [...]                                          (make bench)
     sparseforge e2e [...]                                            (make e2e)
+    sparseforge train [...]                                          (make train)
     sparseforge train-stats [...]                                    (make train-stats)
     sparseforge formal [...]                                         (make formal)
     sparseforge --version
@@ -40,6 +41,9 @@ DELEGATED = {
               "speedup benchmarks on real networks (tables, bench.json, PNG plots)"),
     "e2e": ("sparseforge.e2e", None,
             "training step(s) on the accelerator RTL vs the golden model; build/e2e/report.json"),
+    "train": ("sparseforge.train", None,
+              "train a network on the accelerator RTL for many steps: loss per step vs the "
+              "golden training, build/e2e/report.json + loss.png"),
     "train-stats": ("sparseforge.study.cli", None,
                     "sparse-training accuracy and sparsity statistics of the digits CNN"),
     "formal": ("sparseforge.formal.runner", None,

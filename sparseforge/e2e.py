@@ -128,21 +128,30 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
     """``report.json`` from the cocotb run's log (``res``)."""
     from sparseforge.gen.schedule import config_hash
     from sparseforge.sim.host import e2e
-    steps = [e2e.report_step(r["log"], tensors_compared=r["tensors_compared"],
-                             mismatched=r["mismatched"]) for r in res["steps"]]
+    steps = []
+    for r in res["steps"]:
+        st = e2e.report_step(r["log"], tensors_compared=r["tensors_compared"],
+                             mismatched=r["mismatched"])
+        for k in ("loss", "golden_loss"):
+            if k in r:
+                st[k] = r[k]
+        steps.append(st)
     return {"schema_version": e2e.REPORT_SCHEMA_VERSION, "preset": cfg.name,
             "config_hash": f"{config_hash(cfg):08x}", "network": net.name,
             "batch": net.batch, "simulator": args.sim, "engine": args.engine, "steps": steps,
-            "data_plane": cfg.data_plane,
+            "data_plane": cfg.data_plane, "check": res.get("check", "golden"),
             "sim_cycles": res["sim_cycles"], "sim_wall_s": round(res["wall_s"], 3),
             "sim_cycles_per_s": round(res["sim_cycles"] / res["wall_s"]) if res["wall_s"] else 0,
             "build_s": round(wall_build, 3), "schedule_words": res["schedule_words"],
             "seed": args.seed, "prune_seed": args.prune_seed, "lr_shift": args.lr_shift,
-            "command": "python -m sparseforge e2e " + shlex.join(getattr(args, "argv", []))}
+            "command": f"python -m sparseforge {getattr(args, 'prog', 'e2e')} " +
+                       shlex.join(getattr(args, "argv", []))}
 
 
-def run(args, log=print) -> tuple[dict, bool]:
-    """Plan, build, simulate; returns ``(report, passed)``."""
+def run(args, log=print, progress=None) -> tuple[dict, bool]:
+    """Plan, build, simulate; returns ``(report, passed)``. ``progress(k, run)`` after each
+    step (the cpp engine only: the cocotb engine runs in a simulator process).
+    ``args.waves_file`` (optional): where the waveform goes instead of the run folder."""
     from sparseforge.sim.testkit import runner as R
     _check_args(args)
     cfg, net, words = plan(args)
@@ -154,7 +163,9 @@ def run(args, log=print) -> tuple[dict, bool]:
     log_path.unlink(missing_ok=True)
     params = {"config": cfg.to_dict(), "seed": args.seed, "prune_seed": args.prune_seed,
               "lr_shift": args.lr_shift, "network": args.net, "batch": args.batch,
-              "steps": args.steps, "log_path": str(log_path)}
+              "steps": args.steps, "log_path": str(log_path),
+              "check": getattr(args, "check", "golden")}
+    waves_file = getattr(args, "waves_file", None)
     passed = True
     t0 = time.perf_counter()
     if args.engine == "cpp":
@@ -167,8 +178,9 @@ def run(args, log=print) -> tuple[dict, bool]:
         log(f"running {args.steps} step(s) of {net.name} (batch {net.batch}, schedule {words} "
             f"words) on {cfg.name} under verilator (cpp engine) ...")
         try:
-            _run_cpp(cfg, lib, params, log_path, waves=(work / "dump.vcd") if args.waves
-                     else None)
+            vcd = (Path(waves_file) if waves_file else work / "dump.vcd") if args.waves \
+                else None
+            _run_cpp(cfg, lib, params, log_path, waves=vcd, progress=progress)
         except AssertionError as exc:
             passed = False
             log(f"the run failed: {exc}")
@@ -189,6 +201,13 @@ def run(args, log=print) -> tuple[dict, bool]:
         except AssertionError as exc:
             passed = False
             log(f"the run failed: {exc}")
+        if args.waves and waves_file:
+            dumps = sorted((work / "run").glob("dump.*"))
+            if dumps:
+                import shutil
+                Path(waves_file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(dumps[0], waves_file)
+                log(f"waveform ({dumps[0].suffix[1:]}) copied to {waves_file}")
     if not log_path.exists():
         raise RuntimeError("the run wrote no log (see the simulator output above)")
     res = json.loads(log_path.read_text())
@@ -198,14 +217,16 @@ def run(args, log=print) -> tuple[dict, bool]:
     return report, passed
 
 
-def _run_cpp(cfg, lib, params, log_path, *, waves=None):
+def _run_cpp(cfg, lib, params, log_path, *, waves=None, progress=None):
     """The steps on the fast engine; the log is written before the checks (as the cocotb
     test does), so a failing run still leaves its figures."""
     from sparseforge.sim.host.driver import Driver
     from sparseforge.sim.host.e2e_run import check_steps, public_log, run_steps
+    if waves is not None:
+        Path(waves).parent.mkdir(parents=True, exist_ok=True)
     drv = Driver.fast(cfg, lib, waves=waves)
     try:
-        res = asyncio.run(run_steps(drv, params, info=lambda m: None))
+        res = asyncio.run(run_steps(drv, params, info=lambda m: None, progress=progress))
     finally:
         drv.transport.sim.close()          # flushes the VCD
     log_path.write_text(json.dumps(public_log(res), indent=1))
@@ -218,8 +239,11 @@ def summary(report: dict) -> str:
              f"{report['data_plane']}"]
     for k, s in enumerate(report["steps"]):
         ratio = s["cycles"] / s["array_cycles"] if s["array_cycles"] else float("nan")
-        lines.append(f"step {k}: {s['tensors_compared'] - s['tensors_mismatched']}/"
-                     f"{s['tensors_compared']} tensors equal the golden model; {s['cycles']} "
+        checked = (f"{s['tensors_compared'] - s['tensors_mismatched']}/"
+                   f"{s['tensors_compared']} tensors equal the golden model"
+                   if s["tensors_compared"] else "not checked")
+        loss = f"loss {s['loss']:.6f}; " if "loss" in s else ""
+        lines.append(f"step {k}: {loss}{checked}; {s['cycles']} "
                      f"cycles for {s['array_cycles']} array cycles ({ratio:.2f}x); host words "
                      f"in {s['host_words_in']}, out {s['host_words_out']}")
     lines.append(f"{report['sim_cycles']} simulated cycles in {report['sim_wall_s']:.1f} s "

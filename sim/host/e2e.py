@@ -66,7 +66,7 @@ from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
 from sparseforge.sim.reference import golden
 
 __all__ = ["TrainState", "StepResult", "GoldenBackend", "ModelBackend", "RTLBackend",
-           "load_net", "init_state", "make_batch", "layer_seed", "train_step", "compare",
+           "load_net", "init_state", "make_batch", "layer_seed", "train_step", "compare", "step_loss",
            "maxpool_forward", "maxpool_backward", "cycle_table", "report_phase",
            "report_step", "REPORT_SCHEMA_VERSION", "PHASE_CODES"]
 
@@ -228,6 +228,17 @@ class StepResult:
             for k, v in d.items():
                 out[f"{name}.bp.{k}"] = v
         return out
+
+
+def step_loss(logits, labels, cfg: AcceleratorConfig) -> float:
+    """The step's loss, ``0.5 * ||logits - onehot||^2`` per sample (batch mean), in real units
+    (``logits / one``): the loss whose gradient the step's ``dlogits`` is. A function of the
+    integer logits only, so an exact RTL step has exactly the golden step's loss."""
+    one = float(1 << cfg.frac_bits)
+    z = np.asarray(logits, np.float64) / one
+    t = np.zeros(z.shape)
+    t[np.arange(z.shape[0]), np.asarray(labels, np.int64)] = 1.0
+    return float(0.5 * np.sum((z - t) ** 2) / z.shape[0])
 
 
 def compare(a: StepResult, b: StepResult) -> list[str]:

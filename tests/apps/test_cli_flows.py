@@ -14,7 +14,7 @@ from sparseforge import __version__
 from sparseforge.cli import DELEGATED, build_parser, main
 
 SUBCOMMANDS = ["verilog", "config", "presets", "schedule", "bitstream", "synth-report",
-               "bench", "e2e", "train-stats", "formal"]
+               "bench", "e2e", "train", "train-stats", "formal"]
 
 
 def _run(*argv, **kw):

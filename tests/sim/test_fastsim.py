@@ -203,13 +203,14 @@ def test_fast_waves(fast_dir, tmp_path):
     assert text.count("\n#") >= 2 * 15          # two dumps per cycle
 
 
-def test_e2e_cpp_engine_writes_the_report(fast_dir, tiny_lib, capsys):
+def test_e2e_cpp_engine_writes_the_report(fast_dir, tiny_lib, tmp_path, capsys):
     """``make e2e`` (defaults: digits CNN, tiny, Verilator, batch 1) runs on the cpp engine
-    and writes the report (reusing the session's library in the same output folder)."""
-    assert run_e2e.main(["-o", str(fast_dir)]) == 0
+    and writes the report (reusing the session's library)."""
+    folder = _out_with_lib(fast_dir, tmp_path)
+    assert run_e2e.main(["-o", str(folder)]) == 0
     out = capsys.readouterr().out
     print(out)
-    rep = json.loads((fast_dir / "report.json").read_text())
+    rep = json.loads((folder / "report.json").read_text())
     assert (rep["simulator"], rep["engine"], rep["network"], rep["batch"]) == \
         ("verilator", "cpp", "digits-cnn", 1)
     (step,) = rep["steps"]
@@ -222,3 +223,68 @@ def test_e2e_cpp_engine_needs_verilator(tmp_path, capsys):
     assert run_e2e.main(["--sim", "icarus", "--engine", "cpp", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--engine cpp needs --sim verilator" in err
+
+
+def _out_with_lib(fast_dir, tmp_path, cfg=TINY):
+    """An output folder whose fast-engine build is the session's (no second build)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"fast-{cfg.key()}").symlink_to(fast_dir / f"fast-{cfg.key()}")
+    return out
+
+
+def test_train_checked_against_golden(fast_dir, tiny_lib, tmp_path, capsys):
+    """``sparseforge train``: three steps on the RTL, each step's tensors equal the golden
+    training's (carried independently from the same initial weights), the loss per step in
+    the report equals the golden loss, the PNG is written; ``--check none`` trains the RTL
+    alone to the same losses."""
+    from sparseforge import train
+    out = _out_with_lib(fast_dir, tmp_path)
+    assert train.main(["--steps", "3", "-o", str(out)]) == 0
+    print(capsys.readouterr().out)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["check"] == "golden" and rep["command"].startswith("python -m sparseforge train")
+    assert len(rep["steps"]) == 3
+    for s in rep["steps"]:
+        assert s["tensors_compared"] == 55 and s["tensors_mismatched"] == 0
+        assert s["loss"] == s["golden_loss"] > 0
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    losses = [s["loss"] for s in rep["steps"]]
+    assert train.main(["--steps", "3", "--check", "none", "-o", str(out)]) == 0
+    rep2 = json.loads((out / "report.json").read_text())
+    assert rep2["check"] == "none"
+    assert [s["loss"] for s in rep2["steps"]] == losses
+    assert all(s["tensors_compared"] == 0 and "golden_loss" not in s for s in rep2["steps"])
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--steps", "0"], "--steps must be >= 1, not 0"),
+    (["--sim", "icarus", "--engine", "cpp"], "--engine cpp needs --sim verilator"),
+])
+def test_train_refuses_bad_arguments(argv, msg, tmp_path, capsys):
+    from sparseforge import train
+    assert train.main(argv + ["-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sparseforge: error: ") and msg in err[-1], err
+
+
+def test_train_refuses_an_unknown_check(capsys):
+    from sparseforge import train
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--check", "maybe"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+def test_xdma_transport_runs_the_step(tiny_lib):
+    """The XDMA transport (the driver's path to a real card) over a simulated card: the
+    digits CNN step through registers, H2C/C2H packets and the card memory, bit-exact."""
+    from sparseforge.sim.fastsim.sim import FastSim
+    from sparseforge.sim.host.xdma import SimXdmaDevice, XdmaTransport
+    sim = FastSim(tiny_lib, mem_bytes=Driver.CARD_BYTES)
+    drv = Driver(None, TINY, transport=XdmaTransport(SimXdmaDevice(sim)))
+    p = {"config": TINY.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED, "lr_shift": LR_SHIFT,
+         "network": "digits-cnn", "batch": 1, "steps": 1}
+    res = asyncio.run(run_steps(drv, p, info=lambda m: None))
+    check_steps(res)
+    assert res["steps"][0]["tensors_compared"] == 55 and res["sim_cycles"] > 0
