@@ -57,13 +57,20 @@ def scenarios(net, stats, *, p, relu_zero):
 
 
 def _phase_dict(res, dense):
-    """Per phase: ``cycles`` (array + the exposed DMA attributed to the phase), ``dma_cycles``
-    and ``speedup`` of the array alone (exposure depends on the previous phase's compute, so
-    a per-phase ratio with DMA can mislead; the whole-iteration ``speedup`` includes it)."""
-    return {ph: {"cycles": res.total(ph), "dma_cycles": res.dma_total(ph),
-                 "speedup": (dense.array_total(ph) / res.array_total(ph))
-                 if res.array_total(ph) else None}
-            for ph in perf.PHASES}
+    """Per phase: ``cycles`` (array + the exposed DMA, pruning and pre-generation attributed to
+    the phase), ``dma_cycles`` / ``dma``, ``prune``, ``pregen`` (those exposed costs; 0 when
+    hidden or absent) and ``speedup`` of the array alone (exposure depends on the previous
+    phase's compute, so a per-phase ratio with DMA can mislead; the whole-iteration
+    ``speedup`` includes it). The keys ``dma``, ``prune``, ``pregen`` also hold the
+    iteration's totals (issue 18: every exposed cost shown)."""
+    out = {ph: {"cycles": res.total(ph), "dma_cycles": res.dma_total(ph),
+                "dma": res.dma_total(ph), "prune": res.prune_total(ph),
+                "pregen": res.pregen_total(ph),
+                "speedup": (dense.array_total(ph) / res.array_total(ph))
+                if res.array_total(ph) else None}
+           for ph in perf.PHASES}
+    out.update(dma=res.dma_total(), prune=res.prune_total(), pregen=res.pregen_total())
+    return out
 
 
 def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical", tick=None):
@@ -89,6 +96,10 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
               "p": p if "dy_density" in kw else None,
               "cycles": res.total(), "speedup": dense.total() / res.total(),
               "array_cycles": res.array_total(), "dma_cycles": res.dma_total(),
+              "prune_cycles": res.prune_total(), "pregen_cycles": res.pregen_total(),
+              # what-if: pruning and pre-generation hidden (the model before issue 18)
+              "speedup_if_hidden": dense.total() / (res.total() - res.prune_total()
+                                                    - res.pregen_total()),
               "array_speedup": dense.array_total() / res.array_total(),
               "ideal": perf.ideal_speedup(res, dense),
               "useful_utilisation": res.utilisation("useful_macs"),
@@ -141,18 +152,21 @@ def tables(results) -> str:
                      f"BP {dp['bp']:.3g}, WG {dp['wg']:.3g}; DMA exposed "
                      f"{e['dense_dma_cycles']:.3g} of {e['dense_dma_all_cycles']:.3g}), array "
                      f"MAC utilisation {100 * e['dense_utilisation']:.1f}%")
-        lines.append(f"{'scenario':<12} {'source':<26} {'cycles':>10} {'DMA':>9} {'speedup':>8} "
-                     f"{'array':>7} {'ideal':>7} {'FP':>6} {'BP':>6} {'WG':>6} {'util*':>6}")
+        lines.append(f"{'scenario':<12} {'source':<26} {'cycles':>10} {'DMA':>9} {'prune':>9} "
+                     f"{'pregen':>9} {'speedup':>8} {'array':>7} {'ideal':>7} {'FP':>6} "
+                     f"{'BP':>6} {'WG':>6} {'util*':>6}")
         for s in e["scenarios"]:
             ph = s["phases"]
             lines.append(f"{s['key']:<12} {s['source']:<26} {s['cycles']:>10.4g} "
-                         f"{s['dma_cycles']:>9.3g} {s['speedup']:>7.2f}x "
+                         f"{s['dma_cycles']:>9.3g} {s['prune_cycles']:>9.3g} "
+                         f"{s['pregen_cycles']:>9.3g} {s['speedup']:>7.2f}x "
                          f"{s['array_speedup']:>6.2f}x {s['ideal']:>6.2f}x "
                          f"{ph['fp']['speedup']:>5.2f}x {ph['bp']['speedup']:>5.2f}x "
                          f"{ph['wg']['speedup']:>5.2f}x {100 * s['useful_utilisation']:>5.1f}%")
     lines.append("\n* util = useful (non-zero x non-zero) products / (PEs x lanes x array cycles)."
-                 "\ncycles = array + exposed DMA (the DMA column; double-buffered, "
-                 "docs/benchmarks.md); speedup over dense with DMA, array = without DMA; "
+                 "\ncycles = array + exposed DMA (double-buffered), pruning and pre-generation "
+                 "(the RTL's top-level rates, serial; docs/benchmarks.md); speedup over dense "
+                 "with every exposed cost, array = the array alone; "
                  "FP/BP/WG: the phases' array speedups.")
     lines.append("Papers: " + "; ".join(f"{k}: {v}x" for k, v in PAPERS.items())
                  + "; BDWP ideal 3/(2N/M+1): " + ", ".join(
@@ -254,7 +268,12 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                     "papers": PAPERS, "goals": GOALS,
                     "bdwp_ideal": {f"{n}:{m}": 1 / perf.bdwp_work_fraction(n, m)
                                    for n, m in NM_VARIANTS},
-                    "pregeneration": "hidden under WG (controller overlap), 0 cycles",
+                    "pregeneration": (f"exposed after each BDWP layer's WG: perf.pregen_cycles "
+                                      f"({perf.PREGEN_CYCLES_PER_GROUP} cycles per group, the "
+                                      "RTL's top-level rate)"),
+                    "pruning": (f"exposed before each pruned layer's BP: perf.prune_cycles "
+                                f"({perf.PRUNE_CYCLES_PER_ELEM} cycles per gradient element, "
+                                "the RTL's top-level rate)"),
                     "dma": (f"phase_dma at dma_width, read latency {perf.DMA_READ_LATENCY}, "
                             f"write latency {perf.DMA_WRITE_LATENCY}; exposed by the "
                             "double-buffering rule (perf.expose_dma)"),

@@ -72,7 +72,9 @@ __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cyc
            "DmaCost", "phase_dma", "phase_tensors", "dma_bursts", "dma_transfer_cycles", "expose_dma",
            "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "DMA_DESC_OVERHEAD",
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
-           "bdwp_applies", "exact_phase_cycles", "validate_against_exact"]
+           "bdwp_applies", "exact_phase_cycles", "validate_against_exact", "prune_cycles",
+           "pregen_cycles", "PRUNE_CYCLES_PER_ELEM", "PRUNE_OVERHEAD", "PREGEN_CYCLES_PER_GROUP",
+           "PREGEN_OVERHEAD"]
 
 PHASES = ("fp", "bp", "wg")
 
@@ -203,10 +205,20 @@ class PhaseResult:
     dma_load: float = 0.0
     dma_store: float = 0.0
     dma_beats: int = 0
+    #: exposed cycles of the stochastic pruner on this layer's output gradient (attributed
+    #: to BP, or to WG for the first layer) and of the N:M pre-generation of the next step's
+    #: masks (attributed to WG): :func:`prune_cycles`, :func:`pregen_cycles`
+    prune_exposed: float = 0.0
+    pregen_exposed: float = 0.0
+
+    @property
+    def extra_exposed(self) -> float:
+        """Exposed cycles beyond the array: DMA, pruning, pre-generation."""
+        return self.dma_exposed + self.prune_exposed + self.pregen_exposed
 
     @property
     def total_cycles(self) -> float:
-        return self.cycles + self.dma_exposed
+        return self.cycles + self.extra_exposed
 
     def utilisation(self, cfg: AcceleratorConfig, macs=None) -> float:
         macs = self.valid_macs if macs is None else macs
@@ -230,7 +242,8 @@ class LayerResult:
 
 @dataclass
 class IterationResult:
-    """``total()``: array cycles + exposed DMA cycles; ``array_total()`` / ``total(dma=False)``:
+    """``total()``: array cycles + exposed DMA, pruning and pre-generation cycles;
+    ``prune_total()`` / ``pregen_total()``: those parts; ``array_total()`` / ``total(dma=False)``:
     the array alone; ``dma_total(exposed=)``: the DMA's (exposed or all) cycles;
     ``utilisation()``: of the array alone (``dma=True``: over the total)."""
     network: str
@@ -242,7 +255,14 @@ class IterationResult:
                 if not p.skipped and (phase is None or ph == phase)]
 
     def total(self, phase=None, dma=True) -> float:
-        return sum(p.cycles + (p.dma_exposed if dma else 0.0) for p in self._phases(phase))
+        """Array cycles plus (``dma=True``) every exposed cost: DMA, pruning, pre-generation."""
+        return sum(p.cycles + (p.extra_exposed if dma else 0.0) for p in self._phases(phase))
+
+    def prune_total(self, phase=None) -> float:
+        return sum(p.prune_exposed for p in self._phases(phase))
+
+    def pregen_total(self, phase=None) -> float:
+        return sum(p.pregen_exposed for p in self._phases(phase))
 
     def array_total(self, phase=None) -> float:
         return self.total(phase, dma=False)
@@ -775,8 +795,35 @@ def bdwp_work_fraction(n: int, m: int) -> float:
     return (2 * n / m + 1) / 3
 
 
+#: The stochastic pruner and the N:M pre-generation as built (issue 18: no cost assumed away):
+#: both run at the top level through the 32-bit host stream, between the array phases (the
+#: e2e step: ``prune`` and ``pregen`` phases, nothing overlaps them). Measured on the RTL
+#: (`tiny`, the digits step, fast engine): pruning 3,100 / 6,172 cycles for 1,024 / 2,048
+#: gradient elements, pre-generation 3,226 / 22,760 cycles for 288 / 2,048 groups (M = 8, both
+#: directions). ``tests/sim/test_fastsim.py::test_prune_pregen_model_matches_rtl`` re-measures
+#: them. The per-element / per-group rates are the stream's, whatever the array size.
+PRUNE_CYCLES_PER_ELEM = 3.0
+PRUNE_OVERHEAD = 28
+PREGEN_CYCLES_PER_GROUP = 11.1
+PREGEN_OVERHEAD = 30
+
+
+def prune_cycles(n_elems: int) -> float:
+    """Top-level cycles to prune a gradient of ``n_elems`` elements (exposed: nothing runs
+    beside it)."""
+    return PRUNE_CYCLES_PER_ELEM * n_elems + PRUNE_OVERHEAD if n_elems else 0.0
+
+
+def pregen_cycles(n_weights: int, m: int) -> float:
+    """Top-level cycles to pre-generate both N:M masks of ``n_weights`` weights (``2 *
+    n_weights / m`` groups; exposed)."""
+    groups = 2 * n_weights // m
+    return PREGEN_CYCLES_PER_GROUP * groups + PREGEN_OVERHEAD if groups else 0.0
+
+
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
-              dense=False, batch=1, backend="statistical", progress=None,
+              dense=False, batch=1, backend="statistical", progress=None, prune=None,
+              hide_prune_pregen: bool = False,
               read_latency: int = DMA_READ_LATENCY,
               write_latency: int = DMA_WRITE_LATENCY) -> IterationResult:
     """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
@@ -785,12 +832,22 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
 
     ``fp_density`` / ``dy_density``: ``{layer name: density}`` (missing: 1.0); ``nm``: ``(n, m)``
     BDWP (applied to the layers :func:`bdwp_applies` accepts) or None; ``dense``: dense-mode
-    baseline (densities ignored). Pre-generation is hidden under WG (no cycles).
+    baseline (densities ignored).
+
+    Pruning and pre-generation are counted where they run (:func:`prune_cycles`,
+    :func:`pregen_cycles`; exposed: the RTL runs them between the phases): ``prune`` (default:
+    when ``dy_density`` is given, i.e. a scenario with stochastic pruning) prunes the output
+    gradient of every layer with ``prune`` set, before its BP (the first layer: its WG);
+    pre-generation of both masks follows the WG of every layer BDWP applies to.
+    ``hide_prune_pregen``: a what-if that assumes both hidden (0 cycles), as the model did
+    before issue 18.
 
     DMA: every phase gets :func:`phase_dma` (masks read where BDWP applies) at
     ``read_latency`` / ``write_latency``; the exposed part follows :func:`expose_dma` over the
     execution order (every layer's FP, then per layer backwards its BP and WG)."""
     fn = BACKENDS[backend]
+    if prune is None:
+        prune = dy_density is not None
     fp_density, dy_density = fp_density or {}, dy_density or {}
     out = []
     for i, lay in enumerate(net.compute):
@@ -803,6 +860,13 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
             if ph == "bp" and i == 0:
                 r = PhaseResult(0.0, 0.0, 0.0, skipped=True)
             else:
+                if not hide_prune_pregen and not dense:
+                    first_bwd = "bp" if i > 0 else "wg"
+                    if prune and lay.prune and ph == first_bwd:
+                        r.prune_exposed = prune_cycles(batch * lay.cout * lay.ho * lay.wo)
+                    if ph == "wg" and wd < 1.0:
+                        r.pregen_exposed = pregen_cycles(
+                            lay.cout * lay.cin * lay.kh * lay.kw, nm[1])
                 _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
                                          masked=(ph != "wg" and wd < 1.0),
                                          read_latency=read_latency,

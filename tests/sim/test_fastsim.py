@@ -288,3 +288,27 @@ def test_xdma_transport_runs_the_step(tiny_lib):
     res = asyncio.run(run_steps(drv, p, info=lambda m: None))
     check_steps(res)
     assert res["steps"][0]["tensors_compared"] == 55 and res["sim_cycles"] > 0
+
+
+def test_prune_pregen_model_matches_rtl(tiny_lib):
+    """The performance model's pruning and pre-generation costs (perf.prune_cycles,
+    perf.pregen_cycles: the exposed costs the bench counts) against the RTL's top-level
+    cycles for the same phases of the digits step, within 1 %."""
+    from sparseforge.sim.perf import model as perf
+    p = {"config": TINY.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED, "lr_shift": LR_SHIFT,
+         "network": "digits-cnn", "batch": 1, "steps": 1, "check": "none"}
+    drv = Driver.fast(TINY, tiny_lib)
+    res = asyncio.run(run_steps(drv, p, info=lambda m: None))
+    log = res["steps"][0]["log"]
+    checked = 0
+    for r in log:
+        if r["phase"] == "prune":
+            want = perf.prune_cycles(r["elements"])
+        elif r["phase"] == "pregen":
+            want = perf.pregen_cycles(r["groups"] * TINY.nm_m // 2, TINY.nm_m)
+        else:
+            continue
+        print(r["layer"], r["phase"], r["io_cycles"], f"model {want:.0f}")
+        assert abs(r["io_cycles"] - want) <= 0.01 * r["io_cycles"], r
+        checked += 1
+    assert checked == 4                        # conv1/conv2 pruning, conv2/fc1 pre-generation
