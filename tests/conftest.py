@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -51,7 +49,7 @@ def cocotb_run(tmp_path_factory, worker_id):
         cfg = config if config is not None else preset("tiny")
         digest = hashlib.sha1(json.dumps(block_params, sort_keys=True).encode()).hexdigest()[:8]
         key = f"{block}-{cfg.key()}-{digest}"
-        with _locked(base / f"{key}.lock"):
+        with _runner.locked(base / f"{key}.lock"):
             build_dir = _runner.build_once(block, cfg, sim, base / key,
                                            block_params=block_params)
         counter["n"] += 1
@@ -62,11 +60,3 @@ def cocotb_run(tmp_path_factory, worker_id):
     return run
 
 
-@contextlib.contextmanager
-def _locked(path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -2,8 +2,8 @@
 
 :class:`FastSim` wraps the C harness calls (ctypes); every loop over clock cycles runs in C++.
 :class:`FastTransport` gives :class:`sparseforge.sim.host.driver.Driver` the same bus objects
-it uses under cocotb (``axil``, ``src``, ``sink``, ``ram``), so the driver, the e2e step and
-every check run unchanged on either: ``Driver.fast(cfg, lib)`` instead of
+it uses under cocotb (``axil``, ``src``, ``sink``, ``ram``; the XDMA card transport's, over the
+simulation), so the driver, the e2e step and every check run unchanged on either: ``Driver.fast(cfg, lib)`` instead of
 ``await Driver.start(dut, cfg)``. The driver's coroutines never wait on a simulator event
 here (each bus call simulates until its transfer is done), so ``asyncio.run`` runs them.
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
+
+from sparseforge.sim.host.xdma import SimXdmaDevice, XdmaTransport
 
 __all__ = ["FastSim", "FastTransport", "SimTimeout", "MAX_WAIT_CYCLES"]
 
@@ -161,80 +163,15 @@ class FastSim:
         return ctypes.string_at(self._view(addr, n), n)
 
 
-# ---- the driver's bus objects over a FastSim ----------------------------------------------
-class _Axil:
-    def __init__(self, sim):
-        self.sim = sim
-
-    async def read_dword(self, addr):
-        return self.sim.axil_read(addr)
-
-    async def write_dword(self, addr, value):
-        self.sim.axil_write(addr, value)
-
-
-class _Source:
-    def __init__(self, sim):
-        self.sim = sim
-
-    async def send(self, data: bytes):
-        words = [int.from_bytes(data[k:k + 4], "little") for k in range(0, len(data), 4)]
-        self.sim.push(words)
-        self.sim.drain_input()
-
-    async def wait(self):
-        self.sim.drain_input()
-
-
-class _Frame:
-    def __init__(self, words):
-        self.tdata = b"".join(w.to_bytes(4, "little") for w in words)
-
-
-class _Sink:
-    def __init__(self, sim):
-        self.sim = sim
-
-    async def recv(self):
-        return _Frame(self.sim.recv_frame())
-
-
-class _Ram:
-    def __init__(self, sim):
-        self.sim = sim
-
-    def write(self, addr, data):
-        self.sim.mem_write(addr, data)
-
-    def read(self, addr, n):
-        return self.sim.mem_read(addr, n)
-
-
-class _Deferred:
-    """``spawn`` without a scheduler: the coroutine runs when awaited. Sound here because
-    the harness buffers every output packet, so nothing has to be received while a send is
-    under way (under cocotb the receiver runs concurrently)."""
-
-    def __init__(self, coro):
-        self.coro = coro
-
-    def __await__(self):
-        return self.coro.__await__()
-
-
-class FastTransport:
+# ---- the driver's bus objects over a FastSim -------------------------------------------------
+class FastTransport(XdmaTransport):
     """The bus objects :class:`~sparseforge.sim.host.driver.Driver` uses, over a
-    :class:`FastSim`; ``ram`` is None without a data plane (``cfg.data_plane != "dma"``)."""
+    :class:`FastSim`: the XDMA transport's (the path to a real card) over the simulated card
+    (:class:`~sparseforge.sim.host.xdma.SimXdmaDevice`), so the fast engine also exercises
+    the card transport. ``ram`` is None without card memory."""
 
     def __init__(self, sim: FastSim, *, card_memory: bool = True):
+        super().__init__(SimXdmaDevice(sim))
         self.sim = sim
-        self.axil = _Axil(sim)
-        self.src = _Source(sim)
-        self.sink = _Sink(sim)
-        self.ram = _Ram(sim) if card_memory else None
-
-    def spawn(self, coro):
-        return _Deferred(coro)
-
-    def now_cycles(self) -> int:
-        return self.sim.cycles
+        if not card_memory:
+            self.ram = None

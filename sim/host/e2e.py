@@ -273,6 +273,13 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
         raise ValueError(f"x must have shape {(net.batch,) + tuple(net.input)}, not {x.shape}")
     if labels.shape != (net.batch,):
         raise ValueError(f"labels must have shape ({net.batch},), not {labels.shape}")
+    classes = net.compute[-1].cout
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if bad.size:
+        # checked before anything runs: a negative label would silently pick a class from
+        # the end, a large one fail only after the forward pass
+        raise ValueError(f"labels must be class indices in [0, {classes}), not "
+                         f"{sorted(set(int(v) for v in bad))}")
     res = StepResult()
     n_nm = _nm(net, cfg)[0]
 

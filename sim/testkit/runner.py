@@ -8,6 +8,7 @@ resolvable, ``timescale`` for Icarus, ``-Wno-fatal`` for Verilator, one build fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "selected_simulators", "prepare_env", "build", "build_once", "run_test",
+           "locked",
            "VERILATOR_MAKEFLAGS"]
 
 SIMULATORS = ("icarus", "verilator")
@@ -28,6 +30,19 @@ BUILD_ARGS = {"icarus": [], "verilator": ["-Wno-fatal", "-Wno-WIDTH"]}
 # OPT_SLOW, about 4x faster than one file at -Os (the accelerator: 151 s -> 39 s), at the same
 # simulation speed. The former work-around, --output-split 0, is no longer needed.
 VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+
+
+@contextlib.contextmanager
+def locked(path):
+    """An exclusive file lock on ``path`` for the ``with`` block: serialises the first build
+    of a model between the pytest-xdist workers of a session."""
+    import fcntl
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def prepare_env():

@@ -127,6 +127,10 @@ def test_bad_arguments():
         asyncio.run(e2e.train_step(net, cfg, state, x[:, :1], y, be))
     with pytest.raises(ValueError, match="labels must have shape"):
         asyncio.run(e2e.train_step(net, cfg, state, x, np.array([1, 2]), be))
+    for bad in (-1, 8):                      # tiny-cnn: 8 classes
+        with pytest.raises(ValueError, match=rf"labels must be class indices in \[0, 8\), "
+                                             rf"not \[{bad}\]"):
+            asyncio.run(e2e.train_step(net, cfg, state, x, np.array([bad]), be))
     with pytest.raises(ValueError, match="batch must be an integer >= 1"):
         e2e.load_net("tiny-cnn", cfg, batch=0)
     with pytest.raises(ValueError, match="unknown network"):

@@ -7,8 +7,6 @@ the cocotb builds."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
 import time
 
@@ -34,14 +32,6 @@ TINY = preset("tiny")
 SEED, PRUNE_SEED, LR_SHIFT = 2024, 77, 4
 
 
-@contextlib.contextmanager
-def _locked(path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +46,7 @@ def fast_dir(tmp_path_factory, worker_id):
 def _lib(fast_dir, cfg, waves=False):
     from sparseforge.sim.fastsim.build import build_fast
     work = fast_dir / f"fast-{cfg.key()}{'-waves' if waves else ''}"
-    with _locked(fast_dir / f"{work.name}.lock"):
+    with runner.locked(fast_dir / f"{work.name}.lock"):
         return build_fast(cfg, work, waves=waves)
 
 
@@ -312,3 +302,57 @@ def test_prune_pregen_model_matches_rtl(tiny_lib):
         assert abs(r["io_cycles"] - want) <= 0.01 * r["io_cycles"], r
         checked += 1
     assert checked == 4                        # conv1/conv2 pruning, conv2/fc1 pre-generation
+
+
+def test_reset_mid_step_then_exact_rerun(tiny_lib):
+    """A step interrupted (the host stops after three array phases with the schedule half
+    run), then a soft reset while a phase's DMA and job are under way, ``Driver.recover()``,
+    the schedule loaded again: the rerun of the whole step equals the golden step."""
+    from sparseforge.gen.schedule import build_schedule
+    net = e2e.load_net("digits-cnn", TINY, batch=1)
+    state = e2e.init_state(net, TINY, seed=SEED)
+    x, labels = e2e.make_batch(net, TINY, seed=SEED)
+    kw = dict(lr_shift=LR_SHIFT, base_seed=PRUNE_SEED)
+    print(f"seed={SEED} prune_seed={PRUNE_SEED}")
+    gold = asyncio.run(e2e.train_step(net, TINY, state, x, labels, e2e.GoldenBackend(TINY),
+                                      **kw))
+    drv = Driver.fast(TINY, tiny_lib)
+    sim = drv.transport.sim
+    sched = build_schedule(net, TINY).encode()
+
+    class HostGone(Exception):
+        pass
+
+    be = e2e.RTLBackend(TINY, drv, strict=False, schedule=sched)
+    real = be._run_rtl
+
+    async def stop_after_three(mode, **k):
+        if len(be.log) == 3:
+            raise HostGone
+        return await real(mode, **k)
+
+    be._run_rtl = stop_after_three
+    with pytest.raises(HostGone):
+        asyncio.run(e2e.train_step(net, TINY, state, x, labels, be, **kw))
+    # a phase in flight: its tensors in card memory, its dp packet sent, 300 cycles run
+    rng = np.random.default_rng(SEED)
+    xt = rng.integers(-200, 200, (1, 8, 8, 8))
+    wt = rng.integers(-200, 200, (16, 8, 3, 3))
+    mask = pack_mask(np.ones(wt.shape, np.int64), TINY.data_width)
+    addrs = drv.card_layout({"x": xt.size, "w": wt.size, "mask": mask.size,
+                             "out": 16 * 8 * 8})
+    for name, t in (("x", xt), ("w", wt), ("mask", mask)):
+        drv.card_write(addrs[name], t)
+    cmds = drv.phase_commands("fp", {"x": xt.shape, "w": wt.shape, "out": (1, 16, 8, 8)},
+                              stride=1, padding=1, addrs=addrs)
+    sim.push(drv.codec.dp_packet(cmds))
+    sim.push(drv.codec.end_packet())
+    sim.run(300)
+    assert asyncio.run(drv.read("STATUS")) & 1           # busy: reset mid-phase
+    asyncio.run(drv.recover())
+    # the rerun: a fresh backend loads the schedule again and runs the whole step
+    be2 = e2e.RTLBackend(TINY, drv, strict=False, schedule=sched)
+    rtl = asyncio.run(e2e.train_step(net, TINY, state, x, labels, be2, **kw))
+    assert e2e.compare(rtl, gold) == []
+    assert not asyncio.run(drv.read("STATUS")) & STATUS_ERROR
+    assert sim.mem_errors == 0
