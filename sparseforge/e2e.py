@@ -124,6 +124,19 @@ def plan(args):
     return cfg, net, words
 
 
+def breakdown(step: dict) -> dict:
+    """Where a step's cycles go: per phase code the summed ``cycles``, ``dma`` (exposed DMA),
+    and each one's share of the step's ``cycles + dma_cycles`` (issue 17 item 4 asks for the
+    exposed pre-generation share: at most 2 %)."""
+    out = {}
+    for q in step["phases"]:
+        out[q["phase"]] = out.get(q["phase"], 0) + q["cycles"]
+    out["dma"] = step["dma_cycles"]
+    total = step["cycles"] + step["dma_cycles"]
+    shares = {k: round(v / total, 4) if total else 0.0 for k, v in out.items()}
+    return {"cycles": out, "share": shares, "total": total}
+
+
 def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
     """``report.json`` from the cocotb run's log (``res``)."""
     from sparseforge.gen.schedule import config_hash
@@ -135,6 +148,7 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
         for k in ("loss", "golden_loss"):
             if k in r:
                 st[k] = r[k]
+        st["breakdown"] = breakdown(st)
         steps.append(st)
     return {"schema_version": e2e.REPORT_SCHEMA_VERSION, "preset": cfg.name,
             "config_hash": f"{config_hash(cfg):08x}", "network": net.name,
@@ -246,6 +260,10 @@ def summary(report: dict) -> str:
         lines.append(f"step {k}: {loss}{checked}; {s['cycles']} "
                      f"cycles for {s['array_cycles']} array cycles ({ratio:.2f}x); host words "
                      f"in {s['host_words_in']}, out {s['host_words_out']}")
+        if "breakdown" in s:
+            sh = s["breakdown"]["share"]
+            lines.append("  share of cycles + exposed DMA: " + ", ".join(
+                f"{k} {100 * v:.1f}%" for k, v in sh.items()))
     lines.append(f"{report['sim_cycles']} simulated cycles in {report['sim_wall_s']:.1f} s "
                  f"({report['sim_cycles_per_s']} cycles/s)")
     return "\n".join(lines)

@@ -207,6 +207,12 @@ def test_e2e_cpp_engine_writes_the_report(fast_dir, tiny_lib, tmp_path, capsys):
     assert step["tensors_compared"] == 55 and step["tensors_mismatched"] == 0
     assert rep["sim_cycles"] >= step["cycles"] > step["array_cycles"] > 0
     assert rep["sim_cycles_per_s"] > 0 and "cpp engine" in out
+    # where the step's cycles go (issue 17 item 4 asks for pre-generation's share)
+    bd = step["breakdown"]
+    assert bd["total"] == step["cycles"] + step["dma_cycles"]
+    assert sum(bd["cycles"].values()) == bd["total"]
+    assert abs(sum(bd["share"].values()) - 1) < 1e-3 and bd["share"]["pregen"] > 0
+    assert "share of cycles + exposed DMA" in out
 
 
 def test_e2e_cpp_engine_needs_verilator(tmp_path, capsys):
