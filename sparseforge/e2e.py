@@ -48,17 +48,13 @@ class UsageError(Exception):
     """A request the run cannot serve (reported as one line, exit status 2)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog="sparseforge e2e",
-        description="Training steps of a network on the accelerator RTL (cocotb), every tensor "
-                    "checked against the golden model; writes OUT/report.json.")
+def add_run_args(p, *, steps: int, steps_help: str):
+    """The options ``e2e`` and ``train`` share (``--waves`` differs: each adds its own)."""
     p.add_argument("--net", default=DEFAULT_NET,
                    help=f"network name or YAML file (default {DEFAULT_NET})")
     add_config_args(p)
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--steps", type=int, default=1,
-                   help="consecutive training steps, weights carried over (default 1)")
+    p.add_argument("--steps", type=int, default=steps, help=f"{steps_help} (default {steps})")
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
                    help="simulator (default verilator)")
     p.add_argument("--engine", choices=ENGINES, default=None,
@@ -71,11 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"base seed of the stochastic pruner (default {PRUNE_SEED})")
     p.add_argument("--lr-shift", type=int, default=LR_SHIFT,
                    help=f"SGD step as a right shift of dW (default {LR_SHIFT})")
-    p.add_argument("--waves", action="store_true",
-                   help="dump waveforms (the simulator's default format, in the run folder)")
     p.add_argument("-o", "--output", default="build/e2e", metavar="DIR",
                    help="output folder (default build/e2e)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="sparseforge e2e",
+        description="Training steps of a network on the accelerator RTL (cocotb), every tensor "
+                    "checked against the golden model; writes OUT/report.json.")
+    add_run_args(p, steps=1, steps_help="consecutive training steps, weights carried over")
+    p.add_argument("--waves", action="store_true",
+                   help="dump waveforms (the simulator's default format, in the run folder)")
     return p
+
+
+def resolve_engine(args) -> str:
+    """``--engine`` as given, else the simulator's default (Verilator: cpp, Icarus: cocotb)."""
+    engine = getattr(args, "engine", None)
+    return engine or ("cpp" if args.sim == "verilator" else "cocotb")
 
 
 def _check_args(args):
@@ -87,10 +97,8 @@ def _check_args(args):
         raise UsageError(f"--lr-shift must be in [0, 62], not {args.lr_shift}")
     if not 1 <= args.prune_seed <= 2**32 - 1:
         raise UsageError(f"--prune-seed must be in [1, 2**32 - 1], not {args.prune_seed}")
-    engine = getattr(args, "engine", None)
-    if engine is None:
-        args.engine = "cpp" if args.sim == "verilator" else "cocotb"
-    elif engine == "cpp" and args.sim != "verilator":
+    args.engine = resolve_engine(args)
+    if args.engine == "cpp" and args.sim != "verilator":
         raise UsageError(f"--engine cpp needs --sim verilator (the C++ harness wraps a "
                          f"Verilated model), not --sim {args.sim}")
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from sparseforge import e2e as _e2e
-from sparseforge.gen.cliutil import OneLineParser, add_config_args, error_line, guarded
+from sparseforge.gen.cliutil import OneLineParser, error_line, guarded
 
 DEFAULT_STEPS = 100
 
@@ -33,30 +33,13 @@ def build_parser():
         description="Train a network on the accelerator RTL for many steps (the loss per step, "
                     "checked against the golden training); writes OUT/report.json and "
                     "OUT/loss.png.")
-    p.add_argument("--net", default=_e2e.DEFAULT_NET,
-                   help=f"network name or YAML file (default {_e2e.DEFAULT_NET})")
-    add_config_args(p)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"training steps (default {DEFAULT_STEPS})")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
-                   help="simulator (default verilator)")
-    p.add_argument("--engine", choices=_e2e.ENGINES, default=None,
-                   help="cpp (Verilator's default: C++ harness in this process) or cocotb")
+    _e2e.add_run_args(p, steps=DEFAULT_STEPS, steps_help="training steps")
     p.add_argument("--waves", metavar="FILE", default=None,
                    help="write the run's waveform to FILE (VCD on the cpp engine; the "
                         "simulator's format under cocotb)")
     p.add_argument("--check", choices=("golden", "none"), default="golden",
                    help="golden: compare every tensor of every step with the golden "
                         "training (default); none: the RTL alone")
-    p.add_argument("--seed", type=int, default=_e2e.SEED,
-                   help=f"seed of the initial weights and of the batches (default {_e2e.SEED})")
-    p.add_argument("--prune-seed", type=int, default=_e2e.PRUNE_SEED,
-                   help=f"base seed of the stochastic pruner (default {_e2e.PRUNE_SEED})")
-    p.add_argument("--lr-shift", type=int, default=_e2e.LR_SHIFT,
-                   help=f"SGD step as a right shift of dW (default {_e2e.LR_SHIFT})")
-    p.add_argument("-o", "--output", default="build/e2e", metavar="DIR",
-                   help="output folder (default build/e2e)")
     return p
 
 
@@ -96,7 +79,7 @@ def _main(argv) -> int:
     bar = None
     try:
         progress = None
-        if (args.engine or ("cpp" if args.sim == "verilator" else "cocotb")) == "cpp":
+        if _e2e.resolve_engine(args) == "cpp":
             from tqdm import tqdm
             bar = tqdm(total=args.steps, desc="steps", unit="step", file=sys.stderr,
                        disable=None)           # (no bar when stderr is not a terminal)

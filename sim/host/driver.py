@@ -465,8 +465,8 @@ class Driver:
             kw["mask"] = mask
         job = am.map_array(phase, cfg=self.codec.cfg, stride=stride, padding=padding, raw=raw,
                            **kw)
-        #: the last phase's mapping and its array-model statistics (am.cycles)
-        self.last_job, self.last_stats = job, am.cycles(job)
+        #: the last phase's array-model statistics (am.cycles of its mapping)
+        self.last_stats = am.cycles(job)
         if self.ram is not None and not raw and not self._chunked_wg(phase, kw):
             return await self._run_phase_dma(phase, job, kw, stride, padding, step)
         c0 = await self.counter("cycles")

@@ -500,9 +500,6 @@ class RTLBackend(ModelBackend):
 
     async def _run_rtl(self, mode, **kw):
         t0 = time.perf_counter()
-        if self.drv.ram is None:
-            job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
-            st = am.cycles(job)
         if self.prev is None:
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -521,6 +518,8 @@ class RTLBackend(ModelBackend):
                       "card_words_in": lp["card_words_in"],
                       "card_words_out": lp["card_words_out"]}
         else:
+            job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
+            st = am.cycles(job)
             out, status, _ = await self.drv.run_array_job(job, step=step)
         io = self._now() - c0
         words = self._words(w0)
