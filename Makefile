@@ -90,6 +90,7 @@ synth-report:
 
 train-stats:
 	$(PY) -m sparseforge train-stats --out build/stats --plot $(TRAIN_ARGS)
+	$(PY) -m sparseforge train-stats --net digits-resnet --out build/stats-bn --plot $(TRAIN_BN_ARGS)
 
 formal:
 	$(PY) -m sparseforge formal -o build/formal $(FORMAL_ARGS)

@@ -5,6 +5,11 @@
   taken from one full run), averaged over seeds, transferred to the large networks by tensor
   kind (below). The digits CNN has no batch norm, 16x16 inputs and 2 conv layers: the transfer
   is an assumption, stated, not a measurement of the large networks.
+* ``"measured, BN net"`` (issue 18, item 4): the same study run on a small residual network
+  with batch norm (``gen/networks/digits-resnet.yaml``, :mod:`sparseforge.study.bnnet`;
+  ``build/stats-bn/*.json``, else the snapshot ``sim/perf/bn_stats.json``), transferred to the
+  ResNets by tensor kind (:func:`measured_bn`). Still a 16x16 digits network: the transfer is
+  an assumption, stated; it replaces the digits CNN's "no batch norm" with the real thing.
 * ``"modelled"``: ReLU zero fraction ``relu_zero`` (default 0.5: a batch-normalised or
   symmetric pre-activation is positive half of the time) at every ReLU output; a max-pool of
   a ReLU output is zero only if its whole window is (independent-window model: density
@@ -28,12 +33,17 @@ from statistics import NormalDist
 
 from sparseforge.gen.stats_schema import validate
 
-__all__ = ["MEASURED", "MODELLED", "load_digits_stats", "measured", "modelled",
-           "SNAPSHOT", "summarise_stats_dir"]
+__all__ = ["MEASURED", "MEASURED_BN", "MODELLED", "load_digits_stats", "load_bn_stats",
+           "measured", "measured_bn", "modelled", "SNAPSHOT", "BN_SNAPSHOT",
+           "summarise_stats_dir", "summarise_bn_dir", "has_bn"]
 
 MEASURED = "measured, digits CNN"
+MEASURED_BN = "measured, BN net"
 MODELLED = "modelled"
 SNAPSHOT = Path(__file__).resolve().parent / "digits_stats.json"
+BN_SNAPSHOT = Path(__file__).resolve().parent / "bn_stats.json"
+#: Variants of the BN net the benchmark needs.
+BN_VARIANTS = ("prune0.9", "bdwp2-8_prune0.9")
 #: Variants the benchmark needs (digits-run names).
 VARIANTS = ("dense", "prune0.9", "bdwp2-8_prune0.9")
 
@@ -72,6 +82,119 @@ def load_digits_stats(stats_dir="build/stats") -> tuple:
     if p.is_dir() and all(list(p.glob(f"{v}_seed*.json")) for v in VARIANTS):
         return summarise_stats_dir(p), str(p)
     return json.loads(SNAPSHOT.read_text())["variants"], str(SNAPSHOT.name)
+
+
+def summarise_bn_dir(path) -> dict:
+    """Seed-averaged per-layer figures of the BN-net runs in ``path`` (``<variant>_seed<k>.json``
+    of :mod:`sparseforge.study.bnnet`), every variant found: ``{variant: {"seeds", "accuracy",
+    "layers": {name: {tensor kinds, densities}}}}``."""
+    from sparseforge.study.bnnet import validate as validate_bn
+    path = Path(path)
+    groups = {}
+    for f in sorted(path.glob("*_seed*.json")):
+        groups.setdefault(f.name.rsplit("_seed", 1)[0], []).append(f)
+    out = {}
+    dens = ("fp_density", "relu_density", "out_density", "dy_density_before",
+            "dy_density_after")
+    for v, files in groups.items():
+        docs = [json.loads(f.read_text()) for f in files]
+        for f, d in zip(files, docs):
+            validate_bn(d, source=str(f))
+        layers = {}
+        for lay in docs[0]["layers"]:
+            per = [next(x for x in d["layers"] if x["name"] == lay["name"]) for d in docs]
+            layers[lay["name"]] = {
+                **{k: lay[k] for k in ("type", "input_kind", "grad_kind", "producer_add", "bn",
+                                       "pruned")},
+                **{k: (None if lay[k] is None else
+                       round(sum(x[k] for x in per) / len(per), 6)) for k in dens}}
+        out[v] = {"seeds": len(docs),
+                  "accuracy": round(sum(d["accuracy"]["test_final"] for d in docs) / len(docs),
+                                    6),
+                  "layers": layers}
+    return out
+
+
+def load_bn_stats(stats_dir="build/stats-bn") -> tuple:
+    """``(summary, origin)`` of the BN-net runs: from ``stats_dir`` when it holds the bench's
+    variants (:data:`BN_VARIANTS`), else the snapshot ``bn_stats.json``."""
+    p = Path(stats_dir)
+    if p.is_dir() and all(list(p.glob(f"{v}_seed*.json")) for v in BN_VARIANTS):
+        return summarise_bn_dir(p), str(p)
+    return json.loads(BN_SNAPSHOT.read_text())["variants"], str(BN_SNAPSHOT.name)
+
+
+def has_bn(net) -> bool:
+    """Whether the BN-net source applies to ``net`` (any layer with batch norm)."""
+    return any(lay.bn for lay in net.compute)
+
+
+def _mean(vals, what):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        raise ValueError(f"the BN-net statistics hold no {what}")
+    return sum(vals) / len(vals)
+
+
+def measured_bn(net, stats: dict, variant: str) -> tuple:
+    """``(fp_density, dy_density)`` for a batch-norm network ``net`` from the BN-net summary of
+    ``variant`` (:func:`load_bn_stats`).
+
+    Transfer by tensor kind (*ours*), each class the mean over the BN net's layers of that
+    class: the image -> 1 (natural images are dense; the digits are not, so their 0.51 is not
+    transferred); a max-pooled post-ReLU tensor -> the BN net's ``relu+maxpool`` operands; a
+    post-ReLU operand that is a residual block's output (its producer has ``add``) -> the BN
+    net's block-output operands; any other post-ReLU operand (after conv + BN inside a block)
+    -> the BN net's in-block operands; an average-pooled post-ReLU tensor -> the BN net's FC
+    operand; a linear tensor -> 1. Output gradients: a pruned conv layer with BN -> the BN
+    net's pruned dY density after pruning, the stem's for the first layer and the mean of the
+    others for the rest (a BN backward makes dY dense, so before pruning it is ~1); an unpruned
+    one -> the density before pruning; the loss gradient (``none``) -> 1. A layer whose
+    gradient passes through a ReLU without BN has no counterpart: ValueError."""
+    if variant not in stats:
+        raise ValueError(f"variant {variant!r} not in the BN-net statistics ({sorted(stats)})")
+    if not has_bn(net):
+        raise ValueError(f"{net.name}: the BN-net source applies to networks with batch norm")
+    L = list(stats[variant]["layers"].values())
+    first = L[0]
+    rest = [v for v in L[1:] if v["type"] == "conv" and v["bn"]]
+    cls = {
+        "relu+maxpool": _mean([v["fp_density"] for v in L if v["input_kind"] == "relu+maxpool"],
+                              "max-pooled operand"),
+        "block_out": _mean([v["fp_density"] for v in L
+                            if v["input_kind"] == "relu" and v["producer_add"]],
+                           "block-output operand"),
+        "in_block": _mean([v["fp_density"] for v in L
+                           if v["input_kind"] == "relu" and not v["producer_add"]],
+                          "in-block operand"),
+        "relu+avgpool": _mean([v["fp_density"] for v in L if v["input_kind"] == "relu+avgpool"],
+                              "average-pooled operand"),
+    }
+    dy_stem = first["dy_density_after"]
+    dy_body = _mean([v["dy_density_after"] for v in rest], "BN conv gradient")
+    dy_body_before = _mean([v["dy_density_before"] for v in rest], "BN conv gradient")
+    fp, dy = {}, {}
+    for i, lay in enumerate(net.compute):
+        k = lay.input_kind
+        if k in ("image", "linear"):
+            fp[lay.name] = 1.0
+        elif k == "relu":
+            prod = net.compute_layer(net.producer(lay.src))
+            fp[lay.name] = cls["block_out" if prod.add is not None else "in_block"]
+        else:
+            fp[lay.name] = cls[k]
+        g = lay.grad_kind
+        if g == "none":
+            dy[lay.name] = 1.0
+        elif g == "bn":
+            if lay.kind == "conv" and lay.prune:
+                dy[lay.name] = dy_stem if i == 0 else dy_body
+            else:
+                dy[lay.name] = dy_body_before
+        else:
+            raise ValueError(f"{net.name} {lay.label}: its gradient passes a {g!r} without batch "
+                             f"norm; the BN net has no such tensor")
+    return fp, dy
 
 
 def _pooled(pool, relu_zero):

@@ -1,7 +1,8 @@
 """Sparse-training runs on scikit-learn's digits and their hardware statistics.
 
-    python -m sparseforge.study.cli [--variants LIST] [--seeds 0,1,2] [--epochs N]
-                                        [--out build/stats] [--plot [PNG]] [--jobs N] [--quick]
+    python -m sparseforge.study.cli [--net digits-cnn|digits-resnet] [--variants LIST]
+                                        [--seeds 0,1,2] [--epochs N] [--out build/stats]
+                                        [--plot [PNG]] [--jobs N] [--quick]
 
 Trains the digits CNN of :mod:`sparseforge.study.train` once per (variant, seed), with the same
 schedule for every variant, and writes into ``--out``:
@@ -12,7 +13,13 @@ schedule for every variant, and writes into ``--out``:
   dense) and measured vs closed-form gradient densities;
 * ``accuracy.png`` (with ``--plot``) -- test-accuracy curves per variant.
 
-``make train-stats`` runs the full version; ``--quick`` is the CI-sized one.  See
+``--net digits-resnet`` trains the small residual network with batch norm of
+:mod:`sparseforge.study.bnnet` instead (default output ``build/stats-bn``, schema
+``sparseforge.bn-stats``, default variants ``bnnet.DEFAULT_VARIANTS``; ``summary.json`` /
+``summary.md`` then hold the accuracy and the seed-averaged per-layer densities that the
+bench's ``"measured, BN net"`` source reads).
+
+``make train-stats`` runs the full version of both; ``--quick`` is the CI-sized one.  See
 ``docs/training.md``.
 """
 
@@ -47,8 +54,14 @@ def _parse_seeds(text):
     return seeds
 
 
-def _parse_variants(text):
+NETS = ("digits-cnn", "digits-resnet")
+
+
+def _parse_variants(text, net="digits-cnn"):
     from sparseforge.study import train
+    if net == "digits-resnet" and text in ("all", "issue"):
+        from sparseforge.study import bnnet
+        return list(bnnet.DEFAULT_VARIANTS)
     if text == "all":
         return list(train.DEFAULT_VARIANTS)
     if text == "issue":
@@ -58,24 +71,30 @@ def _parse_variants(text):
         raise argparse.ArgumentTypeError(f"--variants must be distinct names, not {text!r}")
     for n in names:
         try:
-            train.parse_variant(n)
+            v = train.parse_variant(n)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+        if net == "digits-resnet" and v.srste:
+            raise argparse.ArgumentTypeError(f"variant {n!r}: the BN net does not run SR-STE")
     return names
 
 
 def build_parser():
     p = OneLineParser(
         prog="sparseforge train-stats",
-        description="Train the digits CNN per variant and seed; write hardware sparsity "
-                    "statistics (JSON), an accuracy summary and a plot.")
+        description="Train the digits CNN (or the BN residual net) per variant and seed; write "
+                    "hardware sparsity statistics (JSON), an accuracy summary and a plot.")
+    p.add_argument("--net", default="digits-cnn", choices=NETS,
+                   help="digits-cnn (default) or digits-resnet: the residual network with batch "
+                        "norm whose densities are the bench's 'measured, BN net' source")
     p.add_argument("--variants", default="all",
                    help="comma-separated variant names (dense, bdwpN-M, pruneP, joined tokens "
                         "like bdwp2-8_prune0.9, options _srste _nested _nzmean), or 'all' "
                         "(default: the issue's variants + the investigation ones) or 'issue'")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 30)")
-    p.add_argument("--out", default="build/stats", help="output folder (default build/stats)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default build/stats; build/stats-bn for digits-resnet)")
     p.add_argument("--plot", nargs="?", const="", default=None, metavar="PNG",
                    help="write test-accuracy curves (default file OUT/accuracy.png)")
     p.add_argument("--jobs", type=int, default=None,
@@ -102,21 +121,22 @@ def _init_worker(q):
 
 def _run_one(args):
     """Worker: one (variant, seed) run with one BLAS thread; returns the statistics dict."""
-    variant, seed, cfg = args
+    variant, seed, cfg, net = args
     from threadpoolctl import threadpool_limits
 
-    from sparseforge.study import train
+    from sparseforge.study import bnnet, train
     q = _PROGRESS_Q
 
     def progress(epoch, acc):
         if q is not None:
             q.put((variant, seed, epoch, acc))
 
+    run = bnnet.train_run if net == "digits-resnet" else train.train_run
     with threadpool_limits(1):
-        return train.train_run(variant, seed, cfg, progress=progress)
+        return run(variant, seed, cfg, progress=progress)
 
 
-def _execute(runs, cfg, jobs, show_progress):
+def _execute(runs, cfg, jobs, show_progress, net="digits-cnn"):
     """Run every (variant, seed); returns {(variant, seed): stats} (order-independent)."""
     from tqdm import tqdm
     total = len(runs) * cfg.epochs
@@ -136,11 +156,11 @@ def _execute(runs, cfg, jobs, show_progress):
                     bar.update(1)
             _init_worker(_Q)
             for v, s in runs:
-                results[(v, s)] = _run_one((v, s, cfg))
+                results[(v, s)] = _run_one((v, s, cfg, net))
             _init_worker(None)
         else:
             with ctx.Pool(jobs, initializer=_init_worker, initargs=(q,)) as pool:
-                pending = {(v, s): pool.apply_async(_run_one, ((v, s, cfg),)) for v, s in runs}
+                pending = {(v, s): pool.apply_async(_run_one, ((v, s, cfg, net),)) for v, s in runs}
                 while pending:
                     try:
                         while True:
@@ -229,7 +249,57 @@ def summary_markdown(summary):
     return "\n".join(out) + "\n"
 
 
-def plot_accuracy(results, variants, seeds, path):
+def summarize_bn(results, variants, seeds, cfg, command, seconds):
+    """The BN-net summary document: accuracy per variant (mean +- std over seeds) and the
+    seed-averaged per-layer densities (:func:`sparseforge.sim.perf.sparsity.summarise_bn_dir`
+    reads the same files)."""
+    from sparseforge.study import bnnet
+    rows, layers = [], {}
+    for v in variants:
+        accs = [results[(v, s)]["accuracy"]["test_final"] for s in seeds]
+        m, sd = _mean_std(accs)
+        rows.append({"variant": v, "seeds": list(seeds), "test_acc": accs, "mean": round(m, 6),
+                     "std": round(sd, 6), "files": [f"{v}_seed{s}.json" for s in seeds]})
+        docs = [results[(v, s)] for s in seeds]
+        layers[v] = [{**{k: lay[k] for k in ("name", "input_kind", "grad_kind", "producer_add")},
+                      **{k: (None if lay[k] is None else round(_mean_std(
+                          [d["layers"][i][k] for d in docs])[0], 6))
+                         for k in ("fp_density", "relu_density", "out_density",
+                                   "dy_density_before", "dy_density_after")}}
+                     for i, lay in enumerate(docs[0]["layers"])]
+    return {"schema": "sparseforge.bn-summary", "schema_version": 1,
+            "meta": {"dataset": "sklearn digits", "label": bnnet.LABEL,
+                     "network": bnnet.NETWORK_NAME, "epochs": cfg.epochs, "seeds": list(seeds),
+                     "command": command, "seconds": round(seconds, 1)},
+            "variants": rows, "layers": layers}
+
+
+def summary_bn_markdown(summary):
+    meta = summary["meta"]
+    out = [f"{meta['network']} ({meta['label']}), {meta['epochs']} epochs, mean over "
+           f"{len(meta['seeds'])} seed(s) ({', '.join(str(s) for s in meta['seeds'])}).", "",
+           "| variant | test accuracy (%) |", "|---|---|"]
+    for r in summary["variants"]:
+        out.append(f"| {r['variant']} | {100 * r['mean']:.2f} +- {100 * r['std']:.2f} |")
+
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    for v, layers in summary["layers"].items():
+        out += ["", f"Densities, {v} (FP operand, ReLU output, layer output, dY before / after "
+                "pruning):", "",
+                "| layer | input kind | block output in | FP operand | ReLU out | out | "
+                "dY before | dY after |", "|---|---|---|---|---|---|---|---|"]
+        for lay in layers:
+            out.append(f"| {lay['name']} | {lay['input_kind']} | "
+                       f"{'yes' if lay['producer_add'] else ''} | {f(lay['fp_density'])} | "
+                       f"{f(lay['relu_density'])} | {f(lay['out_density'])} | "
+                       f"{f(lay['dy_density_before'])} | {f(lay['dy_density_after'])} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_accuracy(results, variants, seeds, path, title="digits CNN",
+                  label="measured, digits CNN (sklearn digits)"):
     """Test accuracy per epoch (mean over seeds, +-std band) per variant, and final bars."""
     import matplotlib
     matplotlib.use("Agg")
@@ -251,7 +321,7 @@ def plot_accuracy(results, variants, seeds, path):
     ax.set_ylim(max(0, min(f[0] for f in finals) - 15), 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="lower right")
-    ax.set_title(f"digits CNN, test accuracy (mean +- std over {len(seeds)} seed(s))")
+    ax.set_title(f"{title}, test accuracy (mean +- std over {len(seeds)} seed(s))")
     y = np.arange(len(variants))
     bx.barh(y, [f[0] for f in finals], xerr=[f[1] for f in finals],
             color=[cmap(i) for i in range(len(variants))])
@@ -266,7 +336,7 @@ def plot_accuracy(results, variants, seeds, path):
         bx.legend(fontsize=8, loc="lower left")
     bx.set_xlabel("final test accuracy (%)")
     bx.grid(axis="x", alpha=0.3)
-    fig.text(0.01, 0.01, "measured, digits CNN (sklearn digits)", fontsize=7, color="gray")
+    fig.text(0.01, 0.01, label, fontsize=7, color="gray")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -281,9 +351,10 @@ def _main(argv):
     from sparseforge.study import train
     parser = build_parser()
     args = parser.parse_args(argv)
+    bn = args.net == "digits-resnet"
     try:
         variants = _parse_variants(args.variants if not (args.quick and args.variants == "all")
-                                   else QUICK["variants"])
+                                   else QUICK["variants"], args.net)
         seeds = _parse_seeds(args.seeds if not (args.quick and args.seeds == "0,1,2")
                              else QUICK["seeds"])
     except argparse.ArgumentTypeError as e:
@@ -302,15 +373,17 @@ def _main(argv):
         parser.error(f"--jobs must be >= 1, not {jobs}")
     runs = [(v, s) for v in variants for s in seeds]
     jobs = min(jobs, len(runs))
-    out = Path(args.out)
+    out = Path(args.out or ("build/stats-bn" if bn else "build/stats"))
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m sparseforge.study.cli " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    print(f"{len(runs)} run(s): {len(variants)} variant(s) x {len(seeds)} seed(s), "
+    print(f"{args.net}: {len(runs)} run(s): {len(variants)} variant(s) x {len(seeds)} seed(s), "
           f"{cfg.epochs} epochs, {jobs} process(es) -> {out}/", file=sys.stderr)
     t0 = time.perf_counter()
-    results = _execute(runs, cfg, jobs, not args.no_progress)
+    results = _execute(runs, cfg, jobs, not args.no_progress, args.net)
     seconds = time.perf_counter() - t0
+    if bn:
+        return _write_bn(results, variants, seeds, cfg, command, seconds, out, args)
     for (v, s), doc in sorted(results.items()):
         stats_schema.validate(doc, source=f"{v} seed {s}")
         (out / f"{v}_seed{s}.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -323,6 +396,27 @@ def _main(argv):
         png = Path(args.plot) if args.plot else out / "accuracy.png"
         png.parent.mkdir(parents=True, exist_ok=True)
         plot_accuracy(results, variants, seeds, png)
+        print(f"wrote {png}", file=sys.stderr)
+    print(md)
+    print(f"wrote {len(results)} statistics file(s), summary.json, summary.md to {out}/ "
+          f"in {seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _write_bn(results, variants, seeds, cfg, command, seconds, out, args):
+    from sparseforge.study import bnnet
+    for (v, s), doc in sorted(results.items()):
+        bnnet.validate(doc, source=f"{v} seed {s}")
+        (out / f"{v}_seed{s}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    summary = summarize_bn(results, variants, seeds, cfg, command, seconds)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    md = summary_bn_markdown(summary)
+    (out / "summary.md").write_text(md)
+    if args.plot is not None:
+        png = Path(args.plot) if args.plot else out / "accuracy.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot_accuracy(results, variants, seeds, png, title="digits ResNet with batch norm",
+                      label=f"{bnnet.LABEL} (sklearn digits)")
         print(f"wrote {png}", file=sys.stderr)
     print(md)
     print(f"wrote {len(results)} statistics file(s), summary.json, summary.md to {out}/ "

@@ -34,6 +34,8 @@ def test_wheel_carries_data_files(wheel):
     assert any(n.startswith("sparseforge/boards/baselines/") and n.endswith(".json")
                for n in names)
     assert "sparseforge/sim/perf/digits_stats.json" in names
+    assert "sparseforge/sim/perf/bn_stats.json" in names
+    assert "sparseforge/gen/networks/digits-resnet.yaml" in names
     # the fast engine's C++ harness (compiled on first use: sparseforge e2e --engine cpp)
     assert "sparseforge/sim/fastsim/harness.cpp" in names
     assert "sparseforge/sim/fastsim/sim.py" in names

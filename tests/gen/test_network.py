@@ -40,7 +40,7 @@ def test_examples_load_on_every_preset():
     """One folder: the accelerator's examples run on every preset; every network (the
     benchmark ones too) loads as a description."""
     assert {"digits-cnn", "tiny-cnn"} <= set(examples())
-    assert set(examples()) == {"digits-cnn", "tiny-cnn", *BENCHMARKS}
+    assert set(examples()) == {"digits-cnn", "tiny-cnn", "digits-resnet", *BENCHMARKS}
     for p in ("tiny", "ecp5", "vcu1525"):
         for name in ("digits-cnn", "tiny-cnn"):
             net = load_network(name, preset(p))
