@@ -33,7 +33,7 @@ help:
 	@echo "make bitstream  FPGA build of BLOCK=$(BLOCK) for BOARD=ecpix5|vcu1525 under build/bitstream/"
 	@echo "make synth-report  yosys synth_xilinx/synth_ecp5 per block for PRESET=$(PRESET), vs boards/baselines"
 	@echo "make formal     SymbiYosys proofs (stream rules, N:M selector invariants) under build/formal/"
-	@echo "make train-stats  sparse-training accuracy + sparsity statistics (build/stats/; measured 3 min 01 s on 2 idle cores)"
+	@echo "make train-stats  sparse-training accuracy + sparsity statistics: digits CNN (build/stats/, 3 min 01 s on 2 idle cores) and the BN residual net (build/stats-bn/, 2 min)"
 	@echo "make clean      remove build/ and simulator build folders"
 
 setup: $(STAMP)

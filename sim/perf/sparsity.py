@@ -156,8 +156,12 @@ def measured_bn(net, stats: dict, variant: str) -> tuple:
     if not has_bn(net):
         raise ValueError(f"{net.name}: the BN-net source applies to networks with batch norm")
     L = list(stats[variant]["layers"].values())
-    first = L[0]
-    rest = [v for v in L[1:] if v["type"] == "conv" and v["bn"]]
+    stems = [v for v in L if v["input_kind"] == "image"]
+    if len(stems) != 1:
+        raise ValueError(f"the BN-net statistics need one layer reading the image, not "
+                         f"{len(stems)}")
+    first = stems[0]                       # by kind: a summary's layer order is not kept
+    rest = [v for v in L if v is not first and v["type"] == "conv" and v["bn"]]
     cls = {
         "relu+maxpool": _mean([v["fp_density"] for v in L if v["input_kind"] == "relu+maxpool"],
                               "max-pooled operand"),
