@@ -71,15 +71,17 @@ def _phase_dict(res, dense):
     the phase), ``dma_cycles`` / ``dma``, ``prune``, ``pregen`` (those exposed costs; 0 when
     hidden or absent) and ``speedup`` of the array alone (exposure depends on the previous
     phase's compute, so a per-phase ratio with DMA can mislead; the whole-iteration
-    ``speedup`` includes it). The keys ``dma``, ``prune``, ``pregen`` also hold the
-    iteration's totals (issue 18: every exposed cost shown)."""
+    ``speedup`` includes it); ``reload``: the chunked WG scratchpad reloads, part of the
+    array's cycles (``perf.wg_chunking``). The keys ``dma``, ``prune``, ``pregen``, ``reload``
+    also hold the iteration's totals (issue 18: every exposed cost shown)."""
     out = {ph: {"cycles": res.total(ph), "dma_cycles": res.dma_total(ph),
                 "dma": res.dma_total(ph), "prune": res.prune_total(ph),
-                "pregen": res.pregen_total(ph),
+                "pregen": res.pregen_total(ph), "reload": res.reload_total(ph),
                 "speedup": (dense.array_total(ph) / res.array_total(ph))
                 if res.array_total(ph) else None}
            for ph in perf.PHASES}
-    out.update(dma=res.dma_total(), prune=res.prune_total(), pregen=res.pregen_total())
+    out.update(dma=res.dma_total(), prune=res.prune_total(), pregen=res.pregen_total(),
+               reload=res.reload_total())
     return out
 
 
@@ -95,6 +97,14 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
         "dense_dma_all_cycles": dense.dma_total(exposed=False),
         "dense_utilisation": dense.utilisation(),
         "dense_phases": {ph: dense.total(ph) for ph in perf.PHASES},
+        "dense_reload_cycles": dense.reload_total(),
+        # WG layers whose scratchpad image is chunked, and those with a plane larger than the
+        # scratchpad (the RTL refuses them; priced as one plane per chunk, a lower bound)
+        "wg_chunked_layers": [lay.name for lay in net.compute
+                              if perf.wg_chunking(lay, cfg, batch)],
+        "wg_plane_split_layers": [lay.name for lay in net.compute
+                                  if (perf.wg_chunking(lay, cfg, batch) or {}).get(
+                                      "plane_split")],
         "dense_layer_utilisation": {
             lay.name: (sum(q.valid_macs for q in lay.phases.values() if not q.skipped)
                        / (cfg.num_pes * cfg.macs_per_pe * lay.cycles))
@@ -107,6 +117,7 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
               "p": p if "dy_density" in kw else None,
               "cycles": res.total(), "speedup": dense.total() / res.total(),
               "array_cycles": res.array_total(), "dma_cycles": res.dma_total(),
+              "reload_cycles": res.reload_total(),
               "prune_cycles": res.prune_total(), "pregen_cycles": res.pregen_total(),
               # what-if: pruning and pre-generation hidden (the model before issue 18)
               "speedup_if_hidden": dense.total() / (res.total() - res.prune_total()

@@ -47,10 +47,20 @@ the previous phase's store that exceeds the previous phase's compute, and the la
 exposed. ``PhaseResult.cycles`` stays the array's; ``IterationResult.total()`` adds the exposed
 DMA (``total(dma=False)`` / :meth:`IterationResult.array_total` without).
 
+WG scratchpad reloads (issue 18; :func:`wg_chunking`): a WG input whose per-PE image exceeds
+``act_buf_depth`` is cut into chunks of whole planes and reloaded per tile and chunk, one word
+per cycle, not hidden (``gen/mapper/pe.wg_chunks``); each run costs its PE row
+``RELOAD_GAP + chunk words`` inside ``PhaseResult.cycles`` (``PhaseResult.reload``). Dense
+chunked WG equals the exact model (``tests/sim/test_perf.py::test_statistical_vs_exact_chunked_wg``).
+A plane larger than the scratchpad (which the RTL refuses) is priced as one plane per chunk.
+
+Pruning and pre-generation (issue 18): exposed at the RTL's top-level rates
+(:func:`prune_cycles`, :func:`pregen_cycles`) where they run: pruning before each pruned
+layer's BP, pre-generation of the next iteration's W_fwd / W_bwd after each BDWP layer's WG.
+
 Backends plug in through :func:`register_backend`: ``fn(layer, phase, cfg, *,
 operand_density, weight_density, dense, batch, nm) -> PhaseResult``; :func:`iteration` takes
-``backend=``. Pre-generation of the next iteration's W_fwd / W_bwd (the N:M selector) is assumed
-hidden under WG, as the controller overlaps it; it adds no cycles here.
+``backend=``.
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ from sparseforge.gen import tiling
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.mapper import array as am
 from sparseforge.gen.mapper.array import COLUMN_LATENCY
-from sparseforge.gen.mapper.pe import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, RELEASE
+from sparseforge.gen.mapper.pe import DRAIN_ACCEPT, DRAIN_LATENCY, PIPE_FLUSH, RELEASE, RELOAD_GAP
 from sparseforge.sim.reference import golden
 
 __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cycles",
@@ -74,7 +84,7 @@ __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cyc
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
            "bdwp_applies", "exact_phase_cycles", "validate_against_exact", "prune_cycles",
            "pregen_cycles", "PRUNE_CYCLES_PER_ELEM", "PRUNE_OVERHEAD", "PREGEN_CYCLES_PER_GROUP",
-           "PREGEN_OVERHEAD"]
+           "PREGEN_OVERHEAD", "wg_chunking"]
 
 PHASES = ("fp", "bp", "wg")
 
@@ -210,6 +220,9 @@ class PhaseResult:
     #: masks (attributed to WG): :func:`prune_cycles`, :func:`pregen_cycles`
     prune_exposed: float = 0.0
     pregen_exposed: float = 0.0
+    #: chunked WG: scratchpad reload cycles inside ``cycles`` (the largest total over the PE
+    #: rows, which run their reloads in parallel; :func:`wg_chunking`)
+    reload: float = 0.0
 
     @property
     def extra_exposed(self) -> float:
@@ -263,6 +276,10 @@ class IterationResult:
 
     def pregen_total(self, phase=None) -> float:
         return sum(p.pregen_exposed for p in self._phases(phase))
+
+    def reload_total(self, phase=None) -> float:
+        """Chunked-WG scratchpad reload cycles (inside the array's cycles)."""
+        return sum(p.reload for p in self._phases(phase))
 
     def array_total(self, phase=None) -> float:
         return self.total(phase, dma=False)
@@ -687,11 +704,36 @@ def _bp_tiles(layer, cfg, batch, dense):
         yield tkey, rows, (p1 - p0) * W
 
 
+def wg_chunking(layer, cfg, batch) -> dict | None:
+    """The WG scratchpad chunks of one PE's image ``x[:, c % C == j]`` (``B * nc`` planes of
+    ``H*W`` words, ``nc = ceil(Cin / C)``), as ``gen/mapper/pe.wg_chunks`` cuts it: None when
+    the image fits ``act_buf_depth`` (one image, loaded before the job); else ``{"ppc": planes
+    per chunk, "planes": B*nc, "plane_words": H*W, "plane_split": bool}``. ``plane_split``:
+    one plane is larger than the scratchpad -- the RTL refuses that layer (chunks hold whole
+    planes); the model prices it as one plane per chunk (each plane streamed once per tile;
+    the row bands with halo a plane split would need are not built, so their extra overlap is
+    not counted: a lower bound)."""
+    C, abd = cfg.pe_cols, cfg.act_buf_depth
+    plane = layer.h * layer.w
+    n = batch * _ceil_div(layer.cin, C)
+    if n * plane <= abd:
+        return None
+    split = plane > abd
+    return {"ppc": 1 if split else abd // plane, "planes": n, "plane_words": plane,
+            "plane_split": split}
+
+
 def _wg_tiles(layer, cfg, batch):
     """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input
     channel ``c`` -> column ``c % C`` (padded channels included: WG taps are dense); a
     column's weight-gradient addresses ``((n*nc + c_local)*Kh + kr)*Kw + kw`` in tiles of
-    ``psum_buf_depth`` words."""
+    ``psum_buf_depth`` words.
+
+    Chunked scratchpad (:func:`wg_chunking`; ``gen/mapper/pe.map_conv_wg``): a row is taken
+    once per chunk holding planes ``(b, c)`` it has taps for in the tile, with those taps
+    only, and every run of one chunk in a tile costs its PE row ``RELOAD_GAP + chunk words``
+    (the image load, not hidden: one scratchpad image), except the job's first run (loaded
+    before the job). Yields ``(tkey, rows, words, (reload[R], first_run[R]) or None)``."""
     seen = set()
     R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
     S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
@@ -699,34 +741,64 @@ def _wg_tiles(layer, cfg, batch):
     B, nc, Cout = batch, _ceil_div(layer.cin, C), layer.cout
     KK = Kh * Kw
     per_n = nc * KK
+    chunking = wg_chunking(layer, cfg, batch)
     # valid[y, kr]: dy row y reaches input row y*S + kr - p
     valid = np.array([[0 <= y * S + kr - p < H for kr in range(Kh)] for y in range(Ho)], bool)
     bb, yy = np.meshgrid(np.arange(B), np.arange(Ho), indexing="ij")
     starts = np.arange(nc) * KK
     total = Cout * per_n
+    if chunking:
+        ppc, pw = chunking["ppc"], chunking["plane_words"]
+        n_planes = chunking["planes"]
+        chunk_words = {g: (min(n_planes, (g + 1) * ppc) - g * ppc) * pw
+                       for g in range(_ceil_div(n_planes, ppc))}
+        cid = (np.arange(B)[:, None] * nc + np.arange(nc)[None, :]) // ppc   # [b, c_local]
     for a0, a1 in tiling.bands(total, D):
         # a tile's rows depend on its offset in the per-channel block, on the first channel
         # modulo R (the dealing) and on its length
         tkey = (a0 % per_n, (a0 // per_n) % R, a1 - a0)
         if tkey in seen:
-            yield tkey, None, a1 - a0
+            yield tkey, None, a1 - a0, None
             continue
         seen.add(tkey)
         rows = {}
+        runs = [set() for _ in range(R)] if chunking else None
         for n in range(a0 // per_n, (a1 - 1) // per_n + 1):
             lo, hi = a0 - n * per_n, a1 - n * per_n
-            cnt = np.array([np.clip(np.minimum(starts + kr * Kw + Kw, hi)
-                                    - np.maximum(starts + kr * Kw, lo), 0, None).sum()
-                            for kr in range(Kh)])
-            t_y = valid @ cnt                                   # taps per dy row y
-            k = ((bb * Cout + n) * Ho + yy) % R
-            for tv in np.unique(t_y):
-                if tv == 0:
-                    continue
-                sel = np.broadcast_to(t_y == tv, k.shape)
-                key = (((int(tv), C),),)
-                rows[key] = rows.get(key, 0) + np.bincount(k[sel], minlength=R)
-        yield tkey, rows, a1 - a0
+            # cnt_c[c, kr]: the tile's tap addresses of (n, c_local, kr, .)
+            cnt_c = np.stack([np.clip(np.minimum(starts + kr * Kw + Kw, hi)
+                                      - np.maximum(starts + kr * Kw, lo), 0, None)
+                              for kr in range(Kh)], axis=1)
+            if not chunking:
+                t_y = valid @ cnt_c.sum(axis=0)                 # taps per dy row y
+                k = ((bb * Cout + n) * Ho + yy) % R
+                for tv in np.unique(t_y):
+                    if tv == 0:
+                        continue
+                    sel = np.broadcast_to(t_y == tv, k.shape)
+                    key = (((int(tv), C),),)
+                    rows[key] = rows.get(key, 0) + np.bincount(k[sel], minlength=R)
+                continue
+            used = cnt_c.sum(axis=1) > 0
+            for b in range(B):
+                ky = ((b * Cout + n) * Ho + np.arange(Ho)) % R
+                for g in np.unique(cid[b][used]):
+                    t_y = valid @ cnt_c[cid[b] == g].sum(axis=0)
+                    for tv in np.unique(t_y):
+                        if tv == 0:
+                            continue
+                        key = (((int(tv), C),),)
+                        cnt = np.bincount(ky[t_y == tv], minlength=R)
+                        rows[key] = rows.get(key, 0) + cnt
+                        for i in np.nonzero(cnt)[0]:
+                            runs[i].add(int(g))
+        extra = None
+        if chunking:
+            extra = (np.array([sum(RELOAD_GAP + chunk_words[g] for g in r) for r in runs],
+                              float),
+                     np.array([RELOAD_GAP + chunk_words[min(r)] if r else 0.0 for r in runs],
+                              float))
+        yield tkey, rows, a1 - a0, extra
 
 
 def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
@@ -754,16 +826,23 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     else:
         gen, sub_lens = _wg_tiles(layer, cfg, batch), (Wo,)
     tiles, first, memo = [], None, {}
-    for tkey, rows, words in gen:
+    reload = 0.0
+    for tile in gen:
+        tkey, rows, words = tile[:3]
         if rows is not None:
-            memo[tkey] = _pe_row_moments(rows, R, sub_lens, d, wd, L, dense)
-        mean, var, load = memo[tkey]
+            memo[tkey] = (_pe_row_moments(rows, R, sub_lens, d, wd, L, dense),
+                          tile[3] if len(tile) > 3 else None)
+        (mean, var, load), extra = memo[tkey]
+        if extra is not None:               # chunked WG: the scratchpad reloads of the tile
+            rl = extra[0] - (extra[1] if not tiles else 0.0)   # the job's first image: preloaded
+            mean = mean + rl
+            reload = reload + rl            # per PE row; reported: the largest row total
         if first is None:
             first = load
         tiles.append((mean, var, words))
     cyc, proc, drain = _run_tiles(tiles, R, first or 0.0)
     res = PhaseResult(cycles=cyc, valid_macs=valid, useful_macs=useful, tiles=len(tiles),
-                      proc=proc, drain=drain)
+                      proc=proc, drain=drain, reload=float(np.max(reload)))
     return _attach_dma(res, phase_dma(layer, phase, cfg, batch=batch,
                                       masked=(phase != "wg" and wd < 1.0)))
 
