@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["STATS_SCHEMA_ID", "SUMMARY_SCHEMA_ID", "SCHEMA_VERSION", "STATS_SCHEMA",
+__all__ = ["BN_SCHEMA_ID", "BN_SCHEMA_VERSION", "validate_bn", "STATS_SCHEMA_ID", "SUMMARY_SCHEMA_ID", "SCHEMA_VERSION", "STATS_SCHEMA",
            "SUMMARY_SCHEMA", "StatsSchemaError", "errors", "validate", "validate_file",
            "to_json_schema"]
 
@@ -416,3 +416,49 @@ def to_json_schema(kind=STATS_SCHEMA_ID):
         raise ValueError(f"kind must be {STATS_SCHEMA_ID!r} or {SUMMARY_SCHEMA_ID!r}, not {kind!r}")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": kind,
             **_js(spec)}
+
+
+# --------------------------------------------------------------------------------------------
+# The BN net's statistics (sparseforge.study.bnnet; issue 18 item 4)
+# --------------------------------------------------------------------------------------------
+
+BN_SCHEMA_ID = "sparseforge.bn-stats"
+BN_SCHEMA_VERSION = 1
+
+_LAYER_KEYS = {"name": str, "type": str, "bn": bool, "relu": bool, "input_kind": str,
+               "grad_kind": str, "producer_add": bool, "bdwp": bool, "pruned": bool}
+_DENSITIES = ("fp_density", "out_density", "dy_density_before", "dy_density_after")
+
+
+def validate_bn(doc, source="bn-stats"):
+    """Raise ValueError naming ``source`` and the field when ``doc`` is not a ``bn-stats`` v1
+    document (the fields the bench reads, with densities in [0, 1])."""
+    def bad(msg):
+        raise ValueError(f"{source}: {msg}")
+
+    if not isinstance(doc, dict):
+        bad(f"document must be a dict, not {type(doc).__name__}")
+    if doc.get("schema") != BN_SCHEMA_ID or doc.get("schema_version") != BN_SCHEMA_VERSION:
+        bad(f"schema must be {BN_SCHEMA_ID!r} v{BN_SCHEMA_VERSION}, not {doc.get('schema')!r} "
+            f"v{doc.get('schema_version')!r}")
+    for key in ("meta", "accuracy", "layers"):
+        if key not in doc:
+            bad(f"missing key {key!r}")
+    if not isinstance(doc["meta"].get("variant"), str):
+        bad("meta.variant must be a string")
+    acc = doc["accuracy"].get("test_final")
+    if not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
+        bad(f"accuracy.test_final must be in [0, 1], not {acc!r}")
+    layers = doc["layers"]
+    if not isinstance(layers, list) or not layers:
+        bad("layers must be a non-empty list")
+    for i, lay in enumerate(layers):
+        for k, t in _LAYER_KEYS.items():
+            if not isinstance(lay.get(k), t):
+                bad(f"layers[{i}].{k} must be {t.__name__}, not {lay.get(k)!r}")
+        for k in _DENSITIES + ("relu_density",):
+            v = lay.get(k, "missing")
+            if v is None and k == "relu_density" and not lay["relu"]:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                bad(f"layers[{i}].{k} must be a density in [0, 1], not {v!r}")

@@ -17,6 +17,7 @@ workload on the ``tiny`` preset's ``pe_array`` under Icarus and Verilator, built
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -304,9 +305,11 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                     "pruning": (f"exposed before each pruned layer's BP: perf.prune_cycles "
                                 f"({perf.PRUNE_CYCLES_PER_ELEM} cycles per gradient element, "
                                 "the RTL's top-level rate)"),
-                    "dma": (f"phase_dma at dma_width, read latency {perf.DMA_READ_LATENCY}, "
-                            f"write latency {perf.DMA_WRITE_LATENCY}; exposed by the "
+                    "dma": ("phase_dma at dma_width against each preset's card memory "
+                            "(meta.memory: perf.memory_profile); exposed by the "
                             "double-buffering rule (perf.expose_dma)"),
+                    "memory": {c.name: dataclasses.asdict(perf.memory_profile(c))
+                               for c in cfgs},
                     "command": " ".join(sys.argv)},
            "results": results}
     doc["goals"] = goals(results)

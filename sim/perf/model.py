@@ -84,7 +84,8 @@ __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cyc
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
            "bdwp_applies", "exact_phase_cycles", "validate_against_exact", "prune_cycles",
            "pregen_cycles", "PRUNE_CYCLES_PER_ELEM", "PRUNE_OVERHEAD", "PREGEN_CYCLES_PER_GROUP",
-           "PREGEN_OVERHEAD", "wg_chunking"]
+           "PREGEN_OVERHEAD", "wg_chunking", "MemoryProfile", "ddr4_profile", "memory_profile",
+           "MEMORY", "SIM_MEMORY"]
 
 PHASES = ("fp", "bp", "wg")
 
@@ -438,6 +439,56 @@ DMA_READ_LATENCY = 1
 #: A store's slave delays: AW handshake -> ``wready`` plus last W beat -> ``bvalid``
 #: (that slave: 1 + 1; paid once per descriptor, the engine runs ahead).
 DMA_WRITE_LATENCY = 2
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """The card memory behind the DMA engine's AXI4 master, in core cycles: ``read_latency``
+    (AR handshake -> first R beat), ``write_latency`` (AW -> ``wready`` plus last W -> B),
+    ``beats_per_cycle`` (sustained ``dma_width`` beats per core cycle the memory delivers,
+    <= 1: the engine moves at most one), ``source`` (where the figures come from)."""
+    name: str
+    read_latency: int = DMA_READ_LATENCY
+    write_latency: int = DMA_WRITE_LATENCY
+    beats_per_cycle: float = 1.0
+    source: str = ""
+
+    def __post_init__(self):
+        if not 0.0 < self.beats_per_cycle <= 1.0:
+            raise ValueError(f"beats_per_cycle must be in (0, 1], not {self.beats_per_cycle!r}")
+        if self.read_latency < 0 or self.write_latency < 0:
+            raise ValueError("latencies must be >= 0")
+
+
+def ddr4_profile(*, mt_s: int = 2400, bus_bits: int = 64, efficiency: float = 0.7,
+                 latency_ns: float = 150.0, core_mhz: float = 125.0,
+                 dma_bits: int = 512) -> MemoryProfile:
+    """A DDR4 channel seen from a ``core_mhz`` core with a ``dma_bits`` master:
+    ``beats_per_cycle = min(1, mt_s * bus_bits/8 * efficiency / (dma_bits/8 * core_mhz))``,
+    latencies ``ceil(latency_ns * core_mhz / 1000)``. Datasheet-derived assumptions (no card
+    was measured): DDR4-2400 x64 peaks at 19.2 GB/s; 70 % sustained on mixed long bursts;
+    ~150 ns from AR to data through the DDR4 controller (its ~100 ns read path) plus the AXI
+    interconnect and clock crossing."""
+    bpc = min(1.0, mt_s * 1e6 * bus_bits / 8 * efficiency / (dma_bits / 8 * core_mhz * 1e6))
+    lat = math.ceil(latency_ns * core_mhz / 1000.0)
+    return MemoryProfile(
+        f"DDR4-{mt_s} x{bus_bits}, {dma_bits}-bit DMA at {core_mhz:g} MHz", lat, lat,
+        round(bpc, 4),
+        f"DDR4-{mt_s} x{bus_bits}: {mt_s * bus_bits / 8 / 1000:.1f} GB/s peak x {efficiency:g} "
+        f"sustained (assumed); {latency_ns:g} ns read/write latency (assumed); not measured")
+
+
+#: The simulation's card memory (``sim/testkit/axi_mem_model.py``, the fast engine's memory).
+SIM_MEMORY = MemoryProfile("simulated card memory (registered slave)",
+                           source="the registered amaranth-sim slave, docs/dma.md")
+#: Per preset: the memory its board puts behind the DMA. ``vcu1525``: the card's DDR4 C0 at
+#: the block design's default 125 MHz core clock (docs/fpga.md); others: the simulation's.
+MEMORY = {"vcu1525": ddr4_profile()}
+
+
+def memory_profile(cfg: AcceleratorConfig) -> MemoryProfile:
+    """The :class:`MemoryProfile` of ``cfg``'s preset (:data:`MEMORY`), else :data:`SIM_MEMORY`."""
+    return MEMORY.get(cfg.name, SIM_MEMORY)
 #: Per descriptor: the cycle that accepts it, the check cycle, the completion cycle.
 DMA_DESC_OVERHEAD = 3
 
@@ -464,7 +515,8 @@ def dma_bursts(n_elems: int, cfg: AcceleratorConfig, addr: int = 0) -> tuple:
 
 def dma_transfer_cycles(n_elems: int, store: bool, cfg: AcceleratorConfig, *, addr: int = 0,
                         read_latency: int = DMA_READ_LATENCY,
-                        write_latency: int = DMA_WRITE_LATENCY) -> int:
+                        write_latency: int = DMA_WRITE_LATENCY,
+                        beats_per_cycle: float = 1.0) -> int:
     """Engine cycles of one descriptor with an always-ready slave of the given latencies,
     from the cycle ``desc`` is offered to the completion's handshake. The engine runs ahead
     (the next AR/AW is raised as soon as the previous one is accepted; docs/dma.md "Timing"),
@@ -472,15 +524,18 @@ def dma_transfer_cycles(n_elems: int, store: bool, cfg: AcceleratorConfig, *, ad
     paid once per descriptor: ``DMA_DESC_OVERHEAD + 1 + read_latency + beats`` for a load (the
     first AR cycle), ``DMA_DESC_OVERHEAD + 2 + write_latency + beats`` for a store (the first
     AW cycle and the last B handshake). The burst split (:func:`dma_bursts`) no longer changes
-    the cycles. ``n_elems == 0``: 0 (no descriptor is sent)."""
+    the cycles. ``beats_per_cycle`` < 1: a memory slower than the engine
+    (:class:`MemoryProfile`) stretches the data beats to ``ceil(beats / beats_per_cycle)``.
+    ``n_elems == 0``: 0 (no descriptor is sent)."""
     beats, _ = dma_bursts(n_elems, cfg, addr)
     if beats == 0:
         return 0
     per = (2 + write_latency) if store else (1 + read_latency)
-    return DMA_DESC_OVERHEAD + beats + per
+    return DMA_DESC_OVERHEAD + math.ceil(beats / beats_per_cycle - 1e-9) + per
 
 
-def _tensor_cycles(n: int, buf_elems: int, store: bool, cfg, read_latency, write_latency):
+def _tensor_cycles(n: int, buf_elems: int, store: bool, cfg, read_latency, write_latency,
+                   beats_per_cycle=1.0):
     """A tensor of ``n`` elements stored contiguously from a 4 KiB-aligned address and moved
     in descriptors of at most ``buf_elems`` elements (one per buffer-full; a tensor that fits
     is one descriptor). Returns ``(cycles, beats, descriptors)``. Chunk addresses repeat
@@ -493,7 +548,8 @@ def _tensor_cycles(n: int, buf_elems: int, store: bool, cfg, read_latency, write
     cb = chunk * eb
     period = 4096 // math.gcd(cb, 4096)
     cyc = beats = 0
-    kw = dict(read_latency=read_latency, write_latency=write_latency)
+    kw = dict(read_latency=read_latency, write_latency=write_latency,
+              beats_per_cycle=beats_per_cycle)
     for k in range(min(nfull, period)):
         cnt = (nfull - k + period - 1) // period
         cyc += cnt * dma_transfer_cycles(chunk, store, cfg, addr=(k * cb) % 4096, **kw)
@@ -555,17 +611,19 @@ def _phase_tensor_list(phase, x, y, w, masked, data_width):
 
 def phase_dma(layer, phase: str, cfg: AcceleratorConfig, *, batch: int = 1, masked: bool = False,
               read_latency: int = DMA_READ_LATENCY,
-              write_latency: int = DMA_WRITE_LATENCY) -> DmaCost:
+              write_latency: int = DMA_WRITE_LATENCY,
+              beats_per_cycle: float = 1.0) -> DmaCost:
     """The DMA engine's cycles for one layer phase (:func:`phase_tensors`), each tensor in
     descriptors of at most its buffer's size (``cfg.*_mem_elems``), one after the other (one
-    descriptor at a time)."""
+    descriptor at a time), against a memory of the given latencies and ``beats_per_cycle``."""
     out, load, store = [], 0, 0
     for name, buf, n, st in phase_tensors(layer, phase, batch=batch, masked=masked,
                                           data_width=cfg.data_width):
         room = getattr(cfg, buf)
         if name == "mask":                   # the packed MASK buffer (hdl/dataplane.py)
             room = -(-room // cfg.data_width)
-        cyc, beats, nd = _tensor_cycles(n, room, st, cfg, read_latency, write_latency)
+        cyc, beats, nd = _tensor_cycles(n, room, st, cfg, read_latency, write_latency,
+                                        beats_per_cycle)
         out.append((name, buf, n, beats, nd, cyc, st))
         if st:
             store += cyc
@@ -903,8 +961,9 @@ def pregen_cycles(n_weights: int, m: int) -> float:
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
               dense=False, batch=1, backend="statistical", progress=None, prune=None,
               hide_prune_pregen: bool = False,
-              read_latency: int = DMA_READ_LATENCY,
-              write_latency: int = DMA_WRITE_LATENCY) -> IterationResult:
+              read_latency: int | None = None,
+              write_latency: int | None = None,
+              memory: MemoryProfile | None = None) -> IterationResult:
     """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
     ``load_network(name)``): FP of every conv/fc layer, then BP (not for the first layer: the
     input needs no gradient) and WG of every layer.
@@ -921,10 +980,16 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     ``hide_prune_pregen``: a what-if that assumes both hidden (0 cycles), as the model did
     before issue 18.
 
-    DMA: every phase gets :func:`phase_dma` (masks read where BDWP applies) at
-    ``read_latency`` / ``write_latency``; the exposed part follows :func:`expose_dma` over the
-    execution order (every layer's FP, then per layer backwards its BP and WG)."""
+    DMA: every phase gets :func:`phase_dma` (masks read where BDWP applies) against
+    ``memory`` (default :func:`memory_profile` of ``cfg``: the card's DDR4 on ``vcu1525``);
+    ``read_latency`` / ``write_latency`` override its latencies. The exposed part follows
+    :func:`expose_dma` over the execution order (every layer's FP, then per layer backwards
+    its BP and WG)."""
     fn = BACKENDS[backend]
+    mem = memory or memory_profile(cfg)
+    dma_kw = dict(read_latency=mem.read_latency if read_latency is None else read_latency,
+                  write_latency=mem.write_latency if write_latency is None else write_latency,
+                  beats_per_cycle=mem.beats_per_cycle)
     if prune is None:
         prune = dy_density is not None
     fp_density, dy_density = fp_density or {}, dy_density or {}
@@ -947,9 +1012,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                         r.pregen_exposed = pregen_cycles(
                             lay.cout * lay.cin * lay.kh * lay.kw, nm[1])
                 _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
-                                         masked=(ph != "wg" and wd < 1.0),
-                                         read_latency=read_latency,
-                                         write_latency=write_latency))
+                                         masked=(ph != "wg" and wd < 1.0), **dma_kw))
             lr.phases[ph] = r
         out.append(lr)
         if progress is not None:

@@ -88,7 +88,7 @@ def summarise_bn_dir(path) -> dict:
     """Seed-averaged per-layer figures of the BN-net runs in ``path`` (``<variant>_seed<k>.json``
     of :mod:`sparseforge.study.bnnet`), every variant found: ``{variant: {"seeds", "accuracy",
     "layers": {name: {tensor kinds, densities}}}}``."""
-    from sparseforge.study.bnnet import validate as validate_bn
+    from sparseforge.gen.stats_schema import validate_bn
     path = Path(path)
     groups = {}
     for f in sorted(path.glob("*_seed*.json")):

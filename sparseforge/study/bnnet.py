@@ -38,6 +38,9 @@ from dataclasses import asdict
 import numpy as np
 
 from sparseforge.gen.network import load_network
+from sparseforge.gen.stats_schema import BN_SCHEMA_ID as SCHEMA_ID
+from sparseforge.gen.stats_schema import BN_SCHEMA_VERSION as SCHEMA_VERSION
+from sparseforge.gen.stats_schema import validate_bn as validate
 from sparseforge.sim.reference import golden
 from sparseforge.study.train import (TrainConfig, Variant, _lr_at, _maxpool2, _softmax_xent,
                                      _unpool2, load_digits_split, parse_variant)
@@ -47,8 +50,6 @@ __all__ = ["NETWORK_NAME", "LABEL", "SCHEMA_ID", "SCHEMA_VERSION", "DEFAULT_VARI
 
 NETWORK_NAME = "digits-resnet"
 LABEL = "measured, BN net"
-SCHEMA_ID = "sparseforge.bn-stats"
-SCHEMA_VERSION = 1
 #: The variants the bench needs (dense for reference).
 DEFAULT_VARIANTS = ("dense", "bdwp2-8", "prune0.9", "bdwp2-8_prune0.9")
 BN_EPS = 1e-5
@@ -360,42 +361,3 @@ def train_run(variant, seed, cfg=None, data=None, progress=None):
            "layers": stats.to_list(model.net, variant)}
     validate(doc)
     return doc
-
-
-_LAYER_KEYS = {"name": str, "type": str, "bn": bool, "relu": bool, "input_kind": str,
-               "grad_kind": str, "producer_add": bool, "bdwp": bool, "pruned": bool}
-_DENSITIES = ("fp_density", "out_density", "dy_density_before", "dy_density_after")
-
-
-def validate(doc, source="bn-stats"):
-    """Raise ValueError naming ``source`` and the field when ``doc`` is not a ``bn-stats`` v1
-    document (the fields the bench reads, with densities in [0, 1])."""
-    def bad(msg):
-        raise ValueError(f"{source}: {msg}")
-
-    if not isinstance(doc, dict):
-        bad(f"document must be a dict, not {type(doc).__name__}")
-    if doc.get("schema") != SCHEMA_ID or doc.get("schema_version") != SCHEMA_VERSION:
-        bad(f"schema must be {SCHEMA_ID!r} v{SCHEMA_VERSION}, not {doc.get('schema')!r} "
-            f"v{doc.get('schema_version')!r}")
-    for key in ("meta", "accuracy", "layers"):
-        if key not in doc:
-            bad(f"missing key {key!r}")
-    if not isinstance(doc["meta"].get("variant"), str):
-        bad("meta.variant must be a string")
-    acc = doc["accuracy"].get("test_final")
-    if not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
-        bad(f"accuracy.test_final must be in [0, 1], not {acc!r}")
-    layers = doc["layers"]
-    if not isinstance(layers, list) or not layers:
-        bad("layers must be a non-empty list")
-    for i, lay in enumerate(layers):
-        for k, t in _LAYER_KEYS.items():
-            if not isinstance(lay.get(k), t):
-                bad(f"layers[{i}].{k} must be {t.__name__}, not {lay.get(k)!r}")
-        for k in _DENSITIES + ("relu_density",):
-            v = lay.get(k, "missing")
-            if v is None and k == "relu_density" and not lay["relu"]:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                bad(f"layers[{i}].{k} must be a density in [0, 1], not {v!r}")

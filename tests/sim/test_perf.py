@@ -109,6 +109,32 @@ def test_statistical_vs_exact_chunked_wg():
     assert np.mean(errs) <= MEAN_TOL
 
 
+def test_memory_profiles():
+    """The card memory behind the DMA: DDR4 on vcu1525 (bandwidth and latency from the
+    stated assumptions), the simulation's slave elsewhere; a memory slower than the engine
+    stretches the beats; the bench's iteration uses the preset's profile."""
+    vcu = preset("vcu1525")
+    ddr = perf.memory_profile(vcu)
+    assert ddr is perf.MEMORY["vcu1525"] and perf.memory_profile(preset("ecp5")) is perf.SIM_MEMORY
+    # 2400 MT/s x 8 B x 0.7 = 13.4 GB/s > 64 B x 125 MHz = 8 GB/s: latency-bound, full rate
+    assert ddr.beats_per_cycle == 1.0 and ddr.read_latency == ddr.write_latency == 19
+    fast = perf.ddr4_profile(core_mhz=250)          # 16 GB/s wanted: bandwidth-bound
+    assert fast.beats_per_cycle == pytest.approx(13.44 / 16, abs=1e-4)
+    assert fast.read_latency == 38 and "not measured" in fast.source
+    full = perf.dma_transfer_cycles(10_000, False, vcu)
+    slow = perf.dma_transfer_cycles(10_000, False, vcu, beats_per_cycle=0.5)
+    assert slow - full == 313                       # 313 beats take 626 cycles
+    with pytest.raises(ValueError, match="beats_per_cycle"):
+        perf.MemoryProfile("x", beats_per_cycle=1.5)
+    net = load_network("resnet18-cifar")
+    it = perf.iteration(net, vcu, nm=(2, 8))
+    sim = perf.iteration(net, vcu, nm=(2, 8), memory=perf.SIM_MEMORY)
+    bw = perf.iteration(net, vcu, nm=(2, 8), memory=fast)
+    assert sim.dma_total(exposed=False) < it.dma_total(exposed=False) < bw.dma_total(
+        exposed=False)
+    assert sim.array_total() == it.array_total() == bw.array_total()
+
+
 def test_wg_chunking_flags_planes_larger_than_the_scratchpad():
     cfg = ARRAY_2X2.replace(act_buf_depth=64)
     assert perf.wg_chunking(conv(4, 8, 3, 1, 1, 4), cfg, 1) is None        # 2 x 16 words fit
@@ -300,6 +326,7 @@ def test_bench_small_run(tmp_path):
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["schema"] == bench.SCHEMA and saved["schema_version"] == 1
     assert saved["meta"]["digits_stats"] == "digits_stats.json"
+    assert saved["meta"]["memory"]["tiny"]["read_latency"] == perf.DMA_READ_LATENCY
     (e,) = saved["results"]
     assert e["network"] == "alexnet-cifar" and e["preset"] == "tiny"
     assert 0 < e["dense_utilisation"] <= 1
