@@ -4,7 +4,7 @@ on the ``vcu1525`` and ``ecp5`` presets, from the statistical performance model
 
     python -m sparseforge.bench [-o build/bench] [--presets vcu1525,ecp5]
         [--networks all|NAME,...] [--batch 1] [--p 0.9] [--relu-zero 0.5]
-        [--stats-dir build/stats] [--bn-stats-dir build/stats-bn] [--no-plots] [--no-progress] [--sim]
+        [--stats-dir build/stats] [--bn-stats-dir build/stats-bn] [--wg-load-words N] [--no-plots] [--no-progress] [--sim]
 
 Writes ``bench.json`` (schema ``sparseforge.bench`` v1), ``bench.txt`` (the console tables) and
 PNG plots under the output folder. ``--sim`` adds the optional simulator sections: ``sim``
@@ -87,8 +87,9 @@ def _phase_dict(res, dense):
 
 
 def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical", tick=None,
-                  bn_stats=None):
-    dense = perf.iteration(net, cfg, dense=True, batch=batch, backend=backend)
+                  bn_stats=None, wg_load_words=1):
+    dense = perf.iteration(net, cfg, dense=True, batch=batch, backend=backend,
+                           wg_load_words=wg_load_words)
     if tick:
         tick()
     entry = {
@@ -113,7 +114,8 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
         "scenarios": [],
     }
     for key, source, kw in scenarios(net, stats, p=p, relu_zero=relu_zero, bn_stats=bn_stats):
-        res = perf.iteration(net, cfg, batch=batch, backend=backend, **kw)
+        res = perf.iteration(net, cfg, batch=batch, backend=backend,
+                             wg_load_words=wg_load_words, **kw)
         sc = {"key": key, "source": source, "nm": list(kw["nm"]) if kw.get("nm") else None,
               "p": p if "dy_density" in kw else None,
               "cycles": res.total(), "speedup": dense.total() / res.total(),
@@ -267,7 +269,7 @@ def sim_section(presets):
 
 def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, batch=1, p=0.9,
         relu_zero=0.5, stats_dir="build/stats", bn_stats_dir="build/stats-bn", make_plots=True,
-        progress=True, sim=False, cfgs=None):
+        progress=True, sim=False, cfgs=None, wg_load_words=1):
     """Run the suite; returns the JSON document (also written to ``out/bench.json``)."""
     t0 = time.perf_counter()
     out = Path(out)
@@ -289,12 +291,15 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                 bar.set_postfix_str(f"{cfg.name} {net.name}")
             results.append(bench_network(net, cfg, stats, p=p, relu_zero=relu_zero, batch=batch,
                                          tick=(bar.update if bar is not None else None),
-                                         bn_stats=bn_stats))
+                                         bn_stats=bn_stats, wg_load_words=wg_load_words))
     if bar is not None:
         bar.close()
     doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
            "meta": {"model": "sparseforge.sim.perf.model (statistical, array mapping: operand-row dealing, y-major tiles)", "batch": batch, "p": p,
                     "relu_zero": relu_zero, "digits_stats": origin, "bn_stats": bn_origin,
+                    # what-if (issue 18 item 2): WG scratchpad reloads at this many words per
+                    # cycle; 1 is the RTL as built
+                    "wg_load_words": wg_load_words,
                     "presets": {c.name: c.to_dict() for c in cfgs},
                     "papers": PAPERS, "goals": GOALS,
                     "bdwp_ideal": {f"{n}:{m}": 1 / perf.bdwp_work_fraction(n, m)
@@ -355,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bn-stats-dir", default="build/stats-bn",
                     help="measured statistics of the BN net (make train-stats; default "
                          "build/stats-bn, else the snapshot sim/perf/bn_stats.json)")
+    ap.add_argument("--wg-load-words", type=int, default=1, metavar="N",
+                    help="what-if: WG scratchpad reloads take N words per cycle (default 1: "
+                         "the RTL as built)")
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--sim", action="store_true",
@@ -376,6 +384,8 @@ def _main(argv) -> int:
             ap.error(f"--networks: unknown network {n!r}; known: {', '.join(BENCHMARKS)}")
     if a.batch < 1:
         ap.error(f"--batch must be >= 1, not {a.batch}")
+    if a.wg_load_words < 1:
+        ap.error(f"--wg-load-words must be >= 1, not {a.wg_load_words}")
     if not 0 < a.p < 1:
         ap.error(f"--p must be in (0, 1), not {a.p}")
     try:
@@ -384,7 +394,7 @@ def _main(argv) -> int:
         ap.error(f"--presets: {e}")
     doc, text = run(out=a.out, presets=presets, networks=nets, batch=a.batch, p=a.p,
                     relu_zero=a.relu_zero, stats_dir=a.stats_dir,
-                    bn_stats_dir=a.bn_stats_dir, make_plots=not a.no_plots,
+                    bn_stats_dir=a.bn_stats_dir, wg_load_words=a.wg_load_words, make_plots=not a.no_plots,
                     progress=not a.no_progress, sim=a.sim)
     print(text)
     print(f"\nwrote {a.out}/bench.json, bench.txt" + (", PNG plots" if not a.no_plots else "")

@@ -781,7 +781,7 @@ def wg_chunking(layer, cfg, batch) -> dict | None:
             "plane_split": split}
 
 
-def _wg_tiles(layer, cfg, batch):
+def _wg_tiles(layer, cfg, batch, load_words=1):
     """WG tiles: operand rows ``dy[b, n, y]`` -> PE row ``((b*Cout + n)*Ho + y) % R``; input
     channel ``c`` -> column ``c % C`` (padded channels included: WG taps are dense); a
     column's weight-gradient addresses ``((n*nc + c_local)*Kh + kr)*Kw + kw`` in tiles of
@@ -791,7 +791,9 @@ def _wg_tiles(layer, cfg, batch):
     once per chunk holding planes ``(b, c)`` it has taps for in the tile, with those taps
     only, and every run of one chunk in a tile costs its PE row ``RELOAD_GAP + chunk words``
     (the image load, not hidden: one scratchpad image), except the job's first run (loaded
-    before the job). Yields ``(tkey, rows, words, (reload[R], first_run[R]) or None)``."""
+    before the job). ``load_words`` > 1: a what-if scratchpad that takes that many words per
+    cycle (``ceil(chunk words / load_words)``; the RTL takes one). Yields ``(tkey, rows,
+    words, (reload[R], first_run[R]) or None)``."""
     seen = set()
     R, C, D = cfg.pe_rows, cfg.pe_cols, cfg.psum_buf_depth
     S, p, Kh, Kw = layer.stride, layer.padding, layer.kh, layer.kw
@@ -808,7 +810,7 @@ def _wg_tiles(layer, cfg, batch):
     if chunking:
         ppc, pw = chunking["ppc"], chunking["plane_words"]
         n_planes = chunking["planes"]
-        chunk_words = {g: (min(n_planes, (g + 1) * ppc) - g * ppc) * pw
+        chunk_words = {g: _ceil_div((min(n_planes, (g + 1) * ppc) - g * ppc) * pw, load_words)
                        for g in range(_ceil_div(n_planes, ppc))}
         cid = (np.arange(B)[:, None] * nc + np.arange(nc)[None, :]) // ppc   # [b, c_local]
     for a0, a1 in tiling.bands(total, D):
@@ -861,7 +863,7 @@ def _wg_tiles(layer, cfg, batch):
 
 def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
                  weight_density: float = 1.0, dense: bool = False, batch: int = 1,
-                 nm=None) -> PhaseResult:
+                 nm=None, wg_load_words: int = 1) -> PhaseResult:
     """Expected cycles of ``phase`` ('fp', 'bp', 'wg') of ``layer`` on ``cfg``'s array.
 
     ``operand_density``: non-zero fraction of the streamed operand (x in FP, dY in BP/WG);
@@ -870,7 +872,11 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     backend needs it, this model only uses the fraction); ``dense``: dense mode (no skipping;
     every tap; the baseline). ``layer``: a :class:`~sparseforge.gen.network.ComputeLayer` (per
     image: FC layers at ``h = w = 1``, as a network parsed with batch 1 has them).
+    ``wg_load_words``: what-if (issue 18 item 2) -- a WG scratchpad reload of that many words
+    per cycle (the RTL: 1).
     """
+    if isinstance(wg_load_words, bool) or not isinstance(wg_load_words, int) or wg_load_words < 1:
+        raise ValueError(f"wg_load_words must be an integer >= 1, not {wg_load_words!r}")
     d, wd = _check_args(cfg, phase, batch, operand_density, weight_density, nm)
     R, L = cfg.pe_rows, cfg.macs_per_pe
     S, p, W, Wo = layer.stride, layer.padding, layer.w, layer.wo
@@ -882,7 +888,7 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     elif phase == "bp":
         gen, sub_lens = _bp_tiles(layer, cfg, batch, dense), (Wo,)
     else:
-        gen, sub_lens = _wg_tiles(layer, cfg, batch), (Wo,)
+        gen, sub_lens = _wg_tiles(layer, cfg, batch, wg_load_words), (Wo,)
     tiles, first, memo = [], None, {}
     reload = 0.0
     for tile in gen:
@@ -963,7 +969,8 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
               hide_prune_pregen: bool = False,
               read_latency: int | None = None,
               write_latency: int | None = None,
-              memory: MemoryProfile | None = None) -> IterationResult:
+              memory: MemoryProfile | None = None,
+              wg_load_words: int = 1) -> IterationResult:
     """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
     ``load_network(name)``): FP of every conv/fc layer, then BP (not for the first layer: the
     input needs no gradient) and WG of every layer.
@@ -984,8 +991,14 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     ``memory`` (default :func:`memory_profile` of ``cfg``: the card's DDR4 on ``vcu1525``);
     ``read_latency`` / ``write_latency`` override its latencies. The exposed part follows
     :func:`expose_dma` over the execution order (every layer's FP, then per layer backwards
-    its BP and WG)."""
+    its BP and WG). ``wg_load_words``: the what-if of :func:`phase_cycles` (statistical
+    backend only; the exact one models the RTL as built)."""
     fn = BACKENDS[backend]
+    what_if = {}
+    if wg_load_words != 1:
+        if fn is not phase_cycles:
+            raise ValueError("wg_load_words is a what-if of the statistical backend")
+        what_if["wg_load_words"] = wg_load_words
     mem = memory or memory_profile(cfg)
     dma_kw = dict(read_latency=mem.read_latency if read_latency is None else read_latency,
                   write_latency=mem.write_latency if write_latency is None else write_latency,
@@ -1000,7 +1013,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
         for ph in PHASES:
             od = fp_density.get(lay.name, 1.0) if ph == "fp" else dy_density.get(lay.name, 1.0)
             r = fn(lay, ph, cfg, operand_density=od, weight_density=wd, dense=dense, batch=batch,
-                   nm=nm if wd < 1.0 else None)
+                   nm=nm if wd < 1.0 else None, **what_if)
             if ph == "bp" and i == 0:
                 r = PhaseResult(0.0, 0.0, 0.0, skipped=True)
             else:

@@ -121,6 +121,7 @@ def test_verilog_per_preset_folder_and_manifest(tmp_path, capsys):
     (["synth-report", "--set", "pe_rows=3", "--update-baselines", "-o", "{tmp}/s"],
      "--update-baselines: the configuration is not the preset 'tiny' as shipped"),
     (["bench", "--batch", "0"], "--batch must be >= 1, not 0"),
+    (["bench", "--wg-load-words", "0"], "--wg-load-words must be >= 1, not 0"),
     (["bitstream", "--board", "ecpix5", "--preset", "", "-o", "{tmp}/bs"],
      "argument --preset: must name a preset, not ''"),
     (["synth-report", "--preset", "", "-o", "{tmp}/s"], "argument --preset: must name a preset"),
@@ -128,7 +129,8 @@ def test_verilog_per_preset_folder_and_manifest(tmp_path, capsys):
 ], ids=["one-file-many-blocks", "inapplicable-flag", "empty-preset", "preset-conflict",
         "bad-name", "unwritable", "schedule-too-long", "unknown-net", "tensor-beyond-buffer",
         "clock-nan",
-        "clock-negative", "core-inf", "baseline-of-changed-preset", "bench-batch", "bitstream-empty-preset",
+        "clock-negative", "core-inf", "baseline-of-changed-preset", "bench-batch", "bench-wg-load-words",
+        "bitstream-empty-preset",
         "synth-empty-preset", "unknown"])
 def test_errors_are_one_line_and_write_nothing(argv, msg, tmp_path):
     (tmp_path / "c.toml").write_text('preset = "tiny"\npe_rows = 1\n')

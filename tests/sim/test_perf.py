@@ -109,6 +109,27 @@ def test_statistical_vs_exact_chunked_wg():
     assert np.mean(errs) <= MEAN_TOL
 
 
+def test_wg_load_words_what_if():
+    """What-if (issue 18 item 2): a wider scratchpad load shortens only the reloads."""
+    layer, abd, batch = CHUNKED_WG[1]
+    cfg = ARRAY_2X2.replace(act_buf_depth=abd)
+    one = perf.phase_cycles(layer, "wg", cfg, batch=batch, dense=True)
+    eight = perf.phase_cycles(layer, "wg", cfg, batch=batch, dense=True, wg_load_words=8)
+    assert eight.reload < one.reload and one.cycles - eight.cycles == pytest.approx(
+        one.reload - eight.reload, rel=0.05)
+    assert perf.phase_cycles(layer, "fp", cfg, wg_load_words=8).cycles == \
+        perf.phase_cycles(layer, "fp", cfg).cycles
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="wg_load_words"):
+            perf.phase_cycles(layer, "wg", cfg, wg_load_words=bad)
+    net = load_network("resnet18-cifar")
+    with pytest.raises(ValueError, match="statistical"):
+        perf.iteration(net, preset("vcu1525"), backend="exact", wg_load_words=8)
+    a = perf.iteration(net, preset("vcu1525"), dense=True)
+    b = perf.iteration(net, preset("vcu1525"), dense=True, wg_load_words=8)
+    assert b.reload_total() < a.reload_total() and b.total() < a.total()
+
+
 def test_memory_profiles():
     """The card memory behind the DMA: DDR4 on vcu1525 (bandwidth and latency from the
     stated assumptions), the simulation's slave elsewhere; a memory slower than the engine
