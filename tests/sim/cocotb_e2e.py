@@ -79,3 +79,45 @@ async def e2e_reset_mid_step_rerun(dut):
     assert not await drv.read("STATUS") & STATUS_ERROR
     dut._log.info(f"reset mid-phase after an interrupted step; the rerun equals the golden "
                   f"step ({len(be2.log)} phases)")
+
+
+@cocotb.test()
+async def e2e_step_before_network_loaded(dut):
+    """A training step whose network (the schedule) was never loaded: the first phase's step
+    is refused with ERROR_CODE 0x20 (``docs/register-map.md``), the driver raises instead of
+    hanging, and after ``Driver.recover()`` the same step with the schedule loaded equals the
+    golden step (issue 17, bad input)."""
+    from sparseforge.gen.config import AcceleratorConfig
+    from sparseforge.gen.schedule import build_schedule
+    from sparseforge.sim.host import e2e
+    from sparseforge.sim.host.driver import Driver
+    from sparseforge.sim.testkit.cocotb_streams import env_params
+
+    p = env_params()
+    cfg = AcceleratorConfig.from_dict(p["config"])
+    drv = await Driver.start(dut, cfg)
+    for bus in (drv.axil.write_if, drv.axil.read_if):
+        bus.log.setLevel(logging.WARNING)
+    net = e2e.load_net(p["network"], cfg, batch=p["batch"])
+    state = e2e.init_state(net, cfg, seed=p["seed"])
+    x, labels = e2e.make_batch(net, cfg, seed=p["seed"])
+    kw = dict(lr_shift=p["lr_shift"], base_seed=p["prune_seed"])
+    sched = build_schedule(net, cfg).encode()
+    be = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched)
+    be._started = True                 # as if loaded: the step packets go to an empty controller
+    t0 = drv.now_cycles()
+    try:
+        await e2e.train_step(net, cfg, state, x, labels, be, **kw)
+        raise AssertionError("a step without a loaded schedule ran")
+    except RuntimeError as e:
+        msg = str(e)
+    code = await drv.read("ERROR_CODE")
+    dut._log.info(f"refused after {drv.now_cycles() - t0} cycles: {msg}")
+    assert code == 0x20, f"ERROR_CODE {code:#x}, expected 0x20 (no schedule)"
+    assert "0x20" in msg, msg
+    await drv.recover()
+    gold = await e2e.train_step(net, cfg, state, x, labels, e2e.GoldenBackend(cfg), **kw)
+    be2 = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched)
+    rtl = await e2e.train_step(net, cfg, state, x, labels, be2, **kw)
+    diffs = e2e.compare(rtl, gold)
+    assert diffs == [], diffs[:5]

@@ -190,16 +190,18 @@ def test_e2e_cocotb(sim, cocotb_run, test, tmp_path):
     assert len(arr) == 3 * len(net.compute) - 1
 
 
-def test_e2e_reset_mid_step_cocotb(sim, cocotb_run):
-    """Issue 17, bad input under both simulators: a reset in the middle of a step (host gone
-    after three phases, then a soft reset while a data-plane phase runs), Driver.recover(),
-    the rerun equals the golden step (the cocotb test asserts it). Icarus: the 1x2 config and
-    tiny-cnn at batch 2, as test_e2e_cocotb."""
+@pytest.mark.parametrize("test", ["e2e_reset_mid_step_rerun", "e2e_step_before_network_loaded"])
+def test_e2e_bad_step_cocotb(sim, cocotb_run, test):
+    """Issue 17, bad input under both simulators (the cocotb tests assert it): a reset in
+    the middle of a step (host gone after three phases, then a soft reset while a data-plane
+    phase runs), Driver.recover(), the rerun equals the golden step; a step before the
+    network's schedule is loaded -> ERROR_CODE 0x20, no hang, then an exact step. Icarus: the
+    1x2 config and tiny-cnn at batch 2, as test_e2e_cocotb."""
     cfg, name, batch = (TINY, "tiny-cnn", 1) if sim == "verilator" else (SMALL, "tiny-cnn", 2)
     params = {"config": cfg.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED,
               "lr_shift": LR_SHIFT, "network": name, "batch": batch}
     print(f"seed={SEED} prune_seed={PRUNE_SEED} sim={sim} config={cfg.name} network={name} "
           f"batch={batch}")
     assert cocotb_run("accelerator", sim, "cocotb_e2e", config=cfg, params=params,
-                      testcase="e2e_reset_mid_step_rerun") == 1
+                      testcase=test) == 1
 
