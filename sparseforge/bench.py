@@ -4,7 +4,7 @@ on the ``vcu1525`` and ``ecp5`` presets, from the statistical performance model
 
     python -m sparseforge.bench [-o build/bench] [--presets vcu1525,ecp5]
         [--networks all|NAME,...] [--batch 1] [--p 0.9] [--relu-zero 0.5]
-        [--stats-dir build/stats] [--bn-stats-dir build/stats-bn] [--wg-load-words N] [--no-plots] [--no-progress] [--sim]
+        [--stats-dir build/stats] [--bn-stats-dir build/stats-bn] [--wg-load-words N] [--top-level] [--no-plots] [--no-progress] [--sim]
 
 Writes ``bench.json`` (schema ``sparseforge.bench`` v1), ``bench.txt`` (the console tables) and
 PNG plots under the output folder. ``--sim`` adds the optional simulator sections: ``sim``
@@ -87,13 +87,15 @@ def _phase_dict(res, dense):
 
 
 def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical", tick=None,
-                  bn_stats=None, wg_load_words=1):
+                  bn_stats=None, wg_load_words=1, top_level=False):
+    top = bool(top_level and cfg.data_plane == "dma")
     dense = perf.iteration(net, cfg, dense=True, batch=batch, backend=backend,
-                           wg_load_words=wg_load_words)
+                           wg_load_words=wg_load_words, top_level=top)
     if tick:
         tick()
     entry = {
         "preset": cfg.name, "network": net.name, "batch": batch, "layers": len(net.compute),
+        "top_level": top,
         "dense_macs": net.dense_macs(batch), "dense_cycles": dense.total(),
         "dense_array_cycles": dense.array_total(), "dense_dma_cycles": dense.dma_total(),
         "dense_dma_all_cycles": dense.dma_total(exposed=False),
@@ -115,7 +117,7 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
     }
     for key, source, kw in scenarios(net, stats, p=p, relu_zero=relu_zero, bn_stats=bn_stats):
         res = perf.iteration(net, cfg, batch=batch, backend=backend,
-                             wg_load_words=wg_load_words, **kw)
+                             wg_load_words=wg_load_words, top_level=top, **kw)
         sc = {"key": key, "source": source, "nm": list(kw["nm"]) if kw.get("nm") else None,
               "p": p if "dy_density" in kw else None,
               "cycles": res.total(), "speedup": dense.total() / res.total(),
@@ -269,7 +271,7 @@ def sim_section(presets):
 
 def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, batch=1, p=0.9,
         relu_zero=0.5, stats_dir="build/stats", bn_stats_dir="build/stats-bn", make_plots=True,
-        progress=True, sim=False, cfgs=None, wg_load_words=1):
+        progress=True, sim=False, cfgs=None, wg_load_words=1, top_level=False):
     """Run the suite; returns the JSON document (also written to ``out/bench.json``)."""
     t0 = time.perf_counter()
     out = Path(out)
@@ -291,7 +293,8 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                 bar.set_postfix_str(f"{cfg.name} {net.name}")
             results.append(bench_network(net, cfg, stats, p=p, relu_zero=relu_zero, batch=batch,
                                          tick=(bar.update if bar is not None else None),
-                                         bn_stats=bn_stats, wg_load_words=wg_load_words))
+                                         bn_stats=bn_stats, wg_load_words=wg_load_words,
+                                         top_level=top_level))
     if bar is not None:
         bar.close()
     doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
@@ -300,6 +303,9 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                     # what-if (issue 18 item 2): WG scratchpad reloads at this many words per
                     # cycle; 1 is the RTL as built
                     "wg_load_words": wg_load_words,
+                    # --top-level: presets with the on-chip data plane priced with the hardware
+                    # mapper's read floor (a lower bound of its job cycles)
+                    "top_level": top_level,
                     "presets": {c.name: c.to_dict() for c in cfgs},
                     "papers": PAPERS, "goals": GOALS,
                     "bdwp_ideal": {f"{n}:{m}": 1 / perf.bdwp_work_fraction(n, m)
@@ -363,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--wg-load-words", type=int, default=1, metavar="N",
                     help="what-if: WG scratchpad reloads take N words per cycle (default 1: "
                          "the RTL as built)")
+    ap.add_argument("--top-level", action="store_true",
+                    help="price presets with the on-chip data plane as the hardware mapper feeds "
+                         "the array (its read floor: a lower bound of the RTL's job cycles)")
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--sim", action="store_true",
@@ -394,7 +403,8 @@ def _main(argv) -> int:
         ap.error(f"--presets: {e}")
     doc, text = run(out=a.out, presets=presets, networks=nets, batch=a.batch, p=a.p,
                     relu_zero=a.relu_zero, stats_dir=a.stats_dir,
-                    bn_stats_dir=a.bn_stats_dir, wg_load_words=a.wg_load_words, make_plots=not a.no_plots,
+                    bn_stats_dir=a.bn_stats_dir, wg_load_words=a.wg_load_words,
+                    top_level=a.top_level, make_plots=not a.no_plots,
                     progress=not a.no_progress, sim=a.sim)
     print(text)
     print(f"\nwrote {a.out}/bench.json, bench.txt" + (", PNG plots" if not a.no_plots else "")

@@ -136,7 +136,8 @@ def _bundle_max_cdf(taps: tuple, wd: float, lanes: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=200000)
-def _row_stats(sub_lens: tuple, d: float, taps: tuple, wd: float, lanes: int, dense: bool):
+def _row_stats(sub_lens: tuple, d: float, taps: tuple, wd: float, lanes: int, dense: bool,
+               floor: int = 0):
     """Statistics of one operand-row class.
 
     ``sub_lens``: the row's sub-list lengths (one entry, or S for strided FP); ``taps``: per
@@ -182,6 +183,11 @@ def _row_stats(sub_lens: tuple, d: float, taps: tuple, wd: float, lanes: int, de
     cx = np.cumsum(np.pad(px, (0, n - len(px))))
     cy = np.cumsum(np.pad(py, (0, n - len(py))))
     surv = 1.0 - np.minimum(cx * cy, 1.0)         # P(Z > k), k = 0..n-1
+    if floor > 0:                                 # Z' = max(Z, floor): the mapper's read floor
+        if floor + 1 > n:
+            surv = np.pad(surv, (0, floor + 1 - n))
+            n = floor + 1
+        surv[:floor] = 1.0
     ez = surv.sum()
     ez2 = ((2 * np.arange(n) + 1) * surv).sum()
     eload = float((np.arange(len(py)) * py).sum())
@@ -411,16 +417,28 @@ def _run_tiles(tiles, R, first_load):
     return total, proc_sum, drain_sum
 
 
-def _pe_row_moments(rows, R, sub_lens, d, wd, lanes, dense):
-    """``rows``: {taps key: counts[R]} for one tile -> (mean[R], var[R], first row's load)."""
+def _mapper_floor(sub_lens, key) -> int:
+    """The hardware mapper's cycles for one operand row at the least (``hdl/array_mapper.py``,
+    docs/array_mapper.md): its tap generators test one dense candidate per cycle and the PEs of
+    a PE row wait for each other per row (the slowest PE's candidates, summed over the parity
+    passes), and its x emitter reads every element of the row."""
+    scan = sum(max(t for t, _ in tq) for tq in key if tq)
+    return max(scan, sum(sub_lens))
+
+
+def _pe_row_moments(rows, R, sub_lens, d, wd, lanes, dense, top=False):
+    """``rows``: {taps key: counts[R]} for one tile -> (mean[R], var[R], first row's load).
+    ``top``: the rows as the hardware mapper feeds them (:func:`_mapper_floor`; a row without
+    a kept tap is still scanned)."""
     mean = np.zeros(R)
     var = np.zeros(R)
     first = 0.0
     for key, cnt in rows.items():
-        pr, ez, ez2, eload = _row_stats(sub_lens, d, key, wd, lanes, dense)
-        m1 = pr * ez
+        fl = _mapper_floor(sub_lens, key) if top else 0
+        pr, ez, ez2, eload = _row_stats(sub_lens, d, key, wd, lanes, dense, fl)
+        m1 = pr * ez + (1.0 - pr) * fl
         mean += cnt * m1
-        var += cnt * max(pr * ez2 - m1 * m1, 0.0)
+        var += cnt * max(pr * ez2 + (1.0 - pr) * fl * fl - m1 * m1, 0.0)
         if pr > 0 and not first:
             first = eload
     # a PE row with no row in the tile still ends it with one skip row (load + skip beat)
@@ -863,7 +881,7 @@ def _wg_tiles(layer, cfg, batch, load_words=1):
 
 def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: float = 1.0,
                  weight_density: float = 1.0, dense: bool = False, batch: int = 1,
-                 nm=None, wg_load_words: int = 1) -> PhaseResult:
+                 nm=None, wg_load_words: int = 1, top_level: bool = False) -> PhaseResult:
     """Expected cycles of ``phase`` ('fp', 'bp', 'wg') of ``layer`` on ``cfg``'s array.
 
     ``operand_density``: non-zero fraction of the streamed operand (x in FP, dY in BP/WG);
@@ -873,7 +891,11 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     every tap; the baseline). ``layer``: a :class:`~sparseforge.gen.network.ComputeLayer` (per
     image: FC layers at ``h = w = 1``, as a network parsed with batch 1 has them).
     ``wg_load_words``: what-if (issue 18 item 2) -- a WG scratchpad reload of that many words
-    per cycle (the RTL: 1).
+    per cycle (the RTL: 1). ``top_level``: the phase as the on-chip hardware mapper feeds it
+    (``data_plane = "dma"``): every row costs at least :func:`_mapper_floor` (one dense
+    candidate tap per cycle, the slowest PE of the PE row; every element of the row read) --
+    a **lower bound** of the RTL's job cycles (0.51-0.98 of them on the digits step,
+    docs/benchmarks.md "Top-level lower bound").
     """
     if isinstance(wg_load_words, bool) or not isinstance(wg_load_words, int) or wg_load_words < 1:
         raise ValueError(f"wg_load_words must be an integer >= 1, not {wg_load_words!r}")
@@ -894,7 +916,7 @@ def phase_cycles(layer, phase: str, cfg: AcceleratorConfig, *, operand_density: 
     for tile in gen:
         tkey, rows, words = tile[:3]
         if rows is not None:
-            memo[tkey] = (_pe_row_moments(rows, R, sub_lens, d, wd, L, dense),
+            memo[tkey] = (_pe_row_moments(rows, R, sub_lens, d, wd, L, dense, top_level),
                           tile[3] if len(tile) > 3 else None)
         (mean, var, load), extra = memo[tkey]
         if extra is not None:               # chunked WG: the scratchpad reloads of the tile
@@ -970,7 +992,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
               read_latency: int | None = None,
               write_latency: int | None = None,
               memory: MemoryProfile | None = None,
-              wg_load_words: int = 1) -> IterationResult:
+              wg_load_words: int = 1, top_level: bool = False) -> IterationResult:
     """One training iteration of ``net`` (a :class:`sparseforge.gen.network.Network`, batch 1:
     ``load_network(name)``): FP of every conv/fc layer, then BP (not for the first layer: the
     input needs no gradient) and WG of every layer.
@@ -991,14 +1013,15 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     ``memory`` (default :func:`memory_profile` of ``cfg``: the card's DDR4 on ``vcu1525``);
     ``read_latency`` / ``write_latency`` override its latencies. The exposed part follows
     :func:`expose_dma` over the execution order (every layer's FP, then per layer backwards
-    its BP and WG). ``wg_load_words``: the what-if of :func:`phase_cycles` (statistical
-    backend only; the exact one models the RTL as built)."""
+    its BP and WG). ``wg_load_words``, ``top_level``: the options of :func:`phase_cycles`
+    (statistical backend only; the exact one models the array as built)."""
     fn = BACKENDS[backend]
     what_if = {}
-    if wg_load_words != 1:
+    if wg_load_words != 1 or top_level:
         if fn is not phase_cycles:
-            raise ValueError("wg_load_words is a what-if of the statistical backend")
-        what_if["wg_load_words"] = wg_load_words
+            raise ValueError("wg_load_words and top_level are options of the statistical "
+                             "backend")
+        what_if.update(wg_load_words=wg_load_words, top_level=bool(top_level))
     mem = memory or memory_profile(cfg)
     dma_kw = dict(read_latency=mem.read_latency if read_latency is None else read_latency,
                   write_latency=mem.write_latency if write_latency is None else write_latency,

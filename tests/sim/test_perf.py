@@ -130,6 +130,36 @@ def test_wg_load_words_what_if():
     assert b.reload_total() < a.reload_total() and b.total() < a.total()
 
 
+def test_top_level_mapper_floor():
+    """``top_level``: the hardware mapper's read floor. An FC layer under 2:8 is scan-bound
+    (one dense candidate per cycle: the RTL's fc1 FP took 2,121 cycles for 349 of array work;
+    the floor model gives 2,078); dense conv rows cost more than their scan (unchanged), dense
+    FC rows of length 1 do not; never below the array model."""
+    cfg = preset("tiny")
+    net = load_network("digits-cnn", batch=1)
+    fc1 = net.compute_layer("fc1")
+    kw = dict(operand_density=0.7, weight_density=0.25, nm=(2, 8))
+    arr = perf.phase_cycles(fc1, "fp", cfg, **kw)
+    top = perf.phase_cycles(fc1, "fp", cfg, top_level=True, **kw)
+    # 128 rows per PE row, 16 candidates each (32 outputs over 2 columns)
+    assert top.cycles >= 128 * 16 > 4 * arr.cycles
+    for lay in net.compute:
+        for ph in perf.PHASES:
+            d = perf.phase_cycles(lay, ph, cfg, dense=True)
+            dt = perf.phase_cycles(lay, ph, cfg, dense=True, top_level=True)
+            if lay.kind == "conv":
+                assert dt.cycles == pytest.approx(d.cycles), (lay.name, ph)
+            else:
+                assert dt.cycles >= d.cycles
+            s = perf.phase_cycles(lay, ph, cfg, operand_density=0.3)
+            assert perf.phase_cycles(lay, ph, cfg, operand_density=0.3,
+                                     top_level=True).cycles >= s.cycles - 1e-6
+    it = perf.iteration(net, cfg, nm=(2, 8), top_level=True)
+    assert it.array_total() > perf.iteration(net, cfg, nm=(2, 8)).array_total()
+    with pytest.raises(ValueError, match="statistical"):
+        perf.iteration(net, cfg, backend="exact", top_level=True)
+
+
 def test_memory_profiles():
     """The card memory behind the DMA: DDR4 on vcu1525 (bandwidth and latency from the
     stated assumptions), the simulation's slave elsewhere; a memory slower than the engine
