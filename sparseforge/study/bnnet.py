@@ -42,8 +42,7 @@ from sparseforge.gen.stats_schema import BN_SCHEMA_ID as SCHEMA_ID
 from sparseforge.gen.stats_schema import BN_SCHEMA_VERSION as SCHEMA_VERSION
 from sparseforge.gen.stats_schema import validate_bn as validate
 from sparseforge.sim.reference import golden
-from sparseforge.study.train import (TrainConfig, Variant, _lr_at, _maxpool2, _softmax_xent,
-                                     _unpool2, load_digits_split, parse_variant)
+from sparseforge.study.train import _lr_at, _maxpool2, _softmax_xent, _unpool2, prepare_run
 
 __all__ = ["NETWORK_NAME", "LABEL", "SCHEMA_ID", "SCHEMA_VERSION", "DEFAULT_VARIANTS",
            "BNResNet", "train_run", "validate"]
@@ -277,25 +276,11 @@ def train_run(variant, seed, cfg=None, data=None, progress=None):
     """Train the BN network with one variant and seed (SGD with momentum, weight decay on the
     conv/FC weights, the digits study's schedule: :class:`TrainConfig`); returns the statistics
     document (:func:`validate`). ``progress(epoch, test_acc)`` is called after every epoch."""
-    if isinstance(variant, str):
-        variant = parse_variant(variant)
-    if not isinstance(variant, Variant):
-        raise TypeError(f"variant must be a Variant or a name, not {type(variant).__name__}")
+    variant, seed, cfg, (xtr, ytr, xte, yte), (init_rng, shuffle_rng, prune_rng) = \
+        prepare_run(variant, seed, cfg, data)
     if variant.srste:
         raise ValueError(f"variant {variant.name!r}: the BN study does not run SR-STE")
-    cfg = cfg or TrainConfig()
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
-    seed = int(seed)
-    if data is None:
-        data = load_digits_split(cfg.test_fraction, cfg.split_seed)
-    xtr, ytr, xte, yte = data
-    if cfg.train_subset is not None:
-        xtr, ytr = xtr[:cfg.train_subset], ytr[:cfg.train_subset]
-    init_ss, shuffle_ss, prune_ss = np.random.SeedSequence(seed).spawn(3)
-    model = BNResNet(np.random.default_rng(init_ss))
-    shuffle_rng = np.random.default_rng(shuffle_ss)
-    prune_rng = np.random.default_rng(prune_ss)
+    model = BNResNet(init_rng)
     n = len(model.layers)
     params = [("w", i) for i in range(n)] + [
         ("gamma" if model.layers[i].bn else "b", i) for i in range(n)] + [

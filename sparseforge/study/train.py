@@ -545,15 +545,15 @@ def _evaluate(model, masks, x, y, chunk=512):
     return correct / len(y), loss / len(y)
 
 
-def train_run(variant, seed, cfg=None, data=None, progress=None):
-    """Train one variant with one seed; return the statistics dict (see ``stats_schema``).
-
-    ``variant``: a :class:`Variant` or a name for :func:`parse_variant`.  ``data``: the result of
-    :func:`load_digits_split` (loaded when None).  ``progress``: optional callable
-    ``progress(epoch, test_acc)`` called after every epoch.
-    """
+def prepare_run(variant, seed, cfg=None, data=None):
+    """The set-up every study run shares: ``variant`` parsed, ``seed`` checked, the config,
+    the data split (loaded when ``data`` is None; ``cfg.train_subset`` applied) and the three
+    random streams. Returns ``(variant, seed, cfg, (xtr, ytr, xte, yte), (init_rng,
+    shuffle_rng, prune_rng))``."""
     if isinstance(variant, str):
         variant = parse_variant(variant)
+    if not isinstance(variant, Variant):
+        raise TypeError(f"variant must be a Variant or a name, not {type(variant).__name__}")
     cfg = cfg or TrainConfig()
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
@@ -563,10 +563,20 @@ def train_run(variant, seed, cfg=None, data=None, progress=None):
     xtr, ytr, xte, yte = data
     if cfg.train_subset is not None:
         xtr, ytr = xtr[:cfg.train_subset], ytr[:cfg.train_subset]
-    init_ss, shuffle_ss, prune_ss = np.random.SeedSequence(seed).spawn(3)
-    model = DigitsCNN(np.random.default_rng(init_ss))
-    shuffle_rng = np.random.default_rng(shuffle_ss)
-    prune_rng = np.random.default_rng(prune_ss)
+    rngs = tuple(np.random.default_rng(ss) for ss in np.random.SeedSequence(seed).spawn(3))
+    return variant, seed, cfg, (xtr, ytr, xte, yte), rngs
+
+
+def train_run(variant, seed, cfg=None, data=None, progress=None):
+    """Train one variant with one seed; return the statistics dict (see ``stats_schema``).
+
+    ``variant``: a :class:`Variant` or a name for :func:`parse_variant`.  ``data``: the result of
+    :func:`load_digits_split` (loaded when None).  ``progress``: optional callable
+    ``progress(epoch, test_acc)`` called after every epoch.
+    """
+    variant, seed, cfg, (xtr, ytr, xte, yte), (init_rng, shuffle_rng, prune_rng) = \
+        prepare_run(variant, seed, cfg, data)
+    model = DigitsCNN(init_rng)
     layers = model.layers
     vel_w = [np.zeros_like(w) for w in model.w]
     vel_b = [np.zeros_like(b) for b in model.b]

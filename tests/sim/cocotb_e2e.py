@@ -9,23 +9,16 @@ import cocotb
 
 from sparseforge.sim.host.e2e_cocotb import e2e_training_step  # noqa: F401
 
+from sparseforge.gen.config import AcceleratorConfig  # noqa: E402
+from sparseforge.gen.schedule import build_schedule  # noqa: E402
+from sparseforge.sim.host import e2e  # noqa: E402
+from sparseforge.sim.host.driver import Driver  # noqa: E402
+from sparseforge.sim.testkit.cocotb_streams import env_params  # noqa: E402
 
-@cocotb.test()
-async def e2e_reset_mid_step_rerun(dut):
-    """A step interrupted (the host stops after three phases with the schedule half run),
-    then a soft reset while a data-plane phase's DMA and job are under way,
-    ``Driver.recover()``, the schedule loaded again: the rerun of the whole step equals the
-    golden step (issue 17, bad input: "a reset in the middle of a step followed by a rerun";
-    the fast engine's twin is ``tests/sim/test_fastsim.py::test_reset_mid_step_then_exact_rerun``)."""
-    import numpy as np
-    from cocotb.triggers import ClockCycles
 
-    from sparseforge.gen.config import AcceleratorConfig
-    from sparseforge.gen.schedule import build_schedule
-    from sparseforge.sim.host import e2e
-    from sparseforge.sim.host.driver import STATUS_ERROR, Driver, pack_mask
-    from sparseforge.sim.testkit.cocotb_streams import env_params
-
+async def _start(dut):
+    """The bad-step tests' set-up: the driver on ``dut``, the network, its initial state, a
+    batch, the step's arguments and the encoded schedule (parameters from ``SF_PARAMS``)."""
     p = env_params()
     cfg = AcceleratorConfig.from_dict(p["config"])
     drv = await Driver.start(dut, cfg)
@@ -37,8 +30,23 @@ async def e2e_reset_mid_step_rerun(dut):
     kw = dict(lr_shift=p["lr_shift"], base_seed=p["prune_seed"])
     dut._log.info(f"seed={p['seed']} prune_seed={p['prune_seed']} config={cfg.name} "
                   f"network={net.name} batch={net.batch}")
+    return p, cfg, drv, net, state, x, labels, kw, build_schedule(net, cfg).encode()
+
+
+@cocotb.test()
+async def e2e_reset_mid_step_rerun(dut):
+    """A step interrupted (the host stops after three phases with the schedule half run),
+    then a soft reset while a data-plane phase's DMA and job are under way,
+    ``Driver.recover()``, the schedule loaded again: the rerun of the whole step equals the
+    golden step (issue 17, bad input: "a reset in the middle of a step followed by a rerun";
+    the fast engine's twin is ``tests/sim/test_fastsim.py::test_reset_mid_step_then_exact_rerun``)."""
+    import numpy as np
+    from cocotb.triggers import ClockCycles
+
+    from sparseforge.sim.host.driver import STATUS_ERROR, pack_mask
+
+    p, cfg, drv, net, state, x, labels, kw, sched = await _start(dut)
     gold = await e2e.train_step(net, cfg, state, x, labels, e2e.GoldenBackend(cfg), **kw)
-    sched = build_schedule(net, cfg).encode()
 
     class HostGone(Exception):
         pass
@@ -87,22 +95,7 @@ async def e2e_step_before_network_loaded(dut):
     is refused with ERROR_CODE 0x20 (``docs/register-map.md``), the driver raises instead of
     hanging, and after ``Driver.recover()`` the same step with the schedule loaded equals the
     golden step (issue 17, bad input)."""
-    from sparseforge.gen.config import AcceleratorConfig
-    from sparseforge.gen.schedule import build_schedule
-    from sparseforge.sim.host import e2e
-    from sparseforge.sim.host.driver import Driver
-    from sparseforge.sim.testkit.cocotb_streams import env_params
-
-    p = env_params()
-    cfg = AcceleratorConfig.from_dict(p["config"])
-    drv = await Driver.start(dut, cfg)
-    for bus in (drv.axil.write_if, drv.axil.read_if):
-        bus.log.setLevel(logging.WARNING)
-    net = e2e.load_net(p["network"], cfg, batch=p["batch"])
-    state = e2e.init_state(net, cfg, seed=p["seed"])
-    x, labels = e2e.make_batch(net, cfg, seed=p["seed"])
-    kw = dict(lr_shift=p["lr_shift"], base_seed=p["prune_seed"])
-    sched = build_schedule(net, cfg).encode()
+    p, cfg, drv, net, state, x, labels, kw, sched = await _start(dut)
     be = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched)
     be._started = True                 # as if loaded: the step packets go to an empty controller
     t0 = drv.now_cycles()
