@@ -42,7 +42,8 @@ from sparseforge.gen.stats_schema import BN_SCHEMA_ID as SCHEMA_ID
 from sparseforge.gen.stats_schema import BN_SCHEMA_VERSION as SCHEMA_VERSION
 from sparseforge.gen.stats_schema import validate_bn as validate
 from sparseforge.sim.reference import golden
-from sparseforge.study.train import _lr_at, _maxpool2, _softmax_xent, _unpool2, prepare_run
+from sparseforge.study.train import (DigitsCNN, _lr_at, _maxpool2, _softmax_xent, _unpool2,
+                                     prepare_run)
 
 __all__ = ["NETWORK_NAME", "LABEL", "SCHEMA_ID", "SCHEMA_VERSION", "DEFAULT_VARIANTS",
            "BNResNet", "train_run", "validate"]
@@ -119,18 +120,9 @@ class BNResNet:
             self.run_mu.append(np.zeros(lay.cout))
             self.run_var.append(np.ones(lay.cout))
 
-    def masks(self, variant):
-        """Per layer ``(fwd, bwd)`` BDWP masks or None (as ``DigitsCNN.masks``)."""
-        out = []
-        for lay, w in zip(self.layers, self.w):
-            if variant.nm is not None and lay.bdwp:
-                fwd, bwd = golden.bdwp_masks(w, *variant.nm)
-                if variant.nested:
-                    bwd = fwd & golden.nm_mask(w * fwd, *variant.nm, axis=0)
-                out.append((fwd, bwd))
-            else:
-                out.append(None)
-        return out
+    #: per layer ``(fwd, bwd)`` BDWP masks or None: the digits CNN's rule (``layers[i].bdwp``,
+    #: ``w[i]``; a ComputeLayer carries ``bdwp`` as a LayerSpec does)
+    masks = DigitsCNN.masks
 
     def forward(self, x, masks, train=True):
         """Returns ``(logits, cache)``; ``train`` uses batch statistics and updates the running
