@@ -378,6 +378,7 @@ def test_bench_small_run(tmp_path):
     assert saved["schema"] == bench.SCHEMA and saved["schema_version"] == 1
     assert saved["meta"]["digits_stats"] == "digits_stats.json"
     assert saved["meta"]["memory"]["tiny"]["read_latency"] == perf.DMA_READ_LATENCY
+    assert saved["results"][0]["data_plane"] == "dma" and "host_stream_note" in saved["meta"]
     (e,) = saved["results"]
     assert e["network"] == "alexnet-cifar" and e["preset"] == "tiny"
     assert 0 < e["dense_utilisation"] <= 1
