@@ -63,7 +63,8 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
            "--top-module", "accelerator", "--prefix", "Vaccelerator", "--Mdir", str(obj),
            "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
            "-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style",
-           "-CFLAGS", f"-fPIC -O2 -DSF_DMA_BYTES={cfg.dma_width // 8}",
+           "-CFLAGS", (f"-fPIC -O2 -DSF_DMA_BYTES={cfg.dma_width // 8} "
+                       f"-DSF_HAS_MAXI={int(cfg.data_plane == 'dma')}"),
            "-LDFLAGS", "-shared", "-o", str(lib)]
     if waves:
         cmd.append("--trace")

@@ -33,6 +33,9 @@
 #include "verilated_vcd_c.h"
 #endif
 
+#ifndef SF_HAS_MAXI
+#define SF_HAS_MAXI 1     // 0: the core has no m_axi (data_plane = "host-stream")
+#endif
 #ifndef SF_DMA_BYTES
 #error "SF_DMA_BYTES (the m_axi data width in bytes) must be defined"
 #endif
@@ -131,6 +134,7 @@ struct SfSim {
         t.s_axil_bready = b_wait;
         t.s_axil_arvalid = ar_pend;
         t.s_axil_rready = r_wait;
+#if SF_HAS_MAXI
         t.m_axi_arready = rq.size() < kOutstanding;
         t.m_axi_awready = wq.size() < kOutstanding;
         t.m_axi_wready = !wq.empty();
@@ -148,6 +152,7 @@ struct SfSim {
         t.m_axi_bvalid = !bq.empty();
         t.m_axi_bresp = bq.empty() ? 0 : (bq.front() & 3);
         t.m_axi_bid = bq.empty() ? 0 : (bq.front() >> 2);
+#endif
         t.clk = 0;
         eval_dump();
         // -- the cycle's handshakes, from the values before the edge
@@ -162,6 +167,7 @@ struct SfSim {
         const bool ar_fire = ar_pend && t.s_axil_arready;
         const bool r_fire = r_wait && t.s_axil_rvalid;
         const uint32_t rdata = t.s_axil_rdata, rresp = t.s_axil_rresp;
+#if SF_HAS_MAXI
         const bool mar_fire = t.m_axi_arvalid && t.m_axi_arready;
         const Burst mar{uint64_t(t.m_axi_araddr) & ~uint64_t(kBytes - 1),
                         uint32_t(t.m_axi_arlen) + 1, uint32_t(t.m_axi_arid)};
@@ -177,6 +183,14 @@ struct SfSim {
             for (size_t k = 0; k < kBytes; ++k) wen[k] = strobe(t.m_axi_wstrb, k);
         }
         const bool mb_fire = t.m_axi_bvalid && t.m_axi_bready;
+#else
+        // a core without the DMA master (data_plane = "host-stream"): no card memory traffic
+        const bool mar_fire = false, mr_fire = false, maw_fire = false, mw_fire = false,
+                   mb_fire = false;
+        const Burst mar{0, 0, 0}, maw{0, 0, 0};
+        uint8_t wbuf[kBytes] = {};
+        bool wen[kBytes] = {};
+#endif
         // -- the rising edge
         t.clk = 1;
         eval_dump();

@@ -314,7 +314,8 @@ class Driver:
         reset as under :meth:`start`; the coroutines run under ``asyncio.run``."""
         from sparseforge.sim.fastsim.sim import FastSim, FastTransport
         sim = FastSim(lib, mem_bytes=cls.CARD_BYTES, waves=waves)
-        return cls(None, cfg, transport=FastTransport(sim))
+        return cls(None, cfg, transport=FastTransport(sim,
+                                                      card_memory=cfg.data_plane == "dma"))
 
     def spawn(self, coro):
         """Run ``coro`` concurrently (cocotb), or when awaited (a transport whose sends never
