@@ -383,40 +383,34 @@ def _main(argv):
     results = _execute(runs, cfg, jobs, not args.no_progress, args.net)
     seconds = time.perf_counter() - t0
     if bn:
-        return _write_bn(results, variants, seeds, cfg, command, seconds, out, args)
+        from sparseforge.study import bnnet
+        return _write(results, variants, seeds, cfg, command, seconds, out, args,
+                      validate=bnnet.validate, summarize_fn=summarize_bn,
+                      markdown=summary_bn_markdown,
+                      plot_kw=dict(title="digits ResNet with batch norm",
+                                   label=f"{bnnet.LABEL} (sklearn digits)"))
+    return _write(results, variants, seeds, cfg, command, seconds, out, args,
+                  validate=stats_schema.validate, summarize_fn=summarize,
+                  markdown=summary_markdown, summary_validate=stats_schema.validate)
+
+
+def _write(results, variants, seeds, cfg, command, seconds, out, args, *, validate,
+           summarize_fn, markdown, summary_validate=None, plot_kw=None):
+    """Write the per-run files (each validated), the summary (``summary_validate``: its
+    check, if the network's summary has a schema), its markdown and the plot; print them."""
     for (v, s), doc in sorted(results.items()):
-        stats_schema.validate(doc, source=f"{v} seed {s}")
+        validate(doc, source=f"{v} seed {s}")
         (out / f"{v}_seed{s}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    summary = summarize(results, variants, seeds, cfg, command, seconds)
-    stats_schema.validate(summary, source="summary")
+    summary = summarize_fn(results, variants, seeds, cfg, command, seconds)
+    if summary_validate is not None:
+        summary_validate(summary, source="summary")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    md = summary_markdown(summary)
+    md = markdown(summary)
     (out / "summary.md").write_text(md)
     if args.plot is not None:
         png = Path(args.plot) if args.plot else out / "accuracy.png"
         png.parent.mkdir(parents=True, exist_ok=True)
-        plot_accuracy(results, variants, seeds, png)
-        print(f"wrote {png}", file=sys.stderr)
-    print(md)
-    print(f"wrote {len(results)} statistics file(s), summary.json, summary.md to {out}/ "
-          f"in {seconds:.1f} s", file=sys.stderr)
-    return 0
-
-
-def _write_bn(results, variants, seeds, cfg, command, seconds, out, args):
-    from sparseforge.study import bnnet
-    for (v, s), doc in sorted(results.items()):
-        bnnet.validate(doc, source=f"{v} seed {s}")
-        (out / f"{v}_seed{s}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    summary = summarize_bn(results, variants, seeds, cfg, command, seconds)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    md = summary_bn_markdown(summary)
-    (out / "summary.md").write_text(md)
-    if args.plot is not None:
-        png = Path(args.plot) if args.plot else out / "accuracy.png"
-        png.parent.mkdir(parents=True, exist_ok=True)
-        plot_accuracy(results, variants, seeds, png, title="digits ResNet with batch norm",
-                      label=f"{bnnet.LABEL} (sklearn digits)")
+        plot_accuracy(results, variants, seeds, png, **(plot_kw or {}))
         print(f"wrote {png}", file=sys.stderr)
     print(md)
     print(f"wrote {len(results)} statistics file(s), summary.json, summary.md to {out}/ "
