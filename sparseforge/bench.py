@@ -93,6 +93,7 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
                            wg_load_words=wg_load_words, top_level=top)
     if tick:
         tick()
+    chunking = {lay.name: perf.wg_chunking(lay, cfg, batch) for lay in net.compute}
     entry = {
         "preset": cfg.name, "network": net.name, "batch": batch, "layers": len(net.compute),
         "top_level": top,
@@ -107,11 +108,9 @@ def bench_network(net, cfg, stats, *, p, relu_zero, batch, backend="statistical"
         "dense_reload_cycles": dense.reload_total(),
         # WG layers whose scratchpad image is chunked, and those with a plane larger than the
         # scratchpad (the RTL refuses them; priced as one plane per chunk, a lower bound)
-        "wg_chunked_layers": [lay.name for lay in net.compute
-                              if perf.wg_chunking(lay, cfg, batch)],
-        "wg_plane_split_layers": [lay.name for lay in net.compute
-                                  if (perf.wg_chunking(lay, cfg, batch) or {}).get(
-                                      "plane_split")],
+        "wg_chunked_layers": [name for name, ch in chunking.items() if ch],
+        "wg_plane_split_layers": [name for name, ch in chunking.items()
+                                  if ch and ch["plane_split"]],
         "dense_layer_utilisation": {
             lay.name: (sum(q.valid_macs for q in lay.phases.values() if not q.skipped)
                        / (cfg.num_pes * cfg.macs_per_pe * lay.cycles))
