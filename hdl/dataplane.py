@@ -14,6 +14,16 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   store writes the PE array's column outputs ``o[j]`` into ``BUF_OUT`` at ``out_base`` in C
   order (FP ``y (B, Cout, Ho, Wo)``, BP ``dx (B, Cin, H, W)``, WG ``dW (Cout, Cin, Kh, Kw)``).
 
+* ``kind = CMD_PRUNE``: stochastic pruning of a gradient tensor **in place** in ``BUF_GRAD``
+  with the threshold computed on chip (:class:`~sparseforge.hdl.dp_prune.PruneUnit`; the
+  fields of :func:`prune_layout` travel in the bits of ``job``): ``n`` elements from element
+  ``base`` (a whole ``dma_width`` word: ``base % epw == 0``), ``k_p`` and ``shift`` of the
+  threshold rule, the PRNG ``seed``. It waits like a job (every earlier descriptor done, no
+  job running), is checked (``n >= 1``, ``seed != 0``, ``base`` word-aligned: ``SHAPE``; inside
+  the buffer: ``BEYOND``; loaded: ``NOT_LOADED``), then runs at a word per cycle in each of its
+  two passes; the threshold it used is ``prune_tau``. While it runs, later commands wait (it
+  owns the GRAD buffer's DMA port).
+
 ``cmd.ready`` is high only when the head command can be issued (or is being discarded).
 
 Buffers (element offsets, ``data_width`` elements; sizes from the config): ``BUF_ACT`` (x),
@@ -59,9 +69,13 @@ x[i], taps[i][j], dense[i][j], drain[j] : Out(stream), o[j] : In(stream)
 mode, stride2, pad, out_len, in_len, skip_zero, raw : Out
     The PE array's controls (the mapper's).
 m_axi_* : the DMA engine's AXI4 master.
-dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles : Out(32)
+dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles,
+prune_cycles : Out(32)
     Free-running counters: the engine's busy / beat / stall counts, cycles with
-    ``job_active``, cycles with the engine busy and no job active (DMA time not hidden).
+    ``job_active``, cycles with the engine busy and no job active (DMA time not hidden),
+    cycles with a prune job running.
+prune_tau : Out(data_width - 1)
+    The threshold of the most recent ``CMD_PRUNE`` (0 after reset / abort).
 
 Latency/throughput: a job starts 5 cycles after its command is taken (5 check stages; the
 mapper's 3 cycles of geometry follow, docs/array_mapper.md); the result store takes one
@@ -81,16 +95,17 @@ from amaranth.lib.wiring import In, Out
 from sparseforge.hdl.arith import small_mul
 from sparseforge.hdl import dma
 from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
+from sparseforge.hdl.dp_prune import SHIFT_WIDTH, PruneUnit
 from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
-           "buf_sizes", "mask_elems",
+           "buf_sizes", "mask_elems", "prune_layout",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
-           "LEN_WIDTH"]
+           "CMD_PRUNE", "LEN_WIDTH"]
 
 BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
-CMD_DESC, CMD_JOB = 0, 1
+CMD_DESC, CMD_JOB, CMD_PRUNE = 0, 1, 2
 #: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
 LEN_WIDTH = 24
 
@@ -101,6 +116,7 @@ class JobErr(enum.IntEnum):
     SHAPE = 4         # geometry the array cannot take
     BEYOND = 2        # an operand or the result extends past its buffer
     NOT_LOADED = 3    # an operand range not loaded by a successful DMA load since reset/abort
+    KIND = 5          # a command kind that does not exist (3)
 
 
 def mask_elems(n_bits: int, data_width: int) -> int:
@@ -137,12 +153,45 @@ def dp_job_layout(addr_width: int) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
+def prune_layout(addr_width: int) -> data.StructLayout:
+    """The fields of a ``CMD_PRUNE`` command, carried in the low bits of the command's ``job``
+    field (a union: a command is one kind): ``base`` (element offset in ``BUF_GRAD``, a
+    multiple of the elements per ``dma_width`` word), ``n`` (elements), ``k_p``, ``shift``
+    (the threshold ``min((sum|g| * k_p) >> shift, 2**(data_width-1) - 1)``), ``seed`` (the
+    xorshift32 seed, non-zero)."""
+    return data.StructLayout({"base": unsigned(addr_width), "n": unsigned(LEN_WIDTH),
+                              "k_p": unsigned(32), "shift": unsigned(SHIFT_WIDTH),
+                              "seed": unsigned(32)})
+
+
+def _cmd_fields(addr_width, dma_addr_width) -> dict:
+    job = dp_job_layout(addr_width)
+    if prune_layout(addr_width).size > job.size:       # (never: the job has ~10 more fields)
+        raise ValueError("the prune fields do not fit in the job field")
+    return {"kind": 2, "desc": dma.desc_layout(5, LEN_WIDTH, dma_addr_width), "job": job}
+
+
 def cmd_layout(cfg) -> data.StructLayout:
-    return data.StructLayout({
-        "kind": 1,
-        "desc": dma.desc_layout(5, LEN_WIDTH, cfg.dma_addr_width),
-        "job": dp_job_layout(addr_width_of(cfg)),
-    })
+    """One data-plane command: ``kind`` (``CMD_DESC``, ``CMD_JOB``, ``CMD_PRUNE``), the
+    descriptor, the job; a ``CMD_PRUNE`` command's :func:`prune_layout` fields are the low bits
+    of ``job`` (:func:`pack_cmd` packs any kind)."""
+    return data.StructLayout(_cmd_fields(addr_width_of(cfg), cfg.dma_addr_width))
+
+
+def pack_cmd(layout: data.StructLayout, cmd: dict) -> int:
+    """The bits of one command (a dict ``{"kind", "desc": {...}}``, ``{"kind", "job": {...}}``
+    or ``{"kind": CMD_PRUNE, "prune": {...}}``; missing fields are 0) in ``layout`` (a
+    :func:`cmd_layout`)."""
+    fields = dict(iter(layout))
+    aw = fields["job"].shape["act_base"].shape.width
+    full = {"kind": cmd["kind"], "desc": dict(cmd.get("desc", {})),
+            "job": dict(cmd.get("job", {}))}
+    bits = int(layout.const(full).as_bits())
+    if "prune" in cmd:
+        pl = prune_layout(aw)
+        pv = int(pl.const(dict(cmd["prune"])).as_bits())
+        bits |= pv << fields["job"].offset
+    return bits
 
 
 class _ResultStore(wiring.Component):
@@ -233,13 +282,16 @@ class DataPlane(wiring.Component):
                                   psum_buf_depth=psum_buf_depth, act_buf_depth=act_buf_depth,
                                   addr_width=self._aw)
         self._epw = self.engine.epw
+        # the GRAD buffer's words: the prune unit addresses them like the DMA engine does
+        self._grad_waw = max(1, (self._sizes[BUF_GRAD] // self._epw - 1).bit_length())
+        self.pruner = PruneUnit(epw=self._epw, data_width=data_width,
+                                word_addr_width=self._grad_waw, len_width=LEN_WIDTH)
         lay = self.mapper.layouts
         R, C = rows, cols
         mp = self.mapper.signature.members
         members = {
-            "cmd": In(stream.Signature(data.StructLayout({
-                "kind": 1, "desc": dma.desc_layout(5, LEN_WIDTH, dma_addr_width),
-                "job": dp_job_layout(self._aw)}))),
+            "cmd": In(stream.Signature(data.StructLayout(_cmd_fields(self._aw,
+                                                                     dma_addr_width)))),
             "abort": In(1), "err": Out(1), "err_code": Out(8),
             "busy": Out(1), "job_active": Out(1),
             "x": Out(stream.Signature(lay["x"])).array(R),
@@ -254,8 +306,9 @@ class DataPlane(wiring.Component):
             if name.startswith("m_axi_"):
                 members[name] = member
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
-                  "dma_exposed_cycles"):
+                  "dma_exposed_cycles", "prune_cycles"):
             members[n] = Out(counter_width)
+        members["prune_tau"] = Out(data_width - 1)
         self._cw = counter_width
         super().__init__(members)
 
@@ -279,7 +332,7 @@ class DataPlane(wiring.Component):
         return {"addr_width": self._aw, "epw": self._epw, "sizes": list(self._sizes)}
 
     # -- buffers -------------------------------------------------------------------------
-    def _buffers(self, m, eng, mp, mode_fp, store_wr):
+    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr):
         R, C, epw, dw = self._rows, self._cols, self._epw, self._dw
         sel_w = (epw - 1).bit_length()
         mem_port = eng.mem
@@ -310,6 +363,8 @@ class DataPlane(wiring.Component):
                 m.d.sync += bsel.eq(rd.addr[:lw])
             return p.data.bit_select(bsel, 1)
 
+        pr_on = pr.busy
+
         def replicas(k, n, name, dma_load=True):
             mems = []
             for r in range(n):
@@ -317,12 +372,23 @@ class DataPlane(wiring.Component):
                                                          depth=self._sizes[k] // epw, init=[])
                 if dma_load:
                     wr = mem.write_port(granularity=dw)
-                    m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(mem_port.wdata),
-                                 wr.en.eq(mem_port.we & (mem_port.buf == k).replicate(epw))]
+                    en = mem_port.we & (mem_port.buf == k).replicate(epw)
+                    if k == BUF_GRAD:
+                        # a prune job writes its words back (the DMA is idle while it runs)
+                        m.d.comb += [wr.addr.eq(Mux(pr_on, pr.wr_addr, mem_port.addr)),
+                                     wr.data.eq(Mux(pr_on, pr.wr_data, mem_port.wdata)),
+                                     wr.en.eq(Mux(pr_on, pr.wr_en, en))]
+                    else:
+                        m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(mem_port.wdata),
+                                     wr.en.eq(en)]
                 mems.append(mem)
-            # the DMA's read port (stores) on replica 0
+            # the DMA's read port (stores) on replica 0; a prune job reads through it
             p = mems[0].read_port()
-            m.d.comb += p.addr.eq(mem_port.addr)
+            if k == BUF_GRAD:
+                m.d.comb += [p.addr.eq(Mux(pr_on, pr.rd_addr, mem_port.addr)),
+                             pr.rd_data.eq(p.data)]
+            else:
+                m.d.comb += p.addr.eq(mem_port.addr)
             rdata[k] = p.data
             return mems
 
@@ -387,8 +453,10 @@ class DataPlane(wiring.Component):
             with m.If(grant[j]):
                 m.d.comb += [st_addr.eq(st.addr), st_data.eq(st.data)]
             wiring.connect(m, wiring.flipped(self.o[j]), st.o)
+        pr = self.pruner
+        m.submodules.pruner = ResetInserter({"sync": self.abort})(pr)
         self._buffers(m, eng, mp, mode_fp, {"addr": st_addr, "data": st_data,
-                                            "en": grant.any()})
+                                            "en": grant.any()}, pr)
 
         # -- the mapper's streams and controls go straight out ---------------------------
         for i in range(R):
@@ -478,6 +546,7 @@ class DataPlane(wiring.Component):
         for j, st in enumerate(stores):
             m.d.comb += [st.ch0.eq(j), st.cols.eq(C), st.o_n.eq(o_n), st.nol.eq(ocl)]
 
+        prc = Signal(prune_layout(aw))        # the prune command being checked
         with m.FSM(name="dp_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.abort | discard):
@@ -491,17 +560,49 @@ class DataPlane(wiring.Component):
                         m.d.sync += [self.err.eq(1), discard.eq(1),
                                      self.err_code.eq(0x30 | dma.DmaErr.BAD_BUFFER)]
                 with m.Elif(self.cmd.payload.kind == CMD_DESC):
-                    can = eng.desc.ready & ((self.cmd.payload.desc.dir == dma.DIR_LOAD) |
-                                            ~job_running)
+                    can = eng.desc.ready & ~pr.busy & (
+                        (self.cmd.payload.desc.dir == dma.DIR_LOAD) | ~job_running)
                     m.d.comb += [self.cmd.ready.eq(can), eng.desc.valid.eq(self.cmd.valid & can)]
                     with m.If(self.cmd.valid & can):
                         m.d.sync += cur.eq(self.cmd.payload.desc)
-                with m.Else():
-                    can = eng.desc.ready & ~job_running
+                with m.Elif(self.cmd.payload.kind == CMD_PRUNE):
+                    can = eng.desc.ready & ~job_running & ~pr.busy
+                    m.d.comb += self.cmd.ready.eq(can)
+                    with m.If(self.cmd.valid & can):
+                        m.d.sync += prc.eq(self.cmd.payload.job.as_value()[:prc.shape().size])
+                        m.next = "PCK"
+                with m.Elif(self.cmd.payload.kind == CMD_JOB):
+                    can = eng.desc.ready & ~job_running & ~pr.busy
                     m.d.comb += self.cmd.ready.eq(can)
                     with m.If(self.cmd.valid & can):
                         m.d.sync += job.eq(self.cmd.payload.job)
                         m.next = "CK1"
+                with m.Else():                   # kind 3: no such command
+                    m.d.comb += self.cmd.ready.eq(1)
+                    with m.If(self.cmd.valid):
+                        m.d.sync += [self.err.eq(1), discard.eq(1),
+                                     self.err_code.eq(0x40 | JobErr.KIND)]
+            with m.State("PCK"):
+                # the prune command's checks (one registered stage), then the unit starts
+                p_end = prc.base + prc.n
+                lgw = (self._epw - 1).bit_length()
+                p_shape = (prc.n == 0) | (prc.seed == 0)
+                if lgw:
+                    p_shape = p_shape | (prc.base[:lgw] != 0)
+                with m.If(p_shape):
+                    m.d.comb += code.eq(JobErr.SHAPE)
+                with m.Elif(p_end > sizes[BUF_GRAD]):
+                    m.d.comb += code.eq(JobErr.BEYOND)
+                with m.Elif(~(lv[BUF_GRAD] & (prc.base >= llo[BUF_GRAD]) &
+                              (p_end <= lhi[BUF_GRAD]))):
+                    m.d.comb += code.eq(JobErr.NOT_LOADED)
+                with m.If(code != 0):
+                    m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
+                with m.Elif(~self.abort):
+                    m.d.comb += [pr.start.eq(1), pr.base.eq(prc.base >> lgw), pr.n.eq(prc.n),
+                                 pr.k_p.eq(prc.k_p), pr.shift.eq(prc.shift),
+                                 pr.seed.eq(prc.seed)]
+                m.next = "IDLE"
             with m.State("CK1"):
                 m.d.sync += [
                     ho.eq(((hp - job.kh) >> job.stride2) + 1),
@@ -584,11 +685,14 @@ class DataPlane(wiring.Component):
             m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]
 
         cw = self._cw
-        jc, ex = Signal(cw), Signal(cw)
-        m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running))]
+        jc, ex, pc = Signal(cw), Signal(cw), Signal(cw)
+        m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running)),
+                     pc.eq(pc + pr.busy)]
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
+                     self.prune_cycles.eq(pc), self.prune_tau.eq(pr.tau),
                      self.job_active.eq(job_running),
-                     self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running)]
+                     self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running |
+                                  pr.busy)]
         return m
 
 
@@ -607,7 +711,8 @@ class DataPlaneSystem(wiring.Component):
         self.dp = DataPlane.from_config(cfg, **overrides)
         self.array = PEArray.from_config(cfg)
         keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
-                "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles"}
+                "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles",
+                "prune_cycles", "prune_tau"}
         members = {n: mb for n, mb in self.dp.signature.members.items()
                    if n in keep or n.startswith("m_axi_")}
         members["array_cycles"] = Out(len(self.array.cycles))

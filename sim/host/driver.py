@@ -104,17 +104,14 @@ class PacketCodec:
         """A ``dp`` packet of data-plane commands (``hdl/dataplane.py``, executed in order):
         each a dict ``{"kind": CMD_DESC, "desc": {buf, base, length, dir, addr}}`` or
         ``{"kind": CMD_JOB, "job": {mode, batch, cin, cout, h, w, kh, kw, stride2, pad, raw,
-        act_base, grad_base, w_base, m_base, out_base}}`` (missing fields are 0)."""
+        act_base, grad_base, w_base, m_base, out_base}}`` or ``{"kind": CMD_PRUNE, "prune":
+        {base, n, k_p, shift, seed}}`` (missing fields are 0)."""
         if "dp" not in self.dest_id:
             raise ValueError(f"configuration {self.cfg.name!r} has no data plane "
                              f"(data_plane={self.cfg.data_plane!r})")
+        from sparseforge.hdl.dataplane import pack_cmd
         layout = self.dests[self.dest_id["dp"]].shape
-        beats = []
-        for c in cmds:
-            full = {"kind": c["kind"], "desc": dict(c.get("desc", {})),
-                    "job": dict(c.get("job", {}))}
-            beats.append(int(layout.const(full).as_bits()))
-        return self.packet("dp", beats)
+        return self.packet("dp", [pack_cmd(layout, c) for c in cmds])
 
     def end_packet(self) -> list[int]:
         return [header(DEST_END, 0)]

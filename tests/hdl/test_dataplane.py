@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sparseforge.gen.mapper import array as am
+from sparseforge.hdl import dataplane as dpm
 from sparseforge.hdl.dataplane import (BUF_ACT, BUF_GRAD, BUF_MASK, BUF_OUT, BUF_WGT, CMD_DESC,
                                        CMD_JOB, DataPlane, DataPlaneSystem, JobErr, addr_width_of,
                                        buf_sizes, cmd_layout)
@@ -38,11 +39,7 @@ def job_cmd(**fields):
 
 
 def pack_cmd(cfg, c):
-    lay = cmd_layout(cfg)
-    out = pack(lay, {"kind": c["kind"]})
-    sub = "desc" if c["kind"] == CMD_DESC else "job"
-    f = dict(iter(lay))[sub]
-    return out | (pack(f.shape, c[sub]) << f.offset)
+    return dpm.pack_cmd(cmd_layout(cfg), c)
 
 
 def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=None,
@@ -75,7 +72,7 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
             res["taken"] += 1
         await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
-                  "dma_exposed_cycles"):
+                  "dma_exposed_cycles", "prune_cycles", "prune_tau"):
             res[n] = ctx.get(getattr(dp, n))
         res["end"] = res["now"]
 
@@ -337,7 +334,65 @@ def _error_scenarios(cfg):
         "err_mask_beyond": (lambda: loads + [_bad_job(m_base=(buf_sizes(cfg)[BUF_MASK] - 8)
                                                       * cfg.data_width)[1]],
                             [0x40 | JobErr.BEYOND], None, None),
+        # CMD_PRUNE: n = 0, a base inside a word, seed 0 -> SHAPE; past the buffer -> BEYOND;
+        # a range never loaded -> NOT_LOADED; the unused command kind 3 -> KIND
+        "err_prune_len0": (lambda: list(reversed(_prune_bad(n=0))), [0x40 | JobErr.SHAPE],
+                           None, None),
+        "err_prune_misaligned": (lambda: list(reversed(_prune_bad(base=_prune_bad()[0][
+            "prune"]["base"] + 1))), [0x40 | JobErr.SHAPE], None, None),
+        "err_prune_seed0": (lambda: list(reversed(_prune_bad(seed=0))),
+                            [0x40 | JobErr.SHAPE], None, None),
+        "err_prune_beyond": (lambda: [_prune_bad(base=cfg.grad_mem_elems - 2 * (
+            cfg.dma_width // cfg.data_width))[0]], [0x40 | JobErr.BEYOND], None, None),
+        "err_prune_not_loaded": (lambda: [_prune_bad()[0]], [0x40 | JobErr.NOT_LOADED],
+                                 None, None),
+        "err_kind3": (lambda: [{"kind": 3}], [0x40 | JobErr.KIND], None, None),
     }
+
+
+def prune_case(cfg, seed, *, n_extra=0):
+    """On-chip pruning in line with a WG job: ``x`` and ``dy`` loaded, ``CMD_PRUNE`` prunes
+    ``dy`` in place in GRAD (threshold on chip), the WG job reads the pruned ``dy`` without a
+    reload, then both the result and the pruned tensor are stored. Returns ``(cmds, writes,
+    results {byte address: int64 array}, tau)``; the expected values are the golden model's
+    (``prune_threshold_int``, ``stochastic_prune_int``, ``conv2d_backward_weight``)."""
+    from sparseforge.gen.numfmt import prune_threshold_params
+    rng = np.random.default_rng(seed)
+    batch, cin, cout, h, k = 1, 3, 2, 5 + n_extra, 3
+    x = rng.integers(-2000, 2001, (batch, cin, h, h))
+    ho = h - k + 1
+    dy = rng.normal(0, 300, (batch, cout, ho, ho)).round().astype(np.int64)
+    dy[rng.random(dy.shape) < 0.3] = 0
+    k_p, sh = prune_threshold_params(0.9, dy.size)
+    pseed = int(rng.integers(1, 1 << 32))
+    tau = golden.prune_threshold_int(dy, k_p, sh, cfg.data_width)
+    gp, _ = golden.stochastic_prune_int(dy, tau, pseed, cfg.data_width)
+    ref = golden.writeback(golden.conv2d_backward_weight(x, gp, (cout, cin, k, k), 1, 0),
+                           cfg.frac_bits, cfg.data_width)
+    epw = cfg.dma_width // cfg.data_width
+    gb = 2 * epw                                     # a word-aligned GRAD offset
+    cmds = [desc(BUF_ACT, 2, x.size, DIR_LOAD, ADDR["x"]),
+            desc(BUF_GRAD, gb, dy.size, DIR_LOAD, ADDR["dy"]),
+            {"kind": dpm.CMD_PRUNE, "prune": {"base": gb, "n": dy.size, "k_p": k_p,
+                                              "shift": sh, "seed": pseed}},
+            job_cmd(mode=Phase.WG.value, batch=batch, cin=cin, cout=cout, h=h, w=h, kh=k,
+                    kw=k, stride2=0, pad=0, raw=0, act_base=2, grad_base=gb, w_base=0,
+                    m_base=0, out_base=6),
+            desc(BUF_OUT, 6, ref.size, DIR_STORE, ADDR["out"]),
+            desc(BUF_GRAD, gb, dy.size, DIR_STORE, ADDR["pg"])]
+    writes = {ADDR["x"]: x.ravel().astype("<i2").tobytes(),
+              ADDR["dy"]: dy.ravel().astype("<i2").tobytes()}
+    return cmds, writes, {ADDR["out"]: ref, ADDR["pg"]: gp}, tau
+
+
+ADDR["pg"] = 0x5000
+
+
+def _prune_bad(**over):
+    """A prune command over the ``dy`` of :func:`prune_case`, with fields replaced."""
+    cmds, _, _, _ = prune_case(CFG, 1400)
+    c = cmds[2]
+    return {"kind": c["kind"], "prune": dict(c["prune"], **over)}, cmds[1]
 
 
 #: good scenarios: name -> make_phase arguments
@@ -355,6 +410,14 @@ def scenario(name, cfg, seed):
 
     Error scenarios: the bad commands, then a whole FP phase whose store aims at
     OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
+    if name == "prune_wg":
+        cmds, writes, results, _ = prune_case(cfg, seed)
+        mem = fresh_mem(seed, writes)
+        want = bytearray(mem)
+        for a, t in results.items():
+            want[a:a + 2 * t.size] = t.ravel().astype("<i2").tobytes()
+        return {"mem": mem, "cmds": cmds, "errs": [], "want": want, "bad": None,
+                "abort_at": None, "ref": results[ADDR["out"]]}
     if name in GOOD_SCENARIOS:
         a = dict(GOOD_SCENARIOS[name])
         loads, job, store, ref, writes = make_phase(a.pop("mode"), cfg, seed=seed, **a)
@@ -393,7 +456,9 @@ def _error_case(name, seed=1400):
 @pytest.mark.parametrize("name", ["err_beyond", "err_len0", "err_out_load", "err_slverr",
                                   "err_abort",
                                   "err_raw", "err_job_beyond", "err_not_loaded", "err_shape",
-                                  "err_mask_short", "err_mask_beyond"])
+                                  "err_mask_short", "err_mask_beyond", "err_prune_len0",
+                                  "err_prune_misaligned", "err_prune_seed0",
+                                  "err_prune_beyond", "err_prune_not_loaded", "err_kind3"])
 def test_dataplane_errors(name):
     _error_case(name)
 
@@ -402,7 +467,7 @@ def test_dataplane_cocotb(sim, cocotb_run):
     """The emitted Verilog (DataPlane + PEArray) with cocotbext-axi AxiRam: three phases and
     every error scenario, whole RAM compared."""
     seed = 1500
-    names = list(GOOD_SCENARIOS) + list(_error_scenarios(CFG))
+    names = list(GOOD_SCENARIOS) + ["prune_wg"] + list(_error_scenarios(CFG))
     print(f"seed={seed} sim={sim} scenarios={names}")
     n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
                    params={"seed": seed, "config": CFG.to_dict(), "scenarios": names},
@@ -464,3 +529,30 @@ def test_pack_mask_layout():
             for k in range(len(got) * dw):
                 want = bool(mask[k]) if k < n else False
                 assert bool((int(got[k // dw]) >> (k % dw)) & 1) == want, (dw, n, k)
+
+
+@pytest.mark.parametrize("pattern", ["always", "random"])
+def test_dataplane_prune_in_line(pattern):
+    """CMD_PRUNE between the loads and a WG job: the threshold computed on chip equals
+    ``golden.prune_threshold_int``, the pruned tensor stored back equals
+    ``golden.stochastic_prune_int``, the WG job on the pruned GRAD (no reload) equals the
+    golden WG of it; nothing else in memory changes; the prune job takes ``2 * ceil(n / epw) +
+    PruneUnit.overhead`` cycles."""
+    seed = 1600
+    print(f"seed={seed} pattern={pattern}")
+    cmds, writes, results, tau = prune_case(CFG, seed, n_extra=4)
+    mem = fresh_mem(seed, writes)
+    before = bytearray(mem)
+    res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern=pattern)
+    assert res["errs"] == []
+    assert res["prune_tau"] == tau
+    ranges = []
+    for a, t in results.items():
+        assert np.array_equal(read_result(mem, a, t), t), hex(a)
+        ranges.append((a, a + 2 * t.size))
+    check_untouched(before, mem, ranges)
+    n = cmds[2]["prune"]["n"]
+    epw = CFG.dma_width // CFG.data_width
+    dp = DataPlane.from_config(CFG)
+    assert res["prune_cycles"] == 2 * -(-n // epw) + dp.pruner.overhead
+    print(f"prune of {n} elements: {res['prune_cycles']} cycles, tau {tau}")
