@@ -25,7 +25,7 @@ RESP_SLVERR = 0b10
 #: Performance counters, in register order; each is a LO/HI pair: the array's five from
 #: 0x040, the data plane's (``hdl/dataplane.py``; 0 without one) from 0x090.
 COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz",
-            "job_cycles", "dma_busy", "dma_exposed", "dma_beats")
+            "job_cycles", "dma_busy", "dma_exposed", "dma_beats", "prune_cycles")
 _COUNTER_BASE = 0x040
 _DP_COUNTER_BASE = 0x090
 _N_ARRAY_COUNTERS = 5
@@ -54,6 +54,8 @@ for _k, _name in enumerate(COUNTERS):
     REGS[f"{_name.upper()}_HI"] = _base + 4
 #: Read-only state of the on-chip schedule controller (hdl/controller.py).
 REGS["SCHED_STATUS"] = 0x080
+#: Read-only: the threshold the data plane's most recent CMD_PRUNE computed (hdl/dp_prune.py).
+REGS["PRUNE_TAU"] = 0x084
 
 #: Bits of SCHED_STATUS ([31:16] is the index of the next schedule entry).
 SCHED_LOADED = 1 << 0
@@ -153,7 +155,9 @@ class AxiLiteRegs(wiring.Component):
     sched_status : In(32)
         Read live as SCHED_STATUS (read-only): the schedule controller's loaded / running /
         at_end bits and, in [31:16], the index of its next entry.
-    cycles, busy_mac, stall_in, stall_out, nnz, job_cycles, dma_busy, dma_exposed, dma_beats : In(counter_width)
+    prune_tau : In(32)
+        Read live as PRUNE_TAU (read-only): the data plane's last on-chip pruning threshold.
+    cycles, busy_mac, stall_in, stall_out, nnz, job_cycles, dma_busy, dma_exposed, dma_beats, prune_cycles : In(counter_width)
         Performance counters kept by the core (:data:`COUNTERS`). Reading a LO register latches the HI half of the
         same counter at the same instant, so a LO-then-HI read pair is an atomic 64-bit read.
 
@@ -193,7 +197,7 @@ class AxiLiteRegs(wiring.Component):
             "start": Out(1), "soft_reset": Out(1), "irq": Out(1),
             "sched_len": Out(32), "sched_base": Out(32),
             "busy": In(1), "done_pulse": In(1), "error_pulse": In(1),
-            "error_code": In(error_code_width), "sched_status": In(32),
+            "error_code": In(error_code_width), "sched_status": In(32), "prune_tau": In(32),
         }
         members.update({name: In(counter_width) for name in COUNTERS})
         super().__init__(members)
@@ -322,6 +326,8 @@ class AxiLiteRegs(wiring.Component):
                 m.d.comb += rdata.eq(self.sched_base)
             with m.Case(REGS["SCHED_STATUS"] >> 2):
                 m.d.comb += rdata.eq(self.sched_status)
+            with m.Case(REGS["PRUNE_TAU"] >> 2):
+                m.d.comb += rdata.eq(self.prune_tau)
             for name, counter in counters.items():
                 with m.Case(REGS[f"{name.upper()}_LO"] >> 2):
                     m.d.comb += rdata.eq(counter[:32])

@@ -46,7 +46,8 @@ from amaranth.lib.wiring import In, Out
 from sparseforge.hdl.arith import pipelined_umul, tree, umul_latency
 from sparseforge.hdl.pruner import xorshift32_step
 
-__all__ = ["PruneUnit", "xorshift32_power", "SHIFT_WIDTH", "SUM_EXTRA"]
+__all__ = ["PruneUnit", "xorshift32_power", "prune_overhead", "prune_job_cycles",
+           "SHIFT_WIDTH", "SUM_EXTRA"]
 
 #: Width of the threshold shift (``prune_threshold_params`` allows shifts up to 127).
 SHIFT_WIDTH = 7
@@ -77,6 +78,19 @@ def _apply(cols, s):
     return Cat(*bits)
 
 
+def prune_overhead(data_width: int) -> int:
+    """Busy cycles of a :class:`PruneUnit` job beyond ``2 * ceil(n / epw)``: the end of the sum
+    pass (the last word's read latency and the check, 2), the threshold (the multiplier's
+    latency and the clamp, ``latency + 1``) and the end of the prune pass (read, two lane
+    stages, the write and the check, 5)."""
+    return 2 + umul_latency(data_width + SUM_EXTRA, 32) + 1 + 5
+
+
+def prune_job_cycles(n: int, epw: int, data_width: int) -> int:
+    """Busy cycles (PRUNE_CYCLES) of a ``CMD_PRUNE`` job of ``n`` elements."""
+    return 2 * -(-n // epw) + prune_overhead(data_width)
+
+
 class PruneUnit(wiring.Component):
     __doc__ = __doc__
 
@@ -95,11 +109,8 @@ class PruneUnit(wiring.Component):
 
     @property
     def overhead(self) -> int:
-        """Busy cycles of a job beyond ``2 * ceil(n / epw)``: the end of the sum pass (the last
-        word's read latency and the check, 2), the threshold (the multiplier's latency and the
-        clamp, ``latency + 1``) and the end of the prune pass (read, two lane stages, the
-        write and the check, 5)."""
-        return 2 + umul_latency(self._dw + SUM_EXTRA, 32) + 1 + 5
+        """Busy cycles of a job beyond ``2 * ceil(n / epw)`` (:func:`prune_overhead`)."""
+        return prune_overhead(self._dw)
 
     def elaborate(self, platform):
         m = Module()

@@ -665,6 +665,59 @@ class Driver:
             raise RuntimeError(f"pruner returned {len(got)} of {len(flat)} elements")
         return np.array(got, np.int64).reshape(g.shape)
 
+    async def prune_onchip(self, g, k_p: int, shift: int, seed: int, *, step=None):
+        """Stochastic pruning of ``g`` in the data plane (``CMD_PRUNE``, ``hdl/dp_prune.py``),
+        the threshold computed **on chip** from ``g`` by the golden rule ``tau = min((sum|g| *
+        k_p) >> shift, 2**(data_width-1) - 1)`` (``k_p``, ``shift``:
+        :func:`sparseforge.gen.numfmt.prune_threshold_params` of the prune rate and
+        ``g.size``, the constants of the schedule's PRUNE entry). ``g`` is placed in the card
+        memory, loaded into the GRAD buffer, pruned there in place (a word per cycle in each of
+        two passes) and stored back. Returns ``(pruned, tau)`` -- ``golden.stochastic_prune_int(
+        g, tau, seed)[0]`` and ``golden.prune_threshold_int(g, k_p, shift)`` when the RTL is
+        right (tau read from PRUNE_TAU). :attr:`last_prune` holds ``cycles`` (PRUNE_CYCLES),
+        ``dma_cycles`` (DMA_EXPOSED), ``card_words_in/out`` and ``elements``. Needs a core with
+        a data plane; ``step``: the schedule opcode when a schedule runs."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
+        if self.ram is None:
+            raise ValueError("prune_onchip needs a core with the data plane (data_plane='dma')")
+        cfg = self.codec.cfg
+        g = np.asarray(g)
+        n = int(g.size)
+        if n == 0:
+            raise ValueError("g must not be empty")
+        from sparseforge.gen.schedule import check_tensors
+        check_tensors(cfg, {"dy": n}, "prune:")
+        addr = self.card_layout({"g": n})["g"]
+        c0, d0 = self.card_words_in, self.card_words_out
+        self.card_write(addr, g)
+        cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0, "length": n,
+                                                "dir": DIR_LOAD, "addr": addr}},
+                {"kind": dpm.CMD_PRUNE, "prune": {"base": 0, "n": n, "k_p": int(k_p),
+                                                  "shift": int(shift), "seed": int(seed)}},
+                {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0, "length": n,
+                                                "dir": DIR_STORE, "addr": addr}}]
+        before = {k: await self.counter(k) for k in ("prune_cycles", "dma_exposed",
+                                                     "dma_beats")}
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        pk = [] if step is None else [self.codec.step_packet(step)]
+        await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
+        status = await self.wait_done()
+        if status & STATUS_ERROR or not status & STATUS_DONE:
+            raise RuntimeError(f"prune: STATUS {status:#x}, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}")
+        d = {k: await self.counter(k) - v for k, v in before.items()}
+        if d["dma_beats"] == 0:
+            raise RuntimeError("prune: the data plane discarded its commands (an earlier error "
+                               "left it in its error state); call Driver.recover() first")
+        tau = await self.read("PRUNE_TAU")
+        out = self.card_read(addr, n).reshape(g.shape)
+        self.last_prune = {"cycles": d["prune_cycles"], "dma_cycles": d["dma_exposed"],
+                           "dma_beats": d["dma_beats"], "elements": n, "tau": tau,
+                           "card_words_in": self.card_words_in - c0,
+                           "card_words_out": self.card_words_out - d0}
+        return out, tau
+
     async def pregen(self, w, n: int):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,
         Cin, Kh, Kw)``, Cin and Cout multiples of ``nm_m``) on the

@@ -36,6 +36,7 @@ class AxilRegModel:
         self.counters = {name: 0 for name in COUNTERS}
         self.busy = 0
         self.sched_status = 0       # an input of the register file, read live
+        self.prune_tau = 0          # likewise
         self.reset()
 
     def reset(self):
@@ -125,6 +126,8 @@ class AxilRegModel:
             return self.sched_base, RESP_OKAY
         if name == "SCHED_STATUS":
             return self.sched_status, RESP_OKAY
+        if name == "PRUNE_TAU":
+            return self.prune_tau, RESP_OKAY
         counter, half = name.rsplit("_", 1)
         counter = counter.lower()
         if half == "LO":

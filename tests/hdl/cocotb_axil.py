@@ -32,7 +32,7 @@ class Bench:
         self.axi = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         self.pulses = {"start": 0, "soft_reset": 0}
         self.order = {"aw_first": 0, "w_first": 0, "same_cycle": 0}
-        for name in ("busy", "done_pulse", "error_pulse", "error_code", "sched_status",
+        for name in ("busy", "done_pulse", "error_pulse", "error_code", "sched_status", "prune_tau",
                      *COUNTERS):
             getattr(dut, name).value = 0
 
@@ -109,6 +109,8 @@ class Bench:
         # its own generator: the main sequence (and its coverage) stays as it was
         self.model.sched_status = _SCHED_RNG.getrandbits(32)
         self.dut.sched_status.value = self.model.sched_status
+        self.model.prune_tau = _SCHED_RNG.getrandbits(32)
+        self.dut.prune_tau.value = self.model.prune_tau
         for name in COUNTERS:
             v = rng.getrandbits(self.p["counter_width"])
             self.model.counters[name] = v

@@ -91,6 +91,26 @@ async def run_phase_equals_golden(dut):
         dut._log.info(f"chunked WG (batch 2, {hw}x{hw}, {chunks} chunks) stride {stride}: equal "
                       f"to the golden model ({lp['cycles']} cycles, array model "
                       f"{lp['array_cycles']})")
+    if cfg.data_plane == "dma":
+        # on-chip pruning (CMD_PRUNE): the threshold from g on chip, then g pruned in place
+        from sparseforge.gen.numfmt import prune_threshold_params
+        for shape, p_rate in (((1, 4, 5, 5), 0.9), ((1, 3, 1, 7), 0.5)):
+            g = (rng.normal(0, 400, shape).round().astype(np.int64) *
+                 (rng.random(shape) < 0.6))
+            k_p, sh = prune_threshold_params(p_rate, g.size)
+            seed = int(rng.integers(1, 1 << 32))
+            got, tau = await drv.prune_onchip(g, k_p, sh, seed)
+            want_tau = golden.prune_threshold_int(g, k_p, sh, cfg.data_width)
+            assert tau == want_tau, (tau, want_tau)
+            want, _ = golden.stochastic_prune_int(g, want_tau, seed, cfg.data_width)
+            assert np.array_equal(got, want), f"prune {shape}"
+            lp = drv.last_prune
+            from sparseforge.hdl.dp_prune import prune_job_cycles
+            assert lp["cycles"] == prune_job_cycles(g.size, cfg.dma_width // cfg.data_width,
+                                                    cfg.data_width)
+            assert lp["elements"] == g.size
+            dut._log.info(f"prune_onchip {shape} p={p_rate}: tau {tau}, equal to the golden "
+                          f"model ({lp['cycles']} prune cycles, {lp['dma_cycles']} DMA)")
     # bad calls: refused before any packet is sent
     sent = drv.words_in
     for phase, kw, msg in (("xx", {}, "phase must be"),

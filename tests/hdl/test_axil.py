@@ -409,6 +409,8 @@ def test_axil_random_vs_model():
                 ctx.set(dut.busy, model.busy)
                 model.sched_status = rng.getrandbits(32)
                 ctx.set(dut.sched_status, model.sched_status)
+                model.prune_tau = rng.getrandbits(32)
+                ctx.set(dut.prune_tau, model.prune_tau)
             if rng.random() < 0.5:
                 data = rng.getrandbits(32)
                 if addr == REGS["CTRL"] and rng.random() < 0.7:
