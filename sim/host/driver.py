@@ -286,6 +286,12 @@ class Driver:
         self.words_out = 0
         #: the last :meth:`run_phase`'s figures (``cycles``, ``array_cycles``, words, status)
         self.last_phase: dict = {}
+        #: what the data plane's tensor buffers hold for sure: buffer id -> (element base, the
+        #: tensor's values) of the last successful load into it (or the in-place pruning's
+        #: result); a phase whose operand equals it skips that load (:meth:`_run_phase_dma`).
+        #: Emptied while a data-plane operation runs and by a soft reset, so after any error
+        #: it is empty (fail-safe: the hardware's loaded-range check refuses the rest)
+        self._resident: dict = {}
 
     @classmethod
     async def start(cls, dut, cfg, *, period_ns: int = 10):
@@ -333,6 +339,8 @@ class Driver:
         return await self.axil.read_dword(REGS[name])
 
     async def write(self, name: str, value: int):
+        if name == "CTRL" and value & CTRL_SOFT_RESET:
+            self._resident = {}           # the soft reset forgets the loaded ranges
         await self.axil.write_dword(REGS[name], value)
 
     async def counter(self, name: str) -> int:
@@ -504,7 +512,7 @@ class Driver:
         return np.asarray(raw, dtype=np.int64)
 
     def phase_commands(self, phase: str, shapes: dict, *, stride: int, padding: int,
-                       addrs: dict, bases: dict | None = None) -> list[dict]:
+                       addrs: dict, bases: dict | None = None, skip=()) -> list[dict]:
         """The data-plane commands of one layer phase: the loads of its operands (card
         memory byte addresses ``addrs[name]`` for ``x``, ``dy``, ``w``, ``mask``; on-chip
         element offsets ``bases``, 0 by default), the job, the store of its result to
@@ -512,7 +520,8 @@ class Driver:
         Cin, Kh, Kw)``), ``out`` (the result's). The mask is the packed one
         (:func:`pack_mask`: ``ceil(w.size / data_width)`` elements at ``addrs["mask"]``,
         loaded at element ``bases["mask"]``; the job's ``m_base`` counts bits:
-        ``bases["mask"] * data_width``)."""
+        ``bases["mask"] * data_width``). ``skip``: operands already in their buffer at their
+        base (no load)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
         bases = {"x": 0, "dy": 0, "w": 0, "mask": 0, "out": 0, **(bases or {})}
@@ -528,7 +537,8 @@ class Driver:
         reads = {"fp": ("x", "w", "mask"), "bp": ("dy", "w", "mask"), "wg": ("x", "dy")}[phase]
         cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": bufs[t], "base": bases[t],
                                                 "length": size[t], "dir": DIR_LOAD,
-                                                "addr": addrs[t]}} for t in reads]
+                                                "addr": addrs[t]}} for t in reads
+                if t not in skip]
         cmds.append({"kind": dpm.CMD_JOB, "job": {
             "mode": {"fp": 0, "bp": 1, "wg": 2}[phase], "batch": B, "cin": Cin, "cout": Cout,
             "h": H, "w": W, "kh": Kh, "kw": Kw, "stride2": int(stride == 2), "pad": padding,
@@ -580,9 +590,18 @@ class Driver:
         self.check_fits(phase, sizes)
         addrs = self.card_layout(sizes)
         c0, d0 = self.card_words_in, self.card_words_out
+        # operands still in their buffer from an earlier load (e.g. the pruned gradient for BP
+        # and WG, fc weights between FP and BP) are neither written nor loaded again
+        from sparseforge.hdl import dataplane as dpm
+        bufs = {"x": dpm.BUF_ACT, "dy": dpm.BUF_GRAD, "w": dpm.BUF_WGT, "mask": dpm.BUF_MASK}
+        had, self._resident = self._resident, {}
+        skip = {name for name, t in tensors.items()
+                if self._holds(had, bufs[name], 0, t)}
         for name, t in tensors.items():
-            self.card_write(addrs[name], t)
-        cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs)
+            if name not in skip:
+                self.card_write(addrs[name], t)
+        cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs,
+                                   skip=skip)
         before = {k: await self.counter(k) for k in ("cycles", "job_cycles", "dma_exposed",
                                                      "dma_busy", "dma_beats")}
         w0, o0 = self.words_in, self.words_out
@@ -595,7 +614,7 @@ class Driver:
                                f"{await self.read('ERROR_CODE'):#x}")
         after = {k: await self.counter(k) for k in before}
         d = {k: after[k] - before[k] for k in before}
-        if d["dma_beats"] == 0:
+        if d["dma_beats"] == 0 and len(skip) < len(tensors):
             # done without a single beat: the plane took the commands and dropped them (it is
             # still in the error state of an earlier error); the card memory holds no result
             raise RuntimeError(f"{phase} phase: the data plane discarded its commands (an "
@@ -603,7 +622,10 @@ class Driver:
                                f"{await self.read('ERROR_CODE'):#x}); call Driver.recover() "
                                f"first")
         out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
-        self.last_phase = {"phase": phase, "cycles": d["job_cycles"],
+        self._resident = dict(had)
+        for name, t in tensors.items():
+            self._resident[bufs[name]] = (0, np.array(t, copy=True))
+        self.last_phase = {"phase": phase, "cycles": d["job_cycles"], "resident": sorted(skip),
                            "array_cycles": self.last_stats.cycles,
                            "array_counter_cycles": d["cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_busy_cycles": d["dma_busy"],
@@ -613,6 +635,15 @@ class Driver:
                            "card_words_out": self.card_words_out - d0,
                            "status": status, "data_plane": "dma"}
         return out
+
+    @staticmethod
+    def _holds(resident: dict, buf: int, base: int, t) -> bool:
+        """Whether ``resident`` says buffer ``buf`` holds exactly ``t`` at ``base``."""
+        got = resident.get(buf)
+        if got is None or got[0] != base:
+            return False
+        t = np.asarray(t)
+        return got[1].shape == t.shape and np.array_equal(got[1], t)
 
     def _chunked_wg(self, phase, kw) -> bool:
         """A WG phase whose per-column scratchpad image (``(B, ceil(Cin / pe_cols), H, W)``)
@@ -690,10 +721,14 @@ class Driver:
         check_tensors(cfg, {"dy": n}, "prune:")
         addr = self.card_layout({"g": n})["g"]
         c0, d0 = self.card_words_in, self.card_words_out
-        self.card_write(addr, g)
-        cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0, "length": n,
-                                                "dir": DIR_LOAD, "addr": addr}},
-                {"kind": dpm.CMD_PRUNE, "prune": {"base": 0, "n": n, "k_p": int(k_p),
+        had, self._resident = self._resident, {}
+        cmds = []
+        if not self._holds(had, dpm.BUF_GRAD, 0, g):
+            self.card_write(addr, g)
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0,
+                                                        "length": n, "dir": DIR_LOAD,
+                                                        "addr": addr}})
+        cmds += [{"kind": dpm.CMD_PRUNE, "prune": {"base": 0, "n": n, "k_p": int(k_p),
                                                   "shift": int(shift), "seed": int(seed)}},
                 {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0, "length": n,
                                                 "dir": DIR_STORE, "addr": addr}}]
@@ -712,6 +747,9 @@ class Driver:
                                "left it in its error state); call Driver.recover() first")
         tau = await self.read("PRUNE_TAU")
         out = self.card_read(addr, n).reshape(g.shape)
+        # GRAD now holds the pruned tensor: the BP and WG phases that take it load nothing
+        self._resident = dict(had)
+        self._resident[dpm.BUF_GRAD] = (0, np.array(out, copy=True))
         self.last_prune = {"cycles": d["prune_cycles"], "dma_cycles": d["dma_exposed"],
                            "dma_beats": d["dma_beats"], "elements": n, "tau": tau,
                            "card_words_in": self.card_words_in - c0,

@@ -326,7 +326,7 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
             k_p, s = golden.prune_threshold_params(net.prune_p, g4.size)
             tau = golden.prune_threshold_int(g4, k_p, s, dw_)
             seed = layer_seed(base_seed, lay.id)
-            gp = await backend.prune(g4, tau, seed)
+            gp = await backend.prune(g4, tau, seed, rule=(k_p, s))
             rec.update(tau=np.int64(tau), seed=np.int64(seed))
         else:
             gp = g4
@@ -389,7 +389,9 @@ class GoldenBackend(_Backend):
         self.log.append({"layer": self.layer, "phase": "wg"})
         return self._wb(golden.conv2d_backward_weight(x, g, w_shape, stride, padding))
 
-    async def prune(self, g, tau, seed):
+    async def prune(self, g, tau, seed, rule=None):
+        """``rule``: the threshold's ``(k_p, shift)`` (a backend that computes ``tau`` itself
+        uses it; ``tau`` is the golden one)."""
         self.log.append({"layer": self.layer, "phase": "prune"})
         return golden.stochastic_prune_int(g, tau, seed, self.cfg.data_width)[0]
 
@@ -516,7 +518,7 @@ class RTLBackend(ModelBackend):
                 dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
                       "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
                       "card_words_in": lp["card_words_in"],
-                      "card_words_out": lp["card_words_out"]}
+                      "card_words_out": lp["card_words_out"], "resident": lp["resident"]}
         else:
             job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
             st = am.cycles(job)
@@ -553,11 +555,27 @@ class RTLBackend(ModelBackend):
         return await self._run_rtl("wg", x=x, dy=g, w_shape=w_shape, stride=stride,
                                    padding=padding)
 
-    async def prune(self, g, tau, seed):
+    async def prune(self, g, tau, seed, rule=None):
+        """On a core with the data plane and given the threshold ``rule`` ``(k_p, shift)``:
+        ``Driver.prune_onchip`` (the threshold computed on chip; it must equal ``tau``, the
+        golden one, else ``AssertionError``); otherwise the stream pruner with the host's
+        ``tau``."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
-        out = await self.drv.prune(g, tau, seed, step=await self._step("PRUNE"))
+        step = await self._step("PRUNE")
+        dp = {}
+        if self.drv.ram is not None and rule is not None:
+            out, tau_chip = await self.drv.prune_onchip(g, *rule, seed, step=step)
+            lp = self.drv.last_prune
+            if tau_chip != tau:
+                raise AssertionError(f"{self.layer} prune: the on-chip threshold {tau_chip} "
+                                     f"differs from the golden rule's {tau}")
+            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
+                  "dma_cycles": lp["dma_cycles"], "card_words_in": lp["card_words_in"],
+                  "card_words_out": lp["card_words_out"], "tau_chip": int(tau_chip)}
+        else:
+            out = await self.drv.prune(g, tau, seed, step=step)
         self.log.append({"layer": self.layer, "phase": "prune", "io_cycles": self._now() - c0,
-                         "elements": int(np.asarray(g).size), **self._words(w0),
+                         "elements": int(np.asarray(g).size), **self._words(w0), **dp,
                          "host_s": time.perf_counter() - t0})
         return out
 

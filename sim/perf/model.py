@@ -961,8 +961,9 @@ def bdwp_work_fraction(n: int, m: int) -> float:
 
 
 #: The stochastic pruner and the N:M pre-generation as built (issue 18: no cost assumed away):
-#: both run at the top level through the 32-bit host stream, between the array phases (the
-#: e2e step: ``prune`` and ``pregen`` phases, nothing overlaps them). Measured on the RTL
+#: on a core without the data plane both run at the top level through the 32-bit host
+#: stream, between the array phases (the e2e step: ``prune`` and ``pregen`` phases, nothing
+#: overlaps them); with the data plane, pruning is ``CMD_PRUNE`` (:func:`prune_cycles`). Measured on the RTL
 #: (`tiny`, the digits step, fast engine): pruning 3,100 / 6,172 cycles for 1,024 / 2,048
 #: gradient elements, pre-generation 3,226 / 22,760 cycles for 288 / 2,048 groups (M = 8, both
 #: directions). ``tests/sim/test_fastsim.py::test_prune_pregen_model_matches_rtl`` re-measures
@@ -973,10 +974,27 @@ PREGEN_CYCLES_PER_GROUP = 11.1
 PREGEN_OVERHEAD = 30
 
 
-def prune_cycles(n_elems: int) -> float:
+def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
+                 memory: "MemoryProfile | None" = None) -> float:
     """Top-level cycles to prune a gradient of ``n_elems`` elements (exposed: nothing runs
-    beside it)."""
-    return PRUNE_CYCLES_PER_ELEM * n_elems + PRUNE_OVERHEAD if n_elems else 0.0
+    beside it). Without ``cfg``, or on a core without the data plane (``data_plane =
+    "host-stream"``): the stream pruner, ``PRUNE_CYCLES_PER_ELEM`` per element. On a core with
+    the data plane: ``CMD_PRUNE`` (``hdl/dp_prune.py``; the threshold on chip), a word per
+    cycle in each of its two passes (:func:`sparseforge.hdl.dp_prune.prune_job_cycles`), plus
+    the DMA load of the gradient and the store of the pruned tensor as the e2e step runs them
+    (the host computes the gradient: the ReLU / pool backward are host stages), at
+    ``memory`` (default :func:`memory_profile` of ``cfg``)."""
+    if not n_elems:
+        return 0.0
+    if cfg is None or cfg.data_plane != "dma":
+        return PRUNE_CYCLES_PER_ELEM * n_elems + PRUNE_OVERHEAD
+    from sparseforge.hdl.dp_prune import prune_job_cycles
+    mem = memory or memory_profile(cfg)
+    kw = dict(read_latency=mem.read_latency, write_latency=mem.write_latency,
+              beats_per_cycle=mem.beats_per_cycle)
+    return float(prune_job_cycles(n_elems, cfg.dma_width // cfg.data_width, cfg.data_width)
+                 + dma_transfer_cycles(n_elems, False, cfg, **kw)
+                 + dma_transfer_cycles(n_elems, True, cfg, **kw))
 
 
 def pregen_cycles(n_weights: int, m: int) -> float:
@@ -1043,7 +1061,8 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                 if not hide_prune_pregen and not dense:
                     first_bwd = "bp" if i > 0 else "wg"
                     if prune and lay.prune and ph == first_bwd:
-                        r.prune_exposed = prune_cycles(batch * lay.cout * lay.ho * lay.wo)
+                        r.prune_exposed = prune_cycles(batch * lay.cout * lay.ho * lay.wo, cfg,
+                                                       memory=mem)
                     if ph == "wg" and wd < 1.0:
                         r.pregen_exposed = pregen_cycles(
                             lay.cout * lay.cin * lay.kh * lay.kw, nm[1])

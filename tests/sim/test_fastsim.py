@@ -70,7 +70,16 @@ def test_fast_e2e_step_is_exact(tiny_lib):
     # every array phase went through the data plane (tensors in card memory, one dp packet)
     arr = [r for r in run["log"] if r["phase"] in ("fp", "bp", "wg")]
     assert arr and all(r.get("data_plane") == "dma" for r in arr)
-    assert all(r["card_words_in"] > 0 and r["card_words_out"] > 0 for r in arr)
+    assert all(r["card_words_out"] > 0 for r in arr)
+    # operands still in their buffer are not loaded again: the pruned gradient (on-chip
+    # pruning left it in GRAD) for BP and WG, fc2's weights and all-ones mask between its FP
+    # and BP, fc2's x and the gradients between a layer's BP and its WG
+    res_ = {(r["layer"], r["phase"]): r["resident"] for r in arr}
+    assert res_[("conv2", "bp")] == ["dy"] and res_[("conv2", "wg")] == ["dy"]
+    assert res_[("conv1", "wg")] == ["dy"] and res_[("fc2", "bp")] == ["mask", "w"]  # dense
+    assert res_[("fc2", "wg")] == ["dy", "x"] and res_[("fc1", "wg")] == ["dy"]
+    assert all(res_[(lay, "fp")] == [] for lay in ("conv1", "conv2", "fc1", "fc2"))
+    assert all(r["card_words_in"] > 0 for r in arr if len(r["resident"]) < 2)
     assert drv.transport.sim.mem_errors == 0
     print(f"{res['sim_cycles']} cycles, {res['sim_cycles'] / res['wall_s']:.0f} cycles/s "
           f"(step), {time.perf_counter() - t0:.1f} s with the golden step")
@@ -288,8 +297,11 @@ def test_xdma_transport_runs_the_step(tiny_lib):
 
 def test_prune_pregen_model_matches_rtl(tiny_lib):
     """The performance model's pruning and pre-generation costs (perf.prune_cycles,
-    perf.pregen_cycles: the exposed costs the bench counts) against the RTL's top-level
-    cycles for the same phases of the digits step, within 1 %."""
+    perf.pregen_cycles: the exposed costs the bench counts) against the RTL's cycles for the
+    same phases of the digits step, within 1 %: pre-generation against its top-level time,
+    the on-chip pruning (CMD_PRUNE) against what the report counts for it (its job cycles,
+    exactly ``prune_job_cycles``, plus its exposed DMA)."""
+    from sparseforge.hdl.dp_prune import prune_job_cycles
     from sparseforge.sim.perf import model as perf
     p = {"config": TINY.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED, "lr_shift": LR_SHIFT,
          "network": "digits-cnn", "batch": 1, "steps": 1, "check": "none"}
@@ -299,13 +311,17 @@ def test_prune_pregen_model_matches_rtl(tiny_lib):
     checked = 0
     for r in log:
         if r["phase"] == "prune":
-            want = perf.prune_cycles(r["elements"])
+            want = perf.prune_cycles(r["elements"], TINY)
+            assert r["data_plane"] == "dma" and r["job_cycles"] == prune_job_cycles(
+                r["elements"], TINY.dma_width // TINY.data_width, TINY.data_width)
+            got = r["job_cycles"] + r["dma_cycles"]
         elif r["phase"] == "pregen":
             want = perf.pregen_cycles(r["groups"] * TINY.nm_m // 2, TINY.nm_m)
+            got = r["io_cycles"]
         else:
             continue
-        print(r["layer"], r["phase"], r["io_cycles"], f"model {want:.0f}")
-        assert abs(r["io_cycles"] - want) <= 0.01 * r["io_cycles"], r
+        print(r["layer"], r["phase"], got, f"model {want:.0f}")
+        assert abs(got - want) <= 0.01 * got, r
         checked += 1
     assert checked == 4                        # conv1/conv2 pruning, conv2/fc1 pre-generation
 

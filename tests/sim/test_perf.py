@@ -487,13 +487,22 @@ def test_prune_pregen_costs():
     cfg = preset("ecp5")
     net = load_network("digits-cnn", batch=1)
     assert perf.prune_cycles(1024) == 3.0 * 1024 + 28 and perf.prune_cycles(0) == 0
+    # a core with the data plane prunes on chip (CMD_PRUNE, hdl/dp_prune.py): two passes at
+    # a word per cycle plus the gradient's load and the pruned tensor's store
+    from sparseforge.hdl.dp_prune import prune_job_cycles
+    epw = cfg.dma_width // cfg.data_width
+    assert cfg.data_plane == "dma" and prune_job_cycles(1024, epw, 16) == 1024 + 12
+    assert perf.prune_cycles(1024, cfg) == (1024 + 12 + perf.dma_transfer_cycles(1024, False, cfg)
+                                            + perf.dma_transfer_cycles(1024, True, cfg))
+    assert perf.prune_cycles(1024, cfg) < perf.prune_cycles(1024) / 1.4
+    assert perf.prune_cycles(1024, preset("vcu1525")) == perf.prune_cycles(1024)   # host-stream
     assert perf.pregen_cycles(1152, 8) == 11.1 * 288 + 30
     dens = {lay.name: 0.5 for lay in net.compute}
     it = perf.iteration(net, cfg, nm=(2, 8), fp_density=dens, dy_density=dens)
     by = {lay.name: lay for lay in it.layers}
     for lay in net.compute:
         first = "bp" if lay.id > 0 else "wg"
-        want = perf.prune_cycles(lay.cout * lay.ho * lay.wo) if lay.prune else 0.0
+        want = perf.prune_cycles(lay.cout * lay.ho * lay.wo, cfg) if lay.prune else 0.0
         assert by[lay.name].phases[first].prune_exposed == want, lay.name
         pg = by[lay.name].phases["wg"].pregen_exposed
         assert (pg > 0) == perf.bdwp_applies(lay, 8), lay.name
