@@ -626,7 +626,9 @@ def report_phase(rec: dict) -> dict:
     where every operand word crosses the stream inside ``cycles``; ``host_words_in`` /
     ``host_words_out``: 32-bit AXI4-Stream words to and from the accelerator;
     ``debug_words``: words read only for checking (none). ``counter_cycles`` (array phases):
-    the CYCLES counter's increment over AXI4-Lite.
+    the CYCLES counter's increment over AXI4-Lite. ``data_plane`` (array phases, and a prune
+    phase run by the data plane): the path that ran it; ``resident`` (data-plane array phases): the operands not loaded
+    because their buffer still held them; ``tau`` (on-chip pruning): its threshold.
 
     A phase through the data plane (``data_plane == "dma"``): ``cycles`` is its job (JOB_CYCLES:
     start to last result stored), ``dma_cycles`` the DMA's busy cycles outside any job
@@ -649,10 +651,16 @@ def report_phase(rec: dict) -> dict:
                    host_words_in=out["host_words_in"] + int(rec["card_words_in"]),
                    host_words_out=out["host_words_out"] + int(rec["card_words_out"]),
                    io_cycles=int(rec["io_cycles"]))
+        if "resident" in rec:              # operands the buffers still held (not loaded)
+            out["resident"] = list(rec["resident"])
+        if "tau_chip" in rec:              # on-chip pruning: the threshold it computed
+            out["tau"] = int(rec["tau_chip"])
     if arr:
-        out["counter_cycles"] = int(rec["cycles"])
         # which path ran it: a dma configuration still runs a chunked WG phase host-fed
         out["data_plane"] = rec.get("data_plane", "host-stream")
+        out["counter_cycles"] = int(rec["cycles"])
+    elif "data_plane" in rec:              # on-chip pruning (CMD_PRUNE)
+        out["data_plane"] = rec["data_plane"]
     return out
 
 

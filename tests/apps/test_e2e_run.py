@@ -57,6 +57,19 @@ def test_report_entries_from_a_log():
     assert (dp["cycles"], dp["dma_cycles"], dp["io_cycles"], dp["data_plane"]) == \
         (60, 25, 100, "dma")
     assert (dp["host_words_in"], dp["host_words_out"], dp["counter_cycles"]) == (46, 16, 95)
+    # on-chip pruning (CMD_PRUNE): its job cycles, the exposed DMA, the threshold; an array
+    # phase whose operands the buffers still held names them
+    pr = e2e.report_phase({"layer": "c1", "phase": "prune", "io_cycles": 80, "words_in": 9,
+                           "words_out": 0, "data_plane": "dma", "job_cycles": 30,
+                           "dma_cycles": 40, "card_words_in": 16, "card_words_out": 16,
+                           "tau_chip": 7})
+    assert (pr["cycles"], pr["array_cycles"], pr["dma_cycles"], pr["tau"], pr["data_plane"]) \
+        == (30, 0, 40, 7, "dma")
+    assert (pr["host_words_in"], pr["host_words_out"]) == (25, 16) and "counter_cycles" not in pr
+    dr = e2e.report_phase({"layer": "c1", "phase": "bp", "io_cycles": 100, "model_cycles": 40,
+                           "cycles": 95, "data_plane": "dma", "job_cycles": 60, "dma_cycles": 5,
+                           "card_words_in": 8, "card_words_out": 16, "resident": ["dy"]})
+    assert dr["resident"] == ["dy"]
     with pytest.raises(ValueError, match="unknown phase code 'relu'"):
         e2e.report_phase({"layer": "c1", "phase": "relu", "io_cycles": 1})
     assert e2e.PHASE_CODES[:3] == ("fp", "bp", "wg")
