@@ -95,17 +95,18 @@ from amaranth.lib.wiring import In, Out
 from sparseforge.hdl.arith import small_mul
 from sparseforge.hdl import dma
 from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
+from sparseforge.hdl.dp_pregen import PregenUnit, kk_values
 from sparseforge.hdl.dp_prune import SHIFT_WIDTH, PruneUnit
 from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
-           "buf_sizes", "mask_elems", "prune_layout",
+           "buf_sizes", "mask_elems", "prune_layout", "pregen_layout", "pack_cmd",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
-           "CMD_PRUNE", "LEN_WIDTH"]
+           "CMD_PRUNE", "CMD_PREGEN", "LEN_WIDTH"]
 
 BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
-CMD_DESC, CMD_JOB, CMD_PRUNE = 0, 1, 2
+CMD_DESC, CMD_JOB, CMD_PRUNE, CMD_PREGEN = 0, 1, 2, 3
 #: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
 LEN_WIDTH = 24
 
@@ -116,7 +117,6 @@ class JobErr(enum.IntEnum):
     SHAPE = 4         # geometry the array cannot take
     BEYOND = 2        # an operand or the result extends past its buffer
     NOT_LOADED = 3    # an operand range not loaded by a successful DMA load since reset/abort
-    KIND = 5          # a command kind that does not exist (3)
 
 
 def mask_elems(n_bits: int, data_width: int) -> int:
@@ -164,33 +164,46 @@ def prune_layout(addr_width: int) -> data.StructLayout:
                               "seed": unsigned(32)})
 
 
+def pregen_layout(addr_width: int) -> data.StructLayout:
+    """The fields of a ``CMD_PREGEN`` command, carried in the low bits of ``job`` like
+    :func:`prune_layout`: ``w_base`` (element offset of the dense weight ``(Cout, Cin, Kh, Kw)``
+    in ``BUF_WGT``), ``m_base`` (a **bit** offset in ``BUF_MASK``, like a job's, on a
+    ``dma_width`` word boundary: the forward mask starts there, the backward mask at the next
+    word boundary after it), ``cout``, ``cin``, ``kh``, ``kw``, ``n`` (the N of N:M; M is the
+    configuration's ``nm_m``)."""
+    return data.StructLayout({"w_base": unsigned(addr_width), "m_base": unsigned(addr_width),
+                              "cout": unsigned(16), "cin": unsigned(16), "kh": unsigned(8),
+                              "kw": unsigned(8), "n": unsigned(8)})
+
+
 def _cmd_fields(addr_width, dma_addr_width) -> dict:
     job = dp_job_layout(addr_width)
-    if prune_layout(addr_width).size > job.size:       # (never: the job has ~10 more fields)
-        raise ValueError("the prune fields do not fit in the job field")
+    if max(prune_layout(addr_width).size, pregen_layout(addr_width).size) > job.size:
+        raise ValueError("the prune / pregen fields do not fit in the job field")
     return {"kind": 2, "desc": dma.desc_layout(5, LEN_WIDTH, dma_addr_width), "job": job}
 
 
 def cmd_layout(cfg) -> data.StructLayout:
-    """One data-plane command: ``kind`` (``CMD_DESC``, ``CMD_JOB``, ``CMD_PRUNE``), the
-    descriptor, the job; a ``CMD_PRUNE`` command's :func:`prune_layout` fields are the low bits
-    of ``job`` (:func:`pack_cmd` packs any kind)."""
+    """One data-plane command: ``kind`` (``CMD_DESC``, ``CMD_JOB``, ``CMD_PRUNE``,
+    ``CMD_PREGEN``), the descriptor, the job; a ``CMD_PRUNE`` / ``CMD_PREGEN`` command's
+    :func:`prune_layout` / :func:`pregen_layout` fields are the low bits of ``job``
+    (:func:`pack_cmd` packs any kind)."""
     return data.StructLayout(_cmd_fields(addr_width_of(cfg), cfg.dma_addr_width))
 
 
 def pack_cmd(layout: data.StructLayout, cmd: dict) -> int:
-    """The bits of one command (a dict ``{"kind", "desc": {...}}``, ``{"kind", "job": {...}}``
-    or ``{"kind": CMD_PRUNE, "prune": {...}}``; missing fields are 0) in ``layout`` (a
-    :func:`cmd_layout`)."""
+    """The bits of one command (a dict ``{"kind", "desc": {...}}``, ``{"kind", "job": {...}}``,
+    ``{"kind": CMD_PRUNE, "prune": {...}}`` or ``{"kind": CMD_PREGEN, "pregen": {...}}``;
+    missing fields are 0) in ``layout`` (a :func:`cmd_layout`)."""
     fields = dict(iter(layout))
     aw = fields["job"].shape["act_base"].shape.width
     full = {"kind": cmd["kind"], "desc": dict(cmd.get("desc", {})),
             "job": dict(cmd.get("job", {}))}
     bits = int(layout.const(full).as_bits())
-    if "prune" in cmd:
-        pl = prune_layout(aw)
-        pv = int(pl.const(dict(cmd["prune"])).as_bits())
-        bits |= pv << fields["job"].offset
+    for name, lay in (("prune", prune_layout), ("pregen", pregen_layout)):
+        if name in cmd:
+            pv = int(lay(aw).const(dict(cmd[name])).as_bits())
+            bits |= pv << fields["job"].offset
     return bits
 
 
@@ -261,8 +274,9 @@ class DataPlane(wiring.Component):
     def __init__(self, *, rows=2, cols=2, macs_per_pe=2, data_width=16, acc_width=48, k_max=7,
                  max_row_len=64, psum_buf_depth=1024, act_buf_depth=1024, dma_width=32,
                  dma_addr_width=32, dma_max_burst=16, dma_timeout=4096,
-                 sizes=(4096, 4096, 4096, 256, 4096), counter_width=32):
+                 sizes=(4096, 4096, 4096, 256, 4096), counter_width=32, nm_m=8, nm_n_max=4):
         self._rows, self._cols = rows, cols
+        self._nm_m, self._nm_n_max = nm_m, nm_n_max
         self._dw, self._acc = data_width, acc_width
         self._k_max, self._max_row_len = k_max, max_row_len
         self._psum, self._act = psum_buf_depth, act_buf_depth
@@ -286,6 +300,13 @@ class DataPlane(wiring.Component):
         self._grad_waw = max(1, (self._sizes[BUF_GRAD] // self._epw - 1).bit_length())
         self.pruner = PruneUnit(epw=self._epw, data_width=data_width,
                                 word_addr_width=self._grad_waw, len_width=LEN_WIDTH)
+        # pre-generation: reads W through the first min(rows*cols, M) WGT replicas (the
+        # mapper's weight ports, idle in a WG job), writes whole MASK words
+        self._mask_waw = max(1, (self._sizes[BUF_MASK] // self._epw - 1).bit_length())
+        self.pregen = PregenUnit(m=nm_m, n_max=nm_n_max, data_width=data_width,
+                                 lanes=min(rows * cols, nm_m), addr_width=self._aw,
+                                 mask_word_width=self._mask_waw, word_bits=dma_width,
+                                 k_max=k_max)
         lay = self.mapper.layouts
         R, C = rows, cols
         mp = self.mapper.signature.members
@@ -306,7 +327,7 @@ class DataPlane(wiring.Component):
             if name.startswith("m_axi_"):
                 members[name] = member
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
-                  "dma_exposed_cycles", "prune_cycles"):
+                  "dma_exposed_cycles", "prune_cycles", "pregen_cycles"):
             members[n] = Out(counter_width)
         members["prune_tau"] = Out(data_width - 1)
         self._cw = counter_width
@@ -319,7 +340,8 @@ class DataPlane(wiring.Component):
                  max_row_len=cfg.max_row_len, psum_buf_depth=cfg.psum_buf_depth,
                  act_buf_depth=cfg.act_buf_depth, dma_width=cfg.dma_width,
                  dma_addr_width=cfg.dma_addr_width, dma_max_burst=cfg.dma_max_burst,
-                 dma_timeout=cfg.dma_timeout, sizes=buf_sizes(cfg))
+                 dma_timeout=cfg.dma_timeout, sizes=buf_sizes(cfg), nm_m=cfg.nm_m,
+                 nm_n_max=cfg.nm_n_max)
         p.update(overrides)
         return cls(**p)
 
@@ -332,7 +354,7 @@ class DataPlane(wiring.Component):
         return {"addr_width": self._aw, "epw": self._epw, "sizes": list(self._sizes)}
 
     # -- buffers -------------------------------------------------------------------------
-    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr):
+    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr, pg):
         R, C, epw, dw = self._rows, self._cols, self._epw, self._dw
         sel_w = (epw - 1).bit_length()
         mem_port = eng.mem
@@ -340,15 +362,18 @@ class DataPlane(wiring.Component):
         buf_q = Signal.like(mem_port.buf)
         m.d.sync += buf_q.eq(mem_port.buf)
 
-        def elem_reader(mem, rd, width):
-            """An element read port (the mapper's contract) on a word memory."""
+        def elem_reader(mem, rd, width, addr=None, en=None):
+            """An element read port (the mapper's contract) on a word memory (``addr`` /
+            ``en``: other than ``rd``'s, when the port is shared)."""
+            addr = rd.addr if addr is None else addr
+            en = rd.en if en is None else en
             p = mem.read_port()
-            m.d.comb += [p.addr.eq(rd.addr >> sel_w), p.en.eq(rd.en)]
+            m.d.comb += [p.addr.eq(addr >> sel_w), p.en.eq(en)]
             if sel_w == 0:
                 return p.data[:width]
             sel = Signal(sel_w)
-            with m.If(rd.en):
-                m.d.sync += sel.eq(rd.addr[:sel_w])
+            with m.If(en):
+                m.d.sync += sel.eq(addr[:sel_w])
             return p.data.word_select(sel, width)
 
         def bit_reader(mem, rd):
@@ -378,6 +403,11 @@ class DataPlane(wiring.Component):
                         m.d.comb += [wr.addr.eq(Mux(pr_on, pr.wr_addr, mem_port.addr)),
                                      wr.data.eq(Mux(pr_on, pr.wr_data, mem_port.wdata)),
                                      wr.en.eq(Mux(pr_on, pr.wr_en, en))]
+                    elif k == BUF_MASK:
+                        # pre-generation writes whole mask words (no MASK load meanwhile)
+                        m.d.comb += [wr.addr.eq(Mux(pg.busy, pg.wr_addr, mem_port.addr)),
+                                     wr.data.eq(Mux(pg.busy, pg.wr_data, mem_port.wdata)),
+                                     wr.en.eq(Mux(pg.busy, pg.wr_en.replicate(epw), en))]
                     else:
                         m.d.comb += [wr.addr.eq(mem_port.addr), wr.data.eq(mem_port.wdata),
                                      wr.en.eq(en)]
@@ -414,7 +444,15 @@ class DataPlane(wiring.Component):
             g = elem_reader(grad[i], rd, dw)
             m.d.comb += rd.data.eq(Mux(mode_fp, a, g))
             for j in range(C):
-                m.d.comb += mp.w_rd[i][j].data.eq(elem_reader(wgt[i * C + j], mp.w_rd[i][j], dw))
+                r, rd = i * C + j, mp.w_rd[i][j]
+                if r < pg.lanes:
+                    # a pre-generation lane (the mapper reads no weights in a WG job, the only
+                    # job that may run beside it)
+                    v = elem_reader(wgt[r], rd, dw, addr=Mux(pg.busy, pg.rd_addr[r], rd.addr),
+                                    en=Mux(pg.busy, pg.rd_en[r], rd.en))
+                    m.d.comb += [rd.data.eq(v), pg.rd_data[r].eq(v)]
+                else:
+                    m.d.comb += rd.data.eq(elem_reader(wgt[r], rd, dw))
                 m.d.comb += mp.m_rd[i][j].data.eq(bit_reader(msk[i * C + j], mp.m_rd[i][j]))
         for j in range(C):
             m.d.comb += mp.dense_rd[j].data.eq(elem_reader(act[R + j], mp.dense_rd[j], dw))
@@ -453,10 +491,11 @@ class DataPlane(wiring.Component):
             with m.If(grant[j]):
                 m.d.comb += [st_addr.eq(st.addr), st_data.eq(st.data)]
             wiring.connect(m, wiring.flipped(self.o[j]), st.o)
-        pr = self.pruner
+        pr, pg = self.pruner, self.pregen
         m.submodules.pruner = ResetInserter({"sync": self.abort})(pr)
+        m.submodules.pregen = ResetInserter({"sync": self.abort})(pg)
         self._buffers(m, eng, mp, mode_fp, {"addr": st_addr, "data": st_data,
-                                            "en": grant.any()}, pr)
+                                            "en": grant.any()}, pr, pg)
 
         # -- the mapper's streams and controls go straight out ---------------------------
         for i in range(R):
@@ -547,6 +586,12 @@ class DataPlane(wiring.Component):
             m.d.comb += [st.ch0.eq(j), st.cols.eq(C), st.o_n.eq(o_n), st.nol.eq(ocl)]
 
         prc = Signal(prune_layout(aw))        # the prune command being checked
+        pgc = Signal(pregen_layout(aw))       # the pre-generation command being checked
+        pg_kk, pg_cico, pg_n, pg_lb = Signal(16), Signal(32), Signal(W), Signal(W)
+        pg_bad = Signal()
+        lgm = (self._nm_m - 1).bit_length()
+        wbits = self._epw * dw
+        lgwb, lgepw = (wbits - 1).bit_length(), (self._epw - 1).bit_length()
         with m.FSM(name="dp_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.abort | discard):
@@ -560,8 +605,9 @@ class DataPlane(wiring.Component):
                         m.d.sync += [self.err.eq(1), discard.eq(1),
                                      self.err_code.eq(0x30 | dma.DmaErr.BAD_BUFFER)]
                 with m.Elif(self.cmd.payload.kind == CMD_DESC):
-                    can = eng.desc.ready & ~pr.busy & (
-                        (self.cmd.payload.desc.dir == dma.DIR_LOAD) | ~job_running)
+                    d = self.cmd.payload.desc
+                    can = eng.desc.ready & ~pr.busy & ((d.dir == dma.DIR_LOAD) | ~job_running) & \
+                        ~(pg.busy & ((d.buf == BUF_WGT) | (d.buf == BUF_MASK)))
                     m.d.comb += [self.cmd.ready.eq(can), eng.desc.valid.eq(self.cmd.valid & can)]
                     with m.If(self.cmd.valid & can):
                         m.d.sync += cur.eq(self.cmd.payload.desc)
@@ -572,16 +618,61 @@ class DataPlane(wiring.Component):
                         m.d.sync += prc.eq(self.cmd.payload.job.as_value()[:prc.shape().size])
                         m.next = "PCK"
                 with m.Elif(self.cmd.payload.kind == CMD_JOB):
-                    can = eng.desc.ready & ~job_running & ~pr.busy
+                    # an FP / BP job reads WGT and MASK: not while pre-generation runs (a WG
+                    # job may run beside it)
+                    can = eng.desc.ready & ~job_running & ~pr.busy & \
+                        ~(pg.busy & (self.cmd.payload.job.mode != Phase.WG))
                     m.d.comb += self.cmd.ready.eq(can)
                     with m.If(self.cmd.valid & can):
                         m.d.sync += job.eq(self.cmd.payload.job)
                         m.next = "CK1"
-                with m.Else():                   # kind 3: no such command
-                    m.d.comb += self.cmd.ready.eq(1)
-                    with m.If(self.cmd.valid):
-                        m.d.sync += [self.err.eq(1), discard.eq(1),
-                                     self.err_code.eq(0x40 | JobErr.KIND)]
+                with m.Else():                   # CMD_PREGEN
+                    can = eng.desc.ready & ~job_running & ~pg.busy
+                    m.d.comb += self.cmd.ready.eq(can)
+                    with m.If(self.cmd.valid & can):
+                        m.d.sync += pgc.eq(self.cmd.payload.job.as_value()[:pgc.shape().size])
+                        m.next = "PG1"
+            with m.State("PG1"):
+                # the pre-generation command's checks (three registered stages)
+                m.d.sync += [
+                    pg_kk.eq(small_mul(pgc.kh, pgc.kw, kb)), pg_cico.eq(pgc.cout * pgc.cin),
+                    pg_bad.eq((pgc.cin == 0) | (pgc.cout == 0) | (pgc.kh == 0) |
+                              (pgc.kw == 0) | (pgc.kh > self._k_max) | (pgc.kw > self._k_max) |
+                              (pgc.n > self._nm_n_max) |
+                              (pgc.cin[:lgm] != 0 if lgm else Const(0)) |
+                              (pgc.cout[:lgm] != 0 if lgm else Const(0)) |
+                              (pgc.m_base[:lgwb] != 0))]
+                m.next = "PG2"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("PG2"):
+                m.d.sync += [pg_n.eq(pg_cico * pg_kk), pg_lb.eq(pgc.cin * pg_kk)]
+                m.next = "PG3"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("PG3"):
+                mw_lo = pgc.m_base >> lgwb                              # first mask word
+                mw_n = (pg_n + (wbits - 1)) >> lgwb                     # words per mask
+                m_lo = mw_lo << lgepw                                   # elements
+                m_hi = (mw_lo + 2 * mw_n) << lgepw
+                w_end = pgc.w_base + pg_n
+                with m.If(pg_bad | (pg_lb < wbits)):
+                    m.d.comb += code.eq(JobErr.SHAPE)
+                with m.Elif((w_end > sizes[BUF_WGT]) | (m_hi > sizes[BUF_MASK])):
+                    m.d.comb += code.eq(JobErr.BEYOND)
+                with m.Elif(~(lv[BUF_WGT] & (pgc.w_base >= llo[BUF_WGT]) &
+                              (w_end <= lhi[BUF_WGT]))):
+                    m.d.comb += code.eq(JobErr.NOT_LOADED)
+                with m.If(code != 0):
+                    m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
+                with m.Elif(~self.abort):
+                    m.d.comb += [pg.start.eq(1), pg.w_base.eq(pgc.w_base), pg.cout.eq(pgc.cout),
+                                 pg.cin.eq(pgc.cin), pg.kk.eq(pg_kk), pg.n.eq(pgc.n),
+                                 pg.mf_word.eq(mw_lo)]
+                    # the masks it writes count as loaded (a job checks its mask range)
+                    m.d.sync += [lv[BUF_MASK].eq(1), llo[BUF_MASK].eq(m_lo),
+                                 lhi[BUF_MASK].eq(m_hi)]
+                m.next = "IDLE"
             with m.State("PCK"):
                 # the prune command's checks (one registered stage), then the unit starts
                 p_end = prc.base + prc.n
@@ -685,14 +776,15 @@ class DataPlane(wiring.Component):
             m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]
 
         cw = self._cw
-        jc, ex, pc = Signal(cw), Signal(cw), Signal(cw)
+        jc, ex, pc, gc = Signal(cw), Signal(cw), Signal(cw), Signal(cw)
         m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running)),
-                     pc.eq(pc + pr.busy)]
+                     pc.eq(pc + pr.busy), gc.eq(gc + pg.busy)]
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
-                     self.prune_cycles.eq(pc), self.prune_tau.eq(pr.tau),
+                     self.prune_cycles.eq(pc), self.pregen_cycles.eq(gc),
+                     self.prune_tau.eq(pr.tau),
                      self.job_active.eq(job_running),
                      self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running |
-                                  pr.busy)]
+                                  pr.busy | pg.busy)]
         return m
 
 
@@ -712,7 +804,7 @@ class DataPlaneSystem(wiring.Component):
         self.array = PEArray.from_config(cfg)
         keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
                 "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles",
-                "prune_cycles", "prune_tau"}
+                "prune_cycles", "prune_tau", "pregen_cycles"}
         members = {n: mb for n, mb in self.dp.signature.members.items()
                    if n in keep or n.startswith("m_axi_")}
         members["array_cycles"] = Out(len(self.array.cycles))

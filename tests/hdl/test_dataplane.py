@@ -72,7 +72,7 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
             res["taken"] += 1
         await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
-                  "dma_exposed_cycles", "prune_cycles", "prune_tau"):
+                  "dma_exposed_cycles", "prune_cycles", "prune_tau", "pregen_cycles"):
             res[n] = ctx.get(getattr(dp, n))
         res["end"] = res["now"]
 
@@ -335,7 +335,7 @@ def _error_scenarios(cfg):
                                                       * cfg.data_width)[1]],
                             [0x40 | JobErr.BEYOND], None, None),
         # CMD_PRUNE: n = 0, a base inside a word, seed 0 -> SHAPE; past the buffer -> BEYOND;
-        # a range never loaded -> NOT_LOADED; the unused command kind 3 -> KIND
+        # a range never loaded -> NOT_LOADED
         "err_prune_len0": (lambda: list(reversed(_prune_bad(n=0))), [0x40 | JobErr.SHAPE],
                            None, None),
         "err_prune_misaligned": (lambda: list(reversed(_prune_bad(base=_prune_bad()[0][
@@ -346,7 +346,21 @@ def _error_scenarios(cfg):
             cfg.dma_width // cfg.data_width))[0]], [0x40 | JobErr.BEYOND], None, None),
         "err_prune_not_loaded": (lambda: [_prune_bad()[0]], [0x40 | JobErr.NOT_LOADED],
                                  None, None),
-        "err_kind3": (lambda: [{"kind": 3}], [0x40 | JobErr.KIND], None, None),
+        # CMD_PREGEN: Cin not a multiple of M, backward rows shorter than a word (Cin*Kh*Kw <
+        # dma_width), a mask base inside a word, N > nm_n_max -> SHAPE; the weight past WGT ->
+        # BEYOND; the weight never loaded -> NOT_LOADED
+        "err_pregen_cin": (lambda: _pregen_bad(cin=cfg.nm_m + 1), [0x40 | JobErr.SHAPE],
+                           None, None),
+        "err_pregen_rows": (lambda: _pregen_bad(cin=cfg.nm_m, kh=1, kw=1, cout=cfg.nm_m),
+                            [0x40 | JobErr.SHAPE], None, None),
+        "err_pregen_misaligned": (lambda: _pregen_bad(m_base=2 * cfg.dma_width + 16),
+                                  [0x40 | JobErr.SHAPE], None, None),
+        "err_pregen_n": (lambda: _pregen_bad(n=cfg.nm_n_max + 1), [0x40 | JobErr.SHAPE],
+                         None, None),
+        "err_pregen_beyond": (lambda: _pregen_bad(w_base=cfg.wgt_mem_elems - 100),
+                              [0x40 | JobErr.BEYOND], None, None),
+        "err_pregen_not_loaded": (lambda: _pregen_bad()[3:], [0x40 | JobErr.NOT_LOADED],
+                                  None, None),
     }
 
 
@@ -386,6 +400,66 @@ def prune_case(cfg, seed, *, n_extra=0):
 
 
 ADDR["pg"] = 0x5000
+ADDR["dx"] = 0x6000
+ADDR["masks"] = 0x7000
+
+
+def pregen_case(cfg, seed, *, with_wg=False):
+    """On-chip pre-generation feeding the jobs: ``w`` loaded into WGT, ``CMD_PREGEN`` writes
+    both N:M masks into MASK, an FP job uses the forward mask and a BP job the backward mask
+    (``m_base`` of each = the pre-generation's, the backward one word-aligned after it), the
+    results and the two masks are stored. ``with_wg``: a WG job right after the
+    pre-generation command instead (it runs beside it). Returns ``(cmds, writes, results)``
+    with the golden values (``bdwp_masks``, the phases with those masks, the masks packed)."""
+    rng = np.random.default_rng(seed)
+    n, m = 2, cfg.nm_m
+    cout, cin, k, h = m, m, 3, 5
+    x = rng.integers(-2000, 2001, (1, cin, h, h))
+    x[rng.random(x.shape) < 0.4] = 0
+    w = rng.integers(-3000, 3001, (cout, cin, k, k))
+    dy = rng.integers(-2000, 2001, (1, cout, h - k + 1, h - k + 1))
+    fwd, bwd = golden.bdwp_masks(w, n, m)
+    wb = lambda a: golden.writeback(a, cfg.frac_bits, cfg.data_width)        # noqa: E731
+    wbits = cfg.dma_width
+    mbase = 2 * wbits                                    # bit offset, on a word boundary
+    words = -(-w.size // wbits)
+    packed = np.concatenate([pack_mask(np.concatenate([fwd.ravel(), np.zeros(
+        words * wbits - w.size, bool)]), cfg.data_width),
+        pack_mask(np.concatenate([bwd.ravel(), np.zeros(words * wbits - w.size, bool)]),
+                  cfg.data_width)])
+    geo = dict(batch=1, cin=cin, cout=cout, h=h, w=h, kh=k, kw=k, stride2=0, pad=0, raw=0,
+               act_base=2, grad_base=4, w_base=8)
+    cmds = [desc(BUF_ACT, 2, x.size, DIR_LOAD, ADDR["x"]),
+            desc(BUF_GRAD, 4, dy.size, DIR_LOAD, ADDR["dy"]),
+            desc(BUF_WGT, 8, w.size, DIR_LOAD, ADDR["w"]),
+            {"kind": dpm.CMD_PREGEN, "pregen": {"w_base": 8, "m_base": mbase, "cout": cout,
+                                                "cin": cin, "kh": k, "kw": k, "n": n}}]
+    results = {ADDR["masks"]: packed}
+    if with_wg:
+        dw_ = wb(golden.conv2d_backward_weight(x, dy, w.shape, 1, 0))
+        cmds += [job_cmd(mode=Phase.WG.value, m_base=0, out_base=6, **geo),
+                 desc(BUF_OUT, 6, dw_.size, DIR_STORE, ADDR["out"])]
+        results[ADDR["out"]] = dw_
+    else:
+        y = wb(golden.conv2d_forward(x, w * fwd, 1, 0))
+        dx = wb(golden.conv2d_backward_input(dy, w * bwd, x.shape, 1, 0))
+        cmds += [job_cmd(mode=Phase.FP.value, m_base=mbase, out_base=6, **geo),
+                 desc(BUF_OUT, 6, y.size, DIR_STORE, ADDR["out"]),
+                 job_cmd(mode=Phase.BP.value, m_base=mbase + words * wbits, out_base=6, **geo),
+                 desc(BUF_OUT, 6, dx.size, DIR_STORE, ADDR["dx"])]
+        results.update({ADDR["out"]: y, ADDR["dx"]: dx})
+    cmds.append(desc(BUF_MASK, mbase // cfg.data_width, packed.size, DIR_STORE,
+                     ADDR["masks"]))
+    writes = {ADDR[t]: v.ravel().astype("<i2").tobytes() for t, v in
+              (("x", x), ("dy", dy), ("w", w))}
+    return cmds, writes, results
+
+
+def _pregen_bad(**over):
+    """The loads and the pre-generation command of :func:`pregen_case`, fields replaced."""
+    cmds, _, _ = pregen_case(CFG, 1400)
+    c = cmds[3]
+    return cmds[:3] + [{"kind": c["kind"], "pregen": dict(c["pregen"], **over)}]
 
 
 def _prune_bad(**over):
@@ -410,6 +484,14 @@ def scenario(name, cfg, seed):
 
     Error scenarios: the bad commands, then a whole FP phase whose store aims at
     OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
+    if name in ("pregen_fp_bp", "pregen_wg"):
+        cmds, writes, results = pregen_case(cfg, seed, with_wg=name == "pregen_wg")
+        mem = fresh_mem(seed, writes)
+        want = bytearray(mem)
+        for a, t in results.items():
+            want[a:a + 2 * t.size] = t.ravel().astype("<i2").tobytes()
+        return {"mem": mem, "cmds": cmds, "errs": [], "want": want, "bad": None,
+                "abort_at": None, "ref": results[ADDR["out"]]}
     if name == "prune_wg":
         cmds, writes, results, _ = prune_case(cfg, seed)
         mem = fresh_mem(seed, writes)
@@ -458,7 +540,10 @@ def _error_case(name, seed=1400):
                                   "err_raw", "err_job_beyond", "err_not_loaded", "err_shape",
                                   "err_mask_short", "err_mask_beyond", "err_prune_len0",
                                   "err_prune_misaligned", "err_prune_seed0",
-                                  "err_prune_beyond", "err_prune_not_loaded", "err_kind3"])
+                                  "err_prune_beyond", "err_prune_not_loaded",
+                                  "err_pregen_cin", "err_pregen_rows", "err_pregen_misaligned",
+                                  "err_pregen_n", "err_pregen_beyond",
+                                  "err_pregen_not_loaded"])
 def test_dataplane_errors(name):
     _error_case(name)
 
@@ -467,7 +552,8 @@ def test_dataplane_cocotb(sim, cocotb_run):
     """The emitted Verilog (DataPlane + PEArray) with cocotbext-axi AxiRam: three phases and
     every error scenario, whole RAM compared."""
     seed = 1500
-    names = list(GOOD_SCENARIOS) + ["prune_wg"] + list(_error_scenarios(CFG))
+    names = list(GOOD_SCENARIOS) + ["prune_wg", "pregen_fp_bp", "pregen_wg"] + \
+        list(_error_scenarios(CFG))
     print(f"seed={seed} sim={sim} scenarios={names}")
     n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
                    params={"seed": seed, "config": CFG.to_dict(), "scenarios": names},
@@ -556,3 +642,33 @@ def test_dataplane_prune_in_line(pattern):
     dp = DataPlane.from_config(CFG)
     assert res["prune_cycles"] == 2 * -(-n // epw) + dp.pruner.overhead
     print(f"prune of {n} elements: {res['prune_cycles']} cycles, tau {tau}")
+
+
+@pytest.mark.parametrize("with_wg", [False, True], ids=["fp_bp", "wg_beside"])
+def test_dataplane_pregen(with_wg):
+    """CMD_PREGEN: the masks it writes into MASK equal ``golden.bdwp_masks`` (stored and
+    compared packed), an FP job with the forward mask and a BP job with the backward mask equal
+    the golden phases with those masks (no mask crossed the memory); a WG job issued right
+    after the pre-generation runs beside it (their cycles overlap) and is exact too."""
+    seed = 1700
+    print(f"seed={seed} with_wg={with_wg}")
+    cmds, writes, results = pregen_case(CFG, seed, with_wg=with_wg)
+    mem = fresh_mem(seed, writes)
+    before = bytearray(mem)
+    res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern="random")
+    assert res["errs"] == []
+    ranges = []
+    for a, t in results.items():
+        assert np.array_equal(read_result(mem, a, t), t), hex(a)
+        ranges.append((a, a + 2 * t.size))
+    check_untouched(before, mem, ranges)
+    w_size = CFG.nm_m * CFG.nm_m * 9
+    from sparseforge.hdl.dp_pregen import pregen_job_cycles
+    lanes = min(CFG.pe_rows * CFG.pe_cols, CFG.nm_m)
+    assert 0 < res["pregen_cycles"] <= pregen_job_cycles(w_size, CFG.nm_m, lanes)
+    if with_wg:
+        # the WG job ran while the pre-generation did: the phase took less than both in turn
+        assert res["job_cycles"] > 0
+        assert res["end"] < res["pregen_cycles"] + res["job_cycles"] + res["dma_busy_cycles"]
+    print(f"pre-generation of {w_size} weights: {res['pregen_cycles']} cycles; job "
+          f"{res['job_cycles']}; whole {res['end']}")
