@@ -283,6 +283,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [regs.job_cycles.eq(dp.job_cycles), regs.dma_busy.eq(dp.dma_busy_cycles),
                          regs.dma_exposed.eq(dp.dma_exposed_cycles),
                          regs.dma_beats.eq(dp.dma_beats), regs.prune_cycles.eq(dp.prune_cycles),
+                         regs.pregen_cycles.eq(dp.pregen_cycles),
                          regs.prune_tau.eq(dp.prune_tau)]
         return m
 

@@ -35,7 +35,9 @@ then:
   previous run is still busy (``pg_busy``).
 
 then skips the phase's ``n_tiles`` entries (a PREGEN step: its one chunk entry) and accepts the
-``step`` beat. A ``step`` whose
+``step`` beat. Bit 7 of the beat (:data:`~sparseforge.hdl.wire.STEP_DATA_PLANE`) says the data
+plane runs the phase (``CMD_PRUNE`` / ``CMD_PREGEN``): the opcode is bits 6:0, and a PREGEN
+step then pulses no ``pg_go`` (the stream pre-generation does not run). A ``step`` whose
 opcode differs from the entry's (host and schedule out of step) raises ``ERR_SCHED_MISMATCH``
 and leaves the position unchanged; a ``step`` at END raises ``ERR_SCHED_END``; a ``step``
 without a running schedule raises ``ERR_NO_SCHEDULE``. Every error accepts the beat: a bad step
@@ -64,7 +66,7 @@ word by two cycles.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import crc, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -334,7 +336,7 @@ class ScheduleController(wiring.Component):
                     m.d.comb += self.step.ready.eq(1)
                     m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED_END)]
                     m.next = "WAIT"
-                with m.Elif(op != self.step.payload):
+                with m.Elif(op != Cat(self.step.payload[:7], Const(0, 1))):
                     m.d.comb += self.step.ready.eq(1)
                     m.d.sync += [self.err.eq(1), self.err_code.eq(ERR_SCHED_MISMATCH)]
                     m.next = "WAIT"
@@ -364,7 +366,9 @@ class ScheduleController(wiring.Component):
                 m.d.sync += [self.k_p.eq(_field(got, "prune_kp")),
                              self.shift.eq(_field(got, "prune_shift"))]
             with m.Case(SchedOp.PREGEN):
-                m.d.sync += [self.nm_n.eq(_field(got, "nm_n")), self.pg_go.eq(1),
+                # bit 7 of the step (STEP_DATA_PLANE): the data plane pre-generates, no run
+                m.d.sync += [self.nm_n.eq(_field(got, "nm_n")),
+                             self.pg_go.eq(~self.step.payload[7]),
                              self.pg_count.eq(_field(got, "nr"))]
 
 

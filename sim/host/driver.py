@@ -126,10 +126,13 @@ class PacketCodec:
                       for k in range(0, len(binary), 4)]
         return self.packet("sched", [int(w) for w in binary])
 
-    def step_packet(self, opcode: int) -> list[int]:
+    def step_packet(self, opcode: int, *, data_plane: bool = False) -> list[int]:
         """A ``step`` packet: the host is about to run the schedule's next phase, whose
-        opcode it expects to be ``opcode`` (:class:`sparseforge.gen.schedule.Op`)."""
-        return self.packet("step", [int(opcode)])
+        opcode it expects to be ``opcode`` (:class:`sparseforge.gen.schedule.Op`).
+        ``data_plane``: the data plane runs it (``STEP_DATA_PLANE``: a PREGEN step starts no
+        stream pre-generation run)."""
+        from sparseforge.hdl.wire import STEP_DATA_PLANE
+        return self.packet("step", [int(opcode) | (STEP_DATA_PLANE if data_plane else 0)])
 
     def _packed(self, kind, beats):
         return pack_beats(self.layouts[kind], beats)
@@ -755,6 +758,103 @@ class Driver:
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0}
         return out, tau
+
+    def pregen_onchip_refusal(self, w_shape, n: int) -> str | None:
+        """Why :meth:`pregen_onchip` cannot pre-generate a weight of ``w_shape`` with ``n``
+        (None when it can): the data plane's ``CMD_PREGEN`` rules (``docs/dataplane.md``)."""
+        cfg = self.codec.cfg
+        if self.ram is None:
+            return "the core has no data plane (data_plane='dma')"
+        shape = tuple(w_shape) + (1, 1) if len(w_shape) == 2 else tuple(w_shape)
+        cout, cin, kh, kw = shape
+        m = cfg.nm_m
+        if cin % m or cout % m:
+            return f"Cin and Cout must be multiples of nm_m={m}, not {shape}"
+        if not (1 <= kh <= cfg.k_max and 1 <= kw <= cfg.k_max):
+            return f"Kh, Kw must be in [1, k_max={cfg.k_max}], not {shape}"
+        if cin * kh * kw < cfg.dma_width:
+            return (f"Cin*Kh*Kw = {cin * kh * kw} is below dma_width={cfg.dma_width} (a "
+                    f"backward mask row must fill a word)")
+        if not 0 <= n <= cfg.nm_n_max:
+            return f"n must be in [0, nm_n_max={cfg.nm_n_max}], not {n}"
+        words = -(-cout * cin * kh * kw // cfg.dma_width)
+        from sparseforge.hdl.dataplane import BUF_MASK, buf_sizes
+        epw = cfg.dma_width // cfg.data_width
+        if cout * cin * kh * kw > cfg.wgt_mem_elems or 2 * words * epw > buf_sizes(cfg)[BUF_MASK]:
+            return f"the weight {shape} or its two masks do not fit the WGT / MASK buffers"
+        return None
+
+    async def pregen_onchip(self, w, n: int, *, step=None):
+        """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout, Cin,
+        Kh, Kw)``) in the data plane (``CMD_PREGEN``, ``hdl/dp_pregen.py``): ``w`` is placed in
+        the card memory and loaded into the WGT buffer (unless it is still there), the data
+        plane writes both packed masks into the MASK buffer (the forward one at element 0, the
+        backward one from the next ``dma_width`` word after it) and one store brings them to
+        the card memory. Returns ``(fwd, bwd)`` (bool, ``w``'s shape) --
+        ``golden.bdwp_masks(w, n, nm_m)`` when the RTL is right. ``step``: the schedule's
+        PREGEN opcode when a schedule runs (one step beat per PREGEN entry of the layer, with
+        ``STEP_DATA_PLANE``: the stream pre-generation does not run). :attr:`last_pregen_dp`
+        holds ``cycles`` (PREGEN_CYCLES), ``dma_cycles``, ``card_words_in/out``, ``groups``.
+        ``ValueError`` (before anything is sent) when :meth:`pregen_onchip_refusal` names a
+        reason."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
+        cfg = self.codec.cfg
+        w = np.asarray(w)
+        why = self.pregen_onchip_refusal(w.shape, n)
+        if why:
+            raise ValueError(f"pregen_onchip: {why}")
+        w4 = w.reshape(w.shape + (1, 1)) if w.ndim == 2 else w
+        cout, cin, kh, kw = w4.shape
+        numel, wbits = int(w.size), cfg.dma_width
+        words = -(-numel // wbits)
+        epw = cfg.dma_width // cfg.data_width
+        n_mask = 2 * words * epw
+        addrs = self.card_layout({"w": numel, "masks": n_mask})
+        c0, d0 = self.card_words_in, self.card_words_out
+        had, self._resident = self._resident, {}
+        cmds = []
+        if not self._holds(had, dpm.BUF_WGT, 0, w4):
+            self.card_write(addrs["w"], w4)
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_WGT, "base": 0,
+                                                        "length": numel, "dir": DIR_LOAD,
+                                                        "addr": addrs["w"]}})
+        cmds += [{"kind": dpm.CMD_PREGEN, "pregen": {"w_base": 0, "m_base": 0, "cout": cout,
+                                                     "cin": cin, "kh": kh, "kw": kw,
+                                                     "n": int(n)}},
+                 {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": 0,
+                                                 "length": n_mask, "dir": DIR_STORE,
+                                                 "addr": addrs["masks"]}}]
+        groups = 2 * numel // cfg.nm_m
+        pk = []
+        if step is not None:       # the schedule has one PREGEN entry per weight-buffer chunk
+            chunks = -(-groups // cfg.weight_buf_depth)
+            pk = [self.codec.step_packet(step, data_plane=True) for _ in range(chunks)]
+        before = {k: await self.counter(k) for k in ("pregen_cycles", "dma_exposed",
+                                                     "dma_beats")}
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
+        status = await self.wait_done()
+        if status & STATUS_ERROR or not status & STATUS_DONE:
+            raise RuntimeError(f"pregen: STATUS {status:#x}, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}")
+        d = {k: await self.counter(k) - v for k, v in before.items()}
+        if d["dma_beats"] == 0:
+            raise RuntimeError("pregen: the data plane discarded its commands (an earlier "
+                               "error left it in its error state); call Driver.recover() first")
+        el = self.card_read(addrs["masks"], n_mask)
+        dw = cfg.data_width
+        bits = np.array([(int(v) >> b) & 1 for v in el for b in range(dw)], bool)
+        fwd = bits[:numel].reshape(w.shape)
+        bwd = bits[words * wbits:words * wbits + numel].reshape(w.shape)
+        self._resident = dict(had)
+        self._resident[dpm.BUF_WGT] = (0, np.array(w4, copy=True))
+        self._resident[dpm.BUF_MASK] = (0, pack_mask(fwd.reshape(w4.shape), dw))
+        self.last_pregen_dp = {"cycles": d["pregen_cycles"], "dma_cycles": d["dma_exposed"],
+                               "dma_beats": d["dma_beats"], "groups": groups,
+                               "card_words_in": self.card_words_in - c0,
+                               "card_words_out": self.card_words_out - d0}
+        return fwd, bwd
 
     async def pregen(self, w, n: int):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,

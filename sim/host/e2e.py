@@ -580,15 +580,25 @@ class RTLBackend(ModelBackend):
         return out
 
     async def pregen(self, w, n):
+        """On a core with the data plane, for a weight ``CMD_PREGEN`` takes
+        (``Driver.pregen_onchip_refusal``): ``Driver.pregen_onchip``; otherwise the stream
+        pre-generation (through the weight buffer under a schedule)."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
         step = await self._step("PREGEN")
-        if step is None:
+        dp = {}
+        if self.drv.ram is not None and self.drv.pregen_onchip_refusal(np.shape(w), n) is None:
+            out = await self.drv.pregen_onchip(w, n, step=step)
+            lp = self.drv.last_pregen_dp
+            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
+                  "dma_cycles": lp["dma_cycles"], "card_words_in": lp["card_words_in"],
+                  "card_words_out": lp["card_words_out"]}
+        elif step is None:
             out = await self.drv.pregen(w, n)
         else:
             out = await self.drv.pregen_scheduled(w, n, step=step)
         self.log.append({"layer": self.layer, "phase": "pregen", "io_cycles": self._now() - c0,
                          "groups": 2 * int(np.asarray(w).size) // self.cfg.nm_m,
-                         **self._words(w0),
+                         **self._words(w0), **dp,
                          "host_s": time.perf_counter() - t0})
         return out
 

@@ -17,6 +17,7 @@ from sparseforge.gen.config import preset
 from sparseforge.sim.testkit.layer_cases import SMALL_TOP_CFG
 from sparseforge.hdl import controller as hc
 from sparseforge.hdl import wire
+from sparseforge.hdl.wire import STEP_DATA_PLANE
 from sparseforge.sim.host import e2e
 
 SMALL = SMALL_TOP_CFG
@@ -193,7 +194,8 @@ def test_run_schedule(name, cfg, batch):
     """Start, then every step of the compiled schedule: the controls equal the entry's fields,
     PREGEN pulses pg_go with its chunk's groups and waits while pg_busy; a step waits for
     dp_idle; wrong opcode, a step at END and a step with nothing running raise their codes
-    and are consumed."""
+    and are consumed. Every other PREGEN step and every PRUNE step carry STEP_DATA_PLANE (the
+    data plane runs them): they advance the same way, but such a PREGEN pulses no pg_go."""
     sched = _schedule(cfg, name, batch)
     steps = _expected_steps(sched)
     phases = [p for p in sched.phases() if p[0] != "END"]
@@ -266,7 +268,11 @@ def test_run_schedule(name, cfg, batch):
             e = sched.entries[idx]
             busy = 15 if op == gs.Op.PREGEN else 0   # longer than the fetch
             idle_delay = 5 if k % 3 == 1 else 0
-            n, err = await do_step(ctx, op, busy_cycles=busy, idle_delay=idle_delay)
+            flag = (op == gs.Op.PRUNE) or (op == gs.Op.PREGEN and k % 2 == 0)
+            if flag and op == gs.Op.PREGEN:
+                dp_pregen.append(idx)
+            n, err = await do_step(ctx, op | (STEP_DATA_PLANE if flag else 0),
+                                   busy_cycles=busy, idle_delay=idle_delay)
             assert err is None, (k, op, hex(err))
             assert n >= 11 + idle_delay and n > busy, (k, n)
             if op in (gs.Op.FP, gs.Op.BP, gs.Op.WG):
@@ -290,6 +296,7 @@ def test_run_schedule(name, cfg, batch):
 
     # count pg_go pulses independently of the step loop
     pulses = []
+    dp_pregen = []                # entries of PREGEN steps the data plane ran (no pulse)
 
     async def watch(ctx):
         async for _, _, go, cnt in ctx.tick().sample(dut.pg_go, dut.pg_count):
@@ -301,6 +308,7 @@ def test_run_schedule(name, cfg, batch):
     sim.add_testbench(tb)
     sim.add_testbench(watch, background=True)
     sim.run()
-    assert pulses == [e.nr for e in sched.entries if e.opcode == gs.Op.PREGEN]
+    assert dp_pregen and pulses == [e.nr for k, e in enumerate(sched.entries)
+                                    if e.opcode == gs.Op.PREGEN and k not in dp_pregen]
     print(f"{name} on {cfg.name}: {len(steps)} steps over {len(sched.entries)} entries "
           f"({len(words)} words); cycles per step {[n for *_, n in log]}")
