@@ -84,6 +84,7 @@ __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cyc
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
            "bdwp_applies", "exact_phase_cycles", "validate_against_exact", "prune_cycles",
            "pregen_cycles", "PRUNE_CYCLES_PER_ELEM", "PRUNE_OVERHEAD", "PREGEN_CYCLES_PER_GROUP",
+           "PREGEN_DP_OVERHEAD",
            "PREGEN_OVERHEAD", "wg_chunking", "MemoryProfile", "ddr4_profile", "memory_profile",
            "MEMORY", "SIM_MEMORY"]
 
@@ -963,7 +964,8 @@ def bdwp_work_fraction(n: int, m: int) -> float:
 #: The stochastic pruner and the N:M pre-generation as built (issue 18: no cost assumed away):
 #: on a core without the data plane both run at the top level through the 32-bit host
 #: stream, between the array phases (the e2e step: ``prune`` and ``pregen`` phases, nothing
-#: overlaps them); with the data plane, pruning is ``CMD_PRUNE`` (:func:`prune_cycles`). Measured on the RTL
+#: overlaps them); with the data plane, pruning is ``CMD_PRUNE`` (:func:`prune_cycles`) and
+#: pre-generation ``CMD_PREGEN`` (:func:`pregen_cycles`). Measured on the RTL
 #: (`tiny`, the digits step, fast engine): pruning 3,100 / 6,172 cycles for 1,024 / 2,048
 #: gradient elements, pre-generation 3,226 / 22,760 cycles for 288 / 2,048 groups (M = 8, both
 #: directions). ``tests/sim/test_fastsim.py::test_prune_pregen_model_matches_rtl`` re-measures
@@ -997,11 +999,34 @@ def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
                  + dma_transfer_cycles(n_elems, True, cfg, **kw))
 
 
-def pregen_cycles(n_weights: int, m: int) -> float:
+#: Busy cycles of a ``CMD_PREGEN`` job beyond its groups (set-up, the selector's latency, the
+#: drain of each pass; 33-37 measured, ``tests/hdl/test_dp_pregen.py``).
+PREGEN_DP_OVERHEAD = 36
+
+
+def pregen_cycles(n_weights: int, m: int, cfg: AcceleratorConfig | None = None, *,
+                  cin_kk: int | None = None, memory: "MemoryProfile | None" = None) -> float:
     """Top-level cycles to pre-generate both N:M masks of ``n_weights`` weights (``2 *
-    n_weights / m`` groups; exposed)."""
+    n_weights / m`` groups; exposed). Without ``cfg``, on a core without the data plane, or for
+    a layer ``CMD_PREGEN`` does not take (``cin_kk = Cin*Kh*Kw`` below ``dma_width``): the
+    stream pre-generation, ``PREGEN_CYCLES_PER_GROUP`` per group. Otherwise ``CMD_PREGEN``
+    (``hdl/dp_pregen.py``): a group every ``ceil(m / min(rows*cols, m))`` cycles in each pass
+    plus :data:`PREGEN_DP_OVERHEAD`, the load of the updated weight and the store of both
+    masks (``2 * ceil(n_weights / dma_width)`` words) at ``memory``."""
     groups = 2 * n_weights // m
-    return PREGEN_CYCLES_PER_GROUP * groups + PREGEN_OVERHEAD if groups else 0.0
+    if not groups:
+        return 0.0
+    if cfg is None or cfg.data_plane != "dma" or (cin_kk is not None and
+                                                  cin_kk < cfg.dma_width):
+        return PREGEN_CYCLES_PER_GROUP * groups + PREGEN_OVERHEAD
+    mem = memory or memory_profile(cfg)
+    kw = dict(read_latency=mem.read_latency, write_latency=mem.write_latency,
+              beats_per_cycle=mem.beats_per_cycle)
+    cpg = _ceil_div(m, min(cfg.pe_rows * cfg.pe_cols, m))
+    masks = 2 * _ceil_div(n_weights, cfg.dma_width) * (cfg.dma_width // cfg.data_width)
+    return float(groups * cpg + PREGEN_DP_OVERHEAD
+                 + dma_transfer_cycles(n_weights, False, cfg, **kw)
+                 + dma_transfer_cycles(masks, True, cfg, **kw))
 
 
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
@@ -1065,7 +1090,8 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                                                        memory=mem)
                     if ph == "wg" and wd < 1.0:
                         r.pregen_exposed = pregen_cycles(
-                            lay.cout * lay.cin * lay.kh * lay.kw, nm[1])
+                            lay.cout * lay.cin * lay.kh * lay.kw, nm[1], cfg,
+                            cin_kk=lay.cin * lay.kh * lay.kw, memory=mem)
                 _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
                                          masked=(ph != "wg" and wd < 1.0), **dma_kw))
             lr.phases[ph] = r

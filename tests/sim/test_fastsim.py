@@ -298,9 +298,9 @@ def test_xdma_transport_runs_the_step(tiny_lib):
 def test_prune_pregen_model_matches_rtl(tiny_lib):
     """The performance model's pruning and pre-generation costs (perf.prune_cycles,
     perf.pregen_cycles: the exposed costs the bench counts) against the RTL's cycles for the
-    same phases of the digits step, within 1 %: pre-generation against its top-level time,
-    the on-chip pruning (CMD_PRUNE) against what the report counts for it (its job cycles,
-    exactly ``prune_job_cycles``, plus its exposed DMA)."""
+    same phases of the digits step, within 1 %: the on-chip pruning (CMD_PRUNE, its job
+    cycles exactly ``prune_job_cycles``) and pre-generation (CMD_PREGEN) against what the
+    report counts for them (their job cycles plus their exposed DMA)."""
     from sparseforge.hdl.dp_prune import prune_job_cycles
     from sparseforge.sim.perf import model as perf
     p = {"config": TINY.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED, "lr_shift": LR_SHIFT,
@@ -316,8 +316,10 @@ def test_prune_pregen_model_matches_rtl(tiny_lib):
                 r["elements"], TINY.dma_width // TINY.data_width, TINY.data_width)
             got = r["job_cycles"] + r["dma_cycles"]
         elif r["phase"] == "pregen":
-            want = perf.pregen_cycles(r["groups"] * TINY.nm_m // 2, TINY.nm_m)
-            got = r["io_cycles"]
+            # on chip (CMD_PREGEN): what the report counts, its job cycles + exposed DMA
+            want = perf.pregen_cycles(r["groups"] * TINY.nm_m // 2, TINY.nm_m, TINY)
+            assert r["data_plane"] == "dma"
+            got = r["job_cycles"] + r["dma_cycles"]
         else:
             continue
         print(r["layer"], r["phase"], got, f"model {want:.0f}")

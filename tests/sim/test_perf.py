@@ -497,6 +497,12 @@ def test_prune_pregen_costs():
     assert perf.prune_cycles(1024, cfg) < perf.prune_cycles(1024) / 1.4
     assert perf.prune_cycles(1024, preset("vcu1525")) == perf.prune_cycles(1024)   # host-stream
     assert perf.pregen_cycles(1152, 8) == 11.1 * 288 + 30
+    # on chip (CMD_PREGEN): 2 cycles per group with 4 read lanes for M = 8, the weight's load
+    # and both masks' store; a layer whose Cin*Kh*Kw is below dma_width stays on the stream
+    assert perf.pregen_cycles(1152, 8, cfg) == (288 * 2 + perf.PREGEN_DP_OVERHEAD
+                                                + perf.dma_transfer_cycles(1152, False, cfg)
+                                                + perf.dma_transfer_cycles(72, True, cfg))
+    assert perf.pregen_cycles(1152, 8, cfg, cin_kk=8) == perf.pregen_cycles(1152, 8)
     dens = {lay.name: 0.5 for lay in net.compute}
     it = perf.iteration(net, cfg, nm=(2, 8), fp_density=dens, dy_density=dens)
     by = {lay.name: lay for lay in it.layers}
