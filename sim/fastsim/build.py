@@ -20,7 +20,7 @@ import os
 import subprocess
 from pathlib import Path
 
-__all__ = ["build_fast", "HARNESS", "FastBuildError"]
+__all__ = ["build_fast", "refresh_rtl", "HARNESS", "FastBuildError"]
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 
@@ -38,6 +38,23 @@ def _run(cmd, cwd, env):
     return proc
 
 
+def refresh_rtl(folder) -> bool:
+    """Put the freshly emitted ``folder/rtl/accelerator.new.v`` in place of
+    ``rtl/accelerator.v``; returns whether ``folder/libsfsim.so`` must be built: the Verilog
+    is new or changed (then a library built from the old one is deleted), or the library is
+    missing or older than the harness."""
+    folder = Path(folder)
+    rtl, new = folder / "rtl" / "accelerator.v", folder / "rtl" / "accelerator.new.v"
+    lib = folder / "libsfsim.so"
+    if rtl.exists() and rtl.read_bytes() == new.read_bytes():
+        new.unlink()
+        return not (lib.exists() and lib.stat().st_mtime >= HARNESS.stat().st_mtime)
+    new.replace(rtl)               # new or changed RTL: nothing built from the old one is kept
+    if lib.exists():
+        lib.unlink()
+    return True
+
+
 def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> Path:
     """Emit, Verilate and compile ``cfg``'s accelerator with the harness into
     ``folder/libsfsim.so`` (skipped when that exists and is newer than the harness)."""
@@ -52,14 +69,8 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
     new = folder / "rtl" / "accelerator.new.v"
     component, used = build_block("accelerator", cfg)
     write_verilog(component, "accelerator", new, config=cfg, params=used)
-    if rtl.exists() and rtl.read_bytes() == new.read_bytes():
-        new.unlink()
-        if lib.exists() and lib.stat().st_mtime >= HARNESS.stat().st_mtime:
-            return lib
-    else:                          # new or changed RTL: nothing built from the old one is kept
-        new.replace(rtl)
-        if lib.exists():
-            lib.unlink()
+    if not refresh_rtl(folder):
+        return lib
     prepare_env()
     env = dict(os.environ)
     env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))

@@ -404,3 +404,26 @@ def test_fast_host_stream_config(fast_dir, tmp_path):
     assert run_e2e.main(["--set", "data_plane=host-stream", "-o", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["engine"] == "cpp" and rep["steps"][0]["tensors_mismatched"] == 0
+
+
+def test_fast_build_follows_the_emitted_verilog(tmp_path):
+    """A cached build is used only while the emitted Verilog is unchanged: a changed one (a new
+    sparseforge, the same configuration) replaces the old file and deletes the library built
+    from it, so the next run rebuilds instead of simulating stale RTL."""
+    from sparseforge.sim.fastsim.build import refresh_rtl
+    rtl = tmp_path / "rtl"
+    rtl.mkdir()
+    lib = tmp_path / "libsfsim.so"
+
+    def emit(text):
+        (rtl / "accelerator.new.v").write_text(text)
+
+    emit("module a; endmodule\n")
+    assert refresh_rtl(tmp_path) and (rtl / "accelerator.v").read_text().startswith("module a")
+    lib.write_bytes(b"built")                       # the library of that Verilog
+    emit("module a; endmodule\n")
+    assert not refresh_rtl(tmp_path) and lib.exists()          # same Verilog: reused
+    assert not (rtl / "accelerator.new.v").exists()
+    emit("module b; endmodule\n")
+    assert refresh_rtl(tmp_path) and not lib.exists()          # changed: rebuilt
+    assert (rtl / "accelerator.v").read_text().startswith("module b")
