@@ -284,6 +284,7 @@ class Accelerator(wiring.Component):
                          regs.dma_exposed.eq(dp.dma_exposed_cycles),
                          regs.dma_beats.eq(dp.dma_beats), regs.prune_cycles.eq(dp.prune_cycles),
                          regs.pregen_cycles.eq(dp.pregen_cycles),
+                         regs.pregen_exposed.eq(dp.pregen_exposed_cycles),
                          regs.prune_tau.eq(dp.prune_tau)]
         return m
 

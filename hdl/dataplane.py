@@ -70,10 +70,11 @@ mode, stride2, pad, out_len, in_len, skip_zero, raw : Out
     The PE array's controls (the mapper's).
 m_axi_* : the DMA engine's AXI4 master.
 dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles,
-prune_cycles : Out(32)
+prune_cycles, pregen_cycles, pregen_exposed_cycles : Out(32)
     Free-running counters: the engine's busy / beat / stall counts, cycles with
     ``job_active``, cycles with the engine busy and no job active (DMA time not hidden),
-    cycles with a prune job running.
+    cycles with a prune job running, with a pre-generation running, and with a
+    pre-generation running under neither a job nor a DMA transfer (its time not hidden).
 prune_tau : Out(data_width - 1)
     The threshold of the most recent ``CMD_PRUNE`` (0 after reset / abort).
 
@@ -328,7 +329,8 @@ class DataPlane(wiring.Component):
             if name.startswith("m_axi_"):
                 members[name] = member
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
-                  "dma_exposed_cycles", "prune_cycles", "pregen_cycles"):
+                  "dma_exposed_cycles", "prune_cycles", "pregen_cycles",
+                  "pregen_exposed_cycles"):
             members[n] = Out(counter_width)
         members["prune_tau"] = Out(data_width - 1)
         self._cw = counter_width
@@ -777,11 +779,14 @@ class DataPlane(wiring.Component):
             m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]
 
         cw = self._cw
-        jc, ex, pc, gc = Signal(cw), Signal(cw), Signal(cw), Signal(cw)
+        jc, ex, pc, gc, gx = (Signal(cw) for _ in range(5))
         m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running)),
-                     pc.eq(pc + pr.busy), gc.eq(gc + pg.busy)]
+                     pc.eq(pc + pr.busy), gc.eq(gc + pg.busy),
+                     # pre-generation time under neither a job nor a DMA transfer
+                     gx.eq(gx + (pg.busy & ~job_running & eng.desc.ready))]
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
                      self.prune_cycles.eq(pc), self.pregen_cycles.eq(gc),
+                     self.pregen_exposed_cycles.eq(gx),
                      self.prune_tau.eq(pr.tau),
                      self.job_active.eq(job_running),
                      self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running |
@@ -805,7 +810,7 @@ class DataPlaneSystem(wiring.Component):
         self.array = PEArray.from_config(cfg)
         keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
                 "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles",
-                "prune_cycles", "prune_tau", "pregen_cycles"}
+                "prune_cycles", "prune_tau", "pregen_cycles", "pregen_exposed_cycles"}
         members = {n: mb for n, mb in self.dp.signature.members.items()
                    if n in keep or n.startswith("m_axi_")}
         members["array_cycles"] = Out(len(self.array.cycles))

@@ -565,7 +565,8 @@ class Driver:
                              f"has {self.CARD_BYTES}")
         return addrs
 
-    async def _run_phase_dma(self, phase, job, kw, stride, padding, step):
+    async def _run_phase_dma(self, phase, job, kw, stride, padding, step, *, side=None,
+                             side_steps=()):
         """:meth:`run_phase` through the data plane: the operands are placed in the card
         memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
         hardware mapper and stores the result, which is read back from the card memory."""
@@ -591,7 +592,7 @@ class Driver:
         sizes = {k: int(np.asarray(v).size) for k, v in tensors.items()}
         sizes["out"] = int(np.prod(shapes["out"]))
         self.check_fits(phase, sizes)
-        addrs = self.card_layout(sizes)
+        addrs = self.card_layout({**sizes, **(side["sizes"] if side else {})})
         c0, d0 = self.card_words_in, self.card_words_out
         # operands still in their buffer from an earlier load (e.g. the pruned gradient for BP
         # and WG, fc weights between FP and BP) are neither written nor loaded again
@@ -605,11 +606,15 @@ class Driver:
                 self.card_write(addrs[name], t)
         cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs,
                                    skip=skip)
-        before = {k: await self.counter(k) for k in ("cycles", "job_cycles", "dma_exposed",
-                                                     "dma_busy", "dma_beats")}
+        if side:                  # a pre-generation beside the (WG) job: one packet
+            pre, post = side["cmds"](addrs, had)
+            cmds = pre + cmds + post
+        names = ("cycles", "job_cycles", "dma_exposed", "dma_busy", "dma_beats") + \
+            (("pregen_cycles", "pregen_exposed") if side else ())
+        before = {k: await self.counter(k) for k in names}
         w0, o0 = self.words_in, self.words_out
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        pk = [] if step is None else [self.codec.step_packet(step)]
+        pk = list(side_steps) + ([] if step is None else [self.codec.step_packet(step)])
         await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
         status = await self.wait_done()
         if status & STATUS_ERROR or not status & STATUS_DONE:
@@ -628,6 +633,12 @@ class Driver:
         self._resident = dict(had)
         for name, t in tensors.items():
             self._resident[bufs[name]] = (0, np.array(t, copy=True))
+        if side:
+            self._side_result = side["finish"](addrs)
+            self.last_pregen_dp = {"cycles": d["pregen_exposed"],
+                                   "busy_cycles": d["pregen_cycles"], "dma_cycles": 0,
+                                   "groups": side["groups"], "beside": phase,
+                                   "card_words_in": 0, "card_words_out": 0}
         self.last_phase = {"phase": phase, "cycles": d["job_cycles"], "resident": sorted(skip),
                            "array_cycles": self.last_stats.cycles,
                            "array_counter_cycles": d["cycles"],
@@ -797,43 +808,21 @@ class Driver:
         holds ``cycles`` (PREGEN_CYCLES), ``dma_cycles``, ``card_words_in/out``, ``groups``.
         ``ValueError`` (before anything is sent) when :meth:`pregen_onchip_refusal` names a
         reason."""
-        from sparseforge.hdl import dataplane as dpm
-        from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
         cfg = self.codec.cfg
         w = np.asarray(w)
         why = self.pregen_onchip_refusal(w.shape, n)
         if why:
             raise ValueError(f"pregen_onchip: {why}")
-        w4 = w.reshape(w.shape + (1, 1)) if w.ndim == 2 else w
-        cout, cin, kh, kw = w4.shape
-        numel, wbits = int(w.size), cfg.dma_width
-        words = -(-numel // wbits)
-        epw = cfg.dma_width // cfg.data_width
-        n_mask = 2 * words * epw
-        addrs = self.card_layout({"w": numel, "masks": n_mask})
+        side = self._pregen_side(w, n)
+        addrs = self.card_layout(side["sizes"])
         c0, d0 = self.card_words_in, self.card_words_out
         had, self._resident = self._resident, {}
-        cmds = []
-        if not self._holds(had, dpm.BUF_WGT, 0, w4):
-            self.card_write(addrs["w"], w4)
-            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_WGT, "base": 0,
-                                                        "length": numel, "dir": DIR_LOAD,
-                                                        "addr": addrs["w"]}})
-        cmds += [{"kind": dpm.CMD_PREGEN, "pregen": {"w_base": 0, "m_base": 0, "cout": cout,
-                                                     "cin": cin, "kh": kh, "kw": kw,
-                                                     "n": int(n)}},
-                 {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": 0,
-                                                 "length": n_mask, "dir": DIR_STORE,
-                                                 "addr": addrs["masks"]}}]
-        groups = 2 * numel // cfg.nm_m
-        pk = []
-        if step is not None:       # the schedule has one PREGEN entry per weight-buffer chunk
-            chunks = -(-groups // cfg.weight_buf_depth)
-            pk = [self.codec.step_packet(step, data_plane=True) for _ in range(chunks)]
-        before = {k: await self.counter(k) for k in ("pregen_cycles", "dma_exposed",
-                                                     "dma_beats")}
+        pre, post = side["cmds"](addrs, had)
+        pk = self._pregen_steps(side, step)
+        before = {k: await self.counter(k) for k in ("pregen_cycles", "pregen_exposed",
+                                                     "dma_exposed", "dma_beats")}
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
+        await self.send(pk + [self.codec.dp_packet(pre + post), self.codec.end_packet()])
         status = await self.wait_done()
         if status & STATUS_ERROR or not status & STATUS_DONE:
             raise RuntimeError(f"pregen: STATUS {status:#x}, ERROR_CODE "
@@ -842,19 +831,92 @@ class Driver:
         if d["dma_beats"] == 0:
             raise RuntimeError("pregen: the data plane discarded its commands (an earlier "
                                "error left it in its error state); call Driver.recover() first")
-        el = self.card_read(addrs["masks"], n_mask)
-        dw = cfg.data_width
-        bits = np.array([(int(v) >> b) & 1 for v in el for b in range(dw)], bool)
-        fwd = bits[:numel].reshape(w.shape)
-        bwd = bits[words * wbits:words * wbits + numel].reshape(w.shape)
         self._resident = dict(had)
-        self._resident[dpm.BUF_WGT] = (0, np.array(w4, copy=True))
-        self._resident[dpm.BUF_MASK] = (0, pack_mask(fwd.reshape(w4.shape), dw))
-        self.last_pregen_dp = {"cycles": d["pregen_cycles"], "dma_cycles": d["dma_exposed"],
-                               "dma_beats": d["dma_beats"], "groups": groups,
+        fwd, bwd = side["finish"](addrs)
+        self.last_pregen_dp = {"cycles": d["pregen_exposed"], "busy_cycles": d["pregen_cycles"],
+                               "dma_cycles": d["dma_exposed"], "dma_beats": d["dma_beats"],
+                               "groups": side["groups"], "beside": None,
                                "card_words_in": self.card_words_in - c0,
                                "card_words_out": self.card_words_out - d0}
         return fwd, bwd
+
+    def _pregen_steps(self, side, step) -> list:
+        """The schedule's ``step`` packets of a pre-generation the data plane runs (one per
+        PREGEN entry, i.e. per weight-buffer chunk of its groups, with STEP_DATA_PLANE)."""
+        if step is None:
+            return []
+        chunks = -(-side["groups"] // self.codec.cfg.weight_buf_depth)
+        return [self.codec.step_packet(step, data_plane=True) for _ in range(chunks)]
+
+    def _pregen_side(self, w, n) -> dict:
+        """An on-chip pre-generation of ``w`` (checked by the caller) as parts to run alone or
+        beside a WG job: ``sizes`` (its card-memory tensors), ``cmds(addrs, had)`` -> ``(pre,
+        post)`` (the weight's load -- skipped when ``had`` says WGT holds it -- and
+        ``CMD_PREGEN``; the store of both masks), ``finish(addrs)`` -> ``(fwd, bwd)`` (reads
+        the masks back and records what WGT and MASK now hold), ``groups``."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
+        cfg = self.codec.cfg
+        w4 = w.reshape(w.shape + (1, 1)) if w.ndim == 2 else w
+        cout, cin, kh, kw = w4.shape
+        numel, wbits, dw = int(w.size), cfg.dma_width, cfg.data_width
+        words = -(-numel // wbits)
+        n_mask = 2 * words * (cfg.dma_width // dw)
+
+        def cmds(addrs, had):
+            pre = []
+            if not self._holds(had, dpm.BUF_WGT, 0, w4):
+                self.card_write(addrs["pg_w"], w4)
+                pre.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_WGT, "base": 0,
+                                                           "length": numel, "dir": DIR_LOAD,
+                                                           "addr": addrs["pg_w"]}})
+            pre.append({"kind": dpm.CMD_PREGEN, "pregen": {
+                "w_base": 0, "m_base": 0, "cout": cout, "cin": cin, "kh": kh, "kw": kw,
+                "n": int(n)}})
+            post = [{"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": 0,
+                                                    "length": n_mask, "dir": DIR_STORE,
+                                                    "addr": addrs["pg_masks"]}}]
+            return pre, post
+
+        def finish(addrs):
+            el = self.card_read(addrs["pg_masks"], n_mask)
+            bits = np.array([(int(v) >> b) & 1 for v in el for b in range(dw)], bool)
+            fwd = bits[:numel].reshape(w.shape)
+            bwd = bits[words * wbits:words * wbits + numel].reshape(w.shape)
+            self._resident[dpm.BUF_WGT] = (0, np.array(w4, copy=True))
+            self._resident[dpm.BUF_MASK] = (0, pack_mask(fwd.reshape(w4.shape), dw))
+            return fwd, bwd
+
+        return {"sizes": {"pg_w": numel, "pg_masks": n_mask}, "cmds": cmds, "finish": finish,
+                "groups": 2 * numel // cfg.nm_m}
+
+    async def run_wg_with_pregen(self, *, x, dy, w_shape, stride: int = 1, padding: int = 0,
+                                 pregen_w, n: int, step=None, pregen_step=None):
+        """A WG phase (as :meth:`run_phase` ``("wg", ...)``) with an on-chip pre-generation of
+        ``pregen_w`` (``n``:M, as :meth:`pregen_onchip`) **beside it** in one ``dp`` packet:
+        the weight's load and ``CMD_PREGEN``, the WG phase's commands (a WG job reads neither
+        WGT nor MASK, so it runs while the masks are generated), the masks' store. ``step`` /
+        ``pregen_step``: schedule opcodes (the PREGEN steps go first, flagged). Returns ``(dW,
+        (fwd, bwd))``; :attr:`last_phase` is the WG phase's (its ``dma_cycles``: every transfer
+        of the packet, the pre-generation's too), :attr:`last_pregen_dp` the pre-generation's
+        (``cycles``: PREGEN_EXPOSED, the time it ran under neither the job nor a transfer;
+        ``dma_cycles`` 0). Needs a data-plane core and a phase that is not chunked; raises
+        ``ValueError`` otherwise and when :meth:`pregen_onchip_refusal` refuses."""
+        from sparseforge.gen.mapper import array as am
+        pregen_w = np.asarray(pregen_w)
+        why = self.pregen_onchip_refusal(pregen_w.shape, n)
+        if why:
+            raise ValueError(f"run_wg_with_pregen: {why}")
+        kw = {"x": x, "dy": dy, "w_shape": w_shape}
+        if self._chunked_wg("wg", kw):
+            raise ValueError("run_wg_with_pregen: a chunked WG phase runs host-fed")
+        job = am.map_array("wg", cfg=self.codec.cfg, stride=stride, padding=padding, raw=False,
+                           **kw)
+        self.last_stats = am.cycles(job)
+        side = self._pregen_side(pregen_w, n)
+        out = await self._run_phase_dma("wg", job, kw, stride, padding, step, side=side,
+                                        side_steps=self._pregen_steps(side, pregen_step))
+        return out, self._side_result
 
     async def pregen(self, w, n: int):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,

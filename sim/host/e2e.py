@@ -312,6 +312,15 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
 
     # ---- backward, update, pre-generation
     weights, masks = dict(state.weights), dict(state.masks)
+    # a backend with a data plane pre-generates a layer's masks beside the next layer's WG
+    # (``pregen_beside_wg``): the layer waits here until that WG runs
+    pending = None
+    defer = getattr(backend, "pregen_beside_wg", None)
+
+    def set_masks(lay, rec, nf, nb):
+        rec.update(fwd=np.asarray(nf, bool), bwd=np.asarray(nb, bool))
+        masks[lay.name] = (rec["fwd"], rec["bwd"])
+
     for lay in reversed(net.compute):
         f = res.fp[lay.name]
         backend.layer = lay.name
@@ -343,19 +352,31 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
             else:
                 dx = dx4
             rec["dx"] = dx
-        dw4 = await backend.wg(xin, gp, w4.shape, lay.stride, lay.padding)
+        if pending is not None:
+            p_lay, p_w, p_rec = pending
+            dw4, (nf, nb) = await backend.wg_with_pregen(xin, gp, w4.shape, lay.stride,
+                                                         lay.padding, p_w, n_nm, p_lay.name)
+            set_masks(p_lay, p_rec, nf, nb)
+            pending = None
+        else:
+            dw4 = await backend.wg(xin, gp, w4.shape, lay.stride, lay.padding)
         dw = dw4.reshape(w.shape)
         w_new = _sat(w - (dw >> lr_shift), dw_)
         rec.update(dw=dw, w_new=w_new)
-        if lay.bdwp:
-            nf, nb = await backend.pregen(w_new, n_nm)
+        weights[lay.name] = w_new
+        if lay.bdwp and lay.id > 0 and defer is not None and defer(w_new, n_nm):
+            await backend.pregen_step(w_new)          # the schedule's PREGEN steps, in place
+            pending = (lay, w_new, rec)
+        elif lay.bdwp:
+            set_masks(lay, rec, *(await backend.pregen(w_new, n_nm)))
         else:
-            nf, nb = masks[lay.name]
-        rec.update(fwd=np.asarray(nf, bool), bwd=np.asarray(nb, bool))
-        weights[lay.name], masks[lay.name] = w_new, (rec["fwd"], rec["bwd"])
+            set_masks(lay, rec, *masks[lay.name])
         res.bp[lay.name] = rec
         if lay.id > 0:
             d = rec["dx"]
+    if pending is not None:                # (the loop ends with a WG: never the case)
+        p_lay, p_w, p_rec = pending
+        set_masks(p_lay, p_rec, *(await backend.pregen_alone(p_w, n_nm, p_lay.name)))
     res.state = TrainState(weights, masks)
     return res
 
@@ -500,7 +521,50 @@ class RTLBackend(ModelBackend):
     async def _counters(self):
         return {k: await self.drv.counter(k) for k in ("cycles", "busy_mac", "nnz")}
 
-    async def _run_rtl(self, mode, **kw):
+    def pregen_beside_wg(self, w, n) -> bool:
+        """Whether a layer's pre-generation waits for the next layer's WG to run beside it:
+        on a core with the data plane, for a weight ``CMD_PREGEN`` takes."""
+        return self.drv.ram is not None and \
+            self.drv.pregen_onchip_refusal(np.shape(w), n) is None
+
+    async def pregen_step(self, w):
+        """The schedule's PREGEN steps of a deferred pre-generation, sent where the schedule
+        has them (flagged STEP_DATA_PLANE: the controller only advances)."""
+        step = await self._step("PREGEN")
+        if step is not None:
+            groups = 2 * int(np.asarray(w).size) // self.cfg.nm_m
+            chunks = -(-groups // self.cfg.weight_buf_depth)
+            await self.drv.send([self.drv.codec.step_packet(step, data_plane=True)
+                                 for _ in range(chunks)])
+
+    async def wg_with_pregen(self, x, g, w_shape, stride, padding, pw, n, pregen_layer):
+        """The WG phase with the deferred pre-generation of ``pregen_layer``'s ``pw`` beside it
+        (``Driver.run_wg_with_pregen``); a chunked WG runs alone, then the pre-generation."""
+        if self.drv._chunked_wg("wg", {"x": x}):
+            out = await self.wg(x, g, w_shape, stride, padding)
+            return out, await self.pregen_alone(pw, n, pregen_layer)
+        return await self._run_rtl("wg", x=x, dy=g, w_shape=w_shape, stride=stride,
+                                   padding=padding, _pregen=(pw, n, pregen_layer))
+
+    async def pregen_alone(self, w, n, layer):
+        """A deferred pre-generation run by itself (its schedule steps were sent)."""
+        t0, c0, w0 = time.perf_counter(), self._now(), self._words()
+        out = await self.drv.pregen_onchip(w, n)
+        self._log_pregen_dp(layer, w, c0, w0, t0)
+        return out
+
+    def _log_pregen_dp(self, layer, w, c0, w0, t0, *, words=None):
+        lp = self.drv.last_pregen_dp
+        self.log.append({"layer": layer, "phase": "pregen", "io_cycles": self._now() - c0,
+                         "groups": 2 * int(np.asarray(w).size) // self.cfg.nm_m,
+                         **(words if words is not None else self._words(w0)),
+                         "data_plane": "dma", "job_cycles": lp["cycles"],
+                         "busy_cycles": lp["busy_cycles"], "dma_cycles": lp["dma_cycles"],
+                         "card_words_in": lp["card_words_in"],
+                         "card_words_out": lp["card_words_out"], "beside": lp["beside"],
+                         "host_s": time.perf_counter() - t0})
+
+    async def _run_rtl(self, mode, _pregen=None, **kw):
         t0 = time.perf_counter()
         if self.prev is None:
             self.prev = await self._counters()
@@ -508,7 +572,21 @@ class RTLBackend(ModelBackend):
         c0, w0 = self._now(), self._words()
         step = await self._step(mode.upper())
         dp = {}
-        if self.drv.ram is not None:
+        masks = None
+        if _pregen is not None:
+            pw, pn, p_layer = _pregen
+            out, masks = await self.drv.run_wg_with_pregen(
+                x=kw["x"], dy=kw["dy"], w_shape=kw["w_shape"], stride=kw["stride"],
+                padding=kw["padding"], pregen_w=pw, n=pn, step=step)
+            st = self.drv.last_stats
+            lp = self.drv.last_phase
+            status = lp["status"]
+            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
+                  "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
+                  "card_words_in": lp["card_words_in"],
+                  "card_words_out": lp["card_words_out"], "resident": lp["resident"],
+                  "beside": f"{p_layer} pregen"}
+        elif self.drv.ram is not None:
             # the self-feeding data plane: tensors in card memory, one dp packet per phase
             out = await self.drv.run_phase(mode, step=step, raw=False, **kw)
             st = self.drv.last_stats               # (run_phase mapped it)
@@ -537,12 +615,17 @@ class RTLBackend(ModelBackend):
                "model_nnz0": st.pe[0][0].nnz, "io_cycles": io, **words, **dp,
                "host_s": time.perf_counter() - t0}
         self.log.append(rec)
+        if masks is not None:          # the pre-generation that ran beside it (no own traffic)
+            self._log_pregen_dp(p_layer, pw, c0, None, t0,
+                                words={"words_in": 0, "words_out": 0})
+            self.log[-1]["io_cycles"] = 0
+            self.log[-1]["beside"] = f"{self.layer} wg"
         if self.strict and (d["busy_mac"] != st.pe[0][0].busy_mac or
                             d["nnz"] != st.pe[0][0].nnz):
             raise AssertionError(f"{self.layer} {mode}: PE 0 counters over AXI (busy_mac "
                                  f"{d['busy_mac']}, nnz {d['nnz']}) differ from the array "
                                  f"model ({st.pe[0][0].busy_mac}, {st.pe[0][0].nnz})")
-        return out
+        return out if masks is None else (out, masks)
 
     async def fp(self, x, w, mask, stride, padding):
         return await self._run_rtl("fp", x=x, w=w, mask=mask, stride=stride, padding=padding)
@@ -590,7 +673,8 @@ class RTLBackend(ModelBackend):
             out = await self.drv.pregen_onchip(w, n, step=step)
             lp = self.drv.last_pregen_dp
             dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
-                  "dma_cycles": lp["dma_cycles"], "card_words_in": lp["card_words_in"],
+                  "busy_cycles": lp["busy_cycles"], "dma_cycles": lp["dma_cycles"],
+                  "card_words_in": lp["card_words_in"],
                   "card_words_out": lp["card_words_out"]}
         elif step is None:
             out = await self.drv.pregen(w, n)
@@ -665,6 +749,10 @@ def report_phase(rec: dict) -> dict:
             out["resident"] = list(rec["resident"])
         if "tau_chip" in rec:              # on-chip pruning: the threshold it computed
             out["tau"] = int(rec["tau_chip"])
+        if "busy_cycles" in rec:           # on-chip pre-generation: its whole busy time
+            out["busy_cycles"] = int(rec["busy_cycles"])
+        if rec.get("beside"):              # ran in one packet with this phase
+            out["beside"] = rec["beside"]
     if arr:
         # which path ran it: a dma configuration still runs a chunked WG phase host-fed
         out["data_plane"] = rec.get("data_plane", "host-stream")

@@ -72,7 +72,8 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
             res["taken"] += 1
         await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
-                  "dma_exposed_cycles", "prune_cycles", "prune_tau", "pregen_cycles"):
+                  "dma_exposed_cycles", "prune_cycles", "prune_tau", "pregen_cycles",
+                  "pregen_exposed_cycles"):
             res[n] = ctx.get(getattr(dp, n))
         res["end"] = res["now"]
 
@@ -669,8 +670,13 @@ def test_dataplane_pregen(with_wg):
     lanes = min(CFG.pe_rows * CFG.pe_cols, CFG.nm_m)
     assert 0 < res["pregen_cycles"] <= pregen_job_cycles(w_size, CFG.nm_m, lanes)
     if with_wg:
-        # the WG job ran while the pre-generation did: the phase took less than both in turn
+        # the WG job ran while the pre-generation did: the phase took less than both in turn,
+        # and the pre-generation's exposed time (no job, no transfer) is below its busy time
         assert res["job_cycles"] > 0
         assert res["end"] < res["pregen_cycles"] + res["job_cycles"] + res["dma_busy_cycles"]
-    print(f"pre-generation of {w_size} weights: {res['pregen_cycles']} cycles; job "
-          f"{res['job_cycles']}; whole {res['end']}")
+        assert res["pregen_exposed_cycles"] < res["pregen_cycles"]
+    else:           # alone: its whole time is exposed except where a transfer overlaps it
+        assert res["pregen_exposed_cycles"] <= res["pregen_cycles"]
+    print(f"pre-generation of {w_size} weights: {res['pregen_cycles']} cycles "
+          f"({res['pregen_exposed_cycles']} exposed); job {res['job_cycles']}; whole "
+          f"{res['end']}")
