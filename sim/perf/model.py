@@ -84,7 +84,7 @@ __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cyc
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
            "bdwp_applies", "exact_phase_cycles", "validate_against_exact", "prune_cycles",
            "pregen_cycles", "PRUNE_CYCLES_PER_ELEM", "PRUNE_OVERHEAD", "PREGEN_CYCLES_PER_GROUP",
-           "PREGEN_DP_OVERHEAD",
+           "PREGEN_DP_OVERHEAD", "pregen_dp_split",
            "PREGEN_OVERHEAD", "wg_chunking", "MemoryProfile", "ddr4_profile", "memory_profile",
            "MEMORY", "SIM_MEMORY"]
 
@@ -1016,17 +1016,28 @@ def pregen_cycles(n_weights: int, m: int, cfg: AcceleratorConfig | None = None, 
     groups = 2 * n_weights // m
     if not groups:
         return 0.0
+    split = pregen_dp_split(n_weights, m, cfg, cin_kk=cin_kk, memory=memory)
+    if split is None:
+        return PREGEN_CYCLES_PER_GROUP * groups + PREGEN_OVERHEAD
+    return float(sum(split))
+
+
+def pregen_dp_split(n_weights: int, m: int, cfg: AcceleratorConfig | None, *,
+                    cin_kk: int | None = None, memory: "MemoryProfile | None" = None):
+    """``(busy, dma)`` of an on-chip pre-generation (``CMD_PREGEN``): its busy cycles and its
+    transfers' (the weight in, both masks out); None where the stream path runs it (see
+    :func:`pregen_cycles`)."""
     if cfg is None or cfg.data_plane != "dma" or (cin_kk is not None and
                                                   cin_kk < cfg.dma_width):
-        return PREGEN_CYCLES_PER_GROUP * groups + PREGEN_OVERHEAD
+        return None
     mem = memory or memory_profile(cfg)
     kw = dict(read_latency=mem.read_latency, write_latency=mem.write_latency,
               beats_per_cycle=mem.beats_per_cycle)
     cpg = _ceil_div(m, min(cfg.pe_rows * cfg.pe_cols, m))
     masks = 2 * _ceil_div(n_weights, cfg.dma_width) * (cfg.dma_width // cfg.data_width)
-    return float(groups * cpg + PREGEN_DP_OVERHEAD
-                 + dma_transfer_cycles(n_weights, False, cfg, **kw)
-                 + dma_transfer_cycles(masks, True, cfg, **kw))
+    busy = (2 * n_weights // m) * cpg + PREGEN_DP_OVERHEAD
+    return float(busy), float(dma_transfer_cycles(n_weights, False, cfg, **kw)
+                              + dma_transfer_cycles(masks, True, cfg, **kw))
 
 
 def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, nm=None,
@@ -1073,6 +1084,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
         prune = dy_density is not None
     fp_density, dy_density = fp_density or {}, dy_density or {}
     out = []
+    beside = []          # on-chip pre-generations that run beside the next layer's WG job
     for i, lay in enumerate(net.compute):
         wd = nm[0] / nm[1] if (nm and bdwp_applies(lay, nm[1])) else 1.0
         lr = LayerResult(lay.name)
@@ -1089,15 +1101,23 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                         r.prune_exposed = prune_cycles(batch * lay.cout * lay.ho * lay.wo, cfg,
                                                        memory=mem)
                     if ph == "wg" and wd < 1.0:
-                        r.pregen_exposed = pregen_cycles(
-                            lay.cout * lay.cin * lay.kh * lay.kw, nm[1], cfg,
-                            cin_kk=lay.cin * lay.kh * lay.kw, memory=mem)
+                        nw, ckk = lay.cout * lay.cin * lay.kh * lay.kw, lay.cin * lay.kh * lay.kw
+                        r.pregen_exposed = pregen_cycles(nw, nm[1], cfg, cin_kk=ckk,
+                                                         memory=mem)
+                        split = pregen_dp_split(nw, nm[1], cfg, cin_kk=ckk, memory=mem)
+                        if split is not None and i > 0:
+                            beside.append((i, split))
                 _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
                                          masked=(ph != "wg" and wd < 1.0), **dma_kw))
             lr.phases[ph] = r
         out.append(lr)
         if progress is not None:
             progress(1)
+    # the e2e step runs layer i's CMD_PREGEN in one packet with layer i-1's WG job (it reads
+    # neither WGT nor MASK): only the part longer than that job is exposed, its transfers are
+    for i, (busy, dma) in beside:
+        r = out[i].phases["wg"]
+        r.pregen_exposed = dma + max(0.0, busy - out[i - 1].phases["wg"].cycles)
     order = [lr.phases["fp"] for lr in out]
     for lr in reversed(out):
         order += [lr.phases[ph] for ph in ("bp", "wg") if not lr.phases[ph].skipped]

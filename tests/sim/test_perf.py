@@ -501,7 +501,7 @@ def test_prune_pregen_costs():
     # and both masks' store; a layer whose Cin*Kh*Kw is below dma_width stays on the stream
     assert perf.pregen_cycles(1152, 8, cfg) == (288 * 2 + perf.PREGEN_DP_OVERHEAD
                                                 + perf.dma_transfer_cycles(1152, False, cfg)
-                                                + perf.dma_transfer_cycles(72, True, cfg))
+                                                + perf.dma_transfer_cycles(144, True, cfg))
     assert perf.pregen_cycles(1152, 8, cfg, cin_kk=8) == perf.pregen_cycles(1152, 8)
     dens = {lay.name: 0.5 for lay in net.compute}
     it = perf.iteration(net, cfg, nm=(2, 8), fp_density=dens, dy_density=dens)
