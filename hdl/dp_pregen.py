@@ -293,7 +293,6 @@ class PregenUnit(wiring.Component):
         slots_busy = Cat(*s_v).any()
 
         # -- sequencing
-        cnt = Signal(4)
         with m.FSM(name="pregen_fsm"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -332,7 +331,6 @@ class PregenUnit(wiring.Component):
             with m.State("BWD"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(wdone & ~slots_busy):
-                    m.d.sync += cnt.eq(0)
                     m.next = "LAST"
             with m.State("LAST"):
                 # the last word's write is presented (wr_en is registered): still busy

@@ -746,19 +746,8 @@ class Driver:
                                                   "shift": int(shift), "seed": int(seed)}},
                 {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0, "length": n,
                                                 "dir": DIR_STORE, "addr": addr}}]
-        before = {k: await self.counter(k) for k in ("prune_cycles", "dma_exposed",
-                                                     "dma_beats")}
-        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
         pk = [] if step is None else [self.codec.step_packet(step)]
-        await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
-        status = await self.wait_done()
-        if status & STATUS_ERROR or not status & STATUS_DONE:
-            raise RuntimeError(f"prune: STATUS {status:#x}, ERROR_CODE "
-                               f"{await self.read('ERROR_CODE'):#x}")
-        d = {k: await self.counter(k) - v for k, v in before.items()}
-        if d["dma_beats"] == 0:
-            raise RuntimeError("prune: the data plane discarded its commands (an earlier error "
-                               "left it in its error state); call Driver.recover() first")
+        d = await self._dp_exec("prune", pk, cmds, ("prune_cycles", "dma_exposed", "dma_beats"))
         tau = await self.read("PRUNE_TAU")
         out = self.card_read(addr, n).reshape(g.shape)
         # GRAD now holds the pruned tensor: the BP and WG phases that take it load nothing
@@ -769,6 +758,24 @@ class Driver:
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0}
         return out, tau
+
+    async def _dp_exec(self, what: str, head: list, cmds: list, counters: tuple) -> dict:
+        """Send ``head`` packets, one ``dp`` packet of ``cmds`` and END; wait for done; return
+        the increments of ``counters`` (which must include ``dma_beats``). ``RuntimeError`` on
+        STATUS.error, and when not a beat moved (the data plane discarded the commands: an
+        earlier error left it in its error state)."""
+        before = {k: await self.counter(k) for k in counters}
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        await self.send(list(head) + [self.codec.dp_packet(cmds), self.codec.end_packet()])
+        status = await self.wait_done()
+        if status & STATUS_ERROR or not status & STATUS_DONE:
+            raise RuntimeError(f"{what}: STATUS {status:#x}, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}")
+        d = {k: await self.counter(k) - v for k, v in before.items()}
+        if d["dma_beats"] == 0:
+            raise RuntimeError(f"{what}: the data plane discarded its commands (an earlier "
+                               f"error left it in its error state); call Driver.recover() first")
+        return d
 
     def pregen_onchip_refusal(self, w_shape, n: int) -> str | None:
         """Why :meth:`pregen_onchip` cannot pre-generate a weight of ``w_shape`` with ``n``
@@ -819,18 +826,8 @@ class Driver:
         had, self._resident = self._resident, {}
         pre, post = side["cmds"](addrs, had)
         pk = self._pregen_steps(side, step)
-        before = {k: await self.counter(k) for k in ("pregen_cycles", "pregen_exposed",
-                                                     "dma_exposed", "dma_beats")}
-        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        await self.send(pk + [self.codec.dp_packet(pre + post), self.codec.end_packet()])
-        status = await self.wait_done()
-        if status & STATUS_ERROR or not status & STATUS_DONE:
-            raise RuntimeError(f"pregen: STATUS {status:#x}, ERROR_CODE "
-                               f"{await self.read('ERROR_CODE'):#x}")
-        d = {k: await self.counter(k) - v for k, v in before.items()}
-        if d["dma_beats"] == 0:
-            raise RuntimeError("pregen: the data plane discarded its commands (an earlier "
-                               "error left it in its error state); call Driver.recover() first")
+        d = await self._dp_exec("pregen", pk, pre + post,
+                                ("pregen_cycles", "pregen_exposed", "dma_exposed", "dma_beats"))
         self._resident = dict(had)
         fwd, bwd = side["finish"](addrs)
         self.last_pregen_dp = {"cycles": d["pregen_exposed"], "busy_cycles": d["pregen_cycles"],

@@ -485,16 +485,11 @@ def scenario(name, cfg, seed):
 
     Error scenarios: the bad commands, then a whole FP phase whose store aims at
     OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
-    if name in ("pregen_fp_bp", "pregen_wg"):
-        cmds, writes, results = pregen_case(cfg, seed, with_wg=name == "pregen_wg")
-        mem = fresh_mem(seed, writes)
-        want = bytearray(mem)
-        for a, t in results.items():
-            want[a:a + 2 * t.size] = t.ravel().astype("<i2").tobytes()
-        return {"mem": mem, "cmds": cmds, "errs": [], "want": want, "bad": None,
-                "abort_at": None, "ref": results[ADDR["out"]]}
-    if name == "prune_wg":
-        cmds, writes, results, _ = prune_case(cfg, seed)
+    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg"):
+        if name == "prune_wg":
+            cmds, writes, results, _ = prune_case(cfg, seed)
+        else:
+            cmds, writes, results = pregen_case(cfg, seed, with_wg=name == "pregen_wg")
         mem = fresh_mem(seed, writes)
         want = bytearray(mem)
         for a, t in results.items():
