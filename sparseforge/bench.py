@@ -199,7 +199,8 @@ def tables(results) -> str:
                          f"{ph['wg']['speedup']:>5.2f}x {100 * s['useful_utilisation']:>5.1f}%")
     lines.append("\n* util = useful (non-zero x non-zero) products / (PEs x lanes x array cycles)."
                  "\ncycles = array + exposed DMA (double-buffered), pruning and pre-generation "
-                 "(the RTL's top-level rates, serial; docs/benchmarks.md); speedup over dense "
+                 "(exposed: the RTL's rates -- the stream's without the data plane, CMD_PRUNE / "
+                 "CMD_PREGEN with it; docs/benchmarks.md); speedup over dense "
                  "with every exposed cost, array = the array alone; "
                  "FP/BP/WG: the phases' array speedups.")
     lines.append("Papers: " + "; ".join(f"{k}: {v}x" for k, v in PAPERS.items())
@@ -273,7 +274,8 @@ def sim_section(presets):
 
 def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, batch=1, p=0.9,
         relu_zero=0.5, stats_dir="build/stats", bn_stats_dir="build/stats-bn", make_plots=True,
-        progress=True, sim=False, cfgs=None, wg_load_words=1, top_level=False):
+        progress=True, sim=False, cfgs=None, wg_load_words=1, top_level=False,
+        what_if_set=()):
     """Run the suite; returns the JSON document (also written to ``out/bench.json``)."""
     t0 = time.perf_counter()
     out = Path(out)
@@ -314,15 +316,21 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                                          "host stream's I/O bound, 9.3x the array on the "
                                          "tiny digits step (docs/e2e.md), is not modelled"),
                     "presets": {c.name: c.to_dict() for c in cfgs},
+                    # --set: configuration fields overridden in every preset (a what-if)
+                    "what_if_set": list(what_if_set),
                     "papers": PAPERS, "goals": GOALS,
                     "bdwp_ideal": {f"{n}:{m}": 1 / perf.bdwp_work_fraction(n, m)
                                    for n, m in NM_VARIANTS},
                     "pregeneration": (f"exposed after each BDWP layer's WG: perf.pregen_cycles "
                                       f"({perf.PREGEN_CYCLES_PER_GROUP} cycles per group, the "
-                                      "RTL's top-level rate)"),
+                                      "RTL's top-level rate, without the data plane; with it "
+                                      "CMD_PREGEN beside the next layer's WG job, its "
+                                      "transfers exposed)"),
                     "pruning": (f"exposed before each pruned layer's BP: perf.prune_cycles "
                                 f"({perf.PRUNE_CYCLES_PER_ELEM} cycles per gradient element, "
-                                "the RTL's top-level rate)"),
+                                "the RTL's top-level rate, without the data plane; with it "
+                                "CMD_PRUNE, a dma_width word per cycle per pass, plus the "
+                                "gradient's load and store)"),
                     "dma": ("phase_dma at dma_width against each preset's card memory "
                             "(meta.memory: perf.memory_profile); exposed by the "
                             "double-buffering rule (perf.expose_dma)"),
@@ -379,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--top-level", action="store_true",
                     help="price presets with the on-chip data plane as the hardware mapper feeds "
                          "the array (its read floor: a lower bound of the RTL's job cycles)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="what-if: override one configuration field of every preset "
+                         "(repeatable; e.g. data_plane=dma prices pruning and pre-generation on "
+                         "chip); the presets are then named PRESET-set")
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--sim", action="store_true",
@@ -408,7 +420,16 @@ def _main(argv) -> int:
         presets = [preset(p).name for p in a.presets.split(",")]
     except ValueError as e:
         ap.error(f"--presets: {e}")
+    cfgs = None
+    if a.set:
+        from sparseforge.gen.config import load_config
+        try:
+            cfgs = [load_config(None, preset=pr, overrides=a.set).replace(name=f"{pr}-set")
+                    for pr in presets]
+        except ValueError as e:
+            ap.error(f"--set: {e}")
     doc, text = run(out=a.out, presets=presets, networks=nets, batch=a.batch, p=a.p,
+                    cfgs=cfgs, what_if_set=list(a.set),
                     relu_zero=a.relu_zero, stats_dir=a.stats_dir,
                     bn_stats_dir=a.bn_stats_dir, wg_load_words=a.wg_load_words,
                     top_level=a.top_level, make_plots=not a.no_plots,

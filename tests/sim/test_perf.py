@@ -412,6 +412,32 @@ def test_bench_small_run(tmp_path):
     assert {g["goal"] for g in saved["goals"]} >= {"dense MAC utilisation"}
 
 
+def test_bench_set_what_if(tmp_path, capsys):
+    """``--set data_plane=dma`` (a what-if) prices vcu1525's pruning and pre-generation as the
+    data plane runs them (CMD_PRUNE, CMD_PREGEN beside the next WG): far below the host-stream
+    rates; the presets are renamed, the overrides recorded; a bad field is refused."""
+    args = ["--presets", "vcu1525", "--networks", "alexnet-cifar", "--no-plots",
+            "--no-progress"]
+    assert bench.main(args + ["-o", str(tmp_path / "hs")]) == 0
+    assert bench.main(args + ["-o", str(tmp_path / "dp"), "--set", "data_plane=dma"]) == 0
+    hs = json.loads((tmp_path / "hs" / "bench.json").read_text())
+    dp = json.loads((tmp_path / "dp" / "bench.json").read_text())
+    assert dp["meta"]["what_if_set"] == ["data_plane=dma"] and hs["meta"]["what_if_set"] == []
+    assert dp["results"][0]["preset"] == "vcu1525-set"
+    assert dp["meta"]["presets"]["vcu1525-set"]["data_plane"] == "dma"
+    by = lambda d: {(s["key"], s["source"]): s for s in d["results"][0]["scenarios"]}  # noqa
+    h, d = by(hs), by(dp)
+    for k in h:
+        if h[k]["phases"]["prune"] > 0:
+            assert d[k]["phases"]["prune"] < h[k]["phases"]["prune"] / 5, k
+        if h[k]["phases"]["pregen"] > 0:
+            assert d[k]["phases"]["pregen"] < h[k]["phases"]["pregen"] / 5, k
+        assert math.isclose(d[k]["array_cycles"], h[k]["array_cycles"])
+    with pytest.raises(SystemExit):
+        bench.main(args + ["--set", "no_such_field=1"])
+    assert "--set" in capsys.readouterr().err
+
+
 def test_bench_cli_errors(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--networks", "lenet"])
