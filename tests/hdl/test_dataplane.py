@@ -675,3 +675,37 @@ def test_dataplane_pregen(with_wg):
     print(f"pre-generation of {w_size} weights: {res['pregen_cycles']} cycles "
           f"({res['pregen_exposed_cycles']} exposed); job {res['job_cycles']}; whole "
           f"{res['end']}")
+
+
+@pytest.mark.parametrize("kind", ["prune", "pregen"])
+def test_dataplane_abort_during_prune_and_pregen(kind):
+    """A soft reset (``abort``) while a ``CMD_PRUNE`` / ``CMD_PREGEN`` runs: the unit stops at
+    once (its busy counter stops short of a whole job), nothing hangs, no error is reported
+    (no transfer was under way), and after it the whole in-line case runs exactly (the loaded
+    ranges were cleared, so everything is loaded again)."""
+    seed = 1800
+    print(f"seed={seed} kind={kind}")
+    if kind == "prune":
+        cmds, writes, results, _ = prune_case(CFG, seed, n_extra=4)
+        head, counter = cmds[:3], "prune_cycles"            # loads + CMD_PRUNE
+    else:
+        cmds, writes, results = pregen_case(CFG, seed)
+        head, counter = cmds[:4], "pregen_cycles"           # loads + CMD_PREGEN
+    # the same commands alone, to time the unit's run
+    alone, _ = run_plane(CFG, fresh_mem(seed, writes), head, seed=seed, pattern="always")
+    full = alone[counter]
+    assert full > 40 and alone["errs"] == []
+    mem = fresh_mem(seed, writes)
+    before = bytearray(mem)
+    res, slave = run_plane(CFG, mem, head + ["abort"] + cmds, seed=seed, pattern="always",
+                           abort_at=alone["end"] - full // 2)
+    assert res["errs"] == []
+    assert full < res[counter] < 2 * full          # the first run cut short, the second whole
+    ranges = []
+    for a, t in results.items():
+        assert np.array_equal(read_result(mem, a, t), t), hex(a)
+        ranges.append((a, a + 2 * t.size))
+    check_untouched(before, mem, ranges)
+    assert slave.r_owed == 0 and slave.w_owed == 0
+    print(f"{kind}: a whole run {full} cycles; cut short by the abort, then whole: "
+          f"{res[counter]} in all")
