@@ -88,7 +88,7 @@ The job ends 1 cycle after its last result is written. DMA timing: docs/dma.md.
 
 import enum
 
-from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -212,17 +212,24 @@ def pack_cmd(layout: data.StructLayout, cmd: dict) -> int:
 class _ResultStore(wiring.Component):
     """One column's result unit: takes ``o`` beats, computes each value's C-order address in
     ``BUF_OUT`` (loops outer1, outer2, ol, inner; see :class:`DataPlane`), holds one pending
-    write (``pend``) until ``grant``. ``start`` loads the counters (``first`` = the column's
-    first address, ``total`` = its output count); ``done`` when all were taken and written."""
+    value, and gathers values into a **word** of ``epw`` elements (a column's values come in
+    runs of consecutive addresses: an output row, a kernel) that it offers as one write
+    (``req``, ``waddr``, ``wdata`` with only its elements set, ``wen``) until ``grant``: when the
+    word is full, when the next value belongs to another word, or when the column is done.
+    ``start`` loads the counters (``first`` = the column's first address, ``total`` = its output
+    count); ``done`` when all were taken and written. Throughput: a value per cycle (a value
+    that opens a new word while the old one is granted is taken in the same cycle)."""
 
-    def __init__(self, aw, dw, acc_width):
-        self._aw, self._dw = aw, dw
+    def __init__(self, aw, dw, acc_width, epw=1):
+        self._aw, self._dw, self._epw = aw, dw, epw
+        self._sel = (epw - 1).bit_length()
         super().__init__({
             "start": In(1), "first": In(aw + 2), "total": In(40), "ch0": In(16),
             "n1": In(16), "s1": In(40), "n2": In(16), "s2": In(40),
             "nol": In(16), "sol": In(40), "ninner": In(32), "o_n": In(16), "cols": In(16),
             "o": In(stream.Signature(pe_out_layout(acc_width))),
-            "pend": Out(1), "addr": Out(aw + 2), "data": Out(dw), "grant": In(1),
+            "req": Out(1), "waddr": Out(aw + 2 - self._sel), "wdata": Out(epw * dw),
+            "wen": Out(epw), "grant": In(1),
             "done": Out(1),
         })
 
@@ -239,14 +246,38 @@ class _ResultStore(wiring.Component):
         ch = Signal(17)                       # the output channel of the current value
         left = Signal(40)
         pend, keep = Signal(), Signal()
-        m.d.comb += [self.pend.eq(pend & keep), self.done.eq((left == 0) & ~pend)]
-        free = ~pend | (keep & self.grant) | ~keep
+        p_addr, p_data = Signal(self._aw + 2), Signal(self._dw)
+        # the word being gathered
+        sel, dw, epw = self._sel, self._dw, self._epw
+        acc_v = Signal()
+        acc_w, acc_d, acc_e = Signal(len(self.waddr)), Signal(epw * dw), Signal(epw)
+        p_word = p_addr[sel:]
+        p_lane = Signal(epw)
+        m.d.comb += p_lane.eq(Const(1, epw) << (p_addr[:sel] if sel else 0))
+        live = pend & keep
+        same = acc_v & (acc_w == p_word) & ~self.grant
+        take = live & (same | ~acc_v | self.grant)
+        finished = (left == 0) & ~pend
+        m.d.comb += [self.waddr.eq(acc_w), self.wdata.eq(acc_d), self.wen.eq(acc_e),
+                     self.req.eq(acc_v & (acc_e.all() | (live & (acc_w != p_word)) | finished)),
+                     self.done.eq(finished & ~acc_v)]
+        with m.If(self.grant):
+            m.d.sync += acc_v.eq(0)
+        with m.If(take):
+            lane_data = (p_data.replicate(epw) & Cat(*[p_lane[k].replicate(dw)
+                                                         for k in range(epw)]))
+            with m.If(same):
+                m.d.sync += [acc_d.eq(acc_d | lane_data), acc_e.eq(acc_e | p_lane)]
+            with m.Else():
+                m.d.sync += [acc_v.eq(1), acc_w.eq(p_word), acc_d.eq(lane_data),
+                             acc_e.eq(p_lane)]
+        free = ~pend | ~keep | take
         m.d.comb += self.o.ready.eq(free & (left != 0))
-        with m.If(pend & (~keep | self.grant)):
+        with m.If(pend & (~keep | take)):
             m.d.sync += pend.eq(0)
         with m.If(self.o.valid & self.o.ready):
-            m.d.sync += [pend.eq(1), keep.eq(ch < P.o_n), self.addr.eq(addr),
-                         self.data.eq(self.o.payload.value[:self._dw]), left.eq(left - 1)]
+            m.d.sync += [pend.eq(1), keep.eq(ch < P.o_n), p_addr.eq(addr),
+                         p_data.eq(self.o.payload.value[:self._dw]), left.eq(left - 1)]
             with m.If(inner == P.ninner - 1):
                 m.d.sync += inner.eq(0)
                 with m.If(col == P.nol - 1):
@@ -266,7 +297,7 @@ class _ResultStore(wiring.Component):
         with m.If(self.start):
             m.d.sync += [c1.eq(0), c2.eq(0), col.eq(0), inner.eq(0), b1.eq(self.first),
                          b2.eq(self.first), bol.eq(self.first), addr.eq(self.first),
-                         ch.eq(self.ch0), left.eq(self.total), pend.eq(0)]
+                         ch.eq(self.ch0), left.eq(self.total), pend.eq(0), acc_v.eq(0)]
         return m
 
 
@@ -434,10 +465,8 @@ class DataPlane(wiring.Component):
         # elements of the ecp5 preset 131,072 flip-flops)
         out = replicas(BUF_OUT, 1, "out", dma_load=False)
         swr = out[0].write_port(granularity=dw)
-        m.d.comb += [swr.addr.eq(store_wr["addr"] >> sel_w),
-                     swr.data.eq(store_wr["data"].replicate(epw)),
-                     swr.en.eq(Mux(store_wr["en"], Const(1, epw) << (
-                         store_wr["addr"][:sel_w] if sel_w else 0), 0))]
+        m.d.comb += [swr.addr.eq(store_wr["word"]), swr.data.eq(store_wr["data"]),
+                     swr.en.eq(store_wr["en"])]
         for k, v in rdata.items():
             with m.If(buf_q == k):
                 m.d.comb += mem_port.rdata.eq(v)
@@ -468,7 +497,7 @@ class DataPlane(wiring.Component):
         # the mapper and the result stores have no reset input: abort resets them
         m.submodules.mapper = ResetInserter({"sync": self.abort})(self.mapper)
         mp = self.mapper
-        stores = [_ResultStore(aw, dw, self._acc) for _ in range(C)]
+        stores = [_ResultStore(aw, dw, self._acc, self._epw) for _ in range(C)]
         for j, st in enumerate(stores):
             m.submodules[f"store{j}"] = ResetInserter({"sync": self.abort})(st)
 
@@ -476,29 +505,39 @@ class DataPlane(wiring.Component):
         mode_fp = Signal()
         m.d.comb += mode_fp.eq(job.mode == Phase.FP)
 
-        # -- result store arbitration: one BUF_OUT write per cycle, round robin ------------
-        grant = Signal(C)
+        # -- result store arbitration: one BUF_OUT word write per cycle, round robin; the
+        # columns whose word is the winner's are granted with it (their elements merged:
+        # e.g. a WG 1x1 layer's columns fill alternate elements of one word)
+        win = Signal(C)
         rr = Signal(range(C))
         with m.Switch(rr):
             for r in range(C):
                 with m.Case(r):
                     for off in range(C):
                         idx = (r + off) % C
-                        cond = stores[idx].pend
+                        cond = stores[idx].req
                         with (m.If if off == 0 else m.Elif)(cond):
-                            m.d.comb += grant[idx].eq(1)
+                            m.d.comb += win[idx].eq(1)
                             m.d.sync += rr.eq((idx + 1) % C)
-        st_addr, st_data = Signal(aw + 2), Signal(dw)
+        st_word = Signal(len(stores[0].waddr))
         for j, st in enumerate(stores):
+            with m.If(win[j]):
+                m.d.comb += st_word.eq(st.waddr)
+        grant = Signal(C)
+        st_data, st_en = Signal(self._epw * dw), Signal(self._epw)
+        merged_d, merged_e = Const(0, self._epw * dw), Const(0, self._epw)
+        for j, st in enumerate(stores):
+            m.d.comb += grant[j].eq(st.req & win.any() & (st.waddr == st_word))
             m.d.comb += st.grant.eq(grant[j])
-            with m.If(grant[j]):
-                m.d.comb += [st_addr.eq(st.addr), st_data.eq(st.data)]
+            merged_d = merged_d | Mux(grant[j], st.wdata, 0)
+            merged_e = merged_e | Mux(grant[j], st.wen, 0)
             wiring.connect(m, wiring.flipped(self.o[j]), st.o)
+        m.d.comb += [st_data.eq(merged_d), st_en.eq(merged_e)]
         pr, pg = self.pruner, self.pregen
         m.submodules.pruner = ResetInserter({"sync": self.abort})(pr)
         m.submodules.pregen = ResetInserter({"sync": self.abort})(pg)
-        self._buffers(m, eng, mp, mode_fp, {"addr": st_addr, "data": st_data,
-                                            "en": grant.any()}, pr, pg)
+        self._buffers(m, eng, mp, mode_fp, {"word": st_word, "data": st_data,
+                                            "en": st_en}, pr, pg)
 
         # -- the mapper's streams and controls go straight out ---------------------------
         for i in range(R):
