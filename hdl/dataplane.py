@@ -688,7 +688,9 @@ class DataPlane(wiring.Component):
                 with m.If(self.abort):
                     m.next = "IDLE"
             with m.State("PG2"):
-                m.d.sync += [pg_n.eq(pg_cico * pg_kk), pg_lb.eq(pgc.cin * pg_kk)]
+                kkb = (self._k_max * self._k_max).bit_length()
+                m.d.sync += [pg_n.eq(small_mul(pg_cico, pg_kk, kkb)),
+                             pg_lb.eq(small_mul(pgc.cin, pg_kk, kkb))]
                 m.next = "PG3"
                 with m.If(self.abort):
                     m.next = "IDLE"
