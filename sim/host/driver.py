@@ -569,7 +569,9 @@ class Driver:
                              side_steps=()):
         """:meth:`run_phase` through the data plane: the operands are placed in the card
         memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
-        hardware mapper and stores the result, which is read back from the card memory."""
+        hardware mapper and stores the result, which is read back from the card memory.
+        ``side``: a pre-generation (:meth:`_pregen_side`) in the same packet; then returns
+        ``(result, (fwd, bwd))``."""
         from sparseforge.gen.mapper import array as am
         cfg = self.codec.cfg
         if phase == "fp":
@@ -634,7 +636,7 @@ class Driver:
         for name, t in tensors.items():
             self._resident[bufs[name]] = (0, np.array(t, copy=True))
         if side:
-            self._side_result = side["finish"](addrs)
+            side_out = side["finish"](addrs)
             self.last_pregen_dp = {"cycles": d["pregen_exposed"],
                                    "busy_cycles": d["pregen_cycles"], "dma_cycles": 0,
                                    "groups": side["groups"], "beside": phase,
@@ -648,7 +650,7 @@ class Driver:
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0,
                            "status": status, "data_plane": "dma"}
-        return out
+        return out if side is None else (out, side_out)
 
     @staticmethod
     def _holds(resident: dict, buf: int, base: int, t) -> bool:
@@ -911,9 +913,8 @@ class Driver:
                            **kw)
         self.last_stats = am.cycles(job)
         side = self._pregen_side(pregen_w, n)
-        out = await self._run_phase_dma("wg", job, kw, stride, padding, step, side=side,
-                                        side_steps=self._pregen_steps(side, pregen_step))
-        return out, self._side_result
+        return await self._run_phase_dma("wg", job, kw, stride, padding, step, side=side,
+                                         side_steps=self._pregen_steps(side, pregen_step))
 
     async def pregen(self, w, n: int):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,
