@@ -226,7 +226,8 @@ class PregenUnit(wiring.Component):
         with m.If(flush):
             m.d.sync += [fill.eq(0), pk.eq(0)]
         with m.Elif(bdv):
-            m.d.sync += [pk.eq(pk1 | (vec << fill1)[:len(pk)]),
+            # fill1 < WB here (else overflow): the shift needs only its low bits
+            m.d.sync += [pk.eq(pk1 | (vec << fill1[:lgWB])[:len(pk)]),
                          fill.eq(fill1 + (kk << lgM))]
             with m.If(fill1 >= WB):
                 m.d.sync += ovf.eq(1)
