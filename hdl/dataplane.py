@@ -13,6 +13,16 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   cycles, then starts the :class:`~sparseforge.hdl.array_mapper.ArrayMapper`; the result
   store writes the PE array's column outputs ``o[j]`` into ``BUF_OUT`` at ``out_base`` in C
   order (FP ``y (B, Cout, Ho, Wo)``, BP ``dx (B, Cin, H, W)``, WG ``dW (Cout, Cin, Kh, Kw)``).
+  **SGD update, fused** (issue 17 item 3): a WG job with ``update = 1`` also writes ``W' =
+  sat(W - (dW >> lr_shift))`` over the weight at ``w_base`` in ``BUF_WGT``, word by word as
+  the result store writes ``dW`` (each ``BUF_OUT`` word write reads the weight word at the
+  same offset from ``w_base`` through WGT replica 0's DMA read port, and writes the updated
+  lanes into every WGT replica two cycles later; lanes are written once each, so a word
+  written in parts needs no forwarding). No cycle of its own: the job ends
+  :data:`UPDATE_OVERHEAD` cycles later than without it. Checks: a WG job, ``w_base`` and
+  ``out_base`` on a ``dma_width`` word (``SHAPE``), the weight inside WGT (``BEYOND``) and
+  loaded (``NOT_LOADED``), not overlapping the weight a running pre-generation reads
+  (``BUSY``). While it runs, DMA loads into WGT wait (they share its write port).
 
 * ``kind = CMD_PRUNE``: stochastic pruning of a gradient tensor **in place** in ``BUF_GRAD``
   with the threshold computed on chip (:class:`~sparseforge.hdl.dp_prune.PruneUnit`; the
@@ -88,7 +98,7 @@ The job ends 1 cycle after its last result is written. DMA timing: docs/dma.md.
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -104,12 +114,15 @@ from sparseforge.hdl.wire import Phase
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
            "buf_sizes", "mask_elems", "prune_layout", "pregen_layout", "pack_cmd",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
-           "CMD_PRUNE", "CMD_PREGEN", "LEN_WIDTH"]
+           "CMD_PRUNE", "CMD_PREGEN", "LEN_WIDTH", "LR_WIDTH", "UPDATE_OVERHEAD"]
 
 BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
 CMD_DESC, CMD_JOB, CMD_PRUNE, CMD_PREGEN = 0, 1, 2, 3
 #: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
 LEN_WIDTH = 24
+#: Cycles a WG job with the fused SGD update (``update = 1``) runs longer than without: the
+#: read-modify-write of the last weight word (WGT read, W' register, write).
+UPDATE_OVERHEAD = 2
 
 
 class JobErr(enum.IntEnum):
@@ -118,6 +131,7 @@ class JobErr(enum.IntEnum):
     SHAPE = 4         # geometry the array cannot take
     BEYOND = 2        # an operand or the result extends past its buffer
     NOT_LOADED = 3    # an operand range not loaded by a successful DMA load since reset/abort
+    BUSY = 5          # an update's weight range overlaps the running pre-generation's weight
 
 
 def mask_elems(n_bits: int, data_width: int) -> int:
@@ -149,9 +163,19 @@ def addr_width_of(cfg) -> int:
     return _addr_width(buf_sizes(cfg), cfg.data_width)
 
 
+#: Bits of a job's ``lr_shift`` (the SGD update's shift; ``golden`` allows 0..62).
+LR_WIDTH = 6
+
+
 def dp_job_layout(addr_width: int) -> data.StructLayout:
+    """A data-plane job: the :func:`~sparseforge.hdl.array_mapper.job_layout` fields, ``out_base``
+    (element offset of the result in ``BUF_OUT``), and the fused SGD update of a WG job:
+    ``update`` (1: also write ``W' = sat(W - (dW >> lr_shift))`` over the weight at
+    ``w_base`` in ``BUF_WGT``), ``lr_shift``."""
     fields = {name: f.shape for name, f in job_layout(addr_width)}
     fields["out_base"] = unsigned(addr_width)
+    fields["update"] = unsigned(1)
+    fields["lr_shift"] = unsigned(LR_WIDTH)
     return data.StructLayout(fields)
 
 
@@ -388,7 +412,7 @@ class DataPlane(wiring.Component):
         return {"addr_width": self._aw, "epw": self._epw, "sizes": list(self._sizes)}
 
     # -- buffers -------------------------------------------------------------------------
-    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr, pg):
+    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr, pg, upd):
         R, C, epw, dw = self._rows, self._cols, self._epw, self._dw
         sel_w = (epw - 1).bit_length()
         mem_port = eng.mem
@@ -437,6 +461,11 @@ class DataPlane(wiring.Component):
                         m.d.comb += [wr.addr.eq(Mux(pr_on, pr.wr_addr, mem_port.addr)),
                                      wr.data.eq(Mux(pr_on, pr.wr_data, mem_port.wdata)),
                                      wr.en.eq(Mux(pr_on, pr.wr_en, en))]
+                    elif k == BUF_WGT:
+                        # the fused SGD update writes W' words (no WGT load meanwhile)
+                        m.d.comb += [wr.addr.eq(Mux(upd["wv"], upd["waddr"], mem_port.addr)),
+                                     wr.data.eq(Mux(upd["wv"], upd["wdata"], mem_port.wdata)),
+                                     wr.en.eq(Mux(upd["wv"], upd["wen"], en))]
                     elif k == BUF_MASK:
                         # pre-generation writes whole mask words (no MASK load meanwhile)
                         m.d.comb += [wr.addr.eq(Mux(pg.busy, pg.wr_addr, mem_port.addr)),
@@ -451,6 +480,10 @@ class DataPlane(wiring.Component):
             if k == BUF_GRAD:
                 m.d.comb += [p.addr.eq(Mux(pr_on, pr.rd_addr, mem_port.addr)),
                              pr.rd_data.eq(p.data)]
+            elif k == BUF_WGT:
+                # an update job reads W through it (no WGT store runs beside a job)
+                m.d.comb += [p.addr.eq(Mux(upd["on"], upd["raddr"], mem_port.addr)),
+                             upd["rdata"].eq(p.data)]
             else:
                 m.d.comb += p.addr.eq(mem_port.addr)
             rdata[k] = p.data
@@ -536,8 +569,40 @@ class DataPlane(wiring.Component):
         pr, pg = self.pruner, self.pregen
         m.submodules.pruner = ResetInserter({"sync": self.abort})(pr)
         m.submodules.pregen = ResetInserter({"sync": self.abort})(pg)
+
+        # -- the fused SGD update (a WG job with update = 1): every BUF_OUT word write of dW
+        # reads the weight word at the same offset (u0), W' is computed into a register (u1)
+        # and written into every WGT replica (u2). Lanes are independent (per-element write
+        # enables) and each lane is written once, so a word written in two parts needs no
+        # forwarding: the second read may see the old word, it writes only its own lanes.
+        epw, lgepw = self._epw, (self._epw - 1).bit_length()
+        job_running = Signal()
+        upd_on = Signal()
+        m.d.comb += upd_on.eq(job_running & job.update)
+        w_waw = max(1, (sizes[BUF_WGT] // epw - 1).bit_length())
+        upd = {"on": upd_on, "raddr": Signal(w_waw), "rdata": Signal(epw * dw),
+               "wv": Signal(), "waddr": Signal(w_waw), "wdata": Signal(epw * dw),
+               "wen": Signal(epw)}
+        st_go = Signal()
+        m.d.comb += st_go.eq(win.any() & st_en.any())
+        m.d.comb += upd["raddr"].eq((job.w_base >> lgepw) + st_word - (job.out_base >> lgepw))
+        u1_v, u1_a, u1_d, u1_e = Signal(), Signal(w_waw), Signal(epw * dw), Signal(epw)
+        m.d.sync += [u1_v.eq(upd_on & st_go), u1_a.eq(upd["raddr"]), u1_d.eq(st_data),
+                     u1_e.eq(st_en)]
+        smax, smin = (1 << (dw - 1)) - 1, -(1 << (dw - 1))
+        lanes_new = []
+        for k in range(epw):
+            wv = upd["rdata"].word_select(k, dw).as_signed()
+            gv = u1_d.word_select(k, dw).as_signed()
+            diff = Signal(signed(dw + 2), name=f"upd_diff{k}")
+            m.d.comb += diff.eq(wv - (gv >> job.lr_shift))
+            lanes_new.append(Mux(diff > smax, smax, Mux(diff < smin, smin, diff))[:dw])
+        m.d.sync += [upd["wv"].eq(u1_v), upd["waddr"].eq(u1_a), upd["wdata"].eq(Cat(*lanes_new)),
+                     upd["wen"].eq(Mux(u1_v, u1_e, 0))]
+        with m.If(self.abort):                 # a soft reset drops the words in flight
+            m.d.sync += [u1_v.eq(0), upd["wv"].eq(0)]
         self._buffers(m, eng, mp, mode_fp, {"word": st_word, "data": st_data,
-                                            "en": st_en}, pr, pg)
+                                            "en": st_en}, pr, pg, upd)
 
         # -- the mapper's streams and controls go straight out ---------------------------
         for i in range(R):
@@ -570,7 +635,6 @@ class DataPlane(wiring.Component):
         lhi = [Signal(aw + 1, name=f"loaded_hi{k}") for k in range(4)]
         cur = Signal(dma.desc_layout(5, LEN_WIDTH, self.engine.addr_width))
         discard = Signal()
-        job_running = Signal()
         m.d.sync += self.err.eq(0)
         with m.If(eng.done.valid):
             st = eng.done.payload.status
@@ -608,7 +672,8 @@ class DataPlane(wiring.Component):
         m.d.comb += [
             need[BUF_ACT].eq(fp | wg), lo[BUF_ACT].eq(job.act_base), cnt[BUF_ACT].eq(x_n),
             need[BUF_GRAD].eq(bp | wg), lo[BUF_GRAD].eq(job.grad_base), cnt[BUF_GRAD].eq(dy_n),
-            need[BUF_WGT].eq(fp | bp), lo[BUF_WGT].eq(job.w_base), cnt[BUF_WGT].eq(w_n),
+            need[BUF_WGT].eq(fp | bp | (wg & job.update)), lo[BUF_WGT].eq(job.w_base),
+            cnt[BUF_WGT].eq(w_n),
             need[BUF_MASK].eq(fp | bp), lo[BUF_MASK].eq(job.m_base >> ldw),
             cnt[BUF_MASK].eq(m_n),
             need[BUF_OUT].eq(1), lo[BUF_OUT].eq(job.out_base),
@@ -633,6 +698,14 @@ class DataPlane(wiring.Component):
         pg_bad = Signal()
         lgm = (self._nm_m - 1).bit_length()
         wbits = self._epw * dw
+        # the fused update: a WG job, both bases on a word; its weight range must not overlap
+        # the one a running pre-generation reads (pgc / pg_n hold the latest CMD_PREGEN's)
+        upd_bad = Signal()
+        algn = ((job.w_base[:lgepw] != 0) | (job.out_base[:lgepw] != 0)) if lgepw else Const(0)
+        m.d.comb += upd_bad.eq(job.update & (~wg | algn))
+        upd_clash = Signal()
+        m.d.comb += upd_clash.eq(job.update & pg.busy & (job.w_base < pgc.w_base + pg_n) &
+                                 (pgc.w_base < job.w_base + w_n))
         lgwb, lgepw = (wbits - 1).bit_length(), (self._epw - 1).bit_length()
         with m.FSM(name="dp_fsm") as fsm:
             with m.State("IDLE"):
@@ -649,7 +722,8 @@ class DataPlane(wiring.Component):
                 with m.Elif(self.cmd.payload.kind == CMD_DESC):
                     d = self.cmd.payload.desc
                     can = eng.desc.ready & ~pr.busy & ((d.dir == dma.DIR_LOAD) | ~job_running) & \
-                        ~(pg.busy & ((d.buf == BUF_WGT) | (d.buf == BUF_MASK)))
+                        ~(pg.busy & ((d.buf == BUF_WGT) | (d.buf == BUF_MASK))) & \
+                        ~(upd_on & (d.buf == BUF_WGT))
                     m.d.comb += [self.cmd.ready.eq(can), eng.desc.valid.eq(self.cmd.valid & can)]
                     with m.If(self.cmd.valid & can):
                         m.d.sync += cur.eq(self.cmd.payload.desc)
@@ -783,12 +857,14 @@ class DataPlane(wiring.Component):
             with m.State("CK5"):
                 with m.If(job.raw):
                     m.d.comb += code.eq(JobErr.RAW)
-                with m.Elif(shape_bad | (wg & (wg_img > self._act))):
+                with m.Elif(shape_bad | (wg & (wg_img > self._act)) | upd_bad):
                     m.d.comb += code.eq(JobErr.SHAPE)
                 with m.Elif(beyond):
                     m.d.comb += code.eq(JobErr.BEYOND)
                 with m.Elif(unloaded):
                     m.d.comb += code.eq(JobErr.NOT_LOADED)
+                with m.Elif(upd_clash):
+                    m.d.comb += code.eq(JobErr.BUSY)
                 with m.If(code != 0):
                     m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
                     m.next = "IDLE"
@@ -814,7 +890,8 @@ class DataPlane(wiring.Component):
         done_all = Const(1)
         for st in stores:
             done_all = done_all & st.done
-        with m.If(job_running & fsm.ongoing("IDLE") & ~mp.busy & done_all):
+        with m.If(job_running & fsm.ongoing("IDLE") & ~mp.busy & done_all & ~u1_v &
+                  ~upd["wv"]):
             m.d.sync += job_running.eq(0)
         with m.If(self.abort):
             m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]

@@ -362,6 +362,16 @@ def _error_scenarios(cfg):
                               [0x40 | JobErr.BEYOND], None, None),
         "err_pregen_not_loaded": (lambda: _pregen_bad()[3:], [0x40 | JobErr.NOT_LOADED],
                                   None, None),
+        # the fused SGD update: on an FP job, a weight base inside a word -> SHAPE; the
+        # weight past WGT -> BEYOND; never loaded -> NOT_LOADED
+        "err_update_fp": (lambda: _update_bad(mode=Phase.FP.value),
+                          [0x40 | JobErr.SHAPE], None, None),
+        "err_update_misaligned": (lambda: _update_bad(w_base=9), [0x40 | JobErr.SHAPE],
+                                  None, None),
+        "err_update_beyond": (lambda: _update_bad(w_base=cfg.wgt_mem_elems - 20),
+                              [0x40 | JobErr.BEYOND], None, None),
+        "err_update_not_loaded": (lambda: _update_bad(w_base=64), [0x40 | JobErr.NOT_LOADED],
+                                  None, None),
     }
 
 
@@ -456,6 +466,46 @@ def pregen_case(cfg, seed, *, with_wg=False):
     return cmds, writes, results
 
 
+ADDR["wnew"] = 0x8000
+
+
+def update_case(cfg, seed, *, update=True, lr_shift=3, big=False, w_base=None):
+    """The fused SGD update: ``x``, ``dy`` and ``W`` loaded (W at a word-aligned WGT offset),
+    a WG job with ``update = 1`` stores ``dW`` and leaves ``W' = sat(W - (dW >> lr_shift))``
+    in WGT, which is then stored. ``big``: weights near the saturation bounds (``W'``
+    saturates). Returns ``(cmds, writes, results)`` with the golden values; ``update=False``:
+    the same WG job without the update (its timing baseline; W stored unchanged)."""
+    rng = np.random.default_rng(seed)
+    batch, cin, cout, h, k = 2, 3, 3, 6, 3
+    x = rng.integers(-6000, 6001, (batch, cin, h, h))
+    dy = rng.integers(-6000, 6001, (batch, cout, h - k + 1, h - k + 1))
+    lim = 32000 if big else 4000
+    w = rng.integers(-lim, lim + 1, (cout, cin, k, k))
+    dw_ = golden.writeback(golden.conv2d_backward_weight(x, dy, w.shape, 1, 0), cfg.frac_bits,
+                           cfg.data_width)
+    hi = (1 << (cfg.data_width - 1))
+    w_new = np.clip(w - (dw_ >> lr_shift), -hi, hi - 1) if update else w
+    epw = cfg.dma_width // cfg.data_width
+    wb_, ob = (4 * epw if w_base is None else w_base), 3 * epw
+    cmds = [desc(BUF_ACT, 2, x.size, DIR_LOAD, ADDR["x"]),
+            desc(BUF_GRAD, 4, dy.size, DIR_LOAD, ADDR["dy"]),
+            desc(BUF_WGT, wb_, w.size, DIR_LOAD, ADDR["w"]),
+            job_cmd(mode=Phase.WG.value, batch=batch, cin=cin, cout=cout, h=h, w=h, kh=k,
+                    kw=k, stride2=0, pad=0, raw=0, act_base=2, grad_base=4, w_base=wb_,
+                    m_base=0, out_base=ob, update=int(update), lr_shift=lr_shift),
+            desc(BUF_OUT, ob, dw_.size, DIR_STORE, ADDR["out"]),
+            desc(BUF_WGT, wb_, w.size, DIR_STORE, ADDR["wnew"])]
+    writes = {ADDR[t]: v.ravel().astype("<i2").tobytes() for t, v in
+              (("x", x), ("dy", dy), ("w", w))}
+    return cmds, writes, {ADDR["out"]: dw_, ADDR["wnew"]: w_new}
+
+
+def _update_bad(**over):
+    """The loads and the WG+update job of :func:`update_case`, job fields replaced."""
+    cmds, _, _ = update_case(CFG, 1400)
+    return cmds[:3] + [{"kind": CMD_JOB, "job": dict(cmds[3]["job"], **over)}]
+
+
 def _pregen_bad(**over):
     """The loads and the pre-generation command of :func:`pregen_case`, fields replaced."""
     cmds, _, _ = pregen_case(CFG, 1400)
@@ -485,9 +535,11 @@ def scenario(name, cfg, seed):
 
     Error scenarios: the bad commands, then a whole FP phase whose store aims at
     OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
-    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg"):
+    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg", "wg_update"):
         if name == "prune_wg":
             cmds, writes, results, _ = prune_case(cfg, seed)
+        elif name == "wg_update":
+            cmds, writes, results = update_case(cfg, seed, big=True)
         else:
             cmds, writes, results = pregen_case(cfg, seed, with_wg=name == "pregen_wg")
         mem = fresh_mem(seed, writes)
@@ -539,7 +591,9 @@ def _error_case(name, seed=1400):
                                   "err_prune_beyond", "err_prune_not_loaded",
                                   "err_pregen_cin", "err_pregen_rows", "err_pregen_misaligned",
                                   "err_pregen_n", "err_pregen_beyond",
-                                  "err_pregen_not_loaded"])
+                                  "err_pregen_not_loaded", "err_update_fp",
+                                  "err_update_misaligned", "err_update_beyond",
+                                  "err_update_not_loaded"])
 def test_dataplane_errors(name):
     _error_case(name)
 
@@ -548,7 +602,7 @@ def test_dataplane_cocotb(sim, cocotb_run):
     """The emitted Verilog (DataPlane + PEArray) with cocotbext-axi AxiRam: three phases and
     every error scenario, whole RAM compared."""
     seed = 1500
-    names = list(GOOD_SCENARIOS) + ["prune_wg", "pregen_fp_bp", "pregen_wg"] + \
+    names = list(GOOD_SCENARIOS) + ["prune_wg", "pregen_fp_bp", "pregen_wg", "wg_update"] + \
         list(_error_scenarios(CFG))
     print(f"seed={seed} sim={sim} scenarios={names}")
     n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
@@ -709,3 +763,58 @@ def test_dataplane_abort_during_prune_and_pregen(kind):
     assert slave.r_owed == 0 and slave.w_owed == 0
     print(f"{kind}: a whole run {full} cycles; cut short by the abort, then whole: "
           f"{res[counter]} in all")
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "saturating"])
+def test_dataplane_wg_update(big):
+    """The fused SGD update (a WG job with ``update = 1``): ``dW`` stored equals the golden WG,
+    the weight left in WGT equals ``sat(W - (dW >> lr_shift))`` (the golden step's update;
+    ``big``: weights near the bounds, so it saturates), nothing else in memory changes, and
+    the job takes exactly ``UPDATE_OVERHEAD`` cycles more than the same WG job without it."""
+    seed = 1900 + big
+    print(f"seed={seed} big={big}")
+    got = {}
+    for upd in (False, True):
+        cmds, writes, results = update_case(CFG, seed, update=upd, big=big)
+        mem = fresh_mem(seed, writes)
+        before = bytearray(mem)
+        res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern="random")
+        assert res["errs"] == []
+        ranges = []
+        for a, t in results.items():
+            assert np.array_equal(read_result(mem, a, t), t), (hex(a), upd)
+            ranges.append((a, a + 2 * t.size))
+        check_untouched(before, mem, ranges)
+        got[upd] = res["job_cycles"]
+    if big:
+        w = np.frombuffer(writes[ADDR["w"]], "<i2")
+        assert not np.array_equal(results[ADDR["wnew"]].ravel(), w)
+    assert got[True] == got[False] + dpm.UPDATE_OVERHEAD, got
+    print(f"WG job {got[False]} cycles, with the update {got[True]}")
+
+
+def test_dataplane_update_beside_pregen():
+    """A WG job with the update while a pre-generation runs: beside it when their weight
+    ranges are apart (both exact: the masks and W'), refused with ``BUSY`` (0x45) when they
+    overlap (the job is discarded)."""
+    seed = 1950
+    print(f"seed={seed}")
+    pcmds, pwrites, presults = pregen_case(CFG, seed)
+    ucmds, uwrites, uresults = update_case(CFG, seed, w_base=600)
+    pg, n_pg = pcmds[3], pcmds[2]["desc"]["length"]              # 576 weights
+    for pg_base, errs in ((0, []), (560, [0x40 | JobErr.BUSY])):
+        # the pre-generation's weight, zeros up to the update's weight at 600, then that
+        # weight: one loaded range [0, 681); at 560 the two weights overlap
+        writes = {**uwrites, 0x9000: pwrites[ADDR["w"]], 0xA000: bytes(2 * 600)}
+        cmds = ucmds[:2] + [desc(BUF_WGT, 0, 600, DIR_LOAD, 0xA000),
+                            desc(BUF_WGT, pg_base, n_pg, DIR_LOAD, 0x9000), ucmds[2],
+                            {"kind": pg["kind"], "pregen": dict(pg["pregen"], w_base=pg_base)},
+                            ucmds[3], ucmds[4], ucmds[5], pcmds[-1]]
+        mem = fresh_mem(seed, writes)
+        res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern="random")
+        assert [c for _, c in res["errs"]] == errs
+        if not errs:
+            for a, t in {**uresults, ADDR["masks"]: presults[ADDR["masks"]]}.items():
+                assert np.array_equal(read_result(mem, a, t), t), hex(a)
+            # they overlapped: the whole run is shorter than the two in turn
+            assert res["end"] < res["pregen_cycles"] + res["job_cycles"] + res["dma_busy_cycles"]
