@@ -271,8 +271,9 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               acc_width=48, weight_buf_depth=256, act_buf_depth=256,
                               psum_buf_depth=512, dma_width=32, dma_addr_width=32,
                               # the digits CNN at batch 1 (schedule.buffer_demand): x 512,
-                              # dy 2048, w 8192 (fc1), results 8192 (fc1 dW)
-                              act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=8192,
+                              # dy 2048, results 8192 (fc1 dW); w 16384: all four layers'
+                              # weights (9,736) stay resident with the update on chip
+                              act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=16384,
                               out_mem_elems=8192),
     # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, 208 DP16KD, 83.6k LUT4. Sized by synthesis so
     # the whole accelerator fits with room: one PE (4 lanes, 128-word ping-pong psum halves,

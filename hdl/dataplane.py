@@ -61,8 +61,9 @@ clears, and commands offered while ``abort`` is high are discarded. An ``ABORTED
 is an error like the others: held until ``busy`` falls, ``abort`` also clears the discard
 state it causes; after a shorter pulse the data plane discards until the next ``abort``.
 
-Loaded ranges: per buffer one interval of elements written by successful DMA loads since the
-last reset/abort; a load that overlaps or touches it extends it, another replaces it. A job
+Loaded ranges: per buffer one interval of elements written by successful DMA loads (and, in
+MASK, by ``CMD_PREGEN``) since the last reset/abort; a range that overlaps or touches it
+extends it, another replaces it. A job
 whose operands are not inside their buffer's interval is refused with ``NOT_LOADED``.
 
 Ports
@@ -635,6 +636,15 @@ class DataPlane(wiring.Component):
         lhi = [Signal(aw + 1, name=f"loaded_hi{k}") for k in range(4)]
         cur = Signal(dma.desc_layout(5, LEN_WIDTH, self.engine.addr_width))
         discard = Signal()
+
+        def extend(k, nlo, nhi):
+            """Buffer ``k`` now also holds ``[nlo, nhi)``: a range that overlaps or touches
+            the loaded one extends it, another replaces it."""
+            with m.If(lv[k] & (nlo <= lhi[k]) & (nhi >= llo[k])):
+                m.d.sync += [llo[k].eq(Mux(nlo < llo[k], nlo, llo[k])),
+                             lhi[k].eq(Mux(nhi > lhi[k], nhi, lhi[k]))]
+            with m.Else():
+                m.d.sync += [lv[k].eq(1), llo[k].eq(nlo), lhi[k].eq(nhi)]
         m.d.sync += self.err.eq(0)
         with m.If(eng.done.valid):
             st = eng.done.payload.status
@@ -644,11 +654,7 @@ class DataPlane(wiring.Component):
                 nlo, nhi = cur.base, cur.base + cur.length
                 for k in range(4):
                     with m.If(cur.buf == k):
-                        with m.If(lv[k] & (nlo <= lhi[k]) & (nhi >= llo[k])):
-                            m.d.sync += [llo[k].eq(Mux(nlo < llo[k], nlo, llo[k])),
-                                         lhi[k].eq(Mux(nhi > lhi[k], nhi, lhi[k]))]
-                        with m.Else():
-                            m.d.sync += [lv[k].eq(1), llo[k].eq(nlo), lhi[k].eq(nhi)]
+                        extend(k, nlo, nhi)
 
         # -- job checks (5 registered stages) --------------------------------------------
         W = 64
@@ -787,9 +793,9 @@ class DataPlane(wiring.Component):
                     m.d.comb += [pg.start.eq(1), pg.w_base.eq(pgc.w_base), pg.cout.eq(pgc.cout),
                                  pg.cin.eq(pgc.cin), pg.kk.eq(pg_kk), pg.n.eq(pgc.n),
                                  pg.mf_word.eq(mw_lo)]
-                    # the masks it writes count as loaded (a job checks its mask range)
-                    m.d.sync += [lv[BUF_MASK].eq(1), llo[BUF_MASK].eq(m_lo),
-                                 lhi[BUF_MASK].eq(m_hi)]
+                    # the masks it writes count as loaded (a job checks its mask range), like
+                    # a load: masks of other layers resident beside them stay loaded
+                    extend(BUF_MASK, m_lo, m_hi)
                 m.next = "IDLE"
             with m.State("PCK"):
                 # the prune command's checks (one registered stage), then the unit starts

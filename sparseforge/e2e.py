@@ -156,6 +156,10 @@ def build_report(args, cfg, net, res: dict, wall_build: float) -> dict:
         for k in ("loss", "golden_loss"):
             if k in r:
                 st[k] = r[k]
+        if r.get("network_load"):
+            # the weights and masks placed on chip before the step (once per run: a later
+            # step finds them there); not step time or traffic
+            st["network_load"] = r["network_load"]
         st["breakdown"] = breakdown(st)
         steps.append(st)
     return {"schema_version": e2e.REPORT_SCHEMA_VERSION, "preset": cfg.name,

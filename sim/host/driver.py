@@ -289,12 +289,19 @@ class Driver:
         self.words_out = 0
         #: the last :meth:`run_phase`'s figures (``cycles``, ``array_cycles``, words, status)
         self.last_phase: dict = {}
-        #: what the data plane's tensor buffers hold for sure: buffer id -> (element base, the
-        #: tensor's values) of the last successful load into it (or the in-place pruning's
-        #: result); a phase whose operand equals it skips that load (:meth:`_run_phase_dma`).
-        #: Emptied while a data-plane operation runs and by a soft reset, so after any error
-        #: it is empty (fail-safe: the hardware's loaded-range check refuses the rest)
+        #: what the data plane's tensor buffers hold for sure: ``(buffer id, element base)`` ->
+        #: the tensor's values, from successful loads (and the results written in place: the
+        #: pruned gradient, the updated weight and its masks, read back); a phase whose operand
+        #: equals one skips that load (:meth:`_run_phase_dma`). A new entry drops the entries
+        #: it overlaps. Emptied while a data-plane operation runs and by a soft reset, so after
+        #: any error it is empty (fail-safe: the hardware's loaded-range check refuses the rest)
         self._resident: dict = {}
+        #: the network's weights resident on chip (:meth:`load_network`): layer -> its home
+        #: (:meth:`plan_homes`)
+        self.homes: dict = {}
+        #: 32-bit words read from the card memory only for checking (:meth:`debug_read`), not
+        #: counted in ``card_words_out``
+        self.debug_words = 0
 
     @classmethod
     async def start(cls, dut, cfg, *, period_ns: int = 10):
@@ -439,7 +446,7 @@ class Driver:
 
     async def run_phase(self, phase: str, *, x=None, w=None, dy=None, mask=None, x_shape=None,
                         w_shape=None, stride: int = 1, padding: int = 0, raw: bool = False,
-                        step=None) -> np.ndarray:
+                        step=None, home: str | None = None) -> np.ndarray:
         """Run one layer phase on host tensors and return its result (the stable public call,
         ``docs/accelerator.md``, "Running one layer phase").
 
@@ -450,7 +457,9 @@ class Driver:
         signed ``data_width`` range. ``raw=False`` applies the write-back rule (round, shift
         by ``frac_bits``, saturate: :func:`sparseforge.sim.reference.golden.writeback`), so the
         result equals the golden model's phase; ``raw=True`` returns the raw column sums.
-        ``step``: the schedule opcode when a schedule is running (else None).
+        ``step``: the schedule opcode when a schedule is running (else None). ``home``: a
+        layer of :meth:`load_network` -- the weight and mask are read at that layer's home in
+        the WGT / MASK buffers (loaded there only when they differ from what it holds).
 
         A WG input larger than ``act_buf_depth`` runs in scratchpad chunks of whole ``(b,
         c)`` planes, reloaded per tile (:func:`sparseforge.gen.mapper.pe.wg_chunks`).
@@ -476,8 +485,10 @@ class Driver:
                            **kw)
         #: the last phase's array-model statistics (am.cycles of its mapping)
         self.last_stats = am.cycles(job)
+        if home is not None and home not in self.homes:
+            raise ValueError(f"run_phase: no home {home!r} (Driver.load_network)")
         if self.ram is not None and not raw and not self._chunked_wg(phase, kw):
-            return await self._run_phase_dma(phase, job, kw, stride, padding, step)
+            return await self._run_phase_dma(phase, job, kw, stride, padding, step, home=home)
         c0 = await self.counter("cycles")
         w0, o0 = self.words_in, self.words_out
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -510,12 +521,118 @@ class Driver:
         nbytes = cfg.data_width // 8
         data = self.ram.read(addr, count * nbytes)
         self.card_words_out += -(-len(data) // 4)
+        if nbytes in (1, 2, 4, 8):
+            return np.frombuffer(bytes(data), f"<i{nbytes}").astype(np.int64)
         raw = [int.from_bytes(data[k:k + nbytes], "little", signed=True)
                for k in range(0, len(data), nbytes)]
         return np.asarray(raw, dtype=np.int64)
 
+    async def debug_read(self, buf: int, base: int, count: int) -> np.ndarray:
+        """``count`` elements of on-chip buffer ``buf`` from element ``base``, for checking:
+        one DMA store to the card memory, read back. Its words count as :attr:`debug_words`
+        (not as phase traffic); run it between phases (its transfer is not in any phase's
+        counters)."""
+        from sparseforge.hdl.dma import DIR_STORE
+        from sparseforge.hdl import dataplane as dpm
+        had, self._resident = self._resident, {}
+        await self._dp_exec("debug read", [], [{"kind": dpm.CMD_DESC, "desc": {
+            "buf": buf, "base": int(base), "length": int(count), "dir": DIR_STORE,
+            "addr": 0}}], ("dma_beats",))
+        self._resident = had
+        c0 = self.card_words_out
+        out = self.card_read(0, count)
+        self.debug_words += self.card_words_out - c0
+        self.card_words_out = c0
+        return out
+
+    def _mark(self, buf: int, base: int, values):
+        """Record that ``buf`` holds ``values`` from element ``base`` (dropping the entries of
+        ``buf`` it overlaps)."""
+        v = np.array(values, copy=True)
+        lo, hi = base, base + v.size
+        for (b, b0) in [k for k in self._resident if k[0] == buf]:
+            n = self._resident[(b, b0)].size
+            if b0 < hi and lo < b0 + n:
+                del self._resident[(b, b0)]
+        self._resident[(buf, base)] = v
+
+    def plan_homes(self, shapes: dict) -> dict | None:
+        """On-chip homes for a network's weights (``shapes``: layer -> weight shape, the conv
+        view ``(Cout, Cin, Kh, Kw)``), in order: each weight at a ``dma_width``-word-aligned
+        element ``w`` of WGT, one after the other; its forward mask at element ``mf`` of MASK
+        and the backward one at ``mb``, each in whole ``dma_width`` words (the layout
+        ``CMD_PREGEN`` writes). ``None`` when they do not all fit the WGT / MASK buffers."""
+        from sparseforge.hdl.dataplane import BUF_MASK, BUF_WGT, buf_sizes
+        cfg = self.codec.cfg
+        epw = max(1, cfg.dma_width // cfg.data_width)
+        homes, wb, mb = {}, 0, 0
+        for name, shp in shapes.items():
+            n = int(np.prod(shp))
+            me = -(-n // cfg.dma_width) * epw               # elements of one mask region
+            homes[name] = {"w": wb, "mf": mb, "mb": mb + me, "shape": tuple(shp), "n": n}
+            wb += -(-n // epw) * epw
+            mb += 2 * me
+        sizes = buf_sizes(cfg)
+        if wb > sizes[BUF_WGT] or mb > sizes[BUF_MASK]:
+            return None
+        return homes
+
+    async def load_network(self, weights: dict, masks: dict) -> dict:
+        """Place a network's weights and their forward/backward masks in the data plane's
+        WGT and MASK buffers at their homes (:meth:`plan_homes`; ``weights``: layer -> conv-view
+        integer weight, ``masks``: layer -> ``(fwd, bwd)``), where they stay: phases given
+        ``home=`` the layer read them there, a WG phase with ``update`` writes the updated
+        weight there and the pre-generation its masks. Loads nothing when the buffers already
+        hold exactly these tensors (the next training step). One ``dp`` packet: two images,
+        one descriptor each. Returns ``{"loaded", "dma_cycles", "card_words_in"}``.
+        ``ValueError`` when the weights do not fit (:meth:`plan_homes` is None) or the core
+        has no data plane."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dma import DIR_LOAD
+        if self.ram is None:
+            raise ValueError("load_network needs a core with the data plane (data_plane='dma')")
+        cfg, dw = self.codec.cfg, self.codec.cfg.data_width
+        homes = self.plan_homes({k: np.shape(v) for k, v in weights.items()})
+        if homes is None:
+            raise ValueError("load_network: the weights or their masks do not fit the WGT / "
+                             "MASK buffers (Driver.plan_homes)")
+        packed = {k: tuple(pack_mask(np.asarray(m), dw) for m in masks[k]) for k in weights}
+        if self.homes == homes and all(
+                self._holds(self._resident, dpm.BUF_WGT, h["w"], weights[k]) and
+                self._holds(self._resident, dpm.BUF_MASK, h["mf"], packed[k][0]) and
+                self._holds(self._resident, dpm.BUF_MASK, h["mb"], packed[k][1])
+                for k, h in homes.items()):
+            return {"loaded": False, "dma_cycles": 0, "card_words_in": 0}
+        last = list(homes.values())[-1]
+        wimg = np.zeros(last["w"] + last["n"], np.int64)
+        mimg = np.zeros(last["mb"] + (last["mb"] - last["mf"]), np.int64)
+        for k, h in homes.items():
+            wimg[h["w"]:h["w"] + h["n"]] = np.asarray(weights[k]).ravel()
+            for base, p in zip((h["mf"], h["mb"]), packed[k]):
+                mimg[base:base + p.size] = p
+        addrs = self.card_layout({"w": wimg.size, "m": mimg.size})
+        c0 = self.card_words_in
+        self.card_write(addrs["w"], wimg)
+        self.card_write(addrs["m"], mimg)
+        self._resident = {}
+        d = await self._dp_exec("load_network", [], [
+            {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_WGT, "base": 0, "length": wimg.size,
+                                            "dir": DIR_LOAD, "addr": addrs["w"]}},
+            {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": 0,
+                                            "length": mimg.size, "dir": DIR_LOAD,
+                                            "addr": addrs["m"]}}],
+            ("dma_exposed", "dma_beats"))
+        self.homes = homes
+        for k, h in homes.items():
+            self._mark(dpm.BUF_WGT, h["w"], np.asarray(weights[k]))
+            self._mark(dpm.BUF_MASK, h["mf"], packed[k][0])
+            self._mark(dpm.BUF_MASK, h["mb"], packed[k][1])
+        return {"loaded": True, "dma_cycles": d["dma_exposed"],
+                "card_words_in": self.card_words_in - c0}
+
     def phase_commands(self, phase: str, shapes: dict, *, stride: int, padding: int,
-                       addrs: dict, bases: dict | None = None, skip=()) -> list[dict]:
+                       addrs: dict, bases: dict | None = None, skip=(), update=None,
+                       store: bool = True) -> list[dict]:
         """The data-plane commands of one layer phase: the loads of its operands (card
         memory byte addresses ``addrs[name]`` for ``x``, ``dy``, ``w``, ``mask``; on-chip
         element offsets ``bases``, 0 by default), the job, the store of its result to
@@ -524,7 +641,9 @@ class Driver:
         (:func:`pack_mask`: ``ceil(w.size / data_width)`` elements at ``addrs["mask"]``,
         loaded at element ``bases["mask"]``; the job's ``m_base`` counts bits:
         ``bases["mask"] * data_width``). ``skip``: operands already in their buffer at their
-        base (no load)."""
+        base (no load). ``update`` (WG): the fused SGD update's ``lr_shift`` -- the weight
+        ``w`` (loaded at ``bases["w"]`` unless skipped) becomes ``sat(W - (dW >> lr_shift))``
+        there. ``store=False``: no store of the result (it stays in OUT)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
         bases = {"x": 0, "dy": 0, "w": 0, "mask": 0, "out": 0, **(bases or {})}
@@ -538,6 +657,10 @@ class Driver:
         size["mask"] = dpm.mask_elems(size["w"], dw)
         bufs = {"x": dpm.BUF_ACT, "dy": dpm.BUF_GRAD, "w": dpm.BUF_WGT, "mask": dpm.BUF_MASK}
         reads = {"fp": ("x", "w", "mask"), "bp": ("dy", "w", "mask"), "wg": ("x", "dy")}[phase]
+        if update is not None:
+            if phase != "wg":
+                raise ValueError("the SGD update runs with a WG phase")
+            reads = reads + ("w",)
         cmds = [{"kind": dpm.CMD_DESC, "desc": {"buf": bufs[t], "base": bases[t],
                                                 "length": size[t], "dir": DIR_LOAD,
                                                 "addr": addrs[t]}} for t in reads
@@ -546,10 +669,13 @@ class Driver:
             "mode": {"fp": 0, "bp": 1, "wg": 2}[phase], "batch": B, "cin": Cin, "cout": Cout,
             "h": H, "w": W, "kh": Kh, "kw": Kw, "stride2": int(stride == 2), "pad": padding,
             "raw": 0, "act_base": bases["x"], "grad_base": bases["dy"], "w_base": bases["w"],
-            "m_base": bases["mask"] * dw, "out_base": bases["out"]}})
-        cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_OUT, "base": bases["out"],
-                                                    "length": size["out"], "dir": DIR_STORE,
-                                                    "addr": addrs["out"]}})
+            "m_base": bases["mask"] * dw, "out_base": bases["out"],
+            "update": int(update is not None), "lr_shift": int(update or 0)}})
+        if store:
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_OUT,
+                                                        "base": bases["out"],
+                                                        "length": size["out"],
+                                                        "dir": DIR_STORE, "addr": addrs["out"]}})
         return cmds
 
     def card_layout(self, tensors: dict) -> dict:
@@ -566,12 +692,16 @@ class Driver:
         return addrs
 
     async def _run_phase_dma(self, phase, job, kw, stride, padding, step, *, side=None,
-                             side_steps=()):
+                             side_steps=(), home=None, update=None):
         """:meth:`run_phase` through the data plane: the operands are placed in the card
         memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
         hardware mapper and stores the result, which is read back from the card memory.
         ``side``: a pre-generation (:meth:`_pregen_side`) in the same packet; then returns
-        ``(result, (fwd, bwd))``."""
+        ``(result, (fwd, bwd))``. ``home``: the layer whose weight and masks are resident
+        (:meth:`load_network`). ``update`` (WG with ``home``): the fused SGD update's
+        ``lr_shift``, ``kw["w"]`` the weight it updates; the result stays on chip and is read
+        for checking (:meth:`debug_read`), like the updated weight, and the call returns
+        ``(dW, W')`` (``((dW, W'), (fwd, bwd))`` with ``side``)."""
         from sparseforge.gen.mapper import array as am
         cfg = self.codec.cfg
         if phase == "fp":
@@ -591,6 +721,12 @@ class Driver:
             m = kw.get("mask")
             tensors["mask"] = pack_mask(np.ones(shapes["w"], np.int64) if m is None
                                         else np.asarray(m), cfg.data_width)
+        h = self.homes[home] if home is not None else None
+        if update is not None:
+            if phase != "wg" or h is None:
+                raise ValueError("the fused SGD update needs a WG phase and a home")
+            tensors["w"] = np.asarray(kw["w"])
+        bases = {} if h is None else {"w": h["w"], "mask": h["mf"] if phase == "fp" else h["mb"]}
         sizes = {k: int(np.asarray(v).size) for k, v in tensors.items()}
         sizes["out"] = int(np.prod(shapes["out"]))
         self.check_fits(phase, sizes)
@@ -602,15 +738,18 @@ class Driver:
         bufs = {"x": dpm.BUF_ACT, "dy": dpm.BUF_GRAD, "w": dpm.BUF_WGT, "mask": dpm.BUF_MASK}
         had, self._resident = self._resident, {}
         skip = {name for name, t in tensors.items()
-                if self._holds(had, bufs[name], 0, t)}
+                if self._holds(had, bufs[name], bases.get(name, 0), t)}
         for name, t in tensors.items():
             if name not in skip:
                 self.card_write(addrs[name], t)
+        # with the update the results stay on chip: dW (and the side's masks) are read for
+        # checking after the phase, outside its counters
+        keep = update is not None
         cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs,
-                                   skip=skip)
+                                   bases=bases, skip=skip, update=update, store=not keep)
         if side:                  # a pre-generation beside the (WG) job: one packet
             pre, post = side["cmds"](addrs, had)
-            cmds = pre + cmds + post
+            cmds = pre + cmds + ([] if side.get("home") else post)
         names = ("cycles", "job_cycles", "dma_exposed", "dma_busy", "dma_beats") + \
             (("pregen_cycles", "pregen_exposed") if side else ())
         before = {k: await self.counter(k) for k in names}
@@ -624,24 +763,32 @@ class Driver:
                                f"{await self.read('ERROR_CODE'):#x}")
         after = {k: await self.counter(k) for k in before}
         d = {k: after[k] - before[k] for k in before}
-        if d["dma_beats"] == 0 and len(skip) < len(tensors):
+        if d["job_cycles"] == 0:
             # done without a single beat: the plane took the commands and dropped them (it is
             # still in the error state of an earlier error); the card memory holds no result
             raise RuntimeError(f"{phase} phase: the data plane discarded its commands (an "
                                f"earlier error left it in its error state, ERROR_CODE "
                                f"{await self.read('ERROR_CODE'):#x}); call Driver.recover() "
                                f"first")
-        out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
         self._resident = dict(had)
         for name, t in tensors.items():
-            self._resident[bufs[name]] = (0, np.array(t, copy=True))
+            if not (keep and name == "w"):
+                self._mark(bufs[name], bases.get(name, 0), t)
+        if keep:
+            out = (await self.debug_read(dpm.BUF_OUT, 0, sizes["out"])).reshape(shapes["out"])
+            w_new = await self.debug_read(dpm.BUF_WGT, h["w"], h["n"])
+            self._mark(dpm.BUF_WGT, h["w"], w_new)
+            out = (out, w_new.reshape(np.shape(kw["w"])))
+        else:
+            out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
         if side:
-            side_out = side["finish"](addrs)
+            side_out = await side["finish"](addrs)
             self.last_pregen_dp = {"cycles": d["pregen_exposed"],
                                    "busy_cycles": d["pregen_cycles"], "dma_cycles": 0,
                                    "groups": side["groups"], "beside": phase,
                                    "card_words_in": 0, "card_words_out": 0}
         self.last_phase = {"phase": phase, "cycles": d["job_cycles"], "resident": sorted(skip),
+                           "update": update is not None,
                            "array_cycles": self.last_stats.cycles,
                            "array_counter_cycles": d["cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_busy_cycles": d["dma_busy"],
@@ -655,11 +802,11 @@ class Driver:
     @staticmethod
     def _holds(resident: dict, buf: int, base: int, t) -> bool:
         """Whether ``resident`` says buffer ``buf`` holds exactly ``t`` at ``base``."""
-        got = resident.get(buf)
-        if got is None or got[0] != base:
+        got = resident.get((buf, base))
+        if got is None:
             return False
         t = np.asarray(t)
-        return got[1].shape == t.shape and np.array_equal(got[1], t)
+        return got.size == t.size and np.array_equal(got.ravel(), t.ravel())
 
     def _chunked_wg(self, phase, kw) -> bool:
         """A WG phase whose per-column scratchpad image (``(B, ceil(Cin / pe_cols), H, W)``)
@@ -754,18 +901,19 @@ class Driver:
         out = self.card_read(addr, n).reshape(g.shape)
         # GRAD now holds the pruned tensor: the BP and WG phases that take it load nothing
         self._resident = dict(had)
-        self._resident[dpm.BUF_GRAD] = (0, np.array(out, copy=True))
+        self._mark(dpm.BUF_GRAD, 0, out)
         self.last_prune = {"cycles": d["prune_cycles"], "dma_cycles": d["dma_exposed"],
                            "dma_beats": d["dma_beats"], "elements": n, "tau": tau,
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0}
         return out, tau
 
-    async def _dp_exec(self, what: str, head: list, cmds: list, counters: tuple) -> dict:
+    async def _dp_exec(self, what: str, head: list, cmds: list, counters: tuple,
+                       moved: str = "dma_beats") -> dict:
         """Send ``head`` packets, one ``dp`` packet of ``cmds`` and END; wait for done; return
-        the increments of ``counters`` (which must include ``dma_beats``). ``RuntimeError`` on
-        STATUS.error, and when not a beat moved (the data plane discarded the commands: an
-        earlier error left it in its error state)."""
+        the increments of ``counters`` (which must include ``moved``). ``RuntimeError`` on
+        STATUS.error, and when ``moved`` did not move (no beat, no busy cycle: the data plane
+        discarded the commands: an earlier error left it in its error state)."""
         before = {k: await self.counter(k) for k in counters}
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
         await self.send(list(head) + [self.codec.dp_packet(cmds), self.codec.end_packet()])
@@ -774,7 +922,7 @@ class Driver:
             raise RuntimeError(f"{what}: STATUS {status:#x}, ERROR_CODE "
                                f"{await self.read('ERROR_CODE'):#x}")
         d = {k: await self.counter(k) - v for k, v in before.items()}
-        if d["dma_beats"] == 0:
+        if d[moved] == 0:
             raise RuntimeError(f"{what}: the data plane discarded its commands (an earlier "
                                f"error left it in its error state); call Driver.recover() first")
         return d
@@ -804,7 +952,7 @@ class Driver:
             return f"the weight {shape} or its two masks do not fit the WGT / MASK buffers"
         return None
 
-    async def pregen_onchip(self, w, n: int, *, step=None):
+    async def pregen_onchip(self, w, n: int, *, step=None, home=None):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout, Cin,
         Kh, Kw)``) in the data plane (``CMD_PREGEN``, ``hdl/dp_pregen.py``): ``w`` is placed in
         the card memory and loaded into the WGT buffer (unless it is still there), the data
@@ -816,22 +964,24 @@ class Driver:
         ``STEP_DATA_PLANE``: the stream pre-generation does not run). :attr:`last_pregen_dp`
         holds ``cycles`` (PREGEN_CYCLES), ``dma_cycles``, ``card_words_in/out``, ``groups``.
         ``ValueError`` (before anything is sent) when :meth:`pregen_onchip_refusal` names a
-        reason."""
+        reason. ``home``: the layer of :meth:`load_network` whose weight it reads and whose
+        mask homes it writes (the masks stay there; read back for checking)."""
         cfg = self.codec.cfg
         w = np.asarray(w)
         why = self.pregen_onchip_refusal(w.shape, n)
         if why:
             raise ValueError(f"pregen_onchip: {why}")
-        side = self._pregen_side(w, n)
+        side = self._pregen_side(w, n, home)
         addrs = self.card_layout(side["sizes"])
         c0, d0 = self.card_words_in, self.card_words_out
         had, self._resident = self._resident, {}
         pre, post = side["cmds"](addrs, had)
         pk = self._pregen_steps(side, step)
-        d = await self._dp_exec("pregen", pk, pre + post,
-                                ("pregen_cycles", "pregen_exposed", "dma_exposed", "dma_beats"))
+        d = await self._dp_exec("pregen", pk, pre + ([] if home is not None else post),
+                                ("pregen_cycles", "pregen_exposed", "dma_exposed", "dma_beats"),
+                                moved="pregen_cycles")
         self._resident = dict(had)
-        fwd, bwd = side["finish"](addrs)
+        fwd, bwd = await side["finish"](addrs)
         self.last_pregen_dp = {"cycles": d["pregen_exposed"], "busy_cycles": d["pregen_cycles"],
                                "dma_cycles": d["dma_exposed"], "dma_beats": d["dma_beats"],
                                "groups": side["groups"], "beside": None,
@@ -847,12 +997,15 @@ class Driver:
         chunks = -(-side["groups"] // self.codec.cfg.weight_buf_depth)
         return [self.codec.step_packet(step, data_plane=True) for _ in range(chunks)]
 
-    def _pregen_side(self, w, n) -> dict:
+    def _pregen_side(self, w, n, home=None) -> dict:
         """An on-chip pre-generation of ``w`` (checked by the caller) as parts to run alone or
         beside a WG job: ``sizes`` (its card-memory tensors), ``cmds(addrs, had)`` -> ``(pre,
         post)`` (the weight's load -- skipped when ``had`` says WGT holds it -- and
-        ``CMD_PREGEN``; the store of both masks), ``finish(addrs)`` -> ``(fwd, bwd)`` (reads
-        the masks back and records what WGT and MASK now hold), ``groups``."""
+        ``CMD_PREGEN``; the store of both masks), ``finish(addrs)`` -> ``(fwd, bwd)`` (async:
+        reads the masks back and records what WGT and MASK now hold), ``groups``, ``home``.
+        ``home``: the layer's home (:meth:`load_network`): the weight is read there and the
+        masks are written to the layer's mask homes, where they stay; they are read back for
+        checking (:meth:`debug_read`) instead of being stored in the packet (``post`` unused)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
         cfg = self.codec.cfg
@@ -861,36 +1014,43 @@ class Driver:
         numel, wbits, dw = int(w.size), cfg.dma_width, cfg.data_width
         words = -(-numel // wbits)
         n_mask = 2 * words * (cfg.dma_width // dw)
+        h = self.homes[home] if home is not None else {"w": 0, "mf": 0}
 
         def cmds(addrs, had):
             pre = []
-            if not self._holds(had, dpm.BUF_WGT, 0, w4):
+            if not self._holds(had, dpm.BUF_WGT, h["w"], w4):
                 self.card_write(addrs["pg_w"], w4)
-                pre.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_WGT, "base": 0,
+                pre.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_WGT, "base": h["w"],
                                                            "length": numel, "dir": DIR_LOAD,
                                                            "addr": addrs["pg_w"]}})
             pre.append({"kind": dpm.CMD_PREGEN, "pregen": {
-                "w_base": 0, "m_base": 0, "cout": cout, "cin": cin, "kh": kh, "kw": kw,
-                "n": int(n)}})
-            post = [{"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": 0,
+                "w_base": h["w"], "m_base": h["mf"] * dw, "cout": cout, "cin": cin, "kh": kh,
+                "kw": kw, "n": int(n)}})
+            post = [{"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": h["mf"],
                                                     "length": n_mask, "dir": DIR_STORE,
                                                     "addr": addrs["pg_masks"]}}]
             return pre, post
 
-        def finish(addrs):
-            el = self.card_read(addrs["pg_masks"], n_mask)
-            bits = np.array([(int(v) >> b) & 1 for v in el for b in range(dw)], bool)
+        async def finish(addrs):
+            if home is not None:
+                el = await self.debug_read(dpm.BUF_MASK, h["mf"], n_mask)
+            else:
+                el = self.card_read(addrs["pg_masks"], n_mask)
+            bits = ((el.astype(np.int64)[:, None] >> np.arange(dw)) & 1).astype(bool).ravel()
             fwd = bits[:numel].reshape(w.shape)
             bwd = bits[words * wbits:words * wbits + numel].reshape(w.shape)
-            self._resident[dpm.BUF_WGT] = (0, np.array(w4, copy=True))
-            self._resident[dpm.BUF_MASK] = (0, pack_mask(fwd.reshape(w4.shape), dw))
+            self._mark(dpm.BUF_WGT, h["w"], w4)
+            self._mark(dpm.BUF_MASK, h["mf"], pack_mask(fwd.reshape(w4.shape), dw))
+            if home is not None:
+                self._mark(dpm.BUF_MASK, h["mb"], pack_mask(bwd.reshape(w4.shape), dw))
             return fwd, bwd
 
         return {"sizes": {"pg_w": numel, "pg_masks": n_mask}, "cmds": cmds, "finish": finish,
-                "groups": 2 * numel // cfg.nm_m}
+                "groups": 2 * numel // cfg.nm_m, "home": home}
 
     async def run_wg_with_pregen(self, *, x, dy, w_shape, stride: int = 1, padding: int = 0,
-                                 pregen_w, n: int, step=None, pregen_step=None):
+                                 pregen_w, n: int, step=None, pregen_step=None, home=None,
+                                 update=None, w=None, pregen_home=None):
         """A WG phase (as :meth:`run_phase` ``("wg", ...)``) with an on-chip pre-generation of
         ``pregen_w`` (``n``:M, as :meth:`pregen_onchip`) **beside it** in one ``dp`` packet:
         the weight's load and ``CMD_PREGEN``, the WG phase's commands (a WG job reads neither
@@ -900,7 +1060,11 @@ class Driver:
         of the packet, the pre-generation's too), :attr:`last_pregen_dp` the pre-generation's
         (``cycles``: PREGEN_EXPOSED, the time it ran under neither the job nor a transfer;
         ``dma_cycles`` 0). Needs a data-plane core and a phase that is not chunked; raises
-        ``ValueError`` otherwise and when :meth:`pregen_onchip_refusal` refuses."""
+        ``ValueError`` otherwise and when :meth:`pregen_onchip_refusal` refuses.
+        ``home``, ``update`` (``lr_shift``), ``w``: the WG phase's fused SGD update of its
+        resident weight ``w`` (as :meth:`run_wg_update`; then the result is ``((dW, W'),
+        (fwd, bwd))``); ``pregen_home``: the pre-generated layer's home (as
+        :meth:`pregen_onchip`)."""
         from sparseforge.gen.mapper import array as am
         pregen_w = np.asarray(pregen_w)
         why = self.pregen_onchip_refusal(pregen_w.shape, n)
@@ -912,9 +1076,35 @@ class Driver:
         job = am.map_array("wg", cfg=self.codec.cfg, stride=stride, padding=padding, raw=False,
                            **kw)
         self.last_stats = am.cycles(job)
-        side = self._pregen_side(pregen_w, n)
+        side = self._pregen_side(pregen_w, n, pregen_home)
+        if update is not None:
+            kw["w"] = w
         return await self._run_phase_dma("wg", job, kw, stride, padding, step, side=side,
-                                         side_steps=self._pregen_steps(side, pregen_step))
+                                         side_steps=self._pregen_steps(side, pregen_step),
+                                         home=home, update=update)
+
+    async def run_wg_update(self, *, x, dy, w, lr_shift: int, home: str, stride: int = 1,
+                            padding: int = 0, step=None):
+        """A WG phase with the SGD update fused (``hdl/dataplane.py``): ``dW`` of ``x``, ``dy``
+        (as :meth:`run_phase` ``("wg", ...)``), and the weight ``w`` resident at ``home``
+        (:meth:`load_network`; loaded there first if it differs) becomes ``sat(w - (dW >>
+        lr_shift))`` in the WGT buffer, where it stays. Both stay on chip; they are read back
+        for checking (:meth:`debug_read`, :attr:`debug_words`). Returns ``(dW, W')``.
+        ``ValueError`` for a chunked WG phase (it runs host-fed) or an unknown home."""
+        from sparseforge.gen.mapper import array as am
+        if home not in self.homes:
+            raise ValueError(f"run_wg_update: no home {home!r} (Driver.load_network)")
+        if not isinstance(lr_shift, int) or not 0 <= lr_shift < 64:
+            raise ValueError(f"lr_shift must be an integer in [0, 63], not {lr_shift!r}")
+        kw = {"x": x, "dy": dy, "w_shape": np.shape(w)}
+        if self._chunked_wg("wg", kw):
+            raise ValueError("run_wg_update: a chunked WG phase runs host-fed")
+        job = am.map_array("wg", cfg=self.codec.cfg, stride=stride, padding=padding, raw=False,
+                           **kw)
+        self.last_stats = am.cycles(job)
+        kw["w"] = np.asarray(w)
+        return await self._run_phase_dma("wg", job, kw, stride, padding, step, home=home,
+                                         update=lr_shift)
 
     async def pregen(self, w, n: int):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,

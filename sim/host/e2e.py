@@ -33,8 +33,10 @@ with fused ReLU and max-pool) are run in order. Per layer ``l`` (weight ``W``, m
   W * bwd, x.shape, stride, padding))``, reshaped to the previous layer's output shape.
 * **WG** (backend: array): ``dW = wb(conv2d_backward_weight(x, gp, W.shape, stride,
   padding))``.
-* **update** (host): ``W' = sat(W - (dW >> lr_shift))`` (arithmetic shift: floor), dense
-  (straight-through: the masks do not gate the update).
+* **update**: ``W' = sat(W - (dW >> lr_shift))`` (arithmetic shift: floor), dense
+  (straight-through: the masks do not gate the update). On the host, or -- a backend with
+  ``update_in_wg`` (the RTL with the weights on chip) -- fused into the WG job, the weight
+  never leaving the accelerator.
 * **pre-generation** (backend: pre-generation; BDWP layers only): ``(fwd', bwd') =
   golden.bdwp_masks(W', N, M)`` -- the next step's masks. Dense layers keep all-ones masks.
 
@@ -282,6 +284,14 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
                          f"{sorted(set(int(v) for v in bad))}")
     res = StepResult()
     n_nm = _nm(net, cfg)[0]
+    # a backend that keeps the weights on chip places them (and their masks) once; a later
+    # step whose weights are still there loads nothing
+    load_network = getattr(backend, "load_network", None)
+    if load_network is not None:
+        await load_network(
+            {lay.name: _conv_view_w(lay, state.weights[lay.name]) for lay in net.compute},
+            {lay.name: tuple(_conv_view_w(lay, mk) for mk in state.masks[lay.name])
+             for lay in net.compute})
 
     # ---- forward
     a = x
@@ -352,16 +362,26 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
             else:
                 dx = dx4
             rec["dx"] = dx
+        # a backend with the weights on chip fuses the update into the WG job: it returns dW
+        # and the updated weight it holds (read back for checking)
+        fused = getattr(backend, "update_in_wg", None)
+        upd = {"update": (w4, lr_shift)} if fused is not None and fused(xin) else {}
         if pending is not None:
             p_lay, p_w, p_rec = pending
-            dw4, (nf, nb) = await backend.wg_with_pregen(xin, gp, w4.shape, lay.stride,
-                                                         lay.padding, p_w, n_nm, p_lay.name)
+            r, (nf, nb) = await backend.wg_with_pregen(xin, gp, w4.shape, lay.stride,
+                                                       lay.padding, p_w, n_nm, p_lay.name,
+                                                       **upd)
             set_masks(p_lay, p_rec, nf, nb)
             pending = None
         else:
-            dw4 = await backend.wg(xin, gp, w4.shape, lay.stride, lay.padding)
-        dw = dw4.reshape(w.shape)
-        w_new = _sat(w - (dw >> lr_shift), dw_)
+            r = await backend.wg(xin, gp, w4.shape, lay.stride, lay.padding, **upd)
+        if upd:
+            dw4, w_new4 = r
+            dw = dw4.reshape(w.shape)
+            w_new = w_new4.reshape(w.shape)
+        else:
+            dw = r.reshape(w.shape)
+            w_new = _sat(w - (dw >> lr_shift), dw_)
         rec.update(dw=dw, w_new=w_new)
         weights[lay.name] = w_new
         if lay.bdwp and lay.id > 0 and defer is not None and defer(w_new, n_nm):
@@ -481,6 +501,41 @@ class RTLBackend(ModelBackend):
         self.prev = None
         self.schedule = schedule
         self._started = False
+        #: the network's weights are resident in the data plane (:meth:`load_network`)
+        self.resident = False
+        #: what :meth:`load_network` moved since the last :meth:`take_network_load`
+        self.network_load = None
+
+    async def load_network(self, weights: dict, masks: dict):
+        """On a core with the data plane where the network's weights and masks fit
+        (``Driver.plan_homes``): ``Driver.load_network`` -- they stay on chip, the phases use
+        them there, the update runs on chip. Otherwise nothing (every phase loads its
+        operands)."""
+        drv = self.drv
+        if drv.ram is None or drv.plan_homes({k: np.shape(v) for k, v in weights.items()}) \
+                is None:
+            self.resident = False
+            return
+        c0, w0 = self._now(), self._words()
+        r = await drv.load_network(weights, masks)
+        self.resident = True
+        if r["loaded"]:
+            self.network_load = {"cycles": self._now() - c0, "dma_cycles": r["dma_cycles"],
+                                 "host_words_in": r["card_words_in"] + self._words(w0)[
+                                     "words_in"]}
+
+    def take_network_load(self):
+        """The last network load's figures (None when the step loaded none), then forget."""
+        out, self.network_load = self.network_load, None
+        return out
+
+    def update_in_wg(self, x) -> bool:
+        """Whether the WG phase of input ``x`` updates its layer's weight on chip (the weights
+        are resident and the phase is not chunked)."""
+        return self.resident and not self.drv._chunked_wg("wg", {"x": x})
+
+    def _home(self):
+        return self.layer if self.resident and self.layer in self.drv.homes else None
 
     async def _step(self, op):
         """The schedule opcode of the next phase (None without a schedule), loading and
@@ -537,20 +592,26 @@ class RTLBackend(ModelBackend):
             await self.drv.send([self.drv.codec.step_packet(step, data_plane=True)
                                  for _ in range(chunks)])
 
-    async def wg_with_pregen(self, x, g, w_shape, stride, padding, pw, n, pregen_layer):
+    async def wg_with_pregen(self, x, g, w_shape, stride, padding, pw, n, pregen_layer,
+                             update=None):
         """The WG phase with the deferred pre-generation of ``pregen_layer``'s ``pw`` beside it
-        (``Driver.run_wg_with_pregen``); a chunked WG runs alone, then the pre-generation."""
+        (``Driver.run_wg_with_pregen``); a chunked WG runs alone, then the pre-generation.
+        ``update``: ``(w, lr_shift)``, the fused SGD update (as :meth:`wg`)."""
         if self.drv._chunked_wg("wg", {"x": x}):
-            out = await self.wg(x, g, w_shape, stride, padding)
+            out = await self.wg(x, g, w_shape, stride, padding, update=update)
             return out, await self.pregen_alone(pw, n, pregen_layer)
         return await self._run_rtl("wg", x=x, dy=g, w_shape=w_shape, stride=stride,
-                                   padding=padding, _pregen=(pw, n, pregen_layer))
+                                   padding=padding, _pregen=(pw, n, pregen_layer),
+                                   _update=update)
 
     async def pregen_alone(self, w, n, layer):
         """A deferred pre-generation run by itself (its schedule steps were sent)."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
-        out = await self.drv.pregen_onchip(w, n)
+        g0 = self.drv.debug_words
+        home = layer if self.resident and layer in self.drv.homes else None
+        out = await self.drv.pregen_onchip(w, n, home=home)
         self._log_pregen_dp(layer, w, c0, w0, t0)
+        self.log[-1]["debug_words"] = self.drv.debug_words - g0
         return out
 
     def _log_pregen_dp(self, layer, w, c0, w0, t0, *, words=None):
@@ -564,20 +625,27 @@ class RTLBackend(ModelBackend):
                          "card_words_out": lp["card_words_out"], "beside": lp["beside"],
                          "host_s": time.perf_counter() - t0})
 
-    async def _run_rtl(self, mode, _pregen=None, **kw):
+    async def _run_rtl(self, mode, _pregen=None, _update=None, **kw):
         t0 = time.perf_counter()
         if self.prev is None:
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        c0, w0 = self._now(), self._words()
+        c0, w0, g0 = self._now(), self._words(), self.drv.debug_words
         step = await self._step(mode.upper())
         dp = {}
         masks = None
+        home = self._home()
+        upd = {} if _update is None else {"home": home, "w": _update[0],
+                                          "update": _update[1]}
+        if _update is not None and home is None:
+            raise ValueError(f"{self.layer}: the fused update needs the weights on chip")
         if _pregen is not None:
             pw, pn, p_layer = _pregen
+            p_home = p_layer if self.resident and p_layer in self.drv.homes else None
             out, masks = await self.drv.run_wg_with_pregen(
                 x=kw["x"], dy=kw["dy"], w_shape=kw["w_shape"], stride=kw["stride"],
-                padding=kw["padding"], pregen_w=pw, n=pn, step=step)
+                padding=kw["padding"], pregen_w=pw, n=pn, step=step, pregen_home=p_home,
+                **upd)
             st = self.drv.last_stats
             lp = self.drv.last_phase
             status = lp["status"]
@@ -585,9 +653,24 @@ class RTLBackend(ModelBackend):
                   "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
                   "card_words_in": lp["card_words_in"],
                   "card_words_out": lp["card_words_out"], "resident": lp["resident"],
-                  "beside": f"{p_layer} pregen"}
+                  "beside": f"{p_layer} pregen", "update": lp["update"]}
+        elif _update is not None:
+            out = await self.drv.run_wg_update(x=kw["x"], dy=kw["dy"], w=_update[0],
+                                               lr_shift=_update[1], home=home,
+                                               stride=kw["stride"], padding=kw["padding"],
+                                               step=step)
+            st = self.drv.last_stats
+            lp = self.drv.last_phase
+            status = lp["status"]
+            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
+                  "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
+                  "card_words_in": lp["card_words_in"],
+                  "card_words_out": lp["card_words_out"], "resident": lp["resident"],
+                  "update": True}
         elif self.drv.ram is not None:
             # the self-feeding data plane: tensors in card memory, one dp packet per phase
+            if home is not None:
+                kw["home"] = home
             out = await self.drv.run_phase(mode, step=step, raw=False, **kw)
             st = self.drv.last_stats               # (run_phase mapped it)
             lp = self.drv.last_phase
@@ -613,6 +696,7 @@ class RTLBackend(ModelBackend):
                "model_cycles": st.cycles, "busy_mac0": d["busy_mac"],
                "model_busy_mac0": st.pe[0][0].busy_mac, "nnz0": d["nnz"],
                "model_nnz0": st.pe[0][0].nnz, "io_cycles": io, **words, **dp,
+               "debug_words": self.drv.debug_words - g0,
                "host_s": time.perf_counter() - t0}
         self.log.append(rec)
         if masks is not None:          # the pre-generation that ran beside it (no own traffic)
@@ -634,9 +718,11 @@ class RTLBackend(ModelBackend):
         return await self._run_rtl("bp", dy=g, w=w, mask=mask, x_shape=x_shape, stride=stride,
                                    padding=padding)
 
-    async def wg(self, x, g, w_shape, stride, padding):
+    async def wg(self, x, g, w_shape, stride, padding, update=None):
+        """``update``: ``(w, lr_shift)`` -- the SGD update fused into the job (the weights on
+        chip, :meth:`update_in_wg`); returns ``(dW, W')`` then."""
         return await self._run_rtl("wg", x=x, dy=g, w_shape=w_shape, stride=stride,
-                                   padding=padding)
+                                   padding=padding, _update=update)
 
     async def prune(self, g, tau, seed, rule=None):
         """On a core with the data plane and given the threshold ``rule`` ``(k_p, shift)``:
@@ -667,10 +753,11 @@ class RTLBackend(ModelBackend):
         (``Driver.pregen_onchip_refusal``): ``Driver.pregen_onchip``; otherwise the stream
         pre-generation (through the weight buffer under a schedule)."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
+        g0 = self.drv.debug_words
         step = await self._step("PREGEN")
         dp = {}
         if self.drv.ram is not None and self.drv.pregen_onchip_refusal(np.shape(w), n) is None:
-            out = await self.drv.pregen_onchip(w, n, step=step)
+            out = await self.drv.pregen_onchip(w, n, step=step, home=self._home())
             lp = self.drv.last_pregen_dp
             dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
                   "busy_cycles": lp["busy_cycles"], "dma_cycles": lp["dma_cycles"],
@@ -682,7 +769,7 @@ class RTLBackend(ModelBackend):
             out = await self.drv.pregen_scheduled(w, n, step=step)
         self.log.append({"layer": self.layer, "phase": "pregen", "io_cycles": self._now() - c0,
                          "groups": 2 * int(np.asarray(w).size) // self.cfg.nm_m,
-                         **self._words(w0), **dp,
+                         **self._words(w0), **dp, "debug_words": self.drv.debug_words - g0,
                          "host_s": time.perf_counter() - t0})
         return out
 
@@ -719,7 +806,9 @@ def report_phase(rec: dict) -> dict:
     ``dma_cycles``: transfer cycles not hidden under compute -- 0 on the host-fed path,
     where every operand word crosses the stream inside ``cycles``; ``host_words_in`` /
     ``host_words_out``: 32-bit AXI4-Stream words to and from the accelerator;
-    ``debug_words``: words read only for checking (none). ``counter_cycles`` (array phases):
+    ``debug_words``: 32-bit words read only for checking (``Driver.debug_read``: the results
+    that stay on chip -- ``dW``, the updated weight, the masks -- are read back to compare
+    them; not step traffic, their transfers are outside every phase's counters). ``counter_cycles`` (array phases):
     the CYCLES counter's increment over AXI4-Lite. ``data_plane`` (array phases, and a prune
     phase run by the data plane): the path that ran it; ``resident`` (data-plane array phases): the operands not loaded
     because their buffer still held them; ``tau`` (on-chip pruning): its threshold.
@@ -736,7 +825,8 @@ def report_phase(rec: dict) -> dict:
     out = {"layer": rec["layer"], "phase": phase, "cycles": int(rec["io_cycles"]),
            "array_cycles": int(rec["model_cycles"]) if arr else 0, "dma_cycles": 0,
            "host_words_in": int(rec.get("words_in", 0)),
-           "host_words_out": int(rec.get("words_out", 0)), "debug_words": 0}
+           "host_words_out": int(rec.get("words_out", 0)),
+           "debug_words": int(rec.get("debug_words", 0))}
     if rec.get("data_plane") == "dma":
         # self-fed: the phase's top-level time is its job (start to last result stored,
         # JOB_CYCLES); the DMA time outside any job is dma_cycles; the host's traffic is the
@@ -753,6 +843,8 @@ def report_phase(rec: dict) -> dict:
             out["busy_cycles"] = int(rec["busy_cycles"])
         if rec.get("beside"):              # ran in one packet with this phase
             out["beside"] = rec["beside"]
+        if rec.get("update"):              # the SGD update fused into this WG job
+            out["update"] = True
     if arr:
         # which path ran it: a dma configuration still runs a chunked WG phase host-fed
         out["data_plane"] = rec.get("data_plane", "host-stream")

@@ -71,7 +71,8 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
         wall += time.perf_counter() - t0
         state = rtl.state
         run = {"log": backend.log, "loss": e2e.step_loss(rtl.logits, labels, cfg),
-               "sched_status": await drv.read("SCHED_STATUS")}
+               "sched_status": await drv.read("SCHED_STATUS"),
+               "network_load": backend.take_network_load()}
         if gold is not None:
             run.update(tensors_compared=len(gold.tensors()), mismatched=e2e.compare(rtl, gold),
                        golden_loss=e2e.step_loss(gold.logits, labels, cfg))

@@ -621,9 +621,9 @@ def test_dataplane_verilog_tiny():
     for port in ("m_axi_araddr", "m_axi_wstrb", "cmd__valid", "err_code", "job_active",
                  "dma_exposed_cycles", "o__1__ready", "taps__1__1__payload"):
         assert port in text, port
-    # 8192-element weight and result buffers; the MASK buffer's bit addresses (two masks of
-    # 8,192 bits) need one more bit
-    assert addr_width_of(cfg) == 14
+    # a 16,384-element weight buffer; the MASK buffer's bit addresses (two masks of 16,384
+    # bits) need one more bit
+    assert addr_width_of(cfg) == 15
 
 
 def test_dataplane_loaded_ranges_merge():

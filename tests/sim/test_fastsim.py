@@ -253,6 +253,19 @@ def test_train_checked_against_golden(fast_dir, tiny_lib, tmp_path, capsys):
     for s in rep["steps"]:
         assert s["tensors_compared"] == 55 and s["tensors_mismatched"] == 0
         assert s["loss"] == s["golden_loss"] > 0
+    # the weights stay on chip: placed once before step 0, found there by the later steps;
+    # every WG job updated its weight (dW and W' only read back for checking: debug words,
+    # no result store, no weight or mask load in any phase of a later step)
+    assert rep["steps"][0]["network_load"]["host_words_in"] > 9736 // 2
+    for k, s in enumerate(rep["steps"]):
+        assert ("network_load" in s) == (k == 0)
+        assert s["debug_words"] >= 9736 // 2
+        wg = [q for q in s["phases"] if q["phase"] == "wg"]
+        assert len(wg) == 4 and all(q.get("update") and q["host_words_out"] == 0 for q in wg)
+        if k:
+            for q in s["phases"]:
+                if q["phase"] in ("fp", "bp"):
+                    assert {"w", "mask"} <= set(q["resident"]), q
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     losses = [s["loss"] for s in rep["steps"]]
     assert train.main(["--steps", "3", "--check", "none", "-o", str(out)]) == 0
@@ -320,7 +333,9 @@ def test_prune_pregen_model_matches_rtl(tiny_lib):
             # model's; what stays exposed (neither the job nor a transfer ran) is a small part
             busy, _ = perf.pregen_dp_split(r["groups"] * TINY.nm_m // 2, TINY.nm_m, TINY)
             assert r["data_plane"] == "dma" and r["beside"].endswith(" wg")
-            assert r["job_cycles"] < 0.2 * r["busy_cycles"]     # 8 % and 2 % measured
+            # 22 % (fc1: 912 of 4,133 cycles outlive conv2's WG now that W' is on chip and
+            # no load delays the start) and 2 % (conv2) measured
+            assert r["job_cycles"] < 0.25 * r["busy_cycles"]
             want, got = busy, r["busy_cycles"]
         else:
             continue
