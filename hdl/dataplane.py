@@ -31,7 +31,9 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   threshold rule, the PRNG ``seed``. It waits like a job (every earlier descriptor done, no
   job running), is checked (``n >= 1``, ``seed != 0``, ``base`` word-aligned: ``SHAPE``; inside
   the buffer: ``BEYOND``; loaded: ``NOT_LOADED``), then runs at a word per cycle in each of its
-  two passes; the threshold it used is ``prune_tau``. While it runs, later commands wait (it
+  two passes -- one pass when its range is exactly that of the last DMA load into GRAD (the
+  data plane sums ``|g|`` as that load writes the buffer, so the threshold needs no read
+  pass); the threshold it used is ``prune_tau``. While it runs, later commands wait (it
   owns the GRAD buffer's DMA port).
 
 ``cmd.ready`` is high only when the head command can be issued (or is being discarded).
@@ -104,11 +106,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl.arith import small_mul
+from sparseforge.hdl.arith import small_mul, tree
 from sparseforge.hdl import dma
 from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
 from sparseforge.hdl.dp_pregen import PregenUnit, kk_values
-from sparseforge.hdl.dp_prune import SHIFT_WIDTH, PruneUnit
+from sparseforge.hdl.dp_prune import SHIFT_WIDTH, SUM_EXTRA, PruneUnit
 from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
@@ -637,6 +639,14 @@ class DataPlane(wiring.Component):
         cur = Signal(dma.desc_layout(5, LEN_WIDTH, self.engine.addr_width))
         discard = Signal()
 
+        def inside_loaded(k, lo_, end_):
+            """``[lo_, end_)`` lies inside buffer ``k``'s loaded interval."""
+            return lv[k] & (lo_ >= llo[k]) & (end_ <= lhi[k])
+
+        def refuse(code_):
+            """Report ``0x40 | code_`` and discard until abort."""
+            m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code_), discard.eq(1)]
+
         def extend(k, nlo, nhi):
             """Buffer ``k`` now also holds ``[nlo, nhi)``: a range that overlaps or touches
             the loaded one extends it, another replaces it."""
@@ -655,6 +665,29 @@ class DataPlane(wiring.Component):
                 for k in range(4):
                     with m.If(cur.buf == k):
                         extend(k, nlo, nhi)
+
+        # -- sum|g| of a gradient while its DMA load writes GRAD: a CMD_PRUNE over exactly the
+        # range of the last GRAD load skips its sum pass (PruneUnit.pre_ok). Reset when a GRAD
+        # load is taken, valid when it completes OK, dropped when GRAD is written otherwise
+        # (a prune) and by abort.
+        gs_w = dw + SUM_EXTRA
+        gs_acc, gs_ok = Signal(gs_w), Signal()
+        gs_lo, gs_hi = Signal(aw + 1), Signal(aw + 1)
+        mport = eng.mem
+        g_lanes = [mport.wdata.word_select(k, dw).as_signed() for k in range(self._epw)]
+        g_add = tree([Mux(mport.we[k], Mux(v < 0, -v, v)[:dw], 0) for k, v in enumerate(g_lanes)],
+                     lambda a, b: a + b)
+        with m.If(mport.we.any() & (mport.buf == BUF_GRAD)):
+            m.d.sync += gs_acc.eq(gs_acc + g_add)
+        d_in = self.cmd.payload.desc
+        with m.If(eng.desc.valid & eng.desc.ready & (d_in.buf == BUF_GRAD) &
+                  (d_in.dir == dma.DIR_LOAD)):
+            m.d.sync += [gs_acc.eq(0), gs_ok.eq(0)]
+        with m.If(eng.done.valid & (cur.buf == BUF_GRAD) & (cur.dir == dma.DIR_LOAD)):
+            m.d.sync += [gs_ok.eq(eng.done.payload.status == dma.DmaErr.OK),
+                         gs_lo.eq(cur.base), gs_hi.eq(cur.base + cur.length)]
+        with m.If(pr.busy | self.abort):
+            m.d.sync += gs_ok.eq(0)
 
         # -- job checks (5 registered stages) --------------------------------------------
         W = 64
@@ -691,7 +724,7 @@ class DataPlane(wiring.Component):
             end = lo[k] + cnt[k]
             beyond = beyond | (need[k] & (end > sizes[k]))
             if k < 4:
-                unloaded = unloaded | (need[k] & ~(lv[k] & (lo[k] >= llo[k]) & (end <= lhi[k])))
+                unloaded = unloaded | (need[k] & ~inside_loaded(k, lo[k], end))
         # store loop parameters (see _ResultStore)
         X = Signal(W)
         lout = Signal(17)
@@ -784,11 +817,10 @@ class DataPlane(wiring.Component):
                     m.d.comb += code.eq(JobErr.SHAPE)
                 with m.Elif((w_end > sizes[BUF_WGT]) | (m_hi > sizes[BUF_MASK])):
                     m.d.comb += code.eq(JobErr.BEYOND)
-                with m.Elif(~(lv[BUF_WGT] & (pgc.w_base >= llo[BUF_WGT]) &
-                              (w_end <= lhi[BUF_WGT]))):
+                with m.Elif(~inside_loaded(BUF_WGT, pgc.w_base, w_end)):
                     m.d.comb += code.eq(JobErr.NOT_LOADED)
                 with m.If(code != 0):
-                    m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
+                    refuse(code)
                 with m.Elif(~self.abort):
                     m.d.comb += [pg.start.eq(1), pg.w_base.eq(pgc.w_base), pg.cout.eq(pgc.cout),
                                  pg.cin.eq(pgc.cin), pg.kk.eq(pg_kk), pg.n.eq(pgc.n),
@@ -808,15 +840,15 @@ class DataPlane(wiring.Component):
                     m.d.comb += code.eq(JobErr.SHAPE)
                 with m.Elif(p_end > sizes[BUF_GRAD]):
                     m.d.comb += code.eq(JobErr.BEYOND)
-                with m.Elif(~(lv[BUF_GRAD] & (prc.base >= llo[BUF_GRAD]) &
-                              (p_end <= lhi[BUF_GRAD]))):
+                with m.Elif(~inside_loaded(BUF_GRAD, prc.base, p_end)):
                     m.d.comb += code.eq(JobErr.NOT_LOADED)
                 with m.If(code != 0):
-                    m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
+                    refuse(code)
                 with m.Elif(~self.abort):
                     m.d.comb += [pr.start.eq(1), pr.base.eq(prc.base >> lgw), pr.n.eq(prc.n),
                                  pr.k_p.eq(prc.k_p), pr.shift.eq(prc.shift),
-                                 pr.seed.eq(prc.seed)]
+                                 pr.seed.eq(prc.seed), pr.pre_sum.eq(gs_acc),
+                                 pr.pre_ok.eq(gs_ok & (gs_lo == prc.base) & (gs_hi == p_end))]
                 m.next = "IDLE"
             with m.State("CK1"):
                 m.d.sync += [
@@ -872,7 +904,7 @@ class DataPlane(wiring.Component):
                 with m.Elif(upd_clash):
                     m.d.comb += code.eq(JobErr.BUSY)
                 with m.If(code != 0):
-                    m.d.sync += [self.err.eq(1), self.err_code.eq(0x40 | code), discard.eq(1)]
+                    refuse(code)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += mp.start.eq(1)

@@ -23,6 +23,10 @@ Ports
 start : In(1)
     Latches ``base``, ``n``, ``k_p``, ``shift``, ``seed`` and starts (ignored while ``busy``).
     The caller checks them (``n >= 1``, ``seed != 0``, the range inside the buffer).
+pre_ok : In(1), pre_sum : In(data_width + SUM_EXTRA)
+    Sampled with ``start``: ``sum|g|`` of exactly these ``n`` elements is already known (the
+    data plane sums a gradient while its DMA load writes it): pass 1 is skipped, ``tau``
+    comes from ``pre_sum``.
 base : In(word address), n : In(len_width), k_p : In(32), shift : In(shift_width), seed : In(32)
 busy : Out(1)
     From ``start`` until the last word is written back.
@@ -36,7 +40,8 @@ wr_addr : Out(word address), wr_data : Out(epw * data_width), wr_en : Out(epw)
 
 Latency/throughput: one word read per cycle in each pass; a job takes ``2 * ceil(n / epw)``
 cycles plus :attr:`PruneUnit.overhead` (the read latency of both passes, the threshold's
-multiplier and the write-back pipeline).
+multiplier and the write-back pipeline); with ``pre_ok``, ``ceil(n / epw)`` plus
+:func:`prune_overhead` ``(summed=True)``.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -78,17 +83,19 @@ def _apply(cols, s):
     return Cat(*bits)
 
 
-def prune_overhead(data_width: int) -> int:
-    """Busy cycles of a :class:`PruneUnit` job beyond ``2 * ceil(n / epw)``: the end of the sum
-    pass (the last word's read latency and the check, 2), the threshold (the multiplier's
-    latency and the clamp, ``latency + 1``) and the end of the prune pass (read, two lane
-    stages, the write and the check, 5)."""
-    return 2 + umul_latency(data_width + SUM_EXTRA, 32) + 1 + 5
+def prune_overhead(data_width: int, summed: bool = False) -> int:
+    """Busy cycles of a :class:`PruneUnit` job beyond its passes' words (``2 * ceil(n / epw)``,
+    ``summed``: ``ceil(n / epw)``): the end of the sum pass (the last word's read latency and
+    the check, 2; ``summed``: one cycle for the given sum to settle), the threshold (the
+    multiplier's latency and the clamp, ``latency + 1``) and the end of the prune pass (read,
+    two lane stages, the write and the check, 5)."""
+    return (1 if summed else 2) + umul_latency(data_width + SUM_EXTRA, 32) + 1 + 5
 
 
-def prune_job_cycles(n: int, epw: int, data_width: int) -> int:
-    """Busy cycles (PRUNE_CYCLES) of a ``CMD_PRUNE`` job of ``n`` elements."""
-    return 2 * -(-n // epw) + prune_overhead(data_width)
+def prune_job_cycles(n: int, epw: int, data_width: int, summed: bool = False) -> int:
+    """Busy cycles (PRUNE_CYCLES) of a ``CMD_PRUNE`` job of ``n`` elements (``summed``: its
+    ``sum|g|`` came with the gradient's load, so only the prune pass reads)."""
+    return (1 if summed else 2) * -(-n // epw) + prune_overhead(data_width, summed)
 
 
 class PruneUnit(wiring.Component):
@@ -101,6 +108,7 @@ class PruneUnit(wiring.Component):
         super().__init__({
             "start": In(1), "base": In(word_addr_width), "n": In(len_width),
             "k_p": In(32), "shift": In(SHIFT_WIDTH), "seed": In(32),
+            "pre_ok": In(1), "pre_sum": In(data_width + SUM_EXTRA),
             "busy": Out(1), "tau": Out(data_width - 1),
             "rd_addr": Out(word_addr_width), "rd_data": In(epw * data_width),
             "wr_addr": Out(word_addr_width), "wr_data": Out(epw * data_width),
@@ -191,7 +199,16 @@ class PruneUnit(wiring.Component):
                                  shift.eq(self.shift), s_issue.eq(self.seed), ra.eq(0),
                                  rem.eq(self.n), acc.eq(0), pass2.eq(0),
                                  words.eq((self.n + (epw - 1)) >> lg)]
-                    m.next = "SUM"
+                    with m.If(self.pre_ok):
+                        m.d.sync += acc.eq(self.pre_sum)
+                        m.next = "PRE"
+                    with m.Else():
+                        m.next = "SUM"
+            with m.State("PRE"):
+                # the given sum settles one cycle (as after the sum pass) before the multiply
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += cnt.eq(0)
+                m.next = "TAU"
             with m.State("SUM"):
                 m.d.comb += [self.busy.eq(1), issue.eq(ra < words)]
                 with m.If((ra == words) & ~v1):

@@ -299,6 +299,7 @@ class Driver:
         #: the network's weights resident on chip (:meth:`load_network`): layer -> its home
         #: (:meth:`plan_homes`)
         self.homes: dict = {}
+        self._x_sizes: dict = {}             # layer -> its input's elements (_act_home)
         #: 32-bit words read from the card memory only for checking (:meth:`debug_read`), not
         #: counted in ``card_words_out``
         self.debug_words = 0
@@ -556,6 +557,27 @@ class Driver:
                 del self._resident[(b, b0)]
         self._resident[(buf, base)] = v
 
+    def _act_home(self, home: str, n: int) -> int:
+        """The ACT element base of layer ``home``'s input (``n`` elements): right after the
+        inputs of the layers before it (:meth:`plan_homes` order, their sizes recorded by their
+        phases), so the forward pass loads them back to back (one loaded interval) and each
+        stays for its layer's WG; 0 when a size is not whole ``dma_width`` words, an earlier
+        input's size is unknown, or they do not fit ACT."""
+        from sparseforge.hdl.dataplane import BUF_ACT, buf_sizes
+        cfg = self.codec.cfg
+        epw = max(1, cfg.dma_width // cfg.data_width)
+        names = list(self.homes)
+        self._x_sizes[home] = n
+        base = 0
+        for name in names[:names.index(home)]:
+            m = self._x_sizes.get(name)
+            if m is None or m % epw:
+                return 0
+            base += m
+        if n % epw or base + n > buf_sizes(cfg)[BUF_ACT]:
+            return 0
+        return base
+
     def plan_homes(self, shapes: dict) -> dict | None:
         """On-chip homes for a network's weights (``shapes``: layer -> weight shape, the conv
         view ``(Cout, Cin, Kh, Kw)``), in order: each weight at a ``dma_width``-word-aligned
@@ -727,6 +749,8 @@ class Driver:
                 raise ValueError("the fused SGD update needs a WG phase and a home")
             tensors["w"] = np.asarray(kw["w"])
         bases = {} if h is None else {"w": h["w"], "mask": h["mf"] if phase == "fp" else h["mb"]}
+        if h is not None and "x" in tensors:
+            bases["x"] = self._act_home(home, int(np.asarray(tensors["x"]).size))
         sizes = {k: int(np.asarray(v).size) for k, v in tensors.items()}
         sizes["out"] = int(np.prod(shapes["out"]))
         self.check_fits(phase, sizes)
@@ -859,7 +883,8 @@ class Driver:
             raise RuntimeError(f"pruner returned {len(got)} of {len(flat)} elements")
         return np.array(got, np.int64).reshape(g.shape)
 
-    async def prune_onchip(self, g, k_p: int, shift: int, seed: int, *, step=None):
+    async def prune_onchip(self, g, k_p: int, shift: int, seed: int, *, step=None,
+                           keep: bool = False):
         """Stochastic pruning of ``g`` in the data plane (``CMD_PRUNE``, ``hdl/dp_prune.py``),
         the threshold computed **on chip** from ``g`` by the golden rule ``tau = min((sum|g| *
         k_p) >> shift, 2**(data_width-1) - 1)`` (``k_p``, ``shift``:
@@ -870,7 +895,9 @@ class Driver:
         g, tau, seed)[0]`` and ``golden.prune_threshold_int(g, k_p, shift)`` when the RTL is
         right (tau read from PRUNE_TAU). :attr:`last_prune` holds ``cycles`` (PRUNE_CYCLES),
         ``dma_cycles`` (DMA_EXPOSED), ``card_words_in/out`` and ``elements``. Needs a core with
-        a data plane; ``step``: the schedule opcode when a schedule runs."""
+        a data plane; ``step``: the schedule opcode when a schedule runs. ``keep``: the pruned
+        tensor stays in GRAD for the BP / WG phases that read it, without the store: it is
+        read back for checking after the packet (:meth:`debug_read`, :attr:`debug_words`)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD, DIR_STORE
         if self.ram is None:
@@ -891,14 +918,21 @@ class Driver:
             cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0,
                                                         "length": n, "dir": DIR_LOAD,
                                                         "addr": addr}})
-        cmds += [{"kind": dpm.CMD_PRUNE, "prune": {"base": 0, "n": n, "k_p": int(k_p),
-                                                  "shift": int(shift), "seed": int(seed)}},
-                {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0, "length": n,
-                                                "dir": DIR_STORE, "addr": addr}}]
+        cmds.append({"kind": dpm.CMD_PRUNE, "prune": {"base": 0, "n": n, "k_p": int(k_p),
+                                                      "shift": int(shift), "seed": int(seed)}})
+        if not keep:
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0,
+                                                        "length": n, "dir": DIR_STORE,
+                                                        "addr": addr}})
         pk = [] if step is None else [self.codec.step_packet(step)]
-        d = await self._dp_exec("prune", pk, cmds, ("prune_cycles", "dma_exposed", "dma_beats"))
+        d = await self._dp_exec("prune", pk, cmds, ("prune_cycles", "dma_exposed", "dma_beats"),
+                                moved="prune_cycles")
         tau = await self.read("PRUNE_TAU")
-        out = self.card_read(addr, n).reshape(g.shape)
+        if keep:
+            self._resident = dict(had)
+            out = (await self.debug_read(dpm.BUF_GRAD, 0, n)).reshape(g.shape)
+        else:
+            out = self.card_read(addr, n).reshape(g.shape)
         # GRAD now holds the pruned tensor: the BP and WG phases that take it load nothing
         self._resident = dict(had)
         self._mark(dpm.BUF_GRAD, 0, out)

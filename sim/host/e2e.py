@@ -733,14 +733,17 @@ class RTLBackend(ModelBackend):
         step = await self._step("PRUNE")
         dp = {}
         if self.drv.ram is not None and rule is not None:
-            out, tau_chip = await self.drv.prune_onchip(g, *rule, seed, step=step)
+            # the pruned gradient stays in GRAD for BP and WG: read back only for checking
+            g0 = self.drv.debug_words
+            out, tau_chip = await self.drv.prune_onchip(g, *rule, seed, step=step, keep=True)
             lp = self.drv.last_prune
             if tau_chip != tau:
                 raise AssertionError(f"{self.layer} prune: the on-chip threshold {tau_chip} "
                                      f"differs from the golden rule's {tau}")
             dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
                   "dma_cycles": lp["dma_cycles"], "card_words_in": lp["card_words_in"],
-                  "card_words_out": lp["card_words_out"], "tau_chip": int(tau_chip)}
+                  "card_words_out": lp["card_words_out"], "tau_chip": int(tau_chip),
+                  "debug_words": self.drv.debug_words - g0}
         else:
             out = await self.drv.prune(g, tau, seed, step=step)
         self.log.append({"layer": self.layer, "phase": "prune", "io_cycles": self._now() - c0,

@@ -981,11 +981,12 @@ def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
     """Top-level cycles to prune a gradient of ``n_elems`` elements (exposed: nothing runs
     beside it). Without ``cfg``, or on a core without the data plane (``data_plane =
     "host-stream"``): the stream pruner, ``PRUNE_CYCLES_PER_ELEM`` per element. On a core with
-    the data plane: ``CMD_PRUNE`` (``hdl/dp_prune.py``; the threshold on chip), a word per
-    cycle in each of its two passes (:func:`sparseforge.hdl.dp_prune.prune_job_cycles`), plus
-    the DMA load of the gradient and the store of the pruned tensor as the e2e step runs them
-    (the host computes the gradient: the ReLU / pool backward are host stages), at
-    ``memory`` (default :func:`memory_profile` of ``cfg``)."""
+    the data plane: the DMA load of the gradient (the host computes it: the ReLU / pool
+    backward are host stages), which sums ``|g|`` as it writes GRAD, then ``CMD_PRUNE``
+    (``hdl/dp_prune.py``; the threshold on chip) in one pass at a word per cycle
+    (:func:`sparseforge.hdl.dp_prune.prune_job_cycles` ``summed=True``); the pruned tensor
+    stays in GRAD for the BP and WG phases (no store), as the e2e step runs it; at ``memory``
+    (default :func:`memory_profile` of ``cfg``)."""
     if not n_elems:
         return 0.0
     if cfg is None or cfg.data_plane != "dma":
@@ -994,9 +995,9 @@ def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
     mem = memory or memory_profile(cfg)
     kw = dict(read_latency=mem.read_latency, write_latency=mem.write_latency,
               beats_per_cycle=mem.beats_per_cycle)
-    return float(prune_job_cycles(n_elems, cfg.dma_width // cfg.data_width, cfg.data_width)
-                 + dma_transfer_cycles(n_elems, False, cfg, **kw)
-                 + dma_transfer_cycles(n_elems, True, cfg, **kw))
+    return float(prune_job_cycles(n_elems, cfg.dma_width // cfg.data_width, cfg.data_width,
+                                  summed=True)
+                 + dma_transfer_cycles(n_elems, False, cfg, **kw))
 
 
 #: Busy cycles of a ``CMD_PREGEN`` job beyond its groups (set-up, the selector's latency, the

@@ -669,16 +669,23 @@ def test_pack_mask_layout():
                 assert bool((int(got[k // dw]) >> (k % dw)) & 1) == want, (dw, n, k)
 
 
-@pytest.mark.parametrize("pattern", ["always", "random"])
-def test_dataplane_prune_in_line(pattern):
+@pytest.mark.parametrize("pattern,summed", [("always", True), ("random", True),
+                                            ("random", False)])
+def test_dataplane_prune_in_line(pattern, summed):
     """CMD_PRUNE between the loads and a WG job: the threshold computed on chip equals
     ``golden.prune_threshold_int``, the pruned tensor stored back equals
     ``golden.stochastic_prune_int``, the WG job on the pruned GRAD (no reload) equals the
-    golden WG of it; nothing else in memory changes; the prune job takes ``2 * ceil(n / epw) +
-    PruneUnit.overhead`` cycles."""
+    golden WG of it; nothing else in memory changes. Right after the gradient's load the sum
+    came with the load: the job takes ``ceil(n / epw) + prune_overhead(summed=True)`` cycles;
+    with another GRAD load in between (``summed=False``: two elements after the gradient, so
+    the loaded range still covers it) both passes run: ``2 * ceil(n / epw) + overhead``."""
+    from sparseforge.hdl.dp_prune import prune_job_cycles
     seed = 1600
-    print(f"seed={seed} pattern={pattern}")
+    print(f"seed={seed} pattern={pattern} summed={summed}")
     cmds, writes, results, tau = prune_case(CFG, seed, n_extra=4)
+    if not summed:
+        gl = cmds[1]["desc"]
+        cmds.insert(2, desc(BUF_GRAD, gl["base"] + gl["length"], 2, DIR_LOAD, 0x9000))
     mem = fresh_mem(seed, writes)
     before = bytearray(mem)
     res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern=pattern)
@@ -689,10 +696,12 @@ def test_dataplane_prune_in_line(pattern):
         assert np.array_equal(read_result(mem, a, t), t), hex(a)
         ranges.append((a, a + 2 * t.size))
     check_untouched(before, mem, ranges)
-    n = cmds[2]["prune"]["n"]
+    n = [c for c in cmds if c["kind"] == dpm.CMD_PRUNE][0]["prune"]["n"]
     epw = CFG.dma_width // CFG.data_width
-    dp = DataPlane.from_config(CFG)
-    assert res["prune_cycles"] == 2 * -(-n // epw) + dp.pruner.overhead
+    assert res["prune_cycles"] == prune_job_cycles(n, epw, CFG.data_width, summed)
+    if not summed:
+        assert res["prune_cycles"] == 2 * -(-n // epw) + \
+            DataPlane.from_config(CFG).pruner.overhead
     print(f"prune of {n} elements: {res['prune_cycles']} cycles, tau {tau}")
 
 

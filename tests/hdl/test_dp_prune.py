@@ -30,7 +30,7 @@ def _elems(words, epw, dw):
     return [(((w >> (l * dw)) & ((1 << dw) - 1)) ^ sign) - sign for w in words for l in range(epw)]
 
 
-def run_unit(*, epw, dw, depth, base, g, k_p, s, seed, jobs=1):
+def run_unit(*, epw, dw, depth, base, g, k_p, s, seed, jobs=1, pre_sum=None):
     unit = PruneUnit(epw=epw, data_width=dw, word_addr_width=max(1, (depth - 1).bit_length()))
     rng = np.random.default_rng(seed)
     fill = rng.integers(-(1 << (dw - 1)), 1 << (dw - 1), depth * epw)
@@ -49,6 +49,9 @@ def run_unit(*, epw, dw, depth, base, g, k_p, s, seed, jobs=1):
         ctx.set(unit.k_p, k_p)
         ctx.set(unit.shift, s)
         ctx.set(unit.seed, seed)
+        if pre_sum is not None:              # the sum came with the load: one pass
+            ctx.set(unit.pre_ok, 1)
+            ctx.set(unit.pre_sum, pre_sum)
         ctx.set(unit.start, 1)
         await ctx.tick()
         ctx.set(unit.start, 0)
@@ -94,9 +97,14 @@ CASES = [  # epw, dw, n, base (words), p, seed
 ]
 
 
+@pytest.mark.parametrize("summed", [False, True], ids=["two_pass", "summed"])
 @pytest.mark.parametrize("case", CASES, ids=[f"epw{c[0]}-dw{c[1]}-n{c[2]}-p{c[4]}"
                                               for c in CASES])
-def test_prune_unit_matches_golden(case):
+def test_prune_unit_matches_golden(case, summed):
+    """Threshold, pruned tensor and cycles of one job equal the golden model's; ``summed``:
+    ``sum|g|`` given with ``start`` (``pre_ok``), the sum pass skipped
+    (``prune_job_cycles(summed=True)``)."""
+    from sparseforge.hdl.dp_prune import prune_job_cycles
     epw, dw, n, base, p, seed = case
     print(f"seed={seed}")
     rng = np.random.default_rng(seed)
@@ -109,14 +117,17 @@ def test_prune_unit_matches_golden(case):
     k_p, s = prune_threshold_params(p, n)
     depth = base + -(-n // epw) + 3
     before, after, res, unit = run_unit(epw=epw, dw=dw, depth=depth, base=base, g=g, k_p=k_p,
-                                        s=s, seed=seed)
+                                        s=s, seed=seed,
+                                        pre_sum=int(np.abs(g).sum()) if summed else None)
     tau = golden.prune_threshold_int(g, k_p, s, dw)
     assert res["tau"] == tau
     want, _ = golden.stochastic_prune_int(g, tau, seed, dw)
     start = base * epw
     assert after[start:start + n] == [int(v) for v in want]
     assert after[:start] == before[:start] and after[start + n:] == before[start + n:]
-    assert res["cycles"] == 2 * -(-n // epw) + unit.overhead
+    assert res["cycles"] == prune_job_cycles(n, epw, dw, summed)
+    if not summed:
+        assert res["cycles"] == 2 * -(-n // epw) + unit.overhead
 
 
 def test_xorshift32_power_is_the_step():

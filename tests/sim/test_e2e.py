@@ -186,8 +186,14 @@ def test_e2e_cocotb(sim, cocotb_run, test, tmp_path):
             assert q["busy_cycles"] > q["cycles"] >= 0 and q["array_cycles"] == 0
             assert q["host_words_in"] == q["host_words_out"] == q["dma_cycles"] == 0
             continue
-        assert q["cycles"] > 0
-        assert q["host_words_in"] > 0 and q["host_words_out"] > 0 and q["debug_words"] == 0
+        assert q["cycles"] > 0 and q["host_words_in"] > 0
+        if q.get("update") or (q["phase"] == "prune" and q.get("data_plane") == "dma"):
+            # results that stay on chip (dW and W' of a WG job with the update, the pruned
+            # gradient): read back only for checking
+            assert q["host_words_out"] == 0 and q["debug_words"] > 0
+        else:
+            assert q["host_words_out"] > 0 and q["debug_words"] == 0
+    assert any(q.get("update") for q in step["phases"])          # the weights stayed on chip
     assert step["array_cycles"] == sum(r["model_cycles"] for r in arr)
     # a data-plane phase reports its job cycles (JOB_CYCLES), a host-fed one its io cycles
     assert step["cycles"] == sum(q["cycles"] for q in step["phases"])

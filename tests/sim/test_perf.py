@@ -513,13 +513,14 @@ def test_prune_pregen_costs():
     cfg = preset("ecp5")
     net = load_network("digits-cnn", batch=1)
     assert perf.prune_cycles(1024) == 3.0 * 1024 + 28 and perf.prune_cycles(0) == 0
-    # a core with the data plane prunes on chip (CMD_PRUNE, hdl/dp_prune.py): two passes at
-    # a word per cycle plus the gradient's load and the pruned tensor's store
+    # a core with the data plane prunes on chip (CMD_PRUNE, hdl/dp_prune.py): the gradient's
+    # load (which sums |g| as it writes GRAD) and one pass at a word per cycle; the pruned
+    # tensor stays in GRAD for BP and WG (no store)
     from sparseforge.hdl.dp_prune import prune_job_cycles
     epw = cfg.dma_width // cfg.data_width
     assert cfg.data_plane == "dma" and prune_job_cycles(1024, epw, 16) == 1024 + 12
-    assert perf.prune_cycles(1024, cfg) == (1024 + 12 + perf.dma_transfer_cycles(1024, False, cfg)
-                                            + perf.dma_transfer_cycles(1024, True, cfg))
+    assert prune_job_cycles(1024, epw, 16, summed=True) == 512 + 11
+    assert perf.prune_cycles(1024, cfg) == (512 + 11 + perf.dma_transfer_cycles(1024, False, cfg))
     assert perf.prune_cycles(1024, cfg) < perf.prune_cycles(1024) / 1.4
     assert perf.prune_cycles(1024, preset("vcu1525")) == perf.prune_cycles(1024)   # host-stream
     assert perf.pregen_cycles(1152, 8) == 11.1 * 288 + 30
