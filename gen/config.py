@@ -80,6 +80,12 @@ class AcceleratorConfig:
       [64, 1 << 24] -- on-chip tensor buffers (``hdl.tensor_mem.TensorMemory``: buffer ids 0..3
       in this order), in ``data_width`` elements; each a multiple of 64 so it is a whole
       number of words at every ``dma_width``.
+    * ``pregen_lanes`` [0, 16] -- read lanes of the data plane's on-chip pre-generation
+      (``CMD_PREGEN``, ``hdl.dp_pregen``; at most ``nm_m`` are used): a group of M weights
+      takes ``ceil(nm_m / lanes)`` cycles. 0: ``min(pe_rows * pe_cols, nm_m)``, the mapper's
+      weight read ports
+      (one WGT copy each); more than ``pe_rows * pe_cols`` adds WGT copies read only by the
+      pre-generation (*ours*: so it hides under a WG job; block RAM for the copies).
     * ``data_plane`` {"dma", "host-stream"} -- how the PE array is fed. ``"dma"`` (*ours*,
       issue 16): the accelerator has the on-chip data plane (``hdl.dataplane.DataPlane``: the
       DMA engine's AXI4 master ``m_axi_*``, the tensor buffers above, the hardware mapper and
@@ -113,6 +119,7 @@ class AcceleratorConfig:
     grad_mem_elems: int = 4096
     wgt_mem_elems: int = 4096
     out_mem_elems: int = 4096
+    pregen_lanes: int = 0
     data_plane: str = "dma"
 
     # -- validation -------------------------------------------------------------------------
@@ -164,6 +171,7 @@ class AcceleratorConfig:
         if not 1 <= self.dma_max_burst <= 256 or self.dma_max_burst & (self.dma_max_burst - 1):
             raise ValueError(f"dma_max_burst must be a power of 2 in [1, 256], not {self.dma_max_burst}")
         rng("dma_timeout", 16, 1 << 24)
+        rng("pregen_lanes", 0, 16)
         if self.data_plane not in DATA_PLANES:
             raise ValueError(f"data_plane must be one of {DATA_PLANES}, not {self.data_plane!r}")
         for mem in self.tensor_mem_fields:
@@ -195,6 +203,12 @@ class AcceleratorConfig:
     @property
     def num_pes(self) -> int:
         return self.pe_rows * self.pe_cols
+
+    @property
+    def pregen_lanes_eff(self) -> int:
+        """The on-chip pre-generation's read lanes: ``pregen_lanes`` (0: the mapper's weight
+        ports, ``pe_rows * pe_cols``), at most ``nm_m``."""
+        return min(self.pregen_lanes or self.pe_rows * self.pe_cols, self.nm_m)
 
     def max_reduction(self) -> int:
         """Largest number of products one accumulator may sum without any chance of overflow.
@@ -274,7 +288,10 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               # dy 2048, results 8192 (fc1 dW); w 16384: all four layers'
                               # weights (9,736) stay resident with the update on chip
                               act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=16384,
-                              out_mem_elems=8192),
+                              out_mem_elems=8192,
+                              # a group per cycle: fc1's pre-generation (2,048 groups) hides
+                              # under conv2's WG job (4 lanes: 4,133 cycles, 1,171 exposed)
+                              pregen_lanes=8),
     # ECPIX-5 85F / ULX3S 85F: 156 MULT18X18D, 208 DP16KD, 83.6k LUT4. Sized by synthesis so
     # the whole accelerator fits with room: one PE (4 lanes, 128-word ping-pong psum halves,
     # 512-word X scratchpad) is 2.0k LUT4 + 21 DP16KD (docs/fpga.md), so 2x2 PEs.

@@ -334,7 +334,8 @@ class DataPlane(wiring.Component):
     def __init__(self, *, rows=2, cols=2, macs_per_pe=2, data_width=16, acc_width=48, k_max=7,
                  max_row_len=64, psum_buf_depth=1024, act_buf_depth=1024, dma_width=32,
                  dma_addr_width=32, dma_max_burst=16, dma_timeout=4096,
-                 sizes=(4096, 4096, 4096, 256, 4096), counter_width=32, nm_m=8, nm_n_max=4):
+                 sizes=(4096, 4096, 4096, 256, 4096), counter_width=32, nm_m=8, nm_n_max=4,
+                 pregen_lanes=0):
         self._rows, self._cols = rows, cols
         self._nm_m, self._nm_n_max = nm_m, nm_n_max
         self._dw, self._acc = data_width, acc_width
@@ -361,10 +362,12 @@ class DataPlane(wiring.Component):
         self.pruner = PruneUnit(epw=self._epw, data_width=data_width,
                                 word_addr_width=self._grad_waw, len_width=LEN_WIDTH)
         # pre-generation: reads W through the first min(rows*cols, M) WGT replicas (the
-        # mapper's weight ports, idle in a WG job), writes whole MASK words
+        # mapper's weight ports, idle in a WG job) -- or ``pregen_lanes`` of them, the copies
+        # past rows*cols its own -- and writes whole MASK words
         self._mask_waw = max(1, (self._sizes[BUF_MASK] // self._epw - 1).bit_length())
         self.pregen = PregenUnit(m=nm_m, n_max=nm_n_max, data_width=data_width,
-                                 lanes=min(rows * cols, nm_m), addr_width=self._aw,
+                                 lanes=min(pregen_lanes or rows * cols, nm_m),
+                                 addr_width=self._aw,
                                  mask_word_width=self._mask_waw, word_bits=dma_width,
                                  k_max=k_max)
         lay = self.mapper.layouts
@@ -402,7 +405,7 @@ class DataPlane(wiring.Component):
                  act_buf_depth=cfg.act_buf_depth, dma_width=cfg.dma_width,
                  dma_addr_width=cfg.dma_addr_width, dma_max_burst=cfg.dma_max_burst,
                  dma_timeout=cfg.dma_timeout, sizes=buf_sizes(cfg), nm_m=cfg.nm_m,
-                 nm_n_max=cfg.nm_n_max)
+                 nm_n_max=cfg.nm_n_max, pregen_lanes=cfg.pregen_lanes)
         p.update(overrides)
         return cls(**p)
 
@@ -494,7 +497,8 @@ class DataPlane(wiring.Component):
 
         act = replicas(BUF_ACT, R + C, "act")
         grad = replicas(BUF_GRAD, R, "grad")
-        wgt = replicas(BUF_WGT, R * C, "wgt")
+        # one WGT copy per mapper weight port, and more when the pre-generation has more lanes
+        wgt = replicas(BUF_WGT, max(R * C, pg.lanes), "wgt")
         msk = replicas(BUF_MASK, R * C, "mask")
         # OUT: the result store writes it, the DMA only stores from it (a load into OUT is
         # refused): one write port, so it maps to block RAM (two write ports made the 8,192
@@ -522,6 +526,9 @@ class DataPlane(wiring.Component):
                 else:
                     m.d.comb += rd.data.eq(elem_reader(wgt[r], rd, dw))
                 m.d.comb += mp.m_rd[i][j].data.eq(bit_reader(msk[i * C + j], mp.m_rd[i][j]))
+        for r in range(R * C, pg.lanes):         # copies read only by the pre-generation
+            m.d.comb += pg.rd_data[r].eq(elem_reader(wgt[r], None, dw, addr=pg.rd_addr[r],
+                                                     en=pg.rd_en[r]))
         for j in range(C):
             m.d.comb += mp.dense_rd[j].data.eq(elem_reader(act[R + j], mp.dense_rd[j], dw))
 

@@ -1034,7 +1034,7 @@ def pregen_dp_split(n_weights: int, m: int, cfg: AcceleratorConfig | None, *,
     mem = memory or memory_profile(cfg)
     kw = dict(read_latency=mem.read_latency, write_latency=mem.write_latency,
               beats_per_cycle=mem.beats_per_cycle)
-    cpg = _ceil_div(m, min(cfg.pe_rows * cfg.pe_cols, m))
+    cpg = _ceil_div(m, min(cfg.pregen_lanes_eff, m))
     masks = 2 * _ceil_div(n_weights, cfg.dma_width) * (cfg.dma_width // cfg.data_width)
     busy = (2 * n_weights // m) * cpg + PREGEN_DP_OVERHEAD
     return float(busy), float(dma_transfer_cycles(n_weights, False, cfg, **kw)

@@ -40,6 +40,8 @@ def test_config_is_frozen():
     ({"strides": ()}, TypeError, r"strides must be a non-empty tuple"),
     ({"max_row_len": 4, "k_max": 7}, ValueError, r"max_row_len must be >= k_max"),
     ({"name": ""}, TypeError, r"name must be a non-empty string"),
+    ({"pregen_lanes": 17}, ValueError, r"pregen_lanes must be in \[0, 16\], not 17"),
+    ({"pregen_lanes": -1}, ValueError, r"pregen_lanes must be in \[0, 16\], not -1"),
 ])
 def test_config_rejects_bad_fields(changes, exc, match):
     with pytest.raises(exc, match=match):
@@ -93,3 +95,13 @@ def test_load_missing_file_and_bad_override(tmp_path):
         load_config(base="tiny", overrides=["pe_rows=x"])
     with pytest.raises(ValueError, match="unknown configuration field 'bogus'"):
         load_config(base="tiny", overrides=["bogus=1"])
+
+
+def test_pregen_lanes_effective():
+    """``pregen_lanes_eff``: 0 means the mapper's weight ports (``pe_rows * pe_cols``); never
+    more than ``nm_m`` (a group has M weights)."""
+    t = preset("tiny")
+    assert t.pregen_lanes == 8 and t.pregen_lanes_eff == 8
+    assert t.replace(pregen_lanes=0).pregen_lanes_eff == 4            # 2x2 PEs
+    assert t.replace(nm_m=4, nm_n_max=2).pregen_lanes_eff == 4
+    assert preset("ecp5").pregen_lanes_eff == 4 and preset("vcu1525").pregen_lanes_eff == 8

@@ -725,7 +725,7 @@ def test_dataplane_pregen(with_wg):
     check_untouched(before, mem, ranges)
     w_size = CFG.nm_m * CFG.nm_m * 9
     from sparseforge.hdl.dp_pregen import pregen_job_cycles
-    lanes = min(CFG.pe_rows * CFG.pe_cols, CFG.nm_m)
+    lanes = CFG.pregen_lanes_eff
     assert 0 < res["pregen_cycles"] <= pregen_job_cycles(w_size, CFG.nm_m, lanes)
     if with_wg:
         # the WG job ran while the pre-generation did: the phase took less than both in turn,

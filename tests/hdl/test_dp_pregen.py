@@ -85,6 +85,7 @@ CASES = [  # (cout, cin, kh, kw), n, m, lanes, word_bits, k_max, seed
     ((16, 64, 1, 1), 2, 4, 8, 64, 3, 5),       # a row exactly one word
     ((8, 16, 5, 5), 2, 8, 4, 32, 5, 6),
     ((16, 8, 2, 2), 4, 8, 3, 32, 3, 7),
+    ((32, 256, 1, 1), 2, 8, 8, 32, 3, 8),      # fc1 with a group per cycle (tiny's 8 lanes)
 ]
 
 
