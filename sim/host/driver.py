@@ -894,7 +894,9 @@ class Driver:
         two passes) and stored back. Returns ``(pruned, tau)`` -- ``golden.stochastic_prune_int(
         g, tau, seed)[0]`` and ``golden.prune_threshold_int(g, k_p, shift)`` when the RTL is
         right (tau read from PRUNE_TAU). :attr:`last_prune` holds ``cycles`` (PRUNE_CYCLES),
-        ``dma_cycles`` (DMA_EXPOSED), ``card_words_in/out`` and ``elements``. Needs a core with
+        ``dma_cycles`` (DMA_EXPOSED), ``card_words_in/out``, ``elements`` and ``summed`` (``g``
+        was loaded right before, so the data plane summed ``|g|`` on the way in and the prune
+        ran one pass; a ``g`` GRAD still held runs both). Needs a core with
         a data plane; ``step``: the schedule opcode when a schedule runs. ``keep``: the pruned
         tensor stays in GRAD for the BP / WG phases that read it, without the store: it is
         read back for checking after the packet (:meth:`debug_read`, :attr:`debug_words`)."""
@@ -936,7 +938,9 @@ class Driver:
         # GRAD now holds the pruned tensor: the BP and WG phases that take it load nothing
         self._resident = dict(had)
         self._mark(dpm.BUF_GRAD, 0, out)
+        # loaded right before CMD_PRUNE: the data plane summed |g| on the way in (one pass)
         self.last_prune = {"cycles": d["prune_cycles"], "dma_cycles": d["dma_exposed"],
+                           "summed": cmds[0]["kind"] == dpm.CMD_DESC,
                            "dma_beats": d["dma_beats"], "elements": n, "tau": tau,
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0}

@@ -1103,11 +1103,14 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                                                        memory=mem)
                     if ph == "wg" and wd < 1.0:
                         nw, ckk = lay.cout * lay.cin * lay.kh * lay.kw, lay.cin * lay.kh * lay.kw
-                        r.pregen_exposed = pregen_cycles(nw, nm[1], cfg, cin_kk=ckk,
-                                                         memory=mem)
                         split = pregen_dp_split(nw, nm[1], cfg, cin_kk=ckk, memory=mem)
-                        if split is not None and i > 0:
-                            beside.append((i, split))
+                        if split is None:                  # the stream path
+                            r.pregen_exposed = pregen_cycles(nw, nm[1], cfg, cin_kk=ckk,
+                                                             memory=mem)
+                        else:                              # = pregen_cycles(...), once
+                            r.pregen_exposed = float(sum(split))
+                            if i > 0:
+                                beside.append((i, split))
                 _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
                                          masked=(ph != "wg" and wd < 1.0), **dma_kw))
             lr.phases[ph] = r

@@ -106,8 +106,10 @@ async def run_phase_equals_golden(dut):
             assert np.array_equal(got, want), f"prune {shape}"
             lp = drv.last_prune
             from sparseforge.hdl.dp_prune import prune_job_cycles
+            # g was loaded right before: its |g| summed on the way in, one pass
+            assert lp["summed"]
             assert lp["cycles"] == prune_job_cycles(g.size, cfg.dma_width // cfg.data_width,
-                                                    cfg.data_width)
+                                                    cfg.data_width, summed=True)
             assert lp["elements"] == g.size
             dut._log.info(f"prune_onchip {shape} p={p_rate}: tau {tau}, equal to the golden "
                           f"model ({lp['cycles']} prune cycles, {lp['dma_cycles']} DMA)")
