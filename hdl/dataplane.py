@@ -116,6 +116,7 @@ from sparseforge.hdl.wire import Phase
 
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
            "buf_sizes", "mask_elems", "prune_layout", "pregen_layout", "pack_cmd",
+           "plan_weight_homes",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
            "CMD_PRUNE", "CMD_PREGEN", "LEN_WIDTH", "LR_WIDTH", "UPDATE_OVERHEAD"]
 
@@ -151,6 +152,29 @@ def buf_sizes(cfg) -> tuple:
     m = mask_elems(cfg.wgt_mem_elems, cfg.data_width)
     return (cfg.act_mem_elems, cfg.grad_mem_elems, cfg.wgt_mem_elems, 2 * (-(-m // epw) * epw),
             cfg.out_mem_elems)
+
+
+def plan_weight_homes(cfg, shapes: dict) -> dict | None:
+    """On-chip homes for a network's weights (``shapes``: layer -> weight shape, the conv view
+    ``(Cout, Cin, Kh, Kw)``), in order: each weight at a ``dma_width``-word-aligned element
+    ``w`` of ``BUF_WGT``, one after the other; its forward mask at element ``mf`` of
+    ``BUF_MASK`` and the backward one at ``mb``, each in whole ``dma_width`` words (the layout
+    ``CMD_PREGEN`` writes). ``n``: the weight's elements. ``None`` when they do not all fit
+    (``Driver.plan_homes``; the performance model's ``weights_on_chip``)."""
+    epw = max(1, cfg.dma_width // cfg.data_width)
+    homes, wb, mb = {}, 0, 0
+    for name, shp in shapes.items():
+        n = 1
+        for d in shp:
+            n *= int(d)
+        me = -(-n // cfg.dma_width) * epw               # elements of one mask region
+        homes[name] = {"w": wb, "mf": mb, "mb": mb + me, "shape": tuple(shp), "n": n}
+        wb += -(-n // epw) * epw
+        mb += 2 * me
+    sizes = buf_sizes(cfg)
+    if wb > sizes[BUF_WGT] or mb > sizes[BUF_MASK]:
+        return None
+    return homes
 
 
 def _addr_width(sizes, data_width) -> int:

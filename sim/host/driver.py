@@ -583,21 +583,10 @@ class Driver:
         view ``(Cout, Cin, Kh, Kw)``), in order: each weight at a ``dma_width``-word-aligned
         element ``w`` of WGT, one after the other; its forward mask at element ``mf`` of MASK
         and the backward one at ``mb``, each in whole ``dma_width`` words (the layout
-        ``CMD_PREGEN`` writes). ``None`` when they do not all fit the WGT / MASK buffers."""
-        from sparseforge.hdl.dataplane import BUF_MASK, BUF_WGT, buf_sizes
-        cfg = self.codec.cfg
-        epw = max(1, cfg.dma_width // cfg.data_width)
-        homes, wb, mb = {}, 0, 0
-        for name, shp in shapes.items():
-            n = int(np.prod(shp))
-            me = -(-n // cfg.dma_width) * epw               # elements of one mask region
-            homes[name] = {"w": wb, "mf": mb, "mb": mb + me, "shape": tuple(shp), "n": n}
-            wb += -(-n // epw) * epw
-            mb += 2 * me
-        sizes = buf_sizes(cfg)
-        if wb > sizes[BUF_WGT] or mb > sizes[BUF_MASK]:
-            return None
-        return homes
+        ``CMD_PREGEN`` writes). ``None`` when they do not all fit the WGT / MASK buffers
+        (:func:`sparseforge.hdl.dataplane.plan_weight_homes`)."""
+        from sparseforge.hdl.dataplane import plan_weight_homes
+        return plan_weight_homes(self.codec.cfg, shapes)
 
     async def load_network(self, weights: dict, masks: dict) -> dict:
         """Place a network's weights and their forward/backward masks in the data plane's

@@ -625,6 +625,14 @@ class RTLBackend(ModelBackend):
                          "card_words_out": lp["card_words_out"], "beside": lp["beside"],
                          "host_s": time.perf_counter() - t0})
 
+    @staticmethod
+    def _dp_record(lp: dict, **extra) -> dict:
+        """The log fields of a phase the data plane ran (``lp``: ``Driver.last_phase``)."""
+        return {"data_plane": "dma", "job_cycles": lp["cycles"], "dma_cycles": lp["dma_cycles"],
+                "dma_busy_cycles": lp["dma_busy_cycles"], "card_words_in": lp["card_words_in"],
+                "card_words_out": lp["card_words_out"], "resident": lp["resident"],
+                "update": lp["update"], **extra}
+
     async def _run_rtl(self, mode, _pregen=None, _update=None, **kw):
         t0 = time.perf_counter()
         if self.prev is None:
@@ -646,27 +654,17 @@ class RTLBackend(ModelBackend):
                 x=kw["x"], dy=kw["dy"], w_shape=kw["w_shape"], stride=kw["stride"],
                 padding=kw["padding"], pregen_w=pw, n=pn, step=step, pregen_home=p_home,
                 **upd)
-            st = self.drv.last_stats
-            lp = self.drv.last_phase
+            st, lp = self.drv.last_stats, self.drv.last_phase
             status = lp["status"]
-            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
-                  "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
-                  "card_words_in": lp["card_words_in"],
-                  "card_words_out": lp["card_words_out"], "resident": lp["resident"],
-                  "beside": f"{p_layer} pregen", "update": lp["update"]}
+            dp = self._dp_record(lp, beside=f"{p_layer} pregen")
         elif _update is not None:
             out = await self.drv.run_wg_update(x=kw["x"], dy=kw["dy"], w=_update[0],
                                                lr_shift=_update[1], home=home,
                                                stride=kw["stride"], padding=kw["padding"],
                                                step=step)
-            st = self.drv.last_stats
-            lp = self.drv.last_phase
+            st, lp = self.drv.last_stats, self.drv.last_phase
             status = lp["status"]
-            dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
-                  "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
-                  "card_words_in": lp["card_words_in"],
-                  "card_words_out": lp["card_words_out"], "resident": lp["resident"],
-                  "update": True}
+            dp = self._dp_record(lp)
         elif self.drv.ram is not None:
             # the self-feeding data plane: tensors in card memory, one dp packet per phase
             if home is not None:
@@ -676,10 +674,7 @@ class RTLBackend(ModelBackend):
             lp = self.drv.last_phase
             status = lp["status"]
             if lp["data_plane"] == "dma":        # (a chunked WG phase goes host-fed)
-                dp = {"data_plane": "dma", "job_cycles": lp["cycles"],
-                      "dma_cycles": lp["dma_cycles"], "dma_busy_cycles": lp["dma_busy_cycles"],
-                      "card_words_in": lp["card_words_in"],
-                      "card_words_out": lp["card_words_out"], "resident": lp["resident"]}
+                dp = self._dp_record(lp)
         else:
             job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
             st = am.cycles(job)

@@ -631,13 +631,18 @@ def _phase_tensor_list(phase, x, y, w, masked, data_width):
 def phase_dma(layer, phase: str, cfg: AcceleratorConfig, *, batch: int = 1, masked: bool = False,
               read_latency: int = DMA_READ_LATENCY,
               write_latency: int = DMA_WRITE_LATENCY,
-              beats_per_cycle: float = 1.0) -> DmaCost:
+              beats_per_cycle: float = 1.0, weights_on_chip: bool = False) -> DmaCost:
     """The DMA engine's cycles for one layer phase (:func:`phase_tensors`), each tensor in
     descriptors of at most its buffer's size (``cfg.*_mem_elems``), one after the other (one
-    descriptor at a time), against a memory of the given latencies and ``beats_per_cycle``."""
+    descriptor at a time), against a memory of the given latencies and ``beats_per_cycle``.
+    ``weights_on_chip``: the network's weights and masks stay in the data plane
+    (:func:`sparseforge.hdl.dataplane.plan_weight_homes`; the WG job updates the weight in
+    place): no ``w`` / ``mask`` load, no ``dW`` store."""
     out, load, store = [], 0, 0
     for name, buf, n, st in phase_tensors(layer, phase, batch=batch, masked=masked,
                                           data_width=cfg.data_width):
+        if weights_on_chip and name in ("w", "mask", "dW"):
+            continue
         room = getattr(cfg, buf)
         if name == "mask":                   # the packed MASK buffer (hdl/dataplane.py)
             room = -(-room // cfg.data_width)
@@ -1024,10 +1029,12 @@ def pregen_cycles(n_weights: int, m: int, cfg: AcceleratorConfig | None = None, 
 
 
 def pregen_dp_split(n_weights: int, m: int, cfg: AcceleratorConfig | None, *,
-                    cin_kk: int | None = None, memory: "MemoryProfile | None" = None):
+                    cin_kk: int | None = None, memory: "MemoryProfile | None" = None,
+                    weights_on_chip: bool = False):
     """``(busy, dma)`` of an on-chip pre-generation (``CMD_PREGEN``): its busy cycles and its
-    transfers' (the weight in, both masks out); None where the stream path runs it (see
-    :func:`pregen_cycles`)."""
+    transfers' (the weight in, both masks out; none with ``weights_on_chip``: it reads the
+    updated weight where the WG job left it and writes the masks where FP / BP read them);
+    None where the stream path runs it (see :func:`pregen_cycles`)."""
     if cfg is None or cfg.data_plane != "dma" or (cin_kk is not None and
                                                   cin_kk < cfg.dma_width):
         return None
@@ -1037,6 +1044,8 @@ def pregen_dp_split(n_weights: int, m: int, cfg: AcceleratorConfig | None, *,
     cpg = _ceil_div(m, min(cfg.pregen_lanes_eff, m))
     masks = 2 * _ceil_div(n_weights, cfg.dma_width) * (cfg.dma_width // cfg.data_width)
     busy = (2 * n_weights // m) * cpg + PREGEN_DP_OVERHEAD
+    if weights_on_chip:
+        return float(busy), 0.0
     return float(busy), float(dma_transfer_cycles(n_weights, False, cfg, **kw)
                               + dma_transfer_cycles(masks, True, cfg, **kw))
 
@@ -1068,7 +1077,10 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     ``memory`` (default :func:`memory_profile` of ``cfg``: the card's DDR4 on ``vcu1525``);
     ``read_latency`` / ``write_latency`` override its latencies. The exposed part follows
     :func:`expose_dma` over the execution order (every layer's FP, then per layer backwards
-    its BP and WG). ``wg_load_words``, ``top_level``: the options of :func:`phase_cycles`
+    its BP and WG). A data-plane core whose WGT / MASK buffers hold every weight and both
+    masks (:func:`sparseforge.hdl.dataplane.plan_weight_homes`: ``tiny`` with the digits CNN)
+    keeps them on chip as the e2e step does: no weight / mask / ``dW`` transfers, none for the
+    pre-generation. ``wg_load_words``, ``top_level``: the options of :func:`phase_cycles`
     (statistical backend only; the exact one models the array as built)."""
     fn = BACKENDS[backend]
     what_if = {}
@@ -1086,6 +1098,11 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     fp_density, dy_density = fp_density or {}, dy_density or {}
     out = []
     beside = []          # on-chip pre-generations that run beside the next layer's WG job
+    # a data-plane core whose WGT / MASK buffers hold every weight and both masks keeps them
+    # there (the e2e step: Driver.load_network, the update fused into the WG job)
+    from sparseforge.hdl.dataplane import plan_weight_homes
+    on_chip = cfg.data_plane == "dma" and plan_weight_homes(
+        cfg, {lay.name: (lay.cout, lay.cin, lay.kh, lay.kw) for lay in net.compute}) is not None
     for i, lay in enumerate(net.compute):
         wd = nm[0] / nm[1] if (nm and bdwp_applies(lay, nm[1])) else 1.0
         lr = LayerResult(lay.name)
@@ -1103,7 +1120,8 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                                                        memory=mem)
                     if ph == "wg" and wd < 1.0:
                         nw, ckk = lay.cout * lay.cin * lay.kh * lay.kw, lay.cin * lay.kh * lay.kw
-                        split = pregen_dp_split(nw, nm[1], cfg, cin_kk=ckk, memory=mem)
+                        split = pregen_dp_split(nw, nm[1], cfg, cin_kk=ckk, memory=mem,
+                                                weights_on_chip=on_chip)
                         if split is None:                  # the stream path
                             r.pregen_exposed = pregen_cycles(nw, nm[1], cfg, cin_kk=ckk,
                                                              memory=mem)
@@ -1111,7 +1129,7 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                             r.pregen_exposed = float(sum(split))
                             if i > 0:
                                 beside.append((i, split))
-                _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch,
+                _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch, weights_on_chip=on_chip,
                                          masked=(ph != "wg" and wd < 1.0), **dma_kw))
             lr.phases[ph] = r
         out.append(lr)

@@ -669,6 +669,22 @@ def test_pack_mask_layout():
                 assert bool((int(got[k // dw]) >> (k % dw)) & 1) == want, (dw, n, k)
 
 
+def run_exact(cmds, writes, results, seed, pattern="random"):
+    """Run ``cmds`` on a fresh memory with ``writes``; no error, every tensor of ``results``
+    ({byte address: expected int64 array}) read back equal, no other byte changed. Returns the
+    run's counters."""
+    mem = fresh_mem(seed, writes)
+    before = bytearray(mem)
+    res, _ = run_plane(CFG, mem, cmds, seed=seed, pattern=pattern)
+    assert res["errs"] == []
+    ranges = []
+    for a, t in results.items():
+        assert np.array_equal(read_result(mem, a, t), t), hex(a)
+        ranges.append((a, a + 2 * t.size))
+    check_untouched(before, mem, ranges)
+    return res
+
+
 @pytest.mark.parametrize("pattern,summed", [("always", True), ("random", True),
                                             ("random", False)])
 def test_dataplane_prune_in_line(pattern, summed):
@@ -686,16 +702,8 @@ def test_dataplane_prune_in_line(pattern, summed):
     if not summed:
         gl = cmds[1]["desc"]
         cmds.insert(2, desc(BUF_GRAD, gl["base"] + gl["length"], 2, DIR_LOAD, 0x9000))
-    mem = fresh_mem(seed, writes)
-    before = bytearray(mem)
-    res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern=pattern)
-    assert res["errs"] == []
+    res = run_exact(cmds, writes, results, seed, pattern)
     assert res["prune_tau"] == tau
-    ranges = []
-    for a, t in results.items():
-        assert np.array_equal(read_result(mem, a, t), t), hex(a)
-        ranges.append((a, a + 2 * t.size))
-    check_untouched(before, mem, ranges)
     n = [c for c in cmds if c["kind"] == dpm.CMD_PRUNE][0]["prune"]["n"]
     epw = CFG.dma_width // CFG.data_width
     assert res["prune_cycles"] == prune_job_cycles(n, epw, CFG.data_width, summed)
@@ -714,15 +722,7 @@ def test_dataplane_pregen(with_wg):
     seed = 1700
     print(f"seed={seed} with_wg={with_wg}")
     cmds, writes, results = pregen_case(CFG, seed, with_wg=with_wg)
-    mem = fresh_mem(seed, writes)
-    before = bytearray(mem)
-    res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern="random")
-    assert res["errs"] == []
-    ranges = []
-    for a, t in results.items():
-        assert np.array_equal(read_result(mem, a, t), t), hex(a)
-        ranges.append((a, a + 2 * t.size))
-    check_untouched(before, mem, ranges)
+    res = run_exact(cmds, writes, results, seed)
     w_size = CFG.nm_m * CFG.nm_m * 9
     from sparseforge.hdl.dp_pregen import pregen_job_cycles
     lanes = CFG.pregen_lanes_eff
@@ -785,16 +785,7 @@ def test_dataplane_wg_update(big):
     got = {}
     for upd in (False, True):
         cmds, writes, results = update_case(CFG, seed, update=upd, big=big)
-        mem = fresh_mem(seed, writes)
-        before = bytearray(mem)
-        res, slave = run_plane(CFG, mem, cmds, seed=seed, pattern="random")
-        assert res["errs"] == []
-        ranges = []
-        for a, t in results.items():
-            assert np.array_equal(read_result(mem, a, t), t), (hex(a), upd)
-            ranges.append((a, a + 2 * t.size))
-        check_untouched(before, mem, ranges)
-        got[upd] = res["job_cycles"]
+        got[upd] = run_exact(cmds, writes, results, seed)["job_cycles"]
     if big:
         w = np.frombuffer(writes[ADDR["w"]], "<i2")
         assert not np.array_equal(results[ADDR["wnew"]].ravel(), w)

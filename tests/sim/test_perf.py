@@ -578,3 +578,31 @@ def test_iteration_total_includes_exposed_dma():
     # a larger read latency never hides more
     slow = perf.iteration(net, cfg, nm=(2, 8), read_latency=40)
     assert slow.dma_total() > dma and slow.array_total() == it.array_total()
+
+
+def test_weights_on_chip_when_they_fit():
+    """A data-plane core whose WGT / MASK buffers hold the network's weights and both masks
+    (``dataplane.plan_weight_homes``: tiny and the digits CNN, 9,736 weights in 16,384) keeps
+    them there, as the e2e step does: no ``w`` / ``mask`` load, no ``dW`` store, no
+    pre-generation transfers; ``ecp5`` (8,192) moves them every phase."""
+    from sparseforge.hdl.dataplane import plan_weight_homes
+    net = load_network("digits-cnn", batch=1)
+    shapes = {lay.name: (lay.cout, lay.cin, lay.kh, lay.kw) for lay in net.compute}
+    assert plan_weight_homes(preset("tiny"), shapes) is not None
+    assert plan_weight_homes(preset("ecp5"), shapes) is None
+    fc1 = net.compute_layer("fc1")
+    cfg = preset("tiny")
+    names = {t[0] for t in perf.phase_dma(fc1, "fp", cfg, weights_on_chip=True).tensors}
+    assert names == {"x", "y"}
+    assert {t[0] for t in perf.phase_dma(fc1, "wg", cfg, weights_on_chip=True).tensors} == \
+        {"x", "dy"}
+    busy, dma = perf.pregen_dp_split(8192, 8, cfg, cin_kk=256, weights_on_chip=True)
+    assert dma == 0 and busy == 2 * 8192 // 8 + perf.PREGEN_DP_OVERHEAD    # 8 lanes: 1/group
+    # the iteration uses it on tiny (fc1's FP loads only x), not on ecp5
+    on = perf.iteration(net, cfg, nm=(2, 8))
+    off = perf.iteration(net, preset("ecp5"), nm=(2, 8))
+    fp_on = [lr for lr in on.layers if lr.name == "fc1"][0].phases["fp"]
+    fp_off = [lr for lr in off.layers if lr.name == "fc1"][0].phases["fp"]
+    assert fp_on.dma_load == perf.phase_dma(fc1, "fp", cfg, weights_on_chip=True).load
+    assert fp_off.dma_load == perf.phase_dma(fc1, "fp", preset("ecp5")).load
+    assert fp_on.dma_load < perf.phase_dma(fc1, "fp", cfg).load
