@@ -1,8 +1,9 @@
 """Arithmetic building blocks shared by the components."""
 
-from amaranth.hdl import Mux, Signal, signed
+from amaranth.hdl import Const, Mux, Signal, signed
 
-__all__ = ["pipelined_umul", "small_mul", "tree", "umul_latency", "writeback"]
+__all__ = ["abs_lanes", "const_mul", "masked_sum", "pipelined_umul", "small_mul", "tree", "umul_latency",
+           "writeback"]
 
 
 def tree(values, op):
@@ -29,6 +30,26 @@ def small_mul(a, b, bits: int):
     if bits < 1:
         raise ValueError(f"bits must be >= 1, not {bits}")
     return tree([Mux(b[i], a << i, 0) for i in range(bits)], lambda x, y: x + y)
+
+
+def const_mul(x, k: int):
+    """``x * k`` for a constant ``k >= 0`` as shifted adds (a balanced tree of the set bits'
+    shifts). *Why*: as :func:`small_mul`, a constant ``$mul`` still takes a DSP slice on
+    ECP5."""
+    terms = [x << b for b in range(k.bit_length()) if (k >> b) & 1]
+    return tree(terms, lambda a, b: a + b) if terms else Const(0, 1)
+
+
+def abs_lanes(word, lanes: int, width: int) -> list:
+    """``|v|`` of each of the ``lanes`` signed ``width``-bit lanes of ``word``, as ``width``-bit
+    unsigned values (``|-2**(width-1)|`` fits)."""
+    vals = [word.word_select(k, width).as_signed() for k in range(lanes)]
+    return [Mux(v < 0, -v, v)[:width] for v in vals]
+
+
+def masked_sum(values, en):
+    """The sum of the ``values`` whose bit of ``en`` is set (a balanced adder tree)."""
+    return tree([Mux(en[k], v, 0) for k, v in enumerate(values)], lambda a, b: a + b)
 
 
 def writeback(m, acc, *, acc_width: int, frac_bits: int, data_width: int, name: str = "wb"):

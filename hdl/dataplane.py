@@ -100,13 +100,14 @@ The job ends 1 cycle after its last result is written. DMA timing: docs/dma.md.
 """
 
 import enum
+import math
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl.arith import small_mul, tree
+from sparseforge.hdl.arith import abs_lanes, masked_sum, small_mul
 from sparseforge.hdl import dma
 from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
 from sparseforge.hdl.dp_pregen import PregenUnit, kk_values
@@ -164,9 +165,7 @@ def plan_weight_homes(cfg, shapes: dict) -> dict | None:
     epw = max(1, cfg.dma_width // cfg.data_width)
     homes, wb, mb = {}, 0, 0
     for name, shp in shapes.items():
-        n = 1
-        for d in shp:
-            n *= int(d)
+        n = math.prod(int(d) for d in shp)
         me = -(-n // cfg.dma_width) * epw               # elements of one mask region
         homes[name] = {"w": wb, "mf": mb, "mb": mb + me, "shape": tuple(shp), "n": n}
         wb += -(-n // epw) * epw
@@ -705,11 +704,10 @@ class DataPlane(wiring.Component):
         gs_acc, gs_ok = Signal(gs_w), Signal()
         gs_lo, gs_hi = Signal(aw + 1), Signal(aw + 1)
         mport = eng.mem
-        g_lanes = [mport.wdata.word_select(k, dw).as_signed() for k in range(self._epw)]
-        g_add = tree([Mux(mport.we[k], Mux(v < 0, -v, v)[:dw], 0) for k, v in enumerate(g_lanes)],
-                     lambda a, b: a + b)
         with m.If(mport.we.any() & (mport.buf == BUF_GRAD)):
-            m.d.sync += gs_acc.eq(gs_acc + g_add)
+            # the same sum as the prune unit's pass 1, of the lanes the load writes
+            m.d.sync += gs_acc.eq(gs_acc + masked_sum(abs_lanes(mport.wdata, self._epw, dw),
+                                                      mport.we))
         d_in = self.cmd.payload.desc
         with m.If(eng.desc.valid & eng.desc.ready & (d_in.buf == BUF_GRAD) &
                   (d_in.dir == dma.DIR_LOAD)):
@@ -776,7 +774,7 @@ class DataPlane(wiring.Component):
         upd_clash = Signal()
         m.d.comb += upd_clash.eq(job.update & pg.busy & (job.w_base < pgc.w_base + pg_n) &
                                  (pgc.w_base < job.w_base + w_n))
-        lgwb, lgepw = (wbits - 1).bit_length(), (self._epw - 1).bit_length()
+        lgwb = (wbits - 1).bit_length()
         with m.FSM(name="dp_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.abort | discard):

@@ -57,22 +57,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl.arith import small_mul
+from sparseforge.hdl.arith import const_mul, small_mul
 from sparseforge.hdl.nm_selector import NMSelector
 
 __all__ = ["PregenUnit", "kk_values", "pregen_job_cycles"]
-
-
-def _times(x, k: int):
-    """``x * k`` for a constant ``k`` as shifted adds (a constant multiply would take DSP
-    slices: on ECP5 yosys maps ``$mul`` by a constant to MULT18X18D)."""
-    terms = [x << b for b in range(k.bit_length()) if (k >> b) & 1]
-    if not terms:
-        return Const(0, 1)
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out
 
 
 def kk_values(k_max: int) -> list:
@@ -338,7 +326,7 @@ class PregenUnit(wiring.Component):
                     self._pass_start(m, wbk, wj, wc, rb, rj, wdone, blockbase, w_base,
                                      walking, offL, L_b)
                     for i in range(M):
-                        st = (mb_word << lgWB) + _times(L_b, i)
+                        st = (mb_word << lgWB) + const_mul(L_b, i)
                         m.d.sync += [sbit[i].eq(st), wa[i].eq(st >> lgWB),
                                      pos[i].eq(st[:lgWB]), acc[i].eq(0), hd[i].eq(1)]
                     m.d.sync += carry.eq(0)
@@ -356,4 +344,4 @@ class PregenUnit(wiring.Component):
     def _pass_start(self, m, wbk, wj, wc, rb, rj, wdone, blockbase, w_base, walking, offL, Lp):
         m.d.sync += [wbk.eq(0), wj.eq(0), wc.eq(0), rb.eq(0), rj.eq(0), wdone.eq(0),
                      blockbase.eq(w_base), walking.eq(1)]
-        m.d.sync += [offL[i].eq(_times(Lp, i)) for i in range(self._m)]
+        m.d.sync += [offL[i].eq(const_mul(Lp, i)) for i in range(self._m)]

@@ -48,7 +48,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hdl.arith import pipelined_umul, tree, umul_latency
+from sparseforge.hdl.arith import abs_lanes, masked_sum, pipelined_umul, tree, umul_latency
 from sparseforge.hdl.pruner import xorshift32_step
 
 __all__ = ["PruneUnit", "xorshift32_power", "prune_overhead", "prune_job_cycles",
@@ -151,14 +151,13 @@ class PruneUnit(wiring.Component):
             with m.If(pass2):
                 m.d.sync += s_issue.eq(_apply(step_epw, s_issue))
         lanes = [self.rd_data.word_select(l, dw).as_signed() for l in range(epw)]
-        mags = [Mux(v < 0, -v, v)[:dw] for v in lanes]
+        mags = abs_lanes(self.rd_data, epw, dw)
 
         # -- pass 1: sum|g| of the valid lanes
         sum_w = dw + SUM_EXTRA
         acc = Signal(sum_w)
         with m.If(v1 & ~pass2):
-            m.d.sync += acc.eq(acc + tree([Mux(msk1[l], mags[l], 0) for l in range(epw)],
-                                          lambda a, b: a + b))
+            m.d.sync += acc.eq(acc + masked_sum(mags, msk1))
         prod, lat = pipelined_umul(m, acc, k_p, name="dptau")
         shifted = Signal(len(prod))
         m.d.comb += shifted.eq(prod >> shift)

@@ -329,8 +329,8 @@ def run(*, out="build/bench", presets=("vcu1525", "ecp5"), networks=BENCHMARKS, 
                     "pruning": (f"exposed before each pruned layer's BP: perf.prune_cycles "
                                 f"({perf.PRUNE_CYCLES_PER_ELEM} cycles per gradient element, "
                                 "the RTL's top-level rate, without the data plane; with it "
-                                "CMD_PRUNE, a dma_width word per cycle per pass, plus the "
-                                "gradient's load and store)"),
+                                "CMD_PRUNE, a dma_width word per cycle in one pass (the sum "
+                                "taken while the gradient loads), plus that load)"),
                     "dma": ("phase_dma at dma_width against each preset's card memory "
                             "(meta.memory: perf.memory_profile); exposed by the "
                             "double-buffering rule (perf.expose_dma)"),

@@ -516,12 +516,17 @@ class Driver:
         self.ram.write(addr, data)
         self.card_words_in += -(-len(data) // 4)
 
-    def card_read(self, addr: int, count: int) -> np.ndarray:
-        """``count`` signed ``data_width``-bit elements from the card memory at ``addr``."""
+    def card_read(self, addr: int, count: int, *, debug: bool = False) -> np.ndarray:
+        """``count`` signed ``data_width``-bit elements from the card memory at ``addr``;
+        counted in ``card_words_out``, or with ``debug`` in :attr:`debug_words`."""
         cfg = self.codec.cfg
         nbytes = cfg.data_width // 8
         data = self.ram.read(addr, count * nbytes)
-        self.card_words_out += -(-len(data) // 4)
+        words = -(-len(data) // 4)
+        if debug:
+            self.debug_words += words
+        else:
+            self.card_words_out += words
         if nbytes in (1, 2, 4, 8):
             return np.frombuffer(bytes(data), f"<i{nbytes}").astype(np.int64)
         raw = [int.from_bytes(data[k:k + nbytes], "little", signed=True)
@@ -540,11 +545,7 @@ class Driver:
             "buf": buf, "base": int(base), "length": int(count), "dir": DIR_STORE,
             "addr": 0}}], ("dma_beats",))
         self._resident = had
-        c0 = self.card_words_out
-        out = self.card_read(0, count)
-        self.debug_words += self.card_words_out - c0
-        self.card_words_out = c0
-        return out
+        return self.card_read(0, count, debug=True)
 
     def _mark(self, buf: int, base: int, values):
         """Record that ``buf`` holds ``values`` from element ``base`` (dropping the entries of
@@ -765,24 +766,12 @@ class Driver:
             cmds = pre + cmds + ([] if side.get("home") else post)
         names = ("cycles", "job_cycles", "dma_exposed", "dma_busy", "dma_beats") + \
             (("pregen_cycles", "pregen_exposed") if side else ())
-        before = {k: await self.counter(k) for k in names}
         w0, o0 = self.words_in, self.words_out
-        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
         pk = list(side_steps) + ([] if step is None else [self.codec.step_packet(step)])
-        await self.send(pk + [self.codec.dp_packet(cmds), self.codec.end_packet()])
-        status = await self.wait_done()
-        if status & STATUS_ERROR or not status & STATUS_DONE:
-            raise RuntimeError(f"{phase} phase: STATUS {status:#x}, ERROR_CODE "
-                               f"{await self.read('ERROR_CODE'):#x}")
-        after = {k: await self.counter(k) for k in before}
-        d = {k: after[k] - before[k] for k in before}
-        if d["job_cycles"] == 0:
-            # done without a single beat: the plane took the commands and dropped them (it is
-            # still in the error state of an earlier error); the card memory holds no result
-            raise RuntimeError(f"{phase} phase: the data plane discarded its commands (an "
-                               f"earlier error left it in its error state, ERROR_CODE "
-                               f"{await self.read('ERROR_CODE'):#x}); call Driver.recover() "
-                               f"first")
+        # a job always counts JOB_CYCLES: none means the plane dropped the packet (the card
+        # memory holds no result)
+        d = await self._dp_exec(f"{phase} phase", pk, cmds, names, moved="job_cycles")
+        status = d["status"]
         self._resident = dict(had)
         for name, t in tensors.items():
             if not (keep and name == "w"):
@@ -920,7 +909,6 @@ class Driver:
                                 moved="prune_cycles")
         tau = await self.read("PRUNE_TAU")
         if keep:
-            self._resident = dict(had)
             out = (await self.debug_read(dpm.BUF_GRAD, 0, n)).reshape(g.shape)
         else:
             out = self.card_read(addr, n).reshape(g.shape)
@@ -940,7 +928,8 @@ class Driver:
         """Send ``head`` packets, one ``dp`` packet of ``cmds`` and END; wait for done; return
         the increments of ``counters`` (which must include ``moved``). ``RuntimeError`` on
         STATUS.error, and when ``moved`` did not move (no beat, no busy cycle: the data plane
-        discarded the commands: an earlier error left it in its error state)."""
+        discarded the commands: an earlier error left it in its error state). The result also
+        holds ``status``, the STATUS read at done."""
         before = {k: await self.counter(k) for k in counters}
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
         await self.send(list(head) + [self.codec.dp_packet(cmds), self.codec.end_packet()])
@@ -950,8 +939,13 @@ class Driver:
                                f"{await self.read('ERROR_CODE'):#x}")
         d = {k: await self.counter(k) - v for k, v in before.items()}
         if d[moved] == 0:
+            # done without a single beat or busy cycle: the plane took the commands and dropped
+            # them (it is still in the error state of an earlier error)
             raise RuntimeError(f"{what}: the data plane discarded its commands (an earlier "
-                               f"error left it in its error state); call Driver.recover() first")
+                               f"error left it in its error state, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}); call Driver.recover() "
+                               f"first")
+        d["status"] = status
         return d
 
     def pregen_onchip_refusal(self, w_shape, n: int) -> str | None:

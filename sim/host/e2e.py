@@ -534,8 +534,10 @@ class RTLBackend(ModelBackend):
         are resident and the phase is not chunked)."""
         return self.resident and not self.drv._chunked_wg("wg", {"x": x})
 
-    def _home(self):
-        return self.layer if self.resident and self.layer in self.drv.homes else None
+    def _home(self, layer=None):
+        """``layer`` (default: the current one) when its weights are on chip, else None."""
+        layer = self.layer if layer is None else layer
+        return layer if self.resident and layer in self.drv.homes else None
 
     async def _step(self, op):
         """The schedule opcode of the next phase (None without a schedule), loading and
@@ -608,8 +610,7 @@ class RTLBackend(ModelBackend):
         """A deferred pre-generation run by itself (its schedule steps were sent)."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
         g0 = self.drv.debug_words
-        home = layer if self.resident and layer in self.drv.homes else None
-        out = await self.drv.pregen_onchip(w, n, home=home)
+        out = await self.drv.pregen_onchip(w, n, home=self._home(layer))
         self._log_pregen_dp(layer, w, c0, w0, t0)
         self.log[-1]["debug_words"] = self.drv.debug_words - g0
         return out
@@ -649,10 +650,9 @@ class RTLBackend(ModelBackend):
             raise ValueError(f"{self.layer}: the fused update needs the weights on chip")
         if _pregen is not None:
             pw, pn, p_layer = _pregen
-            p_home = p_layer if self.resident and p_layer in self.drv.homes else None
             out, masks = await self.drv.run_wg_with_pregen(
                 x=kw["x"], dy=kw["dy"], w_shape=kw["w_shape"], stride=kw["stride"],
-                padding=kw["padding"], pregen_w=pw, n=pn, step=step, pregen_home=p_home,
+                padding=kw["padding"], pregen_w=pw, n=pn, step=step, pregen_home=self._home(p_layer),
                 **upd)
             st, lp = self.drv.last_stats, self.drv.last_phase
             status = lp["status"]
