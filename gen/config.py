@@ -86,6 +86,10 @@ class AcceleratorConfig:
       weight read ports
       (one WGT copy each); more than ``pe_rows * pe_cols`` adds WGT copies read only by the
       pre-generation (*ours*: so it hides under a WG job; block RAM for the copies).
+    * ``keep_mem_elems`` [16, 1 << 24] -- entries of the data plane's KEEP memory
+      (``hdl.dp_stage``, *ours*): one per pooled value of a ``CMD_STAGE`` forward stage (the
+      max-pool winner and the ReLU bit, 5 bits), kept for its backward stage; the pooled
+      outputs of every layer of a step at once.
     * ``data_plane`` {"dma", "host-stream"} -- how the PE array is fed. ``"dma"`` (*ours*,
       issue 16): the accelerator has the on-chip data plane (``hdl.dataplane.DataPlane``: the
       DMA engine's AXI4 master ``m_axi_*``, the tensor buffers above, the hardware mapper and
@@ -120,6 +124,7 @@ class AcceleratorConfig:
     wgt_mem_elems: int = 4096
     out_mem_elems: int = 4096
     pregen_lanes: int = 0
+    keep_mem_elems: int = 4096
     data_plane: str = "dma"
 
     # -- validation -------------------------------------------------------------------------
@@ -172,6 +177,7 @@ class AcceleratorConfig:
             raise ValueError(f"dma_max_burst must be a power of 2 in [1, 256], not {self.dma_max_burst}")
         rng("dma_timeout", 16, 1 << 24)
         rng("pregen_lanes", 0, 16)
+        rng("keep_mem_elems", 16, 1 << 24)
         if self.data_plane not in DATA_PLANES:
             raise ValueError(f"data_plane must be one of {DATA_PLANES}, not {self.data_plane!r}")
         for mem in self.tensor_mem_fields:

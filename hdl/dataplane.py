@@ -112,17 +112,20 @@ from sparseforge.hdl import dma
 from sparseforge.hdl.array_mapper import ArrayMapper, job_layout
 from sparseforge.hdl.dp_pregen import PregenUnit, kk_values
 from sparseforge.hdl.dp_prune import SHIFT_WIDTH, SUM_EXTRA, PruneUnit
+from sparseforge.hdl.dp_stage import LGK_MAX, STAGE_BWD, STAGE_FWD, STAGE_LOSS, StageUnit
 from sparseforge.hdl.pe import pe_out_layout
 from sparseforge.hdl.wire import Phase
 
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
-           "buf_sizes", "mask_elems", "prune_layout", "pregen_layout", "pack_cmd",
+           "buf_sizes", "mask_elems", "prune_layout", "pregen_layout", "stage_layout",
+           "pack_cmd",
            "plan_weight_homes",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
-           "CMD_PRUNE", "CMD_PREGEN", "LEN_WIDTH", "LR_WIDTH", "UPDATE_OVERHEAD"]
+           "CMD_PRUNE", "CMD_PREGEN", "CMD_STAGE", "LEN_WIDTH", "LR_WIDTH",
+           "UPDATE_OVERHEAD"]
 
 BUF_ACT, BUF_GRAD, BUF_WGT, BUF_MASK, BUF_OUT = range(5)
-CMD_DESC, CMD_JOB, CMD_PRUNE, CMD_PREGEN = 0, 1, 2, 3
+CMD_DESC, CMD_JOB, CMD_PRUNE, CMD_PREGEN, CMD_STAGE = 0, 1, 2, 3, 4
 #: bits of a descriptor's ``base`` / ``length`` (the DmaEngine default)
 LEN_WIDTH = 24
 #: Cycles a WG job with the fused SGD update (``update = 1``) runs longer than without: the
@@ -137,6 +140,7 @@ class JobErr(enum.IntEnum):
     BEYOND = 2        # an operand or the result extends past its buffer
     NOT_LOADED = 3    # an operand range not loaded by a successful DMA load since reset/abort
     BUSY = 5          # an update's weight range overlaps the running pre-generation's weight
+    LABEL = 6         # a CMD_STAGE loss stage met a label outside [0, classes)
 
 
 def mask_elems(n_bits: int, data_width: int) -> int:
@@ -228,31 +232,50 @@ def pregen_layout(addr_width: int) -> data.StructLayout:
                               "kw": unsigned(8), "n": unsigned(8)})
 
 
+def stage_layout(addr_width: int) -> data.StructLayout:
+    """The fields of a ``CMD_STAGE`` command (:class:`~sparseforge.hdl.dp_stage.StageUnit`),
+    carried in the low bits of ``job`` like :func:`prune_layout`: ``op`` (``STAGE_FWD``,
+    ``STAGE_BWD``, ``STAGE_LOSS``), ``relu``, ``lgk`` (pool window and stride ``2**lgk``; 0: no
+    pooling), ``zfc`` (``z`` in the FC view ``(1, C, 1, B)``, else ``(B, C, H, W)``), ``nfc``
+    (the next layer's input in the FC view), ``b``, ``c``, ``h``, ``w`` (``z``'s shape),
+    ``src`` (``BUF_OUT``: ``z``, or ``d`` for BWD), ``dst`` (``BUF_ACT`` for FWD, ``BUF_GRAD``
+    otherwise), ``aux`` (``BUF_ACT``: the labels of LOSS), ``keep`` (the first KEEP entry)."""
+    return data.StructLayout({"op": unsigned(2), "relu": unsigned(1), "lgk": unsigned(2),
+                              "zfc": unsigned(1), "nfc": unsigned(1), "b": unsigned(16),
+                              "c": unsigned(16), "h": unsigned(16), "w": unsigned(16),
+                              "src": unsigned(addr_width), "dst": unsigned(addr_width),
+                              "aux": unsigned(addr_width), "keep": unsigned(LEN_WIDTH)})
+
+
 def _cmd_fields(addr_width, dma_addr_width) -> dict:
     job = dp_job_layout(addr_width)
-    if max(prune_layout(addr_width).size, pregen_layout(addr_width).size) > job.size:
-        raise ValueError("the prune / pregen fields do not fit in the job field")
-    return {"kind": 2, "desc": dma.desc_layout(5, LEN_WIDTH, dma_addr_width), "job": job}
+    if max(prune_layout(addr_width).size, pregen_layout(addr_width).size,
+           stage_layout(addr_width).size) > job.size:
+        raise ValueError("the prune / pregen / stage fields do not fit in the job field")
+    return {"kind": 3, "desc": dma.desc_layout(5, LEN_WIDTH, dma_addr_width), "job": job}
 
 
 def cmd_layout(cfg) -> data.StructLayout:
     """One data-plane command: ``kind`` (``CMD_DESC``, ``CMD_JOB``, ``CMD_PRUNE``,
-    ``CMD_PREGEN``), the descriptor, the job; a ``CMD_PRUNE`` / ``CMD_PREGEN`` command's
-    :func:`prune_layout` / :func:`pregen_layout` fields are the low bits of ``job``
-    (:func:`pack_cmd` packs any kind)."""
+    ``CMD_PREGEN``, ``CMD_STAGE``), the descriptor, the job; a ``CMD_PRUNE`` / ``CMD_PREGEN`` /
+    ``CMD_STAGE`` command's :func:`prune_layout` / :func:`pregen_layout` /
+    :func:`stage_layout` fields are the low bits of ``job`` (:func:`pack_cmd` packs any
+    kind)."""
     return data.StructLayout(_cmd_fields(addr_width_of(cfg), cfg.dma_addr_width))
 
 
 def pack_cmd(layout: data.StructLayout, cmd: dict) -> int:
     """The bits of one command (a dict ``{"kind", "desc": {...}}``, ``{"kind", "job": {...}}``,
-    ``{"kind": CMD_PRUNE, "prune": {...}}`` or ``{"kind": CMD_PREGEN, "pregen": {...}}``;
+    ``{"kind": CMD_PRUNE, "prune": {...}}``, ``{"kind": CMD_PREGEN, "pregen": {...}}`` or
+    ``{"kind": CMD_STAGE, "stage": {...}}``;
     missing fields are 0) in ``layout`` (a :func:`cmd_layout`)."""
     fields = dict(iter(layout))
     aw = fields["job"].shape["act_base"].shape.width
     full = {"kind": cmd["kind"], "desc": dict(cmd.get("desc", {})),
             "job": dict(cmd.get("job", {}))}
     bits = int(layout.const(full).as_bits())
-    for name, lay in (("prune", prune_layout), ("pregen", pregen_layout)):
+    for name, lay in (("prune", prune_layout), ("pregen", pregen_layout),
+                      ("stage", stage_layout)):
         if name in cmd:
             pv = int(lay(aw).const(dict(cmd[name])).as_bits())
             bits |= pv << fields["job"].offset
@@ -358,7 +381,7 @@ class DataPlane(wiring.Component):
                  max_row_len=64, psum_buf_depth=1024, act_buf_depth=1024, dma_width=32,
                  dma_addr_width=32, dma_max_burst=16, dma_timeout=4096,
                  sizes=(4096, 4096, 4096, 256, 4096), counter_width=32, nm_m=8, nm_n_max=4,
-                 pregen_lanes=0):
+                 pregen_lanes=0, keep_elems=4096, frac_bits=8):
         self._rows, self._cols = rows, cols
         self._nm_m, self._nm_n_max = nm_m, nm_n_max
         self._dw, self._acc = data_width, acc_width
@@ -393,6 +416,13 @@ class DataPlane(wiring.Component):
                                  addr_width=self._aw,
                                  mask_word_width=self._mask_waw, word_bits=dma_width,
                                  k_max=k_max)
+        # between-layer stages (CMD_STAGE): one element per cycle, its own KEEP memory
+        if not 0 <= frac_bits < data_width:
+            raise ValueError(f"frac_bits must be in [0, {data_width - 1}], not {frac_bits}")
+        self._frac = frac_bits
+        self.stage = StageUnit(epw=self._epw, data_width=data_width, addr_width=self._aw,
+                               keep_elems=keep_elems)
+        self._keep = keep_elems
         lay = self.mapper.layouts
         R, C = rows, cols
         mp = self.mapper.signature.members
@@ -414,7 +444,7 @@ class DataPlane(wiring.Component):
                 members[name] = member
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
                   "dma_exposed_cycles", "prune_cycles", "pregen_cycles",
-                  "pregen_exposed_cycles"):
+                  "pregen_exposed_cycles", "stage_cycles"):
             members[n] = Out(counter_width)
         members["prune_tau"] = Out(data_width - 1)
         self._cw = counter_width
@@ -428,7 +458,8 @@ class DataPlane(wiring.Component):
                  act_buf_depth=cfg.act_buf_depth, dma_width=cfg.dma_width,
                  dma_addr_width=cfg.dma_addr_width, dma_max_burst=cfg.dma_max_burst,
                  dma_timeout=cfg.dma_timeout, sizes=buf_sizes(cfg), nm_m=cfg.nm_m,
-                 nm_n_max=cfg.nm_n_max, pregen_lanes=cfg.pregen_lanes)
+                 nm_n_max=cfg.nm_n_max, pregen_lanes=cfg.pregen_lanes,
+                 keep_elems=cfg.keep_mem_elems, frac_bits=cfg.frac_bits)
         p.update(overrides)
         return cls(**p)
 
@@ -438,10 +469,11 @@ class DataPlane(wiring.Component):
 
     @property
     def params(self) -> dict:
-        return {"addr_width": self._aw, "epw": self._epw, "sizes": list(self._sizes)}
+        return {"addr_width": self._aw, "epw": self._epw, "sizes": list(self._sizes),
+                "keep_elems": self._keep}
 
     # -- buffers -------------------------------------------------------------------------
-    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr, pg, upd):
+    def _buffers(self, m, eng, mp, mode_fp, store_wr, pr, pg, upd, st):
         R, C, epw, dw = self._rows, self._cols, self._epw, self._dw
         sel_w = (epw - 1).bit_length()
         mem_port = eng.mem
@@ -475,7 +507,7 @@ class DataPlane(wiring.Component):
                 m.d.sync += bsel.eq(rd.addr[:lw])
             return p.data.bit_select(bsel, 1)
 
-        pr_on = pr.busy
+        pr_on, st_on = pr.busy, st.busy
 
         def replicas(k, n, name, dma_load=True):
             mems = []
@@ -486,10 +518,20 @@ class DataPlane(wiring.Component):
                     wr = mem.write_port(granularity=dw)
                     en = mem_port.we & (mem_port.buf == k).replicate(epw)
                     if k == BUF_GRAD:
-                        # a prune job writes its words back (the DMA is idle while it runs)
-                        m.d.comb += [wr.addr.eq(Mux(pr_on, pr.wr_addr, mem_port.addr)),
-                                     wr.data.eq(Mux(pr_on, pr.wr_data, mem_port.wdata)),
-                                     wr.en.eq(Mux(pr_on, pr.wr_en, en))]
+                        # a prune job writes its words back, a stage its gradient (the DMA
+                        # is idle while either runs; they never run together)
+                        m.d.comb += [wr.addr.eq(Mux(pr_on, pr.wr_addr,
+                                                    Mux(st_on, st.wr_addr, mem_port.addr))),
+                                     wr.data.eq(Mux(pr_on, pr.wr_data,
+                                                    Mux(st_on, st.wr_data, mem_port.wdata))),
+                                     wr.en.eq(Mux(pr_on, pr.wr_en,
+                                                  Mux(st_on, Mux(st.wr_grad, st.wr_en, 0),
+                                                      en)))]
+                    elif k == BUF_ACT:
+                        # a forward stage writes the next layer's input (the DMA is idle)
+                        m.d.comb += [wr.addr.eq(Mux(st_on, st.wr_addr, mem_port.addr)),
+                                     wr.data.eq(Mux(st_on, st.wr_data, mem_port.wdata)),
+                                     wr.en.eq(Mux(st_on, Mux(st.wr_act, st.wr_en, 0), en))]
                     elif k == BUF_WGT:
                         # the fused SGD update writes W' words (no WGT load meanwhile)
                         m.d.comb += [wr.addr.eq(Mux(upd["wv"], upd["waddr"], mem_port.addr)),
@@ -513,6 +555,14 @@ class DataPlane(wiring.Component):
                 # an update job reads W through it (no WGT store runs beside a job)
                 m.d.comb += [p.addr.eq(Mux(upd["on"], upd["raddr"], mem_port.addr)),
                              upd["rdata"].eq(p.data)]
+            elif k == BUF_ACT:
+                # a loss stage reads the labels through it (no DMA runs beside a stage)
+                m.d.comb += [p.addr.eq(Mux(st_on, st.act_raddr, mem_port.addr)),
+                             st.act_rdata.eq(p.data)]
+            elif k == BUF_OUT:
+                # a stage reads z / d through it
+                m.d.comb += [p.addr.eq(Mux(st_on, st.out_raddr, mem_port.addr)),
+                             st.out_rdata.eq(p.data)]
             else:
                 m.d.comb += p.addr.eq(mem_port.addr)
             rdata[k] = p.data
@@ -634,8 +684,10 @@ class DataPlane(wiring.Component):
                      upd["wen"].eq(Mux(u1_v, u1_e, 0))]
         with m.If(self.abort):                 # a soft reset drops the words in flight
             m.d.sync += [u1_v.eq(0), upd["wv"].eq(0)]
+        sg = self.stage
+        m.submodules.stage = ResetInserter({"sync": self.abort})(sg)
         self._buffers(m, eng, mp, mode_fp, {"word": st_word, "data": st_data,
-                                            "en": st_en}, pr, pg, upd)
+                                            "en": st_en}, pr, pg, upd, sg)
 
         # -- the mapper's streams and controls go straight out ---------------------------
         for i in range(R):
@@ -663,9 +715,12 @@ class DataPlane(wiring.Component):
                      self.dma_stall_cycles.eq(eng.stall_cycles)]
 
         # -- loaded ranges ---------------------------------------------------------------
-        lv = [Signal(name=f"loaded{k}") for k in range(4)]
-        llo = [Signal(aw + 1, name=f"loaded_lo{k}") for k in range(4)]
-        lhi = [Signal(aw + 1, name=f"loaded_hi{k}") for k in range(4)]
+        # slots 0..3: the buffers ACT..MASK; slot KEEP_SLOT: the stage unit's KEEP entries
+        # written by forward stages (a backward stage reads only those)
+        lv = [Signal(name=f"loaded{k}") for k in range(5)]
+        llo = [Signal(max(aw, LEN_WIDTH) + 1, name=f"loaded_lo{k}") for k in range(5)]
+        lhi = [Signal(max(aw, LEN_WIDTH) + 1, name=f"loaded_hi{k}") for k in range(5)]
+        KEEP_SLOT = 4
         cur = Signal(dma.desc_layout(5, LEN_WIDTH, self.engine.addr_width))
         discard = Signal()
 
@@ -715,8 +770,20 @@ class DataPlane(wiring.Component):
         with m.If(eng.done.valid & (cur.buf == BUF_GRAD) & (cur.dir == dma.DIR_LOAD)):
             m.d.sync += [gs_ok.eq(eng.done.payload.status == dma.DmaErr.OK),
                          gs_lo.eq(cur.base), gs_hi.eq(cur.base + cur.length)]
+        # a backward / loss stage writes a whole gradient range: its sum comes with it
+        st_gs, st_was = Signal(), Signal()
+        m.d.sync += st_was.eq(sg.busy)
+        with m.If(sg.wr_grad):
+            m.d.sync += gs_acc.eq(gs_acc + masked_sum(abs_lanes(sg.wr_data, self._epw, dw),
+                                                      sg.wr_en))
+        with m.If(sg.start):
+            m.d.sync += [gs_acc.eq(0), gs_ok.eq(0)]
+        with m.If(st_was & ~sg.busy):
+            m.d.sync += [st_gs.eq(0), gs_ok.eq(st_gs & ~sg.bad_label)]
         with m.If(pr.busy | self.abort):
             m.d.sync += gs_ok.eq(0)
+        with m.If(self.abort):
+            m.d.sync += st_gs.eq(0)
 
         # -- job checks (5 registered stages) --------------------------------------------
         W = 64
@@ -761,6 +828,11 @@ class DataPlane(wiring.Component):
             m.d.comb += [st.ch0.eq(j), st.cols.eq(C), st.o_n.eq(o_n), st.nol.eq(ocl)]
 
         prc = Signal(prune_layout(aw))        # the prune command being checked
+        stc = Signal(stage_layout(aw))        # the stage command being checked
+        s_ho, s_wo, s_hw, s_bc = Signal(16), Signal(16), Signal(32), Signal(32)
+        s_howo, s_nz, s_chw = Signal(32), Signal(W), Signal(W)
+        s_np, s_cho, s_bhowo, s_bwo = Signal(W), Signal(W), Signal(W), Signal(32)
+        s_bad = Signal()
         pgc = Signal(pregen_layout(aw))       # the pre-generation command being checked
         pg_kk, pg_cico, pg_n, pg_lb = Signal(16), Signal(32), Signal(W), Signal(W)
         pg_bad = Signal()
@@ -789,14 +861,15 @@ class DataPlane(wiring.Component):
                                      self.err_code.eq(0x30 | dma.DmaErr.BAD_BUFFER)]
                 with m.Elif(self.cmd.payload.kind == CMD_DESC):
                     d = self.cmd.payload.desc
-                    can = eng.desc.ready & ~pr.busy & ((d.dir == dma.DIR_LOAD) | ~job_running) & \
+                    can = eng.desc.ready & ~pr.busy & ~sg.busy & \
+                        ((d.dir == dma.DIR_LOAD) | ~job_running) & \
                         ~(pg.busy & ((d.buf == BUF_WGT) | (d.buf == BUF_MASK))) & \
                         ~(upd_on & (d.buf == BUF_WGT))
                     m.d.comb += [self.cmd.ready.eq(can), eng.desc.valid.eq(self.cmd.valid & can)]
                     with m.If(self.cmd.valid & can):
                         m.d.sync += cur.eq(self.cmd.payload.desc)
                 with m.Elif(self.cmd.payload.kind == CMD_PRUNE):
-                    can = eng.desc.ready & ~job_running & ~pr.busy
+                    can = eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy
                     m.d.comb += self.cmd.ready.eq(can)
                     with m.If(self.cmd.valid & can):
                         m.d.sync += prc.eq(self.cmd.payload.job.as_value()[:prc.shape().size])
@@ -804,18 +877,99 @@ class DataPlane(wiring.Component):
                 with m.Elif(self.cmd.payload.kind == CMD_JOB):
                     # an FP / BP job reads WGT and MASK: not while pre-generation runs (a WG
                     # job may run beside it)
-                    can = eng.desc.ready & ~job_running & ~pr.busy & \
+                    can = eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy & \
                         ~(pg.busy & (self.cmd.payload.job.mode != Phase.WG))
                     m.d.comb += self.cmd.ready.eq(can)
                     with m.If(self.cmd.valid & can):
                         m.d.sync += job.eq(self.cmd.payload.job)
                         m.next = "CK1"
-                with m.Else():                   # CMD_PREGEN
+                with m.Elif(self.cmd.payload.kind == CMD_PREGEN):
                     can = eng.desc.ready & ~job_running & ~pg.busy
                     m.d.comb += self.cmd.ready.eq(can)
                     with m.If(self.cmd.valid & can):
                         m.d.sync += pgc.eq(self.cmd.payload.job.as_value()[:pgc.shape().size])
                         m.next = "PG1"
+                with m.Elif(self.cmd.payload.kind == CMD_STAGE):
+                    # a stage owns OUT's and ACT's DMA read ports and the ACT / GRAD write
+                    # ports: it waits for the DMA, the job, the pruner and the last stage (the
+                    # pre-generation, on WGT and MASK, may run beside it)
+                    can = eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy
+                    m.d.comb += self.cmd.ready.eq(can)
+                    with m.If(self.cmd.valid & can):
+                        m.d.sync += stc.eq(self.cmd.payload.job.as_value()[:stc.shape().size])
+                        m.next = "SC1"
+                with m.Else():                   # kinds 5..7: no such command
+                    m.d.comb += self.cmd.ready.eq(1)
+                    with m.If(self.cmd.valid):
+                        refuse(JobErr.SHAPE)
+            with m.State("SC1"):
+                # the stage command's checks and strides (four registered stages)
+                kmask = (Const(1, 4) << stc.lgk) - 1
+                m.d.sync += [
+                    s_ho.eq(stc.h >> stc.lgk), s_wo.eq(stc.w >> stc.lgk),
+                    s_hw.eq(stc.h * stc.w), s_bc.eq(stc.b * stc.c),
+                    s_bad.eq((stc.op == 3) | (stc.b == 0) | (stc.c == 0) | (stc.h == 0) |
+                             (stc.w == 0) | (stc.lgk > LGK_MAX) | ((stc.h & kmask) != 0) |
+                             ((stc.w & kmask) != 0) |
+                             ((stc.zfc | (stc.op == STAGE_LOSS)) &
+                              ((stc.h != 1) | (stc.w != 1))))]
+                m.next = "SC2"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("SC2"):
+                m.d.sync += [s_howo.eq(s_ho * s_wo), s_nz.eq(s_bc * s_hw),
+                             s_chw.eq(stc.c * s_hw)]
+                m.next = "SC3"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("SC3"):
+                m.d.sync += [s_np.eq(s_bc * s_howo), s_cho.eq(stc.c * s_howo),
+                             s_bhowo.eq(stc.b * s_howo), s_bwo.eq(stc.b * s_wo)]
+                m.next = "SC4"
+                with m.If(self.abort):
+                    m.next = "IDLE"
+            with m.State("SC4"):
+                s_fwd, s_bwd = stc.op == STAGE_FWD, stc.op == STAGE_BWD
+                s_loss = stc.op == STAGE_LOSS
+                src_end = stc.src + Mux(s_bwd, s_np, s_nz)
+                dst_end = stc.dst + Mux(s_fwd, s_np, s_nz)
+                keep_end = stc.keep + s_np
+                lab_end = stc.aux + stc.b
+                with m.If(s_bad):
+                    m.d.comb += code.eq(JobErr.SHAPE)
+                with m.Elif((src_end > sizes[BUF_OUT]) |
+                            (dst_end > Mux(s_fwd, sizes[BUF_ACT], sizes[BUF_GRAD])) |
+                            (~s_loss & (keep_end > self._keep)) |
+                            (s_loss & (lab_end > sizes[BUF_ACT]))):
+                    m.d.comb += code.eq(JobErr.BEYOND)
+                with m.Elif((s_loss & ~inside_loaded(BUF_ACT, stc.aux, lab_end)) |
+                            (s_bwd & ~inside_loaded(KEEP_SLOT, stc.keep, keep_end))):
+                    m.d.comb += code.eq(JobErr.NOT_LOADED)
+                with m.If(code != 0):
+                    refuse(code)
+                with m.Elif(~self.abort):
+                    m.d.comb += [sg.start.eq(1), sg.op.eq(stc.op), sg.relu.eq(stc.relu),
+                                 sg.lgk.eq(stc.lgk), sg.b.eq(stc.b), sg.c.eq(stc.c),
+                                 sg.ho.eq(s_ho), sg.wo.eq(s_wo), sg.w.eq(stc.w),
+                                 sg.zs_b.eq(Mux(stc.zfc, 1, s_chw)),
+                                 sg.zs_c.eq(Mux(stc.zfc, stc.b, s_hw)),
+                                 sg.ns_b.eq(Mux(stc.nfc, 1, s_cho)),
+                                 sg.ns_c.eq(Mux(stc.nfc, s_bhowo, s_howo)),
+                                 sg.ns_y.eq(Mux(stc.nfc, s_bwo, s_wo)),
+                                 sg.ns_x.eq(Mux(stc.nfc, stc.b, 1)),
+                                 sg.ks_b.eq(s_cho), sg.ks_c.eq(s_howo),
+                                 sg.src.eq(stc.src), sg.dst.eq(stc.dst), sg.aux.eq(stc.aux),
+                                 sg.keep.eq(stc.keep), sg.one.eq(1 << self._frac)]
+                    # what it writes counts as loaded: the next layer's input (FWD) and the
+                    # KEEP entries, or the gradient (BWD / LOSS), whose sum|g| it takes on
+                    # the way (a CMD_PRUNE of exactly that range is then one pass)
+                    with m.If(s_fwd):
+                        extend(BUF_ACT, stc.dst, dst_end)
+                        extend(KEEP_SLOT, stc.keep, keep_end)
+                    with m.Else():
+                        extend(BUF_GRAD, stc.dst, dst_end)
+                        m.d.sync += [st_gs.eq(1), gs_lo.eq(stc.dst), gs_hi.eq(dst_end)]
+                m.next = "IDLE"
             with m.State("PG1"):
                 # the pre-generation command's checks (three registered stages)
                 m.d.sync += [
@@ -964,18 +1118,21 @@ class DataPlane(wiring.Component):
             m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]
 
         cw = self._cw
-        jc, ex, pc, gc, gx = (Signal(cw) for _ in range(5))
+        jc, ex, pc, gc, gx, sc = (Signal(cw) for _ in range(6))
         m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running)),
-                     pc.eq(pc + pr.busy), gc.eq(gc + pg.busy),
-                     # pre-generation time under neither a job nor a DMA transfer
-                     gx.eq(gx + (pg.busy & ~job_running & eng.desc.ready))]
+                     pc.eq(pc + pr.busy), gc.eq(gc + pg.busy), sc.eq(sc + sg.busy),
+                     # pre-generation time under neither a job, a DMA transfer nor a stage
+                     gx.eq(gx + (pg.busy & ~job_running & eng.desc.ready & ~sg.busy))]
+        # a loss stage that met a bad label: reported when it ends (its writes are done)
+        with m.If(st_was & ~sg.busy & sg.bad_label & ~self.abort):
+            refuse(JobErr.LABEL)
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
                      self.prune_cycles.eq(pc), self.pregen_cycles.eq(gc),
-                     self.pregen_exposed_cycles.eq(gx),
+                     self.pregen_exposed_cycles.eq(gx), self.stage_cycles.eq(sc),
                      self.prune_tau.eq(pr.tau),
                      self.job_active.eq(job_running),
                      self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running |
-                                  pr.busy | pg.busy)]
+                                  pr.busy | pg.busy | sg.busy)]
         return m
 
 
@@ -995,7 +1152,8 @@ class DataPlaneSystem(wiring.Component):
         self.array = PEArray.from_config(cfg)
         keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
                 "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles",
-                "prune_cycles", "prune_tau", "pregen_cycles", "pregen_exposed_cycles"}
+                "prune_cycles", "prune_tau", "pregen_cycles", "pregen_exposed_cycles",
+                "stage_cycles"}
         members = {n: mb for n, mb in self.dp.signature.members.items()
                    if n in keep or n.startswith("m_axi_")}
         members["array_cycles"] = Out(len(self.array.cycles))

@@ -73,7 +73,7 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
         await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
                   "dma_exposed_cycles", "prune_cycles", "prune_tau", "pregen_cycles",
-                  "pregen_exposed_cycles"):
+                  "pregen_exposed_cycles", "stage_cycles"):
             res[n] = ctx.get(getattr(dp, n))
         res["end"] = res["now"]
 
@@ -818,3 +818,144 @@ def test_dataplane_update_beside_pregen():
                 assert np.array_equal(read_result(mem, a, t), t), hex(a)
             # they overlapped: the whole run is shorter than the two in turn
             assert res["end"] < res["pregen_cycles"] + res["job_cycles"] + res["dma_busy_cycles"]
+
+
+# ---------------------------------------------------------------------------------------------
+# CMD_STAGE: the between-layer stages on chip (hdl/dp_stage.py)
+# ---------------------------------------------------------------------------------------------
+
+ADDR["stage"] = 0x8000
+
+
+def _stage(op, **f):
+    return {"kind": dpm.CMD_STAGE, "stage": dict(op=op, **f)}
+
+
+def stage_case(cfg, seed, *, label=None):
+    """A three-layer network's step between the buffers, no tensor crossing the bus between
+    layers: conv1 FP -> FWD stage (ReLU, 2x2 pool) into ACT -> conv2 FP on it -> FWD stage into
+    the FC view -> fc3 FP -> LOSS stage (labels loaded into ACT) -> fc3 BP on the loss
+    gradient -> BWD stage (conv2's gradient into GRAD) -> CMD_PRUNE (one pass: the stage took
+    the sum) -> conv2 BP -> BWD stage (conv1's gradient). Stored: both stages' outputs, the
+    loss gradient, the pruned conv2 gradient and conv1's gradient; each equal to the golden
+    step's functions (``sim/host/e2e.py``). Returns ``(cmds, writes, results, info)``."""
+    from sparseforge.gen.numfmt import prune_threshold_params
+    from sparseforge.hdl.dp_stage import STAGE_BWD, STAGE_FWD, STAGE_LOSS
+    from sparseforge.sim.host.e2e import maxpool_backward, maxpool_forward
+    rng = np.random.default_rng(seed)
+    dw, fb = cfg.data_width, cfg.frac_bits
+
+    def wb(v):
+        return golden.writeback(v, fb, dw)
+
+    x1 = rng.integers(-300, 301, (1, 2, 8, 8))
+    w1 = rng.integers(-120, 121, (3, 2, 3, 3))
+    w2 = rng.integers(-120, 121, (4, 3, 3, 3))
+    w3 = rng.integers(-120, 121, (5, 16, 1, 1))
+    label = int(rng.integers(0, 5)) if label is None else label
+    z1 = wb(golden.conv2d_forward(x1, w1, 1, 1))
+    a1, arg1 = maxpool_forward(np.maximum(z1, 0), 2, 2)
+    z2 = wb(golden.conv2d_forward(a1, w2, 1, 1))
+    a2, arg2 = maxpool_forward(np.maximum(z2, 0), 2, 2)
+    x3 = a2.reshape(1, -1).T[None, :, None, :]                 # the FC view (1, 16, 1, 1)
+    z3 = wb(golden.conv2d_forward(x3, w3, 1, 0))
+    logits = z3[0, :, 0, :].T
+    onehot = np.zeros_like(logits)
+    if 0 <= label < 5:
+        onehot[0, label] = 1 << fb
+    dl = np.clip(logits - onehot, -(1 << (dw - 1)), (1 << (dw - 1)) - 1)
+    g3 = dl.T[None, :, None, :]
+    dx3 = wb(golden.conv2d_backward_input(g3, w3, x3.shape, 1, 0))
+    d2 = dx3[0, :, 0, :].T.reshape(a2.shape)
+    g2 = maxpool_backward(d2, arg2, z2.shape, 2, 2, dw) * (z2 > 0)
+    k_p, sh = prune_threshold_params(0.9, g2.size)
+    pseed = int(rng.integers(1, 1 << 32))
+    tau = golden.prune_threshold_int(g2, k_p, sh, dw)
+    gp2, _ = golden.stochastic_prune_int(g2, tau, pseed, dw)
+    dx2 = wb(golden.conv2d_backward_input(gp2, w2, a1.shape, 1, 1))
+    g1 = maxpool_backward(dx2, arg1, z1.shape, 2, 2, dw) * (z1 > 0)
+
+    # ACT holds one loaded interval: the image, the labels (padded to a word), then what the
+    # FWD stages write, each touching the one before (a range apart would replace it)
+    # so do WGT and MASK (every tensor padded to a whole word)
+    A = {"x1": 0, "lab": 128, "a1": 130, "a2": 178, "w1": 0, "w2": 54, "w3": 162,
+         "m1": 0, "m2": 4, "m3": 12, "g3": 0, "g2": 64, "g1": 128,
+         "z1": 0, "z2": 256, "z3": 384, "dx3": 400, "dx2": 448}
+    ones = {n: pack_mask(np.ones(w.size, bool), dw) for n, w in (("m1", w1), ("m2", w2),
+                                                                  ("m3", w3))}
+    ones = {n: np.concatenate([v, np.zeros(len(v) % 2, np.int64)]) for n, v in ones.items()}
+    base = ADDR["stage"]
+    mem_t = [("x1", BUF_ACT, x1), ("w1", BUF_WGT, w1), ("w2", BUF_WGT, w2), ("w3", BUF_WGT, w3),
+             ("m1", BUF_MASK, ones["m1"]), ("m2", BUF_MASK, ones["m2"]),
+             ("m3", BUF_MASK, ones["m3"]), ("lab", BUF_ACT, np.array([label, 0]))]
+    writes, cmds, off = {}, [], 0
+    for name, buf, t in mem_t:
+        writes[base + off] = t.ravel().astype("<i2").tobytes()
+        cmds.append(desc(buf, A[name], t.size, DIR_LOAD, base + off))
+        off += -(-(2 * t.size) // 64) * 64          # beat-aligned addresses
+
+    def job(mode, cin, cout, h, w, k, pad, wn, mn, act=0, grad=0, out=0):
+        return job_cmd(mode=Phase.from_name(mode).value, batch=1, cin=cin, cout=cout, h=h, w=w,
+                       kh=k, kw=k, stride2=0, pad=pad, raw=0, act_base=act, grad_base=grad,
+                       w_base=A[wn], m_base=A[mn] * dw, out_base=out)
+
+    geo1 = dict(relu=1, lgk=1, zfc=0, b=1, c=3, h=8, w=8, aux=0, keep=0)
+    geo2 = dict(relu=1, lgk=1, zfc=0, nfc=1, b=1, c=4, h=4, w=4, aux=0, keep=48)
+    cmds += [
+        job("fp", 2, 3, 8, 8, 3, 1, "w1", "m1", act=A["x1"], out=A["z1"]),
+        _stage(STAGE_FWD, nfc=0, src=A["z1"], dst=A["a1"], **geo1),
+        job("fp", 3, 4, 4, 4, 3, 1, "w2", "m2", act=A["a1"], out=A["z2"]),
+        _stage(STAGE_FWD, src=A["z2"], dst=A["a2"], **geo2),
+        job("fp", 16, 5, 1, 1, 1, 0, "w3", "m3", act=A["a2"], out=A["z3"]),
+        _stage(STAGE_LOSS, relu=0, lgk=0, zfc=1, nfc=1, b=1, c=5, h=1, w=1, src=A["z3"],
+               dst=A["g3"], aux=A["lab"], keep=0),
+        job("bp", 16, 5, 1, 1, 1, 0, "w3", "m3", grad=A["g3"], out=A["dx3"]),
+        _stage(STAGE_BWD, src=A["dx3"], dst=A["g2"], **geo2),
+        {"kind": dpm.CMD_PRUNE, "prune": {"base": A["g2"], "n": g2.size, "k_p": k_p,
+                                          "shift": sh, "seed": pseed}},
+        job("bp", 3, 4, 4, 4, 3, 1, "w2", "m2", grad=A["g2"], out=A["dx2"]),
+        _stage(STAGE_BWD, nfc=0, src=A["dx2"], dst=A["g1"], **geo1),
+    ]
+    res_t = [("a1", BUF_ACT, a1), ("a2", BUF_ACT, a2.reshape(-1)), ("g3", BUF_GRAD, dl),
+             ("g2", BUF_GRAD, gp2), ("g1", BUF_GRAD, g1)]
+    results, roff = {}, 0x1000
+    for name, buf, t in res_t:
+        cmds.append(desc(buf, A[name], t.size, DIR_STORE, base + roff))
+        results[base + roff] = np.asarray(t, np.int64)
+        roff += -(-(2 * t.size) // 64) * 64
+    info = {"tau": tau, "prune_n": g2.size,
+            "stages": [(STAGE_FWD, 1, 3, 8, 8), (STAGE_FWD, 1, 4, 4, 4),
+                       (STAGE_LOSS, 1, 5, 1, 1), (STAGE_BWD, 1, 4, 4, 4),
+                       (STAGE_BWD, 1, 3, 8, 8)]}
+    return cmds, writes, results, info
+
+
+@pytest.mark.parametrize("pattern", ["always", "random"])
+def test_dataplane_stage_chain(pattern):
+    """CMD_STAGE between real jobs (:func:`stage_case`): every stored tensor equals the golden
+    step's, nothing else in memory changes, STAGE_CYCLES is the sum of ``stage_cycles`` of the
+    five stages, the threshold is the golden one and the prune after the BWD stage took one
+    pass (the stage summed |g| as it wrote the gradient)."""
+    from sparseforge.hdl.dp_prune import prune_job_cycles
+    from sparseforge.hdl.dp_stage import stage_cycles
+    seed = 1700
+    print(f"seed={seed} pattern={pattern}")
+    cmds, writes, results, info = stage_case(CFG, seed)
+    res = run_exact(cmds, writes, results, seed, pattern)
+    assert res["stage_cycles"] == sum(stage_cycles(*s) for s in info["stages"])
+    assert res["prune_tau"] == info["tau"]
+    epw = CFG.dma_width // CFG.data_width
+    assert res["prune_cycles"] == prune_job_cycles(info["prune_n"], epw, CFG.data_width, True)
+    print(f"stages: {res['stage_cycles']} cycles; prune {res['prune_cycles']}")
+
+
+def _stage_bad(label=None, **over):
+    """The loads and the commands of :func:`stage_case` up to the LOSS stage (fields of the
+    last stage command replaced by ``over``), or only the loads and a BWD stage (``over``
+    with ``bwd_only``)."""
+    cmds, _, _, _ = stage_case(CFG, 1400, label=label)
+    if over.pop("bwd_only", False):
+        return cmds[:8] + [cmds[15]]                 # no FWD stage ran: KEEP not written
+    upto = cmds[:14]
+    c = upto[-1]
+    return upto[:-1] + [{"kind": c["kind"], "stage": dict(c["stage"], **over)}]
