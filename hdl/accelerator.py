@@ -285,6 +285,7 @@ class Accelerator(wiring.Component):
                          regs.dma_beats.eq(dp.dma_beats), regs.prune_cycles.eq(dp.prune_cycles),
                          regs.pregen_cycles.eq(dp.pregen_cycles),
                          regs.pregen_exposed.eq(dp.pregen_exposed_cycles),
+                         regs.stage_cycles.eq(dp.stage_cycles),
                          regs.prune_tau.eq(dp.prune_tau)]
         return m
 

@@ -303,6 +303,16 @@ class Driver:
         #: 32-bit words read from the card memory only for checking (:meth:`debug_read`), not
         #: counted in ``card_words_out``
         self.debug_words = 0
+        #: where the next data-plane phases find their gradient and put their results, for a
+        #: caller that chains them on chip (the e2e step's between-layer stages): ``"dy"``,
+        #: the GRAD element base of a BP / WG phase's ``dy`` and of :meth:`prune_onchip`'s
+        #: gradient (default 0); ``"bp_out"``, the OUT base of a BP phase's result (default 0)
+        self.dp_bases: dict = {}
+        #: FP / BP results stay in OUT (no store; read for checking by :meth:`debug_read`):
+        #: a :meth:`stage_onchip` reads them there
+        self.keep_results = False
+        #: the last :meth:`stage_onchip`'s figures
+        self.last_stage: dict = {}
 
     @classmethod
     async def start(cls, dut, cfg, *, period_ns: int = 10):
@@ -739,6 +749,10 @@ class Driver:
                 raise ValueError("the fused SGD update needs a WG phase and a home")
             tensors["w"] = np.asarray(kw["w"])
         bases = {} if h is None else {"w": h["w"], "mask": h["mf"] if phase == "fp" else h["mb"]}
+        if phase != "fp":
+            bases["dy"] = int(self.dp_bases.get("dy", 0))
+        if phase == "bp":
+            bases["out"] = int(self.dp_bases.get("bp_out", 0))
         if h is not None and "x" in tensors:
             bases["x"] = self._act_home(home, int(np.asarray(tensors["x"]).size))
         sizes = {k: int(np.asarray(v).size) for k, v in tensors.items()}
@@ -758,7 +772,7 @@ class Driver:
                 self.card_write(addrs[name], t)
         # with the update the results stay on chip: dW (and the side's masks) are read for
         # checking after the phase, outside its counters
-        keep = update is not None
+        keep = update is not None or (self.keep_results and phase != "wg")
         cmds = self.phase_commands(phase, shapes, stride=stride, padding=padding, addrs=addrs,
                                    bases=bases, skip=skip, update=update, store=not keep)
         if side:                  # a pre-generation beside the (WG) job: one packet
@@ -777,10 +791,12 @@ class Driver:
             if not (keep and name == "w"):
                 self._mark(bufs[name], bases.get(name, 0), t)
         if keep:
-            out = (await self.debug_read(dpm.BUF_OUT, 0, sizes["out"])).reshape(shapes["out"])
-            w_new = await self.debug_read(dpm.BUF_WGT, h["w"], h["n"])
-            self._mark(dpm.BUF_WGT, h["w"], w_new)
-            out = (out, w_new.reshape(np.shape(kw["w"])))
+            out = (await self.debug_read(dpm.BUF_OUT, bases.get("out", 0), sizes["out"])
+                   ).reshape(shapes["out"])
+            if update is not None:
+                w_new = await self.debug_read(dpm.BUF_WGT, h["w"], h["n"])
+                self._mark(dpm.BUF_WGT, h["w"], w_new)
+                out = (out, w_new.reshape(np.shape(kw["w"])))
         else:
             out = self.card_read(addrs["out"], sizes["out"]).reshape(shapes["out"])
         if side:
@@ -893,15 +909,16 @@ class Driver:
         c0, d0 = self.card_words_in, self.card_words_out
         had, self._resident = self._resident, {}
         cmds = []
-        if not self._holds(had, dpm.BUF_GRAD, 0, g):
+        gb = int(self.dp_bases.get("dy", 0))          # the gradient's GRAD base
+        if not self._holds(had, dpm.BUF_GRAD, gb, g):
             self.card_write(addr, g)
-            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0,
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": gb,
                                                         "length": n, "dir": DIR_LOAD,
                                                         "addr": addr}})
-        cmds.append({"kind": dpm.CMD_PRUNE, "prune": {"base": 0, "n": n, "k_p": int(k_p),
+        cmds.append({"kind": dpm.CMD_PRUNE, "prune": {"base": gb, "n": n, "k_p": int(k_p),
                                                       "shift": int(shift), "seed": int(seed)}})
         if not keep:
-            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": 0,
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_GRAD, "base": gb,
                                                         "length": n, "dir": DIR_STORE,
                                                         "addr": addr}})
         pk = [] if step is None else [self.codec.step_packet(step)]
@@ -909,19 +926,120 @@ class Driver:
                                 moved="prune_cycles")
         tau = await self.read("PRUNE_TAU")
         if keep:
-            out = (await self.debug_read(dpm.BUF_GRAD, 0, n)).reshape(g.shape)
+            out = (await self.debug_read(dpm.BUF_GRAD, gb, n)).reshape(g.shape)
         else:
             out = self.card_read(addr, n).reshape(g.shape)
         # GRAD now holds the pruned tensor: the BP and WG phases that take it load nothing
         self._resident = dict(had)
-        self._mark(dpm.BUF_GRAD, 0, out)
-        # loaded right before CMD_PRUNE: the data plane summed |g| on the way in (one pass)
+        self._mark(dpm.BUF_GRAD, gb, out)
+        # loaded right before CMD_PRUNE, or written by a backward / loss stage right before:
+        # the data plane summed |g| on the way in (one pass)
+        from sparseforge.hdl.dp_prune import prune_job_cycles
+        epw = max(1, cfg.dma_width // cfg.data_width)
         self.last_prune = {"cycles": d["prune_cycles"], "dma_cycles": d["dma_exposed"],
-                           "summed": cmds[0]["kind"] == dpm.CMD_DESC,
+                           "summed": d["prune_cycles"] == prune_job_cycles(
+                               n, epw, cfg.data_width, summed=True),
                            "dma_beats": d["dma_beats"], "elements": n, "tau": tau,
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0}
         return out, tau
+
+    async def stage_onchip(self, op: str, *, shape, src: int = 0, dst: int = 0, keep: int = 0,
+                           pool: int = 1, relu: bool = True, zfc: bool = False,
+                           nfc: bool = False, labels=None, aux: int = 0, step=None,
+                           read: bool = True):
+        """One between-layer stage in the data plane (``CMD_STAGE``, ``hdl/dp_stage.py``),
+        from the result a phase left in ``BUF_OUT`` (:attr:`keep_results`) to the buffer the
+        next phase reads, with no tensor crossing the bus:
+
+        * ``op="fwd"``: ReLU (``relu``) and ``pool x pool`` max-pool with stride ``pool`` (1, 2
+          or 4) of ``z`` (``shape`` = ``(B, C, H, W)``; ``zfc``: ``z`` is an FC layer's output
+          in the FC view ``(1, C, 1, B)``, ``shape`` then ``(B, C, 1, 1)``) at OUT element
+          ``src``; the result goes to ACT element ``dst`` in the next layer's input layout
+          (``nfc``: the FC view of the flattened features), the pool winners and ReLU bits
+          to KEEP entries ``keep ..``. Returns the next layer's input as the buffer holds it
+          (``(B, C, Ho, Wo)``, or ``(1, C*Ho*Wo, 1, B)`` with ``nfc``).
+        * ``op="bwd"``: pool and ReLU backward of the gradient at OUT ``src`` (the next
+          layer's BP result, in its input layout) with the KEEP entries of the forward stage
+          of the same ``shape`` / ``keep``; the gradient of ``z`` goes to GRAD ``dst`` in
+          ``z``'s layout (the sum of its magnitudes taken on the way: a
+          :meth:`prune_onchip` of it runs one pass). Returns it (``(B, C, H, W)``, or ``(1, C,
+          1, B)`` with ``zfc``).
+        * ``op="loss"``: ``sat(z - one * onehot(labels))`` of the logits ``z`` (``shape`` =
+          ``(B, classes, 1, 1)``, the FC view) at OUT ``src``; ``labels`` (``B`` class
+          indices) are placed in the card memory and loaded into ACT at ``aux`` (a whole
+          word) in the same packet. Returns the loss gradient in the FC view ``(1, classes,
+          1, B)``.
+
+        The result is read back for checking (:meth:`debug_read`, :attr:`debug_words`) unless
+        ``read=False`` (then None), and recorded as what the buffer holds (a phase taking it
+        loads nothing). :attr:`last_stage` holds ``cycles`` (STAGE_CYCLES), ``dma_cycles``,
+        ``card_words_in``. ``RuntimeError`` with the ERROR_CODE when the data plane refuses
+        it (0x46: a label outside ``[0, classes)``)."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dma import DIR_LOAD
+        from sparseforge.hdl.dp_stage import STAGE_BWD, STAGE_FWD, STAGE_LOSS
+        if self.ram is None:
+            raise ValueError("stage_onchip needs a core with the data plane (data_plane='dma')")
+        ops = {"fwd": STAGE_FWD, "bwd": STAGE_BWD, "loss": STAGE_LOSS}
+        if op not in ops:
+            raise ValueError(f"op must be one of {sorted(ops)}, not {op!r}")
+        if pool not in (1, 2, 4):
+            raise ValueError(f"pool must be 1, 2 or 4 (window = stride), not {pool!r}")
+        B, C, H, W = (int(v) for v in shape)
+        lgk = pool.bit_length() - 1
+        cfg = self.codec.cfg
+        epw = max(1, cfg.dma_width // cfg.data_width)
+        cmds, c0 = [], self.card_words_in
+        had, self._resident = self._resident, {}
+        if op == "loss":
+            if labels is None or np.shape(labels) != (B,):
+                raise ValueError(f"the loss stage needs labels of shape ({B},)")
+            lab = np.zeros(-(-B // epw) * epw, np.int64)
+            lab[:B] = np.asarray(labels, np.int64)
+            # a label outside the data width would wrap: the hardware compares the raw bits
+            lab[:B] = np.where((lab[:B] < 0) | (lab[:B] >= 1 << (cfg.data_width - 1)),
+                               -1, lab[:B])
+            addr = self.card_layout({"lab": lab.size})["lab"]
+            self.card_write(addr, lab)
+            cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_ACT, "base": int(aux),
+                                                        "length": int(lab.size),
+                                                        "dir": DIR_LOAD, "addr": addr}})
+            relu, lgk, zfc, nfc = False, 0, True, True
+        cmds.append({"kind": dpm.CMD_STAGE, "stage": {
+            "op": ops[op], "relu": int(bool(relu)), "lgk": lgk, "zfc": int(bool(zfc)),
+            "nfc": int(bool(nfc)), "b": B, "c": C, "h": H, "w": W, "src": int(src),
+            "dst": int(dst), "aux": int(aux), "keep": int(keep)}})
+        pk = [] if step is None else [self.codec.step_packet(step)]
+        try:
+            d = await self._dp_exec(f"{op} stage", pk, cmds,
+                                    ("stage_cycles", "dma_exposed", "dma_beats"),
+                                    moved="stage_cycles")
+        except RuntimeError:
+            self._resident = {}
+            raise
+        self._resident = dict(had)
+        if op == "loss":
+            self._mark(dpm.BUF_ACT, int(aux), lab)
+        Ho, Wo = H >> lgk, W >> lgk
+        if op == "fwd":
+            buf, n = dpm.BUF_ACT, B * C * Ho * Wo
+            oshape = (1, C * Ho * Wo, 1, B) if nfc else (B, C, Ho, Wo)
+        else:
+            buf, n = dpm.BUF_GRAD, B * C * H * W
+            oshape = (1, C, 1, B) if zfc else (B, C, H, W)
+        self.last_stage = {"op": op, "cycles": d["stage_cycles"],
+                           "dma_cycles": d["dma_exposed"], "dma_beats": d["dma_beats"],
+                           "card_words_in": self.card_words_in - c0, "card_words_out": 0,
+                           "elements": n}
+        if not read:
+            # what it wrote is unknown to the host: forget what the range held
+            self._mark(buf, int(dst), np.full(n, np.iinfo(np.int64).min))
+            del self._resident[(buf, int(dst))]
+            return None
+        out = (await self.debug_read(buf, int(dst), n)).reshape(oshape)
+        self._mark(buf, int(dst), out)
+        return out
 
     async def _dp_exec(self, what: str, head: list, cmds: list, counters: tuple,
                        moved: str = "dma_beats") -> dict:

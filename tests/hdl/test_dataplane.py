@@ -372,6 +372,17 @@ def _error_scenarios(cfg):
                               [0x40 | JobErr.BEYOND], None, None),
         "err_update_not_loaded": (lambda: _update_bad(w_base=64), [0x40 | JobErr.NOT_LOADED],
                                   None, None),
+        # CMD_STAGE: a label outside [0, classes) -> LABEL after the stage ran; a loss stage
+        # with pooling (H = W = 1 is not a multiple of 2) -> SHAPE; a gradient past GRAD ->
+        # BEYOND; a backward stage without its forward stage (no KEEP entries) ->
+        # NOT_LOADED; a command kind past CMD_STAGE -> SHAPE
+        "err_stage_label": (lambda: _stage_bad(label=5), [0x40 | JobErr.LABEL], None, None),
+        "err_stage_shape": (lambda: _stage_bad(lgk=1), [0x40 | JobErr.SHAPE], None, None),
+        "err_stage_beyond": (lambda: _stage_bad(dst=cfg.grad_mem_elems - 2),
+                             [0x40 | JobErr.BEYOND], None, None),
+        "err_stage_keep": (lambda: _stage_bad(bwd_only=True), [0x40 | JobErr.NOT_LOADED],
+                           None, None),
+        "err_stage_kind": (lambda: [{"kind": 5}], [0x40 | JobErr.SHAPE], None, None),
     }
 
 
@@ -535,9 +546,11 @@ def scenario(name, cfg, seed):
 
     Error scenarios: the bad commands, then a whole FP phase whose store aims at
     OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
-    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg", "wg_update"):
+    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg", "wg_update", "stage_chain"):
         if name == "prune_wg":
             cmds, writes, results, _ = prune_case(cfg, seed)
+        elif name == "stage_chain":
+            cmds, writes, results, _ = stage_case(cfg, seed)
         elif name == "wg_update":
             cmds, writes, results = update_case(cfg, seed, big=True)
         else:
@@ -547,7 +560,7 @@ def scenario(name, cfg, seed):
         for a, t in results.items():
             want[a:a + 2 * t.size] = t.ravel().astype("<i2").tobytes()
         return {"mem": mem, "cmds": cmds, "errs": [], "want": want, "bad": None,
-                "abort_at": None, "ref": results[ADDR["out"]]}
+                "abort_at": None, "ref": results.get(ADDR["out"])}
     if name in GOOD_SCENARIOS:
         a = dict(GOOD_SCENARIOS[name])
         loads, job, store, ref, writes = make_phase(a.pop("mode"), cfg, seed=seed, **a)
@@ -559,6 +572,9 @@ def scenario(name, cfg, seed):
                                                     seed=1400)
         store_d = desc(BUF_OUT, 6, ref.size, DIR_STORE, OUT_DISCARDED)
         cmds = make_bad() + loads + [job, store_d, "abort"] + loads + [job, store]
+        if name.startswith("err_stage"):        # the stage commands' operands
+            writes = {**writes, **stage_case(cfg, 1400, label=5 if name == "err_stage_label"
+                                             else None)[1]}
     mem = fresh_mem(seed, writes)
     want = bytearray(mem)
     want[ADDR["out"]:ADDR["out"] + 2 * ref.size] = ref.ravel().astype("<i2").tobytes()
@@ -593,7 +609,9 @@ def _error_case(name, seed=1400):
                                   "err_pregen_n", "err_pregen_beyond",
                                   "err_pregen_not_loaded", "err_update_fp",
                                   "err_update_misaligned", "err_update_beyond",
-                                  "err_update_not_loaded"])
+                                  "err_update_not_loaded", "err_stage_label",
+                                  "err_stage_shape", "err_stage_beyond", "err_stage_keep",
+                                  "err_stage_kind"])
 def test_dataplane_errors(name):
     _error_case(name)
 
@@ -602,7 +620,8 @@ def test_dataplane_cocotb(sim, cocotb_run):
     """The emitted Verilog (DataPlane + PEArray) with cocotbext-axi AxiRam: three phases and
     every error scenario, whole RAM compared."""
     seed = 1500
-    names = list(GOOD_SCENARIOS) + ["prune_wg", "pregen_fp_bp", "pregen_wg", "wg_update"] + \
+    names = list(GOOD_SCENARIOS) + ["prune_wg", "pregen_fp_bp", "pregen_wg", "wg_update",
+                                    "stage_chain"] + \
         list(_error_scenarios(CFG))
     print(f"seed={seed} sim={sim} scenarios={names}")
     n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
