@@ -312,6 +312,12 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
             a = r
         rec["a"] = a
         res.fp[lay.name] = rec
+        # a backend with the between-layer stages on chip runs this layer's ReLU / pooling
+        # there, into the next layer's input (checked against ``a``)
+        fwd_stage = getattr(backend, "stage_forward", None)
+        if fwd_stage is not None and lay.id + 1 < len(net.compute):
+            nxt = net.compute[lay.id + 1]
+            await fwd_stage(lay, nxt, z4, _conv_view_in(nxt, a))
     logits = a
     if logits.ndim != 2:
         raise ValueError(f"the last layer must give (B, classes) logits, not {logits.shape}")
@@ -319,6 +325,10 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
     onehot[np.arange(net.batch), labels] = 1 << fb
     res.logits = logits
     res.dlogits = d = _sat(logits - onehot, dw_)
+    loss_stage = getattr(backend, "stage_loss", None)
+    if loss_stage is not None:
+        backend.layer = net.compute[-1].name
+        await loss_stage(net.compute[-1], labels, d.T[None, :, None, :].copy())
 
     # ---- backward, update, pre-generation
     weights, masks = dict(state.weights), dict(state.masks)
@@ -331,15 +341,23 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
         rec.update(fwd=np.asarray(nf, bool), bwd=np.asarray(nb, bool))
         masks[lay.name] = (rec["fwd"], rec["bwd"])
 
+    def layer_gradient(lay, d):
+        """The pool / ReLU backward of layer ``lay`` for its output gradient ``d``, in the conv
+        view (FC: ``(1, Cout, 1, B)``)."""
+        f = res.fp[lay.name]
+        if lay.pool is not None:
+            d = maxpool_backward(d, f["arg"], f["r"].shape, *lay.pool, dw_)
+        g = d * (f["z"] > 0) if lay.relu else d
+        return g.T[None, :, None, :].copy() if lay.kind == "fc" else g
+
+    bwd_stage = getattr(backend, "stage_backward", None)
+
     for lay in reversed(net.compute):
         f = res.fp[lay.name]
         backend.layer = lay.name
         rec = {"d": d}
-        if lay.pool is not None:
-            d = maxpool_backward(d, f["arg"], f["r"].shape, *lay.pool, dw_)
-        g = d * (f["z"] > 0) if lay.relu else d
         # FC: (B, Cout) -> the conv view (1, Cout, 1, B)
-        g4 = g.T[None, :, None, :].copy() if lay.kind == "fc" else g
+        g4 = layer_gradient(lay, d)
         rec["g"] = g4
         if lay.prune:
             k_p, s = golden.prune_threshold_params(net.prune_p, g4.size)
@@ -355,13 +373,23 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
         fwd, bwd = (_conv_view_w(lay, mk) for mk in state.masks[lay.name])
         xin = f["x"]
         if lay.id > 0:
+            p_lay = net.compute[lay.id - 1]
+            if bwd_stage is not None:
+                # where the on-chip backward stage of the previous layer will run (before
+                # this layer's WG or after it): decided before BP places its result
+                backend.plan_backward(lay, p_lay, int(res.fp[lay.name]["z"].size),
+                                      int(res.fp[p_lay.name]["z"].size))
             dx4 = await backend.bp(gp, w4, bwd, xin.shape, lay.stride, lay.padding)
-            prev = res.fp[net.compute[lay.id - 1].name]["a"]
+            prev = res.fp[p_lay.name]["a"]
             if lay.kind == "fc":                  # (1, Cin, 1, B) -> previous output shape
                 dx = dx4[0, :, 0, :].T.reshape(prev.shape).copy()
             else:
                 dx = dx4
             rec["dx"] = dx
+            if bwd_stage is not None:
+                # the previous layer's gradient from dx on chip (checked against the golden
+                # one); the backend may hold it until this layer's WG has run
+                await bwd_stage(p_lay, lay, layer_gradient(p_lay, dx))
         # a backend with the weights on chip fuses the update into the WG job: it returns dW
         # and the updated weight it holds (read back for checking)
         fused = getattr(backend, "update_in_wg", None)
@@ -383,6 +411,9 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
             dw = r.reshape(w.shape)
             w_new = _sat(w - (dw >> lr_shift), dw_)
         rec.update(dw=dw, w_new=w_new)
+        if bwd_stage is not None:
+            await backend.after_wg()
+            backend.layer = lay.name
         weights[lay.name] = w_new
         if lay.bdwp and lay.id > 0 and defer is not None and defer(w_new, n_nm):
             await backend.pregen_step(w_new)          # the schedule's PREGEN steps, in place
@@ -480,7 +511,149 @@ class ModelBackend(GoldenBackend):
         return r.fwd_mask, r.bwd_mask
 
 
-class RTLBackend(ModelBackend):
+# -- between-layer stages on chip (CMD_STAGE; sim/host/driver.py Driver.stage_onchip) -------
+def _stage_geometry(lay, z4):
+    """``((B, C, H, W), zfc)`` of a layer's output ``z`` in its conv view."""
+    if lay.kind == "fc":                       # (1, Cout, 1, B)
+        return (int(z4.shape[3]), int(z4.shape[1]), 1, 1), True
+    return tuple(int(v) for v in z4.shape), False
+
+
+def _stage_lgk(lay):
+    """``log2`` of the layer's pool (window = stride in {2, 4}), 0 without one, None when the
+    stage unit cannot take it (overlapping or odd windows: the host runs it)."""
+    if lay.pool is None:
+        return 0
+    k, s = lay.pool
+    return {2: 1, 4: 2}.get(k) if k == s else None
+
+
+class _StageMixin:
+    """The :class:`RTLBackend`'s between-layer stages (issue 17 item 1): the step calls
+    :meth:`stage_forward` after each layer's FP, :meth:`stage_loss` after the last,
+    :meth:`plan_backward` / :meth:`stage_backward` around each BP and :meth:`after_wg` after
+    each WG. Each stage's result is read back and must equal the golden step's tensor
+    (``AssertionError`` otherwise); a stage the configuration cannot place runs on the host
+    (the next phase then loads its operand as before)."""
+
+    def _stages_on(self) -> bool:
+        return bool(self.stages and self.resident and self.drv.ram is not None)
+
+    def _last_layer(self) -> bool:
+        return bool(self.drv.homes) and list(self.drv.homes)[-1] == self.layer
+
+    def _stage_log(self, layer, op, t0, c0, w0, g0):
+        st = self.drv.last_stage
+        self.log.append({"layer": layer, "phase": "stage", "stage_op": op,
+                         "io_cycles": self._now() - c0, **self._words(w0),
+                         "data_plane": "dma", "job_cycles": st["cycles"],
+                         "dma_cycles": st["dma_cycles"], "card_words_in": st["card_words_in"],
+                         "card_words_out": 0, "elements": st["elements"],
+                         "debug_words": self.drv.debug_words - g0,
+                         "host_s": time.perf_counter() - t0})
+
+    def _check_stage(self, what, got, want):
+        if got.size != np.asarray(want).size or \
+                not np.array_equal(got.reshape(-1), np.asarray(want).reshape(-1)):
+            raise AssertionError(f"{what}: the on-chip stage's result differs from the golden "
+                                 f"step's")
+
+    async def _stage(self, layer, op, want, **kw):
+        t0, c0, w0, g0 = time.perf_counter(), self._now(), self._words(), self.drv.debug_words
+        out = await self.drv.stage_onchip(op, **kw)
+        self._stage_log(layer, op, t0, c0, w0, g0)
+        self._check_stage(f"{layer} {op} stage", out, want)
+        return out
+
+    async def stage_forward(self, lay, nxt, z4, a_next):
+        """ReLU / pooling of ``lay``'s output (left in OUT by its FP) into ``nxt``'s input
+        home in ACT; its pool winners in KEEP."""
+        if lay.id == 0:
+            self._keep, self._keep_end, self._dy_base = {}, 0, {}
+        lgk = _stage_lgk(lay)
+        if not self._stages_on() or lgk is None or nxt.name not in self.drv.homes:
+            return
+        shape, zfc = _stage_geometry(lay, z4)
+        npool = int(np.asarray(a_next).size)
+        kb = self._keep_end
+        if kb + npool > self.cfg.keep_mem_elems or (zfc and lgk):
+            return
+        dst = self.drv._act_home(nxt.name, npool)
+        if dst == 0:                   # no home after the earlier inputs: the host path
+            return
+        await self._stage(lay.name, "fwd", a_next, shape=shape, src=0, dst=dst, keep=kb,
+                          pool=1 << lgk, relu=lay.relu, zfc=zfc, nfc=nxt.kind == "fc")
+        self._keep[lay.name] = kb
+        self._keep_end = kb + npool
+
+    async def stage_loss(self, last, labels, d4):
+        """The loss gradient from the logits the last FP left in OUT and the labels (loaded
+        into ACT after the layers' inputs), into GRAD at 0."""
+        if not self._stages_on():
+            return
+        from sparseforge.hdl.dataplane import BUF_ACT, buf_sizes
+        epw = max(1, self.cfg.dma_width // self.cfg.data_width)
+        sizes = [self.drv._x_sizes.get(n) for n in self.drv.homes]
+        if any(v is None or v % epw for v in sizes):
+            return
+        aux = sum(sizes)
+        B = int(np.asarray(labels).size)
+        if aux + -(-B // epw) * epw > buf_sizes(self.cfg)[BUF_ACT] or \
+                int(np.asarray(d4).size) > self.cfg.grad_mem_elems:
+            return
+        await self._stage(last.name, "loss", d4, shape=(B, last.cout, 1, 1), src=0, dst=0,
+                          labels=np.asarray(labels), aux=aux)
+        self._dy_base[last.name] = 0
+
+    def plan_backward(self, lay, prev, n_g, n_prev):
+        """Before ``lay``'s BP: where ``prev``'s backward stage runs -- right after the BP
+        (``"now"``: its gradient into GRAD right after ``lay``'s, which the WG still reads) or
+        after the WG (``"after"``: the BP result placed in OUT after the WG's ``dW``); None
+        (the host path) when neither fits or ``prev`` had no forward stage."""
+        from sparseforge.hdl.dataplane import BUF_GRAD, BUF_OUT, buf_sizes
+        self._plan = None
+        self.drv.dp_bases["bp_out"] = 0
+        if not self._stages_on() or prev.name not in self._keep or lay.name not in \
+                self.drv.homes:
+            return
+        sizes = buf_sizes(self.cfg)
+        epw = max(1, self.cfg.dma_width // self.cfg.data_width)
+        gb = self._dy_base.get(lay.name, 0) + n_g
+        n_dx = self.drv._x_sizes.get(lay.name)
+        n_w = self.drv.homes[lay.name]["n"]
+        ob = -(-n_w // epw) * epw
+        if gb % epw == 0 and gb + n_prev <= sizes[BUF_GRAD]:
+            self._plan = ("now", gb, 0)
+        elif n_dx is not None and ob + n_dx <= sizes[BUF_OUT] and n_prev <= sizes[BUF_GRAD]:
+            self._plan = ("after", 0, ob)
+            self.drv.dp_bases["bp_out"] = ob
+
+    async def stage_backward(self, prev, lay, g_prev):
+        """``prev``'s pool / ReLU backward from ``lay``'s BP result in OUT (as planned)."""
+        plan, self._plan = self._plan, None
+        if plan is None:
+            return
+        mode, dst, src = plan
+        shape, zfc = _stage_geometry(prev, g_prev)
+        args = dict(shape=shape, src=src, dst=dst, keep=self._keep[prev.name],
+                    pool=1 << _stage_lgk(prev), relu=prev.relu, zfc=zfc,
+                    nfc=lay.kind == "fc")
+        if mode == "now":
+            await self._stage(prev.name, "bwd", g_prev, **args)
+            self._dy_base[prev.name] = dst
+        else:
+            self._pending = (prev.name, g_prev, args)
+
+    async def after_wg(self):
+        """A backward stage held until the WG had run (its gradient's GRAD range was the WG's
+        operand)."""
+        if self._pending is not None:
+            (name, g_prev, args), self._pending = self._pending, None
+            await self._stage(name, "bwd", g_prev, **args)
+            self._dy_base[name] = args["dst"]
+
+
+class RTLBackend(_StageMixin, ModelBackend):
     """Every phase on the ``accelerator`` RTL through ``driver`` (a running cocotb
     :class:`~sparseforge.sim.host.driver.Driver`). After each array phase the counters are read
     over AXI4-Lite (CYCLES, and BUSY_MAC / NNZ of PE 0) and logged with the array model's
@@ -493,7 +666,7 @@ class RTLBackend(ModelBackend):
     controls, the pruner's threshold rule and the pre-generation runs come from the schedule
     (hdl/controller.py); the host sends the data."""
 
-    def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None):
+    def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None, stages=True):
         super().__init__(cfg)
         self.drv = driver
         self.clock_ns = clock_ns
@@ -505,6 +678,14 @@ class RTLBackend(ModelBackend):
         self.resident = False
         #: what :meth:`load_network` moved since the last :meth:`take_network_load`
         self.network_load = None
+        #: the between-layer stages run on chip (``CMD_STAGE``) where the network is resident
+        #: (``stages=False``: on the host, every layer's output crossing the bus)
+        self.stages = stages
+        self._keep: dict = {}          # layer -> its KEEP base (forward stage)
+        self._keep_end = 0
+        self._dy_base: dict = {}       # layer -> GRAD base of its gradient
+        self._plan = None              # the planned backward stage (plan_backward)
+        self._pending = None           # a backward stage held until the WG has run
 
     async def load_network(self, weights: dict, masks: dict):
         """On a core with the data plane where the network's weights and masks fit
@@ -634,8 +815,21 @@ class RTLBackend(ModelBackend):
                 "card_words_out": lp["card_words_out"], "resident": lp["resident"],
                 "update": lp["update"], **extra}
 
+    def _place(self, mode):
+        """The driver's placement for the next data-plane operation of the current layer: its
+        gradient's GRAD base, and whether an FP / BP result stays in OUT for a stage (the last
+        layer's logits are stored: the host reads them)."""
+        drv = self.drv
+        if not self._stages_on():
+            drv.dp_bases, drv.keep_results = {}, False
+            return
+        drv.dp_bases["dy"] = self._dy_base.get(self.layer, 0)
+        drv.keep_results = (mode == "fp" and not self._last_layer()) or \
+            (mode == "bp" and self._plan is not None)
+
     async def _run_rtl(self, mode, _pregen=None, _update=None, **kw):
         t0 = time.perf_counter()
+        self._place(mode)
         if self.prev is None:
             self.prev = await self._counters()
         await self.drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -725,6 +919,7 @@ class RTLBackend(ModelBackend):
         golden one, else ``AssertionError``); otherwise the stream pruner with the host's
         ``tau``."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
+        self._place("prune")
         step = await self._step("PRUNE")
         dp = {}
         if self.drv.ram is not None and rule is not None:
@@ -790,8 +985,9 @@ def cycle_table(log: list[dict]) -> str:
 
 #: Version of the report's schema; bumped when a field changes meaning.
 REPORT_SCHEMA_VERSION = 1
-#: The report's phase codes (:data:`sparseforge.hdl.wire.PHASE_CODES`); ``update`` and
-#: ``stage`` are still host work in this version and do not appear in a report yet.
+#: The report's phase codes (:data:`sparseforge.hdl.wire.PHASE_CODES`); ``update`` runs
+#: inside the WG job (no phase of its own); ``stage`` is a between-layer stage on chip
+#: (``CMD_STAGE``; ``op``: ``fwd``, ``bwd``, ``loss``).
 ARRAY_PHASES = tuple(p.name.lower() for p in Phase)
 
 
@@ -843,6 +1039,8 @@ def report_phase(rec: dict) -> dict:
             out["beside"] = rec["beside"]
         if rec.get("update"):              # the SGD update fused into this WG job
             out["update"] = True
+        if "stage_op" in rec:              # a between-layer stage: fwd, bwd or loss
+            out["op"] = rec["stage_op"]
     if arr:
         # which path ran it: a dma configuration still runs a chunked WG phase host-fed
         out["data_plane"] = rec.get("data_plane", "host-stream")
