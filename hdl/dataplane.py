@@ -36,6 +36,19 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   pass); the threshold it used is ``prune_tau``. While it runs, later commands wait (it
   owns the GRAD buffer's DMA port).
 
+* ``kind = CMD_STAGE``: a between-layer stage of the training step
+  (:class:`~sparseforge.hdl.dp_stage.StageUnit`; the fields of :func:`stage_layout` in the
+  bits of ``job``): ReLU and max-pool forward from ``BUF_OUT`` into the next layer's input in
+  ``BUF_ACT`` (the pool winners and ReLU bits kept in the unit's KEEP memory), pool and ReLU
+  backward from the next layer's BP result in ``BUF_OUT`` into ``BUF_GRAD``, or the loss
+  gradient from the logits in ``BUF_OUT`` and labels in ``BUF_ACT`` into ``BUF_GRAD``; one
+  element per cycle. It waits for the DMA engine, a job, the pruner and an earlier stage, is
+  checked in 4 cycles (``SHAPE``, ``BEYOND``, ``NOT_LOADED``: LOSS labels not loaded, BWD
+  without the KEEP entries of a FWD stage), and what it writes counts as loaded. A BWD / LOSS
+  stage sums ``|g|`` as it writes, so a ``CMD_PRUNE`` of its range runs one pass. A label
+  outside ``[0, classes)``: ``LABEL`` when the stage ends. Later commands except
+  ``CMD_PREGEN`` wait for it.
+
 ``cmd.ready`` is high only when the head command can be issued (or is being discarded).
 
 Buffers (element offsets, ``data_width`` elements; sizes from the config): ``BUF_ACT`` (x),
@@ -83,11 +96,12 @@ mode, stride2, pad, out_len, in_len, skip_zero, raw : Out
     The PE array's controls (the mapper's).
 m_axi_* : the DMA engine's AXI4 master.
 dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles,
-prune_cycles, pregen_cycles, pregen_exposed_cycles : Out(32)
+prune_cycles, pregen_cycles, pregen_exposed_cycles, stage_cycles : Out(32)
     Free-running counters: the engine's busy / beat / stall counts, cycles with
     ``job_active``, cycles with the engine busy and no job active (DMA time not hidden),
-    cycles with a prune job running, with a pre-generation running, and with a
-    pre-generation running under neither a job nor a DMA transfer (its time not hidden).
+    cycles with a prune job running, with a pre-generation running, with a
+    pre-generation running under neither a job, a DMA transfer nor a stage (its time not
+    hidden), and with a stage running.
 prune_tau : Out(data_width - 1)
     The threshold of the most recent ``CMD_PRUNE`` (0 after reset / abort).
 
@@ -959,7 +973,8 @@ class DataPlane(wiring.Component):
                                  sg.ns_x.eq(Mux(stc.nfc, stc.b, 1)),
                                  sg.ks_b.eq(s_cho), sg.ks_c.eq(s_howo),
                                  sg.src.eq(stc.src), sg.dst.eq(stc.dst), sg.aux.eq(stc.aux),
-                                 sg.keep.eq(stc.keep), sg.one.eq(1 << self._frac)]
+                                 sg.keep.eq(stc.keep), sg.one.eq(1 << self._frac),
+                                 sg.conv_layouts.eq(~stc.zfc & ~stc.nfc)]
                     # what it writes counts as loaded: the next layer's input (FWD) and the
                     # KEEP entries, or the gradient (BWD / LOSS), whose sum|g| it takes on
                     # the way (a CMD_PRUNE of exactly that range is then one pass)

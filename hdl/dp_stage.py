@@ -43,6 +43,9 @@ zs_b, zs_c, ns_b, ns_c, ns_y, ns_x, ks_b, ks_c : In(stride_width)
     pooled C-order index (b: ``C*Ho*Wo``, c: ``Ho*Wo``).
 src, dst, aux : In(addr_width), keep : In(keep_addr_width)
     Element bases (``aux``: the labels in ``BUF_ACT``) and the first KEEP entry.
+conv_layouts : In(1)
+    ``zfc = nfc = 0`` (the data plane's); with the rest of :func:`stage_lanes` it selects
+    vector mode.
 one : In(data_width)
     ``1 << frac_bits`` (the one-hot's value).
 busy : Out(1)
@@ -58,8 +61,19 @@ wr_en : Out(epw)
     One element write per cycle (``wr_en`` one lane, the value in every lane) into ``BUF_ACT``
     (``STAGE_FWD``) or ``BUF_GRAD``.
 
-Latency/throughput: one element read per cycle; a job takes ``B*C*H*W`` (FWD, BWD; ``B*C`` for
-LOSS) cycles plus :data:`STAGE_OVERHEAD` (:func:`stage_cycles`).
+Throughput (*ours*): **a word of ``epw`` elements per cycle** (vector mode) when the stage
+allows it (:func:`stage_lanes`): FWD / BWD, ``z`` and the next layer's input in the conv layout
+(``zfc = nfc = 0``; an FC -> FC or a batch-1 conv -> FC stage is the same walk and the driver
+sends it so), the window no wider than a word (``k <= epw``), ``W`` a multiple of ``epw`` and
+``src``, ``dst``, ``keep`` on word boundaries. FWD then walks window rows a word at a time
+(``epw / k`` windows side by side, each reduced over its ``k`` lanes, first maximum on ties,
+then merged with the rows before it), BWD walks ``z``'s rows a word at a time (one KEEP word
+and one ``d`` word give the ``epw / k`` windows of the chunk). Otherwise one element per
+cycle (scalar mode). LOSS is always scalar.
+
+Latency/throughput: a job takes ``B*C*H*W / lanes`` (FWD, BWD; ``B*C`` for LOSS) cycles plus
+:data:`STAGE_OVERHEAD` (:func:`stage_cycles`); the last write is presented 3 cycles after the
+last element is counted.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -68,7 +82,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["StageUnit", "STAGE_FWD", "STAGE_BWD", "STAGE_LOSS", "STAGE_OVERHEAD", "KEEP_WIDTH",
-           "LGK_MAX", "stage_cycles", "stage_strides"]
+           "LGK_MAX", "stage_cycles", "stage_strides", "stage_lanes"]
 
 STAGE_FWD, STAGE_BWD, STAGE_LOSS = 0, 1, 2
 #: Largest ``lgk`` (pool window and stride ``2**lgk``): 4 x 4.
@@ -80,10 +94,21 @@ KEEP_WIDTH = 2 * LGK_MAX + 1
 STAGE_OVERHEAD = 3
 
 
-def stage_cycles(op: int, b: int, c: int, h: int, w: int) -> int:
-    """Busy cycles (STAGE_CYCLES) of a stage over ``z`` of shape ``(b, c, h, w)``."""
+def stage_lanes(op: int, *, lgk: int, w: int, zfc: bool, nfc: bool, src: int, dst: int,
+                keep: int, epw: int) -> int:
+    """Elements per cycle of a stage (the unit's vector-mode rule): ``epw`` for a FWD / BWD
+    stage in the conv layouts with ``2**lgk <= epw``, ``w % epw == 0`` and ``src``, ``dst``,
+    ``keep`` multiples of ``epw``; else 1."""
+    ok = op != STAGE_LOSS and not zfc and not nfc and (1 << lgk) <= epw and \
+        w % epw == 0 and src % epw == 0 and dst % epw == 0 and keep % epw == 0
+    return epw if ok else 1
+
+
+def stage_cycles(op: int, b: int, c: int, h: int, w: int, lanes: int = 1) -> int:
+    """Busy cycles (STAGE_CYCLES) of a stage over ``z`` of shape ``(b, c, h, w)`` at ``lanes``
+    elements per cycle (:func:`stage_lanes`)."""
     n = b * c * (1 if op == STAGE_LOSS else h * w)
-    return n + STAGE_OVERHEAD
+    return n // lanes + STAGE_OVERHEAD
 
 
 def stage_strides(b: int, c: int, h: int, w: int, lgk: int, zfc: bool, nfc: bool) -> dict:
@@ -116,7 +141,7 @@ class StageUnit(wiring.Component):
             **{n: In(sw) for n in ("zs_b", "zs_c", "ns_b", "ns_c", "ns_y", "ns_x",
                                    "ks_b", "ks_c")},
             "src": In(addr_width), "dst": In(addr_width), "aux": In(addr_width),
-            "keep": In(self._kaw), "one": In(data_width),
+            "keep": In(self._kaw), "one": In(data_width), "conv_layouts": In(1),
             "busy": Out(1), "bad_label": Out(1),
             "out_raddr": Out(addr_width), "out_rdata": In(epw * data_width),
             "act_raddr": Out(addr_width), "act_rdata": In(epw * data_width),
@@ -128,10 +153,13 @@ class StageUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        epw, dw, aw = self._epw, self._dw, self._aw
-        lgepw = (epw - 1).bit_length()
-        m.submodules.keep_mem = kmem = Memory(shape=KEEP_WIDTH, depth=self._keep, init=[])
-        kwr, krd = kmem.write_port(), kmem.read_port()
+        E, dw, aw = self._epw, self._dw, self._aw
+        lge = (E - 1).bit_length()
+        KW = KEEP_WIDTH
+        # KEEP: words of E entries (vector mode reads / writes E / k of them at once)
+        m.submodules.keep_mem = kmem = Memory(shape=E * KW, depth=-(-self._keep // E),
+                                              init=[])
+        kwr, krd = kmem.write_port(granularity=KW), kmem.read_port()
 
         # -- latched parameters
         prm = {n: Signal.like(getattr(self, n), name=f"p_{n}")
@@ -142,17 +170,27 @@ class StageUnit(wiring.Component):
         fwd, bwd, loss = P.op == STAGE_FWD, P.op == STAGE_BWD, P.op == STAGE_LOSS
         kk = Signal(3)                           # the window side k = 2**lgk
         m.d.comb += kk.eq(Const(1, 3) << P.lgk)
+        vec = Signal()                           # vector mode (stage_lanes)
 
-        # -- the loop nest: counters and, per address stream, one term per level
-        # (term = index * stride, advanced by adds: no multiplier)
+        def low(v):
+            return v[:lge] if lge else Const(0, 1)
+
+        # -- the loop nest: counters and, per address stream, one term per level (term =
+        # index * stride, advanced by adds: no multiplier). Vector mode: the "xo" level
+        # counts word chunks of a row (W / E), "rx" has one value.
         lvls = ("b", "c", "yo", "ry", "xo", "rx")
         cnt = {l: Signal(16, name=f"i_{l}") for l in lvls}
-        lim = {"b": P.b, "c": P.c, "yo": P.ho, "xo": P.wo, "ry": kk, "rx": kk}
+        lim_xo, lim_rx = Signal(16), Signal(3)
+        m.d.comb += [lim_xo.eq(Mux(vec, P.w >> lge, P.wo)), lim_rx.eq(Mux(vec, 1, kk))]
+        lim = {"b": P.b, "c": P.c, "yo": P.ho, "xo": lim_xo, "ry": kk, "rx": lim_rx}
         tw = aw + 2
+        qn = Signal(range(E + 1))                # pooled columns per chunk: E / k or 1
+        m.d.comb += qn.eq(Mux(vec, Const(E, range(E + 1)) >> P.lgk, 1))
         strides = {   # stream -> level -> stride
-            "z": {"b": P.zs_b, "c": P.zs_c, "yo": P.w << P.lgk, "ry": P.w, "xo": kk, "rx": 1},
-            "n": {"b": P.ns_b, "c": P.ns_c, "yo": P.ns_y, "xo": P.ns_x},
-            "k": {"b": P.ks_b, "c": P.ks_c, "yo": P.wo, "xo": 1},
+            "z": {"b": P.zs_b, "c": P.zs_c, "yo": P.w << P.lgk, "ry": P.w,
+                  "xo": Mux(vec, E, kk), "rx": 1},
+            "n": {"b": P.ns_b, "c": P.ns_c, "yo": P.ns_y, "xo": Mux(vec, qn, P.ns_x)},
+            "k": {"b": P.ks_b, "c": P.ks_c, "yo": P.wo, "xo": qn},
             "l": {"b": 1},
         }
         terms = {s: {l: Signal(tw, name=f"t_{s}_{l}") for l in d} for s, d in strides.items()}
@@ -195,63 +233,120 @@ class StageUnit(wiring.Component):
         va = Signal()
         a_z, a_n, a_l = Signal(tw), Signal(tw), Signal(tw)
         a_k = Signal(self._kaw + 1)
-        a_p, a_first, a_last, a_c = Signal(2 * LGK_MAX), Signal(), Signal(), Signal(16)
+        a_ry, a_rx, a_first, a_last, a_c = Signal(2), Signal(2), Signal(), Signal(), Signal(16)
         m.d.sync += [va.eq(issue), a_z.eq(total("z")), a_n.eq(total("n")),
                      a_l.eq(P.aux + total("l")), a_k.eq(P.keep + total("k")),
-                     a_p.eq((cnt["ry"] << P.lgk) | cnt["rx"]),
+                     a_ry.eq(cnt["ry"]), a_rx.eq(cnt["rx"]),
                      a_first.eq((cnt["ry"] == 0) & (cnt["rx"] == 0)),
-                     a_last.eq((cnt["ry"] == kk - 1) & (cnt["rx"] == kk - 1)),
+                     a_last.eq((cnt["ry"] == kk - 1) & (cnt["rx"] == lim_rx - 1)),
                      a_c.eq(cnt["c"])]
-        # -- stage B: the reads (OUT: z, or d in BWD; ACT: the label; KEEP: the entry)
+        # -- stage B: the reads (OUT: z, or d in BWD; ACT: the label; KEEP: the entries)
         src_e = P.src + Mux(bwd, a_n, a_z)
         lab_e = a_l
-        m.d.comb += [self.out_raddr.eq(src_e >> lgepw), self.act_raddr.eq(lab_e >> lgepw),
-                     krd.addr.eq(a_k), krd.en.eq(1)]
-        vb, b_p, b_first, b_last, b_c = Signal(), Signal(2 * LGK_MAX), Signal(), Signal(), \
-            Signal(16)
-        b_sel, b_lsel = Signal(max(1, lgepw)), Signal(max(1, lgepw))
+        m.d.comb += [self.out_raddr.eq(src_e >> lge), self.act_raddr.eq(lab_e >> lge),
+                     krd.addr.eq(a_k >> lge), krd.en.eq(1)]
+        vb, b_ry, b_rx, b_first, b_last, b_c = (Signal(), Signal(2), Signal(2), Signal(),
+                                                 Signal(), Signal(16))
+        b_sel, b_lsel, b_ksel = Signal(max(1, lge)), Signal(max(1, lge)), Signal(max(1, lge))
         b_w = Signal(tw)                         # the write's element address
         b_k = Signal(self._kaw + 1)
-        m.d.sync += [vb.eq(va), b_p.eq(a_p), b_first.eq(a_first), b_last.eq(a_last),
-                     b_c.eq(a_c), b_k.eq(a_k),
-                     b_w.eq(P.dst + Mux(fwd, a_n, a_z))]
-        if lgepw:
-            m.d.sync += [b_sel.eq(src_e[:lgepw]), b_lsel.eq(lab_e[:lgepw])]
-        v = Signal(signed(dw))
+        m.d.sync += [vb.eq(va), b_ry.eq(a_ry), b_rx.eq(a_rx), b_first.eq(a_first),
+                     b_last.eq(a_last), b_c.eq(a_c), b_k.eq(a_k),
+                     b_w.eq(P.dst + Mux(fwd, a_n, a_z)),
+                     b_sel.eq(low(src_e)), b_lsel.eq(low(lab_e)), b_ksel.eq(low(a_k))]
+
+        # -- stage C: the lanes. ``dsh``: the OUT word shifted down to the element's lane --
+        # scalar mode's element, or (vector) the chunk's z word (aligned: no shift) / its
+        # d values (from lane (src + n) % E, a multiple of E / k)
+        def lane(word, k, width):
+            return word.word_select(k, width)
+
+        def shr(word, sel, width):
+            """``word`` shifted down by ``sel`` lanes of ``width`` bits."""
+            return word >> (sel * width) if lge else word
+
+        dsh = shr(self.out_rdata, b_sel, dw)
+        v = [Signal(signed(dw), name=f"v{l}") for l in range(E)]
+        for l in range(E):
+            m.d.comb += v[l].eq(lane(dsh, l, dw))
         lab = Signal(dw)
-        m.d.comb += [v.eq(self.out_rdata.word_select(b_sel, dw) if lgepw
-                          else self.out_rdata[:dw]),
-                     lab.eq(self.act_rdata.word_select(b_lsel, dw) if lgepw
-                            else self.act_rdata[:dw])]
-        # -- stage C: compute, registered as the write (stage D)
-        best, barg = Signal(signed(dw)), Signal(2 * LGK_MAX)
-        r = Signal(signed(dw))
-        m.d.comb += r.eq(Mux(P.relu & (v < 0), 0, v))
-        cur, carg = Signal(signed(dw)), Signal(2 * LGK_MAX)
-        with m.If(b_first | (r > best)):           # strictly greater: ties keep the first
-            m.d.comb += [cur.eq(r), carg.eq(b_p)]
-        with m.Else():
-            m.d.comb += [cur.eq(best), carg.eq(barg)]
-        with m.If(vb):
-            m.d.sync += [best.eq(cur), barg.eq(carg)]
-        ke = krd.data
-        g_b = Signal(signed(dw))
-        m.d.comb += g_b.eq(Mux(ke[2 * LGK_MAX] & (ke[:2 * LGK_MAX] == b_p), v, 0))
+        m.d.comb += lab.eq(lane(shr(self.act_rdata, b_lsel, dw), 0, dw))
+        r = [Signal(signed(dw), name=f"r{l}") for l in range(E)]
+        for l in range(E):
+            m.d.comb += r[l].eq(Mux(P.relu & (v[l] < 0), 0, v[l]))
+        lgv = Signal(2)                          # lgk in vector mode, else 0 (one lane)
+        m.d.comb += lgv.eq(Mux(vec, P.lgk, 0))
+
+        # FWD: each pooled column q's candidate over its lanes (first maximum on ties), then
+        # merged with the rows before it (strictly greater replaces: earlier rows win ties)
+        AW = 2 * LGK_MAX
+        cand = [Signal(signed(dw), name=f"cand{q}") for q in range(E)]
+        cpos = [Signal(AW, name=f"cpos{q}") for q in range(E)]
+        for q in range(E):
+            with m.Switch(lgv):
+                for lg in range(min(LGK_MAX, lge) + 1):
+                    k = 1 << lg
+                    if q * k + k > E:
+                        continue
+                    with m.Case(lg):
+                        bv, bx = r[q * k], Const(0, 2)
+                        for dx in range(1, k):
+                            better = r[q * k + dx] > bv
+                            bv = Mux(better, r[q * k + dx], bv)
+                            bx = Mux(better, dx, bx)
+                        m.d.comb += [cand[q].eq(bv),
+                                     cpos[q].eq((b_ry << P.lgk) | Mux(vec, bx, b_rx))]
+        best = [Signal(signed(dw), name=f"best{q}") for q in range(E)]
+        barg = [Signal(AW, name=f"barg{q}") for q in range(E)]
+        cur = [Signal(signed(dw), name=f"cur{q}") for q in range(E)]
+        carg = [Signal(AW, name=f"carg{q}") for q in range(E)]
+        for q in range(E):
+            with m.If(b_first | (cand[q] > best[q])):
+                m.d.comb += [cur[q].eq(cand[q]), carg[q].eq(cpos[q])]
+            with m.Else():
+                m.d.comb += [cur[q].eq(best[q]), carg[q].eq(barg[q])]
+            with m.If(vb):
+                m.d.sync += [best[q].eq(cur[q]), barg[q].eq(carg[q])]
+
+        # BWD: lane l's window is q = l >> lgk (scalar: q = 0), its position in the window
+        # (ry, l % k) -- scalar (ry, rx); g = d[q] where the KEEP entry of q says it won
+        kent = shr(krd.data, b_ksel, KW)
+        g = [Signal(signed(dw), name=f"g{l}") for l in range(E)]
+        for l in range(E):
+            with m.Switch(lgv):
+                for lg in range(min(LGK_MAX, lge) + 1):
+                    q = l >> lg
+                    e = lane(kent, q, KW)
+                    pos = (b_ry << P.lgk) | Mux(vec, l & ((1 << lg) - 1), b_rx)
+                    with m.Case(lg):
+                        m.d.comb += g[l].eq(Mux(e[AW] & (e[:AW] == pos[:AW]),
+                                                lane(dsh, q, dw), 0))
+
+        # LOSS (scalar): sat(z - one * [label == c])
         smax, smin = (1 << (dw - 1)) - 1, -(1 << (dw - 1))
         diff = Signal(signed(dw + 2))
-        hit = lab == b_c
-        m.d.comb += diff.eq(v - Mux(hit, P.one, 0))
+        m.d.comb += diff.eq(v[0] - Mux(lab == b_c, P.one, 0))
         g_l = Mux(diff > smax, smax, Mux(diff < smin, smin, diff))[:dw]
-        val = Mux(fwd, cur, Mux(bwd, g_b, g_l))[:dw]
+
+        # -- stage D: the write (FWD: qn pooled values from lane b_w % E; else E or 1 lanes)
+        nval = Mux(fwd, qn, Mux(vec, E, 1))
+        vals = Cat(*[Mux(fwd, cur[l], Mux(bwd, g[l], g_l if l == 0 else 0))[:dw]
+                     for l in range(E)])
+        wsel = low(b_w)
         wv = vb & (~fwd | b_last)
-        lane = Signal(epw)
-        m.d.comb += lane.eq(Const(1, epw) << (b_w[:lgepw] if lgepw else 0))
+        ones = Signal(E + 1)
+        m.d.comb += ones.eq((Const(1, E + 1) << nval) - 1)
         m.d.sync += [self.wr_act.eq(wv & fwd), self.wr_grad.eq(wv & ~fwd),
-                     self.wr_addr.eq(b_w >> lgepw), self.wr_data.eq(val.replicate(epw)),
-                     self.wr_en.eq(Mux(wv, lane, 0))]
-        # the KEEP entry of a pooled value (FWD)
-        m.d.comb += [kwr.addr.eq(b_k), kwr.en.eq(vb & fwd & b_last),
-                     kwr.data.eq(Cat(carg, Mux(P.relu, cur > 0, 1)))]
+                     self.wr_addr.eq(b_w >> lge),
+                     self.wr_data.eq(vals << (wsel * dw) if lge else vals),
+                     self.wr_en.eq(Mux(wv, (ones[:E] << wsel)[:E] if lge else ones[:E], 0))]
+        # the KEEP entries of the pooled values (FWD)
+        kvals = Cat(*[Cat(carg[q], Mux(P.relu, cur[q] > 0, 1)) for q in range(E)])
+        ksel = low(b_k)
+        m.d.comb += [kwr.addr.eq(b_k >> lge),
+                     kwr.data.eq(kvals << (ksel * KW) if lge else kvals),
+                     kwr.en.eq(Mux(vb & fwd & b_last,
+                                   (ones[:E] << ksel)[:E] if lge else ones[:E], 0))]
         with m.If(vb & loss & (lab >= P.c)):
             m.d.sync += self.bad_label.eq(1)
         vd = Signal()
@@ -263,4 +358,11 @@ class StageUnit(wiring.Component):
             m.d.sync += [running.eq(1), self.bad_label.eq(0)]
             m.d.sync += [c_.eq(0) for c_ in cnt.values()]
             m.d.sync += [t.eq(0) for d in terms.values() for t in d.values()]
+            if lge:
+                aligned = (self.w[:lge] == 0) & (self.src[:lge] == 0) & \
+                    (self.dst[:lge] == 0) & (self.keep[:lge] == 0)
+            else:
+                aligned = Const(1)
+            m.d.sync += vec.eq(self.conv_layouts & (self.op != STAGE_LOSS) &
+                               (self.lgk <= lge) & aligned)
         return m

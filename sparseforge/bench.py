@@ -73,16 +73,18 @@ def _phase_dict(res, dense):
     hidden or absent) and ``speedup`` of the array alone (exposure depends on the previous
     phase's compute, so a per-phase ratio with DMA can mislead; the whole-iteration
     ``speedup`` includes it); ``reload``: the chunked WG scratchpad reloads, part of the
-    array's cycles (``perf.wg_chunking``). The keys ``dma``, ``prune``, ``pregen``, ``reload``
-    also hold the iteration's totals (issue 18: every exposed cost shown)."""
+    array's cycles (``perf.wg_chunking``); ``stage``: the between-layer stages on chip
+    (``perf.stage_costs``; 0 where the host runs them). The keys ``dma``, ``prune``,
+    ``pregen``, ``stage``, ``reload`` also hold the iteration's totals (issue 18: every exposed cost shown)."""
     out = {ph: {"cycles": res.total(ph), "dma_cycles": res.dma_total(ph),
                 "dma": res.dma_total(ph), "prune": res.prune_total(ph),
-                "pregen": res.pregen_total(ph), "reload": res.reload_total(ph),
+                "pregen": res.pregen_total(ph), "stage": res.stage_total(ph),
+                "reload": res.reload_total(ph),
                 "speedup": (dense.array_total(ph) / res.array_total(ph))
                 if res.array_total(ph) else None}
            for ph in perf.PHASES}
     out.update(dma=res.dma_total(), prune=res.prune_total(), pregen=res.pregen_total(),
-               reload=res.reload_total())
+               stage=res.stage_total(), reload=res.reload_total())
     return out
 
 

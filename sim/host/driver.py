@@ -974,7 +974,7 @@ class Driver:
         The result is read back for checking (:meth:`debug_read`, :attr:`debug_words`) unless
         ``read=False`` (then None), and recorded as what the buffer holds (a phase taking it
         loads nothing). :attr:`last_stage` holds ``cycles`` (STAGE_CYCLES), ``dma_cycles``,
-        ``card_words_in``. ``RuntimeError`` with the ERROR_CODE when the data plane refuses
+        ``card_words_in``, ``elements`` (``z``'s: ``B*C*H*W``). ``RuntimeError`` with the ERROR_CODE when the data plane refuses
         it (0x46: a label outside ``[0, classes)``)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD
@@ -1006,9 +1006,16 @@ class Driver:
                                                         "length": int(lab.size),
                                                         "dir": DIR_LOAD, "addr": addr}})
             relu, lgk, zfc, nfc = False, 0, True, True
+        # the same walk in the conv layouts, where the unit takes a word per cycle
+        # (dp_stage.stage_lanes): FC -> FC is one row of B*C elements in memory order, a
+        # batch-1 conv -> FC stage writes the features in C order like a conv -> conv one
+        g = {"b": B, "c": C, "h": H, "w": W, "zfc": int(bool(zfc)), "nfc": int(bool(nfc))}
+        if op != "loss" and zfc and nfc and lgk == 0 and B * C < 1 << 16:
+            g = {"b": 1, "c": 1, "h": 1, "w": B * C, "zfc": 0, "nfc": 0}
+        elif op != "loss" and not zfc and nfc and B == 1:
+            g["nfc"] = 0
         cmds.append({"kind": dpm.CMD_STAGE, "stage": {
-            "op": ops[op], "relu": int(bool(relu)), "lgk": lgk, "zfc": int(bool(zfc)),
-            "nfc": int(bool(nfc)), "b": B, "c": C, "h": H, "w": W, "src": int(src),
+            "op": ops[op], "relu": int(bool(relu)), "lgk": lgk, **g, "src": int(src),
             "dst": int(dst), "aux": int(aux), "keep": int(keep)}})
         pk = [] if step is None else [self.codec.step_packet(step)]
         try:
@@ -1031,7 +1038,7 @@ class Driver:
         self.last_stage = {"op": op, "cycles": d["stage_cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_beats": d["dma_beats"],
                            "card_words_in": self.card_words_in - c0, "card_words_out": 0,
-                           "elements": n}
+                           "elements": B * C * H * W}          # z's: the stage's walk
         if not read:
             # what it wrote is unknown to the host: forget what the range held
             self._mark(buf, int(dst), np.full(n, np.iinfo(np.int64).min))

@@ -228,14 +228,19 @@ class PhaseResult:
     #: masks (attributed to WG): :func:`prune_cycles`, :func:`pregen_cycles`
     prune_exposed: float = 0.0
     pregen_exposed: float = 0.0
+    #: exposed cycles of the between-layer stages on chip (``CMD_STAGE``, where the e2e step
+    #: runs them: a data-plane core that holds the network): the layer's ReLU / pool forward
+    #: (and the loss gradient) attributed to its FP, its pool / ReLU backward to its first
+    #: backward phase (:func:`stage_costs`)
+    stage_exposed: float = 0.0
     #: chunked WG: scratchpad reload cycles inside ``cycles`` (the largest total over the PE
     #: rows, which run their reloads in parallel; :func:`wg_chunking`)
     reload: float = 0.0
 
     @property
     def extra_exposed(self) -> float:
-        """Exposed cycles beyond the array: DMA, pruning, pre-generation."""
-        return self.dma_exposed + self.prune_exposed + self.pregen_exposed
+        """Exposed cycles beyond the array: DMA, pruning, pre-generation, stages."""
+        return self.dma_exposed + self.prune_exposed + self.pregen_exposed + self.stage_exposed
 
     @property
     def total_cycles(self) -> float:
@@ -263,8 +268,8 @@ class LayerResult:
 
 @dataclass
 class IterationResult:
-    """``total()``: array cycles + exposed DMA, pruning and pre-generation cycles;
-    ``prune_total()`` / ``pregen_total()``: those parts; ``array_total()`` / ``total(dma=False)``:
+    """``total()``: array cycles + exposed DMA, pruning, pre-generation and stage cycles;
+    ``prune_total()`` / ``pregen_total()`` / ``stage_total()``: those parts; ``array_total()`` / ``total(dma=False)``:
     the array alone; ``dma_total(exposed=)``: the DMA's (exposed or all) cycles;
     ``utilisation()``: of the array alone (``dma=True``: over the total)."""
     network: str
@@ -276,7 +281,8 @@ class IterationResult:
                 if not p.skipped and (phase is None or ph == phase)]
 
     def total(self, phase=None, dma=True) -> float:
-        """Array cycles plus (``dma=True``) every exposed cost: DMA, pruning, pre-generation."""
+        """Array cycles plus (``dma=True``) every exposed cost: DMA, pruning, pre-generation,
+        stages."""
         return sum(p.cycles + (p.extra_exposed if dma else 0.0) for p in self._phases(phase))
 
     def prune_total(self, phase=None) -> float:
@@ -284,6 +290,10 @@ class IterationResult:
 
     def pregen_total(self, phase=None) -> float:
         return sum(p.pregen_exposed for p in self._phases(phase))
+
+    def stage_total(self, phase=None) -> float:
+        """The between-layer stages on chip (``stage_exposed``; 0 where the host runs them)."""
+        return sum(p.stage_exposed for p in self._phases(phase))
 
     def reload_total(self, phase=None) -> float:
         """Chunked-WG scratchpad reload cycles (inside the array's cycles)."""
@@ -631,17 +641,25 @@ def _phase_tensor_list(phase, x, y, w, masked, data_width):
 def phase_dma(layer, phase: str, cfg: AcceleratorConfig, *, batch: int = 1, masked: bool = False,
               read_latency: int = DMA_READ_LATENCY,
               write_latency: int = DMA_WRITE_LATENCY,
-              beats_per_cycle: float = 1.0, weights_on_chip: bool = False) -> DmaCost:
+              beats_per_cycle: float = 1.0, weights_on_chip: bool = False,
+              stages_on_chip: bool = False, first: bool = False,
+              last: bool = False) -> DmaCost:
     """The DMA engine's cycles for one layer phase (:func:`phase_tensors`), each tensor in
     descriptors of at most its buffer's size (``cfg.*_mem_elems``), one after the other (one
     descriptor at a time), against a memory of the given latencies and ``beats_per_cycle``.
     ``weights_on_chip``: the network's weights and masks stay in the data plane
     (:func:`sparseforge.hdl.dataplane.plan_weight_homes`; the WG job updates the weight in
-    place): no ``w`` / ``mask`` load, no ``dW`` store."""
+    place): no ``w`` / ``mask`` load, no ``dW`` store. ``stages_on_chip``: the between-layer
+    stages run on chip (``CMD_STAGE``; the e2e step on such a core): activations and gradients
+    stay in the buffers -- only the first layer's input (``first``) is loaded and the last
+    layer's output (``last``, the logits) stored."""
     out, load, store = [], 0, 0
     for name, buf, n, st in phase_tensors(layer, phase, batch=batch, masked=masked,
                                           data_width=cfg.data_width):
         if weights_on_chip and name in ("w", "mask", "dW"):
+            continue
+        if stages_on_chip and name in ("x", "y", "dy", "dx") and not (
+                (name == "x" and phase == "fp" and first) or (name == "y" and last)):
             continue
         room = getattr(cfg, buf)
         if name == "mask":                   # the packed MASK buffer (hdl/dataplane.py)
@@ -982,7 +1000,7 @@ PREGEN_OVERHEAD = 30
 
 
 def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
-                 memory: "MemoryProfile | None" = None) -> float:
+                 memory: "MemoryProfile | None" = None, loaded: bool = True) -> float:
     """Top-level cycles to prune a gradient of ``n_elems`` elements (exposed: nothing runs
     beside it). Without ``cfg``, or on a core without the data plane (``data_plane =
     "host-stream"``): the stream pruner, ``PRUNE_CYCLES_PER_ELEM`` per element. On a core with
@@ -991,7 +1009,8 @@ def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
     (``hdl/dp_prune.py``; the threshold on chip) in one pass at a word per cycle
     (:func:`sparseforge.hdl.dp_prune.prune_job_cycles` ``summed=True``); the pruned tensor
     stays in GRAD for the BP and WG phases (no store), as the e2e step runs it; at ``memory``
-    (default :func:`memory_profile` of ``cfg``)."""
+    (default :func:`memory_profile` of ``cfg``). ``loaded=False``: a backward stage wrote the
+    gradient on chip (``CMD_STAGE``, summing ``|g|`` the same way): no load."""
     if not n_elems:
         return 0.0
     if cfg is None or cfg.data_plane != "dma":
@@ -1002,7 +1021,36 @@ def prune_cycles(n_elems: int, cfg: AcceleratorConfig | None = None, *,
               beats_per_cycle=mem.beats_per_cycle)
     return float(prune_job_cycles(n_elems, cfg.dma_width // cfg.data_width, cfg.data_width,
                                   summed=True)
-                 + dma_transfer_cycles(n_elems, False, cfg, **kw))
+                 + (dma_transfer_cycles(n_elems, False, cfg, **kw) if loaded else 0))
+
+
+def stage_costs(lay, nxt, cfg: AcceleratorConfig, *, batch: int = 1) -> tuple:
+    """``(forward, backward)`` busy cycles of layer ``lay``'s between-layer stages on chip
+    (``hdl/dp_stage.py``, ``dp_stage.stage_cycles``) when ``nxt`` is the next compute layer
+    (None: the last layer -- its forward stage is the loss gradient, ``B * classes``
+    elements, and it has no backward stage). A word of ``dma_width`` per cycle where
+    ``dp_stage.stage_lanes`` allows it, as ``Driver.stage_onchip`` sends the stage (buffer
+    bases on word boundaries, as the driver places them); one element per cycle otherwise (a
+    pool the unit cannot take runs on the host in the e2e step: modelled as one element per
+    cycle)."""
+    from sparseforge.hdl.dp_stage import STAGE_LOSS, STAGE_OVERHEAD, stage_lanes
+    n = batch * lay.cout * lay.ho * lay.wo
+    if nxt is None:
+        return float(n + STAGE_OVERHEAD), 0.0
+    epw = max(1, cfg.dma_width // cfg.data_width)
+    k = lay.pool[0] if lay.pool else 1
+    lgk = {1: 0, 2: 1, 4: 2}.get(k)
+    if lgk is None or (lay.pool and lay.pool[0] != lay.pool[1]):
+        lanes = 1
+    elif lay.kind == "fc":                     # FC -> FC: one row of B*C in memory order
+        lanes = stage_lanes(0, lgk=0, w=n, zfc=False, nfc=False, src=0, dst=0, keep=0,
+                            epw=epw) if nxt.kind == "fc" else 1
+    else:                                      # a batch-1 conv -> FC stage walks like conv
+        nfc = nxt.kind == "fc" and batch * lay.batch > 1
+        lanes = stage_lanes(0, lgk=lgk, w=lay.wo, zfc=False, nfc=nfc, src=0, dst=0, keep=0,
+                            epw=epw)
+    c = float(n // lanes + STAGE_OVERHEAD)
+    return c, c
 
 
 #: Busy cycles of a ``CMD_PREGEN`` job beyond its groups (set-up, the selector's latency, the
@@ -1103,6 +1151,10 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     from sparseforge.hdl.dataplane import plan_weight_homes
     on_chip = cfg.data_plane == "dma" and plan_weight_homes(
         cfg, {lay.name: (lay.cout, lay.cin, lay.kh, lay.kw) for lay in net.compute}) is not None
+    # there the step also runs the between-layer stages on chip (CMD_STAGE): their busy
+    # cycles are exposed, the activations and gradients no longer cross the memory
+    stages = on_chip and not dense and not hide_prune_pregen
+    last_i = len(net.compute) - 1
     for i, lay in enumerate(net.compute):
         wd = nm[0] / nm[1] if (nm and bdwp_applies(lay, nm[1])) else 1.0
         lr = LayerResult(lay.name)
@@ -1117,7 +1169,11 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                     first_bwd = "bp" if i > 0 else "wg"
                     if prune and lay.prune and ph == first_bwd:
                         r.prune_exposed = prune_cycles(batch * lay.cout * lay.ho * lay.wo, cfg,
-                                                       memory=mem)
+                                                       memory=mem, loaded=not stages)
+                    if stages and ph in ("fp", first_bwd):
+                        fs, bs = stage_costs(lay, net.compute[i + 1] if i < last_i else None,
+                                             cfg, batch=batch)
+                        r.stage_exposed = fs if ph == "fp" else bs
                     if ph == "wg" and wd < 1.0:
                         nw, ckk = lay.cout * lay.cin * lay.kh * lay.kw, lay.cin * lay.kh * lay.kw
                         split = pregen_dp_split(nw, nm[1], cfg, cin_kk=ckk, memory=mem,
@@ -1130,7 +1186,9 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
                             if i > 0:
                                 beside.append((i, split))
                 _attach_dma(r, phase_dma(lay, ph, cfg, batch=batch, weights_on_chip=on_chip,
-                                         masked=(ph != "wg" and wd < 1.0), **dma_kw))
+                                         masked=(ph != "wg" and wd < 1.0),
+                                         stages_on_chip=stages, first=i == 0,
+                                         last=i == last_i, **dma_kw))
             lr.phases[ph] = r
         out.append(lr)
         if progress is not None:

@@ -42,6 +42,7 @@ def test_config_is_frozen():
     ({"name": ""}, TypeError, r"name must be a non-empty string"),
     ({"pregen_lanes": 17}, ValueError, r"pregen_lanes must be in \[0, 16\], not 17"),
     ({"pregen_lanes": -1}, ValueError, r"pregen_lanes must be in \[0, 16\], not -1"),
+    ({"keep_mem_elems": 8}, ValueError, r"keep_mem_elems must be in \[16, 16777216\], not 8"),
 ])
 def test_config_rejects_bad_fields(changes, exc, match):
     with pytest.raises(exc, match=match):

@@ -942,10 +942,18 @@ def stage_case(cfg, seed, *, label=None):
         cmds.append(desc(buf, A[name], t.size, DIR_STORE, base + roff))
         results[base + roff] = np.asarray(t, np.int64)
         roff += -(-(2 * t.size) // 64) * 64
+    # the elements per cycle of each stage (vector mode: conv layouts, aligned; fwd1, bwd1)
+    from sparseforge.hdl.dp_stage import stage_lanes
+    epw = cfg.dma_width // dw
+    lanes = [stage_lanes(c["stage"]["op"], lgk=c["stage"]["lgk"], w=c["stage"]["w"],
+                         zfc=c["stage"]["zfc"], nfc=c["stage"]["nfc"], src=c["stage"]["src"],
+                         dst=c["stage"]["dst"], keep=c["stage"]["keep"], epw=epw)
+             for c in cmds if c["kind"] == dpm.CMD_STAGE]
+    assert lanes == [epw, 1, 1, 1, epw]
     info = {"tau": tau, "prune_n": g2.size,
-            "stages": [(STAGE_FWD, 1, 3, 8, 8), (STAGE_FWD, 1, 4, 4, 4),
-                       (STAGE_LOSS, 1, 5, 1, 1), (STAGE_BWD, 1, 4, 4, 4),
-                       (STAGE_BWD, 1, 3, 8, 8)]}
+            "stages": [(STAGE_FWD, 1, 3, 8, 8, lanes[0]), (STAGE_FWD, 1, 4, 4, 4, 1),
+                       (STAGE_LOSS, 1, 5, 1, 1, 1), (STAGE_BWD, 1, 4, 4, 4, 1),
+                       (STAGE_BWD, 1, 3, 8, 8, lanes[4])]}
     return cmds, writes, results, info
 
 

@@ -10,7 +10,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sparseforge.hdl.dp_stage import (STAGE_BWD, STAGE_FWD, STAGE_LOSS, StageUnit,
-                                      stage_cycles, stage_strides)
+                                      stage_cycles, stage_lanes, stage_strides)
 from sparseforge.sim.host.e2e import maxpool_backward, maxpool_forward
 
 
@@ -100,23 +100,36 @@ def job_of(op, *, relu, lgk, b, c, h, w, zfc, nfc, src, dst, aux=0, keep=0, one=
     st = stage_strides(b, c, h, w, lgk, zfc, nfc)
     return {"op": op, "relu": int(relu), "lgk": lgk, "b": b, "c": c, "ho": h >> lgk,
             "wo": w >> lgk, "w": w, "src": src, "dst": dst, "aux": aux, "keep": keep,
-            "one": one, **st}
+            "one": one, "conv_layouts": int(not zfc and not nfc), **st}
+
+
+def lanes_of(job, epw, zfc, nfc):
+    return stage_lanes(job["op"], lgk=job["lgk"], w=job["w"], zfc=zfc, nfc=nfc,
+                       src=job["src"], dst=job["dst"], keep=job["keep"], epw=epw)
 
 
 CASES = [
-    # (seed, epw, b, c, h, w, lgk, relu, zfc, nfc)
-    (301, 2, 1, 3, 4, 6, 1, True, False, False),        # conv -> conv, 2x2 pool
-    (302, 2, 2, 2, 4, 4, 1, True, False, True),         # conv -> fc, batch 2
-    (303, 4, 1, 2, 8, 8, 2, True, False, False),        # 4x4 pool
-    (304, 1, 3, 5, 1, 1, 0, True, True, True),          # fc -> fc (ReLU only)
-    (305, 2, 1, 2, 4, 4, 1, False, False, False),       # pool without ReLU
-    (306, 2, 2, 3, 2, 2, 0, True, False, False),        # ReLU only, conv
+    # (seed, epw, b, c, h, w, lgk, relu, zfc, nfc, aligned) -- aligned: src, dst, keep and
+    # the gradient on word boundaries (vector mode where the layout allows it)
+    (301, 2, 1, 3, 4, 6, 1, True, False, False, False),   # conv -> conv, 2x2 pool, scalar
+    (302, 2, 2, 2, 4, 4, 1, True, False, True, True),     # conv -> fc, batch 2 (scalar)
+    (303, 4, 1, 2, 8, 8, 2, True, False, False, False),   # 4x4 pool, scalar
+    (304, 1, 3, 5, 1, 1, 0, True, True, True, True),      # fc -> fc (ReLU only)
+    (305, 2, 1, 2, 4, 4, 1, False, False, False, False),  # pool without ReLU
+    (306, 2, 2, 3, 2, 2, 0, True, False, False, False),   # ReLU only, conv
+    # vector mode: a word of epw elements per cycle
+    (311, 2, 1, 3, 4, 6, 1, True, False, False, True),    # 2x2 pool, 2 lanes
+    (312, 4, 2, 2, 4, 8, 1, True, False, False, True),    # 2x2 pool, 4 lanes, batch 2
+    (313, 4, 1, 2, 8, 8, 2, True, False, False, True),    # 4x4 pool, 4 lanes
+    (314, 4, 1, 3, 2, 8, 0, True, False, False, True),    # ReLU only, 4 lanes
+    (315, 8, 1, 2, 4, 8, 1, False, False, False, True),   # 8 lanes, pool without ReLU
+    (316, 2, 1, 2, 4, 4, 2, True, False, False, True),    # k = 4 > 2 lanes: scalar
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"seed{c[0]}")
 def test_stage_fwd_bwd_matches_golden(case):
-    seed, epw, B, C, H, W, lgk, relu, zfc, nfc = case
+    seed, epw, B, C, H, W, lgk, relu, zfc, nfc, aligned = case
     dw = 16
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
@@ -128,11 +141,13 @@ def test_stage_fwd_bwd_matches_golden(case):
     d = rng.integers(-(1 << 15), 1 << 15, (B, C, H // k, W // k))
     a, g = golden_stages(z, d, lgk, relu, dw)
     n, npool = z.size, a.size
-    src, dst, dbase, keep = 2 * epw, 3 * epw, 1 * epw + n, 5
+    off = 0 if aligned else 1
+    src, dst, dbase, keep = 2 * epw + off, 3 * epw + off, epw + n + off, 4 * epw + off
     out = Mem(np.concatenate([rng.integers(-9, 9, src), z_layout(z, zfc),
                               rng.integers(-9, 9, 64)]), epw, dw)
     # d (the next layer's BP result) sits elsewhere in OUT, in the next layer's layout
     dlay = n_layout(d, nfc)
+    out.e += [0] * (-len(out.e) % epw + off)
     d_at = len(out.e)
     out.e += [int(v) for v in dlay] + [0] * (epw * 2)
     act = Mem(rng.integers(-9, 9, dst + npool + 16), epw, dw)
@@ -140,16 +155,20 @@ def test_stage_fwd_bwd_matches_golden(case):
     act0, grad0 = list(act.e), list(grad.e)
     unit = StageUnit(epw=epw, data_width=dw, addr_width=12, keep_elems=256)
     geo = dict(relu=relu, lgk=lgk, b=B, c=C, h=H, w=W, zfc=zfc, nfc=nfc, keep=keep)
-    res = run_stages(unit, [job_of(STAGE_FWD, src=src, dst=dst, **geo),
-                            job_of(STAGE_BWD, src=d_at, dst=dbase, **geo)], out, act, grad)
+    jobs = [job_of(STAGE_FWD, src=src, dst=dst, **geo),
+            job_of(STAGE_BWD, src=d_at, dst=dbase, **geo)]
+    lanes = [lanes_of(j, epw, zfc, nfc) for j in jobs]
+    print(f"lanes {lanes}")
+    assert (lanes == [epw, epw]) == (case[0] > 310 and case[0] != 316 or epw == 1)
+    res = run_stages(unit, jobs, out, act, grad)
     exp_act = list(act0)
     exp_act[dst:dst + npool] = [int(v) for v in n_layout(a, nfc)]
     assert act.e == exp_act
     exp_grad = list(grad0)
     exp_grad[dbase:dbase + n] = [int(v) for v in z_layout(g, zfc)]
     assert grad.e == exp_grad
-    assert [r[0] for r in res] == [stage_cycles(STAGE_FWD, B, C, H, W),
-                                   stage_cycles(STAGE_BWD, B, C, H, W)]
+    assert [r[0] for r in res] == [stage_cycles(STAGE_FWD, B, C, H, W, lanes[0]),
+                                   stage_cycles(STAGE_BWD, B, C, H, W, lanes[1])]
 
 
 @pytest.mark.parametrize("bad", [False, True])

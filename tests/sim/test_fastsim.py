@@ -70,19 +70,31 @@ def test_fast_e2e_step_is_exact(tiny_lib):
     # every array phase went through the data plane (tensors in card memory, one dp packet)
     arr = [r for r in run["log"] if r["phase"] in ("fp", "bp", "wg")]
     assert arr and all(r.get("data_plane") == "dma" for r in arr)
-    # results cross the bus except dW: the WG job updates the weight on chip, dW and W' are
-    # read back only for checking (debug words)
-    assert all((r["card_words_out"] > 0) == (r["phase"] != "wg") for r in arr)
-    assert all(r["debug_words"] > 0 and r["update"] for r in arr if r["phase"] == "wg")
+    # only the logits cross the bus: every other result stays on chip (the next stage reads
+    # it there; dW: the WG job updates the weight) and is read back only for checking
+    last_fp = [r for r in arr if r["phase"] == "fp"][-1]
+    assert all((r["card_words_out"] > 0) == (r is last_fp) for r in arr)
+    assert all(r["debug_words"] > 0 for r in arr if r is not last_fp)
+    assert all(r["update"] for r in arr if r["phase"] == "wg")
     # operands still in their buffer are not loaded again: every weight and mask (placed on
-    # chip before the step, Driver.load_network), the pruned gradient (on-chip pruning left it
-    # in GRAD) for BP and WG, each layer's input (its ACT home) for its WG, the gradients
-    # between a layer's BP and its WG
+    # chip before the step, Driver.load_network), each layer's input after the first (written
+    # by the forward stage before it) and for its WG, every gradient (written by the loss or
+    # a backward stage, pruned in place) for BP and WG
     res_ = {(r["layer"], r["phase"]): r["resident"] for r in arr}
-    assert all(res_[(lay, "fp")] == ["mask", "w"] for lay in ("conv1", "conv2", "fc1", "fc2"))
-    assert res_[("fc2", "bp")] == res_[("fc1", "bp")] == ["mask", "w"]
-    assert res_[("conv2", "bp")] == ["dy", "mask", "w"]
+    assert res_[("conv1", "fp")] == ["mask", "w"]
+    assert all(res_[(lay, "fp")] == ["mask", "w", "x"] for lay in ("conv2", "fc1", "fc2"))
+    assert all(res_[(lay, "bp")] == ["dy", "mask", "w"] for lay in ("conv2", "fc1", "fc2"))
     assert all(res_[(lay, "wg")] == ["dy", "w", "x"] for lay in ("conv1", "conv2", "fc1", "fc2"))
+    # the between-layer stages on chip (CMD_STAGE), a word (2 elements) per cycle except the
+    # loss gradient's; their results too are read back only for checking
+    from sparseforge.hdl.dp_stage import STAGE_OVERHEAD
+    st = [r for r in run["log"] if r["phase"] == "stage"]
+    assert [(r["layer"], r["stage_op"]) for r in st] == [
+        ("conv1", "fwd"), ("conv2", "fwd"), ("fc1", "fwd"), ("fc2", "loss"), ("fc1", "bwd"),
+        ("conv2", "bwd"), ("conv1", "bwd")]
+    assert all(r["card_words_out"] == 0 and r["debug_words"] > 0 for r in st)
+    assert all(r["job_cycles"] == r["elements"] // (1 if r["stage_op"] == "loss" else 2) +
+               STAGE_OVERHEAD for r in st)
     assert all(r["card_words_in"] > 0 for r in arr if len(r["resident"]) < 3)
     assert run["network_load"]["host_words_in"] > 0
     assert drv.transport.sim.mem_errors == 0
@@ -326,10 +338,13 @@ def test_prune_pregen_model_matches_rtl(tiny_lib):
     drv = Driver.fast(TINY, tiny_lib)
     res = asyncio.run(run_steps(drv, p, info=lambda m: None))
     log = res["steps"][0]["log"]
+    net = e2e.load_net("digits-cnn", TINY, batch=1)
     checked = 0
     for r in log:
         if r["phase"] == "prune":
-            want = perf.prune_cycles(r["elements"], TINY)
+            # the gradient comes from a backward stage on chip: no load
+            want = perf.prune_cycles(r["elements"], TINY, loaded=False)
+            assert r["dma_cycles"] == 0
             assert r["data_plane"] == "dma" and r["job_cycles"] == prune_job_cycles(
                 r["elements"], TINY.dma_width // TINY.data_width, TINY.data_width, summed=True)
             got = r["job_cycles"] + r["dma_cycles"]
@@ -344,12 +359,21 @@ def test_prune_pregen_model_matches_rtl(tiny_lib):
                   f"{q['layer']} wg" == r["beside"]][0]
             assert r["job_cycles"] <= max(0, r["busy_cycles"] - wg["job_cycles"]) + 40, r
             want, got = busy, r["busy_cycles"]
+        elif r["phase"] == "stage":
+            # the between-layer stages: the model's busy cycles exactly (perf.stage_costs)
+            nxt = {n.name: net.compute[k + 1] if k + 1 < len(net.compute) else None
+                   for k, n in enumerate(net.compute)}
+            lay = [n for n in net.compute if n.name == r["layer"]][0]
+            fs, bs = perf.stage_costs(lay, nxt[lay.name], TINY)
+            want, got = (bs if r["stage_op"] == "bwd" else fs), r["job_cycles"]
+            assert got == want, r
         else:
             continue
         print(r["layer"], r["phase"], got, f"model {want:.0f}")
         assert abs(got - want) <= 0.01 * got, r
         checked += 1
-    assert checked == 4                        # conv1/conv2 pruning, conv2/fc1 pre-generation
+    # conv1/conv2 pruning, conv2/fc1 pre-generation, seven stages
+    assert checked == 11
 
 
 def test_reset_mid_step_then_exact_rerun(tiny_lib):
@@ -375,7 +399,7 @@ def test_reset_mid_step_then_exact_rerun(tiny_lib):
     real = be._run_rtl
 
     async def stop_after_three(mode, **k):
-        if len(be.log) == 3:
+        if len(be.log) >= 3:
             raise HostGone
         return await real(mode, **k)
 

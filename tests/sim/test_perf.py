@@ -598,11 +598,21 @@ def test_weights_on_chip_when_they_fit():
         {"x", "dy"}
     busy, dma = perf.pregen_dp_split(8192, 8, cfg, cin_kk=256, weights_on_chip=True)
     assert dma == 0 and busy == 2 * 8192 // 8 + perf.PREGEN_DP_OVERHEAD    # 8 lanes: 1/group
-    # the iteration uses it on tiny (fc1's FP loads only x), not on ecp5
+    # the iteration uses it on tiny, not on ecp5; on tiny the step also runs the stages on
+    # chip (CMD_STAGE): fc1's FP loads nothing (its input is the forward stage's), only the
+    # first layer's input is loaded and the last one's logits stored, and the stages' cycles
+    # are charged (perf.stage_costs)
     on = perf.iteration(net, cfg, nm=(2, 8))
     off = perf.iteration(net, preset("ecp5"), nm=(2, 8))
     fp_on = [lr for lr in on.layers if lr.name == "fc1"][0].phases["fp"]
     fp_off = [lr for lr in off.layers if lr.name == "fc1"][0].phases["fp"]
-    assert fp_on.dma_load == perf.phase_dma(fc1, "fp", cfg, weights_on_chip=True).load
+    assert fp_on.dma_load == perf.phase_dma(fc1, "fp", cfg, weights_on_chip=True,
+                                            stages_on_chip=True).load == 0
     assert fp_off.dma_load == perf.phase_dma(fc1, "fp", preset("ecp5")).load
     assert fp_on.dma_load < perf.phase_dma(fc1, "fp", cfg).load
+    assert fp_on.stage_exposed == perf.stage_costs(fc1, net.compute_layer("fc2"), cfg)[0] > 0
+    assert on.stage_total() > 0 and off.stage_total() == 0
+    loads = {lr.name: lr.phases["fp"].dma_load for lr in on.layers}
+    assert loads["conv1"] > 0 and all(v == 0 for k, v in loads.items() if k != "conv1")
+    last = on.layers[-1].phases["fp"]
+    assert last.dma_store > 0 and all(lr.phases["fp"].dma_store == 0 for lr in on.layers[:-1])
