@@ -545,15 +545,19 @@ class Driver:
 
     async def debug_read(self, buf: int, base: int, count: int) -> np.ndarray:
         """``count`` elements of on-chip buffer ``buf`` from element ``base``, for checking:
-        one DMA store to the card memory, read back. Its words count as :attr:`debug_words`
-        (not as phase traffic); run it between phases (its transfer is not in any phase's
+        one DMA store to the card memory, read back. Its words -- the command packet's stream
+        words and the words read -- count as :attr:`debug_words` (not as phase traffic); run it between phases (its transfer is not in any phase's
         counters)."""
         from sparseforge.hdl.dma import DIR_STORE
         from sparseforge.hdl import dataplane as dpm
         had, self._resident = self._resident, {}
+        w0 = self.words_in
         await self._dp_exec("debug read", [], [{"kind": dpm.CMD_DESC, "desc": {
             "buf": buf, "base": int(base), "length": int(count), "dir": DIR_STORE,
             "addr": 0}}], ("dma_beats",))
+        # its command packet is checking traffic too: counted with the words it reads
+        self.debug_words += self.words_in - w0
+        self.words_in = w0
         self._resident = had
         return self.card_read(0, count, debug=True)
 
