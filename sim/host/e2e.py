@@ -565,22 +565,33 @@ class _StageMixin:
         self._check_stage(f"{layer} {op} stage", out, want)
         return out
 
+    def _host_stage(self, lay):
+        """A forward stage the host runs after all: the FP result it kept in OUT and read back
+        is real traffic (the host needs it), not a check -- its words move to the FP's
+        ``card_words_out``."""
+        rec = self.log[-1] if self.log else None
+        if rec is not None and rec["layer"] == lay.name and rec["phase"] == "fp" and \
+                rec.get("card_words_out", 1) == 0:
+            rec["card_words_out"], rec["debug_words"] = rec["debug_words"], 0
+
     async def stage_forward(self, lay, nxt, z4, a_next):
         """ReLU / pooling of ``lay``'s output (left in OUT by its FP) into ``nxt``'s input
         home in ACT; its pool winners in KEEP."""
         if lay.id == 0:
             self._keep, self._keep_end, self._dy_base = {}, 0, {}
         lgk = _stage_lgk(lay)
-        if not self._stages_on() or lgk is None or nxt.name not in self.drv.homes:
+        if not self._stages_on():
             return
+        if lgk is None or nxt.name not in self.drv.homes:
+            return self._host_stage(lay)
         shape, zfc = _stage_geometry(lay, z4)
         npool = int(np.asarray(a_next).size)
         kb = self._keep_end
         if kb + npool > self.cfg.keep_mem_elems or (zfc and lgk):
-            return
+            return self._host_stage(lay)
         dst = self.drv._act_home(nxt.name, npool)
         if dst == 0:                   # no home after the earlier inputs: the host path
-            return
+            return self._host_stage(lay)
         await self._stage(lay.name, "fwd", a_next, shape=shape, src=0, dst=dst, keep=kb,
                           pool=1 << lgk, relu=lay.relu, zfc=zfc, nfc=nxt.kind == "fc")
         self._keep[lay.name] = kb
@@ -664,7 +675,8 @@ class RTLBackend(_StageMixin, ModelBackend):
     same network, encoded): it is loaded into the on-chip schedule controller and started
     before the first phase, and every phase then runs as the schedule's next step -- the phase
     controls, the pruner's threshold rule and the pre-generation runs come from the schedule
-    (hdl/controller.py); the host sends the data."""
+    (hdl/controller.py); the host sends the data. ``stages``: run the between-layer stages on
+    chip where the network is resident (:class:`_StageMixin`; False: on the host)."""
 
     def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None, stages=True):
         super().__init__(cfg)

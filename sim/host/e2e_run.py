@@ -48,7 +48,9 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
          f"steps={steps}")
     sched = build_schedule(net, cfg)
     info(f"schedule: {len(sched.entries)} entries, {len(sched.encode()) // 4} words")
-    backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched.encode())
+    # ``stages``: the between-layer stages on chip where the network is resident (default)
+    backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched.encode(),
+                             stages=bool(p.get("stages", True)))
 
     check = p.get("check", "golden")
     if check not in ("golden", "none"):

@@ -102,6 +102,23 @@ def test_fast_e2e_step_is_exact(tiny_lib):
           f"(step), {time.perf_counter() - t0:.1f} s with the golden step")
 
 
+def test_fast_e2e_step_host_stages_is_exact(tiny_lib):
+    """The same step with the between-layer stages on the host (``RTLBackend(stages=False)``):
+    every tensor equals the golden step's, no stage ran on chip, and every FP / BP result
+    crosses the bus (the host computes the next operand from it)."""
+    p = {"config": TINY.to_dict(), "seed": SEED, "prune_seed": PRUNE_SEED, "lr_shift": LR_SHIFT,
+         "network": "digits-cnn", "batch": 1, "steps": 1, "stages": False}
+    print(f"seed={SEED} prune_seed={PRUNE_SEED} config=tiny network=digits-cnn stages=host")
+    drv = Driver.fast(TINY, tiny_lib)
+    res = asyncio.run(run_steps(drv, p, info=print))
+    check_steps(res)
+    (run,) = res["steps"]
+    assert run["tensors_compared"] == 55 and run["mismatched"] == []
+    assert not [r for r in run["log"] if r["phase"] == "stage"]
+    arr = [r for r in run["log"] if r["phase"] in ("fp", "bp")]
+    assert arr and all(r["card_words_out"] > 0 for r in arr)
+
+
 CASES = [  # (phase, Cin, Cout, H, W, K, stride, pad, zero fraction, N:M)
     ("fp", 4, 8, 7, 7, 3, 2, 1, 0.5, (2, 4)),
     ("fp", 4, 4, 6, 6, 3, 1, 1, 0.9, None),
