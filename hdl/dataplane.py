@@ -43,7 +43,7 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   backward from the next layer's BP result in ``BUF_OUT`` into ``BUF_GRAD``, or the loss
   gradient from the logits in ``BUF_OUT`` and labels in ``BUF_ACT`` into ``BUF_GRAD``; one
   element per cycle. It waits for the DMA engine, a job, the pruner and an earlier stage, is
-  checked in 4 cycles (``SHAPE``, ``BEYOND``, ``NOT_LOADED``: LOSS labels not loaded, BWD
+  checked in 10 cycles (``SHAPE``, ``BEYOND``, ``NOT_LOADED``: LOSS labels not loaded, BWD
   without the KEEP entries of a FWD stage), and what it writes counts as loaded. A BWD / LOSS
   stage sums ``|g|`` as it writes, so a ``CMD_PRUNE`` of its range runs one pass. A label
   outside ``[0, classes)``: ``LABEL`` when the stage ends. Later commands except
@@ -843,10 +843,20 @@ class DataPlane(wiring.Component):
 
         prc = Signal(prune_layout(aw))        # the prune command being checked
         stc = Signal(stage_layout(aw))        # the stage command being checked
-        s_ho, s_wo, s_hw, s_bc = Signal(16), Signal(16), Signal(32), Signal(32)
-        s_howo, s_nz, s_chw = Signal(32), Signal(W), Signal(W)
-        s_np, s_cho, s_bhowo, s_bwo = Signal(W), Signal(W), Signal(W), Signal(32)
+        # the stage's counts and strides: products of 16-bit fields, saturated at 2**SW - 1
+        # (past every buffer, so a saturated count still fails BEYOND), computed one per
+        # cycle by one shared 16 x SW multiplier (*why*: ECP5's 156 MULT18X18D are nearly
+        # all taken by the mapper; nine parallel products took about 18 more)
+        SW = max(LEN_WIDTH, aw) + 2
+        s_ho, s_wo = Signal(16), Signal(16)
+        s_hw, s_howo, s_chw, s_nz, s_cho, s_np, s_bhowo, s_bwo = (
+            Signal(SW, name=f"s_{n}") for n in ("hw", "howo", "chw", "nz", "cho", "np",
+                                                 "bhowo", "bwo"))
         s_bad = Signal()
+        mul_a, mul_b = Signal(16), Signal(SW)
+        mul_p = Signal(16 + SW)
+        m.d.comb += mul_p.eq(mul_a * mul_b)
+        mul_sat = Mux(mul_p[SW:].any(), (1 << SW) - 1, mul_p[:SW])
         pgc = Signal(pregen_layout(aw))       # the pre-generation command being checked
         pg_kk, pg_cico, pg_n, pg_lb = Signal(16), Signal(32), Signal(W), Signal(W)
         pg_bad = Signal()
@@ -917,31 +927,29 @@ class DataPlane(wiring.Component):
                     with m.If(self.cmd.valid):
                         refuse(JobErr.SHAPE)
             with m.State("SC1"):
-                # the stage command's checks and strides (four registered stages)
+                # the stage command's checks and strides: the shape (one registered stage),
+                # then one product per cycle (SM0..), then the ranges (SC4)
                 kmask = (Const(1, 4) << stc.lgk) - 1
                 m.d.sync += [
                     s_ho.eq(stc.h >> stc.lgk), s_wo.eq(stc.w >> stc.lgk),
-                    s_hw.eq(stc.h * stc.w), s_bc.eq(stc.b * stc.c),
                     s_bad.eq((stc.op == 3) | (stc.b == 0) | (stc.c == 0) | (stc.h == 0) |
                              (stc.w == 0) | (stc.lgk > LGK_MAX) | ((stc.h & kmask) != 0) |
                              ((stc.w & kmask) != 0) |
                              ((stc.zfc | (stc.op == STAGE_LOSS)) &
                               ((stc.h != 1) | (stc.w != 1))))]
-                m.next = "SC2"
+                m.next = "SM0"
                 with m.If(self.abort):
                     m.next = "IDLE"
-            with m.State("SC2"):
-                m.d.sync += [s_howo.eq(s_ho * s_wo), s_nz.eq(s_bc * s_hw),
-                             s_chw.eq(stc.c * s_hw)]
-                m.next = "SC3"
-                with m.If(self.abort):
-                    m.next = "IDLE"
-            with m.State("SC3"):
-                m.d.sync += [s_np.eq(s_bc * s_howo), s_cho.eq(stc.c * s_howo),
-                             s_bhowo.eq(stc.b * s_howo), s_bwo.eq(stc.b * s_wo)]
-                m.next = "SC4"
-                with m.If(self.abort):
-                    m.next = "IDLE"
+            products = [(s_hw, stc.h, stc.w), (s_howo, s_ho, s_wo), (s_chw, stc.c, s_hw),
+                        (s_nz, stc.b, s_chw), (s_cho, stc.c, s_howo), (s_np, stc.b, s_cho),
+                        (s_bhowo, stc.b, s_howo), (s_bwo, stc.b, s_wo)]
+            for k, (dest, fa, fb) in enumerate(products):
+                with m.State(f"SM{k}"):
+                    m.d.comb += [mul_a.eq(fa), mul_b.eq(fb)]
+                    m.d.sync += dest.eq(mul_sat)
+                    m.next = f"SM{k + 1}" if k + 1 < len(products) else "SC4"
+                    with m.If(self.abort):
+                        m.next = "IDLE"
             with m.State("SC4"):
                 s_fwd, s_bwd = stc.op == STAGE_FWD, stc.op == STAGE_BWD
                 s_loss = stc.op == STAGE_LOSS
