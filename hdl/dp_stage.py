@@ -1,8 +1,8 @@
 """Between-layer stages on chip (issue 17 item 1): the data plane's ``CMD_STAGE`` command.
 
 :class:`StageUnit` runs one of three element-wise stages of the training step
-(docs/e2e.md, ``sim/host/e2e.py::train_step``) between the data plane's buffers, one element
-per cycle, so a layer's output goes from ``BUF_OUT`` to the next layer's input in ``BUF_ACT``
+(docs/e2e.md, ``sim/host/e2e.py::train_step``) between the data plane's buffers (a word or one
+element per cycle: below), so a layer's output goes from ``BUF_OUT`` to the next layer's input in ``BUF_ACT``
 (and a gradient from ``BUF_OUT`` to ``BUF_GRAD``) without crossing the bus:
 
 * ``STAGE_FWD``: ReLU (``relu = 1``) and max-pool with a ``k x k`` window and stride ``k``
@@ -58,8 +58,10 @@ act_raddr : Out(addr_width), act_rdata : In(epw * data_width)
     The same on ``BUF_ACT`` (the labels).
 wr_act, wr_grad : Out(1), wr_addr : Out(addr_width), wr_data : Out(epw * data_width),
 wr_en : Out(epw)
-    One element write per cycle (``wr_en`` one lane, the value in every lane) into ``BUF_ACT``
-    (``STAGE_FWD``) or ``BUF_GRAD``.
+    One word write per cycle at most (``wr_en``: the lanes written -- one in scalar mode,
+    ``epw / k`` pooled values of a FWD stage, ``epw`` of a BWD stage in vector mode) into
+    ``BUF_ACT`` (``STAGE_FWD``) or ``BUF_GRAD``. The KEEP memory is the unit's own (words of
+    ``epw`` 5-bit entries).
 
 Throughput (*ours*): **a word of ``epw`` elements per cycle** (vector mode) when the stage
 allows it (:func:`stage_lanes`): FWD / BWD, ``z`` and the next layer's input in the conv layout
