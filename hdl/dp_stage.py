@@ -83,6 +83,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sparseforge.hdl.arith import const_mul
+
 __all__ = ["StageUnit", "STAGE_FWD", "STAGE_BWD", "STAGE_LOSS", "STAGE_OVERHEAD", "KEEP_WIDTH",
            "LGK_MAX", "stage_cycles", "stage_strides", "stage_lanes"]
 
@@ -264,8 +266,9 @@ class StageUnit(wiring.Component):
             return word.word_select(k, width)
 
         def shr(word, sel, width):
-            """``word`` shifted down by ``sel`` lanes of ``width`` bits."""
-            return word >> (sel * width) if lge else word
+            """``word`` shifted down by ``sel`` lanes of ``width`` bits (lane offsets times a
+            constant as shifted adds: a ``$mul`` would take a DSP block on ECP5)."""
+            return word >> const_mul(sel, width) if lge else word
 
         dsh = shr(self.out_rdata, b_sel, dw)
         v = [Signal(signed(dw), name=f"v{l}") for l in range(E)]
@@ -340,13 +343,13 @@ class StageUnit(wiring.Component):
         m.d.comb += ones.eq((Const(1, E + 1) << nval) - 1)
         m.d.sync += [self.wr_act.eq(wv & fwd), self.wr_grad.eq(wv & ~fwd),
                      self.wr_addr.eq(b_w >> lge),
-                     self.wr_data.eq(vals << (wsel * dw) if lge else vals),
+                     self.wr_data.eq(vals << const_mul(wsel, dw) if lge else vals),
                      self.wr_en.eq(Mux(wv, (ones[:E] << wsel)[:E] if lge else ones[:E], 0))]
         # the KEEP entries of the pooled values (FWD)
         kvals = Cat(*[Cat(carg[q], Mux(P.relu, cur[q] > 0, 1)) for q in range(E)])
         ksel = low(b_k)
         m.d.comb += [kwr.addr.eq(b_k >> lge),
-                     kwr.data.eq(kvals << (ksel * KW) if lge else kvals),
+                     kwr.data.eq(kvals << const_mul(ksel, KW) if lge else kvals),
                      kwr.en.eq(Mux(vb & fwd & b_last,
                                    (ones[:E] << ksel)[:E] if lge else ones[:E], 0))]
         with m.If(vb & loss & (lab >= P.c)):
