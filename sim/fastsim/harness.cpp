@@ -289,6 +289,18 @@ void sf_run(SfSim* s, uint64_t cycles) {
     for (uint64_t k = 0; k < cycles; ++k) s->step();
 }
 
+// Simulate until the core's `irq` output is high (the user interrupt a card raises through
+// XDMA): returns the cycles simulated (0 when it is already high), or -1 when it stayed low
+// for `max_cycles`. The host waits for done/error here instead of polling STATUS over
+// AXI4-Lite (one read per a few cycles, each a call from Python).
+int64_t sf_wait_irq(SfSim* s, uint64_t max_cycles) {
+    for (uint64_t k = 0;; ++k) {
+        if (s->top->irq) return int64_t(k);
+        if (k == max_cycles) return -1;
+        s->step();
+    }
+}
+
 // One AXI4-Lite write; returns BRESP, or -1 when it did not complete in `max_cycles`.
 int sf_axil_write(SfSim* s, uint32_t addr, uint32_t data, uint64_t max_cycles) {
     s->top->s_axil_awaddr = addr;

@@ -40,6 +40,7 @@ _SIGS = {
     "sf_mem_size": (ctypes.c_uint64, [ctypes.c_void_p]),
     "sf_irq": (ctypes.c_int, [ctypes.c_void_p]),
     "sf_run": (None, [ctypes.c_void_p, ctypes.c_uint64]),
+    "sf_wait_irq": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_uint64]),
     "sf_axil_write": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
                                      ctypes.c_uint64]),
     "sf_axil_read": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64]),
@@ -103,6 +104,14 @@ class FastSim:
     @property
     def irq(self) -> int:
         return int(self.lib.sf_irq(self.h))
+
+    def wait_irq(self, *, max_cycles=MAX_WAIT_CYCLES) -> int:
+        """Simulate until the core's ``irq`` is high; returns the cycles that took (0: it
+        already was). :class:`SimTimeout` when it stayed low for ``max_cycles``."""
+        r = self.lib.sf_wait_irq(self.h, max_cycles)
+        if r < 0:
+            raise SimTimeout(f"irq stayed low for {max_cycles} cycles")
+        return r
 
     @property
     def mem_errors(self) -> int:

@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from sparseforge.gen.mapper.pe import PEJob
-from sparseforge.hdl.axil import (CTRL_SOFT_RESET, CTRL_START, REGS, SCHED_LOADED, STATUS_BUSY,
+from sparseforge.hdl.axil import (CTRL_IRQ_ENABLE, CTRL_SOFT_RESET, CTRL_START, IRQ_DONE,
+                                  IRQ_ERROR, REGS, SCHED_LOADED, STATUS_BUSY,
                                   STATUS_DONE, STATUS_ERROR)
 from sparseforge.hdl.wire import (DEST_END, ctrl_layout, destinations, header, pe_layouts,
                                   pgctl_layout, sources, split_header)
@@ -246,6 +247,44 @@ class PacketCodec:
         return res
 
 
+class LazyArrayStats:
+    """The array model's statistics of a phase (``am.cycles(am.map_array(...))``), computed
+    on the first attribute access (``.cycles``, ``.pe``, ...). :attr:`Driver.defer_model`
+    hands these out so that the reference model's Python runs after the timed simulation,
+    not inside it. The operands are copied (a later in-place change cannot alter them)."""
+
+    def __init__(self, phase: str, cfg, *, stride: int, padding: int, raw: bool, kw: dict):
+        kw = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+        self._args = (phase, cfg, stride, padding, raw, kw)
+        self._stats = None
+
+    def resolve(self):
+        """The :class:`~sparseforge.gen.mapper.array.ArrayStats` (computed once)."""
+        if self._stats is None:
+            from sparseforge.gen.mapper import array as am
+            phase, cfg, stride, padding, raw, kw = self._args
+            self._stats = am.cycles(am.map_array(phase, cfg=cfg, stride=stride,
+                                                 padding=padding, raw=raw, **kw))
+            self._args = None
+        return self._stats
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
+
+def phase_out_shape(phase: str, kw: dict, stride: int, padding: int) -> tuple:
+    """The result's shape of a layer phase (:meth:`Driver.run_phase`'s arguments ``kw``):
+    FP ``(B, Cout, Ho, Wo)``, BP ``x_shape``, WG ``w_shape``."""
+    if phase == "bp":
+        return tuple(int(v) for v in kw["x_shape"])
+    if phase == "wg":
+        return tuple(int(v) for v in kw["w_shape"])
+    (B, _, H, W), (Cout, _, Kh, Kw) = np.shape(kw["x"]), np.shape(kw["w"])
+    return (B, Cout, (H + 2 * padding - Kh) // stride + 1, (W + 2 * padding - Kw) // stride + 1)
+
+
 class Driver:
     """Runs jobs on a live ``accelerator`` design (cocotb coroutines)."""
 
@@ -313,6 +352,16 @@ class Driver:
         self.keep_results = False
         #: the last :meth:`stage_onchip`'s figures
         self.last_stage: dict = {}
+        #: :meth:`wait_done` waits for the core's interrupt instead of polling STATUS (a
+        #: transport that can wait for it: the XDMA card's events device, the fast
+        #: simulation); set False to poll. CTRL.irq_enable is then kept set in every CTRL write.
+        self.use_irq = bool(getattr(transport, "has_irq", False))
+        self._irq_on = False
+        #: data-plane phases leave the array model's statistics to be computed when first
+        #: used: :attr:`last_stats` is a :class:`LazyArrayStats` and ``last_phase``'s
+        #: ``array_cycles`` is None (the e2e run times the simulation without the reference
+        #: model's Python; it resolves them after the step). Off by default.
+        self.defer_model = False
 
     @classmethod
     async def start(cls, dut, cfg, *, period_ns: int = 10):
@@ -362,6 +411,8 @@ class Driver:
     async def write(self, name: str, value: int):
         if name == "CTRL" and value & CTRL_SOFT_RESET:
             self._resident = {}           # the soft reset forgets the loaded ranges
+        if name == "CTRL" and self._irq_on:
+            value |= CTRL_IRQ_ENABLE      # a CTRL write must not switch the interrupt off
         await self.axil.write_dword(REGS[name], value)
 
     async def counter(self, name: str) -> int:
@@ -393,6 +444,23 @@ class Driver:
         return parsed
 
     async def wait_done(self, max_polls=10000):
+        """STATUS once ``done`` or ``error`` is set (both sticky). With :attr:`use_irq` it
+        waits for the core's interrupt (``IRQ_STATUS`` cleared after each wait, then STATUS
+        read again, so an interrupt left from earlier cannot end the wait early and one that
+        fires during the clear is not lost); otherwise it polls STATUS. ``TimeoutError``
+        after ``max_polls`` reads / waits."""
+        if self.use_irq:
+            if not self._irq_on:
+                self._irq_on = True
+                await self.write("CTRL", CTRL_IRQ_ENABLE)
+            for _ in range(max_polls):
+                st = await self.read("STATUS")
+                if st & (STATUS_DONE | STATUS_ERROR):
+                    await self.write("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
+                    return st
+                await self.transport.wait_irq()
+                await self.write("IRQ_STATUS", IRQ_DONE | IRQ_ERROR)
+            raise TimeoutError("STATUS.done never rose")
         for _ in range(max_polls):
             st = await self.read("STATUS")
             if st & (STATUS_DONE | STATUS_ERROR):
@@ -478,9 +546,9 @@ class Driver:
         ``H*W`` larger than ``act_buf_depth``, a row longer than ``max_row_len``) and
         ``RuntimeError`` when the accelerator reports an error.
         After the call :attr:`last_phase` holds ``cycles`` (the CYCLES counter's increment),
-        ``array_cycles`` (the exact array model's cycles for the same work), ``words_in`` /
-        ``words_out`` (stream words) and ``status``."""
-        from sparseforge.gen.mapper import array as am
+        ``array_cycles`` (the exact array model's cycles for the same work; None on the data
+        plane with :attr:`defer_model`, then :attr:`last_stats` computes them when read),
+        ``words_in`` / ``words_out`` (stream words) and ``status``."""
         if phase not in ("fp", "bp", "wg"):
             raise ValueError(f"phase must be 'fp', 'bp' or 'wg', not {phase!r}")
         need = {"fp": ("x", "w"), "bp": ("dy", "w", "x_shape"), "wg": ("x", "dy", "w_shape")}
@@ -492,14 +560,13 @@ class Driver:
         kw = {k: given[k] for k in need[phase]}
         if phase != "wg":
             kw["mask"] = mask
-        job = am.map_array(phase, cfg=self.codec.cfg, stride=stride, padding=padding, raw=raw,
-                           **kw)
-        #: the last phase's array-model statistics (am.cycles of its mapping)
-        self.last_stats = am.cycles(job)
         if home is not None and home not in self.homes:
             raise ValueError(f"run_phase: no home {home!r} (Driver.load_network)")
-        if self.ram is not None and not raw and not self._chunked_wg(phase, kw):
-            return await self._run_phase_dma(phase, job, kw, stride, padding, step, home=home)
+        dma = self.ram is not None and not raw and not self._chunked_wg(phase, kw)
+        self._model_stats(phase, kw, stride, padding, raw=raw, lazy=dma)
+        if dma:
+            return await self._run_phase_dma(phase, kw, stride, padding, step, home=home)
+        job = self._job
         c0 = await self.counter("cycles")
         w0, o0 = self.words_in, self.words_out
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -717,7 +784,24 @@ class Driver:
                              f"has {self.CARD_BYTES}")
         return addrs
 
-    async def _run_phase_dma(self, phase, job, kw, stride, padding, step, *, side=None,
+    def _model_stats(self, phase, kw, stride, padding, *, raw=False, lazy=True):
+        """Set :attr:`last_stats`, the array model's statistics of the phase (the reference
+        cycles of the report): deferred (:class:`LazyArrayStats`) when ``lazy`` and
+        :attr:`defer_model`; otherwise mapped now (the mapping kept in ``_job`` for the
+        host-fed path, which streams it). The mapping also refuses what cannot be mapped
+        (``ValueError``)."""
+        from sparseforge.gen.mapper import array as am
+        cfg = self.codec.cfg
+        if lazy and self.defer_model:
+            self._job = None
+            self.last_stats = LazyArrayStats(phase, cfg, stride=stride, padding=padding,
+                                             raw=raw, kw=kw)
+            return
+        self._job = am.map_array(phase, cfg=cfg, stride=stride, padding=padding, raw=raw, **kw)
+        #: the last phase's array-model statistics (am.cycles of its mapping)
+        self.last_stats = am.cycles(self._job)
+
+    async def _run_phase_dma(self, phase, kw, stride, padding, step, *, side=None,
                              side_steps=(), home=None, update=None):
         """:meth:`run_phase` through the data plane: the operands are placed in the card
         memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
@@ -728,7 +812,6 @@ class Driver:
         ``lr_shift``, ``kw["w"]`` the weight it updates; the result stays on chip and is read
         for checking (:meth:`debug_read`), like the updated weight, and the call returns
         ``(dW, W')`` (``((dW, W'), (fwd, bwd))`` with ``side``)."""
-        from sparseforge.gen.mapper import array as am
         cfg = self.codec.cfg
         if phase == "fp":
             x, w = np.asarray(kw["x"]), np.asarray(kw["w"])
@@ -739,7 +822,7 @@ class Driver:
         else:
             x = np.asarray(kw["x"])
             shapes = {"x": x.shape, "w": tuple(kw["w_shape"])}
-        shapes["out"] = tuple(job.out_shape)
+        shapes["out"] = phase_out_shape(phase, kw, stride, padding)
         tensors = {"fp": {"x": kw.get("x"), "w": kw.get("w")},
                    "bp": {"dy": kw.get("dy"), "w": kw.get("w")},
                    "wg": {"x": kw.get("x"), "dy": kw.get("dy")}}[phase]
@@ -811,7 +894,8 @@ class Driver:
                                    "card_words_in": 0, "card_words_out": 0}
         self.last_phase = {"phase": phase, "cycles": d["job_cycles"], "resident": sorted(skip),
                            "update": update is not None,
-                           "array_cycles": self.last_stats.cycles,
+                           "array_cycles": None if isinstance(self.last_stats, LazyArrayStats)
+                           else self.last_stats.cycles,
                            "array_counter_cycles": d["cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_busy_cycles": d["dma_busy"],
                            "dma_beats": d["dma_beats"],
@@ -1215,7 +1299,6 @@ class Driver:
         resident weight ``w`` (as :meth:`run_wg_update`; then the result is ``((dW, W'),
         (fwd, bwd))``); ``pregen_home``: the pre-generated layer's home (as
         :meth:`pregen_onchip`)."""
-        from sparseforge.gen.mapper import array as am
         pregen_w = np.asarray(pregen_w)
         why = self.pregen_onchip_refusal(pregen_w.shape, n)
         if why:
@@ -1223,13 +1306,11 @@ class Driver:
         kw = {"x": x, "dy": dy, "w_shape": w_shape}
         if self._chunked_wg("wg", kw):
             raise ValueError("run_wg_with_pregen: a chunked WG phase runs host-fed")
-        job = am.map_array("wg", cfg=self.codec.cfg, stride=stride, padding=padding, raw=False,
-                           **kw)
-        self.last_stats = am.cycles(job)
+        self._model_stats("wg", kw, stride, padding)
         side = self._pregen_side(pregen_w, n, pregen_home)
         if update is not None:
             kw["w"] = w
-        return await self._run_phase_dma("wg", job, kw, stride, padding, step, side=side,
+        return await self._run_phase_dma("wg", kw, stride, padding, step, side=side,
                                          side_steps=self._pregen_steps(side, pregen_step),
                                          home=home, update=update)
 
@@ -1241,7 +1322,6 @@ class Driver:
         lr_shift))`` in the WGT buffer, where it stays. Both stay on chip; they are read back
         for checking (:meth:`debug_read`, :attr:`debug_words`). Returns ``(dW, W')``.
         ``ValueError`` for a chunked WG phase (it runs host-fed) or an unknown home."""
-        from sparseforge.gen.mapper import array as am
         if home not in self.homes:
             raise ValueError(f"run_wg_update: no home {home!r} (Driver.load_network)")
         if not isinstance(lr_shift, int) or not 0 <= lr_shift < 64:
@@ -1249,11 +1329,9 @@ class Driver:
         kw = {"x": x, "dy": dy, "w_shape": np.shape(w)}
         if self._chunked_wg("wg", kw):
             raise ValueError("run_wg_update: a chunked WG phase runs host-fed")
-        job = am.map_array("wg", cfg=self.codec.cfg, stride=stride, padding=padding, raw=False,
-                           **kw)
-        self.last_stats = am.cycles(job)
+        self._model_stats("wg", kw, stride, padding)
         kw["w"] = np.asarray(w)
-        return await self._run_phase_dma("wg", job, kw, stride, padding, step, home=home,
+        return await self._run_phase_dma("wg", kw, stride, padding, step, home=home,
                                          update=lr_shift)
 
     async def pregen(self, w, n: int):

@@ -64,6 +64,7 @@ from sparseforge.gen.mapper import array as am
 from sparseforge.gen.schedule import Op
 from sparseforge.hdl.axil import SCHED_RUNNING, STATUS_DONE, STATUS_ERROR
 from sparseforge.hdl.wire import PHASE_CODES, Phase
+from sparseforge.sim.host.driver import LazyArrayStats
 from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
 from sparseforge.sim.reference import golden
 
@@ -839,6 +840,20 @@ class RTLBackend(_StageMixin, ModelBackend):
         drv.keep_results = (mode == "fp" and not self._last_layer()) or \
             (mode == "bp" and self._plan is not None)
 
+    @staticmethod
+    def _model_fields(st) -> dict:
+        return {"model_cycles": st.cycles, "model_busy_mac0": st.pe[0][0].busy_mac,
+                "model_nnz0": st.pe[0][0].nnz}
+
+    def resolve_models(self):
+        """Fill the array model's fields (``model_cycles``, ``model_busy_mac0``,
+        ``model_nnz0``) of the phase records whose statistics the driver deferred
+        (``Driver.defer_model``): the e2e run calls it after each step's timed window."""
+        for rec in self.log:
+            st = rec.pop("_stats", None)
+            if st is not None:
+                rec.update(self._model_fields(st))
+
     async def _run_rtl(self, mode, _pregen=None, _update=None, **kw):
         t0 = time.perf_counter()
         self._place(mode)
@@ -894,11 +909,13 @@ class RTLBackend(_StageMixin, ModelBackend):
         d = {k: now[k] - self.prev[k] for k in now}
         self.prev = now
         rec = {"layer": self.layer, "phase": mode, "cycles": d["cycles"],
-               "model_cycles": st.cycles, "busy_mac0": d["busy_mac"],
-               "model_busy_mac0": st.pe[0][0].busy_mac, "nnz0": d["nnz"],
-               "model_nnz0": st.pe[0][0].nnz, "io_cycles": io, **words, **dp,
+               "busy_mac0": d["busy_mac"], "nnz0": d["nnz"], "io_cycles": io, **words, **dp,
                "debug_words": self.drv.debug_words - g0,
                "host_s": time.perf_counter() - t0}
+        if isinstance(st, LazyArrayStats):
+            rec["_stats"] = st               # the reference model runs in resolve_models()
+        else:
+            rec.update(self._model_fields(st))
         self.log.append(rec)
         if masks is not None:          # the pre-generation that ran beside it (no own traffic)
             self._log_pregen_dp(p_layer, pw, c0, None, t0,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import mmap
 import os
 import queue
+import select
 import struct
 import threading
 import time
@@ -129,10 +130,15 @@ class XdmaDevice:
         self.bypass.mm[addr:addr + len(data)] = bytes(data)
 
     # interrupt
-    def wait_irq(self) -> int:
-        """Block until user interrupt 0; returns the driver's event count."""
+    def wait_irq(self, timeout_s: float | None = None) -> int:
+        """Block until user interrupt 0 (at most ``timeout_s`` seconds, None: no limit);
+        returns the driver's event count. ``TimeoutError`` when it did not fire in time."""
         if self.events is None:
             raise FileNotFoundError(f"{self.paths['events_0']} missing")
+        if timeout_s is not None:
+            ready, _, _ = select.select([self.events], [], [], timeout_s)
+            if not ready:
+                raise TimeoutError(f"user interrupt 0 did not fire in {timeout_s} s")
         return struct.unpack("<I", os.read(self.events, 4))[0]
 
     def close(self):
@@ -171,6 +177,11 @@ class SimXdmaDevice:
 
     def mem_read(self, addr, n):
         return self.sim.mem_read(addr, n)
+
+    def wait_irq(self, timeout_s=None):
+        """Simulate until the core's ``irq`` is high (bounded in cycles, not seconds:
+        :class:`~sparseforge.sim.fastsim.sim.SimTimeout`); returns the cycles it took."""
+        return self.sim.wait_irq()
 
     def mem_write(self, addr, data):
         self.sim.mem_write(addr, data)
@@ -277,6 +288,18 @@ class XdmaTransport:
 
     def spawn(self, coro):
         return _Deferred(coro)
+
+    @property
+    def has_irq(self) -> bool:
+        """Whether :meth:`wait_irq` can wait for the core's interrupt (a card with its
+        events device, or the simulated card)."""
+        return hasattr(self.dev, "wait_irq") and getattr(self.dev, "events", True) is not None
+
+    async def wait_irq(self, timeout_s: float = 10.0):
+        """Wait for user interrupt 0 (the core's ``irq``: ``CTRL.irq_enable`` and an
+        ``IRQ_STATUS`` bit). ``TimeoutError`` (or the simulation's ``SimTimeout``) when it
+        does not come."""
+        return self.dev.wait_irq(timeout_s)
 
     def now_cycles(self) -> int:
         sim = getattr(self.dev, "sim", None)
