@@ -219,7 +219,84 @@ def test_fast_waits_are_bounded(tiny_lib):
     assert sim.mem_read(16, 4) == b"\x01\x02\x03\x04"
     with pytest.raises(ValueError, match="built without them"):
         FastSim(tiny_lib, waves="x.vcd")
+    # the interrupt is off after reset: a wait for it gives up too
+    with pytest.raises(SimTimeout, match="irq stayed low for 300 cycles"):
+        sim.wait_irq(max_cycles=300)
     sim.close()
+
+
+def test_fast_driver_waits_on_the_interrupt(tiny_lib):
+    """On the fast engine the driver waits for the core's interrupt (``CTRL.irq_enable``,
+    the XDMA user interrupt on a card) instead of polling STATUS: the phase's result is the
+    golden model's, equal to the polling driver's, with far fewer register reads; CTRL
+    keeps ``irq_enable`` through a soft reset, and IRQ_STATUS is cleared after each wait so
+    a stale interrupt never ends the next wait early."""
+    from sparseforge.hdl.axil import CTRL_IRQ_ENABLE, CTRL_SOFT_RESET, REGS
+    rng = np.random.default_rng(SEED)
+    print(f"seed={SEED}")
+    x = rng.integers(-200, 200, (1, 3, 7, 7))
+    w = rng.integers(-200, 200, (4, 3, 3, 3))
+    want = numfmt.writeback(golden.conv2d_forward(x, w, 1, 1), TINY.frac_bits, TINY.data_width)
+    got, reads = {}, {}
+    for use_irq in (True, False):
+        drv = Driver.fast(TINY, tiny_lib)
+        assert drv.use_irq                       # the simulated card has the interrupt
+        drv.use_irq = use_irq
+        sim = drv.transport.sim
+        n = [0]
+        orig = sim.axil_read
+
+        def counted(addr, **kw):
+            n[0] += addr == REGS["STATUS"]
+            return orig(addr, **kw)
+        sim.axil_read = counted
+        got[use_irq] = asyncio.run(drv.run_phase("fp", x=x, w=w, stride=1, padding=1))
+        reads[use_irq] = n[0]
+        if use_irq:
+            assert asyncio.run(drv.read("IRQ_STATUS")) == 0 and sim.irq == 0
+            assert asyncio.run(drv.read("CTRL")) & CTRL_IRQ_ENABLE
+            asyncio.run(drv.write("CTRL", CTRL_SOFT_RESET))
+            assert asyncio.run(drv.read("CTRL")) & CTRL_IRQ_ENABLE
+            # the same phase after the soft reset: the wait still ends on the interrupt
+            np.testing.assert_array_equal(
+                asyncio.run(drv.run_phase("fp", x=x, w=w, stride=1, padding=1)), want)
+        drv.transport.sim.close()
+    np.testing.assert_array_equal(got[True], want)
+    np.testing.assert_array_equal(got[False], want)
+    print(f"STATUS reads of one FP phase: interrupt {reads[True]}, polling {reads[False]}")
+    assert reads[True] <= 2 and reads[False] > 10, reads
+
+
+def test_deferred_array_model_equals_the_immediate_one(tiny_lib):
+    """``Driver.defer_model``: the data plane's phase runs without the array model, whose
+    statistics (``last_stats``, a :class:`LazyArrayStats`) are computed when read and equal
+    those of the immediate mapping; ``last_phase["array_cycles"]`` is None meanwhile. The
+    result shape comes from :func:`phase_out_shape`, equal to the mapping's."""
+    from sparseforge.gen.mapper import array as am
+    from sparseforge.sim.host.driver import LazyArrayStats, phase_out_shape
+    rng = np.random.default_rng(SEED + 1)
+    print(f"seed={SEED + 1}")
+    x = rng.integers(-200, 200, (1, 2, 9, 9)) * (rng.random((1, 2, 9, 9)) > 0.5)
+    w = rng.integers(-200, 200, (3, 2, 3, 3))
+    stats = {}
+    for defer in (False, True):
+        drv = Driver.fast(TINY, tiny_lib)
+        drv.defer_model = defer
+        y = asyncio.run(drv.run_phase("fp", x=x, w=w, stride=2, padding=1))
+        assert isinstance(drv.last_stats, LazyArrayStats) == defer
+        assert (drv.last_phase["array_cycles"] is None) == defer
+        np.testing.assert_array_equal(
+            y, numfmt.writeback(golden.conv2d_forward(x, w, 2, 1), TINY.frac_bits,
+                                TINY.data_width))
+        st = drv.last_stats
+        stats[defer] = (st.cycles, st.pe[0][0].busy_mac, st.pe[0][0].nnz)
+        drv.transport.sim.close()
+    assert stats[True] == stats[False] and stats[False][0] > 0, stats
+    for (h, k, s_, pad) in [(9, 3, 2, 1), (8, 1, 1, 0), (7, 5, 1, 2), (10, 3, 2, 0)]:
+        xs = rng.integers(-9, 9, (2, 2, h, h + 1))
+        ws = rng.integers(-9, 9, (3, 2, k, k))
+        job = am.map_array("fp", cfg=TINY, x=xs, w=ws, stride=s_, padding=pad)
+        assert phase_out_shape("fp", {"x": xs, "w": ws}, s_, pad) == tuple(job.out_shape)
 
 
 def test_fast_waves(fast_dir, tmp_path):

@@ -51,6 +51,24 @@ def test_xdma_device_on_files(devdir):
     assert (devdir / "xdma0_h2c_0").read_bytes() == b"\x05\x00\x00\x00"
 
 
+def test_xdma_wait_irq_is_bounded(devdir):
+    """The user interrupt's events device: a wait with a timeout gives up with
+    ``TimeoutError`` (never a hang), and returns the driver's event count when it fires; the
+    transport offers the interrupt only where the events device exists."""
+    import os
+    dev = XdmaDevice(0, root=devdir, card_bytes=1 << 16)
+    assert not XdmaTransport(dev, recv_timeout_s=0.2).has_irq     # no events_0 file
+    r, w = os.pipe()                      # stands in for /dev/xdma0_events_0
+    dev.events = r
+    assert XdmaTransport(dev, recv_timeout_s=0.2).has_irq
+    with pytest.raises(TimeoutError, match="did not fire in 0.05 s"):
+        dev.wait_irq(0.05)
+    os.write(w, struct.pack("<I", 3))
+    assert dev.wait_irq(1.0) == 3
+    os.close(w)
+    dev.close()
+
+
 def test_xdma_transport_on_files(devdir):
     dev = XdmaDevice(0, root=devdir, card_bytes=1 << 16)
     tr = XdmaTransport(dev, recv_timeout_s=0.2)
