@@ -871,6 +871,15 @@ class DataPlane(wiring.Component):
         m.d.comb += upd_clash.eq(job.update & pg.busy & (job.w_base < pgc.w_base + pg_n) &
                                  (pgc.w_base < job.w_base + w_n))
         lgwb = (wbits - 1).bit_length()
+
+        def take(can, reg, state):
+            """Issue the head command when ``can``: its ``job`` bits (the command's fields)
+            into ``reg``, then ``state`` (its checks)."""
+            m.d.comb += self.cmd.ready.eq(can)
+            with m.If(self.cmd.valid & can):
+                m.d.sync += reg.eq(self.cmd.payload.job.as_value()[:len(reg.as_value())])
+                m.next = state
+
         with m.FSM(name="dp_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.abort | discard):
@@ -893,35 +902,19 @@ class DataPlane(wiring.Component):
                     with m.If(self.cmd.valid & can):
                         m.d.sync += cur.eq(self.cmd.payload.desc)
                 with m.Elif(self.cmd.payload.kind == CMD_PRUNE):
-                    can = eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy
-                    m.d.comb += self.cmd.ready.eq(can)
-                    with m.If(self.cmd.valid & can):
-                        m.d.sync += prc.eq(self.cmd.payload.job.as_value()[:prc.shape().size])
-                        m.next = "PCK"
+                    take(eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy, prc, "PCK")
                 with m.Elif(self.cmd.payload.kind == CMD_JOB):
                     # an FP / BP job reads WGT and MASK: not while pre-generation runs (a WG
                     # job may run beside it)
-                    can = eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy & \
-                        ~(pg.busy & (self.cmd.payload.job.mode != Phase.WG))
-                    m.d.comb += self.cmd.ready.eq(can)
-                    with m.If(self.cmd.valid & can):
-                        m.d.sync += job.eq(self.cmd.payload.job)
-                        m.next = "CK1"
+                    take(eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy &
+                         ~(pg.busy & (self.cmd.payload.job.mode != Phase.WG)), job, "CK1")
                 with m.Elif(self.cmd.payload.kind == CMD_PREGEN):
-                    can = eng.desc.ready & ~job_running & ~pg.busy
-                    m.d.comb += self.cmd.ready.eq(can)
-                    with m.If(self.cmd.valid & can):
-                        m.d.sync += pgc.eq(self.cmd.payload.job.as_value()[:pgc.shape().size])
-                        m.next = "PG1"
+                    take(eng.desc.ready & ~job_running & ~pg.busy, pgc, "PG1")
                 with m.Elif(self.cmd.payload.kind == CMD_STAGE):
                     # a stage owns OUT's and ACT's DMA read ports and the ACT / GRAD write
                     # ports: it waits for the DMA, the job, the pruner and the last stage (the
                     # pre-generation, on WGT and MASK, may run beside it)
-                    can = eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy
-                    m.d.comb += self.cmd.ready.eq(can)
-                    with m.If(self.cmd.valid & can):
-                        m.d.sync += stc.eq(self.cmd.payload.job.as_value()[:stc.shape().size])
-                        m.next = "SC1"
+                    take(eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy, stc, "SC1")
                 with m.Else():                   # kinds 5..7: no such command
                     m.d.comb += self.cmd.ready.eq(1)
                     with m.If(self.cmd.valid):
