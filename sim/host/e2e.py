@@ -353,12 +353,14 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
 
     bwd_stage = getattr(backend, "stage_backward", None)
 
+    g_next = None                          # the next layer's gradient, when already computed
     for lay in reversed(net.compute):
         f = res.fp[lay.name]
         backend.layer = lay.name
         rec = {"d": d}
         # FC: (B, Cout) -> the conv view (1, Cout, 1, B)
-        g4 = layer_gradient(lay, d)
+        g4 = layer_gradient(lay, d) if g_next is None else g_next
+        g_next = None
         rec["g"] = g4
         if lay.prune:
             k_p, s = golden.prune_threshold_params(net.prune_p, g4.size)
@@ -389,8 +391,10 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
             rec["dx"] = dx
             if bwd_stage is not None:
                 # the previous layer's gradient from dx on chip (checked against the golden
-                # one); the backend may hold it until this layer's WG has run
-                await bwd_stage(p_lay, lay, layer_gradient(p_lay, dx))
+                # one, which the next iteration takes over); the backend may hold it until
+                # this layer's WG has run
+                g_next = layer_gradient(p_lay, dx)
+                await bwd_stage(p_lay, lay, g_next)
         # a backend with the weights on chip fuses the update into the WG job: it returns dW
         # and the updated weight it holds (read back for checking)
         fused = getattr(backend, "update_in_wg", None)
