@@ -632,12 +632,15 @@ class Driver:
         """Record that ``buf`` holds ``values`` from element ``base`` (dropping the entries of
         ``buf`` it overlaps)."""
         v = np.array(values, copy=True)
-        lo, hi = base, base + v.size
-        for (b, b0) in [k for k in self._resident if k[0] == buf]:
-            n = self._resident[(b, b0)].size
-            if b0 < hi and lo < b0 + n:
-                del self._resident[(b, b0)]
+        self._forget(buf, base, v.size)
         self._resident[(buf, base)] = v
+
+    def _forget(self, buf: int, base: int, n: int):
+        """Drop what :attr:`_resident` says ``buf`` holds in elements ``[base, base + n)``
+        (the hardware wrote there something the host does not know)."""
+        for (b, b0) in [k for k in self._resident if k[0] == buf]:
+            if b0 < base + n and base < b0 + self._resident[(b, b0)].size:
+                del self._resident[(b, b0)]
 
     def _act_home(self, home: str, n: int) -> int:
         """The ACT element base of layer ``home``'s input (``n`` elements): right after the
@@ -1129,8 +1132,7 @@ class Driver:
                            "elements": B * C * H * W}          # z's: the stage's walk
         if not read:
             # what it wrote is unknown to the host: forget what the range held
-            self._mark(buf, int(dst), np.full(n, np.iinfo(np.int64).min))
-            del self._resident[(buf, int(dst))]
+            self._forget(buf, int(dst), n)
             return None
         out = (await self.debug_read(buf, int(dst), n)).reshape(oshape)
         self._mark(buf, int(dst), out)
