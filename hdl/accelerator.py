@@ -286,6 +286,8 @@ class Accelerator(wiring.Component):
                          regs.pregen_cycles.eq(dp.pregen_cycles),
                          regs.pregen_exposed.eq(dp.pregen_exposed_cycles),
                          regs.stage_cycles.eq(dp.stage_cycles),
+                         regs.stage_exposed.eq(dp.stage_exposed_cycles),
+                         regs.prune_exposed.eq(dp.prune_exposed_cycles),
                          regs.prune_tau.eq(dp.prune_tau)]
         return m
 

@@ -26,7 +26,8 @@ RESP_SLVERR = 0b10
 #: 0x040, the data plane's (``hdl/dataplane.py``; 0 without one) from 0x090.
 COUNTERS = ("cycles", "busy_mac", "stall_in", "stall_out", "nnz",
             "job_cycles", "dma_busy", "dma_exposed", "dma_beats", "prune_cycles",
-            "pregen_cycles", "pregen_exposed", "stage_cycles")
+            "pregen_cycles", "pregen_exposed", "stage_cycles", "stage_exposed",
+            "prune_exposed")
 _COUNTER_BASE = 0x040
 _DP_COUNTER_BASE = 0x090
 _N_ARRAY_COUNTERS = 5
@@ -158,7 +159,7 @@ class AxiLiteRegs(wiring.Component):
         at_end bits and, in [31:16], the index of its next entry.
     prune_tau : In(32)
         Read live as PRUNE_TAU (read-only): the data plane's last on-chip pruning threshold.
-    cycles, busy_mac, stall_in, stall_out, nnz, job_cycles, dma_busy, dma_exposed, dma_beats, prune_cycles, pregen_cycles, pregen_exposed, stage_cycles : In(counter_width)
+    cycles, busy_mac, stall_in, stall_out, nnz, job_cycles, dma_busy, dma_exposed, dma_beats, prune_cycles, pregen_cycles, pregen_exposed, stage_cycles, stage_exposed, prune_exposed : In(counter_width)
         Performance counters kept by the core (:data:`COUNTERS`). Reading a LO register latches the HI half of the
         same counter at the same instant, so a LO-then-HI read pair is an atomic 64-bit read.
 

@@ -49,6 +49,17 @@ result store, so one layer phase runs from card memory to card memory (issue 16)
   outside ``[0, classes)``: ``LABEL`` when the stage ends. Later commands except
   ``CMD_PREGEN`` wait for it.
 
+**Beside a running job** (*ours*): a BWD or LOSS stage and a ``CMD_PRUNE`` are also taken
+while a job runs (not a FWD stage: it writes ACT, which FP / WG jobs read). They use ports
+the job does not (GRAD's DMA-side write port and replica 0's DMA read port, OUT's read port,
+KEEP), so only the data can clash: a stage whose ``src`` range in OUT overlaps the results
+the job writes (``out_base`` on), or whose ``dst`` range in GRAD overlaps the gradient a BP /
+WG job reads (``grad_base``, ``dy`` elements), and a prune whose range overlaps that
+gradient, wait in their last check state until the job has ended (a stage right after the BP
+job whose result it reads thus runs after it, as before). So the backward stage of layer
+``l - 1`` and its pruning run under layer ``l``'s WG job; STAGE_EXPOSED / PRUNE_EXPOSED
+count their cycles outside a job.
+
 ``cmd.ready`` is high only when the head command can be issued (or is being discarded).
 
 Buffers (element offsets, ``data_width`` elements; sizes from the config): ``BUF_ACT`` (x),
@@ -96,12 +107,14 @@ mode, stride2, pad, out_len, in_len, skip_zero, raw : Out
     The PE array's controls (the mapper's).
 m_axi_* : the DMA engine's AXI4 master.
 dma_busy_cycles, dma_beats, dma_stall_cycles, job_cycles, dma_exposed_cycles,
-prune_cycles, pregen_cycles, pregen_exposed_cycles, stage_cycles : Out(32)
+prune_cycles, pregen_cycles, pregen_exposed_cycles, stage_cycles, stage_exposed_cycles,
+prune_exposed_cycles : Out(32)
     Free-running counters: the engine's busy / beat / stall counts, cycles with
     ``job_active``, cycles with the engine busy and no job active (DMA time not hidden),
     cycles with a prune job running, with a pre-generation running, with a
     pre-generation running under neither a job, a DMA transfer nor a stage (its time not
-    hidden), and with a stage running.
+    hidden), with a stage running, with a stage running and no job active, and with a prune
+    job running and no job active (their time not hidden under a job).
 prune_tau : Out(data_width - 1)
     The threshold of the most recent ``CMD_PRUNE`` (0 after reset / abort).
 
@@ -458,7 +471,8 @@ class DataPlane(wiring.Component):
                 members[name] = member
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
                   "dma_exposed_cycles", "prune_cycles", "pregen_cycles",
-                  "pregen_exposed_cycles", "stage_cycles"):
+                  "pregen_exposed_cycles", "stage_cycles", "stage_exposed_cycles",
+                  "prune_exposed_cycles"):
             members[n] = Out(counter_width)
         members["prune_tau"] = Out(data_width - 1)
         self._cw = counter_width
@@ -872,6 +886,15 @@ class DataPlane(wiring.Component):
                                  (pgc.w_base < job.w_base + w_n))
         lgwb = (wbits - 1).bit_length()
 
+        cmd_stage = data.View(stage_layout(aw),
+                              self.cmd.payload.job.as_value()[:stage_layout(aw).size])
+        # the running job's ranges a stage or a prune beside it must not touch: the gradient
+        # it reads (BP / WG) and the results it writes into OUT
+        job_grad_hit = (lambda a, b: job_running & (bp | wg) &
+                        (a < job.grad_base + dy_n) & (job.grad_base < b))
+        job_out_hit = (lambda a, b: job_running &
+                       (a < job.out_base + cnt[BUF_OUT]) & (job.out_base < b))
+
         def take(can, reg, state):
             """Issue the head command when ``can``: its ``job`` bits (the command's fields)
             into ``reg``, then ``state`` (its checks)."""
@@ -902,7 +925,9 @@ class DataPlane(wiring.Component):
                     with m.If(self.cmd.valid & can):
                         m.d.sync += cur.eq(self.cmd.payload.desc)
                 with m.Elif(self.cmd.payload.kind == CMD_PRUNE):
-                    take(eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy, prc, "PCK")
+                    # beside a running job too: the check waits while its range overlaps
+                    # the job's gradient (PCK)
+                    take(eng.desc.ready & ~pr.busy & ~sg.busy, prc, "PCK")
                 with m.Elif(self.cmd.payload.kind == CMD_JOB):
                     # an FP / BP job reads WGT and MASK: not while pre-generation runs (a WG
                     # job may run beside it)
@@ -914,7 +939,11 @@ class DataPlane(wiring.Component):
                     # a stage owns OUT's and ACT's DMA read ports and the ACT / GRAD write
                     # ports: it waits for the DMA, the job, the pruner and the last stage (the
                     # pre-generation, on WGT and MASK, may run beside it)
-                    take(eng.desc.ready & ~job_running & ~pr.busy & ~sg.busy, stc, "SC1")
+                    # a BWD / LOSS stage also beside a running job (it writes GRAD, reads
+                    # OUT, KEEP and the labels through ports the job does not use; SC4 waits
+                    # while its ranges overlap the job's); a FWD stage writes ACT: not then
+                    take(eng.desc.ready & ~pr.busy & ~sg.busy &
+                         (~job_running | (cmd_stage.op != STAGE_FWD)), stc, "SC1")
                 with m.Else():                   # kinds 5..7: no such command
                     m.d.comb += self.cmd.ready.eq(1)
                     with m.If(self.cmd.valid):
@@ -960,8 +989,13 @@ class DataPlane(wiring.Component):
                 with m.Elif((s_loss & ~inside_loaded(BUF_ACT, stc.aux, lab_end)) |
                             (s_bwd & ~inside_loaded(KEEP_SLOT, stc.keep, keep_end))):
                     m.d.comb += code.eq(JobErr.NOT_LOADED)
+                s_wait = Signal()
+                m.d.comb += s_wait.eq(job_out_hit(stc.src, src_end) |
+                                      job_grad_hit(stc.dst, dst_end))
                 with m.If(code != 0):
                     refuse(code)
+                with m.Elif(s_wait):
+                    pass                # (below: it stays here)
                 with m.Elif(~self.abort):
                     m.d.comb += [sg.start.eq(1), sg.op.eq(stc.op), sg.relu.eq(stc.relu),
                                  sg.lgk.eq(stc.lgk), sg.b.eq(stc.b), sg.c.eq(stc.c),
@@ -986,6 +1020,10 @@ class DataPlane(wiring.Component):
                         extend(BUF_GRAD, stc.dst, dst_end)
                         m.d.sync += [st_gs.eq(1), gs_lo.eq(stc.dst), gs_hi.eq(dst_end)]
                 m.next = "IDLE"
+                with m.If((code == 0) & s_wait & ~self.abort):
+                    # beside a job whose results it reads or whose gradient it overwrites:
+                    # it waits here until the job has ended
+                    m.next = "SC4"
             with m.State("PG1"):
                 # the pre-generation command's checks (three registered stages)
                 m.d.sync += [
@@ -1041,14 +1079,19 @@ class DataPlane(wiring.Component):
                     m.d.comb += code.eq(JobErr.BEYOND)
                 with m.Elif(~inside_loaded(BUF_GRAD, prc.base, p_end)):
                     m.d.comb += code.eq(JobErr.NOT_LOADED)
+                p_wait = Signal()
+                m.d.comb += p_wait.eq(job_grad_hit(prc.base, p_end))
                 with m.If(code != 0):
                     refuse(code)
-                with m.Elif(~self.abort):
+                with m.Elif(~p_wait & ~self.abort):
                     m.d.comb += [pr.start.eq(1), pr.base.eq(prc.base >> lgw), pr.n.eq(prc.n),
                                  pr.k_p.eq(prc.k_p), pr.shift.eq(prc.shift),
                                  pr.seed.eq(prc.seed), pr.pre_sum.eq(gs_acc),
                                  pr.pre_ok.eq(gs_ok & (gs_lo == prc.base) & (gs_hi == p_end))]
                 m.next = "IDLE"
+                with m.If((code == 0) & p_wait & ~self.abort):
+                    # beside a job that reads this gradient: it waits for the job's end
+                    m.next = "PCK"
             with m.State("CK1"):
                 m.d.sync += [
                     ho.eq(((hp - job.kh) >> job.stride2) + 1),
@@ -1127,16 +1170,20 @@ class DataPlane(wiring.Component):
         done_all = Const(1)
         for st in stores:
             done_all = done_all & st.done
-        with m.If(job_running & fsm.ongoing("IDLE") & ~mp.busy & done_all & ~u1_v &
+        # (not in RUN, the cycle after the start, before the mapper is busy; a stage or a
+        # prune beside the job may be in its checks when the job ends)
+        with m.If(job_running & ~fsm.ongoing("RUN") & ~mp.busy & done_all & ~u1_v &
                   ~upd["wv"]):
             m.d.sync += job_running.eq(0)
         with m.If(self.abort):
             m.d.sync += [discard.eq(0), job_running.eq(0)] + [v.eq(0) for v in lv]
 
         cw = self._cw
-        jc, ex, pc, gc, gx, sc = (Signal(cw) for _ in range(6))
+        jc, ex, pc, gc, gx, sc, sx, px = (Signal(cw) for _ in range(8))
         m.d.sync += [jc.eq(jc + job_running), ex.eq(ex + (~eng.desc.ready & ~job_running)),
                      pc.eq(pc + pr.busy), gc.eq(gc + pg.busy), sc.eq(sc + sg.busy),
+                     # stage / prune time not under a job (they may run beside one)
+                     sx.eq(sx + (sg.busy & ~job_running)), px.eq(px + (pr.busy & ~job_running)),
                      # pre-generation time under neither a job, a DMA transfer nor a stage
                      gx.eq(gx + (pg.busy & ~job_running & eng.desc.ready & ~sg.busy))]
         # a loss stage that met a bad label: reported when it ends (its writes are done)
@@ -1145,6 +1192,7 @@ class DataPlane(wiring.Component):
         m.d.comb += [self.job_cycles.eq(jc), self.dma_exposed_cycles.eq(ex),
                      self.prune_cycles.eq(pc), self.pregen_cycles.eq(gc),
                      self.pregen_exposed_cycles.eq(gx), self.stage_cycles.eq(sc),
+                     self.stage_exposed_cycles.eq(sx), self.prune_exposed_cycles.eq(px),
                      self.prune_tau.eq(pr.tau),
                      self.job_active.eq(job_running),
                      self.busy.eq(~eng.desc.ready | ~fsm.ongoing("IDLE") | job_running |
@@ -1169,7 +1217,7 @@ class DataPlaneSystem(wiring.Component):
         keep = {"cmd", "abort", "err", "err_code", "busy", "job_active", "dma_busy_cycles",
                 "dma_beats", "dma_stall_cycles", "job_cycles", "dma_exposed_cycles",
                 "prune_cycles", "prune_tau", "pregen_cycles", "pregen_exposed_cycles",
-                "stage_cycles"}
+                "stage_cycles", "stage_exposed_cycles", "prune_exposed_cycles"}
         members = {n: mb for n, mb in self.dp.signature.members.items()
                    if n in keep or n.startswith("m_axi_")}
         members["array_cycles"] = Out(len(self.array.cycles))

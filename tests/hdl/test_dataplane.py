@@ -73,7 +73,8 @@ def run_plane(cfg, mem, cmds, *, seed=0, pattern="random", r_err=None, abort_at=
         await wait_idle(ctx)
         for n in ("dma_busy_cycles", "dma_beats", "dma_stall_cycles", "job_cycles",
                   "dma_exposed_cycles", "prune_cycles", "prune_tau", "pregen_cycles",
-                  "pregen_exposed_cycles", "stage_cycles"):
+                  "pregen_exposed_cycles", "stage_cycles", "stage_exposed_cycles",
+                  "prune_exposed_cycles"):
             res[n] = ctx.get(getattr(dp, n))
         res["end"] = res["now"]
 
@@ -974,6 +975,57 @@ def test_dataplane_stage_chain(pattern):
     epw = CFG.dma_width // CFG.data_width
     assert res["prune_cycles"] == prune_job_cycles(info["prune_n"], epw, CFG.data_width, True)
     print(f"stages: {res['stage_cycles']} cycles; prune {res['prune_cycles']}")
+
+
+@pytest.mark.parametrize("pattern", ["always", "random"])
+def test_dataplane_stage_and_prune_beside_wg(pattern):
+    """A BWD stage and a CMD_PRUNE run beside a WG job (*ours*, docs/dataplane.md): in
+    :func:`stage_case` a WG job of fc3 follows its BP; the BWD stage after it reads the BP
+    result (not the WG's OUT range) and writes GRAD away from the WG's gradient, so it starts
+    under the job, and every tensor (dW of fc3 too) still equals the golden step's. The BWD
+    stage right after a BP job whose result it reads waits for that job (the same case's
+    conv2 BP -> BWD): STAGE_EXPOSED is STAGE_CYCLES less the cycles hidden under the WG job,
+    PRUNE_EXPOSED <= PRUNE_CYCLES; with no WG (:func:`test_dataplane_stage_chain`'s commands)
+    nothing is hidden."""
+    from sparseforge.hdl.dp_stage import stage_cycles
+    seed = 1700
+    print(f"seed={seed} pattern={pattern}")
+    cmds, writes, results, info = stage_case(CFG, seed)
+    rng = np.random.default_rng(seed)
+    x1 = rng.integers(-300, 301, (1, 2, 8, 8))            # stage_case's draws, in its order
+    rng.integers(-120, 121, (3, 2, 3, 3))
+    rng.integers(-120, 121, (4, 3, 3, 3))
+    w3 = rng.integers(-120, 121, (5, 16, 1, 1))
+    del x1
+    # fc3's input (a2 in the FC view) and loss gradient: the stored results of stage_case
+    res_by = {(c["desc"]["buf"], c["desc"]["base"]): c["desc"]["addr"] for c in cmds
+              if c["kind"] == CMD_DESC and c["desc"]["dir"] == DIR_STORE}
+    a2 = results[res_by[(BUF_ACT, 178)]].reshape(1, 16, 1, 1)
+    g3 = results[res_by[(BUF_GRAD, 0)]].reshape(1, 5, 1, 1)
+    dw3 = golden.writeback(golden.conv2d_backward_weight(a2, g3, w3.shape, 1, 0),
+                           CFG.frac_bits, CFG.data_width)
+    bp3 = next(k for k, c in enumerate(cmds) if c["kind"] == CMD_JOB and
+               c["job"]["mode"] == Phase.BP.value and c["job"]["cin"] == 16)
+    wg3 = job_cmd(mode=Phase.WG.value, batch=1, cin=16, cout=5, h=1, w=1, kh=1, kw=1,
+                  stride2=0, pad=0, raw=0, act_base=178, grad_base=0, w_base=0, m_base=0,
+                  out_base=1024)
+    cmds = cmds[:bp3 + 1] + [wg3] + cmds[bp3 + 1:]
+    addr = ADDR["stage"] + 0x1800
+    cmds.append(desc(BUF_OUT, 1024, dw3.size, DIR_STORE, addr))
+    results = dict(results)
+    results[addr] = dw3.reshape(-1)
+    res = run_exact(cmds, writes, results, seed, pattern)
+    total = sum(stage_cycles(*s) for s in info["stages"])
+    assert res["stage_cycles"] == total
+    assert res["stage_exposed_cycles"] < total, res          # part ran under the WG job
+    assert res["prune_exposed_cycles"] <= res["prune_cycles"]
+    print(f"stages {total} cycles, {res['stage_exposed_cycles']} exposed; prune "
+          f"{res['prune_cycles']}, {res['prune_exposed_cycles']} exposed")
+    # without the WG job nothing overlaps: every stage waits for the job before it
+    plain, writes0, results0, _ = stage_case(CFG, seed)
+    res0 = run_exact(plain, writes0, results0, seed, pattern)
+    assert res0["stage_exposed_cycles"] == res0["stage_cycles"] == total
+    assert res0["prune_exposed_cycles"] == res0["prune_cycles"]
 
 
 def _stage_bad(label=None, **over):
