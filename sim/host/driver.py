@@ -352,6 +352,8 @@ class Driver:
         self.keep_results = False
         #: the last :meth:`stage_onchip`'s figures
         self.last_stage: dict = {}
+        #: the counters of the commands that ran beside the last data-plane job (``beside``)
+        self.last_beside: dict = {}
         #: :meth:`wait_done` waits for the core's interrupt instead of polling STATUS (a
         #: transport that can wait for it: the XDMA card's events device, the fast
         #: simulation); set False to poll. CTRL.irq_enable is then kept set in every CTRL write.
@@ -805,7 +807,7 @@ class Driver:
         self.last_stats = am.cycles(self._job)
 
     async def _run_phase_dma(self, phase, kw, stride, padding, step, *, side=None,
-                             side_steps=(), home=None, update=None):
+                             side_steps=(), home=None, update=None, beside=None):
         """:meth:`run_phase` through the data plane: the operands are placed in the card
         memory, one ``dp`` packet loads them into the tensor buffers, runs the job on the
         hardware mapper and stores the result, which is read back from the card memory.
@@ -868,8 +870,14 @@ class Driver:
         if side:                  # a pre-generation beside the (WG) job: one packet
             pre, post = side["cmds"](addrs, had)
             cmds = pre + cmds + ([] if side.get("home") else post)
+        if beside:                # commands that run beside the job (a BWD stage): last
+            if cmds[-1]["kind"] != dpm.CMD_JOB:
+                raise ValueError("beside: the job's result must stay on chip (no store "
+                                 "after it: the commands would wait for the job)")
+            cmds = cmds + list(beside)
         names = ("cycles", "job_cycles", "dma_exposed", "dma_busy", "dma_beats") + \
-            (("pregen_cycles", "pregen_exposed") if side else ())
+            (("pregen_cycles", "pregen_exposed") if side else ()) + \
+            (("stage_cycles", "stage_exposed") if beside else ())
         w0, o0 = self.words_in, self.words_out
         pk = list(side_steps) + ([] if step is None else [self.codec.step_packet(step)])
         # a job always counts JOB_CYCLES: none means the plane dropped the packet (the card
@@ -877,6 +885,9 @@ class Driver:
         d = await self._dp_exec(f"{phase} phase", pk, cmds, names, moved="job_cycles")
         status = d["status"]
         self._resident = dict(had)
+        #: the counters of the commands that ran beside the last phase's job
+        self.last_beside = {k: d[k] for k in ("stage_cycles", "stage_exposed")} \
+            if beside else {}
         for name, t in tensors.items():
             if not (keep and name == "w"):
                 self._mark(bufs[name], bases.get(name, 0), t)
@@ -1069,20 +1080,14 @@ class Driver:
         it (0x46: a label outside ``[0, classes)``)."""
         from sparseforge.hdl import dataplane as dpm
         from sparseforge.hdl.dma import DIR_LOAD
-        from sparseforge.hdl.dp_stage import STAGE_BWD, STAGE_FWD, STAGE_LOSS
         if self.ram is None:
             raise ValueError("stage_onchip needs a core with the data plane (data_plane='dma')")
-        ops = {"fwd": STAGE_FWD, "bwd": STAGE_BWD, "loss": STAGE_LOSS}
-        if op not in ops:
-            raise ValueError(f"op must be one of {sorted(ops)}, not {op!r}")
-        if pool not in (1, 2, 4):
-            raise ValueError(f"pool must be 1, 2 or 4 (window = stride), not {pool!r}")
+        if op != "loss":            # (checks the op and the pool before anything is sent)
+            self.stage_command(op, shape=shape, pool=pool)
         B, C, H, W = (int(v) for v in shape)
-        lgk = pool.bit_length() - 1
         cfg = self.codec.cfg
         epw = max(1, cfg.dma_width // cfg.data_width)
         cmds, c0 = [], self.card_words_in
-        had, self._resident = self._resident, {}
         if op == "loss":
             if labels is None or np.shape(labels) != (B,):
                 raise ValueError(f"the loss stage needs labels of shape ({B},)")
@@ -1096,18 +1101,12 @@ class Driver:
             cmds.append({"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_ACT, "base": int(aux),
                                                         "length": int(lab.size),
                                                         "dir": DIR_LOAD, "addr": addr}})
-            relu, lgk, zfc, nfc = False, 0, True, True
-        # the same walk in the conv layouts, where the unit takes a word per cycle
-        # (dp_stage.stage_lanes): FC -> FC is one row of B*C elements in memory order, a
-        # batch-1 conv -> FC stage writes the features in C order like a conv -> conv one
-        g = {"b": B, "c": C, "h": H, "w": W, "zfc": int(bool(zfc)), "nfc": int(bool(nfc))}
-        if op != "loss" and zfc and nfc and lgk == 0 and B * C < 1 << 16:
-            g = {"b": 1, "c": 1, "h": 1, "w": B * C, "zfc": 0, "nfc": 0}
-        elif op != "loss" and not zfc and nfc and B == 1:
-            g["nfc"] = 0
-        cmds.append({"kind": dpm.CMD_STAGE, "stage": {
-            "op": ops[op], "relu": int(bool(relu)), "lgk": lgk, **g, "src": int(src),
-            "dst": int(dst), "aux": int(aux), "keep": int(keep)}})
+            relu, zfc, nfc = False, True, True
+        cmd, (buf, n, oshape) = self.stage_command(op, shape=shape, src=src, dst=dst,
+                                                   keep=keep, pool=1 if op == "loss" else pool,
+                                                   relu=relu, zfc=zfc, nfc=nfc, aux=aux)
+        cmds.append(cmd)
+        had, self._resident = self._resident, {}
         pk = [] if step is None else [self.codec.step_packet(step)]
         try:
             d = await self._dp_exec(f"{op} stage", pk, cmds,
@@ -1119,17 +1118,49 @@ class Driver:
         self._resident = dict(had)
         if op == "loss":
             self._mark(dpm.BUF_ACT, int(aux), lab)
-        Ho, Wo = H >> lgk, W >> lgk
-        if op == "fwd":
-            buf, n = dpm.BUF_ACT, B * C * Ho * Wo
-            oshape = (1, C * Ho * Wo, 1, B) if nfc else (B, C, Ho, Wo)
-        else:
-            buf, n = dpm.BUF_GRAD, B * C * H * W
-            oshape = (1, C, 1, B) if zfc else (B, C, H, W)
         self.last_stage = {"op": op, "cycles": d["stage_cycles"],
                            "dma_cycles": d["dma_exposed"], "dma_beats": d["dma_beats"],
                            "card_words_in": self.card_words_in - c0, "card_words_out": 0,
                            "elements": B * C * H * W}          # z's: the stage's walk
+        return await self.stage_result(buf, dst, n, oshape, read=read)
+
+    def stage_command(self, op: str, *, shape, src: int = 0, dst: int = 0, keep: int = 0,
+                      pool: int = 1, relu: bool = True, zfc: bool = False, nfc: bool = False,
+                      aux: int = 0) -> tuple:
+        """The ``CMD_STAGE`` command of :meth:`stage_onchip` (its arguments; ``op="loss"``
+        with ``relu=False, zfc=nfc=True, pool=1``) and where its result lands: ``(cmd, (buf,
+        elements, shape))``. For a stage sent in another packet: the BWD stage beside a WG
+        job (:meth:`run_wg_update`'s ``beside``), then :meth:`stage_result`."""
+        from sparseforge.hdl import dataplane as dpm
+        from sparseforge.hdl.dp_stage import STAGE_BWD, STAGE_FWD, STAGE_LOSS
+        ops = {"fwd": STAGE_FWD, "bwd": STAGE_BWD, "loss": STAGE_LOSS}
+        if op not in ops:
+            raise ValueError(f"op must be one of {sorted(ops)}, not {op!r}")
+        if pool not in (1, 2, 4):
+            raise ValueError(f"pool must be 1, 2 or 4 (window = stride), not {pool!r}")
+        B, C, H, W = (int(v) for v in shape)
+        lgk = pool.bit_length() - 1
+        # the same walk in the conv layouts, where the unit takes a word per cycle
+        # (dp_stage.stage_lanes): FC -> FC is one row of B*C elements in memory order, a
+        # batch-1 conv -> FC stage writes the features in C order like a conv -> conv one
+        g = {"b": B, "c": C, "h": H, "w": W, "zfc": int(bool(zfc)), "nfc": int(bool(nfc))}
+        if op != "loss" and zfc and nfc and lgk == 0 and B * C < 1 << 16:
+            g = {"b": 1, "c": 1, "h": 1, "w": B * C, "zfc": 0, "nfc": 0}
+        elif op != "loss" and not zfc and nfc and B == 1:
+            g["nfc"] = 0
+        cmd = {"kind": dpm.CMD_STAGE, "stage": {
+            "op": ops[op], "relu": int(bool(relu)), "lgk": lgk, **g, "src": int(src),
+            "dst": int(dst), "aux": int(aux), "keep": int(keep)}}
+        Ho, Wo = H >> lgk, W >> lgk
+        if op == "fwd":
+            return cmd, (dpm.BUF_ACT, B * C * Ho * Wo,
+                         (1, C * Ho * Wo, 1, B) if nfc else (B, C, Ho, Wo))
+        return cmd, (dpm.BUF_GRAD, B * C * H * W, (1, C, 1, B) if zfc else (B, C, H, W))
+
+    async def stage_result(self, buf: int, dst: int, n: int, oshape, *, read: bool = True):
+        """After a stage ran: its result read back for checking (:meth:`debug_read`) and
+        recorded as what ``buf`` holds, or (``read=False``) the range forgotten; returns the
+        result (None without ``read``)."""
         if not read:
             # what it wrote is unknown to the host: forget what the range held
             self._forget(buf, int(dst), n)
@@ -1286,7 +1317,7 @@ class Driver:
 
     async def run_wg_with_pregen(self, *, x, dy, w_shape, stride: int = 1, padding: int = 0,
                                  pregen_w, n: int, step=None, pregen_step=None, home=None,
-                                 update=None, w=None, pregen_home=None):
+                                 update=None, w=None, pregen_home=None, beside=None):
         """A WG phase (as :meth:`run_phase` ``("wg", ...)``) with an on-chip pre-generation of
         ``pregen_w`` (``n``:M, as :meth:`pregen_onchip`) **beside it** in one ``dp`` packet:
         the weight's load and ``CMD_PREGEN``, the WG phase's commands (a WG job reads neither
@@ -1314,15 +1345,19 @@ class Driver:
             kw["w"] = w
         return await self._run_phase_dma("wg", kw, stride, padding, step, side=side,
                                          side_steps=self._pregen_steps(side, pregen_step),
-                                         home=home, update=update)
+                                         home=home, update=update, beside=beside)
 
     async def run_wg_update(self, *, x, dy, w, lr_shift: int, home: str, stride: int = 1,
-                            padding: int = 0, step=None):
+                            padding: int = 0, step=None, beside=None):
         """A WG phase with the SGD update fused (``hdl/dataplane.py``): ``dW`` of ``x``, ``dy``
         (as :meth:`run_phase` ``("wg", ...)``), and the weight ``w`` resident at ``home``
         (:meth:`load_network`; loaded there first if it differs) becomes ``sat(w - (dW >>
         lr_shift))`` in the WGT buffer, where it stays. Both stay on chip; they are read back
         for checking (:meth:`debug_read`, :attr:`debug_words`). Returns ``(dW, W')``.
+        ``beside``: data-plane commands sent after the job in the same packet, to run beside
+        it (a BWD stage, :meth:`stage_command`; the data plane makes a stage wait while its
+        ranges touch the job's); their counters in :attr:`last_beside` (``stage_cycles``,
+        ``stage_exposed``); read their results with :meth:`stage_result`.
         ``ValueError`` for a chunked WG phase (it runs host-fed) or an unknown home."""
         if home not in self.homes:
             raise ValueError(f"run_wg_update: no home {home!r} (Driver.load_network)")
@@ -1334,7 +1369,7 @@ class Driver:
         self._model_stats("wg", kw, stride, padding)
         kw["w"] = np.asarray(w)
         return await self._run_phase_dma("wg", kw, stride, padding, step, home=home,
-                                         update=lr_shift)
+                                         update=lr_shift, beside=beside)
 
     async def pregen(self, w, n: int):
         """N:M pre-generation of the dense integer weight ``w`` (``(Cout, Cin)`` or ``(Cout,

@@ -622,10 +622,12 @@ class _StageMixin:
         self._dy_base[last.name] = 0
 
     def plan_backward(self, lay, prev, n_g, n_prev):
-        """Before ``lay``'s BP: where ``prev``'s backward stage runs -- right after the BP
-        (``"now"``: its gradient into GRAD right after ``lay``'s, which the WG still reads) or
-        after the WG (``"after"``: the BP result placed in OUT after the WG's ``dW``); None
-        (the host path) when neither fits or ``prev`` had no forward stage."""
+        """Before ``lay``'s BP: where ``prev``'s backward stage runs -- beside ``lay``'s WG job
+        (``"beside"``, the data plane runs it under the job: the BP result placed in OUT after
+        the WG's ``dW``, the gradient into GRAD right after ``lay``'s, which the WG reads),
+        right after the BP (``"now"``: the gradient placed so, the BP result where the WG's
+        ``dW`` goes) or after the WG (``"after"``: the BP result after ``dW``, the gradient
+        anywhere); None (the host path) when none fits or ``prev`` had no forward stage."""
         from sparseforge.hdl.dataplane import BUF_GRAD, BUF_OUT, buf_sizes
         self._plan = None
         self.drv.dp_bases["bp_out"] = 0
@@ -638,9 +640,14 @@ class _StageMixin:
         n_dx = self.drv._x_sizes.get(lay.name)
         n_w = self.drv.homes[lay.name]["n"]
         ob = -(-n_w // epw) * epw
-        if gb % epw == 0 and gb + n_prev <= sizes[BUF_GRAD]:
+        g_fits = gb % epw == 0 and gb + n_prev <= sizes[BUF_GRAD]
+        o_fits = n_dx is not None and ob + n_dx <= sizes[BUF_OUT]
+        if g_fits and o_fits and self.beside:
+            self._plan = ("beside", gb, ob)
+            self.drv.dp_bases["bp_out"] = ob
+        elif g_fits:
             self._plan = ("now", gb, 0)
-        elif n_dx is not None and ob + n_dx <= sizes[BUF_OUT] and n_prev <= sizes[BUF_GRAD]:
+        elif o_fits and n_prev <= sizes[BUF_GRAD]:
             self._plan = ("after", 0, ob)
             self.drv.dp_bases["bp_out"] = ob
 
@@ -658,15 +665,51 @@ class _StageMixin:
             await self._stage(prev.name, "bwd", g_prev, **args)
             self._dy_base[prev.name] = dst
         else:
-            self._pending = (prev.name, g_prev, args)
+            self._pending = (prev.name, g_prev, args, mode == "beside")
 
     async def after_wg(self):
         """A backward stage held until the WG had run (its gradient's GRAD range was the WG's
         operand)."""
         if self._pending is not None:
-            (name, g_prev, args), self._pending = self._pending, None
+            (name, g_prev, args, _), self._pending = self._pending, None
             await self._stage(name, "bwd", g_prev, **args)
             self._dy_base[name] = args["dst"]
+
+    def _take_beside(self, mode, update) -> dict:
+        """The held backward stage that runs beside this WG job (``"beside"`` placement, the
+        fused update: the job's ``dW`` stays on chip): ``{"beside": [cmd]}`` for the driver,
+        the stage kept in ``_beside_run`` for :meth:`_finish_beside`; else ``{}``."""
+        p = self._pending
+        if mode != "wg" or update is None or p is None or not p[3]:
+            return {}
+        self._pending = None
+        name, g_prev, args, _ = p
+        cmd, where = self.drv.stage_command("bwd", **args)
+        self._beside_run = (name, g_prev, args, where)
+        return {"beside": [cmd]}
+
+    async def _finish_beside(self, wg_layer, t0):
+        """After the WG packet: the stage that ran beside the job -- its gradient read back
+        and checked, logged as a ``stage`` phase whose ``job_cycles`` are STAGE_EXPOSED (the
+        cycles it ran outside the job) and ``busy_cycles`` STAGE_CYCLES."""
+        run, self._beside_run = self._beside_run, None
+        if run is None:
+            return
+        name, g_prev, args, (buf, n, oshape) = run
+        c0, w0, g0 = self._now(), self._words(), self.drv.debug_words
+        out = await self.drv.stage_result(buf, args["dst"], n, oshape)
+        self._dy_base[name] = args["dst"]
+        b = self.drv.last_beside
+        B, C, H, W = args["shape"]
+        self.log.append({"layer": name, "phase": "stage", "stage_op": "bwd",
+                         "io_cycles": self._now() - c0, **self._words(w0),
+                         "data_plane": "dma", "job_cycles": b["stage_exposed"],
+                         "busy_cycles": b["stage_cycles"], "beside": f"{wg_layer} wg",
+                         "dma_cycles": 0, "card_words_in": 0, "card_words_out": 0,
+                         "elements": B * C * H * W,
+                         "debug_words": self.drv.debug_words - g0,
+                         "host_s": time.perf_counter() - t0})
+        self._check_stage(f"{name} bwd stage", out, g_prev)
 
 
 class RTLBackend(_StageMixin, ModelBackend):
@@ -681,9 +724,12 @@ class RTLBackend(_StageMixin, ModelBackend):
     before the first phase, and every phase then runs as the schedule's next step -- the phase
     controls, the pruner's threshold rule and the pre-generation runs come from the schedule
     (hdl/controller.py); the host sends the data. ``stages``: run the between-layer stages on
-    chip where the network is resident (:class:`_StageMixin`; False: on the host)."""
+    chip where the network is resident (:class:`_StageMixin`; False: on the host).
+    ``beside``: a backward stage runs beside the next layer's WG job where the buffers allow
+    (:meth:`_StageMixin.plan_backward`)."""
 
-    def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None, stages=True):
+    def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None, stages=True,
+                 beside=True):
         super().__init__(cfg)
         self.drv = driver
         self.clock_ns = clock_ns
@@ -703,6 +749,10 @@ class RTLBackend(_StageMixin, ModelBackend):
         self._dy_base: dict = {}       # layer -> GRAD base of its gradient
         self._plan = None              # the planned backward stage (plan_backward)
         self._pending = None           # a backward stage held until the WG has run
+        #: a held backward stage runs beside the next WG job (in its packet) where the
+        #: buffers allow (``beside=False``: after it, as its own packet)
+        self.beside = beside
+        self._beside_run = None        # the stage sent beside the running WG job
 
     async def load_network(self, weights: dict, masks: dict):
         """On a core with the data plane where the network's weights and masks fit
@@ -878,7 +928,7 @@ class RTLBackend(_StageMixin, ModelBackend):
             out, masks = await self.drv.run_wg_with_pregen(
                 x=kw["x"], dy=kw["dy"], w_shape=kw["w_shape"], stride=kw["stride"],
                 padding=kw["padding"], pregen_w=pw, n=pn, step=step, pregen_home=self._home(p_layer),
-                **upd)
+                **upd, **self._take_beside(mode, _update))
             st, lp = self.drv.last_stats, self.drv.last_phase
             status = lp["status"]
             dp = self._dp_record(lp, beside=f"{p_layer} pregen")
@@ -886,7 +936,7 @@ class RTLBackend(_StageMixin, ModelBackend):
             out = await self.drv.run_wg_update(x=kw["x"], dy=kw["dy"], w=_update[0],
                                                lr_shift=_update[1], home=home,
                                                stride=kw["stride"], padding=kw["padding"],
-                                               step=step)
+                                               step=step, **self._take_beside(mode, _update))
             st, lp = self.drv.last_stats, self.drv.last_phase
             status = lp["status"]
             dp = self._dp_record(lp)
@@ -926,6 +976,7 @@ class RTLBackend(_StageMixin, ModelBackend):
                                 words={"words_in": 0, "words_out": 0})
             self.log[-1]["io_cycles"] = 0
             self.log[-1]["beside"] = f"{self.layer} wg"
+        await self._finish_beside(self.layer, t0)
         if self.strict and (d["busy_mac"] != st.pe[0][0].busy_mac or
                             d["nnz"] != st.pe[0][0].nnz):
             raise AssertionError(f"{self.layer} {mode}: PE 0 counters over AXI (busy_mac "

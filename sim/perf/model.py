@@ -84,7 +84,7 @@ __all__ = ["PhaseResult", "LayerResult", "IterationResult", "PHASES", "phase_cyc
            "iteration", "register_backend", "BACKENDS", "ideal_speedup", "bdwp_work_fraction",
            "bdwp_applies", "exact_phase_cycles", "validate_against_exact", "prune_cycles",
            "pregen_cycles", "PRUNE_CYCLES_PER_ELEM", "PRUNE_OVERHEAD", "PREGEN_CYCLES_PER_GROUP",
-           "PREGEN_DP_OVERHEAD", "pregen_dp_split",
+           "PREGEN_DP_OVERHEAD", "pregen_dp_split", "bwd_stages_beside",
            "PREGEN_OVERHEAD", "wg_chunking", "MemoryProfile", "ddr4_profile", "memory_profile",
            "MEMORY", "SIM_MEMORY"]
 
@@ -1053,6 +1053,31 @@ def stage_costs(lay, nxt, cfg: AcceleratorConfig, *, batch: int = 1) -> tuple:
     return c, c
 
 
+def bwd_stages_beside(net, cfg: AcceleratorConfig, *, batch: int = 1) -> set:
+    """The layers ``i - 1`` whose backward stage runs beside layer ``i``'s WG job in the e2e
+    step (``RTLBackend.plan_backward``, placement ``"beside"``): the previous layer's gradient
+    fits in GRAD right after layer ``i``'s (which the WG reads; word-aligned), and layer
+    ``i``'s BP result fits in OUT after its ``dW``. The GRAD bases follow the step's
+    placements from the loss gradient (at 0) down, as the backend chains them."""
+    from sparseforge.hdl.dataplane import BUF_GRAD, BUF_OUT, buf_sizes
+    sizes = buf_sizes(cfg)
+    epw = max(1, cfg.dma_width // cfg.data_width)
+    comp = list(net.compute)
+    n_out = [batch * lay.cout * lay.ho * lay.wo for lay in comp]
+    dy_base, out = {len(comp) - 1: 0}, set()
+    for i in range(len(comp) - 1, 0, -1):
+        lay = comp[i]
+        gb = dy_base.get(i, 0) + n_out[i]
+        n_w = lay.cout * lay.cin * lay.kh * lay.kw
+        n_dx = batch * lay.cin * lay.h * lay.w
+        g_fits = gb % epw == 0 and gb + n_out[i - 1] <= sizes[BUF_GRAD]
+        o_fits = -(-n_w // epw) * epw + n_dx <= sizes[BUF_OUT]
+        dy_base[i - 1] = gb if g_fits else 0
+        if g_fits and o_fits:
+            out.add(i - 1)
+    return out
+
+
 #: Busy cycles of a ``CMD_PREGEN`` job beyond its groups (set-up, the selector's latency, the
 #: drain of each pass; 33-37 measured, ``tests/hdl/test_dp_pregen.py``).
 PREGEN_DP_OVERHEAD = 36
@@ -1198,6 +1223,12 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     for i, (busy, dma) in beside:
         r = out[i].phases["wg"]
         r.pregen_exposed = dma + max(0.0, busy - out[i - 1].phases["wg"].cycles)
+    # a backward stage beside the next layer's WG job (the data plane runs it under the job):
+    # only the part longer than that job is exposed
+    if stages:
+        for i in sorted(bwd_stages_beside(net, cfg, batch=batch)):
+            r = out[i].phases["bp" if i > 0 else "wg"]
+            r.stage_exposed = max(0.0, r.stage_exposed - out[i + 1].phases["wg"].cycles)
     order = [lr.phases["fp"] for lr in out]
     for lr in reversed(out):
         order += [lr.phases[ph] for ph in ("bp", "wg") if not lr.phases[ph].skipped]

@@ -547,11 +547,14 @@ def scenario(name, cfg, seed):
 
     Error scenarios: the bad commands, then a whole FP phase whose store aims at
     OUT_DISCARDED (all to be discarded), abort, then the phase again (must run exactly)."""
-    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg", "wg_update", "stage_chain"):
+    if name in ("pregen_fp_bp", "pregen_wg", "prune_wg", "wg_update", "stage_chain",
+                "stage_beside_wg"):
         if name == "prune_wg":
             cmds, writes, results, _ = prune_case(cfg, seed)
         elif name == "stage_chain":
             cmds, writes, results, _ = stage_case(cfg, seed)
+        elif name == "stage_beside_wg":
+            cmds, writes, results, _ = stage_beside_case(cfg, seed)
         elif name == "wg_update":
             cmds, writes, results = update_case(cfg, seed, big=True)
         else:
@@ -622,7 +625,7 @@ def test_dataplane_cocotb(sim, cocotb_run):
     every error scenario, whole RAM compared."""
     seed = 1500
     names = list(GOOD_SCENARIOS) + ["prune_wg", "pregen_fp_bp", "pregen_wg", "wg_update",
-                                    "stage_chain"] + \
+                                    "stage_chain", "stage_beside_wg"] + \
         list(_error_scenarios(CFG))
     print(f"seed={seed} sim={sim} scenarios={names}")
     n = cocotb_run("dataplane", sim, "cocotb_dataplane", config=CFG,
@@ -977,33 +980,23 @@ def test_dataplane_stage_chain(pattern):
     print(f"stages: {res['stage_cycles']} cycles; prune {res['prune_cycles']}")
 
 
-@pytest.mark.parametrize("pattern", ["always", "random"])
-def test_dataplane_stage_and_prune_beside_wg(pattern):
-    """A BWD stage and a CMD_PRUNE run beside a WG job (*ours*, docs/dataplane.md): in
-    :func:`stage_case` a WG job of fc3 follows its BP; the BWD stage after it reads the BP
-    result (not the WG's OUT range) and writes GRAD away from the WG's gradient, so it starts
-    under the job, and every tensor (dW of fc3 too) still equals the golden step's. The BWD
-    stage right after a BP job whose result it reads waits for that job (the same case's
-    conv2 BP -> BWD): STAGE_EXPOSED is STAGE_CYCLES less the cycles hidden under the WG job,
-    PRUNE_EXPOSED <= PRUNE_CYCLES; with no WG (:func:`test_dataplane_stage_chain`'s commands)
-    nothing is hidden."""
-    from sparseforge.hdl.dp_stage import stage_cycles
-    seed = 1700
-    print(f"seed={seed} pattern={pattern}")
-    cmds, writes, results, info = stage_case(CFG, seed)
+def stage_beside_case(cfg, seed):
+    """:func:`stage_case` with a WG job of fc3 right after its BP: the BWD stage after it
+    reads the BP result (not the WG's OUT range) and writes GRAD away from the WG's gradient,
+    so the data plane starts it (and the CMD_PRUNE after it) under the WG job; fc3's ``dW``
+    is stored too. Returns ``(cmds, writes, results, info)``."""
+    cmds, writes, results, info = stage_case(cfg, seed)
     rng = np.random.default_rng(seed)
-    x1 = rng.integers(-300, 301, (1, 2, 8, 8))            # stage_case's draws, in its order
-    rng.integers(-120, 121, (3, 2, 3, 3))
-    rng.integers(-120, 121, (4, 3, 3, 3))
+    for shape in ((1, 2, 8, 8), (3, 2, 3, 3), (4, 3, 3, 3)):    # stage_case's draws, in order
+        rng.integers(-300 if shape[0] == 1 else -120, 301 if shape[0] == 1 else 121, shape)
     w3 = rng.integers(-120, 121, (5, 16, 1, 1))
-    del x1
-    # fc3's input (a2 in the FC view) and loss gradient: the stored results of stage_case
+    # fc3's input (a2 in the FC view) and its loss gradient: results stage_case stores
     res_by = {(c["desc"]["buf"], c["desc"]["base"]): c["desc"]["addr"] for c in cmds
               if c["kind"] == CMD_DESC and c["desc"]["dir"] == DIR_STORE}
     a2 = results[res_by[(BUF_ACT, 178)]].reshape(1, 16, 1, 1)
     g3 = results[res_by[(BUF_GRAD, 0)]].reshape(1, 5, 1, 1)
     dw3 = golden.writeback(golden.conv2d_backward_weight(a2, g3, w3.shape, 1, 0),
-                           CFG.frac_bits, CFG.data_width)
+                           cfg.frac_bits, cfg.data_width)
     bp3 = next(k for k, c in enumerate(cmds) if c["kind"] == CMD_JOB and
                c["job"]["mode"] == Phase.BP.value and c["job"]["cin"] == 16)
     wg3 = job_cmd(mode=Phase.WG.value, batch=1, cin=16, cout=5, h=1, w=1, kh=1, kw=1,
@@ -1014,6 +1007,20 @@ def test_dataplane_stage_and_prune_beside_wg(pattern):
     cmds.append(desc(BUF_OUT, 1024, dw3.size, DIR_STORE, addr))
     results = dict(results)
     results[addr] = dw3.reshape(-1)
+    return cmds, writes, results, info
+
+
+@pytest.mark.parametrize("pattern", ["always", "random"])
+def test_dataplane_stage_and_prune_beside_wg(pattern):
+    """A BWD stage and a CMD_PRUNE beside a WG job (*ours*, docs/dataplane.md;
+    :func:`stage_beside_case`): every tensor (fc3's ``dW`` too) equals the golden step's,
+    STAGE_CYCLES is unchanged and STAGE_EXPOSED is less (part ran under the job),
+    PRUNE_EXPOSED <= PRUNE_CYCLES. A BWD stage right after the BP job whose result it reads
+    waits for that job: with no WG (:func:`stage_case`) nothing is hidden."""
+    from sparseforge.hdl.dp_stage import stage_cycles
+    seed = 1700
+    print(f"seed={seed} pattern={pattern}")
+    cmds, writes, results, info = stage_beside_case(CFG, seed)
     res = run_exact(cmds, writes, results, seed, pattern)
     total = sum(stage_cycles(*s) for s in info["stages"])
     assert res["stage_cycles"] == total
@@ -1021,7 +1028,6 @@ def test_dataplane_stage_and_prune_beside_wg(pattern):
     assert res["prune_exposed_cycles"] <= res["prune_cycles"]
     print(f"stages {total} cycles, {res['stage_exposed_cycles']} exposed; prune "
           f"{res['prune_cycles']}, {res['prune_exposed_cycles']} exposed")
-    # without the WG job nothing overlaps: every stage waits for the job before it
     plain, writes0, results0, _ = stage_case(CFG, seed)
     res0 = run_exact(plain, writes0, results0, seed, pattern)
     assert res0["stage_exposed_cycles"] == res0["stage_cycles"] == total
