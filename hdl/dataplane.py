@@ -146,7 +146,7 @@ from sparseforge.hdl.wire import Phase
 __all__ = ["DataPlane", "DataPlaneSystem", "JobErr", "dp_job_layout", "cmd_layout", "addr_width_of",
            "buf_sizes", "mask_elems", "prune_layout", "pregen_layout", "stage_layout",
            "pack_cmd",
-           "plan_weight_homes",
+           "plan_weight_homes", "bwd_stage_fits",
            "BUF_ACT", "BUF_GRAD", "BUF_WGT", "BUF_MASK", "BUF_OUT", "CMD_DESC", "CMD_JOB",
            "CMD_PRUNE", "CMD_PREGEN", "CMD_STAGE", "LEN_WIDTH", "LR_WIDTH",
            "UPDATE_OVERHEAD"]
@@ -205,6 +205,20 @@ def plan_weight_homes(cfg, shapes: dict) -> dict | None:
     if wb > sizes[BUF_WGT] or mb > sizes[BUF_MASK]:
         return None
     return homes
+
+
+def bwd_stage_fits(cfg, gb: int, n_prev: int, n_w: int, n_dx: int | None) -> tuple:
+    """Where the e2e step can put the previous layer's backward stage around layer ``l``'s BP
+    and WG (``RTLBackend.plan_backward``; the performance model's ``bwd_stages_beside``):
+    ``(g_fits, o_fits)`` -- its ``n_prev``-element gradient fits in GRAD at element ``gb``
+    (word-aligned; right after layer ``l``'s gradient, which the WG still reads), and layer
+    ``l``'s ``n_dx``-element BP result fits in OUT after the WG's ``dW`` (``n_w`` elements,
+    from 0, rounded to a word; ``n_dx`` None: unknown, it does not)."""
+    sizes = buf_sizes(cfg)
+    epw = max(1, cfg.dma_width // cfg.data_width)
+    g_fits = gb % epw == 0 and gb + n_prev <= sizes[BUF_GRAD]
+    o_fits = n_dx is not None and -(-n_w // epw) * epw + n_dx <= sizes[BUF_OUT]
+    return g_fits, o_fits
 
 
 def _addr_width(sizes, data_width) -> int:
@@ -994,9 +1008,7 @@ class DataPlane(wiring.Component):
                                       job_grad_hit(stc.dst, dst_end))
                 with m.If(code != 0):
                     refuse(code)
-                with m.Elif(s_wait):
-                    pass                # (below: it stays here)
-                with m.Elif(~self.abort):
+                with m.Elif(~s_wait & ~self.abort):
                     m.d.comb += [sg.start.eq(1), sg.op.eq(stc.op), sg.relu.eq(stc.relu),
                                  sg.lgk.eq(stc.lgk), sg.b.eq(stc.b), sg.c.eq(stc.c),
                                  sg.ho.eq(s_ho), sg.wo.eq(s_wo), sg.w.eq(stc.w),

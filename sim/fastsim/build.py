@@ -72,9 +72,6 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
     component, used = build_block("accelerator", cfg)
     write_verilog(component, "accelerator", new, config=cfg, params=used)
     stale = refresh_rtl(folder)
-    prepare_env()
-    env = dict(os.environ)
-    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
     obj = folder / "obj"
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     # --exe with -shared: Verilator's own makefile compiles the model, its runtime and the
@@ -98,6 +95,9 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
         return lib
     if lib.exists():
         lib.unlink()
+    prepare_env()
+    env = dict(os.environ)
+    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
     folder.mkdir(parents=True, exist_ok=True)
     _run(cmd, folder, env)
     stamp.write_text(key)

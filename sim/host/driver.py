@@ -565,10 +565,9 @@ class Driver:
         if home is not None and home not in self.homes:
             raise ValueError(f"run_phase: no home {home!r} (Driver.load_network)")
         dma = self.ram is not None and not raw and not self._chunked_wg(phase, kw)
-        self._model_stats(phase, kw, stride, padding, raw=raw, lazy=dma)
+        job = self._model_stats(phase, kw, stride, padding, raw=raw, lazy=dma)
         if dma:
             return await self._run_phase_dma(phase, kw, stride, padding, step, home=home)
-        job = self._job
         c0 = await self.counter("cycles")
         w0, o0 = self.words_in, self.words_out
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
@@ -792,19 +791,19 @@ class Driver:
     def _model_stats(self, phase, kw, stride, padding, *, raw=False, lazy=True):
         """Set :attr:`last_stats`, the array model's statistics of the phase (the reference
         cycles of the report): deferred (:class:`LazyArrayStats`) when ``lazy`` and
-        :attr:`defer_model`; otherwise mapped now (the mapping kept in ``_job`` for the
-        host-fed path, which streams it). The mapping also refuses what cannot be mapped
+        :attr:`defer_model`, returning None; otherwise mapped now, returning the mapping (the
+        host-fed path streams it). The mapping also refuses what cannot be mapped
         (``ValueError``)."""
         from sparseforge.gen.mapper import array as am
         cfg = self.codec.cfg
         if lazy and self.defer_model:
-            self._job = None
             self.last_stats = LazyArrayStats(phase, cfg, stride=stride, padding=padding,
                                              raw=raw, kw=kw)
-            return
-        self._job = am.map_array(phase, cfg=cfg, stride=stride, padding=padding, raw=raw, **kw)
+            return None
+        job = am.map_array(phase, cfg=cfg, stride=stride, padding=padding, raw=raw, **kw)
         #: the last phase's array-model statistics (am.cycles of its mapping)
-        self.last_stats = am.cycles(self._job)
+        self.last_stats = am.cycles(job)
+        return job
 
     async def _run_phase_dma(self, phase, kw, stride, padding, step, *, side=None,
                              side_steps=(), home=None, update=None, beside=None):

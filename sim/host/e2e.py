@@ -484,13 +484,18 @@ class ModelBackend(GoldenBackend):
     :func:`golden.nm_select_group` and :func:`~sparseforge.hdl.weight_pregen.pregen_reassemble`
     (what the RTL path does, minus the RTL); the pruner is the golden one."""
 
+    @staticmethod
+    def _model_fields(st) -> dict:
+        """The log fields of the array model's statistics ``st`` of a phase."""
+        return {"model_cycles": st.cycles, "model_busy_mac0": st.pe[0][0].busy_mac,
+                "model_nnz0": st.pe[0][0].nnz}
+
     def _run(self, mode, **kw):
         t0 = time.perf_counter()
         job = am.map_array(mode, cfg=self.cfg, raw=False, **kw)
         out = job.assemble(am.execute(job))
-        st = am.cycles(job)
-        self.log.append({"layer": self.layer, "phase": mode, "model_cycles": st.cycles,
-                         "model_busy_mac0": st.pe[0][0].busy_mac, "model_nnz0": st.pe[0][0].nnz,
+        self.log.append({"layer": self.layer, "phase": mode,
+                         **self._model_fields(am.cycles(job)),
                          "host_s": time.perf_counter() - t0})
         return out
 
@@ -547,15 +552,17 @@ class _StageMixin:
     def _last_layer(self) -> bool:
         return bool(self.drv.homes) and list(self.drv.homes)[-1] == self.layer
 
-    def _stage_log(self, layer, op, t0, c0, w0, g0):
-        st = self.drv.last_stage
+    def _stage_log(self, layer, op, t0, c0, w0, g0, st=None, **extra):
+        """Log a stage phase from its figures ``st`` (default ``Driver.last_stage``: its own
+        packet) plus ``extra`` fields."""
+        st = self.drv.last_stage if st is None else st
         self.log.append({"layer": layer, "phase": "stage", "stage_op": op,
                          "io_cycles": self._now() - c0, **self._words(w0),
                          "data_plane": "dma", "job_cycles": st["cycles"],
                          "dma_cycles": st["dma_cycles"], "card_words_in": st["card_words_in"],
                          "card_words_out": 0, "elements": st["elements"],
                          "debug_words": self.drv.debug_words - g0,
-                         "host_s": time.perf_counter() - t0})
+                         "host_s": time.perf_counter() - t0, **extra})
 
     def _check_stage(self, what, got, want):
         if got.size != np.asarray(want).size or \
@@ -628,7 +635,7 @@ class _StageMixin:
         right after the BP (``"now"``: the gradient placed so, the BP result where the WG's
         ``dW`` goes) or after the WG (``"after"``: the BP result after ``dW``, the gradient
         anywhere); None (the host path) when none fits or ``prev`` had no forward stage."""
-        from sparseforge.hdl.dataplane import BUF_GRAD, BUF_OUT, buf_sizes
+        from sparseforge.hdl.dataplane import BUF_GRAD, buf_sizes, bwd_stage_fits
         self._plan = None
         self.drv.dp_bases["bp_out"] = 0
         if not self._stages_on() or prev.name not in self._keep or lay.name not in \
@@ -637,11 +644,10 @@ class _StageMixin:
         sizes = buf_sizes(self.cfg)
         epw = max(1, self.cfg.dma_width // self.cfg.data_width)
         gb = self._dy_base.get(lay.name, 0) + n_g
-        n_dx = self.drv._x_sizes.get(lay.name)
         n_w = self.drv.homes[lay.name]["n"]
         ob = -(-n_w // epw) * epw
-        g_fits = gb % epw == 0 and gb + n_prev <= sizes[BUF_GRAD]
-        o_fits = n_dx is not None and ob + n_dx <= sizes[BUF_OUT]
+        g_fits, o_fits = bwd_stage_fits(self.cfg, gb, n_prev, n_w,
+                                        self.drv._x_sizes.get(lay.name))
         if g_fits and o_fits and self.beside:
             self._plan = ("beside", gb, ob)
             self.drv.dp_bases["bp_out"] = ob
@@ -701,14 +707,10 @@ class _StageMixin:
         self._dy_base[name] = args["dst"]
         b = self.drv.last_beside
         B, C, H, W = args["shape"]
-        self.log.append({"layer": name, "phase": "stage", "stage_op": "bwd",
-                         "io_cycles": self._now() - c0, **self._words(w0),
-                         "data_plane": "dma", "job_cycles": b["stage_exposed"],
-                         "busy_cycles": b["stage_cycles"], "beside": f"{wg_layer} wg",
-                         "dma_cycles": 0, "card_words_in": 0, "card_words_out": 0,
-                         "elements": B * C * H * W,
-                         "debug_words": self.drv.debug_words - g0,
-                         "host_s": time.perf_counter() - t0})
+        self._stage_log(name, "bwd", t0, c0, w0, g0,
+                        st={"cycles": b["stage_exposed"], "dma_cycles": 0, "card_words_in": 0,
+                            "elements": B * C * H * W},
+                        busy_cycles=b["stage_cycles"], beside=f"{wg_layer} wg")
         self._check_stage(f"{name} bwd stage", out, g_prev)
 
 
@@ -893,11 +895,6 @@ class RTLBackend(_StageMixin, ModelBackend):
         drv.dp_bases["dy"] = self._dy_base.get(self.layer, 0)
         drv.keep_results = (mode == "fp" and not self._last_layer()) or \
             (mode == "bp" and self._plan is not None)
-
-    @staticmethod
-    def _model_fields(st) -> dict:
-        return {"model_cycles": st.cycles, "model_busy_mac0": st.pe[0][0].busy_mac,
-                "model_nnz0": st.pe[0][0].nnz}
 
     def resolve_models(self):
         """Fill the array model's fields (``model_cycles``, ``model_busy_mac0``,

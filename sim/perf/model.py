@@ -1059,19 +1059,16 @@ def bwd_stages_beside(net, cfg: AcceleratorConfig, *, batch: int = 1) -> set:
     fits in GRAD right after layer ``i``'s (which the WG reads; word-aligned), and layer
     ``i``'s BP result fits in OUT after its ``dW``. The GRAD bases follow the step's
     placements from the loss gradient (at 0) down, as the backend chains them."""
-    from sparseforge.hdl.dataplane import BUF_GRAD, BUF_OUT, buf_sizes
-    sizes = buf_sizes(cfg)
-    epw = max(1, cfg.dma_width // cfg.data_width)
+    from sparseforge.hdl.dataplane import bwd_stage_fits
     comp = list(net.compute)
     n_out = [batch * lay.cout * lay.ho * lay.wo for lay in comp]
     dy_base, out = {len(comp) - 1: 0}, set()
     for i in range(len(comp) - 1, 0, -1):
         lay = comp[i]
         gb = dy_base.get(i, 0) + n_out[i]
-        n_w = lay.cout * lay.cin * lay.kh * lay.kw
-        n_dx = batch * lay.cin * lay.h * lay.w
-        g_fits = gb % epw == 0 and gb + n_out[i - 1] <= sizes[BUF_GRAD]
-        o_fits = -(-n_w // epw) * epw + n_dx <= sizes[BUF_OUT]
+        g_fits, o_fits = bwd_stage_fits(cfg, gb, n_out[i - 1],
+                                        lay.cout * lay.cin * lay.kh * lay.kw,
+                                        batch * lay.cin * lay.h * lay.w)
         dy_base[i - 1] = gb if g_fits else 0
         if g_fits and o_fits:
             out.add(i - 1)
