@@ -90,6 +90,11 @@ class AcceleratorConfig:
       (``hdl.dp_stage``, *ours*): one per pooled value of a ``CMD_STAGE`` forward stage (the
       max-pool winner and the ReLU bit, 5 bits), kept for its backward stage; the pooled
       outputs of every layer of a step at once.
+    * ``cmd_table_depth`` [0, 4096] -- entries of the command table (``hdl.cmd_table``,
+      *ours*): data-plane commands and schedule steps stored once and replayed by a one-word
+      ``dpcall`` beat, so a training step's commands cross the host stream only the first
+      time. 0: no table (no ``dpcall`` / ``dptab`` destinations). Only with
+      ``data_plane == "dma"``.
     * ``data_plane`` {"dma", "host-stream"} -- how the PE array is fed. ``"dma"`` (*ours*,
       issue 16): the accelerator has the on-chip data plane (``hdl.dataplane.DataPlane``: the
       DMA engine's AXI4 master ``m_axi_*``, the tensor buffers above, the hardware mapper and
@@ -125,6 +130,7 @@ class AcceleratorConfig:
     out_mem_elems: int = 4096
     pregen_lanes: int = 0
     keep_mem_elems: int = 4096
+    cmd_table_depth: int = 128
     data_plane: str = "dma"
 
     # -- validation -------------------------------------------------------------------------
@@ -178,6 +184,7 @@ class AcceleratorConfig:
         rng("dma_timeout", 16, 1 << 24)
         rng("pregen_lanes", 0, 16)
         rng("keep_mem_elems", 16, 1 << 24)
+        rng("cmd_table_depth", 0, 4096)
         if self.data_plane not in DATA_PLANES:
             raise ValueError(f"data_plane must be one of {DATA_PLANES}, not {self.data_plane!r}")
         for mem in self.tensor_mem_fields:

@@ -57,6 +57,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hdl.axil import AxiLiteRegs, config_words
+from sparseforge.hdl.cmd_table import CmdTable
 from sparseforge.hdl.controller import ScheduleController
 from sparseforge.hdl.dataplane import DataPlane
 from sparseforge.hdl.merger import OutputMerger
@@ -91,6 +92,10 @@ class Accelerator(wiring.Component):
         # the on-chip data plane (cfg.data_plane == "dma"): DMA + tensor buffers + hardware
         # mapper + result store, fed by `dp` command packets
         self.dp = DataPlane.from_config(cfg) if cfg.data_plane == "dma" else None
+        # the command table (hdl/cmd_table.py): `dpcall` beats replay stored `dp` commands
+        # and `step` beats
+        self.tab = CmdTable.from_config(cfg) \
+            if self.dp is not None and cfg.cmd_table_depth else None
         members = {n: (In if f.flow == wiring.In else Out)(f.shape)
                    for n, f in self.regs.signature.members.items() if n.startswith("s_axil_")}
         members.update({
@@ -160,7 +165,8 @@ class Accelerator(wiring.Component):
             with m.Elif(~dp.busy):
                 m.d.sync += aborting.eq(0)
             m.d.comb += [dp.abort.eq(soft | aborting), dp_sel.eq(dp.job_active)]
-            wiring.connect(m, router.dp, dp.cmd)
+            if self.tab is None:
+                wiring.connect(m, router.dp, dp.cmd)
             for n in self.signature.members:
                 if n.startswith("m_axi_"):
                     if self.signature.members[n].flow == wiring.In:
@@ -179,7 +185,18 @@ class Accelerator(wiring.Component):
         wiring.connect(m, router.pregen, seq.host)
         wiring.connect(m, router.wbuf, seq.wbuf)
         wiring.connect(m, router.sched, sc.load)
-        wiring.connect(m, router.step, sc.step)
+        tab = self.tab
+        if tab is None:
+            wiring.connect(m, router.step, sc.step)
+        else:
+            # streamed `dp` / `step` beats pass through the table; a call replays stored ones
+            m.submodules.tab = ResetInserter(soft)(tab)
+            wiring.connect(m, router.dp, tab.cmd_in)
+            wiring.connect(m, router.step, tab.step_in)
+            wiring.connect(m, router.dpcall, tab.call)
+            wiring.connect(m, router.dptab, tab.tab)
+            wiring.connect(m, tab.cmd_out, dp.cmd)
+            wiring.connect(m, tab.step_out, sc.step)
         wiring.connect(m, seq.o, pregen.i)
         m.d.comb += [seq.wbuf_begin.eq(router.wbuf_begin), sc.load_begin.eq(router.sched_begin),
                      sc.load_len.eq(router.sched_len),
@@ -240,8 +257,11 @@ class Accelerator(wiring.Component):
         held_data = Cat(merger.held[s.id] for s in sources(cfg) if s.kind != "pregen").any()
         end_seen = Signal()
         dp_busy = Const(0) if dp is None else dp.busy
+        # a replay in progress (not in the controller's dp_idle below: a replayed step beat
+        # waits for it, and the router holds the call beat until the replay ends anyway)
+        tab_busy = Const(0) if self.tab is None else self.tab.busy
         idle = ~array.active & ~router.busy & ~router.held & ~merger.busy & ~pruner.o.valid & \
-            ~pregen.o.valid & ~seq.active & ~merger.held.any() & ~dp_busy
+            ~pregen.o.valid & ~seq.active & ~merger.held.any() & ~dp_busy & ~tab_busy
         done = Signal()
         m.d.comb += done.eq(end_seen & idle)
         # the controller takes a step only once the previous phase has left the data path (an
@@ -252,7 +272,8 @@ class Accelerator(wiring.Component):
                           ~held_data & ~dp_busy),
             sc.pg_busy.eq(seq.active | router.pregen.valid),
         ]
-        with m.If(router.end):
+        tab_end = Const(0) if tab is None else tab.end
+        with m.If(router.end | tab_end):
             m.d.sync += end_seen.eq(1)
         with m.If(done):
             m.d.sync += end_seen.eq(0)
@@ -264,6 +285,8 @@ class Accelerator(wiring.Component):
         code_q = Signal(8)
         dp_err = Const(0) if dp is None else dp.err
         dp_code = Const(0, 8) if dp is None else dp.err_code
+        if tab is not None:          # both at once: the table's code (STATUS.error either way)
+            dp_err, dp_code = dp_err | tab.err, Mux(tab.err, tab.err_code, dp_code)
         m.d.sync += [err_q.eq(router.err | sc.err | dp_err),
                      code_q.eq(Mux(router.err, router.err_code,
                                    Mux(sc.err, sc.err_code, dp_code)))]

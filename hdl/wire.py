@@ -189,7 +189,9 @@ def destinations(cfg) -> list[Packet]:
     ``pgctl`` (one :func:`pgctl_layout` beat), the schedule controller's ``sched`` (32-bit
     words of a schedule binary) and ``step`` (an 8-bit opcode), and with
     ``cfg.data_plane == "dma"`` the data plane's ``dp`` (one
-    :func:`sparseforge.hdl.dataplane.cmd_layout` command per beat)."""
+    :func:`sparseforge.hdl.dataplane.cmd_layout` command per beat), then with
+    ``cfg.cmd_table_depth`` the command table's ``dpcall`` (32-bit
+    :func:`sparseforge.hdl.cmd_table.call_layout` beats) and ``dptab`` (its entries)."""
     from sparseforge.hdl.pruner import grad_elem_layout
     from sparseforge.hdl.weight_pregen import pregen_in_layout
     R, C = cfg.pe_rows, cfg.pe_cols
@@ -209,6 +211,12 @@ def destinations(cfg) -> list[Packet]:
         # the on-chip data plane's commands (DMA descriptors and jobs, executed in order)
         from sparseforge.hdl.dataplane import cmd_layout
         out.append(("dp", "dp", (), cmd_layout(cfg)))
+        if getattr(cfg, "cmd_table_depth", 0):
+            # the command table (hdl/cmd_table.py): one-word calls that replay stored
+            # entries, and the entries' writes
+            from sparseforge.hdl.cmd_table import call_layout, entry_layout
+            out += [("dpcall", "dpcall", (), call_layout()),
+                    ("dptab", "dptab", (), entry_layout(cfg))]
     if len(out) > 1 << (32 - HEADER_COUNT_BITS):
         raise ValueError(f"a {R}x{C} PE array needs {len(out)} packet destinations; the "
                          f"{32 - HEADER_COUNT_BITS}-bit header id holds "

@@ -117,6 +117,34 @@ class PacketCodec:
     def end_packet(self) -> list[int]:
         return [header(DEST_END, 0)]
 
+    # -- the command table (hdl/cmd_table.py) ---------------------------------------------
+    @property
+    def has_table(self) -> bool:
+        """The core has a command table (``cmd_table_depth`` > 0 and the data plane)."""
+        return "dpcall" in self.dest_id
+
+    def call_packet(self, op: int, idx: int = 0, count: int = 0, *, end: bool = False) -> list:
+        """A ``dpcall`` packet of one call beat: ``CALL_RUN`` replays entries ``[idx, idx +
+        count)`` (``end``: then ends the job like an END packet), ``CALL_SETW`` points the
+        next ``dptab`` beats at entry ``idx``."""
+        from sparseforge.hdl.cmd_table import call_layout
+        return self.packet("dpcall", pack_beats(call_layout(), [
+            {"op": op, "end": int(end), "idx": idx, "count": count}]))
+
+    def table_entries(self, head: list, cmds: list) -> list[int] | None:
+        """The table entries of ``head`` packets (``step`` packets only) and ``cmds`` (data-
+        plane commands) in stream order; None when ``head`` holds another kind of packet."""
+        from sparseforge.hdl.dataplane import pack_cmd
+        step_id, layout = self.dest_id["step"], self.dests[self.dest_id["dp"]].shape
+        flag = 1 << layout.size                       # the entry's ``step`` bit
+        out = []
+        for p in head:
+            ident, count = split_header(p[0])
+            if ident != step_id or len(p) != 1 + count:
+                return None
+            out += [flag | (w & 0xFF) for w in p[1:]]
+        return out + [pack_cmd(layout, c) for c in cmds]
+
     def sched_packet(self, binary) -> list[int]:
         """The schedule binary (bytes or 32-bit words) as one ``sched`` packet: the schedule
         controller stores and checks it (hdl/controller.py)."""
@@ -358,6 +386,18 @@ class Driver:
         #: transport that can wait for it: the XDMA card's events device, the fast
         #: simulation); set False to poll. CTRL.irq_enable is then kept set in every CTRL write.
         self.use_irq = bool(getattr(transport, "has_irq", False))
+        #: replay repeated data-plane packets from the core's command table
+        #: (``hdl/cmd_table.py``): a phase's step beats and commands are written into the
+        #: table the first time and run by a one-word call from then on (the e2e step's
+        #: commands are the same every step). False: every command crosses the stream.
+        self.replay = self.codec.has_table
+        #: the table as the host wrote it: entries (a tuple) -> their first index; emptied by
+        #: a soft reset (the core forgets the table too) and when the table is full
+        self._table: dict = {}
+        self._table_next = 0
+        #: packets run from the table (calls) and packets that wrote entries, so far
+        self.replay_calls = 0
+        self.table_writes = 0
         self._irq_on = False
         #: data-plane phases leave the array model's statistics to be computed when first
         #: used: :attr:`last_stats` is a :class:`LazyArrayStats` and ``last_phase``'s
@@ -413,6 +453,7 @@ class Driver:
     async def write(self, name: str, value: int):
         if name == "CTRL" and value & CTRL_SOFT_RESET:
             self._resident = {}           # the soft reset forgets the loaded ranges
+            self._forget_table()          # ... and the command table's entries
         if name == "CTRL" and self._irq_on:
             value |= CTRL_IRQ_ENABLE      # a CTRL write must not switch the interrupt off
         await self.axil.write_dword(REGS[name], value)
@@ -622,7 +663,7 @@ class Driver:
         w0 = self.words_in
         await self._dp_exec("debug read", [], [{"kind": dpm.CMD_DESC, "desc": {
             "buf": buf, "base": int(base), "length": int(count), "dir": DIR_STORE,
-            "addr": 0}}], ("dma_beats",))
+            "addr": 0}}], ("dma_beats",), replay=False)
         # its command packet is checking traffic too: counted with the words it reads
         self.debug_words += self.words_in - w0
         self.words_in = w0
@@ -718,7 +759,7 @@ class Driver:
             {"kind": dpm.CMD_DESC, "desc": {"buf": dpm.BUF_MASK, "base": 0,
                                             "length": mimg.size, "dir": DIR_LOAD,
                                             "addr": addrs["m"]}}],
-            ("dma_exposed", "dma_beats"))
+            ("dma_exposed", "dma_beats"), replay=False)
         self.homes = homes
         for k, h in homes.items():
             self._mark(dpm.BUF_WGT, h["w"], np.asarray(weights[k]))
@@ -1168,16 +1209,51 @@ class Driver:
         self._mark(buf, int(dst), out)
         return out
 
+    def _forget_table(self):
+        self._table, self._table_next = {}, 0
+
+    def _dp_packets(self, head: list, cmds: list, *, replay: bool = True) -> list:
+        """The packets that run ``head`` (packets) and ``cmds`` (data-plane commands) and end
+        the job: ``head``, a ``dp`` packet and END; or, with :attr:`replay` (and ``replay``)
+        where ``head`` holds only ``step`` packets, one ``dpcall`` of the entries in the
+        command table -- written there first (``CALL_SETW`` + a ``dptab`` packet) when the
+        table does not hold them yet, from the next free entry (from entry 0 again, the
+        host's record emptied, when they do not fit)."""
+        from sparseforge.hdl.cmd_table import CALL_RUN, CALL_SETW
+        codec = self.codec
+        entries = codec.table_entries(head, cmds) if self.replay and replay and \
+            codec.has_table else None
+        depth = codec.cfg.cmd_table_depth
+        if entries is None or not entries or len(entries) > depth:
+            return list(head) + [codec.dp_packet(cmds), codec.end_packet()]
+        key = tuple(entries)
+        out = []
+        idx = self._table.get(key)
+        if idx is None:
+            if self._table_next + len(entries) > depth:
+                self._forget_table()
+            idx = self._table_next
+            out += [codec.call_packet(CALL_SETW, idx), codec.packet("dptab", entries)]
+            # entries written over drop the sequences they belonged to
+            self._table = {k: i for k, i in self._table.items()
+                           if i + len(k) <= idx or i >= idx + len(entries)}
+            self._table[key] = idx
+            self._table_next = idx + len(entries)
+            self.table_writes += 1
+        self.replay_calls += 1
+        return out + [codec.call_packet(CALL_RUN, idx, len(entries), end=True)]
+
     async def _dp_exec(self, what: str, head: list, cmds: list, counters: tuple,
-                       moved: str = "dma_beats") -> dict:
-        """Send ``head`` packets, one ``dp`` packet of ``cmds`` and END; wait for done; return
+                       moved: str = "dma_beats", *, replay: bool = True) -> dict:
+        """Send ``head`` packets, one ``dp`` packet of ``cmds`` and END (or their call of the
+        command table: :meth:`_dp_packets`; ``replay=False``: not from the table); wait for done; return
         the increments of ``counters`` (which must include ``moved``). ``RuntimeError`` on
         STATUS.error, and when ``moved`` did not move (no beat, no busy cycle: the data plane
         discarded the commands: an earlier error left it in its error state). The result also
         holds ``status``, the STATUS read at done."""
         before = {k: await self.counter(k) for k in counters}
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        await self.send(list(head) + [self.codec.dp_packet(cmds), self.codec.end_packet()])
+        await self.send(self._dp_packets(head, cmds, replay=replay))
         status = await self.wait_done()
         if status & STATUS_ERROR or not status & STATUS_DONE:
             raise RuntimeError(f"{what}: STATUS {status:#x}, ERROR_CODE "

@@ -1,7 +1,9 @@
 """cocotb: bad input to the accelerator's on-chip data plane (``hdl/dataplane.py``) never hangs
 and never writes outside the addressed range; each case raises STATUS.error with its documented
 ERROR_CODE (``docs/register-map.md``: ``0x30 | DmaErr``, ``0x40 | JobErr``), and after a soft
-reset the next phase is exact again.
+reset the next phase is exact again. Then the command table: a phase replayed from it equals
+the golden model, and a call it cannot run (past the written entries, an unknown op) is
+refused with ``0x51`` / ``0x53``.
 
 Card memory: cocotbext-axi ``AxiRam`` (random pauses on all five channels); a bus error is
 injected by making its read/write callbacks raise inside a byte window (cocotbext-axi answers
@@ -200,5 +202,36 @@ async def dataplane_errors(dut):
     assert code in (0, 0x30 | DmaErr.ABORTED), f"soft reset mid-transfer: {code:#x}"
     await tb.soft_reset()
     await tb.good_phase("soft reset mid-transfer")
+    # the command table (hdl/cmd_table.py): a phase's commands replayed by a one-word call
+    # give the same result; calls the table cannot run are refused with their code
+    if drv.codec.has_table:
+        from sparseforge.hdl.cmd_table import (CALL_RUN, ERR_CALL_OP, ERR_CALL_RANGE,
+                                               MAX_DEPTH)
+        await tb.soft_reset()
+        # new operands each time (the same shapes, so the same commands; from the second run
+        # on the all-ones mask is still resident and its load is skipped: another sequence)
+        for k in range(3):
+            xr, wr = tb.layer()
+            calls, writes = drv.replay_calls, drv.table_writes
+            y = await drv.run_phase("fp", x=xr, w=wr, stride=1, padding=1)
+            ref = golden.writeback(golden.conv2d_forward(xr, wr, 1, 1), cfg.frac_bits,
+                                   cfg.data_width)
+            assert np.array_equal(y, ref), f"replayed phase {k} differs"
+            lp = drv.last_phase
+            assert drv.replay_calls == calls + 1
+            if k == 2:   # the third run's commands came from the table: one call packet
+                assert drv.table_writes == writes and lp["words_in"] == 2, lp
+            dut._log.info(f"fp phase run {k}: {lp['words_in']} stream words in, equal")
+        for name, call, code in (
+                ("a call past the written entries", (CALL_RUN, MAX_DEPTH - 8, 8), ERR_CALL_RANGE),
+                ("an unknown call op", (3, 0, 1), ERR_CALL_OP)):
+            await drv.write("STATUS", STATUS_DONE | STATUS_ERROR)
+            await drv.send([drv.codec.call_packet(*call, end=True)])
+            st = await drv.wait_done()
+            got = await drv.read("ERROR_CODE")
+            dut._log.info(f"{name}: STATUS {st:#x} ERROR_CODE {got:#x}")
+            assert st & STATUS_ERROR and got == code, f"{name}: {got:#x}, want {code:#x}"
+            await tb.soft_reset()
+            await tb.good_phase(name)
     dut._log.info("every bad input gave its ERROR_CODE; nothing hung; nothing outside the "
                   "addressed range was written")
