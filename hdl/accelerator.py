@@ -19,7 +19,10 @@ words (bit 0 of the beat in bit 0 of the first word). Destinations
   ``drain[j]``), ``prune`` (the pruner's gradient stream), ``pregen`` (the weight
   pre-generation's group stream), ``wbuf`` and ``pgctl`` (the weight buffer and its on-chip
   run, :class:`~sparseforge.hdl.pregen_seq.PregenSequencer`), ``sched`` and ``step`` (the
-  :class:`~sparseforge.hdl.controller.ScheduleController`).
+  :class:`~sparseforge.hdl.controller.ScheduleController`); with the data plane ``dp`` (its
+  commands) and, with a command table (``cmd_table_depth``,
+  :class:`~sparseforge.hdl.cmd_table.CmdTable`), ``dpcall`` and ``dptab``: ``dp`` and ``step``
+  beats pass through the table, a ``dpcall`` replays stored ones (docs/cmd_table.md).
 
 Outputs leave on ``m_axis`` as packets too (:class:`~sparseforge.hdl.merger.OutputMerger`): a
 header ``src[31:24] | words[23:0]``, then the beat (``o_c{j}``: a column output ``{value,

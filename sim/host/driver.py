@@ -1218,7 +1218,7 @@ class Driver:
         where ``head`` holds only ``step`` packets, one ``dpcall`` of the entries in the
         command table -- written there first (``CALL_SETW`` + a ``dptab`` packet) when the
         table does not hold them yet, from the next free entry (from entry 0 again, the
-        host's record emptied, when they do not fit)."""
+        host's record of the table emptied, when they do not fit)."""
         from sparseforge.hdl.cmd_table import CALL_RUN, CALL_SETW
         codec = self.codec
         entries = codec.table_entries(head, cmds) if self.replay and replay and \
@@ -1234,9 +1234,6 @@ class Driver:
                 self._forget_table()
             idx = self._table_next
             out += [codec.call_packet(CALL_SETW, idx), codec.packet("dptab", entries)]
-            # entries written over drop the sequences they belonged to
-            self._table = {k: i for k, i in self._table.items()
-                           if i + len(k) <= idx or i >= idx + len(entries)}
             self._table[key] = idx
             self._table_next = idx + len(entries)
             self.table_writes += 1

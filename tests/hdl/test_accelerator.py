@@ -51,6 +51,10 @@ def test_wire_tables_match_the_hardware(cfg):
                "out_pregen": acc.pregen.o}
     if acc.dp is not None:
         targets["dp"] = acc.dp.cmd
+    if acc.tab is not None:          # the command table's call and entry streams
+        targets.update(dpcall=acc.tab.call, dptab=acc.tab.tab)
+        assert Shape.cast(acc.tab.cmd_out.payload.shape()) == \
+            Shape.cast(acc.dp.cmd.payload.shape())
 
     def port(kind, index):
         p = targets[kind]

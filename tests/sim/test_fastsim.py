@@ -380,6 +380,11 @@ def test_train_checked_against_golden(fast_dir, tiny_lib, tmp_path, capsys):
             for q in s["phases"]:
                 if q["phase"] in ("fp", "bp"):
                     assert {"w", "mask"} <= set(q["resident"]), q
+            # issue 17: per step the host sends the batch and reads the logits, plus at most
+            # 64 words -- the commands run from the command table (hdl/cmd_table.py), written
+            # there in step 0 (image 1x16x16, a label, 10 logits: 16-bit values, 2 per word)
+            batch_words = 16 * 16 // 2 + 1 + 10 // 2
+            assert s["host_words_in"] + s["host_words_out"] <= batch_words + 64, s
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     losses = [s["loss"] for s in rep["steps"]]
     assert train.main(["--steps", "3", "--check", "none", "-o", str(out)]) == 0
