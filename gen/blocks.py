@@ -15,6 +15,7 @@ from sparseforge.gen.schedule import config_hash, config_tag
 from sparseforge.hdl.accelerator import Accelerator
 from sparseforge.hdl.array_mapper import ArrayMapper
 from sparseforge.hdl.axil import AxiLiteRegs, config_words
+from sparseforge.hdl.cmd_table import CmdTable
 from sparseforge.hdl.compressor import Compressor
 from sparseforge.hdl.dataplane import DataPlane, DataPlaneSystem
 from sparseforge.hdl.dma import DmaSystem
@@ -90,6 +91,17 @@ def _axil(cfg: AcceleratorConfig, **params):
     return AxiLiteRegs(**p), p
 
 
+def _cmd_table(cfg: AcceleratorConfig, **params):
+    # the command table (hdl/cmd_table.py, docs/cmd_table.md); depth: cmd_table_depth (at
+    # least 1: a configuration without a table still emits the block)
+    p = {"depth": max(cfg.cmd_table_depth, 1)}
+    p.update(params)
+    unknown = sorted(set(p) - {"depth"})
+    if unknown:
+        raise TypeError(f"cmd_table: unexpected parameter(s) {unknown}; known: ['depth']")
+    return CmdTable(cfg, p["depth"]), p
+
+
 def _skid(cfg: AcceleratorConfig, **params):
     p = {"width": 24}
     p.update(params)
@@ -112,6 +124,7 @@ BLOCKS = {
     "dataplane": _dataplane,
     "axil": _axil,
     "skid": _skid,
+    "cmd_table": _cmd_table,
     "accelerator": _accelerator,
 }
 

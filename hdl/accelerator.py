@@ -275,7 +275,7 @@ class Accelerator(wiring.Component):
                           ~held_data & ~dp_busy),
             sc.pg_busy.eq(seq.active | router.pregen.valid),
         ]
-        tab_end = Const(0) if tab is None else tab.end
+        tab_end = Const(0) if tab is None else tab.done
         with m.If(router.end | tab_end):
             m.d.sync += end_seen.eq(1)
         with m.If(done):

@@ -16,7 +16,7 @@ Call beat (:func:`call_layout`): ``op`` (``CALL_RUN`` = 0, ``CALL_SETW`` = 1), `
 
 * ``CALL_RUN``: replay entries ``[idx, idx + count)``; ``count = 0`` replays nothing. Entries
   at or past the *written mark* (one past the highest entry written since reset) are refused
-  whole (``ERR_CALL_RANGE``: nothing is replayed). With ``end`` set, the ``end`` pulse
+  whole (``ERR_CALL_RANGE``: nothing is replayed). With ``end`` set, the ``done`` pulse
   follows the last entry (also for ``count = 0``; not after a refused call).
 * ``CALL_SETW``: the next ``tab`` beat is written at ``idx`` (``idx >= depth``:
   ``ERR_CALL_RANGE``). A ``tab`` beat at a pointer past the table is dropped
@@ -34,10 +34,10 @@ tab : In(stream.Signature(entry_layout(cfg)))
     Always ready (a write per cycle).
 cmd_in : In(stream(cmd_layout)), cmd_out : Out(stream(cmd_layout))
 step_in : In(stream(8)), step_out : Out(stream(8))
-end : Out(1)
-    Pulse after a call with ``end`` (the top level ORs it with the router's END).
+done : Out(1)
+    Pulse after a call with ``end`` set (the top level ORs it with the router's END).
 err : Out(1), err_code : Out(8)
-    Pulse with ``ERR_CALL_*`` (:mod:`sparseforge.hdl.wire`, ``0x50`` on).
+    Pulse with ``ERR_CALL_RANGE`` (0x51), ``ERR_TABLE_FULL`` (0x52) or ``ERR_CALL_OP`` (0x53).
 busy : Out(1)
     A call is being replayed.
 
@@ -98,7 +98,7 @@ class CmdTable(wiring.Component):
             "cmd_in": In(stream.Signature(cl)), "cmd_out": Out(stream.Signature(cl)),
             "step_in": In(stream.Signature(unsigned(8))),
             "step_out": Out(stream.Signature(unsigned(8))),
-            "end": Out(1), "err": Out(1), "err_code": Out(8), "busy": Out(1),
+            "done": Out(1), "err": Out(1), "err_code": Out(8), "busy": Out(1),
         })
         self._entry = entry_layout(cfg)
 
@@ -153,7 +153,7 @@ class CmdTable(wiring.Component):
                                 m.d.comb += [self.call.ready.eq(1), self.err.eq(1),
                                              self.err_code.eq(ERR_CALL_RANGE)]
                             with m.Elif(c.count == 0):
-                                m.d.comb += [self.call.ready.eq(1), self.end.eq(c.end)]
+                                m.d.comb += [self.call.ready.eq(1), self.done.eq(c.end)]
                             with m.Else():
                                 m.d.sync += [ptr.eq(c.idx), left.eq(c.count)]
                                 m.next = "READ"
@@ -179,7 +179,7 @@ class CmdTable(wiring.Component):
                 with m.If(taken):
                     m.d.sync += [ptr.eq(ptr + 1), left.eq(left - 1)]
                     with m.If(left == 1):
-                        m.d.comb += [self.call.ready.eq(1), self.end.eq(c.end)]
+                        m.d.comb += [self.call.ready.eq(1), self.done.eq(c.end)]
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "READ"

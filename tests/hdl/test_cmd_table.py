@@ -21,7 +21,7 @@ from sparseforge.hdl.cmd_table import (CALL_RUN, CALL_SETW, ERR_CALL_OP, ERR_CAL
                                        ERR_TABLE_FULL, CmdTable, call_layout, check_depth,
                                        entry_layout)
 from sparseforge.sim.testkit.amaranth_streams import pack, run_sim, stream_put
-from sparseforge.sim.testkit.patterns import make_pattern
+from sparseforge.sim.testkit.patterns import make_pattern, soak_scale
 
 CFG = preset("tiny")
 DEPTH = 16
@@ -67,21 +67,26 @@ class TableModel:
         return cmds, steps, end, 0
 
 
-def _script(rng, n):
+def call_beat(op, end, idx, count):
+    """The packed ``call`` beat."""
+    return pack(call_layout(), {"op": op, "end": end, "idx": idx, "count": count})
+
+
+def _script(rng, n, depth=DEPTH):
     """A random item sequence: table writes (after SETW), calls of what was written (and some
     bad ones), streamed commands and steps."""
     out, written = [], 0
     for _ in range(n):
         r = rng.random()
         if r < 0.2:
-            idx = rng.randrange(0, min(written, DEPTH - 1) + 1)
+            idx = rng.randrange(0, min(written, depth - 1) + 1)
             out.append(("call", (CALL_SETW, 0, idx, 0)))
             n_w = rng.randint(1, 5)
             for _ in range(n_w):
                 step = rng.random() < 0.3
                 body = rng.randrange(256) if step else rng.getrandbits(CMDW)
                 out.append(("tab", body | (int(step) << CMDW)))
-            written = max(written, min(DEPTH, idx + n_w))     # the written mark
+            written = max(written, min(depth, idx + n_w))     # the written mark
         elif r < 0.6 and written:
             idx = rng.randrange(0, written)
             count = rng.randint(0, 6)
@@ -99,14 +104,11 @@ def _run(script, out_pattern, seed):
     dut = CmdTable(CFG, DEPTH)
     got = {"cmd": [], "step": [], "end": 0, "err": []}
     done = {"flag": False}
-    call_l = call_layout()
 
     async def driver(ctx):
         for kind, value in script:
             if kind == "call":
-                op, end, idx, count = value
-                await stream_put(ctx, dut.call, pack(call_l, {"op": op, "end": end, "idx": idx,
-                                                              "count": count}))
+                await stream_put(ctx, dut.call, call_beat(*value))
             elif kind == "tab":
                 await stream_put(ctx, dut.tab, value)
             elif kind == "cmd":
@@ -125,7 +127,7 @@ def _run(script, out_pattern, seed):
             ctx.set(dut.step_out.ready, int(rdy))
             _, _, cv, cp, sv, sp, end, err, code = await ctx.tick().sample(
                 dut.cmd_out.valid, dut.cmd_out.payload.as_value(), dut.step_out.valid,
-                dut.step_out.payload, dut.end, dut.err, dut.err_code)
+                dut.step_out.payload, dut.done, dut.err, dut.err_code)
             assert not (cv and sv), "a command and a step at once"
             if rdy and cv:
                 got["cmd"].append(int(cp))
@@ -180,3 +182,20 @@ def test_cmd_table_depth_is_checked():
             check_depth(bad)
     with pytest.raises(ValueError, match="cmd_table_depth must be in"):
         CFG.replace(cmd_table_depth=5000)
+
+
+# --------------------------------------------------------------------------------------------
+# cocotb (emitted Verilog, Icarus and Verilator)
+# --------------------------------------------------------------------------------------------
+
+COCOTB_CASES = [("random", "random"), ("bursty", "cycle"), ("always", "always")]
+
+
+@pytest.mark.parametrize("src,sink", COCOTB_CASES)
+def test_cmd_table_cocotb(sim, cocotb_run, src, sink):
+    seed = 7000 + COCOTB_CASES.index((src, sink))
+    items = int(150 * soak_scale())
+    print(f"seed={seed} src={src} sink={sink} items={items} sim={sim}")
+    assert cocotb_run("cmd_table", sim, "cocotb_cmd_table", testcase="cmd_table_scoreboard",
+                      params={"seed": seed, "depth": DEPTH, "items": items, "src": src,
+                              "sink": sink}, depth=DEPTH) == 1
