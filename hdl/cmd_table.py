@@ -25,7 +25,9 @@ Call beat (:func:`call_layout`): ``op`` (``CALL_RUN`` = 0, ``CALL_SETW`` = 1), `
 Ordering: the ``call`` beat is taken (``ready``) only when its replay has ended, so the
 packet router, waiting on it, delivers nothing after the call until then -- replayed and
 streamed commands keep the stream's order. Outside a replay ``cmd_in`` / ``step_in`` pass
-straight through to ``cmd_out`` / ``step_out`` (combinational).
+straight through to ``cmd_out`` / ``step_out`` (combinational); a call waits while either
+offers a beat (so an output never drops a valid beat: the stream rules hold for any inputs
+that keep them, ``sparseforge formal -k cmd_table``).
 
 Ports
 -----
@@ -48,7 +50,7 @@ the call is taken the cycle its last entry is.
 Cost: one memory of ``depth`` x ``cmd width + 1`` bits (``tiny``: 128 x 279).
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -89,18 +91,27 @@ def check_depth(depth) -> int:
 class CmdTable(wiring.Component):
     __doc__ = __doc__
 
-    def __init__(self, cfg, depth: int):
+    def __init__(self, cfg, depth: int, *, cmd_shape=None):
+        """``cmd_shape``: the command's shape instead of ``cmd_layout(cfg)`` (with ``cfg =
+        None``; the formal proof uses a narrow one)."""
         self._depth = check_depth(depth)
-        cl = cmd_layout(cfg)
+        cl = cmd_layout(cfg) if cmd_shape is None else cmd_shape
         super().__init__({
             "call": In(stream.Signature(call_layout())),
-            "tab": In(stream.Signature(entry_layout(cfg))),
+            "tab": In(stream.Signature(data.StructLayout({"cmd": cl, "step": 1}))),
             "cmd_in": In(stream.Signature(cl)), "cmd_out": Out(stream.Signature(cl)),
             "step_in": In(stream.Signature(unsigned(8))),
             "step_out": Out(stream.Signature(unsigned(8))),
             "done": Out(1), "err": Out(1), "err_code": Out(8), "busy": Out(1),
         })
-        self._entry = entry_layout(cfg)
+        self._entry = data.StructLayout({"cmd": cl, "step": 1})
+        # the state the formal harness reads (sparseforge/formal/harnesses.py)
+        self._wptr = Signal(range(MAX_DEPTH + 1))
+        self._mark = Signal(range(self._depth + 1))      # one past the highest entry written
+        self._ptr = Signal(range(self._depth))
+        self._left = Signal(13)
+        self._wr_en = Signal()
+        self._reading = Signal()                         # READ: the entry at _ptr is read
 
     @classmethod
     def from_config(cls, cfg):
@@ -117,10 +128,8 @@ class CmdTable(wiring.Component):
         wr = mem.write_port()
         rd = mem.read_port(domain="sync")
 
-        wptr = Signal(range(MAX_DEPTH + 1))
-        mark = Signal(range(depth + 1))          # one past the highest entry written
-        ptr = Signal(range(depth))
-        left = Signal(13)
+        wptr, mark, ptr, left = self._wptr, self._mark, self._ptr, self._left
+        m.d.comb += self._wr_en.eq(wr.en)
         c = self.call.payload
 
         # ---------------------------------------------------------------- table writes
@@ -146,7 +155,9 @@ class CmdTable(wiring.Component):
                              self.step_out.payload.eq(self.step_in.payload),
                              self.step_out.valid.eq(self.step_in.valid),
                              self.step_in.ready.eq(self.step_out.ready)]
-                with m.If(self.call.valid):
+                # a streamed beat already offered goes first (the router never offers both,
+                # but then cmd_out / step_out would drop a valid beat)
+                with m.If(self.call.valid & ~self.cmd_in.valid & ~self.step_in.valid):
                     with m.Switch(c.op):
                         with m.Case(CALL_RUN):
                             with m.If(c.idx + c.count > mark):
@@ -167,12 +178,12 @@ class CmdTable(wiring.Component):
                             m.d.comb += [self.call.ready.eq(1), self.err.eq(1),
                                          self.err_code.eq(ERR_CALL_OP)]
             with m.State("READ"):            # the entry at ptr is read this cycle
-                m.d.comb += [rd.en.eq(1), self.busy.eq(1)]
+                m.d.comb += [rd.en.eq(1), self.busy.eq(1), self._reading.eq(1)]
                 m.next = "EMIT"
             with m.State("EMIT"):            # ... and presented until its target takes it
                 m.d.comb += [rd.en.eq(0), self.busy.eq(1),
                              self.cmd_out.payload.eq(entry.cmd),
-                             self.step_out.payload.eq(entry.cmd.as_value()[:8]),
+                             self.step_out.payload.eq(Value.cast(entry.cmd)[:8]),
                              self.cmd_out.valid.eq(~entry.step),
                              self.step_out.valid.eq(entry.step)]
                 taken = (self.cmd_out.ready & ~entry.step) | (self.step_out.ready & entry.step)

@@ -20,7 +20,8 @@ Run everything and print a table with ``python -m sparseforge.formal`` (what ``m
 calls). See ``docs/formal.md``. The public names of all five modules are importable from here.
 """
 
-from sparseforge.formal.harnesses import DmaBoundsHarness, FormalHarness, SelectorHarness, stream_ports
+from sparseforge.formal.harnesses import (CmdTableHarness, DmaBoundsHarness, FormalHarness,
+                                          SelectorHarness, stream_ports)
 from sparseforge.formal.mutants import BrokenStage, TiesToHigherSelector
 from sparseforge.formal.runner import (Proof, check_proof, default_proofs, format_table, main,
                                        run_proof, run_proofs)
@@ -29,7 +30,7 @@ from sparseforge.formal.sby import (ENGINES, FormalError, ProofResult, prewarm, 
 from sparseforge.formal.traces import read_vcd, trace_table
 
 __all__ = [
-    "ENGINES", "FormalHarness", "SelectorHarness", "DmaBoundsHarness", "TiesToHigherSelector", "BrokenStage",
+    "ENGINES", "FormalHarness", "SelectorHarness", "DmaBoundsHarness", "CmdTableHarness", "TiesToHigherSelector", "BrokenStage",
     "stream_ports", "tools_available", "prewarm", "run_sby", "run_comb_check", "ProofResult",
     "FormalError", "read_vcd", "trace_table", "Proof", "default_proofs", "run_proof",
     "check_proof", "run_proofs", "format_table", "main",

@@ -23,7 +23,8 @@ from amaranth.hdl import (Array, Assert, Assume, Cat, Cover, Elaboratable, Modul
                           ResetSignal, Signal, Value)
 from amaranth.lib import stream, wiring
 
-__all__ = ["stream_ports", "FormalHarness", "SelectorHarness", "DmaBoundsHarness"]
+__all__ = ["stream_ports", "FormalHarness", "SelectorHarness", "DmaBoundsHarness",
+           "CmdTableHarness"]
 
 
 def stream_ports(dut: wiring.Component) -> list[tuple[str, bool, object]]:
@@ -76,6 +77,8 @@ class FormalHarness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = self.dut
+        #: stream name -> its ``valid & ~ready`` of the previous cycle (with stream_rules)
+        self.stalled = {}
         if self.stream_rules:
             for name, is_output, iface in stream_ports(self.dut):
                 self._stream_rule(m, name, is_output, iface)
@@ -95,6 +98,7 @@ class FormalHarness(Elaboratable):
     def _stream_rule(self, m, name, is_output, iface):
         payload = Value.cast(iface.payload)
         stalled = Signal(name=f"{name}_stalled")      # valid & ~ready in the previous cycle
+        self.stalled[name] = stalled                  # (for a subclass's invariants)
         held = Signal(len(payload), name=f"{name}_held")
         m.d.sync += [stalled.eq(iface.valid & ~iface.ready), held.eq(payload)]
         check = Assert if is_output else Assume
@@ -313,3 +317,58 @@ class DmaBoundsHarness(FormalHarness):
             m.d.comb += last.eq(d.mem.we[epw - 1] & (d.mem.addr * epw + epw - 1 == base
                                                      + length - 1))
             m.d.comb += Cover(have & last, "cover: the range's last element is written")
+
+
+class CmdTableHarness(FormalHarness):
+    """Stream rules plus the bounds of :class:`~sparseforge.hdl.cmd_table.CmdTable` (its
+    replay never reads an entry that was not written, its writes stay in the table).
+
+    Assumed: the packet router's contract, one input stream offered at a time. Asserted in
+    every cycle:
+
+    * the written mark never passes the table: ``mark <= depth``;
+    * a table write only at a pointer inside the table: ``wr.en -> wptr < depth``;
+    * a replay reads only written entries, and what is left of the call stays below the
+      mark: while it runs (READ, EMIT) ``ptr + left <= mark`` and ``left >= 1`` (so the entry
+      read, ``ptr``, is below the mark);
+    * in a replay only one output stream is valid at a time, and neither while reading;
+    * a call beat is taken only from IDLE (the replay ends then) -- ``done`` and ``err`` never
+      pulse together.
+
+    ``mutation="mark"``: the bound one entry short (``ptr + left < mark``): the negative check
+    that shows the assertion can fail.
+    """
+
+    def __init__(self, dut, *, mutation: str | None = None, **kw):
+        super().__init__(dut, **kw)
+        if mutation not in (None, "mark"):
+            raise ValueError(f"unknown mutation {mutation!r}")
+        self.mutation = mutation
+
+    def checks(self, m):
+        d = self.dut
+        depth = d.depth
+        # the packet router's contract: it offers one beat at a time (a call stays offered
+        # until its replay ends)
+        offers = [d.call.valid, d.tab.valid, d.cmd_in.valid, d.step_in.valid]
+        m.d.comb += Assume(sum(offers) <= 1, "assume one input offered at a time")
+        m.d.comb += Assert(d._mark <= depth, "mark <= depth")
+        with m.If(d._wr_en):
+            m.d.comb += Assert(d._wptr < depth, "a table write inside the table")
+        with m.If(d.busy):           # READ or EMIT (the read entry presented)
+            # the call stays offered, untaken, while it is replayed (strengthens induction)
+            if "call" in self.stalled:
+                m.d.comb += Assert(self.stalled["call"], "a replay holds its call beat")
+            within = (d._ptr + d._left < d._mark) if self.mutation == "mark" else \
+                (d._ptr + d._left <= d._mark)
+            m.d.comb += [Assert(within, "replay reads only written entries"),
+                         Assert(d._left >= 1, "a replay has an entry left")]
+        with m.If(d._reading):
+            m.d.comb += Assert(~d.cmd_out.valid & ~d.step_out.valid,
+                               "no output while an entry is read")
+        with m.If(d.busy):           # (outside a replay both pass through what comes in)
+            m.d.comb += Assert(~(d.cmd_out.valid & d.step_out.valid),
+                               "one replayed output at a time")
+        m.d.comb += Assert(~(d.done & d.err), "done and err never together")
+        if self.covers:
+            m.d.comb += Cover(d._reading & (d._left == 2), "cover: a replay of two entries")

@@ -29,6 +29,7 @@ NEGATIVE_FAILURES = {
     "neg_stage_payload": "o: payload stable after valid & ~ready",
     "neg_stage_comb_valid": "o: valid depends combinationally on o.ready",
     "neg_dma_beyond": "mem.we[",
+    "neg_cmd_table_mark": "replay reads only written entries",
 }
 
 
@@ -59,6 +60,8 @@ def test_harness_rejects_bad_arguments():
         formal.SelectorHarness(dut, mutation="bogus")
     with pytest.raises(TypeError, match="NMSelector-like"):
         formal.SelectorHarness(Compressor(data_width=4, max_row_len=4))
+    with pytest.raises(ValueError, match="unknown mutation 'bogus'"):
+        formal.CmdTableHarness(dut, mutation="bogus")
 
 
 def test_rtlil_has_the_expected_checks():
@@ -116,7 +119,7 @@ def test_proof_list():
     assert {p.name for p in PROOFS if p.expect == "FAIL"} == set(NEGATIVE_FAILURES)
     covered = {p.config.split()[0] for p in PROOFS if p.expect == "PASS"}
     assert covered == {"Compressor", "NMSelector", "StochasticPruner", "WeightPregen",
-                       "DmaEngine"}
+                       "DmaEngine", "CmdTable"}
     assert formal.main(["--list"]) == 0
 
 
@@ -142,7 +145,8 @@ def test_proof(proof, tmp_path):
             assert res.traces and all(t.is_file() for t in res.traces)
             summary = res.summary()
             assert "counterexample trace: " in summary
-            assert ("o__valid" if "dma" not in proof.name else "mem__we") in summary
+            port = {"dma": "mem__we", "cmd_table": "call__valid"}
+            assert next((v for k, v in port.items() if k in proof.name), "o__valid") in summary
 
 
 class _NInRange(formal.FormalHarness):
