@@ -299,9 +299,12 @@ PRESETS: dict[str, AcceleratorConfig] = {
                               psum_buf_depth=512, dma_width=32, dma_addr_width=32,
                               # the digits CNN at batch 1 (schedule.buffer_demand): x 512,
                               # dy 2048, results 8192 (fc1 dW); w 16384: all four layers'
-                              # weights (9,736) stay resident with the update on chip
-                              act_mem_elems=2048, grad_mem_elems=2048, wgt_mem_elems=16384,
-                              out_mem_elems=8192,
+                              # weights (9,736) stay resident with the update on chip; dy and
+                              # results doubled so every backward stage of the e2e step runs
+                              # beside the next layer's WG job (the previous layer's gradient
+                              # next to the WG's, the BP result next to dW; docs/e2e.md)
+                              act_mem_elems=2048, grad_mem_elems=4096, wgt_mem_elems=16384,
+                              out_mem_elems=16384,
                               # a group per cycle: fc1's pre-generation (2,048 groups) hides
                               # under conv2's WG job (4 lanes: 4,133 cycles, 1,171 exposed)
                               pregen_lanes=8),

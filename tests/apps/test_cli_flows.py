@@ -147,8 +147,8 @@ def test_schedule_fits_and_writes_the_binary(tmp_path, capsys):
     assert main(["schedule", "--net", "digits-cnn", "--batch", "1", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "49 entries, 989 words; schedule memory 4096 words (24.1%)" in text
-    assert ("tensor buffers: act_mem_elems 512/2048, grad_mem_elems 2048/2048, "
-            "wgt_mem_elems 8192/16384, out_mem_elems 8192/8192") in text
+    assert ("tensor buffers: act_mem_elems 512/2048, grad_mem_elems 2048/4096, "
+            "wgt_mem_elems 8192/16384, out_mem_elems 8192/16384") in text
     from sparseforge.gen.config import preset
     from sparseforge.gen.schedule import validate
     assert len(validate(out.read_bytes(), preset("tiny"))) == 989

@@ -616,3 +616,22 @@ def test_weights_on_chip_when_they_fit():
     assert loads["conv1"] > 0 and all(v == 0 for k, v in loads.items() if k != "conv1")
     last = on.layers[-1].phases["fp"]
     assert last.dma_store > 0 and all(lr.phases["fp"].dma_store == 0 for lr in on.layers[:-1])
+
+
+def test_bwd_stages_beside_follow_the_buffers():
+    """``perf.bwd_stages_beside``: on ``tiny`` (GRAD 4096, OUT 16384) every backward stage of
+    the digits CNN fits beside the next layer's WG job; with GRAD 2048 / OUT 8192 only fc1's
+    (conv1's and conv2's gradients do not fit GRAD together, fc1's dW fills OUT); at a larger
+    batch fewer."""
+    tiny = preset("tiny")
+    net = load_network("digits-cnn", tiny, batch=1)
+    names = [lay.name for lay in net.compute]
+    assert sorted(names[i] for i in perf.bwd_stages_beside(net, tiny)) == \
+        ["conv1", "conv2", "fc1"]
+    small = tiny.replace(grad_mem_elems=2048, out_mem_elems=8192)
+    assert [names[i] for i in perf.bwd_stages_beside(net, small)] == ["fc1"]
+    # a larger batch fills the buffers again: at batch 2 conv1's gradient no longer fits
+    # next to conv2's, at batch 4 only fc1's stage fits
+    assert [names[i] for i in sorted(perf.bwd_stages_beside(net, tiny, batch=2))] == \
+        ["conv2", "fc1"]
+    assert [names[i] for i in perf.bwd_stages_beside(net, tiny, batch=4)] == ["fc1"]
