@@ -46,6 +46,9 @@ __all__ = [
     # convolution / FC in the three phases, write-back
     "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
     "fc_forward", "fc_backward_input", "fc_backward_weight", "writeback",
+    # batch norm and global average pooling in integer arithmetic (the BN network's step)
+    "batchnorm_forward_int", "batchnorm_backward_int", "avgpool_global_int",
+    "avgpool_global_backward_int",
     # 1-D row primitives and the 2-D convolutions built from them
     "row_fp", "row_bp", "row_wg",
     "conv2d_forward_rows", "conv2d_backward_input_rows", "conv2d_backward_weight_rows",
@@ -531,6 +534,115 @@ def fc_backward_weight(x, dy):
     if x4.shape[0] != dy4.shape[0]:
         raise ValueError(f"batch mismatch: x has B={x4.shape[0]} but dy has B={dy4.shape[0]}")
     return conv2d_backward_weight(x4, dy4, (dy4.shape[1], x4.shape[1], 1, 1))[:, :, 0, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Batch norm and global average pooling in integer arithmetic (*ours*, issue 17 item 1)
+# --------------------------------------------------------------------------------------------
+#
+# Fixed point with ``frac_bits`` fractional bits (``fb``), as every tensor of the training step.
+# ``rdiv(a, n) = floor((2a + n) / 2n)`` (round half up) is the one integer division;
+# ``writeback`` (shift by ``fb``, half to even) rescales products; ``sat`` clips to the signed
+# ``data_width`` range. Statistics are per channel (axis 1) over every other axis, ``n``
+# elements. Forward:
+#
+#   mu = rdiv(sum z, n)                  var = rdiv(sum (z - mu)^2, n)      (2 fb fraction)
+#   std = isqrt((var + eps) * 2^(2 fb))  inv = rdiv(2^(4 fb), std)          (2 fb fraction)
+#   xhat = sat(rdiv((z - mu) * inv, 2^(2 fb)))
+#   y = sat(writeback(gamma * xhat) + beta)
+#
+# Backward (the batch statistics differentiated, as the float form):
+#
+#   dbeta = sum d                        dgamma = writeback(sum d * xhat)
+#   dxhat = writeback(d * gamma)         s1 = sum dxhat     s2 = writeback(sum dxhat * xhat)
+#   dz = sat(rdiv(inv * (n * dxhat - s1 - writeback(xhat * s2)), n * 2^(2 fb)))
+#
+# ``std`` and ``inv`` carry 2 fb fractional bits (with fb the normalisation erred by up to 10
+# LSB on narrow channels). ``eps`` (default 1: 2^-(2 fb) in the variance's units, 1.5e-5 at
+# fb = 8, the float study's 1e-5) keeps ``std >= 2^fb``. ``dgamma`` / ``dbeta`` are exact int64
+# (the caller saturates them where it stores them). Every intermediate fits int64 for
+# ``data_width <= 16``, ``frac_bits <= 8`` and ``n < 2^20``.
+
+def _rdiv(a, n):
+    """``floor((2a + n) / 2n)``: ``a / n`` rounded half up (``n > 0``, int64 arrays)."""
+    return (2 * a + n) // (2 * n)
+
+
+def _isqrt(v):
+    """Exact ``floor(sqrt(v))`` of a non-negative int64 array."""
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    r = np.where(r * r > v, r - 1, r)
+    return np.where((r + 1) * (r + 1) <= v, r + 1, r)
+
+
+def _bn_check(z, gamma, frac_bits, data_width):
+    frac_bits = _check_int("frac_bits", frac_bits, 0, 8)
+    data_width = _check_int("data_width", data_width, 2, 16)
+    z = _as_int64("z", z)
+    if z.ndim not in (2, 4):
+        raise ValueError(f"z must be (B, C) or (B, C, H, W), not shape {z.shape}")
+    gamma = _as_int64("gamma", gamma)
+    if gamma.shape != (z.shape[1],):
+        raise ValueError(f"gamma must have shape ({z.shape[1]},), not {gamma.shape}")
+    axes = (0,) if z.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) + (1,) * (z.ndim - 2)
+    return z, gamma, frac_bits, data_width, axes, shape
+
+
+def _sat(a, data_width):
+    return np.clip(a, -(1 << (data_width - 1)), (1 << (data_width - 1)) - 1).astype(np.int64)
+
+
+def batchnorm_forward_int(z, gamma, beta, frac_bits, data_width, eps=1):
+    """Training-mode batch norm of ``z`` (``(B, C)`` or ``(B, C, H, W)``, per channel) in
+    integer arithmetic (the definition above). Returns ``(y, cache)``; ``cache = (xhat, inv,
+    n)`` is what :func:`batchnorm_backward_int` needs."""
+    z, gamma, fb, dw, axes, shape = _bn_check(z, gamma, frac_bits, data_width)
+    beta = _as_int64("beta", beta)
+    if beta.shape != gamma.shape:
+        raise ValueError(f"beta must have shape {gamma.shape}, not {beta.shape}")
+    eps = _check_int("eps", eps, 1)
+    n = z.size // z.shape[1]
+    mu = _rdiv(z.sum(axis=axes), n).reshape(shape)
+    dev = z - mu
+    var = _rdiv((dev * dev).sum(axis=axes), n)
+    inv = _rdiv(np.int64(1) << (4 * fb), _isqrt((var + eps) << (2 * fb))).reshape(shape)
+    xhat = _sat(_rdiv(dev * inv, np.int64(1) << (2 * fb)), dw)
+    y = _sat(writeback(gamma.reshape(shape) * xhat, fb, 64) + beta.reshape(shape), dw)
+    return y, (xhat, inv, n)
+
+
+def batchnorm_backward_int(d, gamma, cache, frac_bits, data_width):
+    """``(dz, dgamma, dbeta)`` of :func:`batchnorm_forward_int` for the output gradient ``d``
+    (the definition above)."""
+    d, gamma, fb, dw, axes, shape = _bn_check(d, gamma, frac_bits, data_width)
+    xhat, inv, n = cache
+    if np.shape(xhat) != d.shape:
+        raise ValueError(f"d must have the forward's shape {np.shape(xhat)}, not {d.shape}")
+    dbeta = d.sum(axis=axes)
+    dgamma = writeback((d * xhat).sum(axis=axes), fb, 64)
+    dxhat = writeback(d * gamma.reshape(shape), fb, 64)
+    s1 = dxhat.sum(axis=axes).reshape(shape)
+    s2 = writeback((dxhat * xhat).sum(axis=axes), fb, 64).reshape(shape)
+    t = n * dxhat - s1 - writeback(xhat * s2, fb, 64)
+    dz = _sat(_rdiv(inv * t, np.int64(n) << (2 * fb)), dw)
+    return dz, dgamma, dbeta
+
+
+def avgpool_global_int(r):
+    """Global average pool ``(B, C, H, W) -> (B, C)``: ``rdiv(sum over H, W, H*W)``."""
+    r = _check_ndim("r", _as_int64("r", r), 4)
+    return _rdiv(r.sum(axis=(2, 3)), r.shape[2] * r.shape[3])
+
+
+def avgpool_global_backward_int(d, shape):
+    """The gradient of :func:`avgpool_global_int`: each of the ``H*W`` inputs of ``(b, c)``
+    gets ``rdiv(d[b, c], H*W)``; ``shape`` the input's ``(B, C, H, W)``."""
+    d = _check_ndim("d", _as_int64("d", d), 2)
+    B, C, H, W = (int(v) for v in shape)
+    if d.shape != (B, C):
+        raise ValueError(f"d must have shape {(B, C)}, not {d.shape}")
+    return np.broadcast_to(_rdiv(d, H * W)[:, :, None, None], (B, C, H, W)).copy()
 
 
 # --------------------------------------------------------------------------------------------
