@@ -108,18 +108,26 @@ def plan(args):
     must map on the configuration (the array model runs it once, in Python) and its schedule
     must fit the schedule memory. Returns ``(cfg, net, schedule_words)``."""
     from sparseforge.gen.schedule import build_schedule, check_fits, validate
-    from sparseforge.sim.host import e2e
+    from sparseforge.sim.host import e2e, e2e_graph
     cfg = config_from_args(args)
     try:
-        net = e2e.load_net(args.net, cfg, batch=args.batch)
-    except NetworkError as exc:
+        net = e2e_graph.load_graph_net(args.net, batch=args.batch)
+        graph = e2e_graph.is_graph_net(net)
+        if not graph:
+            net = e2e.load_net(args.net, cfg, batch=args.batch)
+    except (NetworkError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    words = len(validate(build_schedule(net, cfg).encode(), cfg))   # fits sched_depth
-    state = e2e.init_state(net, cfg, seed=args.seed)
+    if graph:        # BN, residual adds, average pool: the graph step, no schedule
+        words, step = 0, e2e_graph.train_step_graph
+        state = e2e_graph.init_graph_state(net, cfg, seed=args.seed)
+    else:
+        words = len(validate(build_schedule(net, cfg).encode(), cfg))   # fits sched_depth
+        step = e2e.train_step
+        state = e2e.init_state(net, cfg, seed=args.seed)
     x, y = e2e.make_batch(net, cfg, seed=args.seed)
     try:
-        asyncio.run(e2e.train_step(net, cfg, state, x, y, e2e.ModelBackend(cfg),
-                                   lr_shift=args.lr_shift, base_seed=args.prune_seed))
+        asyncio.run(step(net, cfg, state, x, y, e2e.ModelBackend(cfg),
+                         lr_shift=args.lr_shift, base_seed=args.prune_seed))
     except ValueError as exc:
         raise UsageError(f"{net.name} at batch {net.batch} does not map on {cfg.name}: "
                          f"{exc}") from None

@@ -93,9 +93,11 @@ def load_net(name: str, cfg: AcceleratorConfig, *, batch: int | None = None) -> 
 @dataclass
 class TrainState:
     """Weights (conv ``(Cout, Cin, Kh, Kw)``, FC ``(Cout, Cin)``) and their ``(fwd, bwd)``
-    masks, by layer name."""
+    masks, by layer name; ``bn``: ``(gamma, beta)`` of each batch-norm layer (a graph network,
+    :mod:`sparseforge.sim.host.e2e_graph`)."""
     weights: dict
     masks: dict
+    bn: dict = field(default_factory=dict)
 
 
 def _sat(a, dw):

@@ -8,6 +8,10 @@ passing run must show. The cocotb test (:mod:`sparseforge.sim.host.e2e_cocotb`, 
 Verilator through VPI) and the fast engine (``sparseforge e2e --engine cpp``,
 :mod:`sparseforge.sim.fastsim`) both call them, so the two engines run the same step.
 
+A network with batch norm, residual adds or an average pool (``digits-resnet``) runs the graph
+step (:mod:`sparseforge.sim.host.e2e_graph`: BN, adds and pools on the host) without a
+schedule.
+
 Parameters ``p``: ``config`` (a config dict), ``network``, ``batch``, ``steps`` (default 1),
 ``seed``, ``prune_seed``, ``lr_shift``, ``check`` (``golden``, the default: every step's
 tensors compared with an independent golden training from the same initial state; ``none``:
@@ -23,7 +27,7 @@ import numpy as np
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.schedule import build_schedule
 from sparseforge.hdl.axil import ID_VALUE, SCHED_AT_END, SCHED_RUNNING, STATUS_ERROR
-from sparseforge.sim.host import e2e
+from sparseforge.sim.host import e2e, e2e_graph
 
 __all__ = ["run_steps", "check_steps"]
 
@@ -40,17 +44,33 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
     ident = await drv.read("ID")
     if ident != ID_VALUE:
         raise AssertionError(f"ID register reads {ident:#x}, not {ID_VALUE:#x}")
-    net = e2e.load_net(p["network"], cfg, batch=p["batch"])
-    state = e2e.init_state(net, cfg, seed=p["seed"])
+    # a network with batch norm, residual adds or an average pool (digits-resnet) takes the
+    # graph step (sim/host/e2e_graph.py): its BN, adds and pools on the host, no schedule
+    graph = e2e_graph.is_graph_net(e2e_graph.load_graph_net(p["network"], batch=p["batch"]))
+    if graph:
+        net = e2e_graph.load_graph_net(p["network"], batch=p["batch"])
+        state = e2e_graph.init_graph_state(net, cfg, seed=p["seed"])
+        step_fn = e2e_graph.train_step_graph
+    else:
+        net = e2e.load_net(p["network"], cfg, batch=p["batch"])
+        state = e2e.init_state(net, cfg, seed=p["seed"])
+        step_fn = e2e.train_step
     kw = dict(lr_shift=p["lr_shift"], base_seed=p["prune_seed"])
     info(f"seed={p['seed']} prune_seed={p['prune_seed']} config={cfg.name} "
          f"({cfg.pe_rows}x{cfg.pe_cols} PEs) network={net.name} batch={net.batch} "
          f"steps={steps}")
-    sched = build_schedule(net, cfg)
-    info(f"schedule: {len(sched.entries)} entries, {len(sched.encode()) // 4} words")
-    # ``stages``: the between-layer stages on chip where the network is resident (default)
-    backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched.encode(),
-                             stages=bool(p.get("stages", True)))
+    if graph:
+        sched = None
+        info("graph network (batch norm / residual adds / average pool): BN, adds and pools "
+             "on the host, no schedule")
+        backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=None, stages=False,
+                                 beside=False)
+    else:
+        sched = build_schedule(net, cfg)
+        info(f"schedule: {len(sched.entries)} entries, {len(sched.encode()) // 4} words")
+        # ``stages``: the between-layer stages on chip where the network is resident
+        backend = e2e.RTLBackend(cfg, drv, strict=False, schedule=sched.encode(),
+                                 stages=bool(p.get("stages", True)))
     # the array model's reference cycles are computed after each step's timed window
     drv.defer_model = True
 
@@ -65,8 +85,8 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
         x, labels = e2e.make_batch(net, cfg, seed=p["seed"] + k)
         gold = None
         if check == "golden":
-            gold = await e2e.train_step(net, cfg, gold_state, x, labels,
-                                        e2e.GoldenBackend(cfg), **kw)
+            gold = await step_fn(net, cfg, gold_state, x, labels, e2e.GoldenBackend(cfg),
+                                 **kw)
             gold_state = gold.state
         backend.log = []
         await backend.restart()
@@ -74,7 +94,7 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
         # included) over its wall time (the driver's Python included; the golden step above
         # and the comparisons below are not)
         t0, c0 = time.perf_counter(), drv.now_cycles()
-        rtl = await e2e.train_step(net, cfg, state, x, labels, backend, **kw)
+        rtl = await step_fn(net, cfg, state, x, labels, backend, **kw)
         wall += time.perf_counter() - t0
         sim_cycles += drv.now_cycles() - c0
         backend.resolve_models()
@@ -95,7 +115,7 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
         if progress is not None:
             progress(k, run)
     return {"steps": runs, "wall_s": wall, "sim_cycles": sim_cycles,
-            "schedule_words": len(sched.encode()) // 4, "check": check,
+            "schedule_words": 0 if sched is None else len(sched.encode()) // 4, "check": check,
             "_check": {"net": net, "sched": sched, "first": first_state, "last": state,
                        "status": await drv.read("STATUS")}}
 
@@ -110,9 +130,11 @@ def check_steps(res: dict):
         assert res.get("check", "golden") == "none" or run["tensors_compared"] > 0
         bad = run["mismatched"]
         assert not bad, f"step {k}: RTL step differs from the golden step:\n" + "\n".join(bad)
-        sst = run["sched_status"]
-        assert sst & SCHED_RUNNING and sst & SCHED_AT_END, f"step {k}: SCHED_STATUS {sst:#x}"
-        assert sst >> 16 == len(sched.entries) - 1      # every phase ran, END is next
+        if sched is not None:        # (a graph network runs without a schedule)
+            sst = run["sched_status"]
+            assert sst & SCHED_RUNNING and sst & SCHED_AT_END, \
+                f"step {k}: SCHED_STATUS {sst:#x}"
+            assert sst >> 16 == len(sched.entries) - 1      # every phase ran, END is next
         log = run["log"]
         # counters: PE 0's MAC-busy cycles and non-zero operands of every array phase, read
         # over AXI4-Lite, equal the exact array model's

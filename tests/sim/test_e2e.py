@@ -230,3 +230,52 @@ def test_e2e_bad_step_cocotb(sim, cocotb_run, test):
     assert cocotb_run("accelerator", sim, "cocotb_e2e", config=cfg, params=params,
                       testcase=test) == 1
 
+
+
+def test_graph_step_bn_resnet_golden_equals_array_model():
+    """The graph step (sim/host/e2e_graph.py) of ``digits-resnet`` at batch 2: the array
+    model's phases give the golden step bit for bit; the structure is the network's (BN
+    parameters updated, the gradient of a block input summed over its readers, the global
+    average pool's gradient spread); bad arguments are refused."""
+    from sparseforge.sim.host import e2e_graph
+    net = e2e_graph.load_graph_net("digits-resnet", batch=2)
+    assert e2e_graph.is_graph_net(net)
+    assert not e2e_graph.is_graph_net(e2e.load_net("digits-cnn", TINY, batch=1))
+    state = e2e_graph.init_graph_state(net, TINY, seed=SEED)
+    assert set(state.bn) == {lay.name for lay in net.compute if lay.bn}
+    x, y = e2e.make_batch(net, TINY, seed=SEED)
+    kw = dict(lr_shift=LR_SHIFT, base_seed=PRUNE_SEED)
+    gold = asyncio.run(e2e_graph.train_step_graph(net, TINY, state, x, y,
+                                                  e2e.GoldenBackend(TINY), **kw))
+    model = asyncio.run(e2e_graph.train_step_graph(net, TINY, state, x, y,
+                                                   e2e.ModelBackend(TINY), **kw))
+    assert e2e.compare(gold, model) == []
+    t = gold.tensors()
+    assert len(t) == 134 * 1 and gold.logits.shape == (2, 10)
+    # BN: per channel, the normalised output has mean ~beta (0) before the add / ReLU
+    y1 = gold.fp["conv1"]["y"]
+    assert np.abs(y1.mean(axis=(0, 2, 3))).max() < 4          # LSB: rounding of mu, xhat
+    for lay in net.compute:
+        b = gold.bp[lay.name]
+        if lay.bn:
+            g0, be0 = state.bn[lay.name]
+            assert np.array_equal(b["gamma_new"], np.clip(
+                g0 - (np.clip(b["dgamma"], -32768, 32767) >> LR_SHIFT), -32768, 32767))
+            assert np.array_equal(gold.state.bn[lay.name][1], b["beta_new"])
+        assert ("dx" in b) == (lay.src != "input")
+    # block1.conv2's output feeds block2.down and block2.conv1: its gradient is their dx summed
+    d = gold.bp["block1.conv2"]["d"]
+    want = np.clip(gold.bp["block2.down"]["dx"] + gold.bp["block2.conv1"]["dx"], -32768, 32767)
+    assert np.array_equal(d, want)
+    # the add in block2.conv2 passes its gradient to block2.down's output unchanged
+    assert gold.fp["block2.conv2"]["s"].shape == gold.fp["block2.down"]["a"].shape
+    # the stem's output (pool1) feeds block1.conv1 and block1.conv2's add
+    assert np.array_equal(gold.bp["conv1"]["d"].shape, gold.fp["conv1"]["a"].shape)
+    with pytest.raises(ValueError, match="no BN parameters"):
+        asyncio.run(e2e_graph.train_step_graph(net, TINY, e2e.init_state(net, TINY, seed=1), x,
+                                               y, e2e.GoldenBackend(TINY), **kw))
+    with pytest.raises(ValueError, match=r"labels must be 2 class indices in \[0, 10\)"):
+        asyncio.run(e2e_graph.train_step_graph(net, TINY, state, x, y + 10,
+                                               e2e.GoldenBackend(TINY), **kw))
+    with pytest.raises(ValueError, match="unknown network 'nope'"):
+        e2e_graph.load_graph_net("nope", batch=1)

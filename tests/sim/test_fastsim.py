@@ -340,6 +340,30 @@ def test_e2e_cpp_engine_writes_the_report(fast_dir, tiny_lib, tmp_path, capsys):
     assert "share of cycles + exposed DMA" in out
 
 
+def test_e2e_bn_resnet_step_equals_golden(fast_dir, tiny_lib, tmp_path, capsys):
+    """Issue 17: one training step of a small residual network with batch norm
+    (``digits-resnet``: BN on every conv, two residual adds, a 1x1 stride-2 shortcut, a global
+    average pool, pruning p = 0.9, BDWP 2:8) on the RTL equals the golden step tensor for
+    tensor. Its array phases run on the accelerator (the chunked WG phases host-fed), BN, adds
+    and pools on the host (``sim/host/e2e_graph.py``), without a schedule."""
+    folder = _out_with_lib(fast_dir, tmp_path)
+    assert run_e2e.main(["--net", "digits-resnet", "-o", str(folder)]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    rep = json.loads((folder / "report.json").read_text())
+    (step,) = rep["steps"]
+    assert rep["network"] == "digits-resnet" and rep["schedule_words"] == 0
+    assert step["tensors_compared"] == 134 and step["tensors_mismatched"] == 0
+    assert step["loss"] == step["golden_loss"] > 0
+    phases = [(q["layer"], q["phase"]) for q in step["phases"]]
+    # 7 FP, 6 BP (not the stem, which reads the input), 7 WG; prune on every conv; the BDWP
+    # convs' pre-generation (conv1 and fc are dense: Cin 1, Cout 10)
+    assert sum(p == "fp" for _, p in phases) == 7 and sum(p == "bp" for _, p in phases) == 6
+    assert sum(p == "wg" for _, p in phases) == 7 and sum(p == "prune" for _, p in phases) == 6
+    assert sum(p == "pregen" for _, p in phases) == 5
+    assert step["cycles"] > step["array_cycles"] > 0
+
+
 def test_e2e_cpp_engine_needs_verilator(tmp_path, capsys):
     assert run_e2e.main(["--sim", "icarus", "--engine", "cpp", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
