@@ -76,7 +76,7 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     # --exe with -shared: Verilator's own makefile compiles the model, its runtime and the
     # harness position-independent and links them into one shared library
-    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), str(rtl), str(HARNESS),
+    cmd = ["verilator", "--cc", "--exe", "--build", str(rtl), str(HARNESS),
            "--top-module", "accelerator", "--prefix", "Vaccelerator", "--Mdir", str(obj),
            "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
            "-Wno-fatal", "-Wno-WIDTH", "-Wno-lint", "-Wno-style",
@@ -88,9 +88,10 @@ def build_fast(cfg, folder, *, waves: bool = False, jobs: int | None = None) -> 
            "-MAKEFLAGS", "OPT_FAST=-O2 OPT_GLOBAL=-O2"]
     if waves:
         cmd.append("--trace")
-    # the command (flags included) is part of the build: a library built another way is
-    # built again
-    stamp, key = folder / "build.cmd", " ".join(c for c in cmd if c != str(jobs))
+    # the command (flags included, the job count not) is part of the build: a library built
+    # another way is built again
+    stamp, key = folder / "build.cmd", " ".join(cmd)
+    cmd[4:4] = ["-j", str(jobs)]
     if not stale and stamp.exists() and stamp.read_text() == key:
         return lib
     if lib.exists():
