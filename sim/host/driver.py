@@ -917,7 +917,8 @@ class Driver:
             cmds = cmds + list(beside)
         names = ("cycles", "job_cycles", "dma_exposed", "dma_busy", "dma_beats") + \
             (("pregen_cycles", "pregen_exposed") if side else ()) + \
-            (("stage_cycles", "stage_exposed") if beside else ())
+            (("stage_cycles", "stage_exposed", "prune_cycles", "prune_exposed")
+             if beside else ())
         w0, o0 = self.words_in, self.words_out
         pk = list(side_steps) + ([] if step is None else [self.codec.step_packet(step)])
         # a job always counts JOB_CYCLES: none means the plane dropped the packet (the card
@@ -926,8 +927,8 @@ class Driver:
         status = d["status"]
         self._resident = dict(had)
         #: the counters of the commands that ran beside the last phase's job
-        self.last_beside = {k: d[k] for k in ("stage_cycles", "stage_exposed")} \
-            if beside else {}
+        self.last_beside = {k: d[k] for k in ("stage_cycles", "stage_exposed", "prune_cycles",
+                                              "prune_exposed")} if beside else {}
         for name, t in tensors.items():
             if not (keep and name == "w"):
                 self._mark(bufs[name], bases.get(name, 0), t)
@@ -1085,6 +1086,37 @@ class Driver:
                            "card_words_in": self.card_words_in - c0,
                            "card_words_out": self.card_words_out - d0}
         return out, tau
+
+    def prune_command(self, base: int, n: int, k_p: int, shift: int, seed: int) -> dict:
+        """The ``CMD_PRUNE`` of ``n`` GRAD elements from ``base`` in place (threshold rule
+        ``k_p``, ``shift``; PRNG ``seed``), for a packet of another operation (beside a WG job
+        after the backward stage that writes them: one pass, the stage summed ``|g|``)."""
+        from sparseforge.hdl import dataplane as dpm
+        return {"kind": dpm.CMD_PRUNE, "prune": {"base": int(base), "n": int(n),
+                                                 "k_p": int(k_p), "shift": int(shift),
+                                                 "seed": int(seed)}}
+
+    async def prune_result(self, base: int, shape) -> tuple:
+        """After a packet that pruned ``shape``'s elements of GRAD from ``base``
+        (:meth:`prune_command`): ``(pruned, tau)`` -- read back for checking
+        (:attr:`debug_words`), the threshold from PRUNE_TAU; GRAD is recorded as holding it
+        (a BP / WG phase that reads it loads nothing)."""
+        from sparseforge.hdl import dataplane as dpm
+        n = int(np.prod(shape))
+        tau = await self.read("PRUNE_TAU")
+        out = (await self.debug_read(dpm.BUF_GRAD, int(base), n)).reshape(shape)
+        self._mark(dpm.BUF_GRAD, int(base), out)
+        return out, tau
+
+    async def step_only(self, step: int):
+        """A schedule step the data plane already ran (``STEP_DATA_PLANE``: the controller
+        only advances), as its own packet; ``RuntimeError`` on STATUS.error."""
+        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
+        await self.send(self._dp_packets([self.codec.step_packet(step, data_plane=True)], []))
+        status = await self.wait_done()
+        if status & STATUS_ERROR or not status & STATUS_DONE:
+            raise RuntimeError(f"schedule step {step}: STATUS {status:#x}, ERROR_CODE "
+                               f"{await self.read('ERROR_CODE'):#x}")
 
     async def stage_onchip(self, op: str, *, shape, src: int = 0, dst: int = 0, keep: int = 0,
                            pool: int = 1, relu: bool = True, zfc: bool = False,

@@ -396,7 +396,14 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
                 # one, which the next iteration takes over); the backend may hold it until
                 # this layer's WG has run
                 g_next = layer_gradient(p_lay, dx)
-                await bwd_stage(p_lay, lay, g_next)
+                # its pruning (threshold rule, seed, the golden threshold) may run beside the
+                # WG job too, right after the stage
+                prune_next = None
+                if p_lay.prune:
+                    k_p, s = golden.prune_threshold_params(net.prune_p, g_next.size)
+                    prune_next = (k_p, s, layer_seed(base_seed, p_lay.id),
+                                  golden.prune_threshold_int(g_next, k_p, s, dw_))
+                await bwd_stage(p_lay, lay, g_next, prune=prune_next)
         # a backend with the weights on chip fuses the update into the WG job: it returns dW
         # and the updated weight it holds (read back for checking)
         fused = getattr(backend, "update_in_wg", None)
@@ -593,6 +600,7 @@ class _StageMixin:
         home in ACT; its pool winners in KEEP."""
         if lay.id == 0:
             self._keep, self._keep_end, self._dy_base = {}, 0, {}
+            self._pruned_beside = {}
         lgk = _stage_lgk(lay)
         if not self._stages_on():
             return
@@ -659,8 +667,10 @@ class _StageMixin:
             self._plan = ("after", 0, ob)
             self.drv.dp_bases["bp_out"] = ob
 
-    async def stage_backward(self, prev, lay, g_prev):
-        """``prev``'s pool / ReLU backward from ``lay``'s BP result in OUT (as planned)."""
+    async def stage_backward(self, prev, lay, g_prev, prune=None):
+        """``prev``'s pool / ReLU backward from ``lay``'s BP result in OUT (as planned).
+        ``prune``: ``(k_p, shift, seed, tau)`` of ``prev``'s gradient pruning -- beside the
+        WG job it runs right after the stage (:meth:`_take_beside`)."""
         plan, self._plan = self._plan, None
         if plan is None:
             return
@@ -673,13 +683,13 @@ class _StageMixin:
             await self._stage(prev.name, "bwd", g_prev, **args)
             self._dy_base[prev.name] = dst
         else:
-            self._pending = (prev.name, g_prev, args, mode == "beside")
+            self._pending = (prev.name, g_prev, args, mode == "beside", prune)
 
     async def after_wg(self):
         """A backward stage held until the WG had run (its gradient's GRAD range was the WG's
         operand)."""
         if self._pending is not None:
-            (name, g_prev, args, _), self._pending = self._pending, None
+            (name, g_prev, args, _, _), self._pending = self._pending, None
             await self._stage(name, "bwd", g_prev, **args)
             self._dy_base[name] = args["dst"]
 
@@ -688,13 +698,21 @@ class _StageMixin:
         fused update: the job's ``dW`` stays on chip): ``{"beside": [cmd]}`` for the driver,
         the stage kept in ``_beside_run`` for :meth:`_finish_beside`; else ``{}``."""
         p = self._pending
-        if mode != "wg" or update is None or p is None or not p[3]:
+        if update is None or p is None or not p[3]:
             return {}
         self._pending = None
-        name, g_prev, args, _ = p
+        name, g_prev, args, _, prune = p
         cmd, where = self.drv.stage_command("bwd", **args)
-        self._beside_run = (name, g_prev, args, where)
-        return {"beside": [cmd]}
+        cmds = [cmd]
+        if prune is not None and self.prune_beside:
+            # its pruning in place right after it, beside the job too (one pass: the stage
+            # summed |g|); the later prune call finds the result (_pruned_beside)
+            cmds.append(self.drv.prune_command(args["dst"], np.asarray(g_prev).size,
+                                               *prune[:3]))
+        else:
+            prune = None
+        self._beside_run = (name, g_prev, args, where, prune)
+        return {"beside": cmds}
 
     async def _finish_beside(self, wg_layer, t0):
         """After the WG packet: the stage that ran beside the job -- its gradient read back
@@ -703,17 +721,34 @@ class _StageMixin:
         run, self._beside_run = self._beside_run, None
         if run is None:
             return
-        name, g_prev, args, (buf, n, oshape) = run
+        name, g_prev, args, (buf, n, oshape), prune = run
         c0, w0, g0 = self._now(), self._words(), self.drv.debug_words
-        out = await self.drv.stage_result(buf, args["dst"], n, oshape)
-        self._dy_base[name] = args["dst"]
         b = self.drv.last_beside
+        if prune is None:
+            out = await self.drv.stage_result(buf, args["dst"], n, oshape)
+            want = g_prev
+        else:
+            # the stage's gradient was pruned in place right after it: what is read back is
+            # the pruned gradient (the stage is checked through it: the elements pruning
+            # keeps, and the threshold computed from all of them)
+            k_p, sh, seed, tau = prune
+            out, tau_chip = await self.drv.prune_result(args["dst"], oshape)
+            if tau_chip != tau:
+                raise AssertionError(f"{name} prune beside {wg_layer} wg: the on-chip "
+                                     f"threshold {tau_chip} differs from the golden {tau}")
+            want = golden.stochastic_prune_int(np.asarray(g_prev).reshape(oshape), tau, seed,
+                                               self.cfg.data_width)[0]
+            self._pruned_beside[name] = {"out": out, "tau": int(tau_chip),
+                                         "base": args["dst"], "beside": f"{wg_layer} wg",
+                                         "exposed": b["prune_exposed"],
+                                         "busy": b["prune_cycles"]}
+        self._dy_base[name] = args["dst"]
         B, C, H, W = args["shape"]
         self._stage_log(name, "bwd", t0, c0, w0, g0,
                         st={"cycles": b["stage_exposed"], "dma_cycles": 0, "card_words_in": 0,
                             "elements": B * C * H * W},
                         busy_cycles=b["stage_cycles"], beside=f"{wg_layer} wg")
-        self._check_stage(f"{name} bwd stage", out, g_prev)
+        self._check_stage(f"{name} bwd stage" + (" + prune" if prune else ""), out, want)
 
 
 class RTLBackend(_StageMixin, ModelBackend):
@@ -733,7 +768,7 @@ class RTLBackend(_StageMixin, ModelBackend):
     (:meth:`_StageMixin.plan_backward`)."""
 
     def __init__(self, cfg, driver, *, clock_ns=10, strict=True, schedule=None, stages=True,
-                 beside=True):
+                 beside=True, prune_beside=True):
         super().__init__(cfg)
         self.drv = driver
         self.clock_ns = clock_ns
@@ -757,6 +792,10 @@ class RTLBackend(_StageMixin, ModelBackend):
         #: buffers allow (``beside=False``: after it, as its own packet)
         self.beside = beside
         self._beside_run = None        # the stage sent beside the running WG job
+        #: a backward stage beside a WG job is followed there by its layer's pruning
+        #: (``prune_beside=False``: the pruning runs as its own packet, after the WG)
+        self.prune_beside = prune_beside
+        self._pruned_beside: dict = {}     # layer -> the pruning that ran beside a WG job
 
     async def load_network(self, weights: dict, masks: dict):
         """On a core with the data plane where the network's weights and masks fit
@@ -1002,6 +1041,9 @@ class RTLBackend(_StageMixin, ModelBackend):
         golden one, else ``AssertionError``); otherwise the stream pruner with the host's
         ``tau``."""
         t0, c0, w0 = time.perf_counter(), self._now(), self._words()
+        hit = self._pruned_beside.pop(self.layer, None)
+        if hit is not None:
+            return await self._prune_done_beside(hit, g, tau, t0, c0, w0)
         self._place("prune")
         step = await self._step("PRUNE")
         dp = {}
@@ -1023,6 +1065,26 @@ class RTLBackend(_StageMixin, ModelBackend):
                          "elements": int(np.asarray(g).size), **self._words(w0), **dp,
                          "host_s": time.perf_counter() - t0})
         return out
+
+    async def _prune_done_beside(self, hit, g, tau, t0, c0, w0):
+        """The pruning that ran beside the previous WG job (:meth:`_finish_beside`): its
+        schedule step (the data plane ran it: the controller only advances), its record --
+        ``job_cycles`` PRUNE_EXPOSED (outside any job), ``busy_cycles`` PRUNE_CYCLES -- and
+        the pruned gradient it left in GRAD."""
+        if hit["tau"] != tau:
+            raise AssertionError(f"{self.layer} prune: the on-chip threshold {hit['tau']} "
+                                 f"differs from the golden rule's {tau}")
+        step = await self._step("PRUNE")
+        if step is not None:
+            await self.drv.step_only(step)
+        self._place("prune")
+        self.log.append({"layer": self.layer, "phase": "prune", "io_cycles": self._now() - c0,
+                         "elements": int(np.asarray(g).size), **self._words(w0),
+                         "data_plane": "dma", "job_cycles": hit["exposed"],
+                         "busy_cycles": hit["busy"], "dma_cycles": 0, "card_words_in": 0,
+                         "card_words_out": 0, "tau_chip": hit["tau"], "debug_words": 0,
+                         "beside": hit["beside"], "host_s": time.perf_counter() - t0})
+        return hit["out"].reshape(np.shape(g))
 
     async def pregen(self, w, n):
         """On a core with the data plane, for a weight ``CMD_PREGEN`` takes

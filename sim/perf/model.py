@@ -1220,12 +1220,16 @@ def iteration(net, cfg: AcceleratorConfig, *, fp_density=None, dy_density=None, 
     for i, (busy, dma) in beside:
         r = out[i].phases["wg"]
         r.pregen_exposed = dma + max(0.0, busy - out[i - 1].phases["wg"].cycles)
-    # a backward stage beside the next layer's WG job (the data plane runs it under the job):
-    # only the part longer than that job is exposed
+    # a backward stage beside the next layer's WG job (the data plane runs it under the job),
+    # its layer's pruning right after it in the same packet: only what outlasts the job is
+    # exposed, the stage's part first
     if stages:
         for i in sorted(bwd_stages_beside(net, cfg, batch=batch)):
             r = out[i].phases["bp" if i > 0 else "wg"]
-            r.stage_exposed = max(0.0, r.stage_exposed - out[i + 1].phases["wg"].cycles)
+            wg = out[i + 1].phases["wg"].cycles
+            both = max(0.0, r.stage_exposed + r.prune_exposed - wg)
+            r.stage_exposed = max(0.0, r.stage_exposed - wg)
+            r.prune_exposed = both - r.stage_exposed
     order = [lr.phases["fp"] for lr in out]
     for lr in reversed(out):
         order += [lr.phases[ph] for ph in ("bp", "wg") if not lr.phases[ph].skipped]

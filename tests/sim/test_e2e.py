@@ -186,6 +186,14 @@ def test_e2e_cocotb(sim, cocotb_run, test, tmp_path):
             assert q["busy_cycles"] > q["cycles"] >= 0 and q["array_cycles"] == 0
             assert q["host_words_in"] == q["host_words_out"] == q["dma_cycles"] == 0
             continue
+        if q["phase"] == "prune" and q.get("beside"):
+            # pruning sent after a backward stage in the next WG job's packet: its cycles the
+            # part the job did not hide (PRUNE_EXPOSED); its result read back with the
+            # stage's; host traffic only its schedule step
+            assert q["busy_cycles"] >= q["cycles"] >= 0 and q["busy_cycles"] > 0
+            assert q["host_words_out"] == q["dma_cycles"] == q["debug_words"] == 0
+            assert q["beside"].endswith(" wg")
+            continue
         if q["phase"] == "stage" and q.get("beside"):
             # a backward stage sent in the next WG job's packet: its cycles are the part the
             # job did not hide (STAGE_EXPOSED), its result read back for checking only

@@ -635,3 +635,23 @@ def test_bwd_stages_beside_follow_the_buffers():
     assert [names[i] for i in sorted(perf.bwd_stages_beside(net, tiny, batch=2))] == \
         ["conv2", "fc1"]
     assert [names[i] for i in perf.bwd_stages_beside(net, tiny, batch=4)] == ["fc1"]
+
+
+def test_prune_beside_the_wg_in_the_model():
+    """The e2e step on ``tiny`` runs a layer's pruning right after its backward stage beside
+    the next WG job: the model exposes only what outlasts that job (nothing on the digits CNN);
+    with GRAD 2048 / OUT 8192 the conv stages run alone and their pruning is exposed whole."""
+    tiny = preset("tiny")
+    net = load_network("digits-cnn", tiny, batch=1)
+    kw = dict(nm=(2, 8), prune=0.9)
+
+    def exposed(cfg):
+        it = perf.iteration(net, cfg, **kw)
+        return {lr.name: lr.phases["bp" if lr.name != "conv1" else "wg"].prune_exposed
+                for lr in it.layers}
+
+    got = exposed(tiny)
+    assert got["conv1"] == got["conv2"] == 0.0
+    small = exposed(tiny.replace(grad_mem_elems=2048, out_mem_elems=8192))
+    assert small["conv1"] == perf.prune_cycles(2048, tiny, loaded=False)
+    assert small["conv2"] == perf.prune_cycles(1024, tiny, loaded=False)
