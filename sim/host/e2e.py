@@ -69,7 +69,8 @@ from sparseforge.sim.host.pregen import pregen_reassemble, pregen_schedule
 from sparseforge.sim.reference import golden
 
 __all__ = ["TrainState", "StepResult", "GoldenBackend", "ModelBackend", "RTLBackend",
-           "load_net", "init_state", "make_batch", "layer_seed", "train_step", "compare", "step_loss",
+           "load_net", "init_state", "make_batch", "layer_seed", "prune_plan", "prune_gradient",
+           "train_step", "compare", "step_loss",
            "maxpool_forward", "maxpool_backward", "cycle_table", "report_phase",
            "report_step", "REPORT_SCHEMA_VERSION", "PHASE_CODES"]
 
@@ -156,6 +157,26 @@ def make_batch(net: Network, cfg: AcceleratorConfig, *, seed: int):
 def layer_seed(base_seed: int, layer_id: int) -> int:
     """The pruner seed of layer ``layer_id``: a non-zero 32-bit value (xorshift32 needs one)."""
     return ((base_seed * 0x9E3779B1 + (layer_id + 1) * 0x85EBCA6B) & MASK32) % MASK32 + 1
+
+
+def prune_plan(net: Network, lay, g, base_seed: int, data_width: int) -> tuple:
+    """``(k_p, shift, seed, tau)`` of layer ``lay``'s stochastic pruning of its gradient ``g``
+    (the golden rule: the network's ``prune_p``, the layer's seed)."""
+    k_p, s = golden.prune_threshold_params(net.prune_p, np.asarray(g).size)
+    return (k_p, s, layer_seed(base_seed, lay.id),
+            golden.prune_threshold_int(g, k_p, s, data_width))
+
+
+async def prune_gradient(backend, rec: dict, net: Network, lay, g, base_seed: int,
+                         data_width: int):
+    """``g`` pruned by ``backend`` when ``lay`` prunes (its ``tau`` and ``seed`` into
+    ``rec``), else ``g``."""
+    if not lay.prune:
+        return g
+    k_p, s, seed, tau = prune_plan(net, lay, g, base_seed, data_width)
+    gp = await backend.prune(g, tau, seed, rule=(k_p, s))
+    rec.update(tau=np.int64(tau), seed=np.int64(seed))
+    return gp
 
 
 # ------------------------------------------------------------------------------------------
@@ -364,15 +385,7 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
         g4 = layer_gradient(lay, d) if g_next is None else g_next
         g_next = None
         rec["g"] = g4
-        if lay.prune:
-            k_p, s = golden.prune_threshold_params(net.prune_p, g4.size)
-            tau = golden.prune_threshold_int(g4, k_p, s, dw_)
-            seed = layer_seed(base_seed, lay.id)
-            gp = await backend.prune(g4, tau, seed, rule=(k_p, s))
-            rec.update(tau=np.int64(tau), seed=np.int64(seed))
-        else:
-            gp = g4
-        rec["g_pruned"] = gp
+        gp = rec["g_pruned"] = await prune_gradient(backend, rec, net, lay, g4, base_seed, dw_)
         w = state.weights[lay.name]
         w4 = _conv_view_w(lay, w)
         fwd, bwd = (_conv_view_w(lay, mk) for mk in state.masks[lay.name])
@@ -398,12 +411,8 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
                 g_next = layer_gradient(p_lay, dx)
                 # its pruning (threshold rule, seed, the golden threshold) may run beside the
                 # WG job too, right after the stage
-                prune_next = None
-                if p_lay.prune:
-                    k_p, s = golden.prune_threshold_params(net.prune_p, g_next.size)
-                    prune_next = (k_p, s, layer_seed(base_seed, p_lay.id),
-                                  golden.prune_threshold_int(g_next, k_p, s, dw_))
-                await bwd_stage(p_lay, lay, g_next, prune=prune_next)
+                await bwd_stage(p_lay, lay, g_next, prune=prune_plan(
+                    net, p_lay, g_next, base_seed, dw_) if p_lay.prune else None)
         # a backend with the weights on chip fuses the update into the WG job: it returns dW
         # and the updated weight it holds (read back for checking)
         fused = getattr(backend, "update_in_wg", None)

@@ -33,8 +33,8 @@ import numpy as np
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.network import NETWORKS_DIR, Network, load_network
 from sparseforge.sim.host.e2e import (StepResult, TrainState, _conv_view_in, _conv_view_w,
-                                      _from_conv_view_out, _nm, _sat, init_state, layer_seed,
-                                      maxpool_backward, maxpool_forward)
+                                      _from_conv_view_out, _nm, _sat, init_state,
+                                      maxpool_backward, maxpool_forward, prune_gradient)
 from sparseforge.sim.reference import golden
 
 __all__ = ["load_graph_net", "init_graph_state", "train_step_graph", "is_graph_net"]
@@ -177,15 +177,7 @@ async def train_step_graph(net: Network, cfg: AcceleratorConfig, state: TrainSta
             bn_new[lay.name] = (rec["gamma_new"], rec["beta_new"])
         g4 = g.T[None, :, None, :].copy() if lay.kind == "fc" else g
         rec["g"] = g4
-        if lay.prune:
-            k_p, sh = golden.prune_threshold_params(net.prune_p, g4.size)
-            tau = golden.prune_threshold_int(g4, k_p, sh, dw_)
-            seed = layer_seed(base_seed, lay.id)
-            gp = await backend.prune(g4, tau, seed, rule=(k_p, sh))
-            rec.update(tau=np.int64(tau), seed=np.int64(seed))
-        else:
-            gp = g4
-        rec["g_pruned"] = gp
+        gp = rec["g_pruned"] = await prune_gradient(backend, rec, net, lay, g4, base_seed, dw_)
         w = state.weights[lay.name]
         w4 = _conv_view_w(lay, w)
         _, bwd = (_conv_view_w(lay, mk) for mk in state.masks[lay.name])
