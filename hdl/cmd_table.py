@@ -78,7 +78,11 @@ def call_layout() -> data.StructLayout:
 def entry_layout(cfg) -> data.StructLayout:
     """One table entry: a data-plane command, or (``step = 1``) a ``step`` beat in the low 8
     bits of ``cmd``."""
-    return data.StructLayout({"cmd": cmd_layout(cfg), "step": 1})
+    return _entry_of(cmd_layout(cfg))
+
+
+def _entry_of(cmd_shape) -> data.StructLayout:
+    return data.StructLayout({"cmd": cmd_shape, "step": 1})
 
 
 def check_depth(depth) -> int:
@@ -96,15 +100,15 @@ class CmdTable(wiring.Component):
         None``; the formal proof uses a narrow one)."""
         self._depth = check_depth(depth)
         cl = cmd_layout(cfg) if cmd_shape is None else cmd_shape
+        self._entry = _entry_of(cl)
         super().__init__({
             "call": In(stream.Signature(call_layout())),
-            "tab": In(stream.Signature(data.StructLayout({"cmd": cl, "step": 1}))),
+            "tab": In(stream.Signature(self._entry)),
             "cmd_in": In(stream.Signature(cl)), "cmd_out": Out(stream.Signature(cl)),
             "step_in": In(stream.Signature(unsigned(8))),
             "step_out": Out(stream.Signature(unsigned(8))),
             "done": Out(1), "err": Out(1), "err_code": Out(8), "busy": Out(1),
         })
-        self._entry = data.StructLayout({"cmd": cl, "step": 1})
         # the state the formal harness reads (sparseforge/formal/harnesses.py)
         self._wptr = Signal(range(MAX_DEPTH + 1))
         self._mark = Signal(range(self._depth + 1))      # one past the highest entry written

@@ -1111,12 +1111,19 @@ class Driver:
     async def step_only(self, step: int):
         """A schedule step the data plane already ran (``STEP_DATA_PLANE``: the controller
         only advances), as its own packet; ``RuntimeError`` on STATUS.error."""
+        await self._run_packets(f"schedule step {step}", self._dp_packets(
+            [self.codec.step_packet(step, data_plane=True)], []))
+
+    async def _run_packets(self, what: str, packets: list) -> int:
+        """Clear STATUS, send ``packets`` (ending a job), wait for done; STATUS, or
+        ``RuntimeError`` with the ERROR_CODE on an error."""
         await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        await self.send(self._dp_packets([self.codec.step_packet(step, data_plane=True)], []))
+        await self.send(packets)
         status = await self.wait_done()
         if status & STATUS_ERROR or not status & STATUS_DONE:
-            raise RuntimeError(f"schedule step {step}: STATUS {status:#x}, ERROR_CODE "
+            raise RuntimeError(f"{what}: STATUS {status:#x}, ERROR_CODE "
                                f"{await self.read('ERROR_CODE'):#x}")
+        return status
 
     async def stage_onchip(self, op: str, *, shape, src: int = 0, dst: int = 0, keep: int = 0,
                            pool: int = 1, relu: bool = True, zfc: bool = False,
@@ -1256,7 +1263,7 @@ class Driver:
         entries = codec.table_entries(head, cmds) if self.replay and replay and \
             codec.has_table else None
         depth = codec.cfg.cmd_table_depth
-        if entries is None or not entries or len(entries) > depth:
+        if not entries or len(entries) > depth:
             return list(head) + [codec.dp_packet(cmds), codec.end_packet()]
         key = tuple(entries)
         out = []
@@ -1281,12 +1288,7 @@ class Driver:
         discarded the commands: an earlier error left it in its error state). The result also
         holds ``status``, the STATUS read at done."""
         before = {k: await self.counter(k) for k in counters}
-        await self.write("STATUS", STATUS_DONE | STATUS_ERROR)
-        await self.send(self._dp_packets(head, cmds, replay=replay))
-        status = await self.wait_done()
-        if status & STATUS_ERROR or not status & STATUS_DONE:
-            raise RuntimeError(f"{what}: STATUS {status:#x}, ERROR_CODE "
-                               f"{await self.read('ERROR_CODE'):#x}")
+        status = await self._run_packets(what, self._dp_packets(head, cmds, replay=replay))
         d = {k: await self.counter(k) - v for k, v in before.items()}
         if d[moved] == 0:
             # done without a single beat or busy cycle: the plane took the commands and dropped

@@ -70,7 +70,7 @@ from sparseforge.sim.reference import golden
 
 __all__ = ["TrainState", "StepResult", "GoldenBackend", "ModelBackend", "RTLBackend",
            "load_net", "init_state", "make_batch", "layer_seed", "prune_plan", "prune_gradient",
-           "train_step", "compare", "step_loss",
+           "check_step_args", "train_step", "compare", "step_loss",
            "maxpool_forward", "maxpool_backward", "cycle_table", "report_phase",
            "report_step", "REPORT_SCHEMA_VERSION", "PHASE_CODES"]
 
@@ -286,13 +286,13 @@ def compare(a: StepResult, b: StepResult) -> list[str]:
     return bad
 
 
-async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x, labels,
-                     backend, *, lr_shift: int = 4, base_seed: int = 1) -> StepResult:
-    """One training step (module docstring) on ``backend``; ``state`` is not modified (the
-    updated one is ``result.state``)."""
+def check_step_args(net: Network, x, labels, lr_shift) -> tuple:
+    """``(x, labels)`` as int64 arrays once a step's arguments are checked (``ValueError``
+    naming the bad one): ``lr_shift`` in [0, 62], ``x`` of the batch's input shape, one label
+    per sample, each a class index -- checked before anything runs: a negative label would
+    silently pick a class from the end, a large one fail only after the forward pass."""
     if not isinstance(lr_shift, int) or isinstance(lr_shift, bool) or not 0 <= lr_shift <= 62:
         raise ValueError(f"lr_shift must be an integer in [0, 62], not {lr_shift!r}")
-    dw_, fb = cfg.data_width, cfg.frac_bits
     x = np.asarray(x, np.int64)
     labels = np.asarray(labels, np.int64)
     if x.shape != (net.batch,) + tuple(net.input):
@@ -302,10 +302,17 @@ async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x,
     classes = net.compute[-1].cout
     bad = labels[(labels < 0) | (labels >= classes)]
     if bad.size:
-        # checked before anything runs: a negative label would silently pick a class from
-        # the end, a large one fail only after the forward pass
         raise ValueError(f"labels must be class indices in [0, {classes}), not "
                          f"{sorted(set(int(v) for v in bad))}")
+    return x, labels
+
+
+async def train_step(net: Network, cfg: AcceleratorConfig, state: TrainState, x, labels,
+                     backend, *, lr_shift: int = 4, base_seed: int = 1) -> StepResult:
+    """One training step (module docstring) on ``backend``; ``state`` is not modified (the
+    updated one is ``result.state``)."""
+    x, labels = check_step_args(net, x, labels, lr_shift)
+    dw_, fb = cfg.data_width, cfg.frac_bits
     res = StepResult()
     n_nm = _nm(net, cfg)[0]
     # a backend that keeps the weights on chip places them (and their masks) once; a later

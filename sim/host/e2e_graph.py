@@ -33,8 +33,9 @@ import numpy as np
 from sparseforge.gen.config import AcceleratorConfig
 from sparseforge.gen.network import NETWORKS_DIR, Network, load_network
 from sparseforge.sim.host.e2e import (StepResult, TrainState, _conv_view_in, _conv_view_w,
-                                      _from_conv_view_out, _nm, _sat, init_state,
-                                      maxpool_backward, maxpool_forward, prune_gradient)
+                                      _from_conv_view_out, _nm, _sat, check_step_args,
+                                      init_state, maxpool_backward, maxpool_forward,
+                                      prune_gradient)
 from sparseforge.sim.reference import golden
 
 __all__ = ["load_graph_net", "init_graph_state", "train_step_graph", "is_graph_net"]
@@ -100,17 +101,8 @@ async def train_step_graph(net: Network, cfg: AcceleratorConfig, state: TrainSta
     ``result.bp[layer]``: ``d``, ``g`` (at the array's output: after the pool, ReLU, add and
     BN backward), ``tau``, ``seed``, ``g_pruned``, ``dx``, ``dw``, ``w_new``, ``dgamma``,
     ``dbeta``, ``gamma_new``, ``beta_new``, ``fwd``, ``bwd``."""
-    if not isinstance(lr_shift, int) or isinstance(lr_shift, bool) or not 0 <= lr_shift <= 62:
-        raise ValueError(f"lr_shift must be an integer in [0, 62], not {lr_shift!r}")
+    x, labels = check_step_args(net, x, labels, lr_shift)
     dw_, fb = cfg.data_width, cfg.frac_bits
-    x = np.asarray(x, np.int64)
-    labels = np.asarray(labels, np.int64)
-    if x.shape != (net.batch,) + tuple(net.input):
-        raise ValueError(f"x must have shape {(net.batch,) + tuple(net.input)}, not {x.shape}")
-    classes = net.compute[-1].cout
-    if labels.shape != (net.batch,) or ((labels < 0) | (labels >= classes)).any():
-        raise ValueError(f"labels must be {net.batch} class indices in [0, {classes}), not "
-                         f"{labels.tolist()}")
     bn_state = getattr(state, "bn", {})
     missing = [lay.name for lay in net.compute if lay.bn and lay.name not in bn_state]
     if missing:

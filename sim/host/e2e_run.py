@@ -46,9 +46,9 @@ async def run_steps(drv, p: dict, *, info=print, progress=None) -> dict:
         raise AssertionError(f"ID register reads {ident:#x}, not {ID_VALUE:#x}")
     # a network with batch norm, residual adds or an average pool (digits-resnet) takes the
     # graph step (sim/host/e2e_graph.py): its BN, adds and pools on the host, no schedule
-    graph = e2e_graph.is_graph_net(e2e_graph.load_graph_net(p["network"], batch=p["batch"]))
+    net = e2e_graph.load_graph_net(p["network"], batch=p["batch"])
+    graph = e2e_graph.is_graph_net(net)
     if graph:
-        net = e2e_graph.load_graph_net(p["network"], batch=p["batch"])
         state = e2e_graph.init_graph_state(net, cfg, seed=p["seed"])
         step_fn = e2e_graph.train_step_graph
     else:

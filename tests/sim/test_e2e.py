@@ -282,7 +282,8 @@ def test_graph_step_bn_resnet_golden_equals_array_model():
     with pytest.raises(ValueError, match="no BN parameters"):
         asyncio.run(e2e_graph.train_step_graph(net, TINY, e2e.init_state(net, TINY, seed=1), x,
                                                y, e2e.GoldenBackend(TINY), **kw))
-    with pytest.raises(ValueError, match=r"labels must be 2 class indices in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\), not "
+                       r"\[1\d"):
         asyncio.run(e2e_graph.train_step_graph(net, TINY, state, x, y + 10,
                                                e2e.GoldenBackend(TINY), **kw))
     with pytest.raises(ValueError, match="unknown network 'nope'"):
